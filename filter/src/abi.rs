@@ -1,0 +1,298 @@
+//! proxy-wasm ABI 0.2.1 entry points and the context registry.
+//!
+//! We own the dispatch instead of using the SDK's so that (a) no host surprise can panic
+//! (an unknown context id gets a neutral answer), and (b) body callbacks can return every
+//! status Envoy understands, including `StopIterationAndWatermark`.
+//!
+//! Contexts are kept in `Rc<RefCell<_>>` and borrowed with `try_borrow_mut`: if a host ever
+//! re-entered the VM for a context that is mid-callback we answer neutrally instead of panicking.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::host::{self, LogLevel};
+use crate::root::{ChildContext, Root};
+
+/// What a headers callback tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum HeadersAction {
+    Continue = 0,
+    StopIteration = 1,
+}
+
+/// What a body callback tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum DataAction {
+    Continue = 0,
+    /// Hold the data; later callbacks see the whole held body; `continue_stream` releases it.
+    StopIterationAndBuffer = 1,
+    #[allow(dead_code)]
+    StopIterationAndWatermark = 2,
+}
+
+/// What a network-filter data callback tells the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum NetworkAction {
+    Continue = 0,
+    StopIteration = 1,
+}
+
+/// Callbacks of an HTTP stream context.
+pub trait HttpStream {
+    fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
+        HeadersAction::Continue
+    }
+    fn on_request_body(&mut self, _size: usize, _eos: bool) -> DataAction {
+        DataAction::Continue
+    }
+    fn on_request_trailers(&mut self, _num: usize) -> HeadersAction {
+        HeadersAction::Continue
+    }
+    fn on_response_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
+        HeadersAction::Continue
+    }
+    fn on_response_body(&mut self, _size: usize, _eos: bool) -> DataAction {
+        DataAction::Continue
+    }
+    fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        HeadersAction::Continue
+    }
+    /// The root's tick released this stream's held response data.
+    fn on_flushed(&mut self) {}
+    fn on_log(&mut self) {}
+    fn on_done(&mut self) {}
+}
+
+/// Callbacks of a network (TCP stream) context.
+pub trait NetworkStream {
+    fn on_new_connection(&mut self) -> NetworkAction {
+        NetworkAction::Continue
+    }
+    fn on_downstream_data(&mut self, _size: usize, _eos: bool) -> NetworkAction {
+        NetworkAction::Continue
+    }
+    fn on_upstream_data(&mut self, _size: usize, _eos: bool) -> NetworkAction {
+        NetworkAction::Continue
+    }
+    fn on_downstream_close(&mut self, _peer: u32) {}
+    fn on_upstream_close(&mut self, _peer: u32) {}
+    fn on_done(&mut self) {}
+}
+
+type Shared<T> = Rc<RefCell<T>>;
+
+#[derive(Default)]
+struct Registry {
+    roots: BTreeMap<u32, Shared<Root>>,
+    http: BTreeMap<u32, Shared<dyn HttpStream>>,
+    net: BTreeMap<u32, Shared<dyn NetworkStream>>,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+fn root(id: u32) -> Option<Shared<Root>> {
+    REGISTRY.with(|r| r.try_borrow().ok().and_then(|r| r.roots.get(&id).cloned()))
+}
+
+fn http(id: u32) -> Option<Shared<dyn HttpStream>> {
+    REGISTRY.with(|r| r.try_borrow().ok().and_then(|r| r.http.get(&id).cloned()))
+}
+
+fn net(id: u32) -> Option<Shared<dyn NetworkStream>> {
+    REGISTRY.with(|r| r.try_borrow().ok().and_then(|r| r.net.get(&id).cloned()))
+}
+
+fn with_http<R>(id: u32, neutral: R, f: impl FnOnce(&mut dyn HttpStream) -> R) -> R {
+    match http(id) {
+        Some(ctx) => match ctx.try_borrow_mut() {
+            Ok(mut c) => f(&mut *c),
+            Err(_) => neutral,
+        },
+        None => neutral,
+    }
+}
+
+fn with_net<R>(id: u32, neutral: R, f: impl FnOnce(&mut dyn NetworkStream) -> R) -> R {
+    match net(id) {
+        Some(ctx) => match ctx.try_borrow_mut() {
+            Ok(mut c) => f(&mut *c),
+            Err(_) => neutral,
+        },
+        None => neutral,
+    }
+}
+
+/// Releases held response data of the given streams (called from a root's tick).
+pub(crate) fn flush_streams(ids: &[u32]) {
+    for &id in ids {
+        with_http(id, (), |s| s.on_flushed());
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let mut v: Vec<u8> = Vec::with_capacity(size);
+    let ptr = v.as_mut_ptr();
+    std::mem::forget(v);
+    ptr
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
+    if parent_id == 0 {
+        let r = Rc::new(RefCell::new(Root::new(context_id)));
+        REGISTRY.with(|reg| {
+            if let Ok(mut reg) = reg.try_borrow_mut() {
+                reg.roots.insert(context_id, r);
+            }
+        });
+        return;
+    }
+    let Some(parent) = root(parent_id) else {
+        host::log(LogLevel::Error, "grpc-bridge: context created under an unknown root");
+        return;
+    };
+    let child = match parent.try_borrow() {
+        Ok(p) => p.new_child(context_id),
+        Err(_) => return,
+    };
+    REGISTRY.with(|reg| {
+        if let Ok(mut reg) = reg.try_borrow_mut() {
+            match child {
+                ChildContext::Http(h) => {
+                    reg.http.insert(context_id, h);
+                }
+                ChildContext::Network(n) => {
+                    reg.net.insert(context_id, n);
+                }
+            }
+        }
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root_id: u32, _vm_config_size: usize) -> u32 {
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(root_id: u32, config_size: usize) -> u32 {
+    let Some(r) = root(root_id) else { return 0 };
+    let ok = match r.try_borrow_mut() {
+        Ok(mut r) => r.on_configure(config_size),
+        Err(_) => false,
+    };
+    ok as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(root_id: u32) {
+    let Some(r) = root(root_id) else { return };
+    // Take the list first so the root is not borrowed while streams run.
+    let due = match r.try_borrow_mut() {
+        Ok(mut r) => r.take_due_streams(),
+        Err(_) => return,
+    };
+    flush_streams(&due);
+    if let Ok(mut guard) = r.try_borrow_mut() {
+        guard.after_tick();
+    };
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(id: u32, num: usize, eos: u32) -> u32 {
+    with_http(id, HeadersAction::Continue, |s| s.on_request_headers(num, eos != 0)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
+    with_http(id, DataAction::Continue, |s| s.on_request_body(size, eos != 0)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(id: u32, num: usize) -> u32 {
+    with_http(id, HeadersAction::Continue, |s| s.on_request_trailers(num)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(id: u32, num: usize, eos: u32) -> u32 {
+    with_http(id, HeadersAction::Continue, |s| s.on_response_headers(num, eos != 0)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
+    with_http(id, DataAction::Continue, |s| s.on_response_body(size, eos != 0)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(id: u32, num: usize) -> u32 {
+    with_http(id, HeadersAction::Continue, |s| s.on_response_trailers(num)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_new_connection(id: u32) -> u32 {
+    with_net(id, NetworkAction::Continue, |s| s.on_new_connection()) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_data(id: u32, size: usize, eos: u32) -> u32 {
+    with_net(id, NetworkAction::Continue, |s| s.on_downstream_data(size, eos != 0)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_data(id: u32, size: usize, eos: u32) -> u32 {
+    with_net(id, NetworkAction::Continue, |s| s.on_upstream_data(size, eos != 0)) as u32
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_connection_close(id: u32, peer: u32) {
+    with_net(id, (), |s| s.on_downstream_close(peer))
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_connection_close(id: u32, peer: u32) {
+    with_net(id, (), |s| s.on_upstream_close(peer))
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_log(id: u32) {
+    with_http(id, (), |s| s.on_log())
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_done(id: u32) -> u32 {
+    with_http(id, (), |s| s.on_done());
+    with_net(id, (), |s| s.on_done());
+    if let Some(r) = root(id) {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.on_done();
+        }
+    }
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(id: u32) {
+    REGISTRY.with(|reg| {
+        if let Ok(mut reg) = reg.try_borrow_mut() {
+            reg.http.remove(&id);
+            reg.net.remove(&id);
+            reg.roots.remove(&id);
+        }
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(_id: u32, _token: u32, _headers: usize, _body: usize, _trailers: usize) {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_queue_ready(_id: u32, _token: u32) {}

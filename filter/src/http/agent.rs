@@ -1,0 +1,311 @@
+//! Agent role: next to the gRPC client.
+//!
+//! Request: native gRPC (`application/grpc*`) becomes gRPC-web (`application/grpc-web+proto`)
+//! so it can cross HTTP/1.1-only hops; the body framing is identical, so only headers change.
+//!
+//! Response: gRPC-web data frames pass through as they arrive (we never pause); the `0x80`
+//! trailer frame is cut out of the body and becomes real HTTP/2 trailers at end of stream. A
+//! response without a trailer frame, or that isn't gRPC-web at all (a proxy's 407 page, a 502),
+//! ends with a non-OK status: never a silent OK.
+
+use std::rc::Rc;
+
+use crate::abi::{DataAction, HeadersAction, HttpStream};
+use crate::codec::grpc_frame::FrameScanner;
+use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
+use crate::codec::status::{self, code};
+use crate::config::Config;
+use crate::host::{self, BufferType, LogLevel, MapType};
+use crate::http::{remove_header, replace_body, req_header, resp_header, set_header};
+
+enum Response {
+    /// Not converted by us, or not yet seen.
+    Untouched,
+    /// gRPC-web response being turned back into gRPC.
+    GrpcWeb {
+        scanner: FrameScanner,
+        trailer: Option<TrailerFrameReader>,
+        /// `grpc-status`/`grpc-message` found in the response headers (a trailers-only answer
+        /// that still carries a body).
+        header_status: Option<(String, Option<String>)>,
+        error: Option<(u32, String)>,
+    },
+    /// Not gRPC-web: becomes a gRPC status; the body is swallowed (its start quoted).
+    NotGrpc { code: u32, message: String, quote: Vec<u8> },
+    /// Trailers are final (sent in headers or already added).
+    Finished,
+}
+
+pub struct AgentStream {
+    #[allow(dead_code)]
+    id: u32,
+    cfg: Rc<Config>,
+    converted: bool,
+    grpc_suffix: String,
+    response: Response,
+}
+
+impl AgentStream {
+    pub fn new(id: u32, cfg: Rc<Config>) -> Self {
+        AgentStream { id, cfg, converted: false, grpc_suffix: String::new(), response: Response::Untouched }
+    }
+
+    fn grpc_content_type(&self) -> String {
+        grpc_web::grpc_content_type(&self.grpc_suffix)
+    }
+
+    /// Trailers that end the response, from the trailer frame or the reason there is none.
+    fn final_trailers(&mut self) -> Vec<(String, String)> {
+        let response = std::mem::replace(&mut self.response, Response::Finished);
+        match response {
+            Response::GrpcWeb { scanner, trailer, header_status, error } => {
+                if let Some((code, msg)) = error {
+                    return status_trailers(code, &msg);
+                }
+                if let Some(reader) = trailer {
+                    return match reader.finish() {
+                        Ok(pairs) => validate_status(pairs),
+                        Err(e) => status_trailers(code::INTERNAL, &format!("grpc-bridge: bad gRPC-web trailer frame: {e}")),
+                    };
+                }
+                if let Err(e) = scanner.finish() {
+                    return status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}"));
+                }
+                if let Some((st, msg)) = header_status {
+                    let mut v = vec![("grpc-status".to_string(), st)];
+                    if let Some(m) = msg {
+                        v.push(("grpc-message".to_string(), m));
+                    }
+                    return validate_status(v);
+                }
+                status_trailers(
+                    code::INTERNAL,
+                    "grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)",
+                )
+            }
+            Response::NotGrpc { code, mut message, quote } => {
+                let q = quote_body(&quote);
+                if !q.is_empty() {
+                    message.push_str(": ");
+                    message.push_str(&q);
+                }
+                status_trailers(code, &message)
+            }
+            Response::Untouched | Response::Finished => Vec::new(),
+        }
+    }
+}
+
+/// `grpc-status`/`grpc-message` pairs for a synthesized status.
+fn status_trailers(code: u32, message: &str) -> Vec<(String, String)> {
+    host::log(LogLevel::Info, &format!("grpc-bridge agent: ending call with {} ({code}): {message}", status::code_name(code)));
+    vec![("grpc-status".to_string(), code.to_string()), ("grpc-message".to_string(), status::percent_encode(message))]
+}
+
+/// Keeps the upstream's trailers if they carry a valid `grpc-status`; otherwise INTERNAL.
+fn validate_status(pairs: Vec<(String, String)>) -> Vec<(String, String)> {
+    match pairs.iter().find(|(k, _)| k == "grpc-status") {
+        Some((_, v)) if status::parse_grpc_status(v.as_bytes()).is_some() => pairs,
+        Some((_, v)) => status_trailers(code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
+        None => status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"),
+    }
+}
+
+/// A printable, single-line excerpt of an error page for `grpc-message`.
+fn quote_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::new();
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+fn is_grpc_web_or_grpc(ct: &str) -> Option<String> {
+    if let Some((Encoding::Binary, suffix)) = grpc_web::parse_grpc_web_content_type(ct) {
+        return Some(suffix);
+    }
+    grpc_web::parse_grpc_content_type(ct)
+}
+
+impl HttpStream for AgentStream {
+    fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
+        let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
+        let Some(suffix) = grpc_web::parse_grpc_content_type(&ct) else { return HeadersAction::Continue };
+        if req_header(&self.cfg.marker_header).is_some() {
+            // Already converted by an agent in front of us: converting twice would break it.
+            return HeadersAction::Continue;
+        }
+        let suffix = if suffix.is_empty() { "+proto".to_string() } else { suffix };
+        set_header(MapType::HttpRequestHeaders, "content-type", &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix));
+        set_header(MapType::HttpRequestHeaders, "x-grpc-web", "1");
+        set_header(MapType::HttpRequestHeaders, &self.cfg.marker_header, "agent");
+        // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
+        remove_header(MapType::HttpRequestHeaders, "te");
+        self.converted = true;
+        self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
+        HeadersAction::Continue
+    }
+
+    fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
+        if !self.converted {
+            return HeadersAction::Continue;
+        }
+        let http_status: u16 = resp_header(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let ct = resp_header("content-type").unwrap_or_default();
+        let grpc_ct = self.grpc_content_type();
+        // The body shrinks (the trailer frame is cut out), so a length would be wrong.
+        remove_header(MapType::HttpResponseHeaders, "content-length");
+        remove_header(MapType::HttpResponseHeaders, &self.cfg.marker_header);
+
+        if http_status == 200 && is_grpc_web_or_grpc(&ct).is_some() {
+            set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
+            let header_status = resp_header("grpc-status").map(|s| (s, resp_header("grpc-message")));
+            if eos {
+                // Trailers-only. It must carry a valid status; otherwise it's an error, not OK.
+                match &header_status {
+                    Some((s, _)) if status::parse_grpc_status(s.as_bytes()).is_some() => {}
+                    _ => {
+                        for (k, v) in status_trailers(code::INTERNAL, "grpc-bridge: empty response without grpc-status") {
+                            set_header(MapType::HttpResponseHeaders, &k, &v);
+                        }
+                    }
+                }
+                self.response = Response::Finished;
+                return HeadersAction::Continue;
+            }
+            if header_status.is_some() {
+                // Status already sent in headers but a body follows: keep the trailers for the
+                // end only (a status in both places would be ambiguous).
+                remove_header(MapType::HttpResponseHeaders, "grpc-status");
+                remove_header(MapType::HttpResponseHeaders, "grpc-message");
+            }
+            self.response = Response::GrpcWeb {
+                scanner: FrameScanner::new(self.cfg.max_message_bytes),
+                trailer: None,
+                header_status,
+                error: None,
+            };
+            return HeadersAction::Continue;
+        }
+
+        // Not a gRPC-web answer: something on the path (a proxy, a CDN) answered instead.
+        let code = status::http_to_grpc(http_status);
+        let message = format!(
+            "grpc-bridge: upstream answered HTTP {http_status}{} instead of gRPC-web",
+            if ct.is_empty() { String::new() } else { format!(" ({ct})") }
+        );
+        set_header(MapType::HttpResponseHeaders, ":status", "200");
+        set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
+        if eos {
+            for (k, v) in status_trailers(code, &message) {
+                set_header(MapType::HttpResponseHeaders, &k, &v);
+            }
+            self.response = Response::Finished;
+        } else {
+            self.response = Response::NotGrpc { code, message, quote: Vec::new() };
+        }
+        HeadersAction::Continue
+    }
+
+    fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+        let quote_limit = self.cfg.error_body_quote_bytes as usize;
+        let trailer_limit = self.cfg.max_trailer_bytes as usize;
+        match &mut self.response {
+            Response::Untouched | Response::Finished => return DataAction::Continue,
+            Response::NotGrpc { quote, .. } => {
+                if size > 0 {
+                    if quote.len() < quote_limit {
+                        if let Ok(Some(b)) = host::get_buffer(BufferType::HttpResponseBody, 0, quote_limit - quote.len()) {
+                            quote.extend_from_slice(&b);
+                        }
+                    }
+                    let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
+                }
+            }
+            Response::GrpcWeb { scanner, trailer, error, .. } => {
+                if size > 0 {
+                    if error.is_some() {
+                        let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
+                    } else {
+                        match host::get_buffer(BufferType::HttpResponseBody, 0, size) {
+                            Ok(Some(chunk)) => {
+                                if let Err(e) = split_chunk(&chunk, scanner, trailer, trailer_limit) {
+                                    *error = Some(e);
+                                    let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => *error = Some((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}"))),
+                        }
+                    }
+                }
+            }
+        }
+        if eos {
+            for (k, v) in self.final_trailers() {
+                if let Err(e) = host::add_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes()) {
+                    host::log(LogLevel::Error, &format!("grpc-bridge agent: cannot add trailer {k}: {e:?}"));
+                }
+            }
+        }
+        DataAction::Continue
+    }
+
+    fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        // HTTP/1.1 chunked trailers (or HTTP/2 from a gRPC-aware upstream) are rare here; if the
+        // upstream sent real trailers with a status and no trailer frame, they stand.
+        if let Response::GrpcWeb { trailer: None, error: None, .. } = &self.response {
+            if host::get_map_value(MapType::HttpResponseTrailers, "grpc-status").ok().flatten().is_some() {
+                self.response = Response::Finished;
+                return HeadersAction::Continue;
+            }
+        }
+        for (k, v) in self.final_trailers() {
+            let _ = host::replace_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes());
+        }
+        HeadersAction::Continue
+    }
+}
+
+/// Passes data frames, moves trailer-frame bytes out of the chunk into `trailer`.
+fn split_chunk(
+    chunk: &[u8],
+    scanner: &mut FrameScanner,
+    trailer: &mut Option<TrailerFrameReader>,
+    trailer_limit: usize,
+) -> Result<(), (u32, String)> {
+    let size = chunk.len();
+    let cut_at = if let Some(reader) = trailer.as_mut() {
+        reader.push(chunk).map_err(|e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}")))?;
+        0
+    } else {
+        let outcome = scanner.scan(chunk).map_err(|e| {
+            let c = match e {
+                crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => code::RESOURCE_EXHAUSTED,
+                _ => code::INTERNAL,
+            };
+            (c, format!("grpc-bridge: {e}"))
+        })?;
+        match outcome.trailers_start {
+            Some(at) => {
+                let mut reader = TrailerFrameReader::new(trailer_limit);
+                reader
+                    .push(chunk.get(at..).unwrap_or(&[]))
+                    .map_err(|e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}")))?;
+                *trailer = Some(reader);
+                at
+            }
+            None => size,
+        }
+    };
+    if cut_at < size {
+        // Envoy can only drain-and-prepend or append: rewrite the chunk as its kept prefix.
+        replace_body(BufferType::HttpResponseBody, size, chunk.get(..cut_at).unwrap_or(&[]))
+            .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
+    }
+    Ok(())
+}

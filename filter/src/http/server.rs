@@ -1,0 +1,323 @@
+//! Server role: next to the gRPC backend.
+//!
+//! Request: gRPC-web (binary or text, from our agent or any gRPC-web client) becomes native gRPC
+//! over HTTP/2 (`application/grpc`, `te: trailers`, no `content-length`, text decoded).
+//!
+//! Response: the backend's HTTP/2 trailers must become a `0x80` frame at the end of the body,
+//! but Envoy has no call to add body bytes from the trailers callback unless the body is still
+//! paused. So every response chunk is paused and released by the root's flush tick
+//! (`flush_interval_ms`); when the trailers arrive, the frame is appended to the still-held
+//! body, the trailers are removed, and the stream stays paused until the next release. Messages
+//! thus stream with at most one flush interval of added delay.
+
+use std::rc::Rc;
+
+use crate::abi::{DataAction, HeadersAction, HttpStream};
+use crate::codec::grpc_frame::{FrameError, FrameScanner};
+use crate::codec::grpc_web::{self, Encoding};
+use crate::codec::status::{self, code};
+use crate::codec::text::{Base64Decoder, Base64Encoder};
+use crate::config::Config;
+use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
+use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
+use crate::root::FlushScheduler;
+
+/// Who sent the gRPC-web request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Carries the agent marker: converted from native gRPC by our agent role.
+    Agent,
+    /// Any other gRPC-web client (a browser, grpc-web, connect-web).
+    Browser,
+}
+
+struct Converted {
+    encoding: Encoding,
+    suffix: String,
+    #[allow(dead_code)]
+    origin: Origin,
+    /// Request side: text decoder and message-size guard.
+    request_text: Option<Base64Decoder>,
+    request_scanner: FrameScanner,
+    response: ResponseState,
+}
+
+enum ResponseState {
+    /// Response headers not seen yet.
+    Pending,
+    /// The backend answered something that is not gRPC: passed through untouched.
+    Passthrough,
+    /// Trailers-only answer: `grpc-status` stays in the headers.
+    TrailersOnly,
+    /// Streaming gRPC response whose chunks we hold until the next tick.
+    Streaming(Streaming),
+    /// The trailer frame has been appended (or the stream ended).
+    Done,
+}
+
+struct Streaming {
+    /// Bytes of the host's held body that are already in their final (wire) form.
+    held: usize,
+    /// Text mode: base64 encoder and frame tracker (padding is emitted at frame boundaries).
+    text: Option<(Base64Encoder, FrameScanner)>,
+}
+
+pub struct ServerStream {
+    id: u32,
+    cfg: Rc<Config>,
+    flush: Rc<FlushScheduler>,
+    conv: Option<Converted>,
+}
+
+impl ServerStream {
+    pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>) -> Self {
+        ServerStream { id, cfg, flush, conv: None }
+    }
+
+    fn web_content_type(&self) -> String {
+        match &self.conv {
+            Some(c) => grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix }),
+            None => "application/grpc-web+proto".to_string(),
+        }
+    }
+
+    fn reject_request(&mut self, code: u32, message: &str) {
+        let ct = self.web_content_type();
+        send_grpc_error(&ct, code, message);
+        if let Some(c) = self.conv.as_mut() {
+            c.response = ResponseState::Done;
+        }
+    }
+}
+
+impl HttpStream for ServerStream {
+    fn on_request_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
+        let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
+        let Some((encoding, suffix)) = grpc_web::parse_grpc_web_content_type(&ct) else {
+            return HeadersAction::Continue;
+        };
+        let origin = if req_header(&self.cfg.marker_header).is_some() { Origin::Agent } else { Origin::Browser };
+        let h = MapType::HttpRequestHeaders;
+        set_header(h, "content-type", &grpc_web::grpc_content_type(&suffix));
+        set_header(h, "te", "trailers");
+        remove_header(h, "content-length");
+        // Bridge-internal headers never reach the backend.
+        remove_header(h, &self.cfg.marker_header);
+        remove_header(h, "x-grpc-web");
+        // Routes may match on gRPC content-type: let the router see the converted request.
+        let _ = host::call_foreign_function("clear_route_cache", &[]);
+        self.conv = Some(Converted {
+            encoding,
+            suffix,
+            origin,
+            request_text: (encoding == Encoding::Text).then(Base64Decoder::new),
+            request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
+            response: ResponseState::Pending,
+        });
+        host::log(LogLevel::Debug, &format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
+        HeadersAction::Continue
+    }
+
+    fn on_request_body(&mut self, size: usize, eos: bool) -> DataAction {
+        let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
+        let chunk = if size > 0 {
+            match host::get_buffer(BufferType::HttpRequestBody, 0, size) {
+                Ok(Some(b)) => b,
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    self.reject_request(code::INTERNAL, &format!("grpc-bridge: request body unreadable: {e:?}"));
+                    return DataAction::StopIterationAndBuffer;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut failure: Option<(u32, String)> = None;
+        if let Some(decoder) = conv.request_text.as_mut() {
+            let mut decoded = Vec::with_capacity(chunk.len() / 4 * 3 + 3);
+            let mut res = decoder.decode(&chunk, &mut decoded);
+            if res.is_ok() && eos {
+                res = decoder.finish();
+            }
+            match res {
+                Err(e) => failure = Some((code::INVALID_ARGUMENT, format!("grpc-bridge: bad grpc-web-text request body: {e}"))),
+                Ok(()) => {
+                    if let Err(e) = conv.request_scanner.scan(&decoded) {
+                        failure = Some(frame_failure(e));
+                    } else if let Err(e) = replace_body(BufferType::HttpRequestBody, size, &decoded) {
+                        failure = Some((code::INTERNAL, format!("grpc-bridge: cannot edit request body: {e:?}")));
+                    }
+                }
+            }
+        } else if let Err(e) = conv.request_scanner.scan(&chunk) {
+            failure = Some(frame_failure(e));
+        }
+        if failure.is_none() && eos {
+            if let Err(e) = conv.request_scanner.finish() {
+                failure = Some((code::INVALID_ARGUMENT, format!("grpc-bridge: request ended inside a message: {e}")));
+            }
+        }
+        if let Some((c, m)) = failure {
+            self.reject_request(c, &m);
+            return DataAction::StopIterationAndBuffer;
+        }
+        DataAction::Continue
+    }
+
+    fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
+        let web_ct = self.web_content_type();
+        let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
+        if !matches!(conv.response, ResponseState::Pending) {
+            return HeadersAction::Continue;
+        }
+        let ct = resp_header("content-type").unwrap_or_default();
+        let http_status = resp_header(":status").unwrap_or_default();
+        if grpc_web::parse_grpc_content_type(&ct).is_none() && !(eos && resp_header("grpc-status").is_some()) {
+            // Not a gRPC answer (an HTML error page, say): gRPC-web clients map the HTTP status.
+            host::log(LogLevel::Debug, &format!("grpc-bridge server: backend answered {http_status} {ct:?}: passed through"));
+            conv.response = ResponseState::Passthrough;
+            return HeadersAction::Continue;
+        }
+        set_header(MapType::HttpResponseHeaders, "content-type", &web_ct);
+        remove_header(MapType::HttpResponseHeaders, "content-length");
+        if eos {
+            conv.response = ResponseState::TrailersOnly;
+            return HeadersAction::Continue;
+        }
+        let text = (conv.encoding == Encoding::Text).then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
+        conv.response = ResponseState::Streaming(Streaming { held: 0, text });
+        HeadersAction::Continue
+    }
+
+    fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+        let id = self.id;
+        let trailer_limit = self.cfg.max_trailer_bytes as usize;
+        let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
+        let ResponseState::Streaming(st) = &mut conv.response else { return DataAction::Continue };
+
+        if let Some((encoder, scanner)) = st.text.as_mut() {
+            // Encode the bytes that arrived since our last look; Envoy can only replace the whole
+            // held buffer, so rewrite it as (already encoded prefix + newly encoded bytes).
+            if size > st.held {
+                match host::get_buffer(BufferType::HttpResponseBody, 0, size) {
+                    Ok(Some(all)) => {
+                        let (done, fresh) = all.split_at(st.held.min(all.len()));
+                        let mut out = Vec::with_capacity(done.len() + fresh.len() * 4 / 3 + 8);
+                        out.extend_from_slice(done);
+                        let _ = scanner.scan(fresh);
+                        encoder.encode(fresh, &mut out);
+                        if scanner.at_boundary() {
+                            // Pad between frames so every complete message is decodable now.
+                            encoder.flush(&mut out);
+                        }
+                        if replace_body(BufferType::HttpResponseBody, size, &out).is_ok() {
+                            st.held = out.len();
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => host::log(LogLevel::Warn, &format!("grpc-bridge server: body unreadable: {e:?}")),
+                }
+            }
+        } else {
+            st.held = size;
+        }
+
+        if eos {
+            // HTTP/2 gRPC must end with trailers; a DATA frame with END_STREAM means the status
+            // was lost. Say so in-band rather than let the client see a clean end.
+            let frame = trailer_frame(
+                &[
+                    ("grpc-status".to_string(), code::INTERNAL.to_string()),
+                    ("grpc-message".to_string(), status::percent_encode("grpc-bridge: backend ended the stream without trailers")),
+                ],
+                trailer_limit,
+            );
+            let out = encode_for_wire(st, frame);
+            let _ = host::append_buffer(BufferType::HttpResponseBody, &out);
+            conv.response = ResponseState::Done;
+            self.flush.release(id);
+            return DataAction::Continue;
+        }
+        self.flush.hold(id);
+        DataAction::StopIterationAndBuffer
+    }
+
+    fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        let id = self.id;
+        let trailer_limit = self.cfg.max_trailer_bytes as usize;
+        let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
+        let ResponseState::Streaming(st) = &mut conv.response else { return HeadersAction::Continue };
+        let pairs: Vec<(String, String)> = match host::get_map(MapType::HttpResponseTrailers) {
+            Ok(p) => p.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect(),
+            Err(e) => {
+                host::log(LogLevel::Warn, &format!("grpc-bridge server: trailers unreadable: {e:?}"));
+                Vec::new()
+            }
+        };
+        let frame = trailer_frame(&pairs, trailer_limit);
+        let out = encode_for_wire(st, frame);
+        if let Err(e) = host::append_buffer(BufferType::HttpResponseBody, &out) {
+            host::log(LogLevel::Error, &format!("grpc-bridge server: cannot append trailer frame: {e:?}"));
+        }
+        for (k, _) in &pairs {
+            remove_header(MapType::HttpResponseTrailers, k);
+        }
+        conv.response = ResponseState::Done;
+        // Stay paused: the next release sends held data, the frame, then the (empty) end.
+        self.flush.hold(id);
+        HeadersAction::StopIteration
+    }
+
+    fn on_flushed(&mut self) {
+        if let Some(Converted { response: ResponseState::Streaming(st), .. }) = self.conv.as_mut() {
+            st.held = 0;
+        }
+        if host::set_effective_context(self.id).is_ok() {
+            // BadArgument/NotFound here means the stream already ended: nothing to release.
+            let _ = host::continue_stream(StreamType::HttpResponse);
+        }
+    }
+
+    fn on_done(&mut self) {
+        self.flush.release(self.id);
+    }
+}
+
+fn frame_failure(e: FrameError) -> (u32, String) {
+    match e {
+        FrameError::MessageTooLarge { .. } => (code::RESOURCE_EXHAUSTED, format!("grpc-bridge: {e}")),
+        _ => (code::INVALID_ARGUMENT, format!("grpc-bridge: {e}")),
+    }
+}
+
+/// The gRPC-web trailer frame for the backend's trailers; if they can't be carried (too large,
+/// invalid bytes), a frame with INTERNAL that says why.
+fn trailer_frame(pairs: &[(String, String)], limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    match grpc_web::encode_trailer_frame(pairs, limit, &mut out) {
+        Ok(()) => out,
+        Err(e) => {
+            out.clear();
+            let fallback = [
+                ("grpc-status".to_string(), code::INTERNAL.to_string()),
+                ("grpc-message".to_string(), status::percent_encode(&format!("grpc-bridge: backend trailers not representable: {e}"))),
+            ];
+            let _ = grpc_web::encode_trailer_frame(&fallback, usize::MAX, &mut out);
+            out
+        }
+    }
+}
+
+/// Binary frames go out as they are; text mode flushes the pending base64 group first.
+fn encode_for_wire(st: &mut Streaming, frame: Vec<u8>) -> Vec<u8> {
+    match st.text.as_mut() {
+        None => frame,
+        Some((encoder, _)) => {
+            let mut out = Vec::with_capacity(frame.len() * 4 / 3 + 8);
+            encoder.flush(&mut out);
+            encoder.encode(&frame, &mut out);
+            encoder.flush(&mut out);
+            out
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Root context: owns the configuration and the flush tick, creates stream contexts.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+
+use crate::abi::{HttpStream, NetworkStream};
+use crate::config::{Config, Role};
+use crate::host::{self, BufferType, LogLevel};
+use crate::http::{agent::AgentStream, server::ServerStream, Passthrough};
+
+pub enum ChildContext {
+    Http(Rc<RefCell<dyn HttpStream>>),
+    #[allow(dead_code)]
+    Network(Rc<RefCell<dyn NetworkStream>>),
+}
+
+/// Streams whose response data is held until the next tick (see `http::server`).
+///
+/// Envoy can't inject body bytes from the trailers callback unless the stream's body is still
+/// paused. So the server role pauses every response chunk and this tick releases them every
+/// `flush_interval_ms`, while the stream's trailers can still be appended. The tick is armed only
+/// while some stream holds data.
+pub struct FlushScheduler {
+    interval_ms: u32,
+    due: RefCell<BTreeSet<u32>>,
+    armed: RefCell<bool>,
+}
+
+impl FlushScheduler {
+    pub fn new(interval_ms: u32) -> Self {
+        FlushScheduler { interval_ms, due: RefCell::new(BTreeSet::new()), armed: RefCell::new(false) }
+    }
+
+    /// Registers a stream for release at the next tick, arming the tick if needed.
+    pub fn hold(&self, context_id: u32) {
+        if let Ok(mut due) = self.due.try_borrow_mut() {
+            due.insert(context_id);
+        }
+        if let Ok(mut armed) = self.armed.try_borrow_mut() {
+            if !*armed {
+                match host::set_tick_period_ms(self.interval_ms) {
+                    Ok(()) => *armed = true,
+                    Err(e) => host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm flush tick: {e:?}")),
+                }
+            }
+        }
+    }
+
+    /// Forgets a stream (it finished or no longer holds data).
+    pub fn release(&self, context_id: u32) {
+        if let Ok(mut due) = self.due.try_borrow_mut() {
+            due.remove(&context_id);
+        }
+    }
+
+    fn take_due(&self) -> Vec<u32> {
+        match self.due.try_borrow_mut() {
+            Ok(mut due) => std::mem::take(&mut *due).into_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Disarms the tick when nothing is held any more.
+    fn settle(&self) {
+        let idle = self.due.try_borrow().map(|d| d.is_empty()).unwrap_or(false);
+        if let Ok(mut armed) = self.armed.try_borrow_mut() {
+            if idle && *armed && host::set_tick_period_ms(0).is_ok() {
+                *armed = false;
+            }
+        }
+    }
+}
+
+pub struct Root {
+    id: u32,
+    config: Option<Rc<Config>>,
+    flush: Rc<FlushScheduler>,
+}
+
+impl Root {
+    pub fn new(id: u32) -> Self {
+        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)) }
+    }
+
+    pub fn on_configure(&mut self, size: usize) -> bool {
+        let bytes = match host::get_buffer(BufferType::PluginConfiguration, 0, size) {
+            Ok(Some(b)) => b,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                host::log(LogLevel::Critical, &format!("grpc-bridge: cannot read plugin configuration: {e:?}"));
+                return false;
+            }
+        };
+        match Config::parse(&bytes) {
+            Ok(cfg) => {
+                self.flush = Rc::new(FlushScheduler::new(cfg.flush_interval_ms));
+                host::log(LogLevel::Info, &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role));
+                self.config = Some(Rc::new(cfg));
+                true
+            }
+            Err(e) => {
+                host::log(LogLevel::Critical, &e.to_string());
+                false
+            }
+        }
+    }
+
+    pub fn new_child(&self, id: u32) -> ChildContext {
+        let Some(cfg) = self.config.clone() else {
+            return ChildContext::Http(Rc::new(RefCell::new(Passthrough)));
+        };
+        match cfg.role {
+            Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg)))),
+            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone())))),
+        }
+    }
+
+    pub fn take_due_streams(&mut self) -> Vec<u32> {
+        self.flush.take_due()
+    }
+
+    pub fn after_tick(&mut self) {
+        self.flush.settle();
+    }
+
+    pub fn on_done(&mut self) {}
+}
