@@ -1,1 +1,25 @@
+//! Pure wire-format codecs for the bridge: no proxy-wasm types, no I/O, no allocation beyond
+//! what the caller's data requires, and no panics reachable from peer-controlled bytes.
+//!
+//! Everything the filter parses arrives from the network split at arbitrary points (HTTP/1
+//! chunks, HTTP/2 DATA frames, WebSocket messages), so every decoder here is incremental and
+//! gives the same answer however its input is cut. Limits are checked against *declared*
+//! lengths, before any byte of an oversized frame is buffered, because the filter runs inside a
+//! shared proxy where one hostile stream must not be able to grow memory without bound.
+//!
+//! - [`grpc_frame`]: the 5-byte length prefix shared by gRPC and gRPC-web bodies.
+//! - [`grpc_web`]: gRPC-web content types and the `0x80` in-body trailer frame.
+//! - [`text`]: streaming base64 for `application/grpc-web-text`.
+//! - [`status`]: gRPC status codes, HTTP status mappings, `grpc-message` percent-encoding.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
+pub mod grpc_frame;
+pub mod grpc_web;
+pub mod status;
+pub mod text;
