@@ -101,7 +101,10 @@ impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::MessageTooLarge { len, limit } => {
-                write!(f, "gRPC message of {len} bytes exceeds the limit of {limit}")
+                write!(
+                    f,
+                    "gRPC message of {len} bytes exceeds the limit of {limit}"
+                )
             }
             FrameError::Truncated { missing } => write!(
                 f,
@@ -147,7 +150,8 @@ impl HeaderBuf {
         let want = FRAME_HEADER_LEN.saturating_sub(self.have);
         let take = want.min(input.len());
         if let (Some(dst), Some(src)) = (
-            self.bytes.get_mut(self.have..self.have.saturating_add(take)),
+            self.bytes
+                .get_mut(self.have..self.have.saturating_add(take)),
             input.get(..take),
         ) {
             dst.copy_from_slice(src);
@@ -316,7 +320,10 @@ impl FrameScanner {
 /// A reassembled frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Message { compressed: bool, payload: Vec<u8> },
+    Message {
+        compressed: bool,
+        payload: Vec<u8>,
+    },
     /// Raw header block of the trailer frame (bytes after its 5-byte prefix), not parsed.
     Trailers(Vec<u8>),
 }
@@ -577,7 +584,9 @@ mod tests {
             "gRPC message of 5000000 bytes exceeds the limit of 4194304"
         );
         assert!(FrameError::ReservedFlags(0x02).to_string().contains("0x02"));
-        assert!(FrameError::Truncated { missing: 3 }.to_string().contains('3'));
+        assert!(FrameError::Truncated { missing: 3 }
+            .to_string()
+            .contains('3'));
     }
 
     #[test]
@@ -601,6 +610,20 @@ mod tests {
         assert!(s.at_boundary());
         assert_eq!(s.messages(), 3);
         assert_eq!(s.finish(), Ok(()));
+    }
+
+    #[test]
+    fn scanner_empty_frame_at_chunk_end_is_complete() {
+        let mut s = FrameScanner::new(10);
+        let o = s.scan(&[0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(o.messages_completed, 1);
+        assert!(s.at_boundary());
+        assert_eq!(s.finish(), Ok(()));
+        // Split header: the message completes with the chunk holding its last header byte.
+        assert_eq!(s.scan(&[1, 0, 0]).unwrap().messages_completed, 0);
+        assert_eq!(s.scan(&[0, 0]).unwrap().messages_completed, 1);
+        assert_eq!(s.messages(), 2);
+        assert!(s.at_boundary());
     }
 
     #[test]
@@ -678,12 +701,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(s.scan(&zeros).unwrap().messages_completed, 0);
         }
-        assert_eq!(
-            s.finish(),
-            Err(FrameError::Truncated {
-                missing: 1 << 18
-            })
-        );
+        assert_eq!(s.finish(), Err(FrameError::Truncated { missing: 1 << 18 }));
         assert_eq!(s.scan(&zeros).unwrap().messages_completed, 1);
         assert!(s.at_boundary());
     }
@@ -753,6 +771,18 @@ mod tests {
         );
         let mut d = Deframer::new(1024, 64);
         assert_eq!(d.push(&[0x80, 0, 0, 0, 64]), Ok(()));
+    }
+
+    #[test]
+    fn deframer_does_not_preallocate_declared_length() {
+        // A header alone must not make us reserve the declared size (a 4 GiB claim is free to
+        // send); capacity follows the bytes that actually arrived.
+        let mut d = Deframer::new(u32::MAX, 0);
+        d.push(&[0, 0xff, 0xff, 0xff, 0xff, 1, 2]).unwrap();
+        let DeframeState::Body { buf, .. } = &d.state else {
+            panic!("expected a partial body");
+        };
+        assert!(buf.capacity() < 1024, "capacity {}", buf.capacity());
     }
 
     #[test]

@@ -114,7 +114,10 @@ impl fmt::Display for TrailerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TrailerError::TooLarge { len, limit } => {
-                write!(f, "gRPC-web trailers of {len} bytes exceed the limit of {limit}")
+                write!(
+                    f,
+                    "gRPC-web trailers of {len} bytes exceed the limit of {limit}"
+                )
             }
             TrailerError::BadName(n) => write!(f, "invalid gRPC-web trailer name \"{n}\""),
             TrailerError::BadValue(n) => write!(f, "invalid value for gRPC-web trailer \"{n}\""),
@@ -239,7 +242,10 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 /// inside a value -> `BadValue`; a line without ':' -> `Malformed`; empty lines are skipped;
 /// a block over `limit` -> `TooLarge`. Values must be UTF-8 (`BadValue` otherwise): gRPC
 /// metadata values are printable ASCII, and a lossy conversion would silently alter them.
-pub fn parse_trailer_block(block: &[u8], limit: usize) -> Result<Vec<(String, String)>, TrailerError> {
+pub fn parse_trailer_block(
+    block: &[u8],
+    limit: usize,
+) -> Result<Vec<(String, String)>, TrailerError> {
     if block.len() > limit {
         return Err(TrailerError::TooLarge {
             len: block.len(),
@@ -285,8 +291,14 @@ pub fn parse_trailer_block(block: &[u8], limit: usize) -> Result<Vec<(String, St
 
 #[derive(Debug)]
 enum ReaderState {
-    Header { bytes: [u8; FRAME_HEADER_LEN], have: usize },
-    Block { want: usize, buf: Vec<u8> },
+    Header {
+        bytes: [u8; FRAME_HEADER_LEN],
+        have: usize,
+    },
+    Block {
+        want: usize,
+        buf: Vec<u8>,
+    },
     Failed(TrailerError),
 }
 
@@ -442,13 +454,19 @@ mod tests {
 
     #[test]
     fn grpc_content_types() {
-        assert_eq!(parse_grpc_content_type("application/grpc"), Some(String::new()));
+        assert_eq!(
+            parse_grpc_content_type("application/grpc"),
+            Some(String::new())
+        );
         assert_eq!(
             parse_grpc_content_type("application/GRPC+Proto; foo"),
             Some("+proto".into())
         );
         assert_eq!(parse_grpc_content_type("application/grpc-web"), None);
-        assert_eq!(parse_grpc_content_type("application/grpc-web-text+proto"), None);
+        assert_eq!(
+            parse_grpc_content_type("application/grpc-web-text+proto"),
+            None
+        );
         assert_eq!(parse_grpc_content_type("application/grpcx"), None);
         assert_eq!(parse_grpc_content_type("application/json"), None);
         assert_eq!(grpc_content_type("+proto"), "application/grpc+proto");
@@ -466,8 +484,12 @@ mod tests {
     #[test]
     fn encode_spec_example_block() {
         let mut out = vec![];
-        encode_trailer_frame(&kv(&[("grpc-status", "0"), ("grpc-message", "")]), 1024, &mut out)
-            .unwrap();
+        encode_trailer_frame(
+            &kv(&[("grpc-status", "0"), ("grpc-message", "")]),
+            1024,
+            &mut out,
+        )
+        .unwrap();
         let block = b"grpc-status:0\r\ngrpc-message:\r\n";
         assert_eq!(&out[..5], &[0x80, 0, 0, 0, block.len() as u8]);
         assert_eq!(&out[5..], block);
@@ -530,7 +552,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            kv(&[("grpc-status", "14"), ("grpc-message", "a%20b"), ("x-last", "tail")])
+            kv(&[
+                ("grpc-status", "14"),
+                ("grpc-message", "a%20b"),
+                ("x-last", "tail")
+            ])
         );
         // Colons inside the value are kept.
         assert_eq!(
@@ -543,13 +569,28 @@ mod tests {
     #[test]
     fn parse_rejections() {
         let p = |b: &[u8]| parse_trailer_block(b, 1000);
-        assert_eq!(p(b":status:200\r\n"), Err(TrailerError::BadName(":status".into())));
-        assert_eq!(p(b":status\r\n"), Err(TrailerError::BadName(":status".into())));
+        assert_eq!(
+            p(b":status:200\r\n"),
+            Err(TrailerError::BadName(":status".into()))
+        );
+        assert_eq!(
+            p(b":status\r\n"),
+            Err(TrailerError::BadName(":status".into()))
+        );
         assert!(matches!(p(b":a"), Err(TrailerError::BadName(_))));
-        assert!(matches!(p(b"grpc status:0\r\n"), Err(TrailerError::BadName(_))));
-        assert!(matches!(p(b"grpc-status :0\r\n"), Err(TrailerError::BadName(_))));
+        assert!(matches!(
+            p(b"grpc status:0\r\n"),
+            Err(TrailerError::BadName(_))
+        ));
+        assert!(matches!(
+            p(b"grpc-status :0\r\n"),
+            Err(TrailerError::BadName(_))
+        ));
         // Folded continuation line (obs-fold) starts with whitespace: not a token.
-        assert!(matches!(p(b"a:b\r\n c:d\r\n"), Err(TrailerError::BadName(_))));
+        assert!(matches!(
+            p(b"a:b\r\n c:d\r\n"),
+            Err(TrailerError::BadName(_))
+        ));
         assert!(matches!(p(b":0\r\n"), Err(TrailerError::BadName(_))));
         assert!(matches!(p(b"a\0:b"), Err(TrailerError::BadName(_))));
         assert_eq!(p(b"x:a\0b\r\n"), Err(TrailerError::BadValue("x".into())));
@@ -560,7 +601,10 @@ mod tests {
         );
         assert_eq!(p(b"x:a\r\r\n"), Err(TrailerError::BadValue("x".into())));
         assert_eq!(p(b"x:\xff\xfe"), Err(TrailerError::BadValue("x".into())));
-        assert!(matches!(p(b"grpc-status 0\r\n"), Err(TrailerError::Malformed(_))));
+        assert!(matches!(
+            p(b"grpc-status 0\r\n"),
+            Err(TrailerError::Malformed(_))
+        ));
         assert_eq!(
             parse_trailer_block(b"grpc-status:0\r\n", 14),
             Err(TrailerError::TooLarge { len: 15, limit: 14 })
@@ -581,8 +625,12 @@ mod tests {
     #[test]
     fn reader_accumulates_pieces() {
         let mut frame = vec![];
-        encode_trailer_frame(&kv(&[("grpc-status", "0"), ("grpc-message", "ok")]), 100, &mut frame)
-            .unwrap();
+        encode_trailer_frame(
+            &kv(&[("grpc-status", "0"), ("grpc-message", "ok")]),
+            100,
+            &mut frame,
+        )
+        .unwrap();
         let mut r = TrailerFrameReader::new(100);
         for b in &frame[..frame.len() - 1] {
             r.push(std::slice::from_ref(b)).unwrap();
@@ -626,15 +674,22 @@ mod tests {
         r.push(&[0x80, 0, 0, 0, 3, b'a']).unwrap();
         assert!(!r.is_complete());
         assert_eq!(r.finish(), Err(TrailerError::Truncated));
-        assert_eq!(TrailerFrameReader::new(1).finish(), Err(TrailerError::Truncated));
+        assert_eq!(
+            TrailerFrameReader::new(1).finish(),
+            Err(TrailerError::Truncated)
+        );
 
         let mut r = TrailerFrameReader::new(100);
         r.push(&[0x80, 0, 0, 0, 0]).unwrap();
         assert!(r.is_complete());
-        assert_eq!(r.push(&[0]), Err(TrailerError::Malformed("data after trailer frame".into())));
+        assert_eq!(
+            r.push(&[0]),
+            Err(TrailerError::Malformed("data after trailer frame".into()))
+        );
 
         let mut r = TrailerFrameReader::new(100);
-        r.push(&[0x80, 0, 0, 0, 4, b'b', b'a', b'd', b'\n']).unwrap();
+        r.push(&[0x80, 0, 0, 0, 4, b'b', b'a', b'd', b'\n'])
+            .unwrap();
         assert!(matches!(r.finish(), Err(TrailerError::Malformed(_))));
     }
 }

@@ -271,20 +271,32 @@ mod tests {
     #[test]
     fn percent_encoding_spec_cases() {
         // Printable ASCII except '%' passes through; '%' and everything else is encoded.
-        assert_eq!(percent_encode("my favorite character is \u{0000}"), "my favorite character is %00");
-        assert_eq!(percent_encode("my favorite character is %"), "my favorite character is %25");
+        assert_eq!(
+            percent_encode("my favorite character is \u{0000}"),
+            "my favorite character is %00"
+        );
+        assert_eq!(
+            percent_encode("my favorite character is %"),
+            "my favorite character is %25"
+        );
         assert_eq!(percent_encode("line\r\nbreak\t~"), "line%0D%0Abreak%09~");
         assert_eq!(percent_encode("\u{7f}"), "%7F");
         // UTF-8 bytes, uppercase hex.
         assert_eq!(percent_encode("ǅ"), "%C7%85");
         assert_eq!(percent_encode("€ 🙂"), "%E2%82%AC %F0%9F%99%82");
-        assert_eq!(percent_encode(" !\"#$&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"), " !\"#$&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~");
+        assert_eq!(
+            percent_encode(" !\"#$&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"),
+            " !\"#$&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~"
+        );
         assert_eq!(percent_encode(""), "");
     }
 
     #[test]
     fn percent_decoding_is_total() {
-        assert_eq!(percent_decode(b"my favorite character is %00"), "my favorite character is \u{0}");
+        assert_eq!(
+            percent_decode(b"my favorite character is %00"),
+            "my favorite character is \u{0}"
+        );
         assert_eq!(percent_decode(b"%C7%85 %c7%85"), "ǅ ǅ");
         assert_eq!(percent_decode(b"100%"), "100%");
         assert_eq!(percent_decode(b"%4"), "%4");

@@ -58,8 +58,13 @@ fn sym(x: u8) -> u8 {
 /// the stream (across all `decode` calls).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextError {
-    InvalidByte { offset: u64, byte: u8 },
-    BadPadding { offset: u64 },
+    InvalidByte {
+        offset: u64,
+        byte: u8,
+    },
+    BadPadding {
+        offset: u64,
+    },
     /// The stream ended inside a 4-character group.
     Truncated,
 }
@@ -131,12 +136,7 @@ impl Base64Decoder {
         let mut groups = rest.chunks_exact(4);
         for g in &mut groups {
             let &[a, b, c, d] = g else { continue };
-            let (va, vb, vc, vd) = (
-                lut(a),
-                lut(b),
-                lut(c),
-                lut(d),
-            );
+            let (va, vb, vc, vd) = (lut(a), lut(b), lut(c), lut(d));
             if (va | vb | vc | vd) & 0xC0 == 0 {
                 out.extend_from_slice(&[
                     (va << 2) | (vb >> 4),
@@ -387,12 +387,18 @@ mod tests {
         );
         assert_eq!(
             decode_all(b"Zm9v YmFy"),
-            Err(TextError::InvalidByte { offset: 4, byte: b' ' })
+            Err(TextError::InvalidByte {
+                offset: 4,
+                byte: b' '
+            })
         );
         // URL-safe alphabet is not grpc-web-text.
         assert_eq!(
             decode_all(b"ab-_"),
-            Err(TextError::InvalidByte { offset: 2, byte: b'-' })
+            Err(TextError::InvalidByte {
+                offset: 2,
+                byte: b'-'
+            })
         );
         assert_eq!(
             decode_all(b"Zm9\xff"),
@@ -405,10 +411,22 @@ mod tests {
 
     #[test]
     fn rejects_misplaced_padding() {
-        assert_eq!(decode_all(b"===="), Err(TextError::BadPadding { offset: 0 }));
-        assert_eq!(decode_all(b"Z==="), Err(TextError::BadPadding { offset: 1 }));
-        assert_eq!(decode_all(b"Zm=v"), Err(TextError::BadPadding { offset: 3 }));
-        assert_eq!(decode_all(b"Zm9vZ=8="), Err(TextError::BadPadding { offset: 5 }));
+        assert_eq!(
+            decode_all(b"===="),
+            Err(TextError::BadPadding { offset: 0 })
+        );
+        assert_eq!(
+            decode_all(b"Z==="),
+            Err(TextError::BadPadding { offset: 1 })
+        );
+        assert_eq!(
+            decode_all(b"Zm=v"),
+            Err(TextError::BadPadding { offset: 3 })
+        );
+        assert_eq!(
+            decode_all(b"Zm9vZ=8="),
+            Err(TextError::BadPadding { offset: 5 })
+        );
         // Unpadded tail is a truncated stream.
         assert_eq!(decode_all(b"Zm9vYg"), Err(TextError::Truncated));
         assert_eq!(decode_all(b"Zm9vY"), Err(TextError::Truncated));
@@ -422,7 +440,13 @@ mod tests {
         assert_eq!(out, b"foo");
         assert!(!d.at_group_boundary());
         let e = d.decode(b"m!", &mut out).unwrap_err();
-        assert_eq!(e, TextError::InvalidByte { offset: 6, byte: b'!' });
+        assert_eq!(
+            e,
+            TextError::InvalidByte {
+                offset: 6,
+                byte: b'!'
+            }
+        );
         assert_eq!(out, b"foo", "nothing from the failing group is emitted");
         assert_eq!(d.decode(b"Zm9v", &mut out), Err(e.clone()));
         assert_eq!(out, b"foo");
@@ -475,9 +499,15 @@ mod tests {
     #[test]
     fn display_messages() {
         assert_eq!(
-            TextError::InvalidByte { offset: 7, byte: 0x2a }.to_string(),
+            TextError::InvalidByte {
+                offset: 7,
+                byte: 0x2a
+            }
+            .to_string(),
             "invalid base64 byte 0x2a at offset 7"
         );
-        assert!(TextError::BadPadding { offset: 3 }.to_string().contains('3'));
+        assert!(TextError::BadPadding { offset: 3 }
+            .to_string()
+            .contains('3'));
     }
 }
