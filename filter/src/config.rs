@@ -30,6 +30,11 @@ pub struct Config {
     /// appended to the body (the streaming flush tick), in milliseconds.
     #[serde(default = "defaults::flush_interval_ms")]
     pub flush_interval_ms: u32,
+    /// Server role: response bytes held before they are released early, without waiting for
+    /// the tick. Keep it well below Envoy's buffer limit (`per_connection_buffer_limit_bytes`,
+    /// 1 MiB by default): Envoy resets a stream whose paused body outgrows that limit.
+    #[serde(default = "defaults::max_held_bytes")]
+    pub max_held_bytes: u32,
     /// Header that marks a request converted by an agent (lowercase).
     #[serde(default = "defaults::marker_header")]
     pub marker_header: String,
@@ -47,6 +52,9 @@ mod defaults {
     }
     pub fn flush_interval_ms() -> u32 {
         5
+    }
+    pub fn max_held_bytes() -> u32 {
+        256 * 1024
     }
     pub fn marker_header() -> String {
         "x-grpc-bridge".to_string()
@@ -95,6 +103,9 @@ impl Config {
         }
         if self.flush_interval_ms == 0 || self.flush_interval_ms > 1000 {
             return bad("flush_interval_ms", "must be between 1 and 1000");
+        }
+        if self.max_held_bytes < 1024 || self.max_held_bytes > 64 << 20 {
+            return bad("max_held_bytes", "must be between 1024 and 67108864");
         }
         let m = &self.marker_header;
         if m.is_empty()

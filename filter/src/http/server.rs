@@ -56,6 +56,9 @@ enum ResponseState {
 }
 
 struct Streaming {
+    /// The previous body callback paused and no release happened since (Envoy's iteration is
+    /// stopped at this filter).
+    paused: bool,
     /// Bytes of the host's held body that are already in their final (wire) form.
     held: usize,
     /// Text mode: base64 encoder and frame tracker (padding is emitted at frame boundaries).
@@ -185,7 +188,7 @@ impl HttpStream for ServerStream {
             return HeadersAction::Continue;
         }
         let text = (conv.encoding == Encoding::Text).then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
-        conv.response = ResponseState::Streaming(Streaming { held: 0, text });
+        conv.response = ResponseState::Streaming(Streaming { paused: false, held: 0, text });
         HeadersAction::Continue
     }
 
@@ -238,6 +241,16 @@ impl HttpStream for ServerStream {
             self.flush.release(id);
             return DataAction::Continue;
         }
+        host::log(LogLevel::Trace, &format!("grpc-bridge server: body size={size} held={} paused={} eos={eos}", st.held, st.paused));
+        if st.paused && st.held >= self.cfg.max_held_bytes as usize {
+            // Envoy resets a stream whose paused body outgrows its buffer limit, so release what
+            // is held now rather than at the tick. Only safe while iteration is already stopped
+            // (the previous chunk was paused too); Envoy runs this after our callback returns.
+            if host::continue_stream(StreamType::HttpResponse).is_ok() {
+                st.held = 0;
+            }
+        }
+        st.paused = true;
         self.flush.hold(id);
         DataAction::StopIterationAndBuffer
     }
@@ -271,6 +284,7 @@ impl HttpStream for ServerStream {
     fn on_flushed(&mut self) {
         if let Some(Converted { response: ResponseState::Streaming(st), .. }) = self.conv.as_mut() {
             st.held = 0;
+            st.paused = false;
         }
         if host::set_effective_context(self.id).is_ok() {
             // BadArgument/NotFound here means the stream already ended: nothing to release.
