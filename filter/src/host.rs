@@ -347,9 +347,17 @@ pub fn decode_map(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::with_capacity(sizes.len());
     for (k, v) in sizes {
         let key = bytes.get(at..at.checked_add(k)?)?;
-        at = at.checked_add(k)?.checked_add(1)?;
+        at = at.checked_add(k)?;
+        if bytes.get(at) != Some(&0) {
+            return None;
+        }
+        at = at.checked_add(1)?;
         let value = bytes.get(at..at.checked_add(v)?)?;
-        at = at.checked_add(v)?.checked_add(1)?;
+        at = at.checked_add(v)?;
+        if bytes.get(at) != Some(&0) {
+            return None;
+        }
+        at = at.checked_add(1)?;
         out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
     }
     Some(out)
