@@ -49,7 +49,7 @@ pub(crate) fn send_grpc_error(content_type: &str, code: u32, message: &str) {
         ("grpc-message", encoded.as_bytes()),
     ];
     host::log(LogLevel::Info, &format!("grpc-bridge: local reply {} ({}): {message}", status::code_name(code), code));
-    if let Err(e) = host::send_local_response(200, "grpc_bridge_error", b"", &headers, code as i32) {
+    if let Err(e) = host::send_local_response(200, "grpc_bridge_error", b"", &headers, -1) {
         host::log(LogLevel::Error, &format!("grpc-bridge: local reply refused: {e:?}"));
     }
 }

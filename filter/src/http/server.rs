@@ -51,6 +51,9 @@ enum ResponseState {
     TrailersOnly,
     /// Streaming gRPC response whose chunks we hold until the next tick.
     Streaming(Streaming),
+    /// We answered locally; Envoy drops `content-type` from empty local replies, so it is
+    /// restored when the reply passes our response path.
+    LocalReply,
     /// The trailer frame has been appended (or the stream ended).
     Done,
 }
@@ -88,7 +91,7 @@ impl ServerStream {
         let ct = self.web_content_type();
         send_grpc_error(&ct, code, message);
         if let Some(c) = self.conv.as_mut() {
-            c.response = ResponseState::Done;
+            c.response = ResponseState::LocalReply;
         }
     }
 }
@@ -170,6 +173,11 @@ impl HttpStream for ServerStream {
     fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
         let web_ct = self.web_content_type();
         let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
+        if matches!(conv.response, ResponseState::LocalReply) {
+            set_header(MapType::HttpResponseHeaders, "content-type", &web_ct);
+            conv.response = ResponseState::Done;
+            return HeadersAction::Continue;
+        }
         if !matches!(conv.response, ResponseState::Pending) {
             return HeadersAction::Continue;
         }
