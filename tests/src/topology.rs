@@ -1,0 +1,179 @@
+//! Topologies: backend -> server Envoy (our wasm | native grpc_web) -> nginx HTTP/1.1 hop ->
+//! agent Envoy, and reduced variants of it for infrastructure checks.
+
+use std::net::SocketAddr;
+
+use crate::backend::Backend;
+use crate::envoy::{wasm_path, Envoy};
+use crate::nginx::Nginx;
+
+/// What converts gRPC-web back to native gRPC in front of the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerSide {
+    /// grpc-bridge wasm, role server (`envoy/server.yaml`).
+    Wasm,
+    /// Envoy's native `envoy.filters.http.grpc_web` (`envoy/server-native-grpc-web.yaml`).
+    NativeGrpcWeb,
+}
+
+impl ServerSide {
+    pub fn template(self) -> &'static str {
+        match self {
+            ServerSide::Wasm => "server.yaml",
+            ServerSide::NativeGrpcWeb => "server-native-grpc-web.yaml",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            ServerSide::Wasm => "server Envoy (grpc-bridge wasm, role server)",
+            ServerSide::NativeGrpcWeb => "server Envoy (native grpc_web filter)",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TopologyBuilder {
+    server: ServerSide,
+    hop: bool,
+    agent: bool,
+    /// Extra template variables for the server and agent Envoys.
+    server_vars: Vec<(String, String)>,
+    agent_vars: Vec<(String, String)>,
+}
+
+impl Default for TopologyBuilder {
+    fn default() -> Self {
+        TopologyBuilder { server: ServerSide::Wasm, hop: true, agent: true, server_vars: vec![], agent_vars: vec![] }
+    }
+}
+
+impl TopologyBuilder {
+    pub fn server(mut self, s: ServerSide) -> Self {
+        self.server = s;
+        self
+    }
+    /// Put the nginx HTTP/1.1 hop between agent and server (default: yes).
+    pub fn hop(mut self, on: bool) -> Self {
+        self.hop = on;
+        self
+    }
+    /// Put the agent Envoy in front (default: yes). Without it the client-facing address is the
+    /// hop (or the server Envoy).
+    pub fn agent(mut self, on: bool) -> Self {
+        self.agent = on;
+        self
+    }
+    pub fn server_var(mut self, k: &str, v: &str) -> Self {
+        self.server_vars.push((k.into(), v.into()));
+        self
+    }
+    pub fn agent_var(mut self, k: &str, v: &str) -> Self {
+        self.agent_vars.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn start(self) -> Result<Topology, String> {
+        let needs_wasm = self.agent || self.server == ServerSide::Wasm;
+        if needs_wasm && !wasm_path().exists() {
+            return Err(format!(
+                "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
+                wasm_path().display()
+            ));
+        }
+        let backend = Backend::spawn();
+        let mut path = vec![format!("tonic backend {}", backend.addr)];
+        let mut vars: Vec<(&str, String)> = vec![
+            ("LISTEN_ADDR", "127.0.0.1".into()),
+            ("LISTEN_PORT", "0".into()),
+            ("BACKEND_HOST", backend.addr.ip().to_string()),
+            ("BACKEND_PORT", backend.addr.port().to_string()),
+        ];
+        for (k, v) in &self.server_vars {
+            vars.push((k.as_str(), v.clone()));
+        }
+        let server = Envoy::start("server", self.server.template(), &vars)?;
+        let server_addr = server.listener_addr("bridge_server")?;
+        path.push(format!("{} {}", self.server.label(), server_addr));
+        let (nginx, hop_addr) = if self.hop {
+            let n = Nginx::start("hop", server_addr)?;
+            let a = n.addr;
+            path.push(format!("nginx HTTP/1.1 hop {a}"));
+            (Some(n), a)
+        } else {
+            (None, server_addr)
+        };
+        let (agent, client_addr) = if self.agent {
+            let mut vars: Vec<(&str, String)> = vec![
+                ("LISTEN_ADDR", "127.0.0.1".into()),
+                ("LISTEN_PORT", "0".into()),
+                ("UPSTREAM_HOST", hop_addr.ip().to_string()),
+                ("UPSTREAM_PORT", hop_addr.port().to_string()),
+            ];
+            for (k, v) in &self.agent_vars {
+                vars.push((k.as_str(), v.clone()));
+            }
+            let a = Envoy::start("agent", "agent.yaml", &vars)?;
+            let addr = a.listener_addr("bridge_agent")?;
+            path.push(format!("agent Envoy (grpc-bridge wasm, role agent) {addr}"));
+            (Some(a), addr)
+        } else {
+            (None, hop_addr)
+        };
+        path.push("client".into());
+        path.reverse();
+        Ok(Topology { backend, server, nginx, agent, client_addr, server_addr, path: path.join(" -> ") })
+    }
+}
+
+pub struct Topology {
+    pub backend: Backend,
+    pub server: Envoy,
+    pub nginx: Option<Nginx>,
+    pub agent: Option<Envoy>,
+    /// Where the client connects (agent, else hop, else server).
+    pub client_addr: SocketAddr,
+    /// The server Envoy's listener.
+    pub server_addr: SocketAddr,
+    /// Human-readable path, client first.
+    pub path: String,
+}
+
+impl Topology {
+    pub fn builder() -> TopologyBuilder {
+        TopologyBuilder::default()
+    }
+
+    /// The full chain: backend -> server (`server`) -> nginx -> agent.
+    pub fn start(server: ServerSide) -> Result<Topology, String> {
+        Self::builder().server(server).start()
+    }
+
+    /// Log tails of every process, for failure reports.
+    pub fn logs(&self, lines: usize) -> String {
+        let mut out = String::new();
+        if let Some(a) = &self.agent {
+            out += &format!("--- agent Envoy ({}) ---\n{}\n", a.process.log_path().display(), a.log_tail(lines));
+        }
+        if let Some(n) = &self.nginx {
+            out += &format!("--- nginx ({}) ---\n{}\n", n.process.log_path().display(), n.process.log_tail(lines));
+        }
+        out += &format!(
+            "--- server Envoy ({}) ---\n{}\n",
+            self.server.process.log_path().display(),
+            self.server.log_tail(lines)
+        );
+        out
+    }
+
+    /// Err if any process died.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        self.server.process.check_running()?;
+        if let Some(n) = self.nginx.as_mut() {
+            n.process.check_running()?;
+        }
+        if let Some(a) = self.agent.as_mut() {
+            a.process.check_running()?;
+        }
+        Ok(())
+    }
+}

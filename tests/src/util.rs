@@ -1,0 +1,220 @@
+//! Process and network helpers: free ports, waiting for ports, a child-process guard that kills
+//! its child on drop, and a tiny blocking HTTP/1.1 GET (for Envoy's admin interface).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the parent of this crate's directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent directory")
+        .to_path_buf()
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, close).
+///
+/// There is a small race with other processes; prefer binding port 0 directly where the
+/// program allows it (Envoy does: see `Envoy::listener_addr`).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// Wait until a TCP connect to `addr` succeeds.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    return Err(format!("port {addr} not accepting after {timeout:?}: {e}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A child process that is killed when this guard is dropped.
+///
+/// Its stdout and stderr go to a log file; when the guard is dropped while the thread is
+/// panicking (a failed test), the tail of the log is printed to help debugging. Set
+/// `GRPC_BRIDGE_TEST_LOGS=1` to always print the tail.
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    log_path: PathBuf,
+    // Keeps the directory holding the log (and other per-process files) alive.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    /// Spawn `cmd` with stdout/stderr redirected into `log_path`. On Linux the child also gets
+    /// SIGKILL if the spawning thread dies (PR_SET_PDEATHSIG), so an aborted test run leaves no
+    /// stray servers behind. Create topologies on a thread that outlives them.
+    pub fn spawn(
+        name: &str,
+        mut cmd: Command,
+        log_path: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Process, String> {
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("create log {}: {e}", log_path.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+        #[cfg(target_os = "linux")]
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("spawn {name} ({cmd:?}): {e}"))?;
+        Ok(Process { name: name.to_string(), child: Some(child), log_path, _dir: dir })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The whole log so far (lossy UTF-8).
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let start = lines.len().saturating_sub(n);
+        lines[start..].join("\n")
+    }
+
+    /// Err if the process already exited (with its log tail).
+    pub fn check_running(&mut self) -> Result<(), String> {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "{} exited early with {status}; log tail:\n{}",
+                    self.name,
+                    self.log_tail(40)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `sig` (e.g. libc::SIGTERM) without waiting.
+    pub fn signal(&self, sig: i32) {
+        if let Some(child) = self.child.as_ref() {
+            unsafe {
+                libc::kill(child.id() as i32, sig);
+            }
+        }
+    }
+
+    /// Kill the process and wait for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+        let always = std::env::var_os("GRPC_BRIDGE_TEST_LOGS").is_some();
+        if std::thread::panicking() || always {
+            eprintln!(
+                "----- {} log tail ({}) -----\n{}\n----- end {} -----",
+                self.name,
+                self.log_path.display(),
+                self.log_tail(60),
+                self.name
+            );
+        }
+    }
+}
+
+/// A blocking HTTP/1.1 GET with `Connection: close`; returns (status, body). Handles
+/// content-length, chunked and read-to-close bodies. Meant for Envoy's admin interface.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read {addr}{path}: {e}"))?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no header end in response from {addr}{path}"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let body = &raw[split + 4..];
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk header")?;
+        let size_str = String::from_utf8_lossy(&b[..eol]);
+        let size_str = size_str.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_str, 16).map_err(|e| format!("chunk size: {e}"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if b.len() < size {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size..];
+        if b.starts_with(b"\r\n") {
+            b = &b[2..];
+        }
+    }
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

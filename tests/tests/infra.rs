@@ -1,0 +1,51 @@
+//! Infrastructure checks that need no grpc-bridge wasm: the cases against the backend directly,
+//! through a plain Envoy (h2 both sides), and browser-style gRPC-web requests against Envoy's
+//! native grpc_web filter (directly and through the nginx HTTP/1.1 hop).
+//!
+//! If one of these fails, the test infrastructure (or the environment) is broken, not the filter.
+
+use grpc_bridge_tests::backend::Backend;
+use grpc_bridge_tests::cases::{report, run_suite};
+use grpc_bridge_tests::grpcweb::run_raw_suite;
+use grpc_bridge_tests::topology::{ServerSide, Topology};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn check(label: &str, outcomes: &[grpc_bridge_tests::cases::Outcome], logs: impl FnOnce() -> String) {
+    let (text, failed) = report(outcomes);
+    if failed > 0 {
+        panic!("{label}: {failed} case(s) failed\n{text}\n{}", logs());
+    }
+    println!("{label}\n{text}");
+}
+
+#[test]
+fn cases_against_backend_directly() {
+    let backend = Backend::spawn();
+    let outcomes = rt().block_on(run_suite(backend.addr));
+    check("client -> tonic backend", &outcomes, String::new);
+}
+
+#[test]
+fn cases_through_plain_envoy_h2() {
+    // server-native-grpc-web.yaml passes native gRPC through untouched: a plain h2 proxy.
+    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(false).agent(false).start().unwrap();
+    let outcomes = rt().block_on(run_suite(topo.client_addr));
+    check(&topo.path, &outcomes, || topo.logs(40));
+}
+
+#[test]
+fn raw_grpc_web_against_native_filter() {
+    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(false).agent(false).start().unwrap();
+    let outcomes = rt().block_on(run_raw_suite(topo.server_addr, topo.backend.addr));
+    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || topo.logs(40));
+}
+
+#[test]
+fn raw_grpc_web_through_nginx_to_native_filter() {
+    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(true).agent(false).start().unwrap();
+    let outcomes = rt().block_on(run_raw_suite(topo.client_addr, topo.backend.addr));
+    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || topo.logs(40));
+}
