@@ -1,0 +1,948 @@
+//! Envoy's HTTP filter-manager semantics for one wasm filter, with the wasm `Context`
+//! bookkeeping on top (which buffer/map pointers are live when).
+//!
+//! The code follows Envoy 1.40's `FilterManager` (commonContinue, commonHandleBufferData,
+//! commonHandleAfter*Callback, handleDataIfStopAll) and `extensions/common/wasm/context.cc`
+//! (decodeData/encodeData with `buffering_*_body_`, getBuffer, getMap, continueStream)
+//! step by step, so the failure modes in envoy-wasm-facts.md fall out of the model instead
+//! of being special-cased:
+//! - a flush by `continue_stream` from a tick, then Continue from the trailers callback,
+//!   strands bytes appended in that callback (iteration state is already Continue);
+//! - after a body callback returned Continue there is no body buffer (NotFound);
+//! - a stream that finished has no context (set_effective_context -> BadArgument).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::abi::{BufferType, DataAction, HeadersAction, MapType, StreamType, TrailersAction};
+use crate::headers::Headers;
+use crate::state::Deferred;
+use crate::vm::{Invocation, Plugin};
+
+/// The two directions of an HTTP stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Downstream (client) -> upstream: Envoy's decode path.
+    Request,
+    /// Upstream -> downstream (client): Envoy's encode path.
+    Response,
+}
+
+/// What left the filter toward one side, in order (chunk boundaries preserved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Headers { headers: Headers, end_stream: bool },
+    Data { bytes: Vec<u8>, end_stream: bool },
+    Trailers(Headers),
+    /// The stream was reset toward this side.
+    Reset,
+}
+
+/// A `proxy_send_local_response` (or Envoy's own failure reply), as requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub body: Vec<u8>,
+    pub headers: Headers,
+    pub grpc_status: Option<u32>,
+    pub details: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Iteration {
+    Continue,
+    /// StopSingleIteration: the filter is still called for later frames.
+    StopSingle,
+    /// StopAllIteration*: later frames are held without calling the filter.
+    StopAll,
+}
+
+/// Which bytes Envoy's `request_body_buffer_` / `response_body_buffer_` points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyPtr {
+    Null,
+    /// The data handed to the current (or last) body callback.
+    Incoming,
+    /// The filter manager's buffered body (when the callback was fed buffered data).
+    Buffered,
+}
+
+/// One direction's state: the filter manager's view plus the wasm context's pointers.
+#[derive(Debug, Clone)]
+pub(crate) struct Half {
+    headers: Option<Headers>,
+    headers_ptr: bool,
+    headers_continued: bool,
+    trailers: Option<Headers>,
+    trailers_ptr: bool,
+    iteration: Iteration,
+    iterate_from_current: bool,
+    /// The filter manager's `bufferedData()`: `None` until first created.
+    buffered: Option<Vec<u8>>,
+    incoming: Vec<u8>,
+    body_ptr: BodyPtr,
+    /// wasm `buffering_*_body_`: the last body callback returned StopIterationAndBuffer.
+    buffering: bool,
+    /// The source sent end of stream (`complete()`).
+    complete: bool,
+    end_forwarded: bool,
+    /// No more processing: a local reply or reset took over.
+    aborted: bool,
+    pub(crate) out: Vec<Frame>,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half {
+            headers: None,
+            headers_ptr: false,
+            headers_continued: false,
+            trailers: None,
+            trailers_ptr: false,
+            iteration: Iteration::Continue,
+            iterate_from_current: false,
+            buffered: None,
+            incoming: Vec::new(),
+            body_ptr: BodyPtr::Null,
+            buffering: false,
+            complete: false,
+            end_forwarded: false,
+            aborted: false,
+            out: Vec::new(),
+        }
+    }
+
+    fn body(&self) -> Option<&Vec<u8>> {
+        if self.buffering {
+            return self.buffered.as_ref();
+        }
+        match self.body_ptr {
+            BodyPtr::Null => None,
+            BodyPtr::Incoming => Some(&self.incoming),
+            BodyPtr::Buffered => self.buffered.as_ref(),
+        }
+    }
+
+    fn body_mut(&mut self) -> Option<&mut Vec<u8>> {
+        if self.buffering {
+            return self.buffered.as_mut();
+        }
+        match self.body_ptr {
+            BodyPtr::Null => None,
+            BodyPtr::Incoming => Some(&mut self.incoming),
+            BodyPtr::Buffered => self.buffered.as_mut(),
+        }
+    }
+
+    /// commonHandleBufferData: move the handed-in data behind what is already buffered.
+    fn buffer_incoming(&mut self, from_buffer: bool) {
+        if !from_buffer {
+            let data = std::mem::take(&mut self.incoming);
+            self.buffered.get_or_insert_with(Vec::new).extend(data);
+        }
+    }
+}
+
+/// One HTTP stream context.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpStream {
+    pub(crate) request: Half,
+    pub(crate) response: Half,
+    /// wasm `end_of_stream_`: end_stream of the last headers/data callback (either way).
+    end_of_stream: bool,
+    pub(crate) filter_state: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub(crate) local_reply: Option<LocalReply>,
+    /// Context created in the VM (false for streams that arrive after the VM failed).
+    vm_context_created: bool,
+    stream_failed: bool,
+    failure_local_reply_sent: bool,
+    pub(crate) finished: bool,
+    /// The final maps, for the access-log phase.
+    log_request_headers: Option<Headers>,
+}
+
+impl HttpStream {
+    fn new() -> Self {
+        HttpStream {
+            request: Half::new(),
+            response: Half::new(),
+            end_of_stream: false,
+            filter_state: BTreeMap::new(),
+            local_reply: None,
+            vm_context_created: false,
+            stream_failed: false,
+            failure_local_reply_sent: false,
+            finished: false,
+            log_request_headers: None,
+        }
+    }
+
+    fn half(&self, dir: Direction) -> &Half {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    fn half_mut(&mut self, dir: Direction) -> &mut Half {
+        match dir {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
+        }
+    }
+
+    /// wasm `getBuffer(Http*Body)`.
+    pub(crate) fn body(&self, t: BufferType) -> Option<&[u8]> {
+        match t {
+            BufferType::HttpRequestBody => self.request.body().map(|v| v.as_slice()),
+            BufferType::HttpResponseBody => self.response.body().map(|v| v.as_slice()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn body_mut(&mut self, t: BufferType) -> Option<&mut Vec<u8>> {
+        match t {
+            BufferType::HttpRequestBody => self.request.body_mut(),
+            BufferType::HttpResponseBody => self.response.body_mut(),
+            _ => None,
+        }
+    }
+
+    /// wasm `getConstMap`.
+    pub(crate) fn map(&self, t: MapType, log_phase: bool) -> Option<&Headers> {
+        fn live(h: &Half, headers: bool) -> Option<&Headers> {
+            if headers {
+                h.headers.as_ref().filter(|_| h.headers_ptr)
+            } else {
+                h.trailers.as_ref().filter(|_| h.trailers_ptr)
+            }
+        }
+        match t {
+            MapType::RequestHeaders if log_phase => self.log_request_headers.as_ref(),
+            MapType::RequestHeaders => live(&self.request, true),
+            MapType::RequestTrailers if log_phase => None,
+            MapType::RequestTrailers => live(&self.request, false),
+            MapType::ResponseHeaders if log_phase => self.response.headers.as_ref(),
+            MapType::ResponseHeaders => live(&self.response, true),
+            MapType::ResponseTrailers if log_phase => self.response.trailers.as_ref(),
+            MapType::ResponseTrailers => live(&self.response, false),
+            _ => None,
+        }
+    }
+
+    /// wasm `getMap`: trailers are created on demand only at the end of the stream.
+    pub(crate) fn map_mut(&mut self, t: MapType) -> Option<&mut Headers> {
+        let eos = self.end_of_stream;
+        let (half, headers) = match t {
+            MapType::RequestHeaders => (&mut self.request, true),
+            MapType::RequestTrailers => (&mut self.request, false),
+            MapType::ResponseHeaders => (&mut self.response, true),
+            MapType::ResponseTrailers => (&mut self.response, false),
+            _ => return None,
+        };
+        if headers {
+            return if half.headers_ptr { half.headers.as_mut() } else { None };
+        }
+        if !half.trailers_ptr && half.body_ptr != BodyPtr::Null && eos && half.trailers.is_none() {
+            half.trailers = Some(Headers::new());
+            half.trailers_ptr = true;
+        }
+        if half.trailers_ptr {
+            half.trailers.as_mut()
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn forget_request_pointers(&mut self) {
+        self.request.headers_ptr = false;
+        self.request.body_ptr = BodyPtr::Null;
+        self.request.trailers_ptr = false;
+    }
+
+    /// The documented property subset derived from the stream.
+    pub(crate) fn property(&self, parts: &[&[u8]]) -> Option<Vec<u8>> {
+        let req = self.request.headers.as_ref();
+        let resp = self.response.headers.as_ref();
+        let s = |v: Option<&str>| v.map(|v| v.as_bytes().to_vec());
+        match parts {
+            [b"request", b"path"] => s(req?.get(":path")),
+            [b"request", b"url_path"] => s(req?.get(":path").map(|p| p.split('?').next().unwrap_or(p))),
+            [b"request", b"method"] => s(req?.get(":method")),
+            [b"request", b"host"] => s(req?.get(":authority")),
+            [b"request", b"scheme"] => s(req?.get(":scheme")),
+            [b"request", b"id"] => s(req?.get("x-request-id")),
+            [b"request", b"headers", name] => s(req?.get(&String::from_utf8_lossy(name))),
+            [b"response", b"code"] => {
+                let code: i64 = resp?.get(":status")?.parse().ok()?;
+                Some(code.to_le_bytes().to_vec())
+            }
+            [b"response", b"headers", name] => s(resp?.get(&String::from_utf8_lossy(name))),
+            [b"response", b"trailers", name] => {
+                s(self.response.trailers.as_ref()?.get(&String::from_utf8_lossy(name)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Callback names per direction.
+fn callbacks(dir: Direction) -> (&'static str, &'static str, &'static str) {
+    match dir {
+        Direction::Request => ("proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers"),
+        Direction::Response => ("proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers"),
+    }
+}
+
+/// Result of one filter callback after cpp-host's CHECK_FAIL.
+enum CallOutcome {
+    /// The guest ran (or has no such export: `None`), plus the send_local_response flag.
+    Ran(Option<i32>, bool),
+    /// The VM is failed: Envoy failed the stream and forces a stop status.
+    Failed,
+}
+
+/// Identifies one HTTP stream inside a [`Plugin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u32);
+
+impl Plugin {
+    // ---- public driving API --------------------------------------------------------
+
+    /// Starts a stream (a new context id); nothing is called until request headers arrive.
+    pub fn http_new_stream(&mut self) -> StreamId {
+        let id = self.alloc_context_id();
+        self.state_mut().http_streams.insert(id, HttpStream::new());
+        StreamId(id)
+    }
+
+    /// Request headers from downstream (Envoy `decodeHeaders`).
+    pub fn http_request_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
+        let id = id.0;
+        if self.stream(id).is_none_or(|s| s.finished || s.request.headers.is_some()) {
+            return;
+        }
+        // onCreate: the VM context exists from the first callback on (unless the VM is dead).
+        if !self.is_failed() {
+            let root = self.state().root_context_id as i32;
+            if let Some(st) = self.stream_mut(id) {
+                st.vm_context_created = true;
+            }
+            self.invoke("proxy_on_context_create", id, &[id as i32, root]);
+        }
+        self.on_headers(id, Direction::Request, headers, end_stream);
+        self.after_event();
+    }
+
+    pub fn http_request_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
+        self.on_data(id.0, Direction::Request, data.to_vec(), end_stream);
+        self.after_event();
+    }
+
+    pub fn http_request_trailers(&mut self, id: StreamId, trailers: Headers) {
+        self.on_trailers(id.0, Direction::Request, trailers);
+        self.after_event();
+    }
+
+    /// Response headers from upstream (Envoy `encodeHeaders`).
+    pub fn http_response_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
+        if self.stream(id.0).is_none_or(|s| s.finished || s.response.aborted) {
+            return;
+        }
+        self.on_headers(id.0, Direction::Response, headers, end_stream);
+        self.after_event();
+    }
+
+    pub fn http_response_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
+        self.on_data(id.0, Direction::Response, data.to_vec(), end_stream);
+        self.after_event();
+    }
+
+    pub fn http_response_trailers(&mut self, id: StreamId, trailers: Headers) {
+        self.on_trailers(id.0, Direction::Response, trailers);
+        self.after_event();
+    }
+
+    /// Downstream or upstream reset the stream.
+    pub fn http_reset(&mut self, id: StreamId) {
+        self.reset_stream(id.0);
+        self.after_event();
+    }
+
+    /// Frames the filter let through toward upstream (request way) since the last take.
+    pub fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
+        self.stream_mut(id.0).map(|s| std::mem::take(&mut s.request.out)).unwrap_or_default()
+    }
+
+    /// Frames the filter let through toward downstream (response way) since the last take.
+    pub fn http_take_downstream(&mut self, id: StreamId) -> Vec<Frame> {
+        self.stream_mut(id.0).map(|s| std::mem::take(&mut s.response.out)).unwrap_or_default()
+    }
+
+    pub fn http_local_reply(&self, id: StreamId) -> Option<LocalReply> {
+        self.stream(id.0).and_then(|s| s.local_reply.clone())
+    }
+
+    pub fn http_is_finished(&self, id: StreamId) -> bool {
+        self.stream(id.0).is_none_or(|s| s.finished)
+    }
+
+    /// Bytes the filter manager holds for the filter in one direction (paused data).
+    pub fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
+        self.stream(id.0).and_then(|s| s.half(dir).buffered.as_ref().map(|b| b.len())).unwrap_or(0)
+    }
+
+    /// Forgets a finished stream's record (proxy mode, to bound memory).
+    pub fn http_forget(&mut self, id: StreamId) {
+        if self.http_is_finished(id) {
+            self.state_mut().http_streams.remove(&id.0);
+        }
+    }
+
+    /// Moves the virtual clock forward, firing every tick that falls due, in order.
+    pub fn advance(&mut self, by: Duration) {
+        let crate::state::Clock::Virtual { now_ns } = self.state().clock else {
+            return;
+        };
+        let target = now_ns + by.as_nanos() as u64;
+        while let Some(due) = self.state().next_tick_ns.filter(|d| *d <= target) {
+            self.set_now(due);
+            self.fire_tick();
+        }
+        self.set_now(target);
+    }
+
+    /// Fires `proxy_on_tick` now if it is due (real clock / proxy mode).
+    pub fn tick_if_due(&mut self) {
+        let now = self.state().clock.now_ns();
+        if self.state().next_tick_ns.is_some_and(|d| d <= now) {
+            self.fire_tick();
+        }
+    }
+
+    /// Time until the next tick, if one is armed.
+    pub fn next_tick_in(&self) -> Option<Duration> {
+        let now = self.state().clock.now_ns();
+        self.state().next_tick_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)))
+    }
+
+    fn set_now(&mut self, ns: u64) {
+        if let crate::state::Clock::Virtual { now_ns } = &mut self.state_mut().clock {
+            *now_ns = ns.max(*now_ns);
+        }
+    }
+
+    fn fire_tick(&mut self) {
+        let before = self.state().next_tick_ns;
+        let root = self.state().root_context_id;
+        if !self.is_failed() {
+            self.invoke("proxy_on_tick", root, &[root as i32]);
+            self.run_deferred();
+        }
+        // Envoy re-arms the timer after the callback unless the callback changed the period.
+        let s = self.state_mut();
+        if s.next_tick_ns == before {
+            s.next_tick_ns = (s.tick_period_ms != 0).then(|| s.clock.now_ns() + s.tick_period_ms as u64 * 1_000_000);
+        }
+        self.after_event();
+    }
+
+    // ---- helpers --------------------------------------------------------------------
+
+    pub(crate) fn stream(&self, id: u32) -> Option<&HttpStream> {
+        self.state().http_streams.get(&id)
+    }
+
+    pub(crate) fn stream_mut(&mut self, id: u32) -> Option<&mut HttpStream> {
+        self.state_mut().http_streams.get_mut(&id)
+    }
+
+    fn half_mut(&mut self, id: u32, dir: Direction) -> Option<&mut Half> {
+        self.stream_mut(id).map(|s| s.half_mut(dir))
+    }
+
+    /// Work Envoy does after an event: posted callbacks (queue ready).
+    pub(crate) fn after_event(&mut self) {
+        while let Some((root, token)) = self.state_mut().queue_ready.pop_front() {
+            if !self.is_failed() {
+                self.invoke("proxy_on_queue_ready", root, &[root as i32, token as i32]);
+                self.run_deferred();
+            }
+        }
+    }
+
+    /// Runs the after-VM-call actions (Envoy's `DeferAfterCallActions`).
+    pub(crate) fn run_deferred(&mut self) {
+        while let Some(action) = self.state_mut().deferred.pop_front() {
+            match action {
+                Deferred::Continue { context_id, stream } => match stream {
+                    StreamType::HttpRequest => self.common_continue(context_id, Direction::Request),
+                    StreamType::HttpResponse => self.common_continue(context_id, Direction::Response),
+                    StreamType::Downstream => self.connection_continue_reading(context_id),
+                    StreamType::Upstream => {}
+                },
+                Deferred::Close { context_id, stream } => match stream {
+                    StreamType::HttpRequest | StreamType::HttpResponse => self.reset_stream(context_id),
+                    StreamType::Downstream | StreamType::Upstream => self.connection_close(context_id, stream),
+                },
+                Deferred::LocalReply { context_id, reply } => self.send_local_reply(context_id, reply, false),
+            }
+        }
+    }
+
+    /// One filter callback with cpp-host's CHECK_FAIL before and after, then the deferred
+    /// actions (which Envoy runs before it looks at the returned status).
+    fn call_filter(&mut self, id: u32, callback: &'static str, args: &[i32]) -> CallOutcome {
+        let created = self.stream(id).is_some_and(|s| s.vm_context_created);
+        if self.is_failed() || !created {
+            self.fail_stream(id);
+            return CallOutcome::Failed;
+        }
+        let invocation = self.invoke(callback, id, args);
+        let stopped = self.take_next_iteration_stopped();
+        let outcome = match invocation {
+            Invocation::Returned(r) => CallOutcome::Ran(r, stopped),
+            Invocation::Missing => CallOutcome::Ran(None, stopped),
+            Invocation::Trapped | Invocation::VmFailed => {
+                self.fail_stream(id);
+                CallOutcome::Failed
+            }
+        };
+        self.run_deferred();
+        outcome
+    }
+
+    /// cpp-host `failStream(Request)` + `failStream(Response)`: one 503 local reply
+    /// (gRPC requests: 200 + grpc-status 14), or a reset if the response already started.
+    fn fail_stream(&mut self, id: u32) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.stream_failed || st.failure_local_reply_sent {
+            return;
+        }
+        st.stream_failed = true;
+        let reply = LocalReply {
+            status: 503,
+            body: Vec::new(),
+            headers: Headers::new(),
+            grpc_status: Some(14),
+            details: "wasm_fail_stream".into(),
+        };
+        self.send_local_reply(id, reply, true);
+    }
+
+    fn on_headers(&mut self, id: u32, dir: Direction, headers: Headers, end_stream: bool) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished || st.half(dir).aborted {
+            return;
+        }
+        let count = headers.len() as i32;
+        if dir == Direction::Request {
+            st.log_request_headers = Some(headers.clone());
+        }
+        // The failure local reply passes through the encoder chain without the VM.
+        let skip_vm = dir == Direction::Response && st.failure_local_reply_sent;
+        st.end_of_stream = end_stream;
+        let half = st.half_mut(dir);
+        half.headers = Some(headers);
+        half.headers_ptr = true;
+        half.complete = end_stream;
+        let action = if skip_vm {
+            HeadersAction::Continue
+        } else {
+            match self.call_filter(id, callbacks(dir).0, &[id as i32, count, end_stream as i32]) {
+                CallOutcome::Ran(r, stopped) => HeadersAction::from_guest(r.unwrap_or(0), stopped),
+                CallOutcome::Failed => HeadersAction::StopAllWatermark,
+            }
+        };
+        let Some(half) = self.half_mut(id, dir) else { return };
+        if half.aborted {
+            return;
+        }
+        match action {
+            HeadersAction::Continue => {
+                half.headers_ptr = false;
+                if !half.headers_continued {
+                    half.headers_continued = true;
+                    self.forward_headers(id, dir, end_stream);
+                }
+            }
+            HeadersAction::StopAllBuffer | HeadersAction::StopAllWatermark => {
+                half.iteration = Iteration::StopAll;
+            }
+        }
+    }
+
+    fn on_data(&mut self, id: u32, dir: Direction, data: Vec<u8>, end_stream: bool) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished {
+            return;
+        }
+        let half = st.half_mut(dir);
+        if half.aborted || half.headers.is_none() || half.complete {
+            return;
+        }
+        if end_stream {
+            half.complete = true;
+        }
+        // handleDataIfStopAll: held without calling the filter.
+        if half.iteration == Iteration::StopAll {
+            half.buffered.get_or_insert_with(Vec::new).extend(data);
+            return;
+        }
+        let eos = end_stream && half.trailers.is_none();
+        half.incoming = data;
+        self.filter_data(id, dir, false, eos);
+    }
+
+    /// One body callback (wasm `decodeData`/`encodeData`) and what the filter manager does
+    /// with its status. `from_buffer`: the callback is fed the buffered data on a resume.
+    fn filter_data(&mut self, id: u32, dir: Direction, from_buffer: bool, end_stream: bool) {
+        let skip_vm = dir == Direction::Response && self.stream(id).is_some_and(|s| s.failure_local_reply_sent);
+        let Some(st) = self.stream_mut(id) else { return };
+        st.end_of_stream = end_stream;
+        let half = st.half_mut(dir);
+        let had_trailers = half.trailers.is_some();
+        let action = if skip_vm {
+            DataAction::Continue
+        } else {
+            // addEncodedData: while buffering, new data joins the buffered body first, so the
+            // callback sees (and get_buffer reads) everything held so far.
+            if half.buffering {
+                half.buffer_incoming(from_buffer);
+            }
+            half.body_ptr = if from_buffer { BodyPtr::Buffered } else { BodyPtr::Incoming };
+            let size = half.body().map(|b| b.len()).unwrap_or(0) as i32;
+            let outcome = self.call_filter(id, callbacks(dir).1, &[id as i32, size, end_stream as i32]);
+            match outcome {
+                CallOutcome::Ran(r, stopped) => DataAction::from_guest(r.unwrap_or(0), stopped),
+                CallOutcome::Failed => DataAction::StopIterationNoBuffer,
+            }
+        };
+        let Some(half) = self.half_mut(id, dir) else { return };
+        if half.aborted {
+            return;
+        }
+        half.buffering = false;
+        match action {
+            DataAction::Continue => half.body_ptr = BodyPtr::Null,
+            DataAction::StopIterationAndBuffer => half.buffering = true,
+            _ => {}
+        }
+        let trailers_added = !had_trailers && half.trailers.is_some();
+        match action {
+            DataAction::Continue => {
+                if half.iteration == Iteration::StopSingle {
+                    half.buffer_incoming(from_buffer);
+                    self.common_continue(id, dir);
+                } else {
+                    let bytes = if from_buffer {
+                        half.buffered.as_mut().map(std::mem::take).unwrap_or_default()
+                    } else {
+                        std::mem::take(&mut half.incoming)
+                    };
+                    self.forward_data(id, dir, bytes, end_stream && !trailers_added);
+                    if trailers_added {
+                        self.forward_trailers(id, dir);
+                    }
+                }
+            }
+            DataAction::StopIterationAndBuffer | DataAction::StopIterationAndWatermark => {
+                half.iteration = Iteration::StopSingle;
+                half.buffer_incoming(from_buffer);
+            }
+            DataAction::StopIterationNoBuffer => {
+                half.iteration = Iteration::StopSingle;
+                if !from_buffer {
+                    half.incoming.clear();
+                }
+                if half.complete && half.trailers.is_none() && half.buffered.is_none() {
+                    half.buffered = Some(Vec::new());
+                }
+            }
+        }
+    }
+
+    fn on_trailers(&mut self, id: u32, dir: Direction, trailers: Headers) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished {
+            return;
+        }
+        let half = st.half_mut(dir);
+        if half.aborted || half.headers.is_none() || half.complete {
+            return;
+        }
+        half.complete = true;
+        half.trailers = Some(trailers);
+        if half.iteration == Iteration::StopAll {
+            return;
+        }
+        self.filter_trailers(id, dir);
+    }
+
+    fn filter_trailers(&mut self, id: u32, dir: Direction) {
+        let skip_vm = dir == Direction::Response && self.stream(id).is_some_and(|s| s.failure_local_reply_sent);
+        let Some(half) = self.half_mut(id, dir) else { return };
+        half.trailers_ptr = true;
+        let count = half.trailers.as_ref().map(|t| t.len()).unwrap_or(0) as i32;
+        let action = if skip_vm {
+            TrailersAction::Continue
+        } else {
+            match self.call_filter(id, callbacks(dir).2, &[id as i32, count]) {
+                CallOutcome::Ran(r, stopped) => TrailersAction::from_guest(r.unwrap_or(0), stopped),
+                CallOutcome::Failed => TrailersAction::StopIteration,
+            }
+        };
+        let Some(half) = self.half_mut(id, dir) else { return };
+        if half.aborted {
+            return;
+        }
+        match action {
+            TrailersAction::Continue => {
+                half.trailers_ptr = false;
+                if half.iteration == Iteration::StopSingle {
+                    self.common_continue(id, dir);
+                } else {
+                    self.forward_trailers(id, dir);
+                }
+            }
+            TrailersAction::StopIteration => {
+                if half.iteration == Iteration::Continue {
+                    half.iteration = Iteration::StopSingle;
+                }
+            }
+        }
+    }
+
+    /// Envoy's `commonContinue` (continueDecoding / continueEncoding).
+    fn common_continue(&mut self, id: u32, dir: Direction) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished {
+            return;
+        }
+        let half = st.half_mut(dir);
+        if half.aborted || half.end_forwarded || half.headers.is_none() {
+            return;
+        }
+        if half.iteration == Iteration::StopAll {
+            half.iterate_from_current = true;
+        }
+        half.iteration = Iteration::Continue;
+        if !half.headers_continued {
+            half.headers_continued = true;
+            let eos = half.complete && half.buffered.is_none() && half.trailers.is_none();
+            self.forward_headers(id, dir, eos);
+        }
+        let Some(half) = self.half_mut(id, dir) else { return };
+        let had_trailers = half.trailers.is_some();
+        if half.buffered.is_some() {
+            let eos = half.complete && !had_trailers;
+            if half.iterate_from_current {
+                self.filter_data(id, dir, true, eos);
+            } else {
+                let bytes = half.buffered.as_mut().map(std::mem::take).unwrap_or_default();
+                self.forward_data(id, dir, bytes, eos);
+            }
+        }
+        if had_trailers {
+            let from_current = self.half_mut(id, dir).is_some_and(|h| h.iterate_from_current);
+            if from_current {
+                self.filter_trailers(id, dir);
+            } else {
+                self.forward_trailers(id, dir);
+            }
+        }
+        if let Some(half) = self.half_mut(id, dir) {
+            half.iterate_from_current = false;
+        }
+    }
+
+    fn push_frame(&mut self, id: u32, dir: Direction, frame: Frame, ends: bool) {
+        let Some(half) = self.half_mut(id, dir) else { return };
+        if half.end_forwarded {
+            return;
+        }
+        half.out.push(frame);
+        if ends {
+            half.end_forwarded = true;
+            if dir == Direction::Response {
+                self.finish_stream(id);
+            }
+        }
+    }
+
+    fn forward_headers(&mut self, id: u32, dir: Direction, end_stream: bool) {
+        let Some(headers) = self.half_mut(id, dir).and_then(|h| h.headers.clone()) else { return };
+        self.push_frame(id, dir, Frame::Headers { headers, end_stream }, end_stream);
+    }
+
+    fn forward_data(&mut self, id: u32, dir: Direction, bytes: Vec<u8>, end_stream: bool) {
+        // Codecs send nothing for an empty non-final chunk.
+        if bytes.is_empty() && !end_stream {
+            return;
+        }
+        self.push_frame(id, dir, Frame::Data { bytes, end_stream }, end_stream);
+    }
+
+    fn forward_trailers(&mut self, id: u32, dir: Direction) {
+        let Some(trailers) = self.half_mut(id, dir).and_then(|h| h.trailers.clone()) else { return };
+        self.push_frame(id, dir, Frame::Trailers(trailers), true);
+    }
+
+    /// `sendLocalReply`: through the encoder chain (our filter sees it) if no response has
+    /// started, straight to the codec if upstream headers are held, a reset if the client
+    /// already got headers. The upstream request is abandoned either way.
+    pub(crate) fn send_local_reply(&mut self, id: u32, reply: LocalReply, failure: bool) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished {
+            return;
+        }
+        if st.response.headers_continued {
+            self.reset_stream(id);
+            return;
+        }
+        if failure {
+            st.failure_local_reply_sent = true;
+        }
+        let is_grpc = st.request.headers.as_ref().is_some_and(is_grpc_request);
+        st.local_reply = Some(reply.clone());
+        if st.request.headers_continued && !st.request.end_forwarded {
+            st.request.out.push(Frame::Reset);
+        }
+        st.request.end_forwarded = true;
+        st.request.aborted = true;
+        let direct = st.response.headers.is_some();
+        let (headers, body) = local_reply_message(&reply, is_grpc);
+        let out = std::mem::take(&mut st.response.out);
+        st.response = Half::new();
+        st.response.out = out;
+        if direct {
+            st.response.aborted = true;
+            let eos = body.is_empty();
+            st.response.out.push(Frame::Headers { headers, end_stream: eos });
+            if !eos {
+                st.response.out.push(Frame::Data { bytes: body, end_stream: true });
+            }
+            st.response.end_forwarded = true;
+            self.finish_stream(id);
+            return;
+        }
+        let eos = body.is_empty();
+        self.on_headers(id, Direction::Response, headers, eos);
+        if !eos {
+            self.on_data(id, Direction::Response, body, true);
+        }
+    }
+
+    /// A reset from either side, or `proxy_close_stream`.
+    pub(crate) fn reset_stream(&mut self, id: u32) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished {
+            return;
+        }
+        for half in [&mut st.request, &mut st.response] {
+            if !half.end_forwarded {
+                half.out.push(Frame::Reset);
+                half.end_forwarded = true;
+            }
+            half.aborted = true;
+        }
+        self.finish_stream(id);
+    }
+
+    /// End of the stream: access log, then `proxy_on_done` and `proxy_on_delete`; the
+    /// context is gone afterwards (set_effective_context to it answers BadArgument).
+    fn finish_stream(&mut self, id: u32) {
+        let Some(st) = self.stream_mut(id) else { return };
+        if st.finished {
+            return;
+        }
+        st.finished = true;
+        st.request.aborted = st.request.aborted || !st.request.end_forwarded;
+        let created = st.vm_context_created;
+        if created && !self.is_failed() {
+            self.state_mut().in_log_phase = true;
+            // Context ids of finished streams must still resolve during these calls.
+            self.with_live_context(id, |p| {
+                p.invoke("proxy_on_log", id, &[id as i32]);
+            });
+            self.state_mut().in_log_phase = false;
+            self.with_live_context(id, |p| {
+                p.invoke("proxy_on_done", id, &[id as i32]);
+                p.invoke("proxy_on_delete", id, &[id as i32]);
+            });
+            self.run_deferred();
+        }
+    }
+
+    fn with_live_context(&mut self, id: u32, f: impl FnOnce(&mut Plugin)) {
+        if let Some(st) = self.stream_mut(id) {
+            st.finished = false;
+        }
+        f(self);
+        if let Some(st) = self.stream_mut(id) {
+            st.finished = true;
+        }
+    }
+}
+
+/// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc` exactly or followed by
+/// `+` or `;` (so gRPC-web is *not* gRPC here).
+pub(crate) fn is_grpc_request(headers: &Headers) -> bool {
+    let Some(ct) = headers.get("content-type") else { return false };
+    match ct.strip_prefix("application/grpc") {
+        Some(rest) => rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'),
+        None => false,
+    }
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+fn http_to_grpc_status(code: u32) -> u32 {
+    match code {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+fn percent_encode(body: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in body {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Envoy's `Utility::encodeLocalReply`: gRPC requests get a trailers-only 200 with
+/// grpc-status (and grpc-message from the body); others get the status and a text body.
+fn local_reply_message(reply: &LocalReply, is_grpc: bool) -> (Headers, Vec<u8>) {
+    let mut h = Headers::new();
+    let body;
+    if is_grpc {
+        h.add(":status", "200");
+        h.add("content-type", "application/grpc");
+        let grpc = reply.grpc_status.unwrap_or_else(|| http_to_grpc_status(reply.status));
+        h.add("grpc-status", &grpc.to_string());
+        if !reply.body.is_empty() {
+            h.add("grpc-message", &percent_encode(&reply.body));
+        }
+        body = Vec::new();
+    } else {
+        h.add(":status", &reply.status.to_string());
+        if !reply.body.is_empty() {
+            h.add("content-length", &reply.body.len().to_string());
+            h.add("content-type", "text/plain");
+        }
+        body = reply.body.clone();
+    }
+    for (k, v) in reply.headers.iter() {
+        h.add(k, v);
+    }
+    (h, body)
+}
