@@ -165,6 +165,19 @@ mod tests {
         }
     }
 
+    /// The config reference can't drift: every field serde knows must be in docs/CONFIG.md.
+    #[test]
+    fn every_field_is_documented() {
+        let e = Config::parse(br#"{"role":"agent","__probe__":1}"#).unwrap_err();
+        let expected = e.0.split("expected one of").nth(1).expect("serde lists the fields");
+        let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        assert!(fields.len() >= 7, "{fields:?}");
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
+        for f in fields {
+            assert!(doc.contains(&format!("| `{f}` |")), "docs/CONFIG.md lacks a row for `{f}`");
+        }
+    }
+
     #[test]
     fn missing_role_and_empty_config_are_rejected() {
         assert!(Config::parse(b"{}").unwrap_err().0.contains("role"));
