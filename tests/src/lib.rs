@@ -16,6 +16,7 @@ pub mod cases;
 pub mod envoy;
 pub mod grpcweb;
 pub mod nginx;
+pub mod py;
 pub mod template;
 pub mod topology;
 pub mod util;

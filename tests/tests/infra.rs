@@ -49,3 +49,17 @@ fn raw_grpc_web_through_nginx_to_native_filter() {
     let outcomes = rt().block_on(run_raw_suite(topo.client_addr, topo.backend.addr));
     check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || topo.logs(40));
 }
+
+#[test]
+fn python_client_against_backend_directly() {
+    let backend = Backend::spawn();
+    let outcomes = grpc_bridge_tests::py::run_client(backend.addr, &[]).unwrap();
+    check("grpcio client -> tonic backend", &outcomes, String::new);
+}
+
+#[test]
+fn python_client_through_plain_envoy_h2() {
+    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(false).agent(false).start().unwrap();
+    let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
+    check(&format!("grpcio {}", topo.path), &outcomes, || topo.logs(40));
+}
