@@ -346,6 +346,7 @@ impl Plugin {
             _ => {}
         }
         plugin.run_deferred();
+        plugin.after_event();
         Ok(plugin)
     }
 

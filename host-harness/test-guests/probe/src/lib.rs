@@ -1,0 +1,336 @@
+//! Probe guest. Modes (plugin configuration):
+//! - `stream`: pause every response body chunk (StopIterationAndBuffer), flush held data from
+//!   a 5 ms tick with set_effective_context + continue_stream(HttpResponse); in trailers
+//!   append a `[TRAILERS]` frame, remove `grpc-status`, return Pause.
+//! - `stream-trailers-continue`: as `stream` but Continue from the trailers callback.
+//! - `body-continue`: Continue from body callbacks; trailers append (expect NotFound).
+//! - `headers-stop`: return StopIteration (1) from response headers and resume on a tick.
+//! - `local-reply`: 403 local reply from request headers.
+//! - `trap`: unreachable in request headers.
+//! - `reject`: refuse the configuration with a message.
+//! - `abi`: run a battery of hostcalls at configure time and log each status.
+//! - `net`: network filter: prefix the first downstream bytes with `HELLO `, continue
+//!   reading and pause; upper-case upstream bytes.
+//! Every status worth checking is logged as `name=status`.
+
+use std::cell::RefCell;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, ptr: *const u8, len: usize) -> u32;
+    fn proxy_get_buffer_bytes(t: u32, start: usize, len: usize, ptr: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_set_buffer_bytes(t: u32, start: usize, len: usize, ptr: *const u8, size: usize) -> u32;
+    fn proxy_set_tick_period_milliseconds(ms: u32) -> u32;
+    fn proxy_set_effective_context(id: u32) -> u32;
+    fn proxy_continue_stream(t: u32) -> u32;
+    fn proxy_remove_header_map_value(t: u32, k: *const u8, kl: usize) -> u32;
+    fn proxy_add_header_map_value(t: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) -> u32;
+    fn proxy_get_header_map_value(t: u32, k: *const u8, kl: usize, vp: *mut *mut u8, vs: *mut usize) -> u32;
+    fn proxy_send_local_response(code: u32, dp: *const u8, dl: usize, bp: *const u8, bl: usize, hp: *const u8, hl: usize, grpc: i32) -> u32;
+    fn proxy_define_metric(t: u32, np: *const u8, nl: usize, out: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_get_metric(id: u32, out: *mut u64) -> u32;
+    fn proxy_set_shared_data(kp: *const u8, kl: usize, vp: *const u8, vl: usize, cas: u32) -> u32;
+    fn proxy_get_shared_data(kp: *const u8, kl: usize, vp: *mut *mut u8, vs: *mut usize, cas: *mut u32) -> u32;
+    fn proxy_call_foreign_function(np: *const u8, nl: usize, ap: *const u8, al: usize, rp: *mut *mut u8, rs: *mut usize) -> u32;
+    fn proxy_register_shared_queue(np: *const u8, nl: usize, token: *mut u32) -> u32;
+    fn proxy_enqueue_shared_queue(token: u32, dp: *const u8, dl: usize) -> u32;
+    fn proxy_dequeue_shared_queue(token: u32, dp: *mut *mut u8, dl: *mut usize) -> u32;
+    fn proxy_get_property(pp: *const u8, pl: usize, vp: *mut *mut u8, vl: *mut usize) -> u32;
+}
+
+const REQUEST_HEADERS: u32 = 0;
+const RESPONSE_TRAILERS: u32 = 3;
+const REQUEST_BODY: u32 = 0;
+const RESPONSE_BODY: u32 = 1;
+const DOWNSTREAM_DATA: u32 = 2;
+const UPSTREAM_DATA: u32 = 3;
+const PLUGIN_CONFIGURATION: u32 = 7;
+
+struct State {
+    mode: String,
+    held: Vec<u32>,
+    first_downstream: bool,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State { mode: String::new(), held: Vec::new(), first_downstream: true });
+}
+
+fn mode() -> String {
+    STATE.with(|s| s.borrow().mode.clone())
+}
+
+fn log(msg: &str) {
+    unsafe { proxy_log(2, msg.as_ptr(), msg.len()) };
+}
+
+fn get_buffer(t: u32, start: usize, len: usize) -> (u32, Option<Vec<u8>>) {
+    let mut ptr: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    let st = unsafe { proxy_get_buffer_bytes(t, start, len, &mut ptr, &mut size) };
+    if st != 0 || ptr.is_null() {
+        return (st, None);
+    }
+    (st, Some(unsafe { Vec::from_raw_parts(ptr, size, size) }))
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let mut v: Vec<u8> = Vec::with_capacity(size.max(1));
+    let p = v.as_mut_ptr();
+    std::mem::forget(v);
+    p
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(_ctx: u32, _parent: u32) {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_root: u32, _size: u32) -> u32 {
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
+    let (_, cfg) = get_buffer(PLUGIN_CONFIGURATION, 0, size);
+    let mode = String::from_utf8(cfg.unwrap_or_default()).unwrap_or_default();
+    STATE.with(|s| s.borrow_mut().mode = mode.clone());
+    match mode.as_str() {
+        "reject" => {
+            log("probe: configuration rejected: unknown role \"reject\"");
+            0
+        }
+        "abi" => {
+            abi_battery();
+            1
+        }
+        "headers-stop" => {
+            unsafe { proxy_set_tick_period_milliseconds(5) };
+            1
+        }
+        _ => 1,
+    }
+}
+
+fn abi_battery() {
+    let st = |name: &str, v: u32| log(&format!("abi {name}={v}"));
+    unsafe {
+        let mut id = 0u32;
+        let name = "probe_requests";
+        st("define_counter", proxy_define_metric(0, name.as_ptr(), name.len(), &mut id));
+        st("increment_counter", proxy_increment_metric(id, 3));
+        st("increment_counter_zero", proxy_increment_metric(id, 0));
+        let mut v = 0u64;
+        st("get_counter", proxy_get_metric(id, &mut v));
+        log(&format!("abi counter_value={v}"));
+        let mut gid = 0u32;
+        let g = "probe_gauge";
+        st("define_gauge", proxy_define_metric(1, g.as_ptr(), g.len(), &mut gid));
+        st("record_gauge", proxy_record_metric(gid, 7));
+        st("increment_gauge_neg", proxy_increment_metric(gid, -2));
+        let mut hid = 0u32;
+        let h = "probe_histogram";
+        st("define_histogram", proxy_define_metric(2, h.as_ptr(), h.len(), &mut hid));
+        st("record_histogram", proxy_record_metric(hid, 42));
+        st("get_histogram", proxy_get_metric(hid, &mut v));
+        st("define_bad_type", proxy_define_metric(9, g.as_ptr(), g.len(), &mut gid));
+        st("get_unknown_metric", proxy_get_metric(4000, &mut v));
+
+        let (k, val) = ("key", "v1");
+        let mut p: *mut u8 = std::ptr::null_mut();
+        let mut n = 0usize;
+        let mut cas = 0u32;
+        st("get_shared_missing", proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas));
+        st("set_shared", proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), 0));
+        st("get_shared", proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas));
+        st("set_shared_stale_cas", proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas + 100));
+        st("set_shared_cas", proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas));
+
+        let q = "probe_queue";
+        let mut token = 0u32;
+        st("register_queue", proxy_register_shared_queue(q.as_ptr(), q.len(), &mut token));
+        st("dequeue_empty", proxy_dequeue_shared_queue(token, &mut p, &mut n));
+        st("enqueue", proxy_enqueue_shared_queue(token, b"x".as_ptr(), 1));
+        st("enqueue_unknown", proxy_enqueue_shared_queue(token + 50, b"x".as_ptr(), 1));
+
+        let f = "clear_route_cache";
+        st("foreign_clear_route_cache", proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n));
+        let f = "no_such_function";
+        st("foreign_unknown", proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n));
+
+        let hk = ":path";
+        st("root_get_header", proxy_get_header_map_value(REQUEST_HEADERS, hk.as_ptr(), hk.len(), &mut p, &mut n));
+        st("root_get_body", get_buffer(RESPONSE_BODY, 0, 10).0);
+        st("continue_upstream", proxy_continue_stream(3));
+        st("continue_bad_type", proxy_continue_stream(9));
+        st("effective_unknown", proxy_set_effective_context(999));
+        st("log_bad_level", proxy_log(9, hk.as_ptr(), hk.len()));
+        st("bad_pointer", proxy_log(2, 0x7fff_fff0 as *const u8, 64));
+        let pn = "plugin_name";
+        st("property_plugin_name", proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n));
+        let pn = "no\0such";
+        st("property_unknown", proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n));
+        st("get_buffer_bad_type", get_buffer(42, 0, 1).0);
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
+    let mut p: *mut u8 = std::ptr::null_mut();
+    let mut n = 0usize;
+    let st = unsafe { proxy_dequeue_shared_queue(token, &mut p, &mut n) };
+    log(&format!("queue_ready dequeue={st} len={n}"));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(_root: u32) {
+    let held: Vec<u32> = STATE.with(|s| std::mem::take(&mut s.borrow_mut().held));
+    for ctx in held {
+        let eff = unsafe { proxy_set_effective_context(ctx) };
+        let cont = unsafe { proxy_continue_stream(1) };
+        log(&format!("tick ctx={ctx} effective={eff} continue={cont}"));
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(_ctx: u32, _n: u32, _eos: u32) -> u32 {
+    match mode().as_str() {
+        "trap" => std::process::abort(),
+        "local-reply" => {
+            let d = "denied_by_probe";
+            let b = "go away";
+            unsafe { proxy_send_local_response(403, d.as_ptr(), d.len(), b.as_ptr(), b.len(), std::ptr::null(), 0, -1) };
+            1
+        }
+        _ => {
+            let (k, v) = ("x-probe", "1");
+            let st = unsafe { proxy_add_header_map_value(REQUEST_HEADERS, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
+            log(&format!("add_request_header={st}"));
+            0
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(_ctx: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("request_body size={size} eos={eos}"));
+    if mode() == "request-buffer" && eos == 0 {
+        return 1;
+    }
+    let _ = get_buffer(REQUEST_BODY, 0, size);
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(_ctx: u32, _n: u32) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(ctx: u32, _n: u32, _eos: u32) -> u32 {
+    if mode() == "headers-stop" {
+        STATE.with(|s| s.borrow_mut().held.push(ctx));
+        return 1;
+    }
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(ctx: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("response_body size={size} eos={eos}"));
+    match mode().as_str() {
+        "stream" | "stream-trailers-continue" => {
+            STATE.with(|s| {
+                let mut s = s.borrow_mut();
+                if !s.held.contains(&ctx) {
+                    s.held.push(ctx);
+                }
+            });
+            unsafe { proxy_set_tick_period_milliseconds(5) };
+            1
+        }
+        _ => 0,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(ctx: u32, _n: u32) -> u32 {
+    let (get_st, held) = get_buffer(RESPONSE_BODY, 0, usize::MAX >> 1);
+    log(&format!("trailers get_buffer={get_st} held={}", held.map(|h| h.len() as i64).unwrap_or(-1)));
+    let frame = b"[TRAILERS]";
+    let st = unsafe { proxy_set_buffer_bytes(RESPONSE_BODY, usize::MAX >> 1, 0, frame.as_ptr(), frame.len()) };
+    log(&format!("trailers set_buffer={st}"));
+    let k = "grpc-status";
+    unsafe { proxy_remove_header_map_value(RESPONSE_TRAILERS, k.as_ptr(), k.len()) };
+    match mode().as_str() {
+        "stream-trailers-continue" | "body-continue" => 0,
+        _ => {
+            STATE.with(|s| {
+                let mut s = s.borrow_mut();
+                if !s.held.contains(&ctx) {
+                    s.held.push(ctx);
+                }
+            });
+            1
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_log(ctx: u32) {
+    log(&format!("on_log ctx={ctx}"));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_done(_ctx: u32) -> u32 {
+    1
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(ctx: u32) {
+    log(&format!("on_delete ctx={ctx}"));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_new_connection(_ctx: u32) -> u32 {
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_data(_ctx: u32, size: usize, eos: u32) -> u32 {
+    log(&format!("downstream_data size={size} eos={eos}"));
+    let first = STATE.with(|s| std::mem::replace(&mut s.borrow_mut().first_downstream, false));
+    if first {
+        let hello = b"HELLO ";
+        let st = unsafe { proxy_set_buffer_bytes(DOWNSTREAM_DATA, 0, 0, hello.as_ptr(), hello.len()) };
+        let cont = unsafe { proxy_continue_stream(2) };
+        log(&format!("prepend={st} continue_downstream={cont}"));
+        return 1;
+    }
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_data(_ctx: u32, size: usize, _eos: u32) -> u32 {
+    let (_, data) = get_buffer(UPSTREAM_DATA, 0, size);
+    let upper: Vec<u8> = data.unwrap_or_default().to_ascii_uppercase();
+    let st = unsafe { proxy_set_buffer_bytes(UPSTREAM_DATA, 0, size, upper.as_ptr(), upper.len()) };
+    let cont = unsafe { proxy_continue_stream(3) };
+    log(&format!("replace_upstream={st} continue_upstream={cont}"));
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_downstream_connection_close(ctx: u32, peer: u32) {
+    log(&format!("downstream_close ctx={ctx} peer={peer}"));
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_upstream_connection_close(ctx: u32, peer: u32) {
+    log(&format!("upstream_close ctx={ctx} peer={peer}"));
+}
