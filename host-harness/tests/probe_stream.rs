@@ -1,0 +1,229 @@
+//! The Envoy stream model, checked against the behaviour measured in real Envoy 1.40
+//! (shared/reference/envoy-wasm-facts.md), with the probe guest.
+
+mod common;
+
+use common::probe;
+use host_harness::{body_of, Direction, Frame, Headers, NetFrame, Scenario, ConnectionScenario};
+
+const GRPC_REQUEST: &[(&str, &str)] = &[
+    (":method", "POST"),
+    (":path", "/pkg.Svc/Call"),
+    (":authority", "backend"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+];
+const RESPONSE: &[(&str, &str)] = &[(":status", "200"), ("content-type", "application/grpc")];
+
+fn log_has(s: &Scenario, line: &str) -> bool {
+    s.logs().iter().any(|l| l.message == line)
+}
+
+fn started(mode: &str) -> Scenario {
+    let mut s = Scenario::new(probe(mode)).expect("load probe");
+    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    let up = s.take_upstream();
+    assert!(matches!(&up[..], [Frame::Headers { end_stream: true, .. }]), "{up:?}");
+    let down = s.take_downstream();
+    assert!(matches!(&down[..], [Frame::Headers { end_stream: false, .. }]), "{down:?}");
+    s
+}
+
+#[test]
+fn paused_body_is_cumulative_and_tick_flushes_it() {
+    let mut s = started("stream");
+    s.response_body(b"aaa", false).response_body(b"bbbb", false);
+    assert!(log_has(&s, "response_body size=3 eos=0"));
+    // While paused with StopIterationAndBuffer the callback sees everything held so far.
+    assert!(log_has(&s, "response_body size=7 eos=0"), "{:#?}", s.logs());
+    assert!(s.take_downstream().is_empty());
+    assert_eq!(s.held_bytes(Direction::Response), 7);
+    s.advance_ms(5);
+    assert_eq!(s.take_downstream(), vec![Frame::Data { bytes: b"aaabbbb".to_vec(), end_stream: false }]);
+}
+
+#[test]
+fn trailers_while_data_is_still_held_deliver_the_frame() {
+    let mut s = started("stream");
+    s.response_body(b"msg", false).response_trailers(&[("grpc-status", "0")]);
+    assert!(log_has(&s, "trailers get_buffer=0 held=3"));
+    assert!(log_has(&s, "trailers set_buffer=0"));
+    assert!(s.take_downstream().is_empty(), "Pause from trailers holds everything");
+    s.advance_ms(5);
+    assert_eq!(
+        s.take_downstream(),
+        vec![
+            Frame::Data { bytes: b"msg[TRAILERS]".to_vec(), end_stream: false },
+            Frame::Trailers(Headers::new()),
+        ]
+    );
+    assert!(s.is_finished());
+}
+
+#[test]
+fn trailers_after_a_flush_with_pause_deliver_the_frame_on_the_next_resume() {
+    let mut s = started("stream");
+    s.response_body(b"msg", false).advance_ms(5);
+    assert_eq!(s.take_downstream(), vec![Frame::Data { bytes: b"msg".to_vec(), end_stream: false }]);
+    s.advance_ms(300).response_trailers(&[("grpc-status", "0")]);
+    // get_buffer: Ok with nothing (the SDK's Ok(None)); the append still succeeds.
+    assert!(log_has(&s, "trailers get_buffer=0 held=-1"), "{:#?}", s.logs());
+    assert!(log_has(&s, "trailers set_buffer=0"));
+    s.advance_ms(5);
+    assert_eq!(
+        s.take_downstream(),
+        vec![Frame::Data { bytes: b"[TRAILERS]".to_vec(), end_stream: false }, Frame::Trailers(Headers::new())]
+    );
+}
+
+#[test]
+fn continue_from_trailers_after_a_flush_silently_loses_the_frame() {
+    let mut s = started("stream-trailers-continue");
+    s.response_body(b"msg", false).advance_ms(5);
+    s.take_downstream();
+    s.response_trailers(&[("grpc-status", "0")]);
+    assert!(log_has(&s, "trailers set_buffer=0"), "the append itself answers Ok");
+    s.advance_ms(20);
+    assert_eq!(s.take_downstream(), vec![Frame::Trailers(Headers::new())]);
+}
+
+#[test]
+fn set_buffer_in_trailers_after_a_continued_last_body_is_not_found() {
+    let mut s = started("body-continue");
+    s.response_body(b"msg", false);
+    assert_eq!(s.take_downstream(), vec![Frame::Data { bytes: b"msg".to_vec(), end_stream: false }]);
+    s.response_trailers(&[("grpc-status", "0")]);
+    assert!(log_has(&s, "trailers get_buffer=1 held=-1"), "{:#?}", s.logs());
+    assert!(log_has(&s, "trailers set_buffer=1"));
+    assert_eq!(s.take_downstream(), vec![Frame::Trailers(Headers::new())]);
+}
+
+#[test]
+fn resuming_a_finished_context_is_bad_argument() {
+    let mut s = started("stream");
+    s.response_body(b"msg", false).reset();
+    assert!(s.is_finished());
+    let ctx = s.stream_id().0;
+    s.advance_ms(5);
+    assert!(log_has(&s, &format!("tick ctx={ctx} effective=2 continue=0")), "{:#?}", s.logs());
+}
+
+#[test]
+fn trailers_only_response_passes_with_end_stream_on_headers() {
+    let mut s = started("body-continue");
+    s.next_stream();
+    s.request_headers(GRPC_REQUEST, true);
+    s.response_headers(&[(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "5")], true);
+    let down = s.take_downstream();
+    assert!(matches!(&down[..], [Frame::Headers { end_stream: true, headers }] if headers.get("grpc-status") == Some("5")));
+    assert!(s.is_finished());
+}
+
+#[test]
+fn stop_iteration_from_headers_becomes_stop_all() {
+    let mut s = Scenario::new(probe("headers-stop")).unwrap();
+    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.response_body(b"ab", false).response_body(b"cd", true);
+    // StopAllIteration: the body is held without calling the filter.
+    assert!(!s.logs().iter().any(|l| l.message.starts_with("response_body")));
+    assert!(s.take_downstream().is_empty());
+    s.advance_ms(5);
+    // On resume Envoy feeds the held body to the same filter in one call.
+    assert!(log_has(&s, "response_body size=4 eos=1"), "{:#?}", s.logs());
+    let down = s.take_downstream();
+    assert!(matches!(&down[0], Frame::Headers { end_stream: false, .. }));
+    assert_eq!(down[1], Frame::Data { bytes: b"abcd".to_vec(), end_stream: true });
+}
+
+#[test]
+fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
+    let mut s = Scenario::new(probe("body-continue")).unwrap();
+    s.request_headers(&GRPC_REQUEST[..4], false).request_body(b"one", false).request_body(b"two", true);
+    let up = s.take_upstream();
+    match &up[0] {
+        Frame::Headers { headers, end_stream: false } => assert_eq!(headers.get("x-probe"), Some("1")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(up[1], Frame::Data { bytes: b"one".to_vec(), end_stream: false });
+    assert_eq!(up[2], Frame::Data { bytes: b"two".to_vec(), end_stream: true });
+    assert!(log_has(&s, "add_request_header=0"));
+}
+
+#[test]
+fn buffered_request_body_goes_up_in_one_piece() {
+    let mut s = Scenario::new(probe("request-buffer")).unwrap();
+    s.request_headers(&GRPC_REQUEST[..4], false).request_body(b"one", false).request_body(b"two", true);
+    assert!(log_has(&s, "request_body size=6 eos=1"), "{:#?}", s.logs());
+    assert_eq!(body_of(&s.take_upstream()), b"onetwo");
+}
+
+#[test]
+fn local_reply_goes_through_the_response_path() {
+    let mut s = Scenario::new(probe("local-reply")).unwrap();
+    s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "x")], true);
+    assert!(s.take_upstream().is_empty());
+    let reply = s.local_reply().expect("local reply");
+    assert_eq!((reply.status, reply.details.as_str()), (403, "denied_by_probe"));
+    let down = s.take_downstream();
+    match &down[..] {
+        [Frame::Headers { headers, end_stream: false }, Frame::Data { bytes, end_stream: true }] => {
+            assert_eq!(headers.get(":status"), Some("403"));
+            assert_eq!(bytes, b"go away");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.returns().iter().any(|(c, _)| *c == "proxy_on_response_headers"));
+    assert!(s.is_finished());
+}
+
+#[test]
+fn a_trap_kills_the_vm_and_every_later_request_fails() {
+    let mut s = Scenario::new(probe("trap")).unwrap();
+    s.request_headers(GRPC_REQUEST, true);
+    assert!(s.plugin().failure().is_some());
+    let expect_unavailable = |frames: Vec<Frame>| match &frames[..] {
+        [Frame::Headers { headers, end_stream: true }] => {
+            assert_eq!(headers.get(":status"), Some("200"));
+            assert_eq!(headers.get("grpc-status"), Some("14"));
+        }
+        other => panic!("{other:?}"),
+    };
+    expect_unavailable(s.take_downstream());
+    assert!(s.take_upstream().is_empty());
+    let calls_before = s.callbacks().len();
+    s.next_stream().request_headers(GRPC_REQUEST, true);
+    expect_unavailable(s.take_downstream());
+    assert_eq!(s.callbacks().len(), calls_before, "a failed VM is never called again");
+    // Not a gRPC request (gRPC-web is not gRPC to Envoy): plain 503.
+    s.next_stream().request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "application/grpc-web")], true);
+    match &s.take_downstream()[..] {
+        [Frame::Headers { headers, end_stream: true }] => assert_eq!(headers.get(":status"), Some("503")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.local_reply().unwrap().details, "wasm_fail_stream");
+}
+
+#[test]
+fn stream_end_runs_log_done_delete_once() {
+    let mut s = started("body-continue");
+    s.response_body(b"x", true);
+    let ctx = s.stream_id().0;
+    let names: Vec<_> = s.returns().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(&names[names.len() - 3..], ["proxy_on_log", "proxy_on_done", "proxy_on_delete"]);
+    assert!(log_has(&s, &format!("on_delete ctx={ctx}")));
+}
+
+#[test]
+fn network_filter_hold_continue_and_rewrite() {
+    let mut c = ConnectionScenario::new(probe("net")).unwrap();
+    c.downstream_data(b"abc", false);
+    assert_eq!(c.take_upstream(), vec![NetFrame::Data { bytes: b"HELLO abc".to_vec(), end_stream: false }]);
+    c.downstream_data(b"def", false);
+    assert_eq!(c.take_upstream(), vec![NetFrame::Data { bytes: b"def".to_vec(), end_stream: false }]);
+    c.upstream_data(b"xyz", false);
+    assert_eq!(c.take_downstream(), vec![NetFrame::Data { bytes: b"XYZ".to_vec(), end_stream: false }]);
+    assert!(c.logs().iter().any(|l| l.message == "replace_upstream=0 continue_upstream=12"));
+    c.downstream_close();
+    assert!(c.is_closed());
+    assert!(c.logs().iter().any(|l| l.message.starts_with("downstream_close") && l.message.ends_with("peer=2")));
+}
