@@ -126,14 +126,14 @@ impl WebCall {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let req = http::Request::post(path)
+        let mut req = http::Request::post(path)
             .header("host", addr.to_string())
             .header("content-type", content_type)
-            .header("accept", content_type)
-            .header("x-grpc-web", "1")
-            .header("x-user-agent", "grpc-bridge-tests/raw")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .header("accept", content_type);
+        if content_type.starts_with("application/grpc-web") {
+            req = req.header("x-grpc-web", "1").header("x-user-agent", "grpc-bridge-tests/raw");
+        }
+        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
         let started = Instant::now();
         let resp = timeout(Duration::from_secs(10), sender.send_request(req))
             .await
@@ -220,6 +220,7 @@ pub const RAW_CASES: &[&str] = &[
     "raw_trailers_only",
     "raw_trailer_metadata",
     "raw_error_after_messages",
+    "raw_error_without_messages",
     "raw_client_stream",
     "raw_stream_gated",
 ];
@@ -246,6 +247,7 @@ pub async fn run_raw_case(case: &str, server: SocketAddr, backend: SocketAddr) -
         "raw_trailers_only" => raw_trailers_only(server).await,
         "raw_trailer_metadata" => raw_trailer_metadata(server).await,
         "raw_error_after_messages" => raw_error_after_messages(server).await,
+        "raw_error_without_messages" => raw_error_without_messages(server).await,
         "raw_client_stream" => raw_client_stream(server).await,
         "raw_stream_gated" => raw_stream_gated(server, backend).await,
         other => Err(format!("unknown raw case {other}")),
@@ -323,6 +325,24 @@ async fn raw_error_after_messages(server: SocketAddr) -> Result<String, String> 
     let msg = get(&t, "grpc-message").map(percent_decode);
     ensure(msg.as_deref() == Some(TRICKY_MESSAGE), || format!("grpc-message decodes to {msg:?}"))?;
     Ok("message frame, then grpc-status 9 and the exact message in the trailer frame".into())
+}
+
+/// The backend sends response headers, then trailers with an error, and no message at all
+/// (not Trailers-Only: the headers went out first).
+async fn raw_error_without_messages(server: SocketAddr) -> Result<String, String> {
+    let req = StreamRequest { count: 0, final_status_code: 14, final_status_message: "no messages for you".into(), ..Default::default() };
+    let (c, frames) = call(server, "ServerStream", false, msg_frame(&req)).await?;
+    ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
+    if let Some(hs) = c.header("grpc-status") {
+        // Acceptable if the server side turned it into Trailers-Only.
+        ensure(hs == "14" && frames.is_empty(), || format!("grpc-status header {hs:?}, frames {frames:?}"))?;
+        return Ok("grpc-status 14 in the headers (made Trailers-Only)".into());
+    }
+    ensure(frames.len() == 1, || format!("want exactly one (trailer) frame, got {frames:?}"))?;
+    let t = trailer_of(&frames)?;
+    ensure(get(&t, "grpc-status") == Some("14"), || format!("trailer block {t:?}"))?;
+    ensure(get(&t, "grpc-message").map(percent_decode).as_deref() == Some("no messages for you"), || format!("trailer block {t:?}"))?;
+    Ok("headers, then only a trailer frame with grpc-status 14".into())
 }
 
 async fn raw_client_stream(server: SocketAddr) -> Result<String, String> {

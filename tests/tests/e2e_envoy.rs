@@ -1,0 +1,186 @@
+//! End-to-end suite against real Envoy 1.40 with the grpc-bridge wasm filter.
+//!
+//! Full path: client (h2c) -> agent Envoy (wasm, role agent) -> nginx (HTTP/1.1 only) ->
+//! server Envoy (wasm role server | Envoy's native grpc_web) -> tonic backend (h2c).
+//!
+//! Each test builds one topology and runs every case on it in sequence, reporting each case on
+//! its own line (`cargo test -p grpc-bridge-tests --test e2e_envoy -- --nocapture` shows them;
+//! `E2E_CASES=unary,bidi_ping_pong` runs a subset). On failure the report, Envoy stats and the
+//! log tails of every process are printed. Needs the built filter
+//! (target/wasm32-wasip1/release/grpc_bridge.wasm, `make build`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use grpc_bridge_tests::cases::{connect, fmt_status, report, run_suite, Outcome};
+use grpc_bridge_tests::envoy::Envoy;
+use grpc_bridge_tests::grpcweb::{run_raw_suite, WebCall};
+use grpc_bridge_tests::nginx::Nginx;
+use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::topology::{ServerSide, Topology};
+use grpc_bridge_tests::util::free_port;
+use tonic::Code;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn start(b: grpc_bridge_tests::topology::TopologyBuilder) -> Topology {
+    match b.start() {
+        Ok(t) => t,
+        Err(e) => panic!("could not start the topology: {e}"),
+    }
+}
+
+fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
+    let (text, failed) = report(outcomes);
+    if failed > 0 {
+        let alive = topo.check_alive().err().unwrap_or_else(|| "all processes still running".into());
+        let mut stats = String::new();
+        if let Some(a) = &topo.agent {
+            stats += &format!("--- agent stats (wasm / upstream rq) ---\n{}\n", interesting_stats(a));
+        }
+        stats += &format!("--- server stats ---\n{}\n", interesting_stats(&topo.server));
+        panic!(
+            "{label}: {failed} case(s) failed\npath: {}\n{text}\n{alive}\n{stats}{}",
+            topo.path,
+            topo.logs(60)
+        );
+    }
+    println!("{label}\npath: {}\n{text}", topo.path);
+}
+
+fn interesting_stats(e: &Envoy) -> String {
+    let s = e.stats().unwrap_or_default();
+    s.lines()
+        .filter(|l| {
+            (l.contains("wasm") || l.contains("upstream_rq_") || l.contains("downstream_rq_") || l.contains("_reset"))
+                && !l.ends_with(": 0")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// (a) Our agent and our server role.
+#[test]
+fn suite_agent_and_wasm_server_role() {
+    let mut topo = start(Topology::builder().server(ServerSide::Wasm));
+    let outcomes = rt().block_on(run_suite(topo.client_addr));
+    check("tonic client, grpc-bridge agent + grpc-bridge server role", &outcomes, &mut topo);
+}
+
+/// (b) Our agent against Envoy's native grpc_web filter on the server side.
+#[test]
+fn suite_agent_and_native_grpc_web_server() {
+    let mut topo = start(Topology::builder().server(ServerSide::NativeGrpcWeb));
+    let outcomes = rt().block_on(run_suite(topo.client_addr));
+    check("tonic client, grpc-bridge agent + native grpc_web server", &outcomes, &mut topo);
+}
+
+/// (c) A grpcio (Python) client through our agent and server role.
+#[test]
+fn suite_python_grpcio_client() {
+    let mut topo = start(Topology::builder().server(ServerSide::Wasm));
+    let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
+    check("grpcio client, grpc-bridge agent + grpc-bridge server role", &outcomes, &mut topo);
+}
+
+/// The server role alone, at the byte level: browser-style gRPC-web (binary and text) over
+/// HTTP/1.1, directly and through the nginx hop.
+#[test]
+fn server_role_raw_grpc_web() {
+    let mut topo = start(Topology::builder().server(ServerSide::Wasm).agent(false));
+    let rt = rt();
+    let mut outcomes = rt.block_on(run_raw_suite(topo.server_addr, topo.backend.addr));
+    for mut o in rt.block_on(run_raw_suite(topo.client_addr, topo.backend.addr)) {
+        o.case = format!("{} (via nginx)", o.case);
+        outcomes.push(o);
+    }
+    check("raw gRPC-web client, grpc-bridge server role", &outcomes, &mut topo);
+}
+
+/// The agent maps non-gRPC answers from the network to gRPC statuses, and leaves non-gRPC
+/// requests alone.
+#[test]
+fn agent_maps_non_grpc_upstream_errors() {
+    let wasm = grpc_bridge_tests::envoy::wasm_path();
+    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
+    // nginx whose upstream does not exist: it answers 502 with an HTML page.
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let nginx = Nginx::start("dead-upstream", dead).unwrap();
+    let agent = |upstream: SocketAddr, name: &str| {
+        Envoy::start(
+            name,
+            "agent.yaml",
+            &[
+                ("LISTEN_ADDR", "127.0.0.1".into()),
+                ("LISTEN_PORT", "0".into()),
+                ("UPSTREAM_HOST", upstream.ip().to_string()),
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+            ],
+        )
+        .unwrap()
+    };
+    let via_nginx = agent(nginx.addr, "agent-502");
+    let nowhere = agent(format!("127.0.0.1:{}", free_port()).parse().unwrap(), "agent-refused");
+    let a1 = via_nginx.listener_addr("bridge_agent").unwrap();
+    let a2 = nowhere.listener_addr("bridge_agent").unwrap();
+
+    let rt = rt();
+    let mut outcomes = vec![];
+    let mut run = |case: &str, f: &mut dyn FnMut() -> Result<String, String>| {
+        let t0 = Instant::now();
+        let result = f();
+        outcomes.push(Outcome { case: case.into(), result, elapsed: t0.elapsed() });
+    };
+    let grpc_status_of = |addr: SocketAddr| -> Result<(Code, String, Duration), String> {
+        rt.block_on(async {
+            let mut c = connect(addr).await?;
+            let t0 = Instant::now();
+            match tokio::time::timeout(Duration::from_secs(10), c.unary(UnaryRequest::default())).await {
+                Err(_) => Err("no status within 10 s".into()),
+                Ok(Ok(_)) => Err("call succeeded".into()),
+                Ok(Err(e)) => Ok((e.code(), fmt_status(&e), t0.elapsed())),
+            }
+        })
+    };
+    run("proxy_502_html_becomes_unavailable", &mut || {
+        let (code, s, el) = grpc_status_of(a1)?;
+        if code == Code::Unavailable {
+            Ok(format!("{s} after {} ms", el.as_millis()))
+        } else {
+            Err(format!("got {s}, want UNAVAILABLE (HTTP 502 -> 14)"))
+        }
+    });
+    run("connection_refused_becomes_unavailable", &mut || {
+        let (code, s, el) = grpc_status_of(a2)?;
+        if code == Code::Unavailable {
+            Ok(format!("{s} after {} ms", el.as_millis()))
+        } else {
+            Err(format!("got {s}, want UNAVAILABLE"))
+        }
+    });
+    run("non_grpc_request_untouched", &mut || {
+        rt.block_on(async {
+            // A plain HTTP/1.1 POST (not gRPC) through the agent reaches nginx, which answers 502
+            // with its HTML page: the agent must pass that through as is.
+            let mut c = WebCall::start(a1, "/plain", "text/plain", b"hello".to_vec()).await?;
+            let body = c.read_all(Duration::from_secs(5)).await?;
+            let body = String::from_utf8_lossy(&body).into_owned();
+            if c.status != 502 || c.header("grpc-status").is_some() || !body.contains("502") {
+                return Err(format!("status {} grpc-status {:?} body {body:?}", c.status, c.header("grpc-status")));
+            }
+            Ok("HTTP 502 with nginx's page, no grpc-status".into())
+        })
+    });
+    let (text, failed) = report(&outcomes);
+    if failed > 0 {
+        panic!(
+            "{failed} case(s) failed\n{text}\n--- agent (via nginx) ---\n{}\n--- agent (refused) ---\n{}\n--- nginx ---\n{}",
+            via_nginx.log_tail(40),
+            nowhere.log_tail(40),
+            nginx.process.log_tail(20)
+        );
+    }
+    println!("agent error mapping\n{text}");
+}
