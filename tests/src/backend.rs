@@ -425,8 +425,13 @@ pub struct Backend {
 impl Backend {
     /// Start on 127.0.0.1:0 on a dedicated runtime thread.
     pub fn spawn() -> Backend {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind backend");
-        listener.set_nonblocking(true).unwrap();
+        Self::spawn_on("127.0.0.1:0").expect("bind backend")
+    }
+
+    /// Start on `addr` on a dedicated runtime thread.
+    pub fn spawn_on(addr: impl std::net::ToSocketAddrs) -> std::io::Result<Backend> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let (tx, rx) = oneshot::channel::<()>();
@@ -457,7 +462,7 @@ impl Backend {
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .expect("spawn backend thread");
-        Backend { addr, state, shutdown: Some(tx), thread: Some(thread) }
+        Ok(Backend { addr, state, shutdown: Some(tx), thread: Some(thread) })
     }
 
     pub fn call(&self, token: &str) -> Option<CallRecord> {

@@ -72,7 +72,30 @@ impl TopologyBuilder {
         self
     }
 
-    pub fn start(self) -> Result<Topology, String> {
+    /// Start everything. Environment overrides for the Envoy templates, applied before the
+    /// builder's own variables: `GRPC_BRIDGE_ENVOY_VARS="NAME=value,..."` for both Envoys,
+    /// `GRPC_BRIDGE_AGENT_VARS` / `GRPC_BRIDGE_SERVER_VARS` for one of them
+    /// (e.g. `GRPC_BRIDGE_SERVER_VARS=BUFFER_LIMIT_BYTES=1048576`).
+    pub fn start(mut self) -> Result<Topology, String> {
+        let parse = |var: &str| -> Result<Vec<(String, String)>, String> {
+            let mut out = vec![];
+            if let Ok(extra) = std::env::var(var) {
+                for kv in extra.split(',').filter(|s| !s.trim().is_empty()) {
+                    let (k, v) = kv.split_once('=').ok_or_else(|| format!("{var}: bad entry {kv:?}"))?;
+                    out.push((k.trim().to_string(), v.trim().to_string()));
+                }
+            }
+            Ok(out)
+        };
+        let both = parse("GRPC_BRIDGE_ENVOY_VARS")?;
+        let mut sv = both.clone();
+        sv.extend(parse("GRPC_BRIDGE_SERVER_VARS")?);
+        sv.append(&mut self.server_vars);
+        self.server_vars = sv;
+        let mut av = both;
+        av.extend(parse("GRPC_BRIDGE_AGENT_VARS")?);
+        av.append(&mut self.agent_vars);
+        self.agent_vars = av;
         let needs_wasm = self.agent || self.server == ServerSide::Wasm;
         if needs_wasm && !wasm_path().exists() {
             return Err(format!(
