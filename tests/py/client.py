@@ -210,6 +210,24 @@ class Cases:
             return "2 messages then exact status, message and trailer metadata"
         raise Fail(f"stream ended OK after {n} messages")
 
+    def stream_error_without_messages(self):
+        it = self.stub.ServerStream(self.pb.StreamRequest(count=0, final_status_code=14,
+                                                          final_status_message="no messages for you"), timeout=10)
+        try:
+            got = list(it)
+        except self.grpc.RpcError as e:
+            ensure(e.code() == self.grpc.StatusCode.UNAVAILABLE, f"got {e.code()} {e.details()!r}")
+            ensure(e.details() == "no messages for you", f"message {e.details()!r}")
+            return "UNAVAILABLE with message, no messages"
+        raise Fail(f"stream ended OK with {len(got)} messages, want UNAVAILABLE")
+
+    def large_4mib_server_stream(self):
+        ms = list(self.stub.ServerStream(self.pb.StreamRequest(count=2, payload_size=MIB4), timeout=20))
+        ensure(len(ms) == 2, f"{len(ms)} messages")
+        p = pattern(MIB4)
+        ensure(all(m.payload == p for m in ms), "payload differs")
+        return "2 x 4 MiB down"
+
     def trailers_only_error(self):
         req = self.pb.UnaryRequest(
             status_code=5, status_message="nothing here",
@@ -307,8 +325,8 @@ class Cases:
 
 ALL_CASES = [
     "unary", "server_stream_gated", "server_stream_timing", "client_stream", "bidi_ping_pong",
-    "error_message_unicode", "stream_error_after_messages", "trailers_only_error", "metadata",
-    "large_4mib_unary", "empty_messages", "deadline", "cancel_stream", "cancel_unary", "concurrent_unary",
+    "error_message_unicode", "stream_error_after_messages", "stream_error_without_messages",
+    "trailers_only_error", "metadata", "large_4mib_unary", "large_4mib_server_stream", "empty_messages", "deadline", "cancel_stream", "cancel_unary", "concurrent_unary",
 ]
 
 
