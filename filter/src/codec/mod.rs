@@ -21,5 +21,7 @@
 
 pub mod grpc_frame;
 pub mod grpc_web;
+pub mod sha1;
 pub mod status;
 pub mod text;
+pub mod websocket;

@@ -1,0 +1,2095 @@
+//! WebSocket (RFC 6455) framing and the HTTP/1.1 upgrade handshake, for a tunnel that carries a
+//! whole HTTP/2 connection inside one WebSocket connection.
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-+-+-+-+-------+-+-------------+-------------------------------+
+//! |F|R|R|R| opcode|M| Payload len |    Extended payload length    |
+//! |I|S|S|S|  (4)  |A|     (7)     |             (16/64)           |
+//! |N|V|V|V|       |S|             |   (if payload len==126/127)   |
+//! | |1|2|3|       |K|             |                               |
+//! +-+-+-+-+-------+-+-------------+ - - - - - - - - - - - - - - - +
+//! |     Extended payload length continued, if payload len == 127  |
+//! + - - - - - - - - - - - - - - - +-------------------------------+
+//! |                               |Masking-key, if MASK set to 1  |
+//! +-------------------------------+-------------------------------+
+//! | Masking-key (continued)       |          Payload Data         |
+//! +-------------------------------- - - - - - - - - - - - - - - - +
+//! ```
+//!
+//! Roles: the agent Envoy is the WebSocket *client* (its frames are masked), the server Envoy is
+//! the *server* (its frames are not). [`FrameDecoder`] is built for the side that *receives*:
+//! a [`Side::Server`] decoder requires masked frames, a [`Side::Client`] decoder unmasked ones.
+//!
+//! The decoder is a streaming state machine: input may be split anywhere, data payload bytes are
+//! unmasked and handed out as they arrive (a data frame is never buffered whole, so a frame's
+//! size costs no memory), and only control-frame payloads (at most 125 bytes) and the frame
+//! header (at most 14 bytes) are held between calls. Every limit is checked from the header
+//! alone, before any payload byte is stored. Errors carry the close code we must send
+//! ([`WsError::close_code`]) and are sticky.
+//!
+//! No extensions are negotiated, so any RSV bit is a protocol error. Text messages are checked
+//! for valid UTF-8 incrementally (a code point may be split across frames and chunks).
+//!
+//! Masking ([`apply_mask`]) is word-wise with a rotated key, so a payload can be (un)masked in
+//! pieces at any offset; this is the hot loop of the tunnel.
+//!
+//! The handshake half (RFC 6455 §4) builds and parses the HTTP/1.1 `Upgrade` request and the
+//! `101 Switching Protocols` answer. Parsing is strict where leniency could let a proxy and us
+//! disagree about where the head ends: lines end in CRLF (no bare CR or LF), header names are
+//! tokens with no whitespace before the colon, no obs-fold, and a request with a body
+//! (`Transfer-Encoding`, non-zero `Content-Length`) is refused, since the bytes after the head
+//! are WebSocket frames.
+
+use std::fmt;
+
+use super::text::{decode_all, encode_padded};
+
+/// RFC 6455 §1.3: appended to `Sec-WebSocket-Key` before hashing.
+pub const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Largest frame header: 2 bytes + 8-byte length + 4-byte masking key.
+pub const MAX_HEADER_LEN: usize = 14;
+
+/// Largest control-frame payload (RFC 6455 §5.5).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Frame opcodes (RFC 6455 §5.2). Reserved opcodes (3-7, 11-15) have no variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl Opcode {
+    /// The opcode for the low 4 bits of a frame's first byte, or None for reserved values
+    /// (and anything above 15).
+    pub fn from_u8(b: u8) -> Option<Opcode> {
+        match b {
+            0 => Some(Opcode::Continuation),
+            1 => Some(Opcode::Text),
+            2 => Some(Opcode::Binary),
+            8 => Some(Opcode::Close),
+            9 => Some(Opcode::Ping),
+            10 => Some(Opcode::Pong),
+            _ => None,
+        }
+    }
+
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Opcode::Continuation => 0,
+            Opcode::Text => 1,
+            Opcode::Binary => 2,
+            Opcode::Close => 8,
+            Opcode::Ping => 9,
+            Opcode::Pong => 10,
+        }
+    }
+
+    /// Close, Ping and Pong: at most 125 bytes, never fragmented, allowed between fragments.
+    pub fn is_control(self) -> bool {
+        matches!(self, Opcode::Close | Opcode::Ping | Opcode::Pong)
+    }
+}
+
+/// The side that *receives* with a decoder: a `Server` decoder reads client frames (which must
+/// be masked), a `Client` decoder reads server frames (which must not be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// Close status codes (RFC 6455 §7.4.1) that this crate sends.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY_VIOLATION: u16 = 1008;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+/// Whether `code` may appear in a Close frame on the wire: 1000-1003, 1007-1014 (the IANA
+/// registered ones that are not reserved for local use) and 3000-4999 (registered/private).
+/// 1004-1006 and 1015 are reserved and must never be sent; 1016-2999 are unassigned.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Appends a frame header (2..=14 bytes) for a payload of `len` bytes, with the minimal length
+/// form (7-bit up to 125, 16-bit up to 65535, else 64-bit). RSV bits are zero. The caller keeps
+/// the RFC's rules: control frames are FIN and at most 125 bytes, and `len` < 2^63.
+pub fn encode_header(
+    fin: bool,
+    opcode: Opcode,
+    mask: Option<[u8; 4]>,
+    len: u64,
+    out: &mut Vec<u8>,
+) {
+    let b0 = if fin { 0x80 } else { 0 } | opcode.as_u8();
+    let mask_bit = if mask.is_some() { 0x80u8 } else { 0 };
+    out.push(b0);
+    if len <= 125 {
+        out.push(mask_bit | len as u8);
+    } else if let Ok(l16) = u16::try_from(len) {
+        out.push(mask_bit | 126);
+        out.extend_from_slice(&l16.to_be_bytes());
+    } else {
+        out.push(mask_bit | 127);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    if let Some(m) = mask {
+        out.extend_from_slice(&m);
+    }
+}
+
+/// Payload is masked in blocks this size right after being copied, while the block is still in
+/// L1: one pass over memory. A multiple of 4 so every block starts at mask phase 0.
+const MASK_BLOCK: usize = 4096;
+
+/// Appends a complete frame (header + payload). When `mask` is Some, the payload is masked
+/// while it is copied.
+pub fn encode_frame(
+    fin: bool,
+    opcode: Opcode,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    out.reserve(payload.len().saturating_add(MAX_HEADER_LEN));
+    encode_header(fin, opcode, mask, payload.len() as u64, out);
+    match mask {
+        None => out.extend_from_slice(payload),
+        Some(m) => {
+            for block in payload.chunks(MASK_BLOCK) {
+                let start = out.len();
+                out.extend_from_slice(block);
+                if let Some(tail) = out.get_mut(start..) {
+                    apply_mask(tail, m, 0);
+                }
+            }
+        }
+    }
+}
+
+/// Appends a Close frame with [`close_payload`]`(code, reason)`.
+pub fn encode_close_frame(mask: Option<[u8; 4]>, code: u16, reason: &str, out: &mut Vec<u8>) {
+    encode_frame(true, Opcode::Close, mask, &close_payload(code, reason), out);
+}
+
+/// XORs `data` in place with the masking key, starting at mask phase `offset % 4` (the offset
+/// of `data[0]` within the frame payload), so a payload can be (un)masked in pieces.
+///
+/// Word-wise: the key is rotated to the phase and repeated into a `u64`, and the data is
+/// processed 32 bytes per step as four native-endian `u64`s (which LLVM turns into SIMD where
+/// the target has it); the tail (< 8 bytes) goes byte by byte. Masking is an involution:
+/// applying it twice restores the data.
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4], offset: usize) {
+    let mut key = mask;
+    key.rotate_left(offset & 3);
+    let [k0, k1, k2, k3] = key;
+    let k8 = u64::from_ne_bytes([k0, k1, k2, k3, k0, k1, k2, k3]);
+
+    let mut big = data.chunks_exact_mut(32);
+    for chunk in &mut big {
+        for word in chunk.chunks_exact_mut(8) {
+            if let Ok(w) = <&mut [u8; 8]>::try_from(word) {
+                *w = (u64::from_ne_bytes(*w) ^ k8).to_ne_bytes();
+            }
+        }
+    }
+    let rest = big.into_remainder();
+    let mut words = rest.chunks_exact_mut(8);
+    for word in &mut words {
+        if let Ok(w) = <&mut [u8; 8]>::try_from(word) {
+            *w = (u64::from_ne_bytes(*w) ^ k8).to_ne_bytes();
+        }
+    }
+    // Everything before the tail was a multiple of 8 (hence of 4) bytes: the tail starts at
+    // phase 0 of the rotated key.
+    for (b, k) in words.into_remainder().iter_mut().zip(key.iter().cycle()) {
+        *b ^= k;
+    }
+}
+
+/// Close frame payload: 2-byte big-endian `code` + UTF-8 `reason`, the reason truncated (on a
+/// char boundary) so that the payload fits a control frame (125 bytes).
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let max_reason = MAX_CONTROL_PAYLOAD.saturating_sub(2);
+    let mut cut = reason.len().min(max_reason);
+    while !reason.is_char_boundary(cut) {
+        cut = cut.saturating_sub(1);
+    }
+    let reason = reason.get(..cut).unwrap_or("");
+    let mut out = Vec::with_capacity(reason.len().saturating_add(2));
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsEvent {
+    /// Unmasked payload bytes of a data message (binary or text, any fragment), delivered
+    /// incrementally as they arrive: a frame's payload may be split over several events, and
+    /// the decoder never buffers a whole data frame. Never empty.
+    Data(Vec<u8>),
+    /// A complete data message ended (FIN seen on the last fragment).
+    MessageEnd,
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    /// Peer's close: code (None when the payload is empty) and reason.
+    Close {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// Why the connection must be failed, with the close code to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsError {
+    pub close_code: u16,
+    pub reason: String,
+}
+
+impl WsError {
+    fn new(close_code: u16, reason: impl Into<String>) -> WsError {
+        WsError {
+            close_code,
+            reason: reason.into(),
+        }
+    }
+
+    fn protocol(reason: impl Into<String>) -> WsError {
+        WsError::new(close_code::PROTOCOL_ERROR, reason)
+    }
+}
+
+impl fmt::Display for WsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "websocket error (close {}): {}",
+            self.close_code, self.reason
+        )
+    }
+}
+
+impl std::error::Error for WsError {}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Accumulating a frame header in `hdr[..hdr_len]`.
+    Header,
+    /// Inside the payload of `frame`.
+    Payload,
+    /// The peer's Close frame has been decoded; nothing may follow it.
+    Closed,
+    Failed(WsError),
+}
+
+/// The frame whose payload is being read.
+#[derive(Debug, Clone, Copy)]
+struct FrameInfo {
+    fin: bool,
+    opcode: Opcode,
+    mask: Option<[u8; 4]>,
+    /// Payload bytes still to come.
+    remaining: u64,
+    /// Payload bytes already seen (its low 2 bits are the mask phase).
+    pos: u64,
+}
+
+/// Incremental UTF-8 validation across chunk and frame boundaries: carries an incomplete code
+/// point (at most 3 bytes) to the next piece.
+#[derive(Debug, Clone, Default)]
+struct Utf8Stream {
+    carry: [u8; 4],
+    len: usize,
+}
+
+impl Utf8Stream {
+    fn feed(&mut self, mut data: &[u8]) -> bool {
+        if self.len > 0 {
+            // Complete the carried code point one byte at a time (at most 3 more bytes).
+            loop {
+                let Some((&b, rest)) = data.split_first() else {
+                    return true; // still incomplete, nothing more in this piece
+                };
+                let Some(slot) = self.carry.get_mut(self.len) else {
+                    return false;
+                };
+                *slot = b;
+                self.len = self.len.saturating_add(1);
+                data = rest;
+                match std::str::from_utf8(self.carry.get(..self.len).unwrap_or(&[])) {
+                    Ok(_) => {
+                        self.len = 0;
+                        break;
+                    }
+                    Err(e) if e.error_len().is_some() => return false,
+                    Err(_) => {}
+                }
+            }
+        }
+        match std::str::from_utf8(data) {
+            Ok(_) => true,
+            Err(e) => {
+                if e.error_len().is_some() {
+                    return false;
+                }
+                // Incomplete code point at the end: at most 3 bytes.
+                let tail = data.get(e.valid_up_to()..).unwrap_or(&[]);
+                match self.carry.get_mut(..tail.len()) {
+                    Some(dst) if tail.len() < 4 => {
+                        dst.copy_from_slice(tail);
+                        self.len = tail.len();
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Where decoded payload goes: [`FrameDecoder::decode`] makes events of everything,
+/// [`FrameDecoder::decode_into`] appends data bytes to one buffer.
+trait Sink {
+    /// Appends `chunk` (unmasking it with `mask` at `phase`); returns the unmasked bytes.
+    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) -> &[u8];
+    fn message_end(&mut self);
+    fn control(&mut self, ev: WsEvent);
+}
+
+struct EventSink<'a>(&'a mut Vec<WsEvent>);
+
+impl Sink for EventSink<'_> {
+    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) -> &[u8] {
+        let mut v = chunk.to_vec();
+        if let Some(m) = mask {
+            apply_mask(&mut v, m, phase);
+        }
+        self.0.push(WsEvent::Data(v));
+        match self.0.last() {
+            Some(WsEvent::Data(v)) => v,
+            _ => &[],
+        }
+    }
+
+    fn message_end(&mut self) {
+        self.0.push(WsEvent::MessageEnd);
+    }
+
+    fn control(&mut self, ev: WsEvent) {
+        self.0.push(ev);
+    }
+}
+
+struct SplitSink<'a> {
+    data: &'a mut Vec<u8>,
+    events: &'a mut Vec<WsEvent>,
+}
+
+impl Sink for SplitSink<'_> {
+    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) -> &[u8] {
+        let start = self.data.len();
+        self.data.extend_from_slice(chunk);
+        let tail = self.data.get_mut(start..).unwrap_or_default();
+        if let Some(m) = mask {
+            apply_mask(tail, m, phase);
+        }
+        tail
+    }
+
+    fn message_end(&mut self) {}
+
+    fn control(&mut self, ev: WsEvent) {
+        self.events.push(ev);
+    }
+}
+
+/// Streaming frame decoder for one direction of one connection.
+///
+/// Events produced before an error in the same call stay in the caller's vectors; after an
+/// error every call returns that error again. `max_payload` bounds each *data frame's* payload
+/// (checked from its header; control frames are bounded by the RFC's 125 bytes instead). A data
+/// message may span many frames; bounding the message is the caller's business, since the
+/// decoder never holds its bytes.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    side: Side,
+    max_payload: u64,
+    state: State,
+    hdr: [u8; MAX_HEADER_LEN],
+    hdr_len: usize,
+    frame: FrameInfo,
+    /// Unmasked payload of the control frame being read (<= 125 bytes).
+    control: Vec<u8>,
+    /// Opcode (Text/Binary) of the data message in progress: set by its first frame, cleared
+    /// when its FIN frame ends.
+    message: Option<Opcode>,
+    utf8: Utf8Stream,
+}
+
+/// Header length implied by the second header byte.
+fn header_len(b1: u8) -> usize {
+    let ext = match b1 & 0x7F {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    2usize.saturating_add(ext).saturating_add(mask)
+}
+
+impl FrameDecoder {
+    pub fn new(side: Side, max_payload: u64) -> Self {
+        FrameDecoder {
+            side,
+            max_payload,
+            state: State::Header,
+            hdr: [0; MAX_HEADER_LEN],
+            hdr_len: 0,
+            frame: FrameInfo {
+                fin: true,
+                opcode: Opcode::Binary,
+                mask: None,
+                remaining: 0,
+                pos: 0,
+            },
+            control: Vec::new(),
+            message: None,
+            utf8: Utf8Stream::default(),
+        }
+    }
+
+    /// Decodes `input`, appending events. Input may be split anywhere.
+    pub fn decode(&mut self, input: &[u8], events: &mut Vec<WsEvent>) -> Result<(), WsError> {
+        self.run(input, &mut EventSink(events))
+    }
+
+    /// Like [`decode`](Self::decode), but all data payload bytes (unmasked, contiguous) are
+    /// appended to `data_out`, and only control events to `events` (no `MessageEnd`).
+    pub fn decode_into(
+        &mut self,
+        input: &[u8],
+        data_out: &mut Vec<u8>,
+        events: &mut Vec<WsEvent>,
+    ) -> Result<(), WsError> {
+        self.run(
+            input,
+            &mut SplitSink {
+                data: data_out,
+                events,
+            },
+        )
+    }
+
+    /// At a frame boundary with no partial header (a data message may still be unfinished; see
+    /// [`in_message`](Self::in_message)).
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Header && self.hdr_len == 0
+    }
+
+    /// A fragmented data message has started and its final frame has not ended yet.
+    pub fn in_message(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// The peer's Close frame has been decoded.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The sticky error, if decoding has failed.
+    pub fn error(&self) -> Option<&WsError> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn run(&mut self, input: &[u8], sink: &mut impl Sink) -> Result<(), WsError> {
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone());
+        }
+        match self.run_inner(input, sink) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.state = State::Failed(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies up to `need - hdr_len` bytes of `input` into the header buffer; returns the rest.
+    fn fill_header<'i>(&mut self, input: &'i [u8], need: usize) -> &'i [u8] {
+        let take = need.saturating_sub(self.hdr_len).min(input.len());
+        let (head, rest) = input.split_at_checked(take).unwrap_or((input, &[]));
+        let end = self.hdr_len.saturating_add(head.len());
+        if let Some(dst) = self.hdr.get_mut(self.hdr_len..end) {
+            dst.copy_from_slice(head);
+            self.hdr_len = end;
+        }
+        rest
+    }
+
+    fn run_inner(&mut self, mut input: &[u8], sink: &mut impl Sink) -> Result<(), WsError> {
+        while !input.is_empty() {
+            match self.state {
+                State::Failed(_) => return Ok(()), // unreachable: errors return at once
+                State::Closed => {
+                    return Err(WsError::protocol("data after the close frame"));
+                }
+                State::Header => {
+                    if self.hdr_len < 2 {
+                        input = self.fill_header(input, 2);
+                        if self.hdr_len < 2 {
+                            continue;
+                        }
+                        self.check_first_two()?;
+                    }
+                    let [_, b1, ..] = self.hdr;
+                    let need = header_len(b1);
+                    if self.hdr_len < need {
+                        input = self.fill_header(input, need);
+                        if self.hdr_len < need {
+                            continue;
+                        }
+                    }
+                    self.start_frame(sink)?;
+                }
+                State::Payload => {
+                    let n = usize::try_from(self.frame.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    let (chunk, rest) = input.split_at_checked(n).unwrap_or((input, &[]));
+                    input = rest;
+                    let phase = (self.frame.pos & 3) as usize;
+                    if self.frame.opcode.is_control() {
+                        let start = self.control.len();
+                        self.control.extend_from_slice(chunk);
+                        if let (Some(m), Some(tail)) =
+                            (self.frame.mask, self.control.get_mut(start..))
+                        {
+                            apply_mask(tail, m, phase);
+                        }
+                    } else {
+                        let written = sink.data(chunk, self.frame.mask, phase);
+                        if self.message == Some(Opcode::Text) && !self.utf8.feed(written) {
+                            return Err(WsError::new(
+                                close_code::INVALID_PAYLOAD,
+                                "invalid UTF-8 in a text message",
+                            ));
+                        }
+                    }
+                    self.frame.pos = self.frame.pos.saturating_add(chunk.len() as u64);
+                    self.frame.remaining = self.frame.remaining.saturating_sub(chunk.len() as u64);
+                    if self.frame.remaining == 0 {
+                        self.finish_frame(sink)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks everything the first two header bytes decide.
+    fn check_first_two(&mut self) -> Result<(), WsError> {
+        let [b0, b1, ..] = self.hdr;
+        if b0 & 0x70 != 0 {
+            return Err(WsError::protocol(
+                "reserved bits set without a negotiated extension",
+            ));
+        }
+        let Some(opcode) = Opcode::from_u8(b0 & 0x0F) else {
+            return Err(WsError::protocol(format!("reserved opcode {}", b0 & 0x0F)));
+        };
+        let fin = b0 & 0x80 != 0;
+        let masked = b1 & 0x80 != 0;
+        let len7 = b1 & 0x7F;
+        match (self.side, masked) {
+            (Side::Server, false) => return Err(WsError::protocol("unmasked client frame")),
+            (Side::Client, true) => return Err(WsError::protocol("masked server frame")),
+            _ => {}
+        }
+        if opcode.is_control() {
+            if !fin {
+                return Err(WsError::protocol("fragmented control frame"));
+            }
+            if usize::from(len7) > MAX_CONTROL_PAYLOAD {
+                return Err(WsError::protocol("control frame payload over 125 bytes"));
+            }
+        } else if opcode == Opcode::Continuation {
+            if self.message.is_none() {
+                return Err(WsError::protocol(
+                    "continuation frame without a started message",
+                ));
+            }
+        } else if self.message.is_some() {
+            return Err(WsError::protocol(
+                "new data message while a fragmented one is unfinished",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The header is complete: decode the length and mask, check the limit, enter the payload.
+    fn start_frame(&mut self, sink: &mut impl Sink) -> Result<(), WsError> {
+        let [b0, b1, x0, x1, x2, x3, x4, x5, x6, x7, ..] = self.hdr;
+        let fin = b0 & 0x80 != 0;
+        let opcode = Opcode::from_u8(b0 & 0x0F).unwrap_or(Opcode::Binary); // checked already
+        let (len, key_at) = match b1 & 0x7F {
+            126 => (u64::from(u16::from_be_bytes([x0, x1])), 4usize),
+            127 => (u64::from_be_bytes([x0, x1, x2, x3, x4, x5, x6, x7]), 10),
+            l => (u64::from(l), 2),
+        };
+        if len >> 63 != 0 {
+            return Err(WsError::protocol(
+                "64-bit payload length with the top bit set",
+            ));
+        }
+        if !opcode.is_control() && len > self.max_payload {
+            return Err(WsError::new(
+                close_code::MESSAGE_TOO_BIG,
+                format!(
+                    "frame payload of {len} bytes exceeds the limit of {}",
+                    self.max_payload
+                ),
+            ));
+        }
+        let mask = if b1 & 0x80 != 0 {
+            match self.hdr.get(key_at..key_at.saturating_add(4)) {
+                Some(&[m0, m1, m2, m3]) => Some([m0, m1, m2, m3]),
+                _ => return Err(WsError::protocol("internal: truncated masking key")),
+            }
+        } else {
+            None
+        };
+        if !opcode.is_control() && opcode != Opcode::Continuation {
+            self.message = Some(opcode);
+            self.utf8 = Utf8Stream::default();
+        }
+        self.frame = FrameInfo {
+            fin,
+            opcode,
+            mask,
+            remaining: len,
+            pos: 0,
+        };
+        self.control.clear();
+        self.hdr_len = 0;
+        self.state = State::Payload;
+        if len == 0 {
+            self.finish_frame(sink)?;
+        }
+        Ok(())
+    }
+
+    /// The current frame's payload is complete.
+    fn finish_frame(&mut self, sink: &mut impl Sink) -> Result<(), WsError> {
+        self.state = State::Header;
+        match self.frame.opcode {
+            Opcode::Continuation | Opcode::Text | Opcode::Binary => {
+                if self.frame.fin {
+                    if self.message == Some(Opcode::Text) && !self.utf8.at_boundary() {
+                        return Err(WsError::new(
+                            close_code::INVALID_PAYLOAD,
+                            "text message ends inside a UTF-8 sequence",
+                        ));
+                    }
+                    self.message = None;
+                    sink.message_end();
+                }
+            }
+            Opcode::Ping => sink.control(WsEvent::Ping(std::mem::take(&mut self.control))),
+            Opcode::Pong => sink.control(WsEvent::Pong(std::mem::take(&mut self.control))),
+            Opcode::Close => {
+                let ev = parse_close_payload(&self.control)?;
+                self.control.clear();
+                self.state = State::Closed;
+                sink.control(ev);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a Close frame payload into an event, validating code and reason.
+pub fn parse_close_payload(p: &[u8]) -> Result<WsEvent, WsError> {
+    match p {
+        [] => Ok(WsEvent::Close {
+            code: None,
+            reason: String::new(),
+        }),
+        [_] => Err(WsError::protocol("1-byte close payload")),
+        [c0, c1, reason @ ..] => {
+            let code = u16::from_be_bytes([*c0, *c1]);
+            if !is_valid_close_code(code) {
+                return Err(WsError::protocol(format!("invalid close code {code}")));
+            }
+            match std::str::from_utf8(reason) {
+                Ok(r) => Ok(WsEvent::Close {
+                    code: Some(code),
+                    reason: r.to_owned(),
+                }),
+                Err(_) => Err(WsError::new(
+                    close_code::INVALID_PAYLOAD,
+                    "invalid UTF-8 in the close reason",
+                )),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake (RFC 6455 §4, over HTTP/1.1)
+
+/// Standard base64 with padding.
+pub fn encode_base64(data: &[u8]) -> String {
+    let mut out = Vec::with_capacity(
+        data.len()
+            .saturating_add(2)
+            .saturating_div(3)
+            .saturating_mul(4),
+    );
+    encode_padded(data, &mut out);
+    out.into_iter().map(char::from).collect()
+}
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`: base64(SHA-1(key + GUID)).
+pub fn accept_key(client_key: &str) -> String {
+    let mut h = super::sha1::Sha1::new();
+    h.update(client_key.as_bytes());
+    h.update(GUID.as_bytes());
+    encode_base64(&h.finish())
+}
+
+/// A `Sec-WebSocket-Key` from 16 random bytes (the caller supplies the randomness).
+pub fn key_from_nonce(nonce: [u8; 16]) -> String {
+    encode_base64(&nonce)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHandshake {
+    pub host: String,
+    pub path: String,
+    pub key: String,
+    pub protocol: Option<String>,
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// Headers the handshake writes itself (or must never carry): extra headers with these names
+/// are skipped.
+const MANAGED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// Control characters other than HTAB (which header values may contain).
+fn is_bad_value_byte(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7F
+}
+
+/// Drops characters that could break a header line.
+fn sanitize_value(s: &str) -> String {
+    s.chars()
+        .filter(|&c| !(c.is_ascii_control() && c != '\t'))
+        .collect::<String>()
+        .trim_matches([' ', '\t'])
+        .to_owned()
+}
+
+/// Percent-encodes what cannot appear in a request-target (controls, space, DEL).
+fn sanitize_path(s: &str) -> String {
+    if s.is_empty() {
+        return "/".to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_control() || c == ' ' {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The upgrade request. Host, path, key and protocol are sanitized (controls dropped, the path's
+/// controls and spaces percent-encoded); extra headers whose name is not a token or whose value
+/// holds CR, LF, NUL or another control are skipped, and so are extra headers that the
+/// handshake manages itself (Host, Upgrade, Connection, Sec-WebSocket-*, Content-Length,
+/// Transfer-Encoding).
+pub fn encode_client_handshake(h: &ClientHandshake) -> Vec<u8> {
+    let mut s = String::with_capacity(256);
+    s.push_str("GET ");
+    s.push_str(&sanitize_path(&h.path));
+    s.push_str(" HTTP/1.1\r\nHost: ");
+    s.push_str(&sanitize_value(&h.host));
+    s.push_str("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+    s.push_str(&sanitize_value(&h.key));
+    s.push_str("\r\nSec-WebSocket-Version: 13\r\n");
+    if let Some(p) = &h.protocol {
+        s.push_str("Sec-WebSocket-Protocol: ");
+        s.push_str(&sanitize_value(p));
+        s.push_str("\r\n");
+    }
+    for (name, value) in &h.extra_headers {
+        if !is_token(name.as_bytes())
+            || value.bytes().any(is_bad_value_byte)
+            || MANAGED_HEADERS.iter().any(|m| m.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        s.push_str(name);
+        s.push_str(": ");
+        s.push_str(value.trim_matches([' ', '\t']));
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRequest {
+    pub method: String,
+    pub path: String,
+    /// All header fields in order, names lowercased, values trimmed.
+    pub headers: Vec<(String, String)>,
+    pub key: String,
+    /// The offered subprotocols, in order (all `Sec-WebSocket-Protocol` fields, comma-split).
+    pub protocols: Vec<String>,
+}
+
+impl ParsedRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+fn find_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn header_values<'h>(
+    headers: &'h [(String, String)],
+    name: &'h str,
+) -> impl Iterator<Item = &'h str> + 'h {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Whether any `name` field's comma-separated list contains `token` (case-insensitive).
+fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    header_values(headers, name).any(|v| {
+        v.split(',')
+            .any(|t| t.trim_matches([' ', '\t']).eq_ignore_ascii_case(token))
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The head did not end within the size limit.
+    TooLarge,
+    Malformed(String),
+    /// Missing or invalid Upgrade/Connection/version/key, or a method other than GET.
+    NotUpgrade(String),
+    /// The server answered with a status other than 101.
+    Rejected {
+        status: u16,
+    },
+    BadAccept,
+    BadProtocol,
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::TooLarge => f.write_str("websocket handshake head too large"),
+            HandshakeError::Malformed(m) => write!(f, "malformed websocket handshake: {m}"),
+            HandshakeError::NotUpgrade(m) => write!(f, "not a websocket upgrade: {m}"),
+            HandshakeError::Rejected { status } => {
+                write!(f, "websocket upgrade rejected with HTTP status {status}")
+            }
+            HandshakeError::BadAccept => {
+                f.write_str("wrong Sec-WebSocket-Accept in the 101 answer")
+            }
+            HandshakeError::BadProtocol => {
+                f.write_str("server's Sec-WebSocket-Protocol does not match the one requested")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Offset just past the `\r\n\r\n` ending the head, if it lies within the first `max` bytes.
+/// Err(TooLarge) when `buf` holds `max` bytes or more without one.
+fn head_end(buf: &[u8], max: usize) -> Result<Option<usize>, HandshakeError> {
+    let window = buf.get(..max).unwrap_or(buf);
+    match window.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => Ok(Some(p.saturating_add(4))),
+        None if buf.len() >= max => Err(HandshakeError::TooLarge),
+        None => Ok(None),
+    }
+}
+
+/// Splits a head (without its final empty line's CRLF pair) into CRLF-terminated lines,
+/// rejecting bare CR or LF.
+fn split_lines(head: &[u8]) -> Result<Vec<&[u8]>, HandshakeError> {
+    let mut lines = Vec::new();
+    let mut rest = head;
+    loop {
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            None => {
+                lines.push(rest);
+                return Ok(lines);
+            }
+            Some(p) => {
+                let (line, tail) = rest.split_at_checked(p).unwrap_or((rest, &[]));
+                match tail {
+                    [b'\r', b'\n', after @ ..] => {
+                        lines.push(line);
+                        rest = after;
+                    }
+                    _ => {
+                        return Err(HandshakeError::Malformed(
+                            "bare CR or LF in the head".into(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Parses `name: value` (name lowercased, value trimmed of SP/HTAB).
+fn parse_header_line(line: &[u8]) -> Result<(String, String), HandshakeError> {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return Err(HandshakeError::Malformed(
+            "header line without a colon".into(),
+        ));
+    };
+    let (name, rest) = line.split_at_checked(colon).unwrap_or((line, &[]));
+    let value = rest.get(1..).unwrap_or(&[]);
+    if !is_token(name) {
+        return Err(HandshakeError::Malformed("invalid header name".into()));
+    }
+    if value.iter().any(|&b| is_bad_value_byte(b)) {
+        return Err(HandshakeError::Malformed(
+            "control character in a header value".into(),
+        ));
+    }
+    let value = String::from_utf8_lossy(value);
+    Ok((
+        String::from_utf8_lossy(name).to_ascii_lowercase(),
+        value.trim_matches([' ', '\t']).to_owned(),
+    ))
+}
+
+/// The head `buf[..end]` split into its first line and parsed header fields.
+/// Header fields in order: (lowercased name, trimmed value).
+type Fields = Vec<(String, String)>;
+
+fn parse_head(buf: &[u8], end: usize) -> Result<(&[u8], Fields), HandshakeError> {
+    let head = buf.get(..end.saturating_sub(4)).unwrap_or(&[]);
+    let lines = split_lines(head)?;
+    let Some((first, fields)) = lines.split_first() else {
+        return Err(HandshakeError::Malformed("empty head".into()));
+    };
+    let headers = fields
+        .iter()
+        .map(|l| parse_header_line(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((first, headers))
+}
+
+/// Checks `Upgrade: websocket` and `Connection: upgrade` (tokens, case-insensitive).
+fn check_upgrade_headers(headers: &[(String, String)]) -> Result<(), HandshakeError> {
+    if !has_token(headers, "upgrade", "websocket") {
+        return Err(HandshakeError::NotUpgrade(
+            "missing Upgrade: websocket".into(),
+        ));
+    }
+    if !has_token(headers, "connection", "upgrade") {
+        return Err(HandshakeError::NotUpgrade(
+            "missing Connection: upgrade".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A key is base64 of exactly 16 bytes: 22 symbols and `==`.
+fn is_valid_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    b.len() == 24
+        && b.get(22..) == Some(b"==".as_slice())
+        && !b.get(..22).unwrap_or(&[]).contains(&b'=')
+        && decode_all(b).map(|v| v.len() == 16).unwrap_or(false)
+}
+
+/// Server side: parses a complete upgrade request head from the start of `buf`.
+///
+/// Ok(None): the head is incomplete (and `buf` is shorter than `max`). Ok(Some((req,
+/// consumed))): the head is complete and valid; `buf[consumed..]` is already frame data.
+/// Requires GET, HTTP/1.1, an `Upgrade` field with token `websocket`, a `Connection` field with
+/// token `upgrade`, exactly one `Sec-WebSocket-Version: 13`, exactly one `Sec-WebSocket-Key`
+/// holding base64 of 16 bytes, and no request body. Host is not checked (see
+/// [`ParsedRequest::header`]).
+pub fn parse_client_handshake(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(ParsedRequest, usize)>, HandshakeError> {
+    let Some(end) = head_end(buf, max)? else {
+        return Ok(None);
+    };
+    let (first, headers) = parse_head(buf, end)?;
+    let parts: Vec<&[u8]> = first.split(|&b| b == b' ').collect();
+    let [method, target, version] = parts.as_slice() else {
+        return Err(HandshakeError::Malformed(
+            "request line is not METHOD SP TARGET SP VERSION".into(),
+        ));
+    };
+    if !is_token(method) {
+        return Err(HandshakeError::Malformed("invalid method".into()));
+    }
+    if target.is_empty() || target.iter().any(|&b| b < 0x21 || b == 0x7F) {
+        return Err(HandshakeError::Malformed("invalid request target".into()));
+    }
+    if *version != b"HTTP/1.1" {
+        return Err(if version.starts_with(b"HTTP/") {
+            HandshakeError::NotUpgrade("HTTP version is not 1.1".into())
+        } else {
+            HandshakeError::Malformed("invalid HTTP version".into())
+        });
+    }
+    let method = String::from_utf8_lossy(method).into_owned();
+    if method != "GET" {
+        return Err(HandshakeError::NotUpgrade(format!(
+            "method {method}, not GET"
+        )));
+    }
+    if find_header(&headers, "transfer-encoding").is_some()
+        || header_values(&headers, "content-length").any(|v| v != "0")
+    {
+        return Err(HandshakeError::Malformed(
+            "upgrade request with a body".into(),
+        ));
+    }
+    check_upgrade_headers(&headers)?;
+    let versions: Vec<&str> = header_values(&headers, "sec-websocket-version").collect();
+    if versions != ["13"] {
+        return Err(HandshakeError::NotUpgrade(
+            "Sec-WebSocket-Version is not 13".into(),
+        ));
+    }
+    let keys: Vec<&str> = header_values(&headers, "sec-websocket-key").collect();
+    let key = match keys.as_slice() {
+        [k] if is_valid_key(k) => (*k).to_owned(),
+        [] => {
+            return Err(HandshakeError::NotUpgrade(
+                "missing Sec-WebSocket-Key".into(),
+            ))
+        }
+        _ => {
+            return Err(HandshakeError::NotUpgrade(
+                "invalid Sec-WebSocket-Key".into(),
+            ))
+        }
+    };
+    let protocols = header_values(&headers, "sec-websocket-protocol")
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim_matches([' ', '\t']))
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let req = ParsedRequest {
+        method,
+        path: String::from_utf8_lossy(target).into_owned(),
+        headers,
+        key,
+        protocols,
+    };
+    Ok(Some((req, end)))
+}
+
+/// The `101 Switching Protocols` answer.
+pub fn encode_server_handshake(accept: &str, protocol: Option<&str>) -> Vec<u8> {
+    let mut s = String::with_capacity(160);
+    s.push_str(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    s.push_str(&sanitize_value(accept));
+    s.push_str("\r\n");
+    if let Some(p) = protocol {
+        s.push_str("Sec-WebSocket-Protocol: ");
+        s.push_str(&sanitize_value(p));
+        s.push_str("\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+fn status_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// An HTTP error answer to a failed upgrade: the status (outside 400..=599 becomes 400), its
+/// standard phrase, `Sec-WebSocket-Version: 13` (what we support, RFC 6455 §4.4),
+/// `Connection: close`, and `reason` (controls replaced by spaces) as a text/plain body.
+pub fn encode_handshake_rejection(status: u16, reason: &str) -> Vec<u8> {
+    let status = if (400..=599).contains(&status) {
+        status
+    } else {
+        400
+    };
+    let body: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .chain(std::iter::once('\n'))
+        .collect();
+    format!(
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        status_phrase(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Parses `HTTP/1.x SP 3DIGIT [SP reason]` into the status.
+fn parse_status_line(line: &[u8]) -> Result<u16, HandshakeError> {
+    let malformed = || HandshakeError::Malformed("invalid status line".into());
+    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(malformed)?;
+    let [minor, b' ', d0, d1, d2, tail @ ..] = rest else {
+        return Err(malformed());
+    };
+    if !minor.is_ascii_digit()
+        || ![d0, d1, d2].iter().all(|d| d.is_ascii_digit())
+        || !(tail.is_empty() || tail.first() == Some(&b' '))
+    {
+        return Err(malformed());
+    }
+    let digit = |d: u8| u16::from(d.wrapping_sub(b'0'));
+    Ok(digit(*d0)
+        .saturating_mul(100)
+        .saturating_add(digit(*d1).saturating_mul(10))
+        .saturating_add(digit(*d2)))
+}
+
+/// Client side: parses the server's answer head from the start of `buf`.
+///
+/// Ok(None): incomplete. Ok(Some(consumed)): a valid 101; `buf[consumed..]` is frame data.
+/// A non-101 status is reported as `Rejected` as soon as the status line is complete. A 101
+/// must carry `Upgrade: websocket`, `Connection: upgrade`, exactly one `Sec-WebSocket-Accept`
+/// equal to `expected_accept` (else `BadAccept`), exactly the requested subprotocol or none if
+/// none was requested (else `BadProtocol`), and no `Sec-WebSocket-Extensions` (we offer none).
+pub fn parse_server_handshake(
+    buf: &[u8],
+    max: usize,
+    expected_accept: &str,
+    protocol: Option<&str>,
+) -> Result<Option<usize>, HandshakeError> {
+    // Report a refusal as soon as its status line is in, even if the head is long.
+    let window = buf.get(..max).unwrap_or(buf);
+    if let Some(p) = window.windows(2).position(|w| w == b"\r\n") {
+        let status = parse_status_line(window.get(..p).unwrap_or(&[]))?;
+        if status != 101 {
+            return Err(HandshakeError::Rejected { status });
+        }
+    }
+    let Some(end) = head_end(buf, max)? else {
+        return Ok(None);
+    };
+    let (_, headers) = parse_head(buf, end)?;
+    check_upgrade_headers(&headers)?;
+    let accepts: Vec<&str> = header_values(&headers, "sec-websocket-accept").collect();
+    if accepts != [expected_accept] {
+        return Err(HandshakeError::BadAccept);
+    }
+    let protos: Vec<&str> = header_values(&headers, "sec-websocket-protocol").collect();
+    let ok = match protocol {
+        Some(p) => protos == [p],
+        None => protos.is_empty(),
+    };
+    if !ok {
+        return Err(HandshakeError::BadProtocol);
+    }
+    if header_values(&headers, "sec-websocket-extensions").any(|v| !v.is_empty()) {
+        return Err(HandshakeError::Malformed(
+            "server selected a WebSocket extension that was not offered".into(),
+        ));
+    }
+    Ok(Some(end))
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn decode_all_events(side: Side, input: &[u8]) -> Result<Vec<WsEvent>, WsError> {
+        let mut d = FrameDecoder::new(side, 1 << 20);
+        let mut ev = Vec::new();
+        d.decode(input, &mut ev)?;
+        Ok(merge(ev))
+    }
+
+    /// Joins adjacent Data events.
+    fn merge(ev: Vec<WsEvent>) -> Vec<WsEvent> {
+        let mut out: Vec<WsEvent> = Vec::new();
+        for e in ev {
+            if let (WsEvent::Data(d), Some(WsEvent::Data(prev))) = (&e, out.last_mut()) {
+                prev.extend_from_slice(d);
+                continue;
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    fn err_code(side: Side, input: &[u8]) -> u16 {
+        let mut d = FrameDecoder::new(side, 1 << 20);
+        let mut ev = Vec::new();
+        let e = d.decode(input, &mut ev).unwrap_err();
+        // Sticky, also for an empty call.
+        assert_eq!(d.decode(&[], &mut ev).unwrap_err(), e);
+        assert_eq!(d.decode(b"x", &mut ev).unwrap_err(), e);
+        e.close_code
+    }
+
+    fn data_msg(b: &[u8]) -> Vec<WsEvent> {
+        vec![WsEvent::Data(b.to_vec()), WsEvent::MessageEnd]
+    }
+
+    #[test]
+    fn opcodes() {
+        for b in 0..=255u8 {
+            if let Some(op) = Opcode::from_u8(b) {
+                assert_eq!(op.as_u8(), b);
+            }
+        }
+        assert!(Opcode::Ping.is_control() && Opcode::Close.is_control());
+        assert!(!Opcode::Binary.is_control() && !Opcode::Continuation.is_control());
+        assert_eq!(Opcode::from_u8(3), None);
+        assert_eq!(Opcode::from_u8(11), None);
+    }
+
+    // RFC 6455 §5.7 examples.
+    #[test]
+    fn rfc_single_frame_unmasked_hello() {
+        let wire = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        let mut out = Vec::new();
+        encode_frame(true, Opcode::Text, None, b"Hello", &mut out);
+        assert_eq!(out, wire);
+        assert_eq!(
+            decode_all_events(Side::Client, &wire).unwrap(),
+            data_msg(b"Hello")
+        );
+        assert_eq!(err_code(Side::Server, &wire), 1002);
+    }
+
+    #[test]
+    fn rfc_single_frame_masked_hello() {
+        let wire = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let mut out = Vec::new();
+        encode_frame(true, Opcode::Text, Some(MASK), b"Hello", &mut out);
+        assert_eq!(out, wire);
+        assert_eq!(
+            decode_all_events(Side::Server, &wire).unwrap(),
+            data_msg(b"Hello")
+        );
+        assert_eq!(err_code(Side::Client, &wire), 1002);
+    }
+
+    #[test]
+    fn rfc_fragmented_unmasked() {
+        let wire = [0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f];
+        let mut out = Vec::new();
+        encode_frame(false, Opcode::Text, None, b"Hel", &mut out);
+        encode_frame(true, Opcode::Continuation, None, b"lo", &mut out);
+        assert_eq!(out, wire);
+        let mut d = FrameDecoder::new(Side::Client, 100);
+        let mut ev = Vec::new();
+        d.decode(&wire, &mut ev).unwrap();
+        assert_eq!(
+            ev,
+            vec![
+                WsEvent::Data(b"Hel".to_vec()),
+                WsEvent::Data(b"lo".to_vec()),
+                WsEvent::MessageEnd
+            ]
+        );
+        assert!(d.is_idle() && !d.in_message());
+    }
+
+    #[test]
+    fn rfc_ping_unmasked_pong_masked() {
+        let ping = [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
+        let mut out = Vec::new();
+        encode_frame(true, Opcode::Ping, None, b"Hello", &mut out);
+        assert_eq!(out, ping);
+        assert_eq!(
+            decode_all_events(Side::Client, &ping).unwrap(),
+            vec![WsEvent::Ping(b"Hello".to_vec())]
+        );
+        let pong = [
+            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        out.clear();
+        encode_frame(true, Opcode::Pong, Some(MASK), b"Hello", &mut out);
+        assert_eq!(out, pong);
+        assert_eq!(
+            decode_all_events(Side::Server, &pong).unwrap(),
+            vec![WsEvent::Pong(b"Hello".to_vec())]
+        );
+    }
+
+    #[test]
+    fn rfc_256_bytes_and_64k_binary() {
+        let p256 = vec![0xABu8; 256];
+        let mut out = Vec::new();
+        encode_frame(true, Opcode::Binary, None, &p256, &mut out);
+        assert_eq!(out[..4], [0x82, 0x7E, 0x01, 0x00]);
+        assert_eq!(out.len(), 4 + 256);
+        assert_eq!(
+            decode_all_events(Side::Client, &out).unwrap(),
+            data_msg(&p256)
+        );
+
+        let p64k: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
+        out.clear();
+        encode_frame(true, Opcode::Binary, None, &p64k, &mut out);
+        assert_eq!(
+            out[..10],
+            [0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]
+        );
+        assert_eq!(
+            decode_all_events(Side::Client, &out).unwrap(),
+            data_msg(&p64k)
+        );
+
+        out.clear();
+        encode_frame(true, Opcode::Binary, Some(MASK), &p64k, &mut out);
+        assert_eq!(
+            out[..14],
+            [0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 0x37, 0xfa, 0x21, 0x3d]
+        );
+        assert_eq!(
+            decode_all_events(Side::Server, &out).unwrap(),
+            data_msg(&p64k)
+        );
+    }
+
+    #[test]
+    fn header_length_forms_are_minimal() {
+        for (len, hdr_len) in [
+            (0u64, 2usize),
+            (125, 2),
+            (126, 4),
+            (65535, 4),
+            (65536, 10),
+            (1 << 40, 10),
+        ] {
+            let mut h = Vec::new();
+            encode_header(true, Opcode::Binary, None, len, &mut h);
+            assert_eq!(h.len(), hdr_len, "len {len}");
+            h.clear();
+            encode_header(true, Opcode::Binary, Some(MASK), len, &mut h);
+            assert_eq!(h.len(), hdr_len + 4, "len {len}");
+            assert_eq!(h[h.len() - 4..], MASK);
+        }
+    }
+
+    #[test]
+    fn non_minimal_lengths_are_accepted() {
+        // "Hi" with a 16-bit and a 64-bit length field.
+        let w16 = [0x82, 0x7E, 0x00, 0x02, b'H', b'i'];
+        let w64 = [0x82, 0x7F, 0, 0, 0, 0, 0, 0, 0, 2, b'H', b'i'];
+        assert_eq!(
+            decode_all_events(Side::Client, &w16).unwrap(),
+            data_msg(b"Hi")
+        );
+        assert_eq!(
+            decode_all_events(Side::Client, &w64).unwrap(),
+            data_msg(b"Hi")
+        );
+    }
+
+    #[test]
+    fn mask_reference_and_phases() {
+        let data: Vec<u8> = (0..100u8).collect();
+        for off in 0..8 {
+            for len in 0..data.len() {
+                let mut a = data[..len].to_vec();
+                apply_mask(&mut a, MASK, off);
+                let b: Vec<u8> = data[..len]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| x ^ MASK[(i + off) % 4])
+                    .collect();
+                assert_eq!(a, b, "off {off} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn control_frames_between_fragments() {
+        let mut w = Vec::new();
+        encode_frame(false, Opcode::Binary, Some(MASK), b"ab", &mut w);
+        encode_frame(true, Opcode::Ping, Some(MASK), b"p", &mut w);
+        encode_frame(true, Opcode::Continuation, Some(MASK), b"cd", &mut w);
+        assert_eq!(
+            decode_all_events(Side::Server, &w).unwrap(),
+            vec![
+                WsEvent::Data(b"ab".to_vec()),
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Data(b"cd".to_vec()),
+                WsEvent::MessageEnd
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_frames() {
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Binary, None, b"", &mut w);
+        encode_frame(true, Opcode::Ping, None, b"", &mut w);
+        encode_frame(true, Opcode::Close, None, b"", &mut w);
+        assert_eq!(
+            decode_all_events(Side::Client, &w).unwrap(),
+            vec![
+                WsEvent::MessageEnd,
+                WsEvent::Ping(vec![]),
+                WsEvent::Close {
+                    code: None,
+                    reason: String::new()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn close_frames() {
+        let mut w = Vec::new();
+        encode_close_frame(Some(MASK), close_code::GOING_AWAY, "bye ✓", &mut w);
+        let mut d = FrameDecoder::new(Side::Server, 10);
+        let mut ev = Vec::new();
+        d.decode(&w, &mut ev).unwrap();
+        assert_eq!(
+            ev,
+            vec![WsEvent::Close {
+                code: Some(1001),
+                reason: "bye ✓".into()
+            }]
+        );
+        assert!(d.is_closed());
+        d.decode(&[], &mut ev).unwrap();
+        // Anything after the close is a protocol error.
+        assert_eq!(d.decode(&[0x82], &mut ev).unwrap_err().close_code, 1002);
+        // ... also within the same call.
+        let mut w2 = w.clone();
+        encode_frame(true, Opcode::Binary, Some(MASK), b"x", &mut w2);
+        assert_eq!(err_code(Side::Server, &w2), 1002);
+    }
+
+    #[test]
+    fn close_payload_truncates_on_char_boundary() {
+        let p = close_payload(1000, "");
+        assert_eq!(p, [0x03, 0xE8]);
+        let long = "é".repeat(100); // 200 bytes
+        let p = close_payload(1011, &long);
+        assert!(p.len() <= 125);
+        assert_eq!(p.len(), 2 + 122);
+        assert!(std::str::from_utf8(&p[2..]).is_ok());
+        let ascii = "x".repeat(200);
+        assert_eq!(close_payload(1000, &ascii).len(), 125);
+        let mut w = Vec::new();
+        encode_close_frame(None, 1011, &long, &mut w);
+        assert!(decode_all_events(Side::Client, &w).is_ok());
+    }
+
+    fn close_with(code: u16) -> Vec<u8> {
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Close, None, &code.to_be_bytes(), &mut w);
+        w
+    }
+
+    #[test]
+    fn close_code_validity() {
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
+        ] {
+            assert_eq!(
+                decode_all_events(Side::Client, &close_with(code)).unwrap(),
+                vec![WsEvent::Close {
+                    code: Some(code),
+                    reason: String::new()
+                }],
+                "{code}"
+            );
+        }
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(err_code(Side::Client, &close_with(code)), 1002, "{code}");
+        }
+    }
+
+    // Every error case, each with its close code.
+    #[test]
+    fn error_unmasked_frame_to_server() {
+        assert_eq!(err_code(Side::Server, &[0x82, 0x00]), 1002);
+    }
+
+    #[test]
+    fn error_masked_frame_to_client() {
+        assert_eq!(err_code(Side::Client, &[0x82, 0x80, 1, 2, 3, 4]), 1002);
+    }
+
+    #[test]
+    fn error_reserved_bits() {
+        for rsv in [0x40u8, 0x20, 0x10] {
+            assert_eq!(err_code(Side::Client, &[0x82 | rsv, 0x00]), 1002);
+        }
+    }
+
+    #[test]
+    fn error_reserved_opcodes() {
+        for op in [3u8, 4, 5, 6, 7, 11, 12, 13, 14, 15] {
+            assert_eq!(err_code(Side::Client, &[0x80 | op, 0x00]), 1002, "{op}");
+        }
+    }
+
+    #[test]
+    fn error_fragmented_control_frame() {
+        assert_eq!(err_code(Side::Client, &[0x09, 0x00]), 1002);
+        assert_eq!(err_code(Side::Client, &[0x08, 0x00]), 1002);
+    }
+
+    #[test]
+    fn error_control_frame_over_125() {
+        let mut w = vec![0x89, 126, 0, 126];
+        w.extend_from_slice(&[0; 126]);
+        assert_eq!(err_code(Side::Client, &w), 1002);
+        // Detected from the second header byte alone.
+        assert_eq!(err_code(Side::Client, &[0x8A, 0x7E]), 1002);
+    }
+
+    #[test]
+    fn error_continuation_without_message() {
+        assert_eq!(err_code(Side::Client, &[0x80, 0x01, b'x']), 1002);
+        // Also after a finished message.
+        assert_eq!(err_code(Side::Client, &[0x82, 0x00, 0x00, 0x00]), 1002);
+    }
+
+    #[test]
+    fn error_new_message_while_fragmented() {
+        assert_eq!(err_code(Side::Client, &[0x02, 0x00, 0x82, 0x00]), 1002);
+        assert_eq!(err_code(Side::Client, &[0x01, 0x00, 0x81, 0x00]), 1002);
+    }
+
+    #[test]
+    fn error_64bit_length_top_bit() {
+        assert_eq!(
+            err_code(Side::Client, &[0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]),
+            1002
+        );
+    }
+
+    #[test]
+    fn error_payload_over_limit_from_header_alone() {
+        let mut d = FrameDecoder::new(Side::Client, 1000);
+        let mut ev = Vec::new();
+        // Header of a 1001-byte frame, no payload yet.
+        let e = d.decode(&[0x82, 0x7E, 0x03, 0xE9], &mut ev).unwrap_err();
+        assert_eq!(e.close_code, 1009);
+        assert!(ev.is_empty());
+        // 1000 is fine.
+        let mut d = FrameDecoder::new(Side::Client, 1000);
+        d.decode(&[0x82, 0x7E, 0x03, 0xE8], &mut ev).unwrap();
+        // Huge 64-bit lengths too.
+        let mut d = FrameDecoder::new(Side::Server, u64::from(u32::MAX));
+        let e = d
+            .decode(
+                &[
+                    0x82, 0xFF, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4,
+                ],
+                &mut ev,
+            )
+            .unwrap_err();
+        assert_eq!(e.close_code, 1009);
+        // Control frames are bounded by 125, not by max_payload.
+        let mut d = FrameDecoder::new(Side::Client, 0);
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Ping, None, &[7; 125], &mut w);
+        d.decode(&w, &mut ev).unwrap();
+    }
+
+    #[test]
+    fn error_close_reason_not_utf8() {
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Close, None, &[0x03, 0xE8, 0xFF, 0xFE], &mut w);
+        assert_eq!(err_code(Side::Client, &w), 1007);
+    }
+
+    #[test]
+    fn error_one_byte_close_payload() {
+        assert_eq!(err_code(Side::Client, &[0x88, 0x01, 0x03]), 1002);
+    }
+
+    #[test]
+    fn error_invalid_close_code() {
+        assert_eq!(err_code(Side::Client, &close_with(1005)), 1002);
+    }
+
+    #[test]
+    fn text_utf8_tracking() {
+        // "€" = E2 82 AC split over two fragments and arbitrary chunks: fine.
+        let mut w = Vec::new();
+        encode_frame(false, Opcode::Text, None, &[b'a', 0xE2], &mut w);
+        encode_frame(true, Opcode::Continuation, None, &[0x82, 0xAC], &mut w);
+        for chunk in [1usize, 2, 3, 100] {
+            let mut d = FrameDecoder::new(Side::Client, 100);
+            let mut ev = Vec::new();
+            for c in w.chunks(chunk) {
+                d.decode(c, &mut ev).unwrap();
+            }
+        }
+        // Invalid byte.
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Text, None, &[b'a', 0xFF], &mut w);
+        assert_eq!(err_code(Side::Client, &w), 1007);
+        // Truncated sequence at message end.
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Text, None, &[b'a', 0xE2, 0x82], &mut w);
+        assert_eq!(err_code(Side::Client, &w), 1007);
+        // Binary messages are not checked.
+        let mut w = Vec::new();
+        encode_frame(true, Opcode::Binary, None, &[0xFF, 0xE2], &mut w);
+        assert!(decode_all_events(Side::Client, &w).is_ok());
+    }
+
+    #[test]
+    fn decode_into_collects_data_only() {
+        let mut w = Vec::new();
+        encode_frame(false, Opcode::Binary, Some(MASK), b"hello ", &mut w);
+        encode_frame(true, Opcode::Ping, Some(MASK), b"p", &mut w);
+        encode_frame(true, Opcode::Continuation, Some(MASK), b"world", &mut w);
+        encode_frame(true, Opcode::Binary, Some(MASK), b"!", &mut w);
+        let mut d = FrameDecoder::new(Side::Server, 100);
+        let (mut data, mut ev) = (Vec::new(), Vec::new());
+        for c in w.chunks(3) {
+            d.decode_into(c, &mut data, &mut ev).unwrap();
+        }
+        assert_eq!(data, b"hello world!");
+        assert_eq!(ev, vec![WsEvent::Ping(b"p".to_vec())]);
+        assert!(d.is_idle());
+    }
+
+    #[test]
+    fn is_idle_tracks_partial_headers() {
+        let mut d = FrameDecoder::new(Side::Server, 100);
+        let mut ev = Vec::new();
+        assert!(d.is_idle());
+        d.decode(&[0x82], &mut ev).unwrap();
+        assert!(!d.is_idle());
+        d.decode(&[0x82, 1, 2, 3], &mut ev).unwrap();
+        assert!(!d.is_idle());
+        d.decode(&[4, 9], &mut ev).unwrap();
+        assert!(!d.is_idle());
+        d.decode(&[10], &mut ev).unwrap();
+        assert!(d.is_idle());
+        assert_eq!(merge(ev), data_msg(&[9 ^ 1, 10 ^ 2]));
+    }
+
+    // Handshake.
+
+    #[test]
+    fn rfc_accept_key() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            encode_base64(b"the sample nonce"),
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        assert_eq!(
+            key_from_nonce(*b"the sample nonce"),
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+    }
+
+    fn client_hs() -> ClientHandshake {
+        ClientHandshake {
+            host: "server.example.com".into(),
+            path: "/chat".into(),
+            key: "dGhlIHNhbXBsZSBub25jZQ==".into(),
+            protocol: Some("grpc-tunnel".into()),
+            extra_headers: vec![
+                ("Origin".into(), "http://example.com".into()),
+                ("X-Bad".into(), "a\r\nInjected: 1".into()),
+                ("Bad Name".into(), "v".into()),
+                (
+                    "Sec-WebSocket-Key".into(),
+                    "AAAAAAAAAAAAAAAAAAAAAA==".into(),
+                ),
+                ("X-Nul".into(), "a\0b".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn client_handshake_exact_bytes() {
+        let req = encode_client_handshake(&client_hs());
+        assert_eq!(
+            String::from_utf8(req).unwrap(),
+            "GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: grpc-tunnel\r\n\
+             Origin: http://example.com\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn client_handshake_round_trip_and_pipelined_frames() {
+        let mut buf = encode_client_handshake(&client_hs());
+        let head_len = buf.len();
+        encode_frame(true, Opcode::Binary, Some(MASK), b"PRI", &mut buf);
+        for n in 0..head_len {
+            assert_eq!(
+                parse_client_handshake(&buf[..n], 4096).unwrap(),
+                None,
+                "{n}"
+            );
+        }
+        let (req, used) = parse_client_handshake(&buf, 4096).unwrap().unwrap();
+        assert_eq!(used, head_len);
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/chat");
+        assert_eq!(req.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(req.protocols, vec!["grpc-tunnel".to_string()]);
+        assert_eq!(req.header("HOST"), Some("server.example.com"));
+        assert_eq!(req.header("origin"), Some("http://example.com"));
+        assert_eq!(req.header("x-bad"), None);
+        assert_eq!(
+            decode_all_events(Side::Server, &buf[used..]).unwrap(),
+            data_msg(b"PRI")
+        );
+    }
+
+    #[test]
+    fn parse_rfc_request_example() {
+        let req = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+            Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+            Sec-WebSocket-Version: 13\r\n\r\n";
+        let (r, n) = parse_client_handshake(req, 8192).unwrap().unwrap();
+        assert_eq!(n, req.len());
+        assert_eq!(
+            r.protocols,
+            vec!["chat".to_string(), "superchat".to_string()]
+        );
+        assert_eq!(r.header("connection"), Some("keep-alive, Upgrade"));
+    }
+
+    fn req_with(replace: &str, with: &str) -> Vec<u8> {
+        let base = String::from_utf8(encode_client_handshake(&ClientHandshake {
+            extra_headers: vec![],
+            ..client_hs()
+        }))
+        .unwrap();
+        assert!(base.contains(replace), "{replace}");
+        base.replacen(replace, with, 1).into_bytes()
+    }
+
+    fn not_upgrade(buf: &[u8]) -> bool {
+        matches!(
+            parse_client_handshake(buf, 8192),
+            Err(HandshakeError::NotUpgrade(_))
+        )
+    }
+
+    fn malformed(buf: &[u8]) -> bool {
+        matches!(
+            parse_client_handshake(buf, 8192),
+            Err(HandshakeError::Malformed(_))
+        )
+    }
+
+    #[test]
+    fn request_validation() {
+        assert!(not_upgrade(&req_with("GET", "POST")));
+        assert!(not_upgrade(&req_with("HTTP/1.1", "HTTP/1.0")));
+        assert!(malformed(&req_with("HTTP/1.1", "HTXP/1.1")));
+        assert!(not_upgrade(&req_with("Upgrade: websocket", "Upgrade: h2c")));
+        assert!(not_upgrade(&req_with(
+            "Connection: Upgrade",
+            "Connection: keep-alive"
+        )));
+        assert!(not_upgrade(&req_with("Version: 13", "Version: 8")));
+        assert!(not_upgrade(&req_with("Sec-WebSocket-Version: 13\r\n", "")));
+        assert!(not_upgrade(&req_with(
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+            ""
+        )));
+        assert!(not_upgrade(&req_with(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "dGhlIHNhbXBsZSBub25jZQ"
+        )));
+        assert!(not_upgrade(&req_with(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "dGhlIHNhbXBsZSBub25jZQo="
+        )));
+        assert!(not_upgrade(&req_with(
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        )));
+        // Case-insensitive tokens, list forms.
+        let ok = req_with("Upgrade: websocket", "upgrade: WebSocket");
+        assert!(parse_client_handshake(&ok, 8192).unwrap().is_some());
+        let ok = req_with("Connection: Upgrade", "Connection: keep-alive,  UPGRADE");
+        assert!(parse_client_handshake(&ok, 8192).unwrap().is_some());
+        // Framing problems.
+        assert!(malformed(&req_with("\r\nHost", "\nHost")));
+        assert!(malformed(&req_with("Host:", "Host :")));
+        assert!(malformed(&req_with("Host:", " Host:")));
+        assert!(malformed(&req_with("GET /chat", "GET  /chat")));
+        assert!(malformed(&req_with("Host: ", "Host: a\x01")));
+        assert!(malformed(&req_with(
+            "Host: ",
+            "Transfer-Encoding: chunked\r\nHost: "
+        )));
+        assert!(malformed(&req_with(
+            "Host: ",
+            "Content-Length: 5\r\nHost: "
+        )));
+        let ok = req_with("Host: ", "Content-Length: 0\r\nHost: ");
+        assert!(parse_client_handshake(&ok, 8192).unwrap().is_some());
+    }
+
+    #[test]
+    fn request_size_limit() {
+        let req = encode_client_handshake(&client_hs());
+        assert!(parse_client_handshake(&req, req.len()).unwrap().is_some());
+        assert_eq!(
+            parse_client_handshake(&req, req.len() - 1),
+            Err(HandshakeError::TooLarge)
+        );
+        assert_eq!(
+            parse_client_handshake(&req[..10], 10),
+            Err(HandshakeError::TooLarge)
+        );
+        assert_eq!(parse_client_handshake(&req[..10], 11), Ok(None));
+    }
+
+    #[test]
+    fn server_handshake_round_trip() {
+        let accept = accept_key("dGhlIHNhbXBsZSBub25jZQ==");
+        let mut resp = encode_server_handshake(&accept, Some("grpc-tunnel"));
+        assert_eq!(
+            String::from_utf8(resp.clone()).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: grpc-tunnel\r\n\r\n"
+        );
+        let head = resp.len();
+        encode_frame(true, Opcode::Binary, None, b"SETTINGS", &mut resp);
+        for n in 0..head {
+            assert_eq!(
+                parse_server_handshake(&resp[..n], 4096, &accept, Some("grpc-tunnel")),
+                Ok(None),
+                "{n}"
+            );
+        }
+        assert_eq!(
+            parse_server_handshake(&resp, 4096, &accept, Some("grpc-tunnel")),
+            Ok(Some(head))
+        );
+        assert_eq!(
+            parse_server_handshake(
+                &resp,
+                4096,
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                Some("grpc-tunnel")
+            ),
+            Err(HandshakeError::BadAccept)
+        );
+        assert_eq!(
+            parse_server_handshake(&resp, 4096, &accept, Some("other")),
+            Err(HandshakeError::BadProtocol)
+        );
+        assert_eq!(
+            parse_server_handshake(&resp, 4096, &accept, None),
+            Err(HandshakeError::BadProtocol)
+        );
+        let no_proto = encode_server_handshake(&accept, None);
+        assert_eq!(
+            parse_server_handshake(&no_proto, 4096, &accept, Some("grpc-tunnel")),
+            Err(HandshakeError::BadProtocol)
+        );
+        assert_eq!(
+            parse_server_handshake(&no_proto, 4096, &accept, None),
+            Ok(Some(no_proto.len()))
+        );
+        assert_eq!(
+            parse_server_handshake(&resp, head - 1, &accept, Some("grpc-tunnel")),
+            Err(HandshakeError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn server_answer_validation() {
+        let accept = accept_key("dGhlIHNhbXBsZSBub25jZQ==");
+        let good = String::from_utf8(encode_server_handshake(&accept, None)).unwrap();
+        let check = |s: String| parse_server_handshake(s.as_bytes(), 4096, &accept, None);
+        // Rejection is reported from the status line alone.
+        assert_eq!(
+            parse_server_handshake(b"HTTP/1.1 403 Forbidden\r\nContent-", 4096, &accept, None),
+            Err(HandshakeError::Rejected { status: 403 })
+        );
+        assert_eq!(
+            check("HTTP/1.1 200 OK\r\n\r\n".into()),
+            Err(HandshakeError::Rejected { status: 200 })
+        );
+        assert_eq!(
+            check(good.replacen("HTTP/1.1 101 Switching Protocols", "HTTP/1.1 101", 1)),
+            Ok(Some(good.len() - " Switching Protocols".len()))
+        );
+        assert!(matches!(
+            check(good.replacen("HTTP/1.1", "HTTP/2", 1)),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(matches!(
+            check(good.replacen("Upgrade: websocket\r\n", "", 1)),
+            Err(HandshakeError::NotUpgrade(_))
+        ));
+        assert!(matches!(
+            check(good.replacen("Connection: Upgrade", "Connection: close", 1)),
+            Err(HandshakeError::NotUpgrade(_))
+        ));
+        assert_eq!(
+            check(good.replacen(&format!("Sec-WebSocket-Accept: {accept}\r\n"), "", 1)),
+            Err(HandshakeError::BadAccept)
+        );
+        assert!(matches!(
+            check(good.replacen(
+                "\r\n\r\n",
+                "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                1
+            )),
+            Err(HandshakeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn rejection_answer() {
+        let r = String::from_utf8(encode_handshake_rejection(400, "bad\r\nversion")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(r.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(r.contains("\r\nConnection: close\r\n"));
+        assert!(r.ends_with("\r\n\r\nbad  version\n"));
+        assert!(r.contains("Content-Length: 13\r\n"));
+        let r = String::from_utf8(encode_handshake_rejection(101, "x")).unwrap();
+        assert!(r.starts_with("HTTP/1.1 400 "));
+        // A client parsing it sees the rejection.
+        assert_eq!(
+            parse_server_handshake(&encode_handshake_rejection(426, "v"), 4096, "a", None),
+            Err(HandshakeError::Rejected { status: 426 })
+        );
+    }
+
+    #[test]
+    fn display_impls() {
+        let e = WsError {
+            close_code: 1002,
+            reason: "x".into(),
+        };
+        assert!(e.to_string().contains("1002"));
+        assert!(HandshakeError::Rejected { status: 403 }
+            .to_string()
+            .contains("403"));
+    }
+}
