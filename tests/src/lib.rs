@@ -14,6 +14,7 @@ pub mod pb {
 pub mod backend;
 pub mod cases;
 pub mod envoy;
+pub mod fake_upstream;
 pub mod grpcweb;
 pub mod nginx;
 pub mod py;

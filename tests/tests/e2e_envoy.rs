@@ -184,3 +184,130 @@ fn agent_maps_non_grpc_upstream_errors() {
     }
     println!("agent error mapping\n{text}");
 }
+
+/// The agent role against a scripted HTTP/1.1 upstream: the exact request it sends, and how it
+/// handles responses a real server side rarely produces.
+#[test]
+fn agent_against_scripted_upstream() {
+    use grpc_bridge_tests::fake_upstream::{FakeUpstream, FAKE_BIN};
+    use grpc_bridge_tests::grpcweb::msg_frame;
+    use tonic::metadata::MetadataValue;
+
+    let wasm = grpc_bridge_tests::envoy::wasm_path();
+    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
+    let rt = rt();
+    let fake = rt.block_on(FakeUpstream::start());
+    let agent = Envoy::start(
+        "agent-scripted",
+        "agent.yaml",
+        &[
+            ("LISTEN_ADDR", "127.0.0.1".into()),
+            ("LISTEN_PORT", "0".into()),
+            ("UPSTREAM_HOST", fake.addr.ip().to_string()),
+            ("UPSTREAM_PORT", fake.addr.port().to_string()),
+        ],
+    )
+    .unwrap();
+    let addr = agent.listener_addr("bridge_agent").unwrap();
+
+    // One unary call with the scenario header; returns the response metadata or the status.
+    let call = |scenario: &str| -> Result<Result<(Vec<u8>, tonic::metadata::MetadataMap), tonic::Status>, String> {
+        rt.block_on(async {
+            let mut c = connect(addr).await?;
+            let mut req = tonic::Request::new(UnaryRequest { payload: b"abc".to_vec(), ..Default::default() });
+            req.metadata_mut().insert("x-fake-scenario", MetadataValue::try_from(scenario).unwrap());
+            match tokio::time::timeout(Duration::from_secs(10), c.unary(req)).await {
+                Err(_) => Err(format!("{scenario}: no answer within 10 s")),
+                Ok(Ok(r)) => {
+                    let md = r.metadata().clone();
+                    Ok(Ok((r.into_inner().payload, md)))
+                }
+                Ok(Err(s)) => Ok(Err(s)),
+            }
+        })
+    };
+    let expect_ok = |scenario: &str| -> Result<String, String> {
+        match call(scenario)? {
+            Err(s) => Err(format!("got {}", fmt_status(&s))),
+            Ok((payload, md)) => {
+                if payload != b"fake" {
+                    return Err(format!("payload {payload:?}"));
+                }
+                let trl = md.get("x-fake-trl").map(|v| v.as_bytes().to_vec());
+                let bin = md.get_bin("x-fake-trl-bin").and_then(|v| v.to_bytes().ok()).map(|b| b.to_vec());
+                if trl.as_deref() != Some(b"trailer value".as_slice()) || bin.as_deref() != Some(FAKE_BIN) {
+                    return Err(format!("trailers x-fake-trl={trl:?} x-fake-trl-bin={bin:?}"));
+                }
+                Ok("message and trailer metadata (incl. -bin) delivered".into())
+            }
+        }
+    };
+    let expect_status = |scenario: &str, code: Code, msg: Option<&str>| -> Result<String, String> {
+        match call(scenario)? {
+            Ok(_) => Err(format!("call succeeded, want {code:?}")),
+            Err(s) if s.code() == code && msg.map(|m| m == s.message()).unwrap_or(true) => Ok(fmt_status(&s)),
+            Err(s) => Err(format!("got {}, want {code:?}{}", fmt_status(&s), msg.map(|m| format!(" {m:?}")).unwrap_or_default())),
+        }
+    };
+
+    let mut outcomes = vec![];
+    let mut run = |case: &str, r: Result<String, String>| {
+        outcomes.push(Outcome { case: case.into(), result: r, elapsed: Duration::ZERO });
+    };
+    run("ok_response", expect_ok("ok"));
+    run("request_shape", (|| {
+        let r = fake.last().ok_or("no request recorded")?;
+        let want_body = msg_frame(&UnaryRequest { payload: b"abc".to_vec(), ..Default::default() });
+        let mut problems = vec![];
+        if r.method != "POST" || r.path != "/bridge.test.BridgeTest/Unary" || r.version != "HTTP/1.1" {
+            problems.push(format!("request line {} {} {}", r.method, r.path, r.version));
+        }
+        let ct = r.header("content-type").unwrap_or("");
+        if !ct.starts_with("application/grpc-web") || ct.contains("text") {
+            problems.push(format!("content-type {ct:?}"));
+        }
+        if let Some(te) = r.header("te") {
+            problems.push(format!("te: {te} still present"));
+        }
+        if r.header("x-grpc-bridge") != Some("agent") {
+            problems.push(format!("x-grpc-bridge {:?}", r.header("x-grpc-bridge")));
+        }
+        if r.body != want_body {
+            problems.push(format!("body {:?}, want {want_body:?}", r.body));
+        }
+        if problems.is_empty() {
+            Ok(format!("POST HTTP/1.1, {ct}, no te, x-grpc-bridge: agent, body intact (chunked: {})", r.chunked))
+        } else {
+            Err(format!("{}; headers {:?}", problems.join("; "), r.headers))
+        }
+    })());
+    run("ok_1byte_chunks", expect_ok("ok_1byte_chunks"));
+    run("ok_content_length", expect_ok("ok_content_length"));
+    run("ok_mixed_case_trailers", expect_ok("ok_mixed_case_trailers"));
+    run("error_in_trailer_frame", expect_status("error_in_trailer_frame", Code::FailedPrecondition, Some("failed über%25")));
+    run("trailers_only", expect_status("trailers_only", Code::PermissionDenied, Some("denied here")));
+    // grpc/grpc doc/http-grpc-status-mapping.md
+    for (http, code) in [
+        (400, Code::Internal),
+        (401, Code::Unauthenticated),
+        (403, Code::PermissionDenied),
+        (404, Code::Unimplemented),
+        (429, Code::Unavailable),
+        (502, Code::Unavailable),
+        (503, Code::Unavailable),
+        (504, Code::Unavailable),
+        (500, Code::Unknown),
+    ] {
+        run(&format!("http_{http}_html"), expect_status(&format!("http_{http}"), code, None));
+    }
+    run("truncated_without_trailer_frame", match call("truncated") {
+        Err(e) => Err(e),
+        Ok(Ok(_)) => Err("call succeeded although the response had no trailer frame".into()),
+        Ok(Err(s)) => Ok(fmt_status(&s)),
+    });
+    let (text, failed) = report(&outcomes);
+    if failed > 0 {
+        panic!("{failed} case(s) failed\n{text}\n--- agent ---\n{}", agent.log_tail(60));
+    }
+    println!("agent against a scripted upstream\n{text}");
+}
