@@ -25,14 +25,18 @@ pub const ALL_CASES: &[&str] = &[
     "unary",
     "server_stream_gated",
     "server_stream_timing",
+    "server_stream_slow",
     "client_stream",
     "bidi_ping_pong",
+    "bidi_large",
+    "concurrent_streams",
     "error_message_unicode",
     "stream_error_after_messages",
     "stream_error_without_messages",
     "trailers_only_error",
     "metadata_unary",
     "metadata_stream_headers_vs_trailers",
+    "large_trailer_metadata",
     "large_4mib_unary",
     "large_4mib_server_stream",
     "large_4mib_client_stream",
@@ -105,6 +109,10 @@ pub async fn run_case(case: &str, addr: SocketAddr) -> Result<String, String> {
         "unary" => unary(c).await,
         "server_stream_gated" => server_stream_gated(c).await,
         "server_stream_timing" => server_stream_timing(c).await,
+        "server_stream_slow" => server_stream_slow(c).await,
+        "bidi_large" => bidi_large(c).await,
+        "concurrent_streams" => concurrent_streams(c).await,
+        "large_trailer_metadata" => large_trailer_metadata(c).await,
         "client_stream" => client_stream(c).await,
         "bidi_ping_pong" => bidi_ping_pong(c).await,
         "error_message_unicode" => error_message_unicode(c).await,
@@ -272,6 +280,103 @@ async fn server_stream_timing(mut c: Client) -> Result<String, String> {
     // Sent 150 ms apart (600 ms from first to last). Buffering would deliver them together.
     ensure(spread >= Duration::from_millis(450), || format!("messages arrived at {ms:?} ms: not streamed"))?;
     Ok(format!("arrivals {ms:?} ms"))
+}
+
+/// Messages 1.5 s apart: nothing arrives in between, so only timer-driven flushing delivers the
+/// second message and the trailers promptly.
+async fn server_stream_slow(mut c: Client) -> Result<String, String> {
+    let req = StreamRequest { count: 2, interval_ms: 1500, payload_size: 10, ..Default::default() };
+    let t0 = Instant::now();
+    let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
+    let mut times = vec![];
+    while let Some(_m) = s.message().await.map_err(st)? {
+        times.push(t0.elapsed().as_millis());
+    }
+    let end = t0.elapsed().as_millis();
+    ensure(times.len() == 2, || format!("{} messages", times.len()))?;
+    ensure(times[0] < 1000, || format!("message 0 only after {} ms", times[0]))?;
+    ensure(times[1] >= 1400 && times[1] < 2500, || format!("message 1 after {} ms, want ~1500", times[1]))?;
+    ensure(end - times[1] < 500, || format!("end of stream {} ms after the last message", end - times[1]))?;
+    Ok(format!("messages at {times:?} ms, end at {end} ms"))
+}
+
+async fn bidi_large(mut c: Client) -> Result<String, String> {
+    const MIB: usize = 1 << 20;
+    let (tx, rx) = mpsc::channel::<BidiRequest>(1);
+    tx.send(BidiRequest { seq: 0, payload: pattern(MIB), response_size: 0 }).await.unwrap();
+    let mut s = c.bidi(ReceiverStream::new(rx)).await.map_err(st)?.into_inner();
+    for i in 0..3 {
+        if i > 0 {
+            tx.send(BidiRequest { seq: i, payload: pattern(MIB), response_size: 2 * MIB as i32 })
+                .await
+                .map_err(|_| "request stream closed".to_string())?;
+        }
+        let m = timeout(Duration::from_secs(10), s.message())
+            .await
+            .map_err(|_| format!("no pong {i} within 10 s"))?
+            .map_err(|e| format!("pong {i}: {}", st(e)))?
+            .ok_or_else(|| format!("stream ended before pong {i}"))?;
+        ensure(m.seq == i, || format!("pong seq {} for ping {i}", m.seq))?;
+        size_check(&m.payload, if i == 0 { MIB } else { 2 * MIB }, &format!("pong {i}"))?;
+    }
+    drop(tx);
+    ensure(
+        timeout(Duration::from_secs(5), s.message()).await.map(|r| matches!(r, Ok(None))).unwrap_or(false),
+        || "no clean end after half-close".into(),
+    )?;
+    Ok("1 MiB pings, 1-2 MiB pongs, 3 rounds".into())
+}
+
+/// 8 bidi streams at once on one channel, each doing ping-pong: streams must not mix.
+async fn concurrent_streams(c: Client) -> Result<String, String> {
+    let mut tasks = vec![];
+    for k in 0..8i32 {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let (tx, rx) = mpsc::channel::<BidiRequest>(1);
+            let size = |i: i32| (k * 100 + i) as usize;
+            tx.send(BidiRequest { seq: k * 1000, payload: pattern(size(0)), response_size: 0 }).await.unwrap();
+            let mut s = c.bidi(ReceiverStream::new(rx)).await.map_err(st)?.into_inner();
+            for i in 0..4 {
+                if i > 0 {
+                    tx.send(BidiRequest { seq: k * 1000 + i, payload: pattern(size(i)), response_size: 0 })
+                        .await
+                        .map_err(|_| "closed".to_string())?;
+                }
+                let m = timeout(Duration::from_secs(10), s.message())
+                    .await
+                    .map_err(|_| format!("stream {k}: no pong {i}"))?
+                    .map_err(|e| format!("stream {k}: {}", st(e)))?
+                    .ok_or_else(|| format!("stream {k}: ended early"))?;
+                ensure(m.seq == k * 1000 + i, || format!("stream {k}: got seq {} for ping {i}", m.seq))?;
+                size_check(&m.payload, size(i), &format!("stream {k} pong {i}"))?;
+            }
+            drop(tx);
+            ensure(
+                timeout(Duration::from_secs(5), s.message()).await.map(|r| matches!(r, Ok(None))).unwrap_or(false),
+                || format!("stream {k}: no clean end"),
+            )
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok("8 concurrent bidi streams x 4 round trips".into())
+}
+
+/// Trailer metadata of a few KiB (ASCII and binary).
+async fn large_trailer_metadata(mut c: Client) -> Result<String, String> {
+    let ascii: Vec<u8> = (0..3000).map(|i| b'a' + (i % 26) as u8).collect();
+    let bin = pattern(1500);
+    let req = UnaryRequest {
+        payload: b"x".to_vec(),
+        response_trailers: vec![md("x-big", &ascii), md("x-big-bin", &bin)],
+        ..Default::default()
+    };
+    let resp = c.unary(req).await.map_err(st)?;
+    expect_md(resp.metadata(), "x-big", &ascii, "trailers")?;
+    expect_md(resp.metadata(), "x-big-bin", &bin, "trailers")?;
+    Ok("3000-byte ASCII and 1500-byte binary trailer values".into())
 }
 
 async fn client_stream(mut c: Client) -> Result<String, String> {

@@ -223,6 +223,7 @@ pub const RAW_CASES: &[&str] = &[
     "raw_error_without_messages",
     "raw_client_stream",
     "raw_stream_gated",
+    "raw_frame_timing",
 ];
 
 /// Run the raw cases against a server-side Envoy at `server` (backend reachable at `backend`
@@ -250,6 +251,7 @@ pub async fn run_raw_case(case: &str, server: SocketAddr, backend: SocketAddr) -
         "raw_error_without_messages" => raw_error_without_messages(server).await,
         "raw_client_stream" => raw_client_stream(server).await,
         "raw_stream_gated" => raw_stream_gated(server, backend).await,
+        "raw_frame_timing" => raw_frame_timing(server).await,
         other => Err(format!("unknown raw case {other}")),
     }
 }
@@ -384,6 +386,30 @@ async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<Str
     ensure(frames.len() == 3, || format!("frames {frames:?}"))?;
     ensure(get(&trailer_of(&frames)?, "grpc-status") == Some("0"), || "bad trailers".into())?;
     Ok(format!("first frame after {} ms, before the gate was released; {} chunks", t_first.as_millis(), c.chunks.len()))
+}
+
+/// Two messages 300 ms apart: each frame must arrive when it was sent, and the trailer frame
+/// right after the last message (the server role may delay it by flush_interval_ms).
+async fn raw_frame_timing(server: SocketAddr) -> Result<String, String> {
+    let req = StreamRequest { count: 2, interval_ms: 300, payload_size: 8, ..Default::default() };
+    let mut c = WebCall::start(server, "/bridge.test.BridgeTest/ServerStream", "application/grpc-web+proto", msg_frame(&req)).await?;
+    ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
+    let mut got = vec![];
+    let mut done_at = vec![]; // completion time of each frame
+    while let Some(ch) = c.next_chunk(Duration::from_secs(5)).await? {
+        got.extend(ch);
+        let t = c.chunks.last().unwrap().0;
+        let n = parse_frames_prefix(&got).0.len();
+        while done_at.len() < n {
+            done_at.push(t);
+        }
+    }
+    let frames = parse_frames(&got)?;
+    ensure(frames.len() == 3 && frames[2].is_trailer(), || format!("frames {frames:?}"))?;
+    let ms: Vec<u128> = done_at.iter().map(|d| d.as_millis()).collect();
+    ensure(done_at[1] - done_at[0] >= Duration::from_millis(250), || format!("frames completed at {ms:?} ms: not streamed"))?;
+    ensure(done_at[2] - done_at[1] <= Duration::from_millis(100), || format!("frames completed at {ms:?} ms: trailer frame late"))?;
+    Ok(format!("frames completed at {ms:?} ms"))
 }
 
 /// Complete frames at the start of `b` and the number of bytes they cover.
