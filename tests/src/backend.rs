@@ -95,7 +95,12 @@ impl CallGuard {
             ..Default::default()
         };
         state.calls.lock().unwrap().insert(token.to_string(), rec);
-        Some(CallGuard { state: state.clone(), token: token.to_string(), start: Instant::now(), done: false })
+        Some(CallGuard {
+            state: state.clone(),
+            token: token.to_string(),
+            start: Instant::now(),
+            done: false,
+        })
     }
 
     fn finish(mut self) {
@@ -132,7 +137,10 @@ pub fn metadata_pairs(md: &MetadataMap) -> Vec<(String, Vec<u8>)> {
         match kv {
             KeyAndValueRef::Ascii(k, v) => out.push((k.to_string(), v.as_bytes().to_vec())),
             KeyAndValueRef::Binary(k, v) => {
-                let val = v.to_bytes().map(|b| b.to_vec()).unwrap_or_else(|_| b"<bad base64>".to_vec());
+                let val = v
+                    .to_bytes()
+                    .map(|b| b.to_vec())
+                    .unwrap_or_else(|_| b"<bad base64>".to_vec());
                 out.push((k.to_string(), val))
             }
         }
@@ -159,7 +167,13 @@ pub fn add_metadata(md: &mut MetadataMap, entries: &[Metadata]) -> Result<(), St
 }
 
 fn to_proto_md(pairs: &[(String, Vec<u8>)]) -> Vec<Metadata> {
-    pairs.iter().map(|(k, v)| Metadata { key: k.clone(), value: v.clone() }).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| Metadata {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
 }
 
 /// Trailers a successful response should carry in addition to grpc-status (tonic itself has no
@@ -180,7 +194,11 @@ fn extra_trailers(entries: &[Metadata]) -> Result<Option<ExtraTrailers>, Status>
 fn status_with(code: i32, message: &str, trailers: &[Metadata]) -> Result<Status, Status> {
     let mut md = MetadataMap::new();
     add_metadata(&mut md, trailers)?;
-    Ok(Status::with_metadata(tonic::Code::from_i32(code), message.to_string(), md))
+    Ok(Status::with_metadata(
+        tonic::Code::from_i32(code),
+        message.to_string(),
+        md,
+    ))
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -208,10 +226,18 @@ impl BridgeTest for Service {
             }
             return Err(st);
         }
-        let payload = if r.response_size > 0 { pattern(r.response_size as usize) } else { r.payload.clone() };
+        let payload = if r.response_size > 0 {
+            pattern(r.response_size as usize)
+        } else {
+            r.payload.clone()
+        };
         let mut resp = Response::new(UnaryResponse {
             payload,
-            request_metadata: if r.echo_metadata { to_proto_md(&metadata_pairs(&md)) } else { vec![] },
+            request_metadata: if r.echo_metadata {
+                to_proto_md(&metadata_pairs(&md))
+            } else {
+                vec![]
+            },
             request_payload_size: r.payload.len() as i32,
         });
         add_metadata(resp.metadata_mut(), &r.response_headers)?;
@@ -234,18 +260,29 @@ impl BridgeTest for Service {
         let r = req.into_inner();
         let guard = CallGuard::new(&self.state, &r.token, &md);
         let final_status = if r.final_status_code != 0 {
-            Some(status_with(r.final_status_code, &r.final_status_message, &r.response_trailers)?)
+            Some(status_with(
+                r.final_status_code,
+                &r.final_status_message,
+                &r.response_trailers,
+            )?)
         } else {
             None
         };
         // On success the requested trailers ride in the extensions (see `trailer_layer`); on a
         // final error they are part of the error status.
-        let success_trailers =
-            if final_status.is_none() { extra_trailers(&r.response_trailers)? } else { None };
+        let success_trailers = if final_status.is_none() {
+            extra_trailers(&r.response_trailers)?
+        } else {
+            None
+        };
         let mut headers = MetadataMap::new();
         add_metadata(&mut headers, &r.response_headers)?;
         // Register the gate before the first message goes out, so a release can never be lost.
-        let gate = if r.gate_token.is_empty() { None } else { Some(self.state.gate(&r.gate_token).0) };
+        let gate = if r.gate_token.is_empty() {
+            None
+        } else {
+            Some(self.state.gate(&r.gate_token).0)
+        };
         let (tx, rx) = mpsc::channel::<Result<StreamResponse, Status>>(4);
         tokio::spawn(async move {
             let work = async {
@@ -253,13 +290,19 @@ impl BridgeTest for Service {
                     if i > 0 && r.interval_ms > 0 {
                         tokio::time::sleep(Duration::from_millis(r.interval_ms as u64)).await;
                     }
-                    let msg = StreamResponse { index: i, payload: pattern(r.payload_size.max(0) as usize) };
+                    let msg = StreamResponse {
+                        index: i,
+                        payload: pattern(r.payload_size.max(0) as usize),
+                    };
                     if tx.send(Ok(msg)).await.is_err() {
                         return false;
                     }
                     if i == 0 {
                         if let Some(g) = &gate {
-                            if tokio::time::timeout(Duration::from_secs(20), g.notified()).await.is_err() {
+                            if tokio::time::timeout(Duration::from_secs(20), g.notified())
+                                .await
+                                .is_err()
+                            {
                                 let _ = tx.send(Err(Status::aborted("gate timeout"))).await;
                                 return true;
                             }
@@ -316,9 +359,19 @@ impl BridgeTest for Service {
             loop {
                 match s.message().await {
                     Ok(Some(m)) => {
-                        let payload =
-                            if m.response_size > 0 { pattern(m.response_size as usize) } else { m.payload };
-                        if tx.send(Ok(BidiResponse { seq: m.seq, payload })).await.is_err() {
+                        let payload = if m.response_size > 0 {
+                            pattern(m.response_size as usize)
+                        } else {
+                            m.payload
+                        };
+                        if tx
+                            .send(Ok(BidiResponse {
+                                seq: m.seq,
+                                payload,
+                            }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -341,7 +394,9 @@ impl BridgeTest for Service {
         if let Some(g) = guard {
             g.finish();
         }
-        Ok(Response::new(SleepResponse { slept_ms: r.sleep_ms }))
+        Ok(Response::new(SleepResponse {
+            slept_ms: r.sleep_ms,
+        }))
     }
 
     type HoldStream = BoxStream<HoldResponse>;
@@ -350,11 +405,21 @@ impl BridgeTest for Service {
         let md = req.metadata().clone();
         let r = req.into_inner();
         let guard = CallGuard::new(&self.state, &r.token, &md);
-        let hold = Duration::from_millis(if r.hold_ms > 0 { r.hold_ms as u64 } else { 30_000 });
+        let hold = Duration::from_millis(if r.hold_ms > 0 {
+            r.hold_ms as u64
+        } else {
+            30_000
+        });
         let (tx, rx) = mpsc::channel::<Result<HoldResponse, Status>>(2);
         tokio::spawn(async move {
             let work = async {
-                if tx.send(Ok(HoldResponse { note: "holding".into() })).await.is_err() {
+                if tx
+                    .send(Ok(HoldResponse {
+                        note: "holding".into(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     return false;
                 }
                 tokio::time::sleep(hold).await;
@@ -373,12 +438,18 @@ impl BridgeTest for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn release_gate(&self, req: Request<GateRequest>) -> Result<Response<GateResponse>, Status> {
+    async fn release_gate(
+        &self,
+        req: Request<GateRequest>,
+    ) -> Result<Response<GateResponse>, Status> {
         let had_waiter = self.state.release_gate(&req.into_inner().token);
         Ok(Response::new(GateResponse { had_waiter }))
     }
 
-    async fn get_call_info(&self, req: Request<CallInfoRequest>) -> Result<Response<CallInfo>, Status> {
+    async fn get_call_info(
+        &self,
+        req: Request<CallInfoRequest>,
+    ) -> Result<Response<CallInfo>, Status> {
         let token = req.into_inner().token;
         let info = match self.state.call(&token) {
             None => CallInfo::default(),
@@ -446,7 +517,8 @@ impl Backend {
                     .expect("backend runtime");
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
                     let svc = BridgeTestServer::new(Service { state: st })
                         .max_decoding_message_size(MAX_MESSAGE)
                         .max_encoding_message_size(MAX_MESSAGE);
@@ -462,7 +534,12 @@ impl Backend {
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
             .expect("spawn backend thread");
-        Ok(Backend { addr, state, shutdown: Some(tx), thread: Some(thread) })
+        Ok(Backend {
+            addr,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     pub fn call(&self, token: &str) -> Option<CallRecord> {

@@ -58,7 +58,9 @@ pub async fn connect(addr: SocketAddr) -> Result<Client, String> {
         .connect()
         .await
         .map_err(|e| format!("connect {addr}: {e:?}"))?;
-    Ok(BridgeTestClient::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+    Ok(BridgeTestClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }
 
 #[derive(Debug)]
@@ -81,7 +83,11 @@ pub async fn run_suite(addr: SocketAddr) -> Vec<Outcome> {
             Ok(r) => r,
             Err(_) => Err("case timed out after 30 s".to_string()),
         };
-        out.push(Outcome { case, result, elapsed: t0.elapsed() });
+        out.push(Outcome {
+            case,
+            result,
+            elapsed: t0.elapsed(),
+        });
     }
     out
 }
@@ -92,10 +98,22 @@ pub fn report(outcomes: &[Outcome]) -> (String, usize) {
     let mut failed = 0;
     for o in outcomes {
         match &o.result {
-            Ok(d) => s += &format!("  ok    {:<38} {:>6} ms  {}\n", o.case, o.elapsed.as_millis(), d),
+            Ok(d) => {
+                s += &format!(
+                    "  ok    {:<38} {:>6} ms  {}\n",
+                    o.case,
+                    o.elapsed.as_millis(),
+                    d
+                )
+            }
             Err(e) => {
                 failed += 1;
-                s += &format!("  FAIL  {:<38} {:>6} ms  {}\n", o.case, o.elapsed.as_millis(), e)
+                s += &format!(
+                    "  FAIL  {:<38} {:>6} ms  {}\n",
+                    o.case,
+                    o.elapsed.as_millis(),
+                    e
+                )
             }
         }
     }
@@ -144,7 +162,12 @@ pub fn fmt_status(s: &Status) -> String {
         .iter()
         .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(v.as_bytes())))
         .collect();
-    format!("status {:?} message {:?} metadata [{}]", s.code(), s.message(), md.join(", "))
+    format!(
+        "status {:?} message {:?} metadata [{}]",
+        s.code(),
+        s.message(),
+        md.join(", ")
+    )
 }
 
 fn st(s: Status) -> String {
@@ -154,12 +177,22 @@ fn st(s: Status) -> String {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn md(key: &str, value: &[u8]) -> Metadata {
-    Metadata { key: key.into(), value: value.to_vec() }
+    Metadata {
+        key: key.into(),
+        value: value.to_vec(),
+    }
 }
 
 fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
@@ -173,7 +206,9 @@ fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 /// Value of `key` in `m` (binary keys decoded).
 pub fn md_get(m: &MetadataMap, key: &str) -> Option<Vec<u8>> {
     if key.ends_with("-bin") {
-        m.get_bin(key).and_then(|v| v.to_bytes().ok()).map(|b| b.to_vec())
+        m.get_bin(key)
+            .and_then(|v| v.to_bytes().ok())
+            .map(|b| b.to_vec())
     } else {
         m.get(key).map(|v| v.as_bytes().to_vec())
     }
@@ -183,21 +218,37 @@ fn expect_md(m: &MetadataMap, key: &str, want: &[u8], where_: &str) -> Result<()
     match md_get(m, key) {
         Some(v) if v == want => Ok(()),
         Some(v) => Err(format!("{where_}: {key} = {v:?}, want {want:?}")),
-        None => Err(format!("{where_}: {key} missing; have {:?}", m.keys().collect::<Vec<_>>())),
+        None => Err(format!(
+            "{where_}: {key} missing; have {:?}",
+            m.keys().collect::<Vec<_>>()
+        )),
     }
 }
 
 fn size_check(got: &[u8], want_len: usize, what: &str) -> Result<(), String> {
-    ensure(got.len() == want_len, || format!("{what}: {} bytes, want {want_len}", got.len()))?;
+    ensure(got.len() == want_len, || {
+        format!("{what}: {} bytes, want {want_len}", got.len())
+    })?;
     if got != pattern(want_len).as_slice() {
-        let at = got.iter().zip(pattern(want_len)).position(|(a, b)| *a != b).unwrap_or(0);
-        return Err(format!("{what}: content differs from the pattern at byte {at}"));
+        let at = got
+            .iter()
+            .zip(pattern(want_len))
+            .position(|(a, b)| *a != b)
+            .unwrap_or(0);
+        return Err(format!(
+            "{what}: content differs from the pattern at byte {at}"
+        ));
     }
     Ok(())
 }
 
 async fn call_info(c: &mut Client, token: &str) -> Result<CallInfo, String> {
-    c.get_call_info(CallInfoRequest { token: token.into() }).await.map(|r| r.into_inner()).map_err(st)
+    c.get_call_info(CallInfoRequest {
+        token: token.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+    .map_err(st)
 }
 
 /// Poll GetCallInfo until `pred` holds or `within` passes; returns the last info.
@@ -226,38 +277,68 @@ async fn wait_call_info(
 async fn unary(mut c: Client) -> Result<String, String> {
     let t0 = Instant::now();
     let r = c
-        .unary(UnaryRequest { payload: b"hello bridge".to_vec(), ..Default::default() })
+        .unary(UnaryRequest {
+            payload: b"hello bridge".to_vec(),
+            ..Default::default()
+        })
         .await
         .map_err(st)?
         .into_inner();
-    ensure(r.payload == b"hello bridge", || format!("payload {:?}", String::from_utf8_lossy(&r.payload)))?;
-    ensure(r.request_payload_size == 12, || format!("backend saw {} request bytes", r.request_payload_size))?;
+    ensure(r.payload == b"hello bridge", || {
+        format!("payload {:?}", String::from_utf8_lossy(&r.payload))
+    })?;
+    ensure(r.request_payload_size == 12, || {
+        format!("backend saw {} request bytes", r.request_payload_size)
+    })?;
     Ok(format!("echo ok in {} ms", t0.elapsed().as_millis()))
 }
 
 async fn server_stream_gated(mut c: Client) -> Result<String, String> {
     let gate = unique("gate");
-    let req = StreamRequest { count: 3, payload_size: 10, gate_token: gate.clone(), ..Default::default() };
+    let req = StreamRequest {
+        count: 3,
+        payload_size: 10,
+        gate_token: gate.clone(),
+        ..Default::default()
+    };
     let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
     // The backend sent message 0 and now waits for the gate: message 0 must arrive before we
     // release it, i.e. while the backend still holds the stream open.
     let first = timeout(Duration::from_secs(5), s.message()).await;
-    let released = c.release_gate(GateRequest { token: gate.clone() }).await.map_err(st)?.into_inner();
+    let released = c
+        .release_gate(GateRequest {
+            token: gate.clone(),
+        })
+        .await
+        .map_err(st)?
+        .into_inner();
     let first = match first {
         Err(_) => {
-            return Err("message 0 did not arrive within 5 s while the backend held the stream open \
+            return Err(
+                "message 0 did not arrive within 5 s while the backend held the stream open \
                         (the path buffers the response stream)"
-                .into())
+                    .into(),
+            )
         }
         Ok(Err(e)) => return Err(format!("error before message 0: {}", st(e))),
         Ok(Ok(None)) => return Err("stream ended before message 0".into()),
         Ok(Ok(Some(m))) => m,
     };
-    ensure(first.index == 0, || format!("first message index {}", first.index))?;
-    ensure(released.had_waiter, || "backend had not registered the gate".into())?;
+    ensure(first.index == 0, || {
+        format!("first message index {}", first.index)
+    })?;
+    ensure(released.had_waiter, || {
+        "backend had not registered the gate".into()
+    })?;
     let mut n = 1;
-    while let Some(m) = s.message().await.map_err(|e| format!("after {n} messages: {}", st(e)))? {
-        ensure(m.index == n, || format!("message {n} has index {}", m.index))?;
+    while let Some(m) = s
+        .message()
+        .await
+        .map_err(|e| format!("after {n} messages: {}", st(e)))?
+    {
+        ensure(m.index == n, || {
+            format!("message {n} has index {}", m.index)
+        })?;
         size_check(&m.payload, 10, "payload")?;
         n += 1;
     }
@@ -266,26 +347,42 @@ async fn server_stream_gated(mut c: Client) -> Result<String, String> {
 }
 
 async fn server_stream_timing(mut c: Client) -> Result<String, String> {
-    let req = StreamRequest { count: 5, interval_ms: 150, payload_size: 100, ..Default::default() };
+    let req = StreamRequest {
+        count: 5,
+        interval_ms: 150,
+        payload_size: 100,
+        ..Default::default()
+    };
     let t0 = Instant::now();
     let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
     let mut times = vec![];
     while let Some(m) = s.message().await.map_err(st)? {
-        ensure(m.index == times.len() as i32, || format!("index {} at position {}", m.index, times.len()))?;
+        ensure(m.index == times.len() as i32, || {
+            format!("index {} at position {}", m.index, times.len())
+        })?;
         times.push(t0.elapsed());
     }
-    ensure(times.len() == 5, || format!("{} messages, want 5", times.len()))?;
+    ensure(times.len() == 5, || {
+        format!("{} messages, want 5", times.len())
+    })?;
     let spread = times[4] - times[0];
     let ms: Vec<u128> = times.iter().map(|t| t.as_millis()).collect();
     // Sent 150 ms apart (600 ms from first to last). Buffering would deliver them together.
-    ensure(spread >= Duration::from_millis(450), || format!("messages arrived at {ms:?} ms: not streamed"))?;
+    ensure(spread >= Duration::from_millis(450), || {
+        format!("messages arrived at {ms:?} ms: not streamed")
+    })?;
     Ok(format!("arrivals {ms:?} ms"))
 }
 
 /// Messages 1.5 s apart: nothing arrives in between, so only timer-driven flushing delivers the
 /// second message and the trailers promptly.
 async fn server_stream_slow(mut c: Client) -> Result<String, String> {
-    let req = StreamRequest { count: 2, interval_ms: 1500, payload_size: 10, ..Default::default() };
+    let req = StreamRequest {
+        count: 2,
+        interval_ms: 1500,
+        payload_size: 10,
+        ..Default::default()
+    };
     let t0 = Instant::now();
     let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
     let mut times = vec![];
@@ -294,22 +391,42 @@ async fn server_stream_slow(mut c: Client) -> Result<String, String> {
     }
     let end = t0.elapsed().as_millis();
     ensure(times.len() == 2, || format!("{} messages", times.len()))?;
-    ensure(times[0] < 1000, || format!("message 0 only after {} ms", times[0]))?;
-    ensure(times[1] >= 1400 && times[1] < 2500, || format!("message 1 after {} ms, want ~1500", times[1]))?;
-    ensure(end - times[1] < 500, || format!("end of stream {} ms after the last message", end - times[1]))?;
+    ensure(times[0] < 1000, || {
+        format!("message 0 only after {} ms", times[0])
+    })?;
+    ensure(times[1] >= 1400 && times[1] < 2500, || {
+        format!("message 1 after {} ms, want ~1500", times[1])
+    })?;
+    ensure(end - times[1] < 500, || {
+        format!("end of stream {} ms after the last message", end - times[1])
+    })?;
     Ok(format!("messages at {times:?} ms, end at {end} ms"))
 }
 
 async fn bidi_large(mut c: Client) -> Result<String, String> {
     const MIB: usize = 1 << 20;
     let (tx, rx) = mpsc::channel::<BidiRequest>(1);
-    tx.send(BidiRequest { seq: 0, payload: pattern(MIB), response_size: 0 }).await.unwrap();
-    let mut s = c.bidi(ReceiverStream::new(rx)).await.map_err(st)?.into_inner();
+    tx.send(BidiRequest {
+        seq: 0,
+        payload: pattern(MIB),
+        response_size: 0,
+    })
+    .await
+    .unwrap();
+    let mut s = c
+        .bidi(ReceiverStream::new(rx))
+        .await
+        .map_err(st)?
+        .into_inner();
     for i in 0..3 {
         if i > 0 {
-            tx.send(BidiRequest { seq: i, payload: pattern(MIB), response_size: 2 * MIB as i32 })
-                .await
-                .map_err(|_| "request stream closed".to_string())?;
+            tx.send(BidiRequest {
+                seq: i,
+                payload: pattern(MIB),
+                response_size: 2 * MIB as i32,
+            })
+            .await
+            .map_err(|_| "request stream closed".to_string())?;
         }
         let m = timeout(Duration::from_secs(10), s.message())
             .await
@@ -317,11 +434,18 @@ async fn bidi_large(mut c: Client) -> Result<String, String> {
             .map_err(|e| format!("pong {i}: {}", st(e)))?
             .ok_or_else(|| format!("stream ended before pong {i}"))?;
         ensure(m.seq == i, || format!("pong seq {} for ping {i}", m.seq))?;
-        size_check(&m.payload, if i == 0 { MIB } else { 2 * MIB }, &format!("pong {i}"))?;
+        size_check(
+            &m.payload,
+            if i == 0 { MIB } else { 2 * MIB },
+            &format!("pong {i}"),
+        )?;
     }
     drop(tx);
     ensure(
-        timeout(Duration::from_secs(5), s.message()).await.map(|r| matches!(r, Ok(None))).unwrap_or(false),
+        timeout(Duration::from_secs(5), s.message())
+            .await
+            .map(|r| matches!(r, Ok(None)))
+            .unwrap_or(false),
         || "no clean end after half-close".into(),
     )?;
     Ok("1 MiB pings, 1-2 MiB pongs, 3 rounds".into())
@@ -335,25 +459,44 @@ async fn concurrent_streams(c: Client) -> Result<String, String> {
         tasks.push(tokio::spawn(async move {
             let (tx, rx) = mpsc::channel::<BidiRequest>(1);
             let size = |i: i32| (k * 100 + i) as usize;
-            tx.send(BidiRequest { seq: k * 1000, payload: pattern(size(0)), response_size: 0 }).await.unwrap();
-            let mut s = c.bidi(ReceiverStream::new(rx)).await.map_err(st)?.into_inner();
+            tx.send(BidiRequest {
+                seq: k * 1000,
+                payload: pattern(size(0)),
+                response_size: 0,
+            })
+            .await
+            .unwrap();
+            let mut s = c
+                .bidi(ReceiverStream::new(rx))
+                .await
+                .map_err(st)?
+                .into_inner();
             for i in 0..4 {
                 if i > 0 {
-                    tx.send(BidiRequest { seq: k * 1000 + i, payload: pattern(size(i)), response_size: 0 })
-                        .await
-                        .map_err(|_| "closed".to_string())?;
+                    tx.send(BidiRequest {
+                        seq: k * 1000 + i,
+                        payload: pattern(size(i)),
+                        response_size: 0,
+                    })
+                    .await
+                    .map_err(|_| "closed".to_string())?;
                 }
                 let m = timeout(Duration::from_secs(10), s.message())
                     .await
                     .map_err(|_| format!("stream {k}: no pong {i}"))?
                     .map_err(|e| format!("stream {k}: {}", st(e)))?
                     .ok_or_else(|| format!("stream {k}: ended early"))?;
-                ensure(m.seq == k * 1000 + i, || format!("stream {k}: got seq {} for ping {i}", m.seq))?;
+                ensure(m.seq == k * 1000 + i, || {
+                    format!("stream {k}: got seq {} for ping {i}", m.seq)
+                })?;
                 size_check(&m.payload, size(i), &format!("stream {k} pong {i}"))?;
             }
             drop(tx);
             ensure(
-                timeout(Duration::from_secs(5), s.message()).await.map(|r| matches!(r, Ok(None))).unwrap_or(false),
+                timeout(Duration::from_secs(5), s.message())
+                    .await
+                    .map(|r| matches!(r, Ok(None)))
+                    .unwrap_or(false),
                 || format!("stream {k}: no clean end"),
             )
         }));
@@ -384,10 +527,19 @@ async fn client_stream(mut c: Client) -> Result<String, String> {
     let msgs: Vec<ClientStreamRequest> = sizes
         .iter()
         .enumerate()
-        .map(|(i, n)| ClientStreamRequest { value: i as i64 + 1, payload: pattern(*n) })
+        .map(|(i, n)| ClientStreamRequest {
+            value: i as i64 + 1,
+            payload: pattern(*n),
+        })
         .collect();
-    let r = c.client_stream(tokio_stream::iter(msgs)).await.map_err(st)?.into_inner();
-    ensure(r.count == 5 && r.sum == 15, || format!("count {} sum {}", r.count, r.sum))?;
+    let r = c
+        .client_stream(tokio_stream::iter(msgs))
+        .await
+        .map_err(st)?
+        .into_inner();
+    ensure(r.count == 5 && r.sum == 15, || {
+        format!("count {} sum {}", r.count, r.sum)
+    })?;
     let got: Vec<usize> = r.sizes.iter().map(|s| *s as usize).collect();
     ensure(got == sizes, || format!("sizes {got:?}, want {sizes:?}"))?;
     Ok("5 messages counted and sized".into())
@@ -397,19 +549,37 @@ async fn bidi_ping_pong(mut c: Client) -> Result<String, String> {
     let (tx, rx) = mpsc::channel::<BidiRequest>(1);
     // The first request goes in before the call starts: some paths only open the upstream
     // request once there is body data.
-    tx.send(BidiRequest { seq: 0, payload: vec![], response_size: 0 }).await.unwrap();
-    let mut s = c.bidi(ReceiverStream::new(rx)).await.map_err(st)?.into_inner();
+    tx.send(BidiRequest {
+        seq: 0,
+        payload: vec![],
+        response_size: 0,
+    })
+    .await
+    .unwrap();
+    let mut s = c
+        .bidi(ReceiverStream::new(rx))
+        .await
+        .map_err(st)?
+        .into_inner();
     let mut rtts = vec![];
     for i in 0..6 {
         let t = Instant::now();
         if i > 0 {
             // Only after the previous response arrived.
-            tx.send(BidiRequest { seq: i, payload: pattern(i as usize * 1000), response_size: 0 })
-                .await
-                .map_err(|_| format!("request stream closed before ping {i}"))?;
+            tx.send(BidiRequest {
+                seq: i,
+                payload: pattern(i as usize * 1000),
+                response_size: 0,
+            })
+            .await
+            .map_err(|_| format!("request stream closed before ping {i}"))?;
         }
         let m = match timeout(Duration::from_secs(5), s.message()).await {
-            Err(_) => return Err(format!("no pong {i} within 5 s (requests not streamed, or responses held)")),
+            Err(_) => {
+                return Err(format!(
+                    "no pong {i} within 5 s (requests not streamed, or responses held)"
+                ))
+            }
             Ok(Err(e)) => return Err(format!("pong {i}: {}", st(e))),
             Ok(Ok(None)) => return Err(format!("stream ended before pong {i}")),
             Ok(Ok(Some(m))) => m,
@@ -422,19 +592,34 @@ async fn bidi_ping_pong(mut c: Client) -> Result<String, String> {
     match timeout(Duration::from_secs(5), s.message()).await {
         Err(_) => return Err("stream did not end within 5 s after the client half-closed".into()),
         Ok(Err(e)) => return Err(format!("after half-close: {}", st(e))),
-        Ok(Ok(Some(m))) => return Err(format!("unexpected message after half-close: seq {}", m.seq)),
+        Ok(Ok(Some(m))) => {
+            return Err(format!(
+                "unexpected message after half-close: seq {}",
+                m.seq
+            ))
+        }
         Ok(Ok(None)) => {}
     }
-    Ok(format!("6 round trips, ms {rtts:?}; clean end after half-close"))
+    Ok(format!(
+        "6 round trips, ms {rtts:?}; clean end after half-close"
+    ))
 }
 
 async fn error_message_unicode(mut c: Client) -> Result<String, String> {
-    let req = UnaryRequest { status_code: Code::InvalidArgument as i32, status_message: TRICKY_MESSAGE.into(), ..Default::default() };
+    let req = UnaryRequest {
+        status_code: Code::InvalidArgument as i32,
+        status_message: TRICKY_MESSAGE.into(),
+        ..Default::default()
+    };
     match c.unary(req).await {
         Ok(_) => Err("call succeeded, want INVALID_ARGUMENT".into()),
         Err(e) => {
-            ensure(e.code() == Code::InvalidArgument, || format!("got {}", fmt_status(&e)))?;
-            ensure(e.message() == TRICKY_MESSAGE, || format!("message {:?}, want {:?}", e.message(), TRICKY_MESSAGE))?;
+            ensure(e.code() == Code::InvalidArgument, || {
+                format!("got {}", fmt_status(&e))
+            })?;
+            ensure(e.message() == TRICKY_MESSAGE, || {
+                format!("message {:?}, want {:?}", e.message(), TRICKY_MESSAGE)
+            })?;
             Ok("code and exact message round-tripped".into())
         }
     }
@@ -446,7 +631,10 @@ async fn stream_error_after_messages(mut c: Client) -> Result<String, String> {
         payload_size: 5,
         final_status_code: Code::FailedPrecondition as i32,
         final_status_message: TRICKY_MESSAGE.into(),
-        response_trailers: vec![md("x-err-detail", b"detail value"), md("x-err-bin", &[0, 1, 0xff, 0x80, b'\r', b'\n'])],
+        response_trailers: vec![
+            md("x-err-detail", b"detail value"),
+            md("x-err-bin", &[0, 1, 0xff, 0x80, b'\r', b'\n']),
+        ],
         ..Default::default()
     };
     let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
@@ -457,13 +645,33 @@ async fn stream_error_after_messages(mut c: Client) -> Result<String, String> {
                 ensure(m.index == n, || format!("index {} at {n}", m.index))?;
                 n += 1;
             }
-            Ok(None) => return Err(format!("stream ended OK after {n} messages, want FAILED_PRECONDITION")),
+            Ok(None) => {
+                return Err(format!(
+                    "stream ended OK after {n} messages, want FAILED_PRECONDITION"
+                ))
+            }
             Err(e) => {
-                ensure(n == 2, || format!("error after {n} messages, want 2: {}", fmt_status(&e)))?;
-                ensure(e.code() == Code::FailedPrecondition, || format!("got {}", fmt_status(&e)))?;
-                ensure(e.message() == TRICKY_MESSAGE, || format!("message {:?}, want {:?}", e.message(), TRICKY_MESSAGE))?;
-                expect_md(e.metadata(), "x-err-detail", b"detail value", "error trailers")?;
-                expect_md(e.metadata(), "x-err-bin", &[0, 1, 0xff, 0x80, b'\r', b'\n'], "error trailers")?;
+                ensure(n == 2, || {
+                    format!("error after {n} messages, want 2: {}", fmt_status(&e))
+                })?;
+                ensure(e.code() == Code::FailedPrecondition, || {
+                    format!("got {}", fmt_status(&e))
+                })?;
+                ensure(e.message() == TRICKY_MESSAGE, || {
+                    format!("message {:?}, want {:?}", e.message(), TRICKY_MESSAGE)
+                })?;
+                expect_md(
+                    e.metadata(),
+                    "x-err-detail",
+                    b"detail value",
+                    "error trailers",
+                )?;
+                expect_md(
+                    e.metadata(),
+                    "x-err-bin",
+                    &[0, 1, 0xff, 0x80, b'\r', b'\n'],
+                    "error trailers",
+                )?;
                 return Ok("2 messages then exact status, message and trailer metadata".into());
             }
         }
@@ -471,7 +679,12 @@ async fn stream_error_after_messages(mut c: Client) -> Result<String, String> {
 }
 
 async fn stream_error_without_messages(mut c: Client) -> Result<String, String> {
-    let req = StreamRequest { count: 0, final_status_code: Code::Unavailable as i32, final_status_message: "no messages for you".into(), ..Default::default() };
+    let req = StreamRequest {
+        count: 0,
+        final_status_code: Code::Unavailable as i32,
+        final_status_message: "no messages for you".into(),
+        ..Default::default()
+    };
     let r = c.server_stream(req).await;
     let e = match r {
         Err(e) => e,
@@ -484,7 +697,10 @@ async fn stream_error_without_messages(mut c: Client) -> Result<String, String> 
             }
         }
     };
-    ensure(e.code() == Code::Unavailable && e.message() == "no messages for you", || format!("got {}", fmt_status(&e)))?;
+    ensure(
+        e.code() == Code::Unavailable && e.message() == "no messages for you",
+        || format!("got {}", fmt_status(&e)),
+    )?;
     Ok("UNAVAILABLE with message, no messages".into())
 }
 
@@ -492,17 +708,31 @@ async fn trailers_only_error(mut c: Client) -> Result<String, String> {
     let req = UnaryRequest {
         status_code: Code::NotFound as i32,
         status_message: "nothing here".into(),
-        response_trailers: vec![md("x-to", b"trailers-only"), md("x-to-bin", &[0xde, 0xad, 0x00, 0xbe, 0xef])],
+        response_trailers: vec![
+            md("x-to", b"trailers-only"),
+            md("x-to-bin", &[0xde, 0xad, 0x00, 0xbe, 0xef]),
+        ],
         ..Default::default()
     };
     let t0 = Instant::now();
     match c.unary(req).await {
         Ok(_) => Err("call succeeded, want NOT_FOUND".into()),
         Err(e) => {
-            ensure(e.code() == Code::NotFound && e.message() == "nothing here", || format!("got {}", fmt_status(&e)))?;
+            ensure(
+                e.code() == Code::NotFound && e.message() == "nothing here",
+                || format!("got {}", fmt_status(&e)),
+            )?;
             expect_md(e.metadata(), "x-to", b"trailers-only", "status metadata")?;
-            expect_md(e.metadata(), "x-to-bin", &[0xde, 0xad, 0x00, 0xbe, 0xef], "status metadata")?;
-            Ok(format!("NOT_FOUND with metadata in {} ms", t0.elapsed().as_millis()))
+            expect_md(
+                e.metadata(),
+                "x-to-bin",
+                &[0xde, 0xad, 0x00, 0xbe, 0xef],
+                "status metadata",
+            )?;
+            Ok(format!(
+                "NOT_FOUND with metadata in {} ms",
+                t0.elapsed().as_millis()
+            ))
         }
     }
 }
@@ -519,8 +749,10 @@ async fn metadata_unary(mut c: Client) -> Result<String, String> {
         response_trailers: vec![md("x-trl", b"trailer value"), md("x-trl-bin", BIN_TRL)],
         ..Default::default()
     });
-    req.metadata_mut().insert("x-req-ascii", MetadataValue::from_static("request value"));
-    req.metadata_mut().insert_bin("x-req-bin", MetadataValue::from_bytes(BIN_REQ));
+    req.metadata_mut()
+        .insert("x-req-ascii", MetadataValue::from_static("request value"));
+    req.metadata_mut()
+        .insert_bin("x-req-bin", MetadataValue::from_bytes(BIN_REQ));
     let resp = c.unary(req).await.map_err(st)?;
     // tonic merges trailers into a unary response's metadata.
     let m = resp.metadata().clone();
@@ -529,11 +761,19 @@ async fn metadata_unary(mut c: Client) -> Result<String, String> {
     expect_md(&m, "x-trl", b"trailer value", "response metadata")?;
     expect_md(&m, "x-trl-bin", BIN_TRL, "response metadata")?;
     let r = resp.into_inner();
-    let seen = |k: &str| r.request_metadata.iter().find(|e| e.key == k).map(|e| e.value.clone());
-    ensure(seen("x-req-ascii").as_deref() == Some(b"request value".as_slice()), || {
-        format!("backend saw x-req-ascii = {:?}", seen("x-req-ascii"))
+    let seen = |k: &str| {
+        r.request_metadata
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.clone())
+    };
+    ensure(
+        seen("x-req-ascii").as_deref() == Some(b"request value".as_slice()),
+        || format!("backend saw x-req-ascii = {:?}", seen("x-req-ascii")),
+    )?;
+    ensure(seen("x-req-bin").as_deref() == Some(BIN_REQ), || {
+        format!("backend saw x-req-bin = {:?}", seen("x-req-bin"))
     })?;
-    ensure(seen("x-req-bin").as_deref() == Some(BIN_REQ), || format!("backend saw x-req-bin = {:?}", seen("x-req-bin")))?;
     Ok("request metadata reached the backend; response header and trailer metadata (incl. -bin) came back".into())
 }
 
@@ -549,7 +789,9 @@ async fn metadata_stream_headers_vs_trailers(mut c: Client) -> Result<String, St
     let h = resp.metadata().clone();
     expect_md(&h, "x-hdr", b"header value", "response headers")?;
     expect_md(&h, "x-hdr-bin", BIN_HDR, "response headers")?;
-    ensure(h.get("x-trl").is_none(), || "x-trl showed up in the response headers".into())?;
+    ensure(h.get("x-trl").is_none(), || {
+        "x-trl showed up in the response headers".into()
+    })?;
     let mut s = resp.into_inner();
     let mut n = 0;
     while s.message().await.map_err(st)?.is_some() {
@@ -559,7 +801,9 @@ async fn metadata_stream_headers_vs_trailers(mut c: Client) -> Result<String, St
     let t = s.trailers().await.map_err(st)?.ok_or("no trailers")?;
     expect_md(&t, "x-trl", b"trailer value", "trailers")?;
     expect_md(&t, "x-trl-bin", BIN_TRL, "trailers")?;
-    ensure(t.get("x-hdr").is_none(), || "x-hdr showed up in the trailers".into())?;
+    ensure(t.get("x-hdr").is_none(), || {
+        "x-hdr showed up in the trailers".into()
+    })?;
     Ok("header metadata in headers, trailer metadata in trailers".into())
 }
 
@@ -567,18 +811,38 @@ const MIB4: usize = 4 << 20;
 
 async fn large_4mib_unary(mut c: Client) -> Result<String, String> {
     let t0 = Instant::now();
-    let r = c.unary(UnaryRequest { payload: pattern(MIB4), ..Default::default() }).await.map_err(st)?.into_inner();
-    ensure(r.request_payload_size as usize == MIB4, || format!("backend saw {} bytes", r.request_payload_size))?;
+    let r = c
+        .unary(UnaryRequest {
+            payload: pattern(MIB4),
+            ..Default::default()
+        })
+        .await
+        .map_err(st)?
+        .into_inner();
+    ensure(r.request_payload_size as usize == MIB4, || {
+        format!("backend saw {} bytes", r.request_payload_size)
+    })?;
     size_check(&r.payload, MIB4, "echoed payload")?;
-    Ok(format!("4 MiB up and 4 MiB back in {} ms", t0.elapsed().as_millis()))
+    Ok(format!(
+        "4 MiB up and 4 MiB back in {} ms",
+        t0.elapsed().as_millis()
+    ))
 }
 
 async fn large_4mib_server_stream(mut c: Client) -> Result<String, String> {
     let t0 = Instant::now();
-    let req = StreamRequest { count: 2, payload_size: MIB4 as i32, ..Default::default() };
+    let req = StreamRequest {
+        count: 2,
+        payload_size: MIB4 as i32,
+        ..Default::default()
+    };
     let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
     let mut n = 0;
-    while let Some(m) = s.message().await.map_err(|e| format!("after {n} messages: {}", st(e)))? {
+    while let Some(m) = s
+        .message()
+        .await
+        .map_err(|e| format!("after {n} messages: {}", st(e)))?
+    {
         size_check(&m.payload, MIB4, &format!("message {n}"))?;
         n += 1;
     }
@@ -589,35 +853,73 @@ async fn large_4mib_server_stream(mut c: Client) -> Result<String, String> {
 async fn large_4mib_client_stream(mut c: Client) -> Result<String, String> {
     let t0 = Instant::now();
     let msgs = vec![
-        ClientStreamRequest { value: 1, payload: pattern(MIB4) },
-        ClientStreamRequest { value: 2, payload: pattern(10) },
-        ClientStreamRequest { value: 3, payload: pattern(MIB4) },
+        ClientStreamRequest {
+            value: 1,
+            payload: pattern(MIB4),
+        },
+        ClientStreamRequest {
+            value: 2,
+            payload: pattern(10),
+        },
+        ClientStreamRequest {
+            value: 3,
+            payload: pattern(MIB4),
+        },
     ];
-    let r = c.client_stream(tokio_stream::iter(msgs)).await.map_err(st)?.into_inner();
-    ensure(r.sizes == vec![MIB4 as i32, 10, MIB4 as i32] && r.sum == 6, || format!("sizes {:?} sum {}", r.sizes, r.sum))?;
-    Ok(format!("4 MiB + 10 B + 4 MiB up in {} ms", t0.elapsed().as_millis()))
+    let r = c
+        .client_stream(tokio_stream::iter(msgs))
+        .await
+        .map_err(st)?
+        .into_inner();
+    ensure(
+        r.sizes == vec![MIB4 as i32, 10, MIB4 as i32] && r.sum == 6,
+        || format!("sizes {:?} sum {}", r.sizes, r.sum),
+    )?;
+    Ok(format!(
+        "4 MiB + 10 B + 4 MiB up in {} ms",
+        t0.elapsed().as_millis()
+    ))
 }
 
 async fn empty_messages(mut c: Client) -> Result<String, String> {
     // Unary: an empty request (0-byte message) gets an empty response.
-    let r = c.unary(UnaryRequest::default()).await.map_err(|e| format!("unary: {}", st(e)))?.into_inner();
-    ensure(r == UnaryResponse::default(), || format!("unary response not empty: {r:?}"))?;
+    let r = c
+        .unary(UnaryRequest::default())
+        .await
+        .map_err(|e| format!("unary: {}", st(e)))?
+        .into_inner();
+    ensure(r == UnaryResponse::default(), || {
+        format!("unary response not empty: {r:?}")
+    })?;
     // Server stream: message 0 is empty (index 0, no payload).
     let mut s = c
-        .server_stream(StreamRequest { count: 3, ..Default::default() })
+        .server_stream(StreamRequest {
+            count: 3,
+            ..Default::default()
+        })
         .await
         .map_err(|e| format!("stream: {}", st(e)))?
         .into_inner();
     let mut n = 0;
-    while let Some(m) = s.message().await.map_err(|e| format!("stream: {}", st(e)))? {
-        ensure(m.index == n && m.payload.is_empty(), || format!("stream message {n}: {m:?}"))?;
+    while let Some(m) = s
+        .message()
+        .await
+        .map_err(|e| format!("stream: {}", st(e)))?
+    {
+        ensure(m.index == n && m.payload.is_empty(), || {
+            format!("stream message {n}: {m:?}")
+        })?;
         n += 1;
     }
     ensure(n == 3, || format!("stream: {n} messages"))?;
     // Bidi: an empty ping gets an empty pong.
     let (tx, rx) = mpsc::channel::<BidiRequest>(1);
     tx.send(BidiRequest::default()).await.unwrap();
-    let mut b = c.bidi(ReceiverStream::new(rx)).await.map_err(|e| format!("bidi: {}", st(e)))?.into_inner();
+    let mut b = c
+        .bidi(ReceiverStream::new(rx))
+        .await
+        .map_err(|e| format!("bidi: {}", st(e)))?
+        .into_inner();
     let m = timeout(Duration::from_secs(5), b.message())
         .await
         .map_err(|_| "bidi: no pong within 5 s".to_string())?
@@ -626,7 +928,10 @@ async fn empty_messages(mut c: Client) -> Result<String, String> {
     ensure(m == BidiResponse::default(), || format!("bidi pong {m:?}"))?;
     drop(tx);
     ensure(
-        timeout(Duration::from_secs(5), b.message()).await.map(|r| matches!(r, Ok(None))).unwrap_or(false),
+        timeout(Duration::from_secs(5), b.message())
+            .await
+            .map(|r| matches!(r, Ok(None)))
+            .unwrap_or(false),
         || "bidi: no clean end after half-close".into(),
     )?;
     // Client stream with empty messages only.
@@ -635,7 +940,9 @@ async fn empty_messages(mut c: Client) -> Result<String, String> {
         .await
         .map_err(|e| format!("client stream: {}", st(e)))?
         .into_inner();
-    ensure(r.count == 3 && r.sizes == vec![0, 0, 0], || format!("client stream: {r:?}"))?;
+    ensure(r.count == 3 && r.sizes == vec![0, 0, 0], || {
+        format!("client stream: {r:?}")
+    })?;
     Ok("unary, server stream, bidi and client stream with 0-byte messages".into())
 }
 
@@ -658,29 +965,47 @@ fn parse_grpc_timeout(s: &str) -> Option<Duration> {
 
 async fn deadline(mut c: Client) -> Result<String, String> {
     let token = unique("deadline");
-    let mut req = Request::new(SleepRequest { sleep_ms: 5000, token: token.clone() });
+    let mut req = Request::new(SleepRequest {
+        sleep_ms: 5000,
+        token: token.clone(),
+    });
     req.set_timeout(Duration::from_millis(300));
     let t0 = Instant::now();
     let r = c.sleep(req).await;
     let el = t0.elapsed();
     let e = match r {
-        Ok(_) => return Err(format!("call succeeded after {} ms, want DEADLINE_EXCEEDED", el.as_millis())),
+        Ok(_) => {
+            return Err(format!(
+                "call succeeded after {} ms, want DEADLINE_EXCEEDED",
+                el.as_millis()
+            ))
+        }
         Err(e) => e,
     };
     // tonic reports its own client-side deadline as CANCELLED "Timeout expired"; other stacks
     // (and a status coming back from the backend) say DEADLINE_EXCEEDED.
     let deadline_like = e.code() == Code::DeadlineExceeded
         || (e.code() == Code::Cancelled && e.message().contains("Timeout expired"));
-    ensure(deadline_like, || format!("got {} after {} ms", fmt_status(&e), el.as_millis()))?;
-    ensure(el < Duration::from_millis(2000), || format!("deadline status only after {} ms", el.as_millis()))?;
+    ensure(deadline_like, || {
+        format!("got {} after {} ms", fmt_status(&e), el.as_millis())
+    })?;
+    ensure(el < Duration::from_millis(2000), || {
+        format!("deadline status only after {} ms", el.as_millis())
+    })?;
     let (info, _) = wait_call_info(&mut c, &token, Duration::from_secs(2), |i| i.known).await?;
     ensure(info.known, || "the call never reached the backend".into())?;
     let got = parse_grpc_timeout(&info.grpc_timeout);
-    ensure(matches!(got, Some(d) if d > Duration::ZERO && d <= Duration::from_millis(300)), || {
-        format!("backend saw grpc-timeout {:?}", info.grpc_timeout)
+    ensure(
+        matches!(got, Some(d) if d > Duration::ZERO && d <= Duration::from_millis(300)),
+        || format!("backend saw grpc-timeout {:?}", info.grpc_timeout),
+    )?;
+    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(3), |i| {
+        i.cancelled || i.finished
+    })
+    .await?;
+    ensure(ok && info.cancelled && !info.finished, || {
+        format!("backend call not cancelled: {info:?}")
     })?;
-    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(3), |i| i.cancelled || i.finished).await?;
-    ensure(ok && info.cancelled && !info.finished, || format!("backend call not cancelled: {info:?}"))?;
     Ok(format!(
         "{:?} after {} ms; backend saw grpc-timeout {} and was cancelled after {} ms",
         e.code(),
@@ -692,7 +1017,14 @@ async fn deadline(mut c: Client) -> Result<String, String> {
 
 async fn cancel_stream(mut c: Client) -> Result<String, String> {
     let token = unique("cancel-stream");
-    let mut s = c.hold(HoldRequest { token: token.clone(), hold_ms: 20_000 }).await.map_err(st)?.into_inner();
+    let mut s = c
+        .hold(HoldRequest {
+            token: token.clone(),
+            hold_ms: 20_000,
+        })
+        .await
+        .map_err(st)?
+        .into_inner();
     match timeout(Duration::from_secs(5), s.message()).await {
         Err(_) => return Err("no first message within 5 s".into()),
         Ok(Err(e)) => return Err(st(e)),
@@ -701,24 +1033,45 @@ async fn cancel_stream(mut c: Client) -> Result<String, String> {
     }
     let t0 = Instant::now();
     drop(s); // cancel: RST_STREAM(CANCEL) toward the agent
-    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(5), |i| i.cancelled || i.finished).await?;
-    ensure(ok && info.cancelled && !info.finished, || format!("backend did not observe the cancellation within 5 s: {info:?}"))?;
-    Ok(format!("backend saw the cancellation {} ms after the client dropped the stream", t0.elapsed().as_millis()))
+    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(5), |i| {
+        i.cancelled || i.finished
+    })
+    .await?;
+    ensure(ok && info.cancelled && !info.finished, || {
+        format!("backend did not observe the cancellation within 5 s: {info:?}")
+    })?;
+    Ok(format!(
+        "backend saw the cancellation {} ms after the client dropped the stream",
+        t0.elapsed().as_millis()
+    ))
 }
 
 async fn cancel_unary(mut c: Client) -> Result<String, String> {
     let token = unique("cancel-unary");
     // No deadline: only the client's cancellation can end the backend's 5 s sleep early.
     let mut c2 = c.clone();
-    let call = c2.sleep(SleepRequest { sleep_ms: 5000, token: token.clone() });
+    let call = c2.sleep(SleepRequest {
+        sleep_ms: 5000,
+        token: token.clone(),
+    });
     let r = timeout(Duration::from_millis(400), call).await;
-    ensure(r.is_err(), || format!("call completed within 400 ms: {r:?}"))?;
+    ensure(r.is_err(), || {
+        format!("call completed within 400 ms: {r:?}")
+    })?;
     let t0 = Instant::now();
     let (info, _) = wait_call_info(&mut c, &token, Duration::from_secs(2), |i| i.known).await?;
     ensure(info.known, || "the call never reached the backend".into())?;
-    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(4), |i| i.cancelled || i.finished).await?;
-    ensure(ok && info.cancelled && !info.finished, || format!("backend did not observe the cancellation: {info:?}"))?;
-    Ok(format!("backend saw the cancellation {} ms after the client gave up", t0.elapsed().as_millis()))
+    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(4), |i| {
+        i.cancelled || i.finished
+    })
+    .await?;
+    ensure(ok && info.cancelled && !info.finished, || {
+        format!("backend did not observe the cancellation: {info:?}")
+    })?;
+    Ok(format!(
+        "backend saw the cancellation {} ms after the client gave up",
+        t0.elapsed().as_millis()
+    ))
 }
 
 async fn concurrent_unary(c: Client) -> Result<String, String> {
@@ -727,7 +1080,11 @@ async fn concurrent_unary(c: Client) -> Result<String, String> {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
             let r = c
-                .unary(UnaryRequest { payload: pattern(i * 997), delay_ms: (i % 5) as i32 * 20, ..Default::default() })
+                .unary(UnaryRequest {
+                    payload: pattern(i * 997),
+                    delay_ms: (i % 5) as i32 * 20,
+                    ..Default::default()
+                })
                 .await
                 .map_err(st)?
                 .into_inner();

@@ -51,8 +51,15 @@ impl Envoy {
     /// a file. Returns once the admin interface reports the server ready.
     ///
     /// Listener ports given as 0 are bound by Envoy; read them with [`Envoy::listener_addr`].
-    pub fn start(name: &str, template_name: &str, vars: &[(&str, String)]) -> Result<Envoy, String> {
-        let dir = tempfile::Builder::new().prefix(&format!("envoy-{name}-")).tempdir().map_err(|e| e.to_string())?;
+    pub fn start(
+        name: &str,
+        template_name: &str,
+        vars: &[(&str, String)],
+    ) -> Result<Envoy, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("envoy-{name}-"))
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         let mut map: HashMap<String, String> = HashMap::new();
         map.insert("ADMIN_PORT".into(), "0".into());
         map.insert("ADMIN_ADDR".into(), "127.0.0.1".into());
@@ -61,7 +68,8 @@ impl Envoy {
             map.insert(k.to_string(), v.clone());
         }
         let tpl_path = config_template(template_name);
-        let tpl = std::fs::read_to_string(&tpl_path).map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
+        let tpl = std::fs::read_to_string(&tpl_path)
+            .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
         let rendered = template::render(&tpl, &map)?;
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, rendered).map_err(|e| e.to_string())?;
@@ -70,11 +78,18 @@ impl Envoy {
         // Quiet by default, but keep the filter's own log lines (component "wasm").
         // ENVOY_LOG_LEVEL=debug (or trace) makes everything verbose.
         let level = std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into());
-        let component = std::env::var("ENVOY_COMPONENT_LOG_LEVEL").unwrap_or_else(|_| "wasm:info".into());
+        let component =
+            std::env::var("ENVOY_COMPONENT_LOG_LEVEL").unwrap_or_else(|_| "wasm:info".into());
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level", &level])
+            .args([
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "--log-level",
+                &level,
+            ])
             .args(["--component-log-level", &component])
             .arg("--admin-address-path")
             .arg(&admin_file)
@@ -96,7 +111,10 @@ impl Envoy {
             Some(a) => a,
             None => {
                 process.check_running()?;
-                return Err(format!("envoy-{name}: no admin address after 20 s\n{}", process.log_tail(40)));
+                return Err(format!(
+                    "envoy-{name}: no admin address after 20 s\n{}",
+                    process.log_tail(40)
+                ));
             }
         };
         let ready = wait_until(Duration::from_secs(30), || {
@@ -110,9 +128,16 @@ impl Envoy {
         });
         if ready != Some(true) {
             process.check_running()?;
-            return Err(format!("envoy-{name}: not ready after 30 s\n{}", process.log_tail(40)));
+            return Err(format!(
+                "envoy-{name}: not ready after 30 s\n{}",
+                process.log_tail(40)
+            ));
         }
-        Ok(Envoy { process, admin, config_path })
+        Ok(Envoy {
+            process,
+            admin,
+            config_path,
+        })
     }
 
     /// The bound address of listener `name` (works for listeners configured with port 0).
@@ -121,7 +146,8 @@ impl Envoy {
         if status != 200 {
             return Err(format!("/listeners: {status} {body}"));
         }
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("/listeners json: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("/listeners json: {e}"))?;
         for l in v["listener_statuses"].as_array().into_iter().flatten() {
             if l["name"] == name {
                 let sa = &l["local_address"]["socket_address"];
@@ -155,7 +181,12 @@ impl Envoy {
     /// All stats whose name contains `needle`, as "name: value" lines.
     pub fn stats_matching(&self, needle: &str) -> String {
         self.stats()
-            .map(|s| s.lines().filter(|l| l.contains(needle)).collect::<Vec<_>>().join("\n"))
+            .map(|s| {
+                s.lines()
+                    .filter(|l| l.contains(needle))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
             .unwrap_or_else(|e| e)
     }
 

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, AsyncBufReadExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::grpcweb::frame;
@@ -29,7 +29,10 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -61,7 +64,11 @@ impl FakeUpstream {
                 });
             }
         });
-        FakeUpstream { addr, requests, task }
+        FakeUpstream {
+            addr,
+            requests,
+            task,
+        }
     }
 
     pub fn last(&self) -> Option<Recorded> {
@@ -92,15 +99,20 @@ async fn serve(s: TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result
                 break;
             }
             if let Some((k, v)) = h.split_once(':') {
-                rec.headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                rec.headers
+                    .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        rec.chunked = rec.header("transfer-encoding").map(|v| v.contains("chunked")).unwrap_or(false);
+        rec.chunked = rec
+            .header("transfer-encoding")
+            .map(|v| v.contains("chunked"))
+            .unwrap_or(false);
         if rec.chunked {
             loop {
                 let mut sz = String::new();
                 r.read_line(&mut sz).await?;
-                let n = usize::from_str_radix(sz.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+                let n = usize::from_str_radix(sz.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
                 if n == 0 {
                     // trailers (none expected) up to the empty line
                     loop {
@@ -118,7 +130,10 @@ async fn serve(s: TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result
                 let mut crlf = [0u8; 2];
                 r.read_exact(&mut crlf).await?;
             }
-        } else if let Some(n) = rec.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        } else if let Some(n) = rec
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             let mut buf = vec![0; n];
             r.read_exact(&mut buf).await?;
             rec.body = buf;
@@ -142,7 +157,13 @@ fn ok_body(trailer_block: &str) -> Vec<u8> {
     b
 }
 
-async fn write_chunked(s: &mut TcpStream, head: &str, body: &[u8], chunk: usize, pause: Duration) -> std::io::Result<()> {
+async fn write_chunked(
+    s: &mut TcpStream,
+    head: &str,
+    body: &[u8],
+    chunk: usize,
+    pause: Duration,
+) -> std::io::Result<()> {
     s.write_all(head.as_bytes()).await?;
     for c in body.chunks(chunk.max(1)) {
         s.write_all(format!("{:x}\r\n", c.len()).as_bytes()).await?;
@@ -161,14 +182,29 @@ async fn respond(s: &mut TcpStream, scenario: &str) -> std::io::Result<bool> {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE_BIN);
     let grpc_head = "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\ntransfer-encoding: chunked\r\n\r\n";
-    let std_trailers = format!("grpc-status:0\r\nx-fake-trl:trailer value\r\nx-fake-trl-bin:{b64}\r\n");
+    let std_trailers =
+        format!("grpc-status:0\r\nx-fake-trl:trailer value\r\nx-fake-trl-bin:{b64}\r\n");
     match scenario {
         "ok" => {
-            write_chunked(s, grpc_head, &ok_body(&std_trailers), 1 << 20, Duration::ZERO).await?;
+            write_chunked(
+                s,
+                grpc_head,
+                &ok_body(&std_trailers),
+                1 << 20,
+                Duration::ZERO,
+            )
+            .await?;
         }
         "ok_1byte_chunks" => {
             // Every byte in its own chunk, flushed separately.
-            write_chunked(s, grpc_head, &ok_body(&std_trailers), 1, Duration::from_micros(200)).await?;
+            write_chunked(
+                s,
+                grpc_head,
+                &ok_body(&std_trailers),
+                1,
+                Duration::from_micros(200),
+            )
+            .await?;
         }
         "ok_content_length" => {
             let body = ok_body(&std_trailers);
@@ -177,7 +213,8 @@ async fn respond(s: &mut TcpStream, scenario: &str) -> std::io::Result<bool> {
             s.write_all(&body).await?;
         }
         "ok_mixed_case_trailers" => {
-            let t = format!("Grpc-Status: 0\r\nX-Fake-Trl: trailer value\r\nx-fake-trl-bin: {b64}\r\n");
+            let t =
+                format!("Grpc-Status: 0\r\nX-Fake-Trl: trailer value\r\nx-fake-trl-bin: {b64}\r\n");
             write_chunked(s, grpc_head, &ok_body(&t), 1 << 20, Duration::ZERO).await?;
         }
         "error_in_trailer_frame" => {
@@ -213,7 +250,8 @@ async fn respond(s: &mut TcpStream, scenario: &str) -> std::io::Result<bool> {
             s.write_all(body.as_bytes()).await?;
         }
         _ => {
-            s.write_all(b"HTTP/1.1 500 Unknown scenario\r\ncontent-length: 0\r\n\r\n").await?;
+            s.write_all(b"HTTP/1.1 500 Unknown scenario\r\ncontent-length: 0\r\n\r\n")
+                .await?;
         }
     }
     s.flush().await?;

@@ -52,9 +52,15 @@ pub fn parse_frames(mut b: &[u8]) -> Result<Vec<Frame>, String> {
         }
         let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         if b.len() < 5 + len {
-            return Err(format!("truncated frame: length {len}, {} bytes left", b.len() - 5));
+            return Err(format!(
+                "truncated frame: length {len}, {} bytes left",
+                b.len() - 5
+            ));
         }
-        out.push(Frame { flag: b[0], data: b[5..5 + len].to_vec() });
+        out.push(Frame {
+            flag: b[0],
+            data: b[5..5 + len].to_vec(),
+        });
         b = &b[5 + len..];
     }
     Ok(out)
@@ -73,13 +79,23 @@ pub fn parse_trailer_block(data: &[u8]) -> Vec<(String, String)> {
 /// Decode a grpc-web-text body: base64, where padding may appear between frames (each 4-char
 /// quantum decodes on its own).
 pub fn decode_text(b: &[u8]) -> Result<Vec<u8>, String> {
-    let clean: Vec<u8> = b.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
-    if clean.len() % 4 != 0 {
-        return Err(format!("base64 text body of {} chars is not a multiple of 4", clean.len()));
+    let clean: Vec<u8> = b
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    if !clean.len().is_multiple_of(4) {
+        return Err(format!(
+            "base64 text body of {} chars is not a multiple of 4",
+            clean.len()
+        ));
     }
     let mut out = vec![];
     for q in clean.chunks(4) {
-        out.extend(B64.decode(q).map_err(|e| format!("bad base64 quantum {:?}: {e}", String::from_utf8_lossy(q)))?);
+        out.extend(
+            B64.decode(q)
+                .map_err(|e| format!("bad base64 quantum {:?}: {e}", String::from_utf8_lossy(q)))?,
+        );
     }
     Ok(out)
 }
@@ -118,11 +134,20 @@ pub struct WebCall {
 
 impl WebCall {
     /// POST `body` to `path` with the given content type.
-    pub async fn start(addr: SocketAddr, path: &str, content_type: &str, body: Vec<u8>) -> Result<WebCall, String> {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    pub async fn start(
+        addr: SocketAddr,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<WebCall, String> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         stream.set_nodelay(true).ok();
         let io = hyper_util::rt::TokioIo::new(stream);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -131,20 +156,33 @@ impl WebCall {
             .header("content-type", content_type)
             .header("accept", content_type);
         if content_type.starts_with("application/grpc-web") {
-            req = req.header("x-grpc-web", "1").header("x-user-agent", "grpc-bridge-tests/raw");
+            req = req
+                .header("x-grpc-web", "1")
+                .header("x-user-agent", "grpc-bridge-tests/raw");
         }
-        let req = req.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
         let started = Instant::now();
         let resp = timeout(Duration::from_secs(10), sender.send_request(req))
             .await
             .map_err(|_| "no response headers within 10 s".to_string())?
             .map_err(|e| format!("request failed: {e}"))?;
         let (parts, body) = resp.into_parts();
-        Ok(WebCall { status: parts.status.as_u16(), headers: parts.headers, body, started, chunks: vec![], done: false })
+        Ok(WebCall {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+            started,
+            chunks: vec![],
+            done: false,
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
     /// Next body data chunk (None at the end); fails after `within`.
@@ -153,7 +191,9 @@ impl WebCall {
             if self.done {
                 return Ok(None);
             }
-            let f = timeout(within, self.body.frame()).await.map_err(|_| format!("no body data within {within:?}"))?;
+            let f = timeout(within, self.body.frame())
+                .await
+                .map_err(|_| format!("no body data within {within:?}"))?;
             match f {
                 None => {
                     self.done = true;
@@ -177,7 +217,10 @@ impl WebCall {
     pub async fn read_all(&mut self, within: Duration) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + within;
         let mut all = vec![];
-        while let Some(c) = self.next_chunk(deadline.saturating_duration_since(Instant::now())).await? {
+        while let Some(c) = self
+            .next_chunk(deadline.saturating_duration_since(Instant::now()))
+            .await?
+        {
             all.extend(c);
         }
         Ok(all)
@@ -185,10 +228,24 @@ impl WebCall {
 }
 
 /// One complete call: returns (call with headers, frames of the decoded body).
-pub async fn call(addr: SocketAddr, method: &str, text: bool, body: Vec<u8>) -> Result<(WebCall, Vec<Frame>), String> {
-    let ct = if text { "application/grpc-web-text" } else { "application/grpc-web+proto" };
-    let body = if text { B64.encode(&body).into_bytes() } else { body };
-    let mut c = WebCall::start(addr, &format!("/bridge.test.BridgeTest/{method}"), ct, body).await?;
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    text: bool,
+    body: Vec<u8>,
+) -> Result<(WebCall, Vec<Frame>), String> {
+    let ct = if text {
+        "application/grpc-web-text"
+    } else {
+        "application/grpc-web+proto"
+    };
+    let body = if text {
+        B64.encode(&body).into_bytes()
+    } else {
+        body
+    };
+    let mut c =
+        WebCall::start(addr, &format!("/bridge.test.BridgeTest/{method}"), ct, body).await?;
     let raw = c.read_all(Duration::from_secs(15)).await?;
     let decoded = if text { decode_text(&raw)? } else { raw };
     let frames = parse_frames(&decoded)?;
@@ -205,8 +262,16 @@ fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 
 fn trailer_of(frames: &[Frame]) -> Result<Vec<(String, String)>, String> {
     let last = frames.last().ok_or("no frames in the body")?;
-    ensure(last.is_trailer(), || format!("last frame has flag {:#x}, not a 0x80 trailer frame", last.flag))?;
-    ensure(frames.iter().filter(|f| f.is_trailer()).count() == 1, || "more than one trailer frame".into())?;
+    ensure(last.is_trailer(), || {
+        format!(
+            "last frame has flag {:#x}, not a 0x80 trailer frame",
+            last.flag
+        )
+    })?;
+    ensure(
+        frames.iter().filter(|f| f.is_trailer()).count() == 1,
+        || "more than one trailer frame".into(),
+    )?;
     Ok(parse_trailer_block(&last.data))
 }
 
@@ -232,16 +297,25 @@ pub async fn run_raw_suite(server: SocketAddr, backend: SocketAddr) -> Vec<crate
     let mut out = vec![];
     for case in RAW_CASES {
         let t0 = Instant::now();
-        let result = match timeout(Duration::from_secs(30), run_raw_case(case, server, backend)).await {
-            Ok(r) => r,
-            Err(_) => Err("case timed out after 30 s".into()),
-        };
-        out.push(crate::cases::Outcome { case: case.to_string(), result, elapsed: t0.elapsed() });
+        let result =
+            match timeout(Duration::from_secs(30), run_raw_case(case, server, backend)).await {
+                Ok(r) => r,
+                Err(_) => Err("case timed out after 30 s".into()),
+            };
+        out.push(crate::cases::Outcome {
+            case: case.to_string(),
+            result,
+            elapsed: t0.elapsed(),
+        });
     }
     out
 }
 
-pub async fn run_raw_case(case: &str, server: SocketAddr, backend: SocketAddr) -> Result<String, String> {
+pub async fn run_raw_case(
+    case: &str,
+    server: SocketAddr,
+    backend: SocketAddr,
+) -> Result<String, String> {
     match case {
         "raw_unary_binary" => raw_unary(server, false).await,
         "raw_unary_text" => raw_unary(server, true).await,
@@ -257,37 +331,77 @@ pub async fn run_raw_case(case: &str, server: SocketAddr, backend: SocketAddr) -
 }
 
 async fn raw_unary(server: SocketAddr, text: bool) -> Result<String, String> {
-    let req = UnaryRequest { payload: b"raw hello".to_vec(), ..Default::default() };
+    let req = UnaryRequest {
+        payload: b"raw hello".to_vec(),
+        ..Default::default()
+    };
     let (c, frames) = call(server, "Unary", text, msg_frame(&req)).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     let ct = c.header("content-type").unwrap_or_default();
-    let ct_ok = if text { ct.starts_with("application/grpc-web-text") } else { ct.starts_with("application/grpc-web") && !ct.contains("text") };
+    let ct_ok = if text {
+        ct.starts_with("application/grpc-web-text")
+    } else {
+        ct.starts_with("application/grpc-web") && !ct.contains("text")
+    };
     ensure(ct_ok, || format!("response content-type {ct:?}"))?;
-    ensure(c.header("grpc-status").is_none(), || "grpc-status in the headers of a response with messages".into())?;
-    ensure(frames.len() == 2, || format!("{} frames, want message + trailers: {frames:?}", frames.len()))?;
+    ensure(c.header("grpc-status").is_none(), || {
+        "grpc-status in the headers of a response with messages".into()
+    })?;
+    ensure(frames.len() == 2, || {
+        format!(
+            "{} frames, want message + trailers: {frames:?}",
+            frames.len()
+        )
+    })?;
     let m = UnaryResponse::decode(frames[0].data.as_slice()).map_err(|e| format!("decode: {e}"))?;
-    ensure(frames[0].flag == 0 && m.payload == b"raw hello", || format!("message frame {:?}", frames[0]))?;
+    ensure(frames[0].flag == 0 && m.payload == b"raw hello", || {
+        format!("message frame {:?}", frames[0])
+    })?;
     let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("0"), || format!("trailer block {t:?}"))?;
+    ensure(get(&t, "grpc-status") == Some("0"), || {
+        format!("trailer block {t:?}")
+    })?;
     Ok(format!("{ct}: message + trailer frame {t:?}"))
 }
 
 async fn raw_trailers_only(server: SocketAddr) -> Result<String, String> {
-    let req = UnaryRequest { status_code: 5, status_message: "nothing here".into(), ..Default::default() };
+    let req = UnaryRequest {
+        status_code: 5,
+        status_message: "nothing here".into(),
+        ..Default::default()
+    };
     let (c, frames) = call(server, "Unary", false, msg_frame(&req)).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     // Trailers-Only: grpc-status stays in the headers, no trailer frame is needed.
     let hs = c.header("grpc-status");
     if hs.is_some() {
-        ensure(hs.as_deref() == Some("5"), || format!("grpc-status header {hs:?}"))?;
+        ensure(hs.as_deref() == Some("5"), || {
+            format!("grpc-status header {hs:?}")
+        })?;
         let gm = c.header("grpc-message").map(|m| percent_decode(&m));
-        ensure(gm.as_deref() == Some("nothing here"), || format!("grpc-message {gm:?}"))?;
-        ensure(frames.iter().all(|f| !f.is_trailer() || parse_trailer_block(&f.data).is_empty() || get(&parse_trailer_block(&f.data), "grpc-status") == Some("5")), || format!("conflicting trailer frame {frames:?}"))?;
-        Ok(format!("grpc-status 5 in headers, {} body frames", frames.len()))
+        ensure(gm.as_deref() == Some("nothing here"), || {
+            format!("grpc-message {gm:?}")
+        })?;
+        ensure(
+            frames.iter().all(|f| {
+                !f.is_trailer()
+                    || parse_trailer_block(&f.data).is_empty()
+                    || get(&parse_trailer_block(&f.data), "grpc-status") == Some("5")
+            }),
+            || format!("conflicting trailer frame {frames:?}"),
+        )?;
+        Ok(format!(
+            "grpc-status 5 in headers, {} body frames",
+            frames.len()
+        ))
     } else {
         let t = trailer_of(&frames)?;
-        ensure(get(&t, "grpc-status") == Some("5"), || format!("no grpc-status header; trailer block {t:?}"))?;
-        Ok(format!("grpc-status 5 in a trailer frame (not in headers): {t:?}"))
+        ensure(get(&t, "grpc-status") == Some("5"), || {
+            format!("no grpc-status header; trailer block {t:?}")
+        })?;
+        Ok(format!(
+            "grpc-status 5 in a trailer frame (not in headers): {t:?}"
+        ))
     }
 }
 
@@ -296,75 +410,136 @@ async fn raw_trailer_metadata(server: SocketAddr) -> Result<String, String> {
     let req = UnaryRequest {
         payload: b"x".to_vec(),
         response_trailers: vec![
-            Metadata { key: "x-trl".into(), value: b"trailer value".to_vec() },
-            Metadata { key: "x-trl-bin".into(), value: bin.to_vec() },
+            Metadata {
+                key: "x-trl".into(),
+                value: b"trailer value".to_vec(),
+            },
+            Metadata {
+                key: "x-trl-bin".into(),
+                value: bin.to_vec(),
+            },
         ],
         ..Default::default()
     };
     let (c, frames) = call(server, "Unary", false, msg_frame(&req)).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("0"), || format!("trailer block {t:?}"))?;
-    ensure(get(&t, "x-trl") == Some("trailer value"), || format!("trailer block {t:?}"))?;
+    ensure(get(&t, "grpc-status") == Some("0"), || {
+        format!("trailer block {t:?}")
+    })?;
+    ensure(get(&t, "x-trl") == Some("trailer value"), || {
+        format!("trailer block {t:?}")
+    })?;
     let b = get(&t, "x-trl-bin").ok_or_else(|| format!("no x-trl-bin in {t:?}"))?;
     let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(b.trim_end_matches('='))
         .map_err(|e| format!("x-trl-bin {b:?}: {e}"))?;
-    ensure(decoded == bin, || format!("x-trl-bin decodes to {decoded:?}"))?;
+    ensure(decoded == bin, || {
+        format!("x-trl-bin decodes to {decoded:?}")
+    })?;
     let raw = String::from_utf8_lossy(&frames.last().unwrap().data).into_owned();
-    let upper = raw.split("\r\n").filter_map(|l| l.split_once(':')).any(|(k, _)| k != k.to_ascii_lowercase());
+    let upper = raw
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .any(|(k, _)| k != k.to_ascii_lowercase());
     ensure(!upper, || format!("trailer names not lower case: {raw:?}"))?;
     Ok(format!("trailer block {raw:?}"))
 }
 
 async fn raw_error_after_messages(server: SocketAddr) -> Result<String, String> {
-    let req = StreamRequest { count: 1, payload_size: 3, final_status_code: 9, final_status_message: TRICKY_MESSAGE.into(), ..Default::default() };
+    let req = StreamRequest {
+        count: 1,
+        payload_size: 3,
+        final_status_code: 9,
+        final_status_message: TRICKY_MESSAGE.into(),
+        ..Default::default()
+    };
     let (c, frames) = call(server, "ServerStream", false, msg_frame(&req)).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
-    ensure(frames.len() == 2 && frames[0].flag == 0, || format!("frames {frames:?}"))?;
+    ensure(frames.len() == 2 && frames[0].flag == 0, || {
+        format!("frames {frames:?}")
+    })?;
     let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("9"), || format!("trailer block {t:?}"))?;
+    ensure(get(&t, "grpc-status") == Some("9"), || {
+        format!("trailer block {t:?}")
+    })?;
     let msg = get(&t, "grpc-message").map(percent_decode);
-    ensure(msg.as_deref() == Some(TRICKY_MESSAGE), || format!("grpc-message decodes to {msg:?}"))?;
+    ensure(msg.as_deref() == Some(TRICKY_MESSAGE), || {
+        format!("grpc-message decodes to {msg:?}")
+    })?;
     Ok("message frame, then grpc-status 9 and the exact message in the trailer frame".into())
 }
 
 /// The backend sends response headers, then trailers with an error, and no message at all
 /// (not Trailers-Only: the headers went out first).
 async fn raw_error_without_messages(server: SocketAddr) -> Result<String, String> {
-    let req = StreamRequest { count: 0, final_status_code: 14, final_status_message: "no messages for you".into(), ..Default::default() };
+    let req = StreamRequest {
+        count: 0,
+        final_status_code: 14,
+        final_status_message: "no messages for you".into(),
+        ..Default::default()
+    };
     let (c, frames) = call(server, "ServerStream", false, msg_frame(&req)).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     if let Some(hs) = c.header("grpc-status") {
         // Acceptable if the server side turned it into Trailers-Only.
-        ensure(hs == "14" && frames.is_empty(), || format!("grpc-status header {hs:?}, frames {frames:?}"))?;
+        ensure(hs == "14" && frames.is_empty(), || {
+            format!("grpc-status header {hs:?}, frames {frames:?}")
+        })?;
         return Ok("grpc-status 14 in the headers (made Trailers-Only)".into());
     }
-    ensure(frames.len() == 1, || format!("want exactly one (trailer) frame, got {frames:?}"))?;
+    ensure(frames.len() == 1, || {
+        format!("want exactly one (trailer) frame, got {frames:?}")
+    })?;
     let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("14"), || format!("trailer block {t:?}"))?;
-    ensure(get(&t, "grpc-message").map(percent_decode).as_deref() == Some("no messages for you"), || format!("trailer block {t:?}"))?;
+    ensure(get(&t, "grpc-status") == Some("14"), || {
+        format!("trailer block {t:?}")
+    })?;
+    ensure(
+        get(&t, "grpc-message").map(percent_decode).as_deref() == Some("no messages for you"),
+        || format!("trailer block {t:?}"),
+    )?;
     Ok("headers, then only a trailer frame with grpc-status 14".into())
 }
 
 async fn raw_client_stream(server: SocketAddr) -> Result<String, String> {
     let mut body = vec![];
     for (i, n) in [3usize, 0, 70_000].iter().enumerate() {
-        body.extend(msg_frame(&ClientStreamRequest { value: i as i64 + 1, payload: pattern(*n) }));
+        body.extend(msg_frame(&ClientStreamRequest {
+            value: i as i64 + 1,
+            payload: pattern(*n),
+        }));
     }
     let (c, frames) = call(server, "ClientStream", true, body).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     ensure(frames.len() == 2, || format!("frames {frames:?}"))?;
     let r = ClientStreamResponse::decode(frames[0].data.as_slice()).map_err(|e| e.to_string())?;
-    ensure(r.count == 3 && r.sum == 6 && r.sizes == vec![3, 0, 70_000], || format!("response {r:?}"))?;
-    ensure(get(&trailer_of(&frames)?, "grpc-status") == Some("0"), || "bad trailers".into())?;
+    ensure(
+        r.count == 3 && r.sum == 6 && r.sizes == vec![3, 0, 70_000],
+        || format!("response {r:?}"),
+    )?;
+    ensure(
+        get(&trailer_of(&frames)?, "grpc-status") == Some("0"),
+        || "bad trailers".into(),
+    )?;
     Ok("3 frames in one grpc-web-text request body counted".into())
 }
 
 async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<String, String> {
     let gate = unique("raw-gate");
-    let req = StreamRequest { count: 2, payload_size: 4, gate_token: gate.clone(), ..Default::default() };
-    let mut c = WebCall::start(server, "/bridge.test.BridgeTest/ServerStream", "application/grpc-web+proto", msg_frame(&req)).await?;
+    let req = StreamRequest {
+        count: 2,
+        payload_size: 4,
+        gate_token: gate.clone(),
+        ..Default::default()
+    };
+    let mut c = WebCall::start(
+        server,
+        "/bridge.test.BridgeTest/ServerStream",
+        "application/grpc-web+proto",
+        msg_frame(&req),
+    )
+    .await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     let mut got = vec![];
     let first = async {
@@ -378,21 +553,43 @@ async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<Str
     }
     .await;
     let mut bc = crate::cases::connect(backend).await?;
-    bc.release_gate(GateRequest { token: gate }).await.map_err(|e| e.to_string())?;
-    first.map_err(|e| format!("first message not delivered while the backend held the stream: {e}"))?;
+    bc.release_gate(GateRequest { token: gate })
+        .await
+        .map_err(|e| e.to_string())?;
+    first.map_err(|e| {
+        format!("first message not delivered while the backend held the stream: {e}")
+    })?;
     let t_first = c.chunks.last().map(|x| x.0).unwrap_or_default();
     got.extend(c.read_all(Duration::from_secs(10)).await?);
     let frames = parse_frames(&got)?;
     ensure(frames.len() == 3, || format!("frames {frames:?}"))?;
-    ensure(get(&trailer_of(&frames)?, "grpc-status") == Some("0"), || "bad trailers".into())?;
-    Ok(format!("first frame after {} ms, before the gate was released; {} chunks", t_first.as_millis(), c.chunks.len()))
+    ensure(
+        get(&trailer_of(&frames)?, "grpc-status") == Some("0"),
+        || "bad trailers".into(),
+    )?;
+    Ok(format!(
+        "first frame after {} ms, before the gate was released; {} chunks",
+        t_first.as_millis(),
+        c.chunks.len()
+    ))
 }
 
 /// Two messages 300 ms apart: each frame must arrive when it was sent, and the trailer frame
 /// right after the last message (the server role may delay it by flush_interval_ms).
 async fn raw_frame_timing(server: SocketAddr) -> Result<String, String> {
-    let req = StreamRequest { count: 2, interval_ms: 300, payload_size: 8, ..Default::default() };
-    let mut c = WebCall::start(server, "/bridge.test.BridgeTest/ServerStream", "application/grpc-web+proto", msg_frame(&req)).await?;
+    let req = StreamRequest {
+        count: 2,
+        interval_ms: 300,
+        payload_size: 8,
+        ..Default::default()
+    };
+    let mut c = WebCall::start(
+        server,
+        "/bridge.test.BridgeTest/ServerStream",
+        "application/grpc-web+proto",
+        msg_frame(&req),
+    )
+    .await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
     let mut got = vec![];
     let mut done_at = vec![]; // completion time of each frame
@@ -405,10 +602,18 @@ async fn raw_frame_timing(server: SocketAddr) -> Result<String, String> {
         }
     }
     let frames = parse_frames(&got)?;
-    ensure(frames.len() == 3 && frames[2].is_trailer(), || format!("frames {frames:?}"))?;
+    ensure(frames.len() == 3 && frames[2].is_trailer(), || {
+        format!("frames {frames:?}")
+    })?;
     let ms: Vec<u128> = done_at.iter().map(|d| d.as_millis()).collect();
-    ensure(done_at[1] - done_at[0] >= Duration::from_millis(250), || format!("frames completed at {ms:?} ms: not streamed"))?;
-    ensure(done_at[2] - done_at[1] <= Duration::from_millis(100), || format!("frames completed at {ms:?} ms: trailer frame late"))?;
+    ensure(
+        done_at[1] - done_at[0] >= Duration::from_millis(250),
+        || format!("frames completed at {ms:?} ms: not streamed"),
+    )?;
+    ensure(
+        done_at[2] - done_at[1] <= Duration::from_millis(100),
+        || format!("frames completed at {ms:?} ms: trailer frame late"),
+    )?;
     Ok(format!("frames completed at {ms:?} ms"))
 }
 
@@ -421,7 +626,10 @@ fn parse_frames_prefix(b: &[u8]) -> (Vec<Frame>, usize) {
         if b.len() - off < 5 + len {
             break;
         }
-        out.push(Frame { flag: b[off], data: b[off + 5..off + 5 + len].to_vec() });
+        out.push(Frame {
+            flag: b[off],
+            data: b[off + 5..off + 5 + len].to_vec(),
+        });
         off += 5 + len;
     }
     (out, off)

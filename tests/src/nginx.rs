@@ -11,7 +11,9 @@ use crate::template;
 use crate::util::{free_port, wait_for_port, Process};
 
 pub fn nginx_bin() -> PathBuf {
-    std::env::var_os("NGINX_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+    std::env::var_os("NGINX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
 
 pub struct Nginx {
@@ -36,7 +38,10 @@ impl Nginx {
     }
 
     fn try_start(name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
-        let dir = tempfile::Builder::new().prefix(&format!("nginx-{name}-")).tempdir().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("nginx-{name}-"))
+            .tempdir()
+            .map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.path().join("logs")).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.path().join("temp")).map_err(|e| e.to_string())?;
         let port = free_port();
@@ -46,15 +51,17 @@ impl Nginx {
         vars.insert("UPSTREAM_HOST".to_string(), upstream.ip().to_string());
         vars.insert("UPSTREAM_PORT".to_string(), upstream.port().to_string());
         let tpl_path = config_template("nginx-http11.conf");
-        let tpl = std::fs::read_to_string(&tpl_path).map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
+        let tpl = std::fs::read_to_string(&tpl_path)
+            .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, template::render(&tpl, &vars)?).map_err(|e| e.to_string())?;
         let mut cmd = Command::new(nginx_bin());
-        cmd.arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf)
-            .args(["-e", "stderr", "-g", "daemon off; master_process off;"]);
+        cmd.arg("-p").arg(dir.path()).arg("-c").arg(&conf).args([
+            "-e",
+            "stderr",
+            "-g",
+            "daemon off; master_process off;",
+        ]);
         let log = dir.path().join("nginx.log");
         let mut process = Process::spawn(&format!("nginx-{name}"), cmd, log, Some(dir))?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -69,7 +76,10 @@ impl Nginx {
                 return Ok(Nginx { process, addr });
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("nginx-{name} did not listen on {addr}\n{}", process.log_tail(20)));
+                return Err(format!(
+                    "nginx-{name} did not listen on {addr}\n{}",
+                    process.log_tail(20)
+                ));
             }
         }
     }

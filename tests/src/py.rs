@@ -11,14 +11,19 @@ use crate::util::repo_root;
 
 /// The venv's Python (`$GRPC_BRIDGE_PYTHON` overrides).
 pub fn python() -> PathBuf {
-    std::env::var_os("GRPC_BRIDGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+    std::env::var_os("GRPC_BRIDGE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
 }
 
 /// Run the Python client against `target`; stubs are generated into a fresh temp directory.
 /// Returns the outcomes it printed (plus a synthetic failure if it printed none for a case it
 /// was asked to run, or crashed).
 pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, String> {
-    let gen = tempfile::Builder::new().prefix("grpc-bridge-py-gen-").tempdir().map_err(|e| e.to_string())?;
+    let gen = tempfile::Builder::new()
+        .prefix("grpc-bridge-py-gen-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     let mut cmd = Command::new(python());
     cmd.arg(repo_root().join("tests/py/client.py"))
@@ -29,7 +34,9 @@ pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, St
     if !cases.is_empty() {
         cmd.arg("--cases").arg(cases.join(","));
     }
-    let out = cmd.output().map_err(|e| format!("run {}: {e}", python().display()))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("run {}: {e}", python().display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut outcomes = vec![];
@@ -40,8 +47,16 @@ pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, St
         };
         let case = v["case"].as_str().unwrap_or("?").to_string();
         let detail = v["detail"].as_str().unwrap_or("").to_string();
-        let result = if v["ok"].as_bool() == Some(true) { Ok(detail) } else { Err(detail) };
-        outcomes.push(Outcome { case, result, elapsed: Duration::from_millis(v["ms"].as_u64().unwrap_or(0)) });
+        let result = if v["ok"].as_bool() == Some(true) {
+            Ok(detail)
+        } else {
+            Err(detail)
+        };
+        outcomes.push(Outcome {
+            case,
+            result,
+            elapsed: Duration::from_millis(v["ms"].as_u64().unwrap_or(0)),
+        });
     }
     if outcomes.is_empty() || (!out.status.success() && outcomes.iter().all(|o| o.result.is_ok())) {
         outcomes.push(Outcome {
@@ -50,7 +65,15 @@ pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, St
                 "client exited with {} after {} ms; stderr:\n{}",
                 out.status,
                 t0.elapsed().as_millis(),
-                stderr.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                stderr
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )),
             elapsed: t0.elapsed(),
         });

@@ -24,7 +24,10 @@ pub fn render(template: &str, vars: &HashMap<String, String>) -> Result<String, 
             continue;
         }
         let end = after.find('}').ok_or_else(|| {
-            format!("unterminated ${{ at: {}", rest[pos..].chars().take(20).collect::<String>())
+            format!(
+                "unterminated ${{ at: {}",
+                rest[pos..].chars().take(20).collect::<String>()
+            )
         })?;
         let inner = &after[1..end];
         let (name, default) = match inner.find(":-") {
@@ -47,7 +50,10 @@ pub fn render(template: &str, vars: &HashMap<String, String>) -> Result<String, 
 
 /// Build a variable map from pairs.
 pub fn vars<K: AsRef<str>, V: ToString>(pairs: &[(K, V)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.as_ref().to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_ref().to_string(), v.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -57,7 +63,10 @@ mod tests {
     #[test]
     fn substitutes() {
         let v = vars(&[("A", "1"), ("E", "")]);
-        assert_eq!(render("x ${A} ${B:-2} ${A:-9} ${E:-d} $host $$ $${A}", &v).unwrap(), "x 1 2 1 d $host $ ${A}");
+        assert_eq!(
+            render("x ${A} ${B:-2} ${A:-9} ${E:-d} $host $$ $${A}", &v).unwrap(),
+            "x 1 2 1 d $host $ ${A}"
+        );
         assert!(render("${B}", &v).is_err());
         assert!(render("${A", &v).is_err());
         assert_eq!(render("${P:-/a/b.wasm}", &v).unwrap(), "/a/b.wasm");

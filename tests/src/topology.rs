@@ -43,7 +43,13 @@ pub struct TopologyBuilder {
 
 impl Default for TopologyBuilder {
     fn default() -> Self {
-        TopologyBuilder { server: ServerSide::Wasm, hop: true, agent: true, server_vars: vec![], agent_vars: vec![] }
+        TopologyBuilder {
+            server: ServerSide::Wasm,
+            hop: true,
+            agent: true,
+            server_vars: vec![],
+            agent_vars: vec![],
+        }
     }
 }
 
@@ -81,7 +87,9 @@ impl TopologyBuilder {
             let mut out = vec![];
             if let Ok(extra) = std::env::var(var) {
                 for kv in extra.split(',').filter(|s| !s.trim().is_empty()) {
-                    let (k, v) = kv.split_once('=').ok_or_else(|| format!("{var}: bad entry {kv:?}"))?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .ok_or_else(|| format!("{var}: bad entry {kv:?}"))?;
                     out.push((k.trim().to_string(), v.trim().to_string()));
                 }
             }
@@ -144,7 +152,15 @@ impl TopologyBuilder {
         };
         path.push("client".into());
         path.reverse();
-        Ok(Topology { backend, server, nginx, agent, client_addr, server_addr, path: path.join(" -> ") })
+        Ok(Topology {
+            backend,
+            server,
+            nginx,
+            agent,
+            client_addr,
+            server_addr,
+            path: path.join(" -> "),
+        })
     }
 }
 
@@ -175,10 +191,18 @@ impl Topology {
     pub fn logs(&self, lines: usize) -> String {
         let mut out = String::new();
         if let Some(a) = &self.agent {
-            out += &format!("--- agent Envoy ({}) ---\n{}\n", a.process.log_path().display(), a.log_tail(lines));
+            out += &format!(
+                "--- agent Envoy ({}) ---\n{}\n",
+                a.process.log_path().display(),
+                a.log_tail(lines)
+            );
         }
         if let Some(n) = &self.nginx {
-            out += &format!("--- nginx ({}) ---\n{}\n", n.process.log_path().display(), n.process.log_tail(lines));
+            out += &format!(
+                "--- nginx ({}) ---\n{}\n",
+                n.process.log_path().display(),
+                n.process.log_tail(lines)
+            );
         }
         out += &format!(
             "--- server Envoy ({}) ---\n{}\n",

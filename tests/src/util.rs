@@ -66,7 +66,9 @@ impl Process {
         let log = std::fs::File::create(&log_path)
             .map_err(|e| format!("create log {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
         #[cfg(target_os = "linux")]
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -75,8 +77,15 @@ impl Process {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("spawn {name} ({cmd:?}): {e}"))?;
-        Ok(Process { name: name.to_string(), child: Some(child), log_path, _dir: dir })
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawn {name} ({cmd:?}): {e}"))?;
+        Ok(Process {
+            name: name.to_string(),
+            child: Some(child),
+            log_path,
+            _dir: dir,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -160,10 +169,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read {addr}{path}: {e}"))?;
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read {addr}{path}: {e}"))?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -179,14 +192,21 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk header")?;
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk header")?;
         let size_str = String::from_utf8_lossy(&b[..eol]);
         let size_str = size_str.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_str, 16).map_err(|e| format!("chunk size: {e}"))?;

@@ -22,7 +22,11 @@ use grpc_bridge_tests::util::free_port;
 use tonic::Code;
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn start(b: grpc_bridge_tests::topology::TopologyBuilder) -> Topology {
@@ -35,12 +39,21 @@ fn start(b: grpc_bridge_tests::topology::TopologyBuilder) -> Topology {
 fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
     let (text, failed) = report(outcomes);
     if failed > 0 {
-        let alive = topo.check_alive().err().unwrap_or_else(|| "all processes still running".into());
+        let alive = topo
+            .check_alive()
+            .err()
+            .unwrap_or_else(|| "all processes still running".into());
         let mut stats = String::new();
         if let Some(a) = &topo.agent {
-            stats += &format!("--- agent stats (wasm / upstream rq) ---\n{}\n", interesting_stats(a));
+            stats += &format!(
+                "--- agent stats (wasm / upstream rq) ---\n{}\n",
+                interesting_stats(a)
+            );
         }
-        stats += &format!("--- server stats ---\n{}\n", interesting_stats(&topo.server));
+        stats += &format!(
+            "--- server stats ---\n{}\n",
+            interesting_stats(&topo.server)
+        );
         panic!(
             "{label}: {failed} case(s) failed\npath: {}\n{text}\n{alive}\n{stats}{}",
             topo.path,
@@ -54,7 +67,10 @@ fn interesting_stats(e: &Envoy) -> String {
     let s = e.stats().unwrap_or_default();
     s.lines()
         .filter(|l| {
-            (l.contains("wasm") || l.contains("upstream_rq_") || l.contains("downstream_rq_") || l.contains("_reset"))
+            (l.contains("wasm")
+                || l.contains("upstream_rq_")
+                || l.contains("downstream_rq_")
+                || l.contains("_reset"))
                 && !l.ends_with(": 0")
         })
         .collect::<Vec<_>>()
@@ -66,7 +82,11 @@ fn interesting_stats(e: &Envoy) -> String {
 fn suite_agent_and_wasm_server_role() {
     let mut topo = start(Topology::builder().server(ServerSide::Wasm));
     let outcomes = rt().block_on(run_suite(topo.client_addr));
-    check("tonic client, grpc-bridge agent + grpc-bridge server role", &outcomes, &mut topo);
+    check(
+        "tonic client, grpc-bridge agent + grpc-bridge server role",
+        &outcomes,
+        &mut topo,
+    );
 }
 
 /// (b) Our agent against Envoy's native grpc_web filter on the server side.
@@ -74,7 +94,11 @@ fn suite_agent_and_wasm_server_role() {
 fn suite_agent_and_native_grpc_web_server() {
     let mut topo = start(Topology::builder().server(ServerSide::NativeGrpcWeb));
     let outcomes = rt().block_on(run_suite(topo.client_addr));
-    check("tonic client, grpc-bridge agent + native grpc_web server", &outcomes, &mut topo);
+    check(
+        "tonic client, grpc-bridge agent + native grpc_web server",
+        &outcomes,
+        &mut topo,
+    );
 }
 
 /// (c) A grpcio (Python) client through our agent and server role.
@@ -82,7 +106,11 @@ fn suite_agent_and_native_grpc_web_server() {
 fn suite_python_grpcio_client() {
     let mut topo = start(Topology::builder().server(ServerSide::Wasm));
     let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
-    check("grpcio client, grpc-bridge agent + grpc-bridge server role", &outcomes, &mut topo);
+    check(
+        "grpcio client, grpc-bridge agent + grpc-bridge server role",
+        &outcomes,
+        &mut topo,
+    );
 }
 
 /// The server role alone, at the byte level: browser-style gRPC-web (binary and text) over
@@ -96,7 +124,11 @@ fn server_role_raw_grpc_web() {
         o.case = format!("{} (via nginx)", o.case);
         outcomes.push(o);
     }
-    check("raw gRPC-web client, grpc-bridge server role", &outcomes, &mut topo);
+    check(
+        "raw gRPC-web client, grpc-bridge server role",
+        &outcomes,
+        &mut topo,
+    );
 }
 
 /// The agent maps non-gRPC answers from the network to gRPC statuses, and leaves non-gRPC
@@ -104,7 +136,11 @@ fn server_role_raw_grpc_web() {
 #[test]
 fn agent_maps_non_grpc_upstream_errors() {
     let wasm = grpc_bridge_tests::envoy::wasm_path();
-    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
+    assert!(
+        wasm.exists(),
+        "the filter is not built: {} is missing (make build)",
+        wasm.display()
+    );
     // nginx whose upstream does not exist: it answers 502 with an HTML page.
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let nginx = Nginx::start("dead-upstream", dead).unwrap();
@@ -122,7 +158,10 @@ fn agent_maps_non_grpc_upstream_errors() {
         .unwrap()
     };
     let via_nginx = agent(nginx.addr, "agent-502");
-    let nowhere = agent(format!("127.0.0.1:{}", free_port()).parse().unwrap(), "agent-refused");
+    let nowhere = agent(
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        "agent-refused",
+    );
     let a1 = via_nginx.listener_addr("bridge_agent").unwrap();
     let a2 = nowhere.listener_addr("bridge_agent").unwrap();
 
@@ -131,13 +170,19 @@ fn agent_maps_non_grpc_upstream_errors() {
     let mut run = |case: &str, f: &mut dyn FnMut() -> Result<String, String>| {
         let t0 = Instant::now();
         let result = f();
-        outcomes.push(Outcome { case: case.into(), result, elapsed: t0.elapsed() });
+        outcomes.push(Outcome {
+            case: case.into(),
+            result,
+            elapsed: t0.elapsed(),
+        });
     };
     let grpc_status_of = |addr: SocketAddr| -> Result<(Code, String, Duration), String> {
         rt.block_on(async {
             let mut c = connect(addr).await?;
             let t0 = Instant::now();
-            match tokio::time::timeout(Duration::from_secs(10), c.unary(UnaryRequest::default())).await {
+            match tokio::time::timeout(Duration::from_secs(10), c.unary(UnaryRequest::default()))
+                .await
+            {
                 Err(_) => Err("no status within 10 s".into()),
                 Ok(Ok(_)) => Err("call succeeded".into()),
                 Ok(Err(e)) => Ok((e.code(), fmt_status(&e), t0.elapsed())),
@@ -168,7 +213,11 @@ fn agent_maps_non_grpc_upstream_errors() {
             let body = c.read_all(Duration::from_secs(5)).await?;
             let body = String::from_utf8_lossy(&body).into_owned();
             if c.status != 502 || c.header("grpc-status").is_some() || !body.contains("502") {
-                return Err(format!("status {} grpc-status {:?} body {body:?}", c.status, c.header("grpc-status")));
+                return Err(format!(
+                    "status {} grpc-status {:?} body {body:?}",
+                    c.status,
+                    c.header("grpc-status")
+                ));
             }
             Ok("HTTP 502 with nginx's page, no grpc-status".into())
         })
@@ -194,7 +243,11 @@ fn agent_against_scripted_upstream() {
     use tonic::metadata::MetadataValue;
 
     let wasm = grpc_bridge_tests::envoy::wasm_path();
-    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
+    assert!(
+        wasm.exists(),
+        "the filter is not built: {} is missing (make build)",
+        wasm.display()
+    );
     let rt = rt();
     let fake = rt.block_on(FakeUpstream::start());
     let agent = Envoy::start(
@@ -211,11 +264,20 @@ fn agent_against_scripted_upstream() {
     let addr = agent.listener_addr("bridge_agent").unwrap();
 
     // One unary call with the scenario header; returns the response metadata or the status.
-    let call = |scenario: &str| -> Result<Result<(Vec<u8>, tonic::metadata::MetadataMap), tonic::Status>, String> {
+    let call = |scenario: &str| -> Result<
+        Result<(Vec<u8>, tonic::metadata::MetadataMap), tonic::Status>,
+        String,
+    > {
         rt.block_on(async {
             let mut c = connect(addr).await?;
-            let mut req = tonic::Request::new(UnaryRequest { payload: b"abc".to_vec(), ..Default::default() });
-            req.metadata_mut().insert("x-fake-scenario", MetadataValue::try_from(scenario).unwrap());
+            let mut req = tonic::Request::new(UnaryRequest {
+                payload: b"abc".to_vec(),
+                ..Default::default()
+            });
+            req.metadata_mut().insert(
+                "x-fake-scenario",
+                MetadataValue::try_from(scenario).unwrap(),
+            );
             match tokio::time::timeout(Duration::from_secs(10), c.unary(req)).await {
                 Err(_) => Err(format!("{scenario}: no answer within 10 s")),
                 Ok(Ok(r)) => {
@@ -234,9 +296,16 @@ fn agent_against_scripted_upstream() {
                     return Err(format!("payload {payload:?}"));
                 }
                 let trl = md.get("x-fake-trl").map(|v| v.as_bytes().to_vec());
-                let bin = md.get_bin("x-fake-trl-bin").and_then(|v| v.to_bytes().ok()).map(|b| b.to_vec());
-                if trl.as_deref() != Some(b"trailer value".as_slice()) || bin.as_deref() != Some(FAKE_BIN) {
-                    return Err(format!("trailers x-fake-trl={trl:?} x-fake-trl-bin={bin:?}"));
+                let bin = md
+                    .get_bin("x-fake-trl-bin")
+                    .and_then(|v| v.to_bytes().ok())
+                    .map(|b| b.to_vec());
+                if trl.as_deref() != Some(b"trailer value".as_slice())
+                    || bin.as_deref() != Some(FAKE_BIN)
+                {
+                    return Err(format!(
+                        "trailers x-fake-trl={trl:?} x-fake-trl-bin={bin:?}"
+                    ));
                 }
                 Ok("message and trailer metadata (incl. -bin) delivered".into())
             }
@@ -245,47 +314,85 @@ fn agent_against_scripted_upstream() {
     let expect_status = |scenario: &str, code: Code, msg: Option<&str>| -> Result<String, String> {
         match call(scenario)? {
             Ok(_) => Err(format!("call succeeded, want {code:?}")),
-            Err(s) if s.code() == code && msg.map(|m| m == s.message()).unwrap_or(true) => Ok(fmt_status(&s)),
-            Err(s) => Err(format!("got {}, want {code:?}{}", fmt_status(&s), msg.map(|m| format!(" {m:?}")).unwrap_or_default())),
+            Err(s) if s.code() == code && msg.map(|m| m == s.message()).unwrap_or(true) => {
+                Ok(fmt_status(&s))
+            }
+            Err(s) => Err(format!(
+                "got {}, want {code:?}{}",
+                fmt_status(&s),
+                msg.map(|m| format!(" {m:?}")).unwrap_or_default()
+            )),
         }
     };
 
     let mut outcomes = vec![];
     let mut run = |case: &str, r: Result<String, String>| {
-        outcomes.push(Outcome { case: case.into(), result: r, elapsed: Duration::ZERO });
+        outcomes.push(Outcome {
+            case: case.into(),
+            result: r,
+            elapsed: Duration::ZERO,
+        });
     };
     run("ok_response", expect_ok("ok"));
-    run("request_shape", (|| {
-        let r = fake.last().ok_or("no request recorded")?;
-        let want_body = msg_frame(&UnaryRequest { payload: b"abc".to_vec(), ..Default::default() });
-        let mut problems = vec![];
-        if r.method != "POST" || r.path != "/bridge.test.BridgeTest/Unary" || r.version != "HTTP/1.1" {
-            problems.push(format!("request line {} {} {}", r.method, r.path, r.version));
-        }
-        let ct = r.header("content-type").unwrap_or("");
-        if !ct.starts_with("application/grpc-web") || ct.contains("text") {
-            problems.push(format!("content-type {ct:?}"));
-        }
-        if let Some(te) = r.header("te") {
-            problems.push(format!("te: {te} still present"));
-        }
-        if r.header("x-grpc-bridge") != Some("agent") {
-            problems.push(format!("x-grpc-bridge {:?}", r.header("x-grpc-bridge")));
-        }
-        if r.body != want_body {
-            problems.push(format!("body {:?}, want {want_body:?}", r.body));
-        }
-        if problems.is_empty() {
-            Ok(format!("POST HTTP/1.1, {ct}, no te, x-grpc-bridge: agent, body intact (chunked: {})", r.chunked))
-        } else {
-            Err(format!("{}; headers {:?}", problems.join("; "), r.headers))
-        }
-    })());
+    run(
+        "request_shape",
+        (|| {
+            let r = fake.last().ok_or("no request recorded")?;
+            let want_body = msg_frame(&UnaryRequest {
+                payload: b"abc".to_vec(),
+                ..Default::default()
+            });
+            let mut problems = vec![];
+            if r.method != "POST"
+                || r.path != "/bridge.test.BridgeTest/Unary"
+                || r.version != "HTTP/1.1"
+            {
+                problems.push(format!(
+                    "request line {} {} {}",
+                    r.method, r.path, r.version
+                ));
+            }
+            let ct = r.header("content-type").unwrap_or("");
+            if !ct.starts_with("application/grpc-web") || ct.contains("text") {
+                problems.push(format!("content-type {ct:?}"));
+            }
+            if let Some(te) = r.header("te") {
+                problems.push(format!("te: {te} still present"));
+            }
+            if r.header("x-grpc-bridge") != Some("agent") {
+                problems.push(format!("x-grpc-bridge {:?}", r.header("x-grpc-bridge")));
+            }
+            if r.body != want_body {
+                problems.push(format!("body {:?}, want {want_body:?}", r.body));
+            }
+            if problems.is_empty() {
+                Ok(format!(
+                    "POST HTTP/1.1, {ct}, no te, x-grpc-bridge: agent, body intact (chunked: {})",
+                    r.chunked
+                ))
+            } else {
+                Err(format!("{}; headers {:?}", problems.join("; "), r.headers))
+            }
+        })(),
+    );
     run("ok_1byte_chunks", expect_ok("ok_1byte_chunks"));
     run("ok_content_length", expect_ok("ok_content_length"));
-    run("ok_mixed_case_trailers", expect_ok("ok_mixed_case_trailers"));
-    run("error_in_trailer_frame", expect_status("error_in_trailer_frame", Code::FailedPrecondition, Some("failed über%25")));
-    run("trailers_only", expect_status("trailers_only", Code::PermissionDenied, Some("denied here")));
+    run(
+        "ok_mixed_case_trailers",
+        expect_ok("ok_mixed_case_trailers"),
+    );
+    run(
+        "error_in_trailer_frame",
+        expect_status(
+            "error_in_trailer_frame",
+            Code::FailedPrecondition,
+            Some("failed über%25"),
+        ),
+    );
+    run(
+        "trailers_only",
+        expect_status("trailers_only", Code::PermissionDenied, Some("denied here")),
+    );
     // grpc/grpc doc/http-grpc-status-mapping.md
     for (http, code) in [
         (400, Code::Internal),
@@ -298,16 +405,25 @@ fn agent_against_scripted_upstream() {
         (504, Code::Unavailable),
         (500, Code::Unknown),
     ] {
-        run(&format!("http_{http}_html"), expect_status(&format!("http_{http}"), code, None));
+        run(
+            &format!("http_{http}_html"),
+            expect_status(&format!("http_{http}"), code, None),
+        );
     }
-    run("truncated_without_trailer_frame", match call("truncated") {
-        Err(e) => Err(e),
-        Ok(Ok(_)) => Err("call succeeded although the response had no trailer frame".into()),
-        Ok(Err(s)) => Ok(fmt_status(&s)),
-    });
+    run(
+        "truncated_without_trailer_frame",
+        match call("truncated") {
+            Err(e) => Err(e),
+            Ok(Ok(_)) => Err("call succeeded although the response had no trailer frame".into()),
+            Ok(Err(s)) => Ok(fmt_status(&s)),
+        },
+    );
     let (text, failed) = report(&outcomes);
     if failed > 0 {
-        panic!("{failed} case(s) failed\n{text}\n--- agent ---\n{}", agent.log_tail(60));
+        panic!(
+            "{failed} case(s) failed\n{text}\n--- agent ---\n{}",
+            agent.log_tail(60)
+        );
     }
     println!("agent against a scripted upstream\n{text}");
 }

@@ -10,10 +10,18 @@ use grpc_bridge_tests::grpcweb::run_raw_suite;
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-fn check(label: &str, outcomes: &[grpc_bridge_tests::cases::Outcome], logs: impl FnOnce() -> String) {
+fn check(
+    label: &str,
+    outcomes: &[grpc_bridge_tests::cases::Outcome],
+    logs: impl FnOnce() -> String,
+) {
     let (text, failed) = report(outcomes);
     if failed > 0 {
         panic!("{label}: {failed} case(s) failed\n{text}\n{}", logs());
@@ -31,23 +39,42 @@ fn cases_against_backend_directly() {
 #[test]
 fn cases_through_plain_envoy_h2() {
     // server-native-grpc-web.yaml passes native gRPC through untouched: a plain h2 proxy.
-    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(false).agent(false).start().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::NativeGrpcWeb)
+        .hop(false)
+        .agent(false)
+        .start()
+        .unwrap();
     let outcomes = rt().block_on(run_suite(topo.client_addr));
     check(&topo.path, &outcomes, || topo.logs(40));
 }
 
 #[test]
 fn raw_grpc_web_against_native_filter() {
-    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(false).agent(false).start().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::NativeGrpcWeb)
+        .hop(false)
+        .agent(false)
+        .start()
+        .unwrap();
     let outcomes = rt().block_on(run_raw_suite(topo.server_addr, topo.backend.addr));
-    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || topo.logs(40));
+    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || {
+        topo.logs(40)
+    });
 }
 
 #[test]
 fn raw_grpc_web_through_nginx_to_native_filter() {
-    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(true).agent(false).start().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::NativeGrpcWeb)
+        .hop(true)
+        .agent(false)
+        .start()
+        .unwrap();
     let outcomes = rt().block_on(run_raw_suite(topo.client_addr, topo.backend.addr));
-    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || topo.logs(40));
+    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || {
+        topo.logs(40)
+    });
 }
 
 #[test]
@@ -59,7 +86,14 @@ fn python_client_against_backend_directly() {
 
 #[test]
 fn python_client_through_plain_envoy_h2() {
-    let topo = Topology::builder().server(ServerSide::NativeGrpcWeb).hop(false).agent(false).start().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::NativeGrpcWeb)
+        .hop(false)
+        .agent(false)
+        .start()
+        .unwrap();
     let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
-    check(&format!("grpcio {}", topo.path), &outcomes, || topo.logs(40));
+    check(&format!("grpcio {}", topo.path), &outcomes, || {
+        topo.logs(40)
+    });
 }

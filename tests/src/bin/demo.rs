@@ -15,12 +15,24 @@ use grpc_bridge_tests::topology::{ServerSide, Topology};
 
 const CALLS: &[(&str, &str)] = &[
     ("unary", "unary echo"),
-    ("server_stream_timing", "server streaming, 5 messages 150 ms apart"),
-    ("server_stream_gated", "server streaming, 1st message while the server holds the stream"),
+    (
+        "server_stream_timing",
+        "server streaming, 5 messages 150 ms apart",
+    ),
+    (
+        "server_stream_gated",
+        "server streaming, 1st message while the server holds the stream",
+    ),
     ("client_stream", "client streaming, 5 messages up to 70 kB"),
     ("bidi_ping_pong", "bidi ping-pong, 6 round trips"),
-    ("metadata_unary", "metadata in headers and trailers (incl. -bin)"),
-    ("error_message_unicode", "error status with a non-ASCII message"),
+    (
+        "metadata_unary",
+        "metadata in headers and trailers (incl. -bin)",
+    ),
+    (
+        "error_message_unicode",
+        "error status with a non-ASCII message",
+    ),
     ("large_4mib_unary", "4 MiB request and response"),
     ("deadline", "300 ms deadline on a 5 s call"),
     ("cancel_stream", "client cancels a stream"),
@@ -28,14 +40,21 @@ const CALLS: &[(&str, &str)] = &[
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let server = if args.iter().any(|a| a == "--native-server") { ServerSide::NativeGrpcWeb } else { ServerSide::Wasm };
+    let server = if args.iter().any(|a| a == "--native-server") {
+        ServerSide::NativeGrpcWeb
+    } else {
+        ServerSide::Wasm
+    };
     let hop = !args.iter().any(|a| a == "--no-hop");
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("usage: demo [--native-server] [--no-hop]");
         return ExitCode::SUCCESS;
     }
 
-    println!("grpc-bridge demo: starting backend, server Envoy, {}agent Envoy ...", if hop { "nginx hop, " } else { "" });
+    println!(
+        "grpc-bridge demo: starting backend, server Envoy, {}agent Envoy ...",
+        if hop { "nginx hop, " } else { "" }
+    );
     let t0 = Instant::now();
     let topo = match Topology::builder().server(server).hop(hop).start() {
         Ok(t) => t,
@@ -47,25 +66,48 @@ fn main() -> ExitCode {
     println!("up in {} ms", t0.elapsed().as_millis());
     println!("path: {}\n", topo.path);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut outcomes = vec![];
     for (case, what) in CALLS {
         let t = Instant::now();
         let result = rt.block_on(async {
-            match tokio::time::timeout(std::time::Duration::from_secs(30), run_case(case, topo.client_addr)).await {
+            match tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                run_case(case, topo.client_addr),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err("timed out after 30 s".into()),
             }
         });
-        let o = Outcome { case: format!("{case}: {what}"), result, elapsed: t.elapsed() };
+        let o = Outcome {
+            case: format!("{case}: {what}"),
+            result,
+            elapsed: t.elapsed(),
+        };
         match &o.result {
-            Ok(d) => println!("  ok    {:>5} ms  {what}\n                    {d}", o.elapsed.as_millis()),
-            Err(e) => println!("  FAIL  {:>5} ms  {what}\n                    {e}", o.elapsed.as_millis()),
+            Ok(d) => println!(
+                "  ok    {:>5} ms  {what}\n                    {d}",
+                o.elapsed.as_millis()
+            ),
+            Err(e) => println!(
+                "  FAIL  {:>5} ms  {what}\n                    {e}",
+                o.elapsed.as_millis()
+            ),
         }
         outcomes.push(o);
     }
     let (_, failed) = report(&outcomes);
-    println!("\n{} of {} calls ok", outcomes.len() - failed, outcomes.len());
+    println!(
+        "\n{} of {} calls ok",
+        outcomes.len() - failed,
+        outcomes.len()
+    );
     if failed > 0 {
         println!("\nlog tails:\n{}", topo.logs(30));
     }
