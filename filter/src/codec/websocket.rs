@@ -30,7 +30,9 @@
 //! ([`WsError::close_code`]) and are sticky.
 //!
 //! No extensions are negotiated, so any RSV bit is a protocol error. Text messages are checked
-//! for valid UTF-8 incrementally (a code point may be split across frames and chunks).
+//! for valid UTF-8 incrementally (a code point may be split across frames and chunks); their
+//! Data events only ever hold whole code points, so the bytes delivered before a 1007 error are
+//! the same however the input was split. (The tunnel itself sends Binary.)
 //!
 //! Masking ([`apply_mask`]) is word-wise with a rotated key, so a payload can be (un)masked in
 //! pieces at any offset; this is the hot loop of the tunnel.
@@ -314,8 +316,10 @@ struct FrameInfo {
     pos: u64,
 }
 
-/// Incremental UTF-8 validation across chunk and frame boundaries: carries an incomplete code
-/// point (at most 3 bytes) to the next piece.
+/// Incremental UTF-8 validation of a Text message across chunk and frame boundaries. Only
+/// complete code points are passed on: an incomplete one at the end of a piece (at most 3
+/// bytes) is held back until the next piece completes it. So the bytes delivered before an
+/// error are exactly the valid prefix of the message, however the input was split.
 #[derive(Debug, Clone, Default)]
 struct Utf8Stream {
     carry: [u8; 4],
@@ -323,44 +327,38 @@ struct Utf8Stream {
 }
 
 impl Utf8Stream {
-    fn feed(&mut self, mut data: &[u8]) -> bool {
+    /// Takes the next unmasked piece; Ok(bytes to deliver) or Err(the valid prefix to deliver
+    /// before failing).
+    fn push(&mut self, mut piece: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
         if self.len > 0 {
-            // Complete the carried code point one byte at a time (at most 3 more bytes).
-            loop {
-                let Some((&b, rest)) = data.split_first() else {
-                    return true; // still incomplete, nothing more in this piece
-                };
-                let Some(slot) = self.carry.get_mut(self.len) else {
-                    return false;
-                };
-                *slot = b;
-                self.len = self.len.saturating_add(1);
-                data = rest;
-                match std::str::from_utf8(self.carry.get(..self.len).unwrap_or(&[])) {
-                    Ok(_) => {
-                        self.len = 0;
-                        break;
-                    }
-                    Err(e) if e.error_len().is_some() => return false,
-                    Err(_) => {}
-                }
-            }
+            let carried = self.carry.get(..self.len).unwrap_or(&[]);
+            let mut joined = Vec::with_capacity(carried.len().saturating_add(piece.len()));
+            joined.extend_from_slice(carried);
+            joined.extend_from_slice(&piece);
+            piece = joined;
+            self.len = 0;
         }
-        match std::str::from_utf8(data) {
-            Ok(_) => true,
+        match std::str::from_utf8(&piece) {
+            Ok(_) => Ok(piece),
             Err(e) => {
+                let valid = e.valid_up_to();
                 if e.error_len().is_some() {
-                    return false;
+                    piece.truncate(valid);
+                    return Err(piece);
                 }
                 // Incomplete code point at the end: at most 3 bytes.
-                let tail = data.get(e.valid_up_to()..).unwrap_or(&[]);
+                let tail = piece.get(valid..).unwrap_or(&[]);
                 match self.carry.get_mut(..tail.len()) {
                     Some(dst) if tail.len() < 4 => {
                         dst.copy_from_slice(tail);
                         self.len = tail.len();
-                        true
+                        piece.truncate(valid);
+                        Ok(piece)
                     }
-                    _ => false,
+                    _ => {
+                        piece.truncate(valid);
+                        Err(piece)
+                    }
                 }
             }
         }
@@ -374,8 +372,10 @@ impl Utf8Stream {
 /// Where decoded payload goes: [`FrameDecoder::decode`] makes events of everything,
 /// [`FrameDecoder::decode_into`] appends data bytes to one buffer.
 trait Sink {
-    /// Appends `chunk` (unmasking it with `mask` at `phase`); returns the unmasked bytes.
-    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) -> &[u8];
+    /// Appends `chunk` (non-empty), unmasking it with `mask` at `phase`.
+    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize);
+    /// Appends already unmasked bytes (may be empty: then nothing is delivered).
+    fn plain(&mut self, bytes: Vec<u8>);
     fn message_end(&mut self);
     fn control(&mut self, ev: WsEvent);
 }
@@ -383,15 +383,17 @@ trait Sink {
 struct EventSink<'a>(&'a mut Vec<WsEvent>);
 
 impl Sink for EventSink<'_> {
-    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) -> &[u8] {
+    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) {
         let mut v = chunk.to_vec();
         if let Some(m) = mask {
             apply_mask(&mut v, m, phase);
         }
         self.0.push(WsEvent::Data(v));
-        match self.0.last() {
-            Some(WsEvent::Data(v)) => v,
-            _ => &[],
+    }
+
+    fn plain(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.0.push(WsEvent::Data(bytes));
         }
     }
 
@@ -410,14 +412,16 @@ struct SplitSink<'a> {
 }
 
 impl Sink for SplitSink<'_> {
-    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) -> &[u8] {
+    fn data(&mut self, chunk: &[u8], mask: Option<[u8; 4]>, phase: usize) {
         let start = self.data.len();
         self.data.extend_from_slice(chunk);
-        let tail = self.data.get_mut(start..).unwrap_or_default();
-        if let Some(m) = mask {
+        if let (Some(m), Some(tail)) = (mask, self.data.get_mut(start..)) {
             apply_mask(tail, m, phase);
         }
-        tail
+    }
+
+    fn plain(&mut self, bytes: Vec<u8>) {
+        self.data.extend_from_slice(&bytes);
     }
 
     fn message_end(&mut self) {}
@@ -593,14 +597,23 @@ impl FrameDecoder {
                         {
                             apply_mask(tail, m, phase);
                         }
-                    } else {
-                        let written = sink.data(chunk, self.frame.mask, phase);
-                        if self.message == Some(Opcode::Text) && !self.utf8.feed(written) {
-                            return Err(WsError::new(
-                                close_code::INVALID_PAYLOAD,
-                                "invalid UTF-8 in a text message",
-                            ));
+                    } else if self.message == Some(Opcode::Text) {
+                        let mut piece = chunk.to_vec();
+                        if let Some(m) = self.frame.mask {
+                            apply_mask(&mut piece, m, phase);
                         }
+                        match self.utf8.push(piece) {
+                            Ok(valid) => sink.plain(valid),
+                            Err(valid) => {
+                                sink.plain(valid);
+                                return Err(WsError::new(
+                                    close_code::INVALID_PAYLOAD,
+                                    "invalid UTF-8 in a text message",
+                                ));
+                            }
+                        }
+                    } else {
+                        sink.data(chunk, self.frame.mask, phase);
                     }
                     self.frame.pos = self.frame.pos.saturating_add(chunk.len() as u64);
                     self.frame.remaining = self.frame.remaining.saturating_sub(chunk.len() as u64);
