@@ -80,6 +80,8 @@ pub trait NetworkStream {
     }
     fn on_downstream_close(&mut self, _peer: u32) {}
     fn on_upstream_close(&mut self, _peer: u32) {}
+    /// The root's tick, with this connection as the effective context.
+    fn on_tick(&mut self) {}
     fn on_done(&mut self) {}
 }
 
@@ -135,6 +137,15 @@ pub(crate) fn flush_streams(ids: &[u32]) {
     }
 }
 
+/// Gives each live tunnel connection its tick (keepalive), as its effective context.
+fn tick_connections(ids: &[u32]) {
+    for &id in ids {
+        if host::set_effective_context(id).is_ok() {
+            with_net(id, (), |s| s.on_tick());
+        }
+    }
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
@@ -161,8 +172,8 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
         host::log(LogLevel::Error, "grpc-bridge: context created under an unknown root");
         return;
     };
-    let child = match parent.try_borrow() {
-        Ok(p) => p.new_child(context_id),
+    let child = match parent.try_borrow_mut() {
+        Ok(mut p) => p.new_child(context_id),
         Err(_) => return,
     };
     REGISTRY.with(|reg| {
@@ -198,11 +209,12 @@ pub extern "C" fn proxy_on_configure(root_id: u32, config_size: usize) -> u32 {
 pub extern "C" fn proxy_on_tick(root_id: u32) {
     let Some(r) = root(root_id) else { return };
     // Take the list first so the root is not borrowed while streams run.
-    let due = match r.try_borrow_mut() {
-        Ok(mut r) => r.take_due_streams(),
+    let (due, conns) = match r.try_borrow_mut() {
+        Ok(mut r) => (r.take_due_streams(), r.live_connections()),
         Err(_) => return,
     };
     flush_streams(&due);
+    tick_connections(&conns);
     if let Ok(mut guard) = r.try_borrow_mut() {
         guard.after_tick();
     };
@@ -272,6 +284,13 @@ pub extern "C" fn proxy_on_log(id: u32) {
 pub extern "C" fn proxy_on_done(id: u32) -> u32 {
     with_http(id, (), |s| s.on_done());
     with_net(id, (), |s| s.on_done());
+    let roots: Vec<Shared<Root>> =
+        REGISTRY.with(|r| r.try_borrow().map(|r| r.roots.values().cloned().collect()).unwrap_or_default());
+    for r in roots {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.forget_connection(id);
+        }
+    }
     if let Some(r) = root(id) {
         if let Ok(mut r) = r.try_borrow_mut() {
             r.on_done();

@@ -13,6 +13,17 @@ pub enum Role {
     Agent,
     /// Next to the gRPC backend: gRPC-web (from an agent or a browser) -> native gRPC, and back.
     Server,
+    /// Network filter in the agent Envoy (before `tcp_proxy`): wraps the client's whole HTTP/2
+    /// connection in one WebSocket connection (client side of RFC 6455).
+    TunnelClient,
+    /// Network filter in the server Envoy (before `tcp_proxy` to the backend): unwraps it.
+    TunnelServer,
+}
+
+impl Role {
+    pub fn is_tunnel(self) -> bool {
+        matches!(self, Role::TunnelClient | Role::TunnelServer)
+    }
 }
 
 /// Validated configuration.
@@ -41,6 +52,28 @@ pub struct Config {
     /// Agent role: how many bytes of a non-gRPC error body are quoted in `grpc-message`.
     #[serde(default = "defaults::error_body_quote_bytes")]
     pub error_body_quote_bytes: u32,
+    /// Tunnel client: `Host` of the WebSocket upgrade request (the server's name as proxies
+    /// and TLS-inspecting middleboxes must see it). Required for `tunnel_client`.
+    #[serde(default)]
+    pub tunnel_host: Option<String>,
+    /// Tunnel: request path of the upgrade; the server side accepts only this path.
+    #[serde(default = "defaults::tunnel_path")]
+    pub tunnel_path: String,
+    /// Tunnel: WebSocket subprotocol offered by the client and required by the server.
+    #[serde(default = "defaults::tunnel_protocol")]
+    pub tunnel_protocol: String,
+    /// Tunnel client: extra headers on the upgrade request (an auth token, say). Tunnel server:
+    /// headers the upgrade request must carry with exactly these values.
+    #[serde(default)]
+    pub tunnel_headers: std::collections::BTreeMap<String, String>,
+    /// Tunnel: largest WebSocket frame payload accepted (close 1009 past it); also the size of
+    /// the frames we send at most.
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: u32,
+    /// Tunnel client: WebSocket ping interval on an idle tunnel, so proxies that cut idle
+    /// connections keep it; 0 disables.
+    #[serde(default = "defaults::ping_interval_ms")]
+    pub ping_interval_ms: u32,
 }
 
 mod defaults {
@@ -61,6 +94,18 @@ mod defaults {
     }
     pub fn error_body_quote_bytes() -> u32 {
         256
+    }
+    pub fn tunnel_path() -> String {
+        "/grpc-bridge/tunnel".to_string()
+    }
+    pub fn tunnel_protocol() -> String {
+        "grpc-bridge.tunnel.v1".to_string()
+    }
+    pub fn max_frame_bytes() -> u32 {
+        1024 * 1024
+    }
+    pub fn ping_interval_ms() -> u32 {
+        20_000
     }
 }
 
@@ -116,6 +161,32 @@ impl Config {
         }
         if self.error_body_quote_bytes > 4096 {
             return bad("error_body_quote_bytes", "must be at most 4096");
+        }
+        let token = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let clean = |v: &str| !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+        match (&self.tunnel_host, self.role) {
+            (None, Role::TunnelClient) => return bad("tunnel_host", "required for role tunnel_client"),
+            (Some(h), _) if h.is_empty() || !clean(h) || h.contains(' ') => {
+                return bad("tunnel_host", "must be a host name or host:port")
+            }
+            _ => {}
+        }
+        if !self.tunnel_path.starts_with('/') || !clean(&self.tunnel_path) || self.tunnel_path.contains(' ') {
+            return bad("tunnel_path", "must start with '/' and contain no spaces or control characters");
+        }
+        if !token(&self.tunnel_protocol) {
+            return bad("tunnel_protocol", "must be an HTTP token");
+        }
+        for (k, v) in &self.tunnel_headers {
+            if !token(k) || !clean(v) {
+                return bad("tunnel_headers", &format!("invalid header {k:?}"));
+            }
+        }
+        if self.max_frame_bytes < 1024 || self.max_frame_bytes > 64 << 20 {
+            return bad("max_frame_bytes", "must be between 1024 and 67108864");
+        }
+        if self.ping_interval_ms != 0 && self.ping_interval_ms < 100 {
+            return bad("ping_interval_ms", "must be 0 (off) or at least 100");
         }
         Ok(())
     }

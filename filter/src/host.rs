@@ -521,6 +521,33 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u
     Ok(take_host_bytes(ptr, len))
 }
 
+/// Fills `buf` from the host's entropy source (WASI `random_get`; Envoy backs it with its
+/// CSPRNG). Off wasm, from the OS through std's hasher seeds is not strong enough, so natively we
+/// read /dev/urandom (tests only).
+pub fn random_bytes(buf: &mut [u8]) -> HostResult<()> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        #[link(wasm_import_module = "wasi_snapshot_preview1")]
+        extern "C" {
+            fn random_get(buf: *mut u8, len: usize) -> u16;
+        }
+        // SAFETY: buf is a valid, writable slice.
+        let errno = unsafe { random_get(buf.as_mut_ptr(), buf.len()) };
+        if errno == 0 {
+            Ok(())
+        } else {
+            Err(Status::InternalFailure)
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(buf))
+            .map_err(|_| Status::InternalFailure)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,3 +20,4 @@ pub mod config;
 pub mod host;
 pub mod http;
 pub mod root;
+pub mod tunnel;

@@ -8,10 +8,10 @@ use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
 use crate::http::{agent::AgentStream, server::ServerStream, Passthrough};
+use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
 pub enum ChildContext {
     Http(Rc<RefCell<dyn HttpStream>>),
-    #[allow(dead_code)]
     Network(Rc<RefCell<dyn NetworkStream>>),
 }
 
@@ -76,11 +76,13 @@ pub struct Root {
     id: u32,
     config: Option<Rc<Config>>,
     flush: Rc<FlushScheduler>,
+    /// Live tunnel-client connections (they get keepalive ticks).
+    connections: BTreeSet<u32>,
 }
 
 impl Root {
     pub fn new(id: u32) -> Self {
-        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)) }
+        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)), connections: BTreeSet::new() }
     }
 
     pub fn on_configure(&mut self, size: usize) -> bool {
@@ -95,6 +97,13 @@ impl Root {
         match Config::parse(&bytes) {
             Ok(cfg) => {
                 self.flush = Rc::new(FlushScheduler::new(cfg.flush_interval_ms));
+                if cfg.role == Role::TunnelClient && cfg.ping_interval_ms > 0 {
+                    // Check twice per interval so an idle tunnel pings within 1.5 intervals.
+                    let period = (cfg.ping_interval_ms / 2).max(50);
+                    if let Err(e) = host::set_tick_period_ms(period) {
+                        host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm keepalive tick: {e:?}"));
+                    }
+                }
                 host::log(LogLevel::Info, &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role));
                 self.config = Some(Rc::new(cfg));
                 true
@@ -106,13 +115,18 @@ impl Root {
         }
     }
 
-    pub fn new_child(&self, id: u32) -> ChildContext {
+    pub fn new_child(&mut self, id: u32) -> ChildContext {
         let Some(cfg) = self.config.clone() else {
             return ChildContext::Http(Rc::new(RefCell::new(Passthrough)));
         };
         match cfg.role {
             Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg)))),
             Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone())))),
+            Role::TunnelClient => {
+                self.connections.insert(id);
+                ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg))))
+            }
+            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg)))),
         }
     }
 
@@ -121,7 +135,22 @@ impl Root {
     }
 
     pub fn after_tick(&mut self) {
-        self.flush.settle();
+        // The keepalive tick of a tunnel client stays armed; the flush tick is on demand.
+        if self.connections.is_empty() && !self.is_tunnel_client() {
+            self.flush.settle();
+        }
+    }
+
+    fn is_tunnel_client(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| c.role == Role::TunnelClient)
+    }
+
+    pub fn live_connections(&self) -> Vec<u32> {
+        self.connections.iter().copied().collect()
+    }
+
+    pub fn forget_connection(&mut self, id: u32) {
+        self.connections.remove(&id);
     }
 
     pub fn on_done(&mut self) {}

@@ -1,0 +1,222 @@
+//! Tunnel client side (agent Envoy): `[wasm tunnel_client] -> tcp_proxy -> (proxies) -> server`.
+//!
+//! On the gRPC client's first bytes, the upgrade request goes out with the bytes already
+//! wrapped behind it ("pipelined"): measured dependable directly, through nginx and through a
+//! squid CONNECT tunnel, while holding data until the `101` deadlocks when the server side can
+//! only answer once its backend spoke. Upstream bytes are held until the `101` has been read and
+//! its `Sec-WebSocket-Accept` checked, then unwrapped.
+
+use std::rc::Rc;
+
+use crate::abi::{NetworkAction, NetworkStream};
+use crate::codec::websocket::{
+    accept_key, close_code, close_payload, encode_base64, encode_client_handshake, encode_frame,
+    parse_server_handshake, ClientHandshake, FrameDecoder, Opcode, Side, WsEvent,
+};
+use crate::config::Config;
+use crate::host::{self, BufferType, LogLevel, StreamType};
+use crate::tunnel::{wrap_binary, Entropy, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Nothing sent yet.
+    Fresh,
+    /// Upgrade request sent; reading the server's response head.
+    AwaitingUpgrade,
+    Open,
+    /// Failed or closed: nothing more is forwarded.
+    Closed,
+}
+
+pub struct TunnelClient {
+    id: u32,
+    cfg: Rc<Config>,
+    state: State,
+    entropy: Entropy,
+    expected_accept: String,
+    head: Vec<u8>,
+    decoder: FrameDecoder,
+    /// Control frames (pong, close) waiting for a chance to go upstream.
+    to_upstream: Vec<u8>,
+    close_sent: bool,
+    /// When we last sent anything upstream (ns, host clock): keepalive pings fill silences.
+    last_sent_ns: u64,
+}
+
+impl TunnelClient {
+    pub fn new(id: u32, cfg: Rc<Config>) -> Self {
+        let max = u64::from(cfg.max_frame_bytes);
+        TunnelClient {
+            id,
+            cfg,
+            state: State::Fresh,
+            entropy: Entropy::new(),
+            expected_accept: String::new(),
+            head: Vec::new(),
+            decoder: FrameDecoder::new(Side::Client, max),
+            to_upstream: Vec::new(),
+            close_sent: false,
+            last_sent_ns: 0,
+        }
+    }
+
+    fn handshake(&mut self) -> Option<Vec<u8>> {
+        let key = encode_base64(&self.entropy.take16()?);
+        self.expected_accept = accept_key(&key);
+        let h = ClientHandshake {
+            host: self.cfg.tunnel_host.clone().unwrap_or_default(),
+            path: self.cfg.tunnel_path.clone(),
+            key,
+            protocol: Some(self.cfg.tunnel_protocol.clone()),
+            extra_headers: self.cfg.tunnel_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        Some(encode_client_handshake(&h))
+    }
+
+    fn queue_control(&mut self, opcode: Opcode, payload: &[u8]) {
+        if self.to_upstream.len() > MAX_CONTROL_QUEUE {
+            return;
+        }
+        match self.entropy.take4() {
+            Some(mask) => encode_frame(true, opcode, Some(mask), payload, &mut self.to_upstream),
+            None => self.fail("no entropy for mask keys"),
+        }
+    }
+
+    fn queue_close(&mut self, code: u16, reason: &str) {
+        if !self.close_sent {
+            self.close_sent = true;
+            self.queue_control(Opcode::Close, &close_payload(code, reason));
+        }
+    }
+
+    /// Sends queued control frames now, outside `on_downstream_data`: append to the downstream
+    /// buffer and let Envoy continue reading it into `tcp_proxy`.
+    fn flush_control(&mut self) {
+        if self.to_upstream.is_empty() {
+            return;
+        }
+        if host::append_buffer(BufferType::DownstreamData, &self.to_upstream).is_ok()
+            && host::continue_stream(StreamType::Downstream).is_ok()
+        {
+            self.to_upstream.clear();
+            self.last_sent_ns = host::now_nanos();
+        }
+    }
+
+    fn fail(&mut self, why: &str) {
+        host::log(LogLevel::Warn, &format!("grpc-bridge tunnel client {}: closing: {why}", self.id));
+        self.state = State::Closed;
+        let _ = host::close_stream(StreamType::Downstream);
+    }
+
+    /// Unwraps server frames into `out`; control frames are answered.
+    fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut events = Vec::new();
+        let res = self.decoder.decode_into(input, out, &mut events);
+        for ev in events {
+            match ev {
+                WsEvent::Ping(p) => self.queue_control(Opcode::Pong, &p),
+                WsEvent::Close { code, reason } => {
+                    host::log(LogLevel::Debug, &format!("grpc-bridge tunnel client: server closed ({code:?}) {reason}"));
+                    self.queue_close(code.unwrap_or(close_code::NORMAL), "");
+                }
+                WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
+            }
+        }
+        if let Err(e) = res {
+            self.queue_close(e.close_code, &e.reason);
+            self.flush_control();
+            self.fail(&format!("invalid frame from server: {e}"));
+        }
+    }
+}
+
+impl NetworkStream for TunnelClient {
+    fn on_downstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+        if self.state == State::Closed {
+            let _ = host::replace_buffer_prefix(BufferType::DownstreamData, size, &[]);
+            return NetworkAction::Continue;
+        }
+        let data = match host::get_buffer(BufferType::DownstreamData, 0, size) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                self.fail(&format!("downstream data unreadable: {e:?}"));
+                return NetworkAction::Continue;
+            }
+        };
+        let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 256);
+        if self.state == State::Fresh {
+            match self.handshake() {
+                Some(h) => out.extend_from_slice(&h),
+                None => {
+                    self.fail("no entropy for the handshake key");
+                    return NetworkAction::Continue;
+                }
+            }
+            self.state = State::AwaitingUpgrade;
+        }
+        out.append(&mut self.to_upstream);
+        if !wrap_binary(&data, self.cfg.max_frame_bytes as usize, Some(&mut self.entropy), &mut out) {
+            self.fail("no entropy for mask keys");
+            return NetworkAction::Continue;
+        }
+        if eos {
+            // The gRPC client closed its side: say so in-band before the FIN.
+            self.queue_close(close_code::NORMAL, "client closed");
+            out.append(&mut self.to_upstream);
+        }
+        if let Err(e) = host::replace_buffer_prefix(BufferType::DownstreamData, size, &out) {
+            self.fail(&format!("cannot write upstream: {e:?}"));
+        }
+        self.last_sent_ns = host::now_nanos();
+        NetworkAction::Continue
+    }
+
+    fn on_upstream_data(&mut self, size: usize, _eos: bool) -> NetworkAction {
+        let data = match host::get_buffer(BufferType::UpstreamData, 0, size) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(e) => {
+                self.fail(&format!("upstream data unreadable: {e:?}"));
+                return NetworkAction::Continue;
+            }
+        };
+        let mut out = Vec::with_capacity(data.len());
+        match self.state {
+            State::AwaitingUpgrade => {
+                self.head.extend_from_slice(&data);
+                let proto = self.cfg.tunnel_protocol.clone();
+                match parse_server_handshake(&self.head, MAX_HANDSHAKE_BYTES, &self.expected_accept, Some(&proto)) {
+                    Ok(None) if self.head.len() <= MAX_HANDSHAKE_BYTES => {}
+                    Ok(None) => self.fail("upgrade response head too large"),
+                    Ok(Some(consumed)) => {
+                        self.state = State::Open;
+                        let rest = self.head.split_off(consumed.min(self.head.len()));
+                        self.head = Vec::new();
+                        self.unwrap(&rest, &mut out);
+                    }
+                    Err(e) => self.fail(&format!("WebSocket upgrade refused: {e}")),
+                }
+            }
+            State::Open => self.unwrap(&data, &mut out),
+            State::Fresh | State::Closed => {}
+        }
+        if let Err(e) = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out) {
+            self.fail(&format!("cannot write downstream: {e:?}"));
+        }
+        self.flush_control();
+        NetworkAction::Continue
+    }
+
+    fn on_tick(&mut self) {
+        if self.state != State::Open || self.cfg.ping_interval_ms == 0 {
+            return;
+        }
+        let now = host::now_nanos();
+        let interval_ns = u64::from(self.cfg.ping_interval_ms) * 1_000_000;
+        if now.saturating_sub(self.last_sent_ns) >= interval_ns {
+            self.queue_control(Opcode::Ping, b"grpc-bridge keepalive");
+            self.flush_control();
+        }
+    }
+}

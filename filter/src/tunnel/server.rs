@@ -1,0 +1,194 @@
+//! Tunnel server side (server Envoy): `client -> [wasm tunnel_server] -> tcp_proxy -> backend`.
+//!
+//! Parses and checks the upgrade request (path, subprotocol, required headers), then unwraps
+//! the client's masked frames toward the backend and wraps the backend's bytes as unmasked
+//! frames. A network filter can write toward the client only inside `on_upstream_data`, so the
+//! `101`, pongs and closes go out with the next backend bytes. `tcp_proxy` connects to the backend
+//! at once, so its HTTP/2 SETTINGS can arrive before the upgrade request is complete: those bytes
+//! are kept and sent behind the `101`.
+
+use std::rc::Rc;
+
+use crate::abi::{NetworkAction, NetworkStream};
+use crate::codec::websocket::{
+    accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection, encode_server_handshake,
+    parse_client_handshake, FrameDecoder, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
+};
+use crate::config::Config;
+use crate::host::{self, BufferType, LogLevel, StreamType};
+use crate::tunnel::{constant_time_eq, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitingUpgrade,
+    Open,
+    /// Rejected or closed: nothing more is forwarded to the backend.
+    Closed,
+}
+
+pub struct TunnelServer {
+    id: u32,
+    cfg: Rc<Config>,
+    state: State,
+    head: Vec<u8>,
+    decoder: FrameDecoder,
+    /// The `101` (or a rejection), sent with the next backend bytes.
+    pending_head: Option<Vec<u8>>,
+    /// Backend bytes that arrived before the upgrade was accepted.
+    early_upstream: Vec<u8>,
+    /// Control frames waiting for the next chance to go to the client.
+    to_downstream: Vec<u8>,
+    close_sent: bool,
+}
+
+impl TunnelServer {
+    pub fn new(id: u32, cfg: Rc<Config>) -> Self {
+        let max = u64::from(cfg.max_frame_bytes);
+        TunnelServer {
+            id,
+            cfg,
+            state: State::AwaitingUpgrade,
+            head: Vec::new(),
+            decoder: FrameDecoder::new(Side::Server, max),
+            pending_head: None,
+            early_upstream: Vec::new(),
+            to_downstream: Vec::new(),
+            close_sent: false,
+        }
+    }
+
+    /// Checks path, subprotocol and required headers; returns the HTTP status of a refusal.
+    fn check(&self, req: &ParsedRequest) -> Result<(), (u16, String)> {
+        let path = req.path.split('?').next().unwrap_or("");
+        if path != self.cfg.tunnel_path {
+            return Err((404, format!("no tunnel at {path}")));
+        }
+        if !req.protocols.iter().any(|p| p == &self.cfg.tunnel_protocol) {
+            return Err((400, format!("subprotocol {} required", self.cfg.tunnel_protocol)));
+        }
+        for (name, want) in &self.cfg.tunnel_headers {
+            let got = req.header(&name.to_ascii_lowercase()).unwrap_or("");
+            if !constant_time_eq(got.as_bytes(), want.as_bytes()) {
+                return Err((403, "tunnel authentication failed".to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_close(&mut self, code: u16, reason: &str) {
+        if !self.close_sent && self.to_downstream.len() <= MAX_CONTROL_QUEUE {
+            self.close_sent = true;
+            encode_frame(true, Opcode::Close, None, &close_payload(code, reason), &mut self.to_downstream);
+        }
+    }
+
+    fn refuse(&mut self, status: u16, reason: &str) {
+        host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id));
+        self.pending_head = Some(encode_handshake_rejection(status, reason));
+        self.state = State::Closed;
+    }
+
+    fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        let mut events = Vec::new();
+        let res = self.decoder.decode_into(input, out, &mut events);
+        for ev in events {
+            match ev {
+                WsEvent::Ping(p) => {
+                    if self.to_downstream.len() > MAX_CONTROL_QUEUE {
+                        self.queue_close(close_code::POLICY_VIOLATION, "too many pings");
+                        self.state = State::Closed;
+                    } else {
+                        encode_frame(true, Opcode::Pong, None, &p, &mut self.to_downstream);
+                    }
+                }
+                WsEvent::Close { code, .. } => {
+                    self.queue_close(code.unwrap_or(close_code::NORMAL), "");
+                }
+                WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
+            }
+        }
+        if let Err(e) = res {
+            host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: invalid frame: {e}", self.id));
+            self.queue_close(e.close_code, &e.reason);
+            self.state = State::Closed;
+        }
+    }
+}
+
+impl NetworkStream for TunnelServer {
+    fn on_downstream_data(&mut self, size: usize, _eos: bool) -> NetworkAction {
+        let data = match host::get_buffer(BufferType::DownstreamData, 0, size) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(data.len());
+        match self.state {
+            State::AwaitingUpgrade => {
+                self.head.extend_from_slice(&data);
+                match parse_client_handshake(&self.head, MAX_HANDSHAKE_BYTES) {
+                    Ok(None) if self.head.len() <= MAX_HANDSHAKE_BYTES => {}
+                    Ok(None) | Err(HandshakeError::TooLarge) => self.refuse(431, "upgrade request too large"),
+                    Err(e) => self.refuse(400, &e.to_string()),
+                    Ok(Some((req, consumed))) => match self.check(&req) {
+                        Err((status, why)) => self.refuse(status, &why),
+                        Ok(()) => {
+                            self.pending_head =
+                                Some(encode_server_handshake(&accept_key(&req.key), Some(&self.cfg.tunnel_protocol)));
+                            self.state = State::Open;
+                            let rest = self.head.split_off(consumed.min(self.head.len()));
+                            self.head = Vec::new();
+                            self.unwrap(&rest, &mut out);
+                        }
+                    },
+                }
+            }
+            State::Open => self.unwrap(&data, &mut out),
+            State::Closed => {}
+        }
+        let _ = host::replace_buffer_prefix(BufferType::DownstreamData, size, &out);
+        NetworkAction::Continue
+    }
+
+    fn on_upstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+        let data = match host::get_buffer(BufferType::UpstreamData, 0, size) {
+            Ok(d) => d.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let max_frame = self.cfg.max_frame_bytes as usize;
+        let mut out = Vec::new();
+        if self.pending_head.is_none() && self.state == State::AwaitingUpgrade {
+            // The backend spoke before the client's upgrade arrived: keep it for after the 101.
+            if self.early_upstream.len() + data.len() > MAX_CONTROL_QUEUE * 16 {
+                host::log(LogLevel::Warn, "grpc-bridge tunnel server: backend sent too much before the upgrade");
+                self.state = State::Closed;
+                let _ = host::close_stream(StreamType::Downstream);
+            } else {
+                self.early_upstream.extend_from_slice(&data);
+            }
+            let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &[]);
+            return NetworkAction::Continue;
+        }
+        let rejected = self.state == State::Closed && !self.close_sent;
+        if let Some(head) = self.pending_head.take() {
+            out.extend_from_slice(&head);
+        }
+        if rejected {
+            // A refused upgrade gets its HTTP answer and nothing of the backend.
+            let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
+            self.close_sent = true;
+            return NetworkAction::Continue;
+        }
+        out.append(&mut self.to_downstream);
+        if self.state == State::Open {
+            let early = std::mem::take(&mut self.early_upstream);
+            wrap_binary(&early, max_frame, None, &mut out);
+            wrap_binary(&data, max_frame, None, &mut out);
+            if eos {
+                self.queue_close(close_code::GOING_AWAY, "backend closed");
+                out.append(&mut self.to_downstream);
+            }
+        }
+        let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
+        NetworkAction::Continue
+    }
+}
