@@ -116,7 +116,12 @@ impl TunnelClient {
         let res = self.decoder.decode_into(input, out, &mut events);
         for ev in events {
             match ev {
-                WsEvent::Ping(p) => self.queue_control(Opcode::Pong, &p),
+                // Answer only the latest ping (RFC 6455 5.5.3): no pile-up if sending stalls.
+                WsEvent::Ping(p) => {
+                    if self.to_upstream.is_empty() {
+                        self.queue_control(Opcode::Pong, &p);
+                    }
+                }
                 WsEvent::Close { code, reason } => {
                     host::log(LogLevel::Debug, &format!("grpc-bridge tunnel client: server closed ({code:?}) {reason}"));
                     self.queue_close(code.unwrap_or(close_code::NORMAL), "");
@@ -170,6 +175,12 @@ impl NetworkStream for TunnelClient {
             self.fail(&format!("cannot write upstream: {e:?}"));
         }
         self.last_sent_ns = host::now_nanos();
+        // Pass the data on now, but leave the read side "paused": Envoy keeps the downstream
+        // buffer reachable only for a filter that stopped, and the keepalive tick needs it to
+        // send pings from outside this callback. Envoy runs the continue after we return.
+        if self.state != State::Closed && host::continue_stream(StreamType::Downstream).is_ok() {
+            return NetworkAction::StopIteration;
+        }
         NetworkAction::Continue
     }
 
@@ -217,6 +228,7 @@ impl NetworkStream for TunnelClient {
         if now.saturating_sub(self.last_sent_ns) >= interval_ns {
             self.queue_control(Opcode::Ping, b"grpc-bridge keepalive");
             self.flush_control();
+            host::log(LogLevel::Debug, &format!("grpc-bridge tunnel client {}: keepalive ping (sent: {})", self.id, self.to_upstream.is_empty()));
         }
     }
 }

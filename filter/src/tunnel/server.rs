@@ -38,6 +38,8 @@ pub struct TunnelServer {
     early_upstream: Vec<u8>,
     /// Control frames waiting for the next chance to go to the client.
     to_downstream: Vec<u8>,
+    /// Payload of the latest unanswered ping.
+    pending_pong: Option<Vec<u8>>,
     close_sent: bool,
 }
 
@@ -53,6 +55,7 @@ impl TunnelServer {
             pending_head: None,
             early_upstream: Vec::new(),
             to_downstream: Vec::new(),
+            pending_pong: None,
             close_sent: false,
         }
     }
@@ -93,14 +96,9 @@ impl TunnelServer {
         let res = self.decoder.decode_into(input, out, &mut events);
         for ev in events {
             match ev {
-                WsEvent::Ping(p) => {
-                    if self.to_downstream.len() > MAX_CONTROL_QUEUE {
-                        self.queue_close(close_code::POLICY_VIOLATION, "too many pings");
-                        self.state = State::Closed;
-                    } else {
-                        encode_frame(true, Opcode::Pong, None, &p, &mut self.to_downstream);
-                    }
-                }
+                // Only the latest ping is answered (RFC 6455 5.5.3 allows it): pongs wait for
+                // the next backend bytes, and an idle tunnel must not pile them up.
+                WsEvent::Ping(p) => self.pending_pong = Some(p),
                 WsEvent::Close { code, .. } => {
                     self.queue_close(code.unwrap_or(close_code::NORMAL), "");
                 }
@@ -177,6 +175,9 @@ impl NetworkStream for TunnelServer {
             let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
             self.close_sent = true;
             return NetworkAction::Continue;
+        }
+        if let Some(p) = self.pending_pong.take() {
+            encode_frame(true, Opcode::Pong, None, &p, &mut out);
         }
         out.append(&mut self.to_downstream);
         if self.state == State::Open {
