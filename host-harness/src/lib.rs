@@ -10,6 +10,7 @@ mod abi;
 mod connection;
 mod headers;
 mod hostcalls;
+pub mod proxy;
 mod scenario;
 mod state;
 mod stream;

@@ -1,0 +1,547 @@
+//! Proxy mode: one filter role on live traffic, HTTP/1.1 or h2c on either side.
+//!
+//! The VM lives on its own thread (like an Envoy worker) and owns the [`Plugin`]; connection
+//! tasks send it events and receive the frames the filter lets through. Ticks run on the
+//! real clock. Flow control: each direction counts the bytes the filter released but the
+//! peer has not taken yet; the reader of that direction's source stops reading above a
+//! high-water mark, so a slow peer slows its sender (h2 windows / TCP do the rest).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame as BodyFrame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::headers::Headers;
+use crate::stream::{Frame, StreamId};
+use crate::vm::{LoadError, Plugin, PluginOptions, WasmSource};
+
+/// Wire protocol of one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    H2c,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "h1" | "http1" | "http/1.1" => Ok(Protocol::Http1),
+            "h2c" | "h2" | "http2" => Ok(Protocol::H2c),
+            other => Err(format!("unknown protocol {other:?} (use h1 or h2c)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub wasm: PathBuf,
+    pub plugin_config: Vec<u8>,
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+    pub downstream_protocol: Protocol,
+    pub upstream_protocol: Protocol,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug)]
+pub enum ProxyError {
+    Load(LoadError),
+    Listen { addr: SocketAddr, error: std::io::Error },
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyError::Load(e) => write!(f, "{e}"),
+            ProxyError::Listen { addr, error } if error.kind() == std::io::ErrorKind::AddrInUse => {
+                write!(f, "cannot listen on {addr}: address already in use")
+            }
+            ProxyError::Listen { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Bytes released toward a peer and not yet taken by it.
+#[derive(Default)]
+struct Flow {
+    pending: AtomicUsize,
+    drained: Notify,
+}
+
+const HIGH_WATER: usize = 1 << 20;
+
+impl Flow {
+    async fn wait_below_high_water(&self) {
+        while self.pending.load(Ordering::Acquire) > HIGH_WATER {
+            let notified = self.drained.notified();
+            if self.pending.load(Ordering::Acquire) <= HIGH_WATER {
+                break;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Where the VM thread sends what the filter released for one stream.
+struct StreamSink {
+    upstream: mpsc::UnboundedSender<Frame>,
+    downstream: mpsc::UnboundedSender<Frame>,
+    upstream_flow: Arc<Flow>,
+    downstream_flow: Arc<Flow>,
+}
+
+enum Command {
+    Open { headers: Headers, end_stream: bool, sink: StreamSink, opened: oneshot::Sender<StreamId> },
+    RequestData(StreamId, Bytes, bool),
+    RequestTrailers(StreamId, Headers),
+    ResponseHeaders(StreamId, Headers, bool),
+    ResponseData(StreamId, Bytes, bool),
+    ResponseTrailers(StreamId, Headers),
+    Reset(StreamId),
+}
+
+#[derive(Clone)]
+struct VmHandle {
+    tx: std_mpsc::Sender<Command>,
+}
+
+impl VmHandle {
+    fn send(&self, c: Command) {
+        let _ = self.tx.send(c);
+    }
+}
+
+/// Starts the VM thread; the plugin is loaded there (a wasmtime store stays on one thread).
+fn start_vm(options: PluginOptions) -> Result<VmHandle, LoadError> {
+    let (tx, rx) = std_mpsc::channel::<Command>();
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), LoadError>>();
+    std::thread::Builder::new()
+        .name("wasm-vm".into())
+        .spawn(move || {
+            let mut plugin = match Plugin::load(options) {
+                Ok(p) => {
+                    let _ = ready_tx.send(Ok(()));
+                    p
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            vm_loop(&mut plugin, rx);
+        })
+        .expect("spawn vm thread");
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(VmHandle { tx }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(LoadError::Instantiate("vm thread died while loading".into())),
+    }
+}
+
+fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>) {
+    let mut sinks: HashMap<StreamId, StreamSink> = HashMap::new();
+    loop {
+        let cmd = match plugin.next_tick_in() {
+            Some(wait) => match rx.recv_timeout(wait) {
+                Ok(c) => Some(c),
+                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+            None => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            },
+        };
+        match cmd {
+            Some(Command::Open { headers, end_stream, sink, opened }) => {
+                let id = plugin.http_new_stream();
+                sinks.insert(id, sink);
+                let _ = opened.send(id);
+                plugin.http_request_headers(id, headers, end_stream);
+            }
+            Some(Command::RequestData(id, b, end)) => plugin.http_request_data(id, &b, end),
+            Some(Command::RequestTrailers(id, h)) => plugin.http_request_trailers(id, h),
+            Some(Command::ResponseHeaders(id, h, end)) => plugin.http_response_headers(id, h, end),
+            Some(Command::ResponseData(id, b, end)) => plugin.http_response_data(id, &b, end),
+            Some(Command::ResponseTrailers(id, h)) => plugin.http_response_trailers(id, h),
+            Some(Command::Reset(id)) => plugin.http_reset(id),
+            None => {}
+        }
+        plugin.tick_if_due();
+        // Ticks can release data of any stream: pump them all.
+        sinks.retain(|id, sink| {
+            for f in plugin.http_take_upstream(*id) {
+                if let Frame::Data { bytes, .. } = &f {
+                    sink.upstream_flow.pending.fetch_add(bytes.len(), Ordering::AcqRel);
+                }
+                let _ = sink.upstream.send(f);
+            }
+            for f in plugin.http_take_downstream(*id) {
+                if let Frame::Data { bytes, .. } = &f {
+                    sink.downstream_flow.pending.fetch_add(bytes.len(), Ordering::AcqRel);
+                }
+                let _ = sink.downstream.send(f);
+            }
+            let done = plugin.http_is_finished(*id);
+            if done {
+                plugin.http_forget(*id);
+            }
+            !done
+        });
+        for line in plugin.take_logs() {
+            eprintln!("[wasm {:?}] {}", line.level, line.message);
+        }
+    }
+}
+
+/// A body fed by frames the filter released; taking data lowers the direction's backlog.
+struct ReleasedBody {
+    rx: mpsc::UnboundedReceiver<Frame>,
+    flow: Arc<Flow>,
+    done: bool,
+}
+
+impl Body for ReleasedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<BodyFrame<Bytes>, std::io::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(Some(Err(std::io::Error::other("stream ended without end of stream"))))
+            }
+            Poll::Ready(Some(frame)) => match frame {
+                Frame::Data { bytes, end_stream } => {
+                    self.flow.pending.fetch_sub(bytes.len(), Ordering::AcqRel);
+                    self.flow.drained.notify_waiters();
+                    self.done = end_stream;
+                    Poll::Ready(Some(Ok(BodyFrame::data(Bytes::from(bytes)))))
+                }
+                Frame::Trailers(t) => {
+                    self.done = true;
+                    Poll::Ready(Some(Ok(BodyFrame::trailers(to_header_map(&t)))))
+                }
+                Frame::Reset => {
+                    self.done = true;
+                    Poll::Ready(Some(Err(std::io::Error::other("stream reset by the filter"))))
+                }
+                Frame::Headers { .. } => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+/// Headers the filter sees for a request (Envoy's view: pseudo-headers, lower-case names).
+fn request_headers(parts: &http::request::Parts) -> Headers {
+    let mut h = Headers::new();
+    h.add(":method", parts.method.as_str());
+    h.add(":scheme", "http");
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| parts.headers.get("host").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    h.add(":authority", &authority);
+    h.add(":path", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    for (k, v) in &parts.headers {
+        if k == "host" {
+            continue;
+        }
+        h.add(k.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+    }
+    h
+}
+
+/// Connection-specific headers HTTP/2 forbids.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(name, "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade")
+}
+
+fn to_header_map(h: &Headers) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (k, v) in h.iter() {
+        if k.starts_with(':') || hop_by_hop(k) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+fn headers_from_map(map: &http::HeaderMap) -> Headers {
+    let mut h = Headers::new();
+    for (k, v) in map {
+        h.add(k.as_str(), &String::from_utf8_lossy(v.as_bytes()));
+    }
+    h
+}
+
+/// Reads a body into VM commands, honouring the direction's backlog.
+async fn pump_body(
+    mut body: Incoming,
+    vm: VmHandle,
+    flow: Arc<Flow>,
+    data: impl Fn(Bytes, bool) -> Command,
+    trailers: impl Fn(Headers) -> Command,
+    reset: Command,
+) {
+    let mut ended = body.is_end_stream();
+    while !ended {
+        flow.wait_below_high_water().await;
+        match body.frame().await {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(bytes) => {
+                    ended = body.is_end_stream();
+                    vm.send(data(bytes, ended));
+                }
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        vm.send(trailers(headers_from_map(&t)));
+                        ended = true;
+                    }
+                }
+            },
+            Some(Err(_)) => {
+                vm.send(reset);
+                return;
+            }
+            None => {
+                vm.send(data(Bytes::new(), true));
+                ended = true;
+            }
+        }
+    }
+}
+
+type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> Result<Response<BoxBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let headers = request_headers(&parts);
+    let (up_tx, up_rx) = mpsc::unbounded_channel();
+    let (down_tx, mut down_rx) = mpsc::unbounded_channel();
+    let up_flow = Arc::new(Flow::default());
+    let down_flow = Arc::new(Flow::default());
+    let sink = StreamSink {
+        upstream: up_tx,
+        downstream: down_tx,
+        upstream_flow: up_flow.clone(),
+        downstream_flow: down_flow.clone(),
+    };
+    let (opened_tx, opened_rx) = oneshot::channel();
+    let end_stream = body.is_end_stream();
+    vm.send(Command::Open { headers, end_stream, sink, opened: opened_tx });
+    let Ok(id) = opened_rx.await else { return Ok(error_response(503)) };
+    if !end_stream {
+        tokio::spawn(pump_body(
+            body,
+            vm.clone(),
+            up_flow.clone(),
+            move |b, e| Command::RequestData(id, b, e),
+            move |t| Command::RequestTrailers(id, t),
+            Command::Reset(id),
+        ));
+    }
+    tokio::spawn(upstream_exchange(up_rx, up_flow, down_flow.clone(), vm.clone(), id, cfg));
+    match down_rx.recv().await {
+        Some(Frame::Headers { headers, end_stream }) => {
+            let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(502u16);
+            let mut resp = Response::new(if end_stream {
+                http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+            } else {
+                ReleasedBody { rx: down_rx, flow: down_flow, done: false }.boxed_unsync()
+            });
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            *resp.headers_mut() = to_header_map(&headers);
+            Ok(resp)
+        }
+        _ => Ok(error_response(502)),
+    }
+}
+
+fn error_response(status: u16) -> Response<BoxBody> {
+    let mut r = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    r
+}
+
+/// Sends what the filter released upstream and feeds the upstream answer back to the VM.
+async fn upstream_exchange(
+    mut up_rx: mpsc::UnboundedReceiver<Frame>,
+    up_flow: Arc<Flow>,
+    down_flow: Arc<Flow>,
+    vm: VmHandle,
+    id: StreamId,
+    cfg: Arc<ProxyConfig>,
+) {
+    let Some(Frame::Headers { headers, end_stream }) = up_rx.recv().await else { return };
+    let path = headers.get(":path").unwrap_or("/").to_string();
+    let authority = match headers.get(":authority") {
+        Some(a) if !a.is_empty() => a.to_string(),
+        _ => cfg.upstream.to_string(),
+    };
+    let method = headers.get(":method").unwrap_or("GET").to_string();
+    let body: BoxBody = if end_stream {
+        http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+    } else {
+        ReleasedBody { rx: up_rx, flow: up_flow, done: false }.boxed_unsync()
+    };
+    let uri = match cfg.upstream_protocol {
+        Protocol::Http1 => path.clone(),
+        Protocol::H2c => format!("http://{authority}{path}"),
+    };
+    let mut req = match Request::builder().method(method.as_str()).uri(uri).body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("host-harness: cannot build the upstream request: {e}");
+            vm.send(Command::Reset(id));
+            return;
+        }
+    };
+    *req.headers_mut() = to_header_map(&headers);
+    if cfg.upstream_protocol == Protocol::Http1 {
+        if let Ok(v) = http::HeaderValue::from_str(&authority) {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+    let response = async {
+        let tcp = TcpStream::connect(cfg.upstream).await?;
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(tcp);
+        let resp = match cfg.upstream_protocol {
+            Protocol::Http1 => {
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
+                tokio::spawn(conn);
+                send.send_request(req).await.map_err(std::io::Error::other)?
+            }
+            Protocol::H2c => {
+                let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                tokio::spawn(conn);
+                send.send_request(req).await.map_err(std::io::Error::other)?
+            }
+        };
+        Ok::<_, std::io::Error>(resp)
+    }
+    .await;
+    let resp = match response {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("host-harness: upstream {}: {e}", cfg.upstream);
+            // Envoy answers an unreachable upstream with a 503 local reply; a reset is the
+            // closest the harness models without a router.
+            vm.send(Command::Reset(id));
+            return;
+        }
+    };
+    let (parts, body) = resp.into_parts();
+    let mut h = Headers::new();
+    h.add(":status", parts.status.as_str());
+    for (k, v) in headers_from_map(&parts.headers).iter() {
+        h.add(k, v);
+    }
+    let end = body.is_end_stream();
+    vm.send(Command::ResponseHeaders(id, h, end));
+    if !end {
+        pump_body(
+            body,
+            vm,
+            down_flow,
+            move |b, e| Command::ResponseData(id, b, e),
+            move |t| Command::ResponseTrailers(id, t),
+            Command::Reset(id),
+        )
+        .await;
+    }
+}
+
+/// A started proxy (tests use port 0 and read the bound address).
+pub struct RunningProxy {
+    pub local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningProxy {
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Loads the filter and starts listening; returns once both succeeded.
+pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
+    let options = PluginOptions::new(WasmSource::File(cfg.wasm.clone()))
+        .plugin_config(cfg.plugin_config.clone())
+        .real_clock(true);
+    let options = PluginOptions { record_callbacks: false, ..options };
+    let vm = tokio::task::spawn_blocking(move || start_vm(options))
+        .await
+        .map_err(|e| ProxyError::Load(LoadError::Instantiate(e.to_string())))?
+        .map_err(ProxyError::Load)?;
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
+    let local_addr = listener.local_addr().map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
+    let cfg = Arc::new(cfg);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (vm, cfg) = (vm.clone(), cfg.clone());
+            tokio::spawn(async move {
+                let io = TokioIo::new(tcp);
+                let protocol = cfg.downstream_protocol;
+                let svc = service_fn(move |req| handle(req, vm.clone(), cfg.clone()));
+                let result = match protocol {
+                    Protocol::Http1 => hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await,
+                    Protocol::H2c => {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await
+                    }
+                };
+                let _ = result;
+            });
+        }
+    });
+    Ok(RunningProxy { local_addr, task })
+}

@@ -1,0 +1,170 @@
+//! Proxy mode on live sockets with the probe guest: h2c and HTTP/1.1, trailers both ways,
+//! local replies, and the start-up errors.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use host_harness::proxy::{self, Protocol, ProxyConfig};
+
+fn probe_file() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("host-harness-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("probe.wasm");
+    std::fs::write(&path, common::probe_wasm()).unwrap();
+    path
+}
+
+/// Upstream that echoes the request body and ends with grpc-status trailers, reporting the
+/// x-probe header it saw in a response header.
+async fn echo_upstream(protocol: Protocol) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let seen = req.headers().get("x-probe").cloned();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                    let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
+                    if let Some(v) = seen {
+                        resp.headers_mut().insert("x-saw-probe", v);
+                    }
+                    Ok::<_, Infallible>(resp)
+                });
+                let io = TokioIo::new(tcp);
+                match protocol {
+                    Protocol::H2c => {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                    }
+                    Protocol::Http1 => {
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A stream over a vector of body frames.
+fn futures_stream<T: Unpin>(items: Vec<T>) -> Iter<std::vec::IntoIter<T>> {
+    Iter(items.into_iter())
+}
+
+struct Iter<I>(I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
+    type Item = I::Item;
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+async fn client(addr: SocketAddr, protocol: Protocol, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = TokioIo::new(tcp);
+    match protocol {
+        Protocol::H2c => {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        }
+        Protocol::Http1 => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        }
+    }
+}
+
+async fn start(mode: &str, down: Protocol, up: Protocol, upstream: SocketAddr) -> proxy::RunningProxy {
+    proxy::start(ProxyConfig {
+        wasm: probe_file(),
+        plugin_config: mode.as_bytes().to_vec(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream,
+        downstream_protocol: down,
+        upstream_protocol: up,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn grpc_request(uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(body)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn h2c_both_sides_streams_body_and_trailers() {
+    let upstream = echo_upstream(Protocol::H2c).await;
+    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
+    let resp = client(p.local_addr, Protocol::H2c, grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"hello")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("x-saw-probe").unwrap(), "1", "the filter's request header reached upstream");
+    let collected = resp.into_body().collect().await.unwrap();
+    // body-continue mode appends nothing (set_buffer NotFound) and strips grpc-status.
+    let trailers = collected.trailers().cloned();
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"hello"));
+    assert!(trailers.is_some_and(|t| t.get("grpc-status").is_none()));
+}
+
+#[tokio::test]
+async fn http1_downstream_h2c_upstream_with_tick_flushed_trailer_frame() {
+    let upstream = echo_upstream(Protocol::H2c).await;
+    let p = start("stream", Protocol::Http1, Protocol::H2c, upstream).await;
+    let resp = client(p.local_addr, Protocol::Http1, grpc_request("/pkg.Svc/Call", b"abc")).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, Bytes::from_static(b"abc[TRAILERS]"));
+}
+
+#[tokio::test]
+async fn local_reply_over_http1() {
+    let upstream = echo_upstream(Protocol::Http1).await;
+    let p = start("local-reply", Protocol::Http1, Protocol::Http1, upstream).await;
+    let req = Request::builder().uri("/x").header("host", "a").body(Full::new(Bytes::new())).unwrap();
+    let resp = client(p.local_addr, Protocol::Http1, req).await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"go away"));
+}
+
+#[tokio::test]
+async fn startup_errors_are_clear() {
+    let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = ProxyConfig {
+        wasm: probe_file(),
+        plugin_config: b"body-continue".to_vec(),
+        listen: taken.local_addr().unwrap(),
+        upstream,
+        downstream_protocol: Protocol::H2c,
+        upstream_protocol: Protocol::H2c,
+    };
+    let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
+    assert!(err.ends_with("address already in use"), "{err}");
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.plugin_config = b"reject".to_vec();
+    let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
+    assert!(err.contains("unknown role \"reject\""), "{err}");
+    cfg.wasm = "/nonexistent.wasm".into();
+    let err = proxy::start(cfg).await.err().unwrap().to_string();
+    assert!(err.contains("cannot read wasm file /nonexistent.wasm"), "{err}");
+}
