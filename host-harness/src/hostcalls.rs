@@ -54,18 +54,24 @@ pub(crate) fn splice_buffer(buf: &mut Vec<u8>, start: usize, length: usize, data
 }
 
 /// Bytes of a buffer as `getBuffer` would expose them; `None` is "no buffer" (NotFound).
+///
+/// Envoy answers NotFound only where `getBuffer` returns no object at all (plugin
+/// configuration outside `proxy_on_configure`, an http_call body outside its callback).
+/// Body and network-data buffers are always an object, possibly pointing at nothing: a
+/// read then answers Ok with nothing and a write BadArgument (measured in Envoy 1.40 by
+/// `tests/envoy_diff.rs`, row 5 and the ABI battery).
 fn read_buffer(s: &HostState, ctx: u32, t: BufferType) -> Option<Vec<u8>> {
     match t {
         BufferType::VmConfiguration => Some(s.vm_config.clone()),
         BufferType::PluginConfiguration => s.in_configure.then(|| s.plugin_config.clone()),
         BufferType::HttpCallResponseBody => s.http_call_response.as_ref().map(|r| r.body.clone()),
-        BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
-            s.http_streams.get(&ctx).and_then(|st| st.body(t)).map(|b| b.to_vec())
-        }
-        BufferType::DownstreamData | BufferType::UpstreamData => {
-            s.connections.get(&ctx).and_then(|c| c.data(t)).map(|b| b.to_vec())
-        }
-        BufferType::GrpcReceiveBuffer | BufferType::CallData => None,
+        BufferType::HttpRequestBody | BufferType::HttpResponseBody => Some(
+            s.http_streams.get(&ctx).and_then(|st| st.body(t)).map(|b| b.to_vec()).unwrap_or_default(),
+        ),
+        BufferType::DownstreamData | BufferType::UpstreamData => Some(
+            s.connections.get(&ctx).and_then(|c| c.data(t)).map(|b| b.to_vec()).unwrap_or_default(),
+        ),
+        BufferType::GrpcReceiveBuffer | BufferType::CallData => Some(Vec::new()),
     }
 }
 
@@ -75,6 +81,7 @@ fn write_buffer(s: &mut HostState, ctx: u32, t: BufferType, start: usize, length
         BufferType::VmConfiguration | BufferType::PluginConfiguration | BufferType::HttpCallResponseBody => {
             return if read_buffer(s, ctx, t).is_some() { Status::BadArgument } else { Status::NotFound };
         }
+        // Below: a buffer object that points at nothing is immutable (BufferBase::copyFrom).
         BufferType::HttpRequestBody | BufferType::HttpResponseBody => {
             s.http_streams.get_mut(&ctx).and_then(|st| st.body_mut(t))
         }
@@ -85,7 +92,7 @@ fn write_buffer(s: &mut HostState, ctx: u32, t: BufferType, start: usize, length
     };
     match target {
         Some(buf) => splice_buffer(buf, start, length, data),
-        None => Status::NotFound,
+        None => Status::BadArgument,
     }
 }
 

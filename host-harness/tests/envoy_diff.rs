@@ -113,7 +113,7 @@ impl Envoy {
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(&cfg_path)
-            .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info", "--log-path"])
+            .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info", "--file-flush-interval-msec", "20", "--log-path"])
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -301,4 +301,58 @@ async fn row7_trailers_only_response() {
         assert!(o.body.is_empty());
     })
     .await;
+}
+
+/// `abi name=status` lines the probe logs at configure time, first occurrence per name.
+fn abi_lines<'a>(lines: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in lines {
+        if let Some(rest) = line.split("abi ").nth(1) {
+            if let Some((k, v)) = rest.trim().split_once('=') {
+                out.entry(k.to_string()).or_insert_with(|| v.to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row11_hostcall_statuses_match_envoy() {
+    let up = upstream().await;
+    let envoy = Envoy::start("abi", up);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let from_envoy = loop {
+        let text = envoy.log_text();
+        let lines = abi_lines(text.lines());
+        if lines.contains_key("get_buffer_bad_type") || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let plugin = host_harness::Plugin::load(common::probe("abi")).unwrap();
+    let from_harness = abi_lines(plugin.logs().iter().map(|l| l.message.as_str()));
+    assert!(!from_envoy.is_empty(), "no abi lines in the envoy log:\n{}", envoy.log_text());
+    assert_eq!(from_harness, from_envoy);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row5_envoy_answers_ok_empty_then_bad_argument_in_the_guest() {
+    let up = upstream().await;
+    let envoy = Envoy::start("body-continue", up);
+    call(envoy.port, "/now").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = envoy.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
+    assert!(log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=2"), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row3_envoy_answers_ok_none_then_ok_in_the_guest() {
+    let up = upstream().await;
+    let envoy = Envoy::start("stream", up);
+    call(envoy.port, "/late").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = envoy.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
+    assert!(log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=0"), "{lines:#?}");
 }

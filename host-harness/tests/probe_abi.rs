@@ -44,7 +44,7 @@ fn abi_battery_matches_envoy_statuses() {
         ("foreign_clear_route_cache", ok),
         ("foreign_unknown", Status::NotFound as u32),
         ("root_get_header", Status::BadArgument as u32),
-        ("root_get_body", Status::NotFound as u32),
+        ("root_get_body", ok),
         ("continue_upstream", Status::Unimplemented as u32),
         ("continue_bad_type", Status::BadArgument as u32),
         ("effective_unknown", Status::BadArgument as u32),
