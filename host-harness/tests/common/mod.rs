@@ -40,8 +40,10 @@ pub fn probe(mode: &str) -> PluginOptions {
 
 /// The real filter. Tests that need it fail (never skip) when it is missing.
 pub fn grpc_bridge_wasm() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip1/release/grpc_bridge.wasm");
+    // GRPC_BRIDGE_WASM points elsewhere (e.g. a build under another CARGO_TARGET_DIR).
+    let path = std::env::var_os("GRPC_BRIDGE_WASM").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release/grpc_bridge.wasm")
+    });
     assert!(
         path.exists(),
         "{} is missing: build the filter first with `make build` \

@@ -1,0 +1,96 @@
+//! The real filter (`grpc_bridge.wasm`) in both HTTP roles, scripted with the scenario API.
+//! Fails with "build the filter first with `make build`" when the module is missing.
+
+mod common;
+
+use host_harness::{body_of, Frame, PluginOptions, Scenario};
+
+fn role(config: &str) -> Scenario {
+    Scenario::new(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(config))
+        .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"))
+}
+
+/// A gRPC message frame: flag 0, big-endian length, payload.
+fn grpc_frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn server_role_turns_grpc_trailers_into_a_grpc_web_trailer_frame() {
+    let mut s = role(r#"{"role":"server"}"#);
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/pkg.Svc/Call"),
+            (":authority", "backend"),
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-bridge", "agent"),
+        ],
+        false,
+    )
+    .request_body(&grpc_frame(b"hi"), true);
+    let up = s.take_upstream();
+    let Frame::Headers { headers, .. } = &up[0] else { panic!("{up:?}") };
+    assert_eq!(headers.get("content-type"), Some("application/grpc+proto"), "{headers:?}");
+    assert_eq!(body_of(&up), grpc_frame(b"hi"));
+
+    s.response_headers(&[(":status", "200"), ("content-type", "application/grpc+proto")], false)
+        .response_body(&grpc_frame(b"yo"), false)
+        .response_trailers(&[("grpc-status", "0"), ("grpc-message", "")]);
+    s.advance_ms(50);
+    let down = s.take_downstream();
+    let Frame::Headers { headers, end_stream: false } = &down[0] else { panic!("{down:?}") };
+    assert!(headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc-web")), "{headers:?}");
+    let body = body_of(&down);
+    assert!(body.starts_with(&grpc_frame(b"yo")), "{body:?}");
+    let trailer = &body[grpc_frame(b"yo").len()..];
+    assert_eq!(trailer[0], 0x80, "trailer frame flag: {body:?}");
+    assert!(String::from_utf8_lossy(&trailer[5..]).contains("grpc-status:0"), "{body:?}");
+    assert!(s.is_finished());
+    assert!(s.plugin().failure().is_none());
+}
+
+#[test]
+fn agent_role_turns_grpc_into_grpc_web_and_the_trailer_frame_back_into_trailers() {
+    let mut s = role(r#"{"role":"agent"}"#);
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/pkg.Svc/Call"),
+            (":authority", "server"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ],
+        false,
+    )
+    .request_body(&grpc_frame(b"hi"), true);
+    let up = s.take_upstream();
+    let Frame::Headers { headers, .. } = &up[0] else { panic!("{up:?}") };
+    assert!(headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc-web")), "{headers:?}");
+
+    let mut web_body = grpc_frame(b"yo");
+    let block = b"grpc-status:0\r\n";
+    web_body.push(0x80);
+    web_body.extend_from_slice(&(block.len() as u32).to_be_bytes());
+    web_body.extend_from_slice(block);
+    s.response_headers(&[(":status", "200"), ("content-type", "application/grpc-web+proto")], false)
+        .response_body(&web_body, true);
+    s.advance_ms(50);
+    let down = s.take_downstream();
+    assert_eq!(body_of(&down), grpc_frame(b"yo"), "{down:?}");
+    match down.last() {
+        Some(Frame::Trailers(t)) => assert_eq!(t.get("grpc-status"), Some("0")),
+        other => panic!("expected trailers last, got {other:?} in {down:?}"),
+    }
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_filter_message() {
+    let err = Scenario::new(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(r#"{"role":"nope"}"#))
+        .err()
+        .expect("must be refused");
+    assert!(err.to_string().contains("role"), "{err}");
+}
