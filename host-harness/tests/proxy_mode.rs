@@ -38,6 +38,7 @@ async fn echo_upstream(protocol: Protocol) -> SocketAddr {
                     trailers.insert("grpc-status", "0".parse().unwrap());
                     let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
                     let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
+                    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
                     if let Some(v) = seen {
                         resp.headers_mut().insert("x-saw-probe", v);
                     }
@@ -167,4 +168,48 @@ async fn startup_errors_are_clear() {
     cfg.wasm = "/nonexistent.wasm".into();
     let err = proxy::start(cfg).await.err().unwrap().to_string();
     assert!(err.contains("cannot read wasm file /nonexistent.wasm"), "{err}");
+}
+
+/// The sample topology minus Envoy: h2c client -> agent proxy (real filter) -> HTTP/1.1 hop
+/// -> server proxy (real filter) -> h2c gRPC upstream, unary call with trailers.
+#[tokio::test(flavor = "multi_thread")]
+async fn real_filter_agent_and_server_over_an_http1_hop() {
+    let wasm = common::grpc_bridge_wasm();
+    let backend = echo_upstream(Protocol::H2c).await;
+    let server = proxy::start(ProxyConfig {
+        wasm: wasm.clone(),
+        plugin_config: br#"{"role":"server"}"#.to_vec(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: backend,
+        downstream_protocol: Protocol::Http1,
+        upstream_protocol: Protocol::H2c,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let agent = proxy::start(ProxyConfig {
+        wasm,
+        plugin_config: br#"{"role":"agent"}"#.to_vec(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        upstream: server.local_addr,
+        downstream_protocol: Protocol::H2c,
+        upstream_protocol: Protocol::Http1,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let message = [0u8, 0, 0, 0, 3, b'a', b'b', b'c'];
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/pkg.Svc/Call", agent.local_addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::copy_from_slice(&message)))
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client(agent.local_addr, Protocol::H2c, req))
+        .await
+        .expect("response in time");
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("grpc trailers");
+    assert_eq!(collected.to_bytes(), Bytes::copy_from_slice(&message));
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
 }
