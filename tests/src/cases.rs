@@ -20,6 +20,9 @@ use crate::pb::*;
 
 pub type Client = BridgeTestClient<Channel>;
 
+/// Time limit of one case (the slowest passing case takes about 1.5 s).
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Case names, in the order `run_suite` runs them.
 pub const ALL_CASES: &[&str] = &[
     "unary",
@@ -45,6 +48,7 @@ pub const ALL_CASES: &[&str] = &[
     "cancel_stream",
     "cancel_unary",
     "concurrent_unary",
+    "fresh_connections",
 ];
 
 /// The message used by the error cases: non-ASCII, `%`, things that look like escapes.
@@ -79,9 +83,9 @@ pub async fn run_suite(addr: SocketAddr) -> Vec<Outcome> {
     let mut out = Vec::new();
     for case in selected {
         let t0 = Instant::now();
-        let result = match timeout(Duration::from_secs(30), run_case(&case, addr)).await {
+        let result = match timeout(CASE_TIMEOUT, run_case(&case, addr)).await {
             Ok(r) => r,
-            Err(_) => Err("case timed out after 30 s".to_string()),
+            Err(_) => Err(format!("case timed out after {} s", CASE_TIMEOUT.as_secs())),
         };
         out.push(Outcome {
             case,
@@ -147,6 +151,7 @@ pub async fn run_case(case: &str, addr: SocketAddr) -> Result<String, String> {
         "cancel_stream" => cancel_stream(c).await,
         "cancel_unary" => cancel_unary(c).await,
         "concurrent_unary" => concurrent_unary(c).await,
+        "fresh_connections" => fresh_connections(addr).await,
         other => Err(format!("unknown case {other}")),
     }
 }
@@ -1095,4 +1100,35 @@ async fn concurrent_unary(c: Client) -> Result<String, String> {
         t.await.map_err(|e| format!("task {i}: {e}"))??;
     }
     Ok("20 concurrent calls on one channel".into())
+}
+
+/// 20 new connections one after the other, one unary call each (every new client connection
+/// is a new upstream connection or tunnel).
+async fn fresh_connections(addr: SocketAddr) -> Result<String, String> {
+    let mut failures = vec![];
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let t0 = Instant::now();
+        let r = timeout(Duration::from_secs(3), async {
+            let mut c = connect(addr).await?;
+            c.unary(UnaryRequest {
+                payload: vec![i as u8; 10],
+                ..Default::default()
+            })
+            .await
+            .map_err(st)
+            .map(|_| ())
+        })
+        .await;
+        worst = worst.max(t0.elapsed());
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(format!("#{i}: {e}")),
+            Err(_) => failures.push(format!("#{i}: no answer within 3 s")),
+        }
+    }
+    ensure(failures.is_empty(), || {
+        format!("{} of 20 failed: {}", failures.len(), failures.join("; "))
+    })?;
+    Ok(format!("20 of 20, slowest {} ms", worst.as_millis()))
 }

@@ -26,10 +26,19 @@ impl Nginx {
     /// Runs in the foreground as a single process (`daemon off; master_process off;`) with its
     /// prefix (pid, logs, temp files) in a temp directory.
     pub fn start(name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
+        Self::start_template(name, "nginx-http11.conf", upstream)
+    }
+
+    /// Like [`Nginx::start`] with another template from `envoy/` (e.g. `nginx-websocket.conf`).
+    pub fn start_template(
+        name: &str,
+        template_name: &str,
+        upstream: SocketAddr,
+    ) -> Result<Nginx, String> {
         let mut last_err = String::new();
         // A free port can be taken by someone else before nginx binds it: retry a few times.
         for _ in 0..3 {
-            match Self::try_start(name, upstream) {
+            match Self::try_start(name, template_name, upstream) {
                 Ok(n) => return Ok(n),
                 Err(e) => last_err = e,
             }
@@ -37,7 +46,7 @@ impl Nginx {
         Err(last_err)
     }
 
-    fn try_start(name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
+    fn try_start(name: &str, template_name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("nginx-{name}-"))
             .tempdir()
@@ -50,7 +59,7 @@ impl Nginx {
         vars.insert("LISTEN_PORT".to_string(), port.to_string());
         vars.insert("UPSTREAM_HOST".to_string(), upstream.ip().to_string());
         vars.insert("UPSTREAM_PORT".to_string(), upstream.port().to_string());
-        let tpl_path = config_template("nginx-http11.conf");
+        let tpl_path = config_template(template_name);
         let tpl = std::fs::read_to_string(&tpl_path)
             .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
         let conf = dir.path().join("nginx.conf");

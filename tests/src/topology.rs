@@ -31,8 +31,19 @@ impl ServerSide {
     }
 }
 
+/// How the agent side reaches the server side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// gRPC-web over HTTP/1.1 (`agent.yaml`, `server*.yaml`, `nginx-http11.conf`).
+    GrpcWeb,
+    /// The client's whole h2c connection inside a WebSocket (`tunnel-client.yaml`,
+    /// `tunnel-server.yaml`, `nginx-websocket.conf`). `ServerSide` is ignored.
+    WebSocketTunnel,
+}
+
 #[derive(Clone, Debug)]
 pub struct TopologyBuilder {
+    transport: Transport,
     server: ServerSide,
     hop: bool,
     agent: bool,
@@ -44,6 +55,7 @@ pub struct TopologyBuilder {
 impl Default for TopologyBuilder {
     fn default() -> Self {
         TopologyBuilder {
+            transport: Transport::GrpcWeb,
             server: ServerSide::Wasm,
             hop: true,
             agent: true,
@@ -54,6 +66,10 @@ impl Default for TopologyBuilder {
 }
 
 impl TopologyBuilder {
+    pub fn transport(mut self, t: Transport) -> Self {
+        self.transport = t;
+        self
+    }
     pub fn server(mut self, s: ServerSide) -> Self {
         self.server = s;
         self
@@ -104,7 +120,8 @@ impl TopologyBuilder {
         av.extend(parse("GRPC_BRIDGE_AGENT_VARS")?);
         av.append(&mut self.agent_vars);
         self.agent_vars = av;
-        let needs_wasm = self.agent || self.server == ServerSide::Wasm;
+        let tunnel = self.transport == Transport::WebSocketTunnel;
+        let needs_wasm = self.agent || self.server == ServerSide::Wasm || tunnel;
         if needs_wasm && !wasm_path().exists() {
             return Err(format!(
                 "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
@@ -122,13 +139,27 @@ impl TopologyBuilder {
         for (k, v) in &self.server_vars {
             vars.push((k.as_str(), v.clone()));
         }
-        let server = Envoy::start("server", self.server.template(), &vars)?;
-        let server_addr = server.listener_addr("bridge_server")?;
-        path.push(format!("{} {}", self.server.label(), server_addr));
+        let (template, listener, label) = if tunnel {
+            (
+                "tunnel-server.yaml",
+                "tunnel_server",
+                "server Envoy (grpc-bridge wasm, role tunnel_server)",
+            )
+        } else {
+            (self.server.template(), "bridge_server", self.server.label())
+        };
+        let server = Envoy::start("server", template, &vars)?;
+        let server_addr = server.listener_addr(listener)?;
+        path.push(format!("{label} {server_addr}"));
         let (nginx, hop_addr) = if self.hop {
-            let n = Nginx::start("hop", server_addr)?;
+            let (tpl, what) = if tunnel {
+                ("nginx-websocket.conf", "nginx HTTP/1.1 WebSocket proxy")
+            } else {
+                ("nginx-http11.conf", "nginx HTTP/1.1 hop")
+            };
+            let n = Nginx::start_template("hop", tpl, server_addr)?;
             let a = n.addr;
-            path.push(format!("nginx HTTP/1.1 hop {a}"));
+            path.push(format!("{what} {a}"));
             (Some(n), a)
         } else {
             (None, server_addr)
@@ -140,12 +171,28 @@ impl TopologyBuilder {
                 ("UPSTREAM_HOST", hop_addr.ip().to_string()),
                 ("UPSTREAM_PORT", hop_addr.port().to_string()),
             ];
+            if tunnel {
+                vars.push(("TUNNEL_HOST", hop_addr.to_string()));
+            }
             for (k, v) in &self.agent_vars {
                 vars.push((k.as_str(), v.clone()));
             }
-            let a = Envoy::start("agent", "agent.yaml", &vars)?;
-            let addr = a.listener_addr("bridge_agent")?;
-            path.push(format!("agent Envoy (grpc-bridge wasm, role agent) {addr}"));
+            let (template, listener, label) = if tunnel {
+                (
+                    "tunnel-client.yaml",
+                    "tunnel_client",
+                    "agent Envoy (grpc-bridge wasm, role tunnel_client)",
+                )
+            } else {
+                (
+                    "agent.yaml",
+                    "bridge_agent",
+                    "agent Envoy (grpc-bridge wasm, role agent)",
+                )
+            };
+            let a = Envoy::start("agent", template, &vars)?;
+            let addr = a.listener_addr(listener)?;
+            path.push(format!("{label} {addr}"));
             (Some(a), addr)
         } else {
             (None, hop_addr)

@@ -44,7 +44,8 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> 
 ///
 /// Its stdout and stderr go to a log file; when the guard is dropped while the thread is
 /// panicking (a failed test), the tail of the log is printed to help debugging. Set
-/// `GRPC_BRIDGE_TEST_LOGS=1` to always print the tail.
+/// `GRPC_BRIDGE_TEST_LOGS=1` to always print the tail, `GRPC_BRIDGE_KEEP_LOGS=1` to keep the
+/// process's directory (config, log) after it stops.
 pub struct Process {
     name: String,
     child: Option<Child>,
@@ -150,6 +151,12 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.stop();
+        if std::env::var_os("GRPC_BRIDGE_KEEP_LOGS").is_some() {
+            if let Some(dir) = self._dir.take() {
+                let kept = dir.keep();
+                eprintln!("kept {} files in {}", self.name, kept.display());
+            }
+        }
         let always = std::env::var_os("GRPC_BRIDGE_TEST_LOGS").is_some();
         if std::thread::panicking() || always {
             eprintln!(
