@@ -41,9 +41,20 @@ pub enum Transport {
     WebSocketTunnel,
 }
 
+/// The agent as `agent-fallback.yaml` (native HTTP/2 first, gRPC-web over the hop after
+/// failures): where its native path goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NativePath {
+    /// Straight to the server Envoy: native HTTP/2 works.
+    Direct,
+    /// Into the HTTP/1.1-only nginx hop: native HTTP/2 cannot pass, the agent must fall back.
+    ThroughHttp11Hop,
+}
+
 #[derive(Clone, Debug)]
 pub struct TopologyBuilder {
     transport: Transport,
+    fallback: Option<NativePath>,
     server: ServerSide,
     hop: bool,
     agent: bool,
@@ -56,6 +67,7 @@ impl Default for TopologyBuilder {
     fn default() -> Self {
         TopologyBuilder {
             transport: Transport::GrpcWeb,
+            fallback: None,
             server: ServerSide::Wasm,
             hop: true,
             agent: true,
@@ -68,6 +80,12 @@ impl Default for TopologyBuilder {
 impl TopologyBuilder {
     pub fn transport(mut self, t: Transport) -> Self {
         self.transport = t;
+        self
+    }
+    /// Use `agent-fallback.yaml` (FALLBACK=bridged_grpc_web) as the agent, its native path
+    /// going where `native` says and its bridged path through the hop.
+    pub fn fallback(mut self, native: NativePath) -> Self {
+        self.fallback = Some(native);
         self
     }
     pub fn server(mut self, s: ServerSide) -> Self {
@@ -174,10 +192,27 @@ impl TopologyBuilder {
             if tunnel {
                 vars.push(("TUNNEL_HOST", hop_addr.to_string()));
             }
+            if let Some(native) = self.fallback {
+                let n = if native == NativePath::Direct {
+                    server_addr
+                } else {
+                    hop_addr
+                };
+                vars.push(("NATIVE_HOST", n.ip().to_string()));
+                vars.push(("NATIVE_PORT", n.port().to_string()));
+                vars.push(("FALLBACK", "bridged_grpc_web".into()));
+            }
             for (k, v) in &self.agent_vars {
                 vars.push((k.as_str(), v.clone()));
             }
-            let (template, listener, label) = if tunnel {
+            let (template, listener, label) = if let Some(native) = self.fallback {
+                let label = if native == NativePath::Direct {
+                    "agent Envoy (agent-fallback.yaml: native h2 straight to the server, gRPC-web fallback)"
+                } else {
+                    "agent Envoy (agent-fallback.yaml: native h2 into the HTTP/1.1 hop, gRPC-web fallback)"
+                };
+                ("agent-fallback.yaml", "agent", label)
+            } else if tunnel {
                 (
                     "tunnel-client.yaml",
                     "tunnel_client",
