@@ -156,6 +156,23 @@ impl Plugin {
         self.after_event();
     }
 
+    /// The upstream connection failed or was reset (not a clean end of stream): tcp_proxy
+    /// closes the downstream connection (FlushWrite), so the filter sees a local close.
+    pub fn connection_upstream_reset(&mut self, id: ConnectionId) {
+        self.connection_close(id.0, StreamType::Downstream);
+        self.after_event();
+    }
+
+    /// Bytes the connection holds for the filter: (read buffer, write buffer). Envoy's
+    /// connection read-disables while its read buffer is over the buffer limit.
+    pub fn connection_held_bytes(&self, id: ConnectionId) -> (usize, usize) {
+        self.state()
+            .connections
+            .get(&id.0)
+            .map(|c| (c.read_buffer.len(), c.write_buffer.len()))
+            .unwrap_or((0, 0))
+    }
+
     pub fn connection_take_upstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
         self.conn_mut(id.0).map(|c| std::mem::take(&mut c.to_upstream)).unwrap_or_default()
     }

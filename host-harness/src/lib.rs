@@ -14,6 +14,7 @@ pub mod proxy;
 mod scenario;
 mod state;
 mod stream;
+mod tcp;
 mod vm;
 mod wasi;
 

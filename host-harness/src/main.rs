@@ -1,9 +1,12 @@
 //! `host-harness`: run the filter without Envoy.
 //!
 //!   host-harness proxy --wasm F --config C --listen ADDR --upstream ADDR
-//!                      [--downstream h1|h2c] [--upstream-protocol h1|h2c]
+//!                      [--downstream h1|h2c] [--upstream-protocol h1|h2c] [--network]
+//!                      [--per-connection-buffer-limit-bytes N]
+//!   host-harness demo [--wasm F]
 //!
-//! `--config` is a file path, or the JSON itself when no such file exists.
+//! `--config` is a file path, or the JSON itself when no such file exists. A `tunnel_*`
+//! role (or `--network`) runs the filter as a network filter in front of a TCP proxy.
 
 use std::process::ExitCode;
 
@@ -11,8 +14,10 @@ use host_harness::proxy::{self, Protocol, ProxyConfig};
 
 const USAGE: &str = "usage:
   host-harness proxy --wasm FILE --config FILE|JSON --listen ADDR --upstream ADDR
-                     [--downstream h1|h2c] [--upstream-protocol h1|h2c]
-  host-harness demo";
+                     [--downstream h1|h2c] [--upstream-protocol h1|h2c] [--network]
+                     [--per-connection-buffer-limit-bytes N]
+      HTTP roles (agent, server): an HTTP proxy; tunnel roles (or --network): a TCP proxy.
+  host-harness demo [--wasm FILE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,14 +57,16 @@ fn run_proxy(args: &[String]) -> ExitCode {
         let proto = |n: &str| -> Result<Protocol, String> {
             flag(args, n).map(|v| v.parse()).unwrap_or(Ok(Protocol::H2c)).map_err(|e| format!("{n}: {e}"))
         };
-        Ok(ProxyConfig {
-            wasm: need("--wasm")?.into(),
-            plugin_config,
-            listen: addr("--listen")?,
-            upstream: addr("--upstream")?,
-            downstream_protocol: proto("--downstream")?,
-            upstream_protocol: proto("--upstream-protocol")?,
-        })
+        let mut cfg = ProxyConfig::new(need("--wasm")?, plugin_config, addr("--listen")?, addr("--upstream")?)
+            .protocols(proto("--downstream")?, proto("--upstream-protocol")?);
+        if args.iter().any(|a| a == "--network") {
+            cfg = cfg.network(true);
+        }
+        if let Some(v) = flag(args, "--per-connection-buffer-limit-bytes") {
+            let n = v.parse().map_err(|_| format!("--per-connection-buffer-limit-bytes: {v:?} is not a byte count"))?;
+            cfg = cfg.buffer_limit(n);
+        }
+        Ok(cfg)
     })();
     let cfg = match parsed {
         Ok(c) => c,
@@ -77,6 +84,14 @@ fn run_proxy(args: &[String]) -> ExitCode {
     };
     runtime.block_on(async {
         match proxy::start(cfg.clone()).await {
+            Ok(running) if running.network => {
+                eprintln!(
+                    "host-harness: network filter + TCP proxy on {} -> {}",
+                    running.local_addr, cfg.upstream
+                );
+                let _ = tokio::signal::ctrl_c().await;
+                ExitCode::SUCCESS
+            }
             Ok(running) => {
                 eprintln!(
                     "host-harness: proxy on {} ({:?}) -> {} ({:?})",

@@ -1,10 +1,16 @@
-//! Proxy mode: one filter role on live traffic, HTTP/1.1 or h2c on either side.
+//! Proxy mode: one filter role on live traffic.
+//!
+//! HTTP roles (`agent`, `server`) run behind an HTTP/1.1 or h2c listener and in front of an
+//! HTTP/1.1 or h2c upstream, like `envoy.filters.http.wasm` + router. Network roles
+//! (`tunnel_client`, `tunnel_server`) run like `envoy.filters.network.wasm` + `tcp_proxy`
+//! (see `tcp.rs`): the role in the plugin configuration (or [`ProxyConfig::network`]) decides.
 //!
 //! The VM lives on its own thread (like an Envoy worker) and owns the [`Plugin`]; connection
 //! tasks send it events and receive the frames the filter lets through. Ticks run on the
 //! real clock. Flow control: each direction counts the bytes the filter released but the
-//! peer has not taken yet; the reader of that direction's source stops reading above a
-//! high-water mark, so a slow peer slows its sender (h2 windows / TCP do the rest).
+//! peer has not taken yet (plus what the model holds for the filter); the reader of that
+//! direction's source stops reading above the buffer limit, so a slow peer slows its
+//! sender (h2 windows / TCP do the rest).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -13,7 +19,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -27,7 +33,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::abi::CloseType;
+use crate::connection::{ConnectionId, NetFrame};
 use crate::headers::Headers;
+use crate::state::LogEntry;
 use crate::stream::{Frame, StreamId};
 use crate::vm::{LoadError, Plugin, PluginOptions, WasmSource};
 
@@ -49,6 +58,12 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+/// Guest log lines collected by a proxy (tests compare them with Envoy's log).
+pub type LogSink = Arc<Mutex<Vec<LogEntry>>>;
+
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub wasm: PathBuf,
@@ -57,6 +72,68 @@ pub struct ProxyConfig {
     pub upstream: SocketAddr,
     pub downstream_protocol: Protocol,
     pub upstream_protocol: Protocol,
+    /// Run the filter as a network filter in front of a TCP proxy. `None`: decided by the
+    /// configuration's `role` (`tunnel_client` / `tunnel_server` are network roles).
+    pub network: Option<bool>,
+    /// Envoy's `per_connection_buffer_limit_bytes` (listener and cluster): the high
+    /// watermark of the stream buffers and of a connection's read buffer.
+    pub buffer_limit_bytes: u32,
+    /// Collect guest logs here instead of printing them to stderr.
+    pub log_sink: Option<LogSink>,
+}
+
+impl ProxyConfig {
+    /// h2c on both sides, the role decides HTTP vs network, Envoy's default buffer limit.
+    pub fn new(wasm: impl Into<PathBuf>, plugin_config: impl Into<Vec<u8>>, listen: SocketAddr, upstream: SocketAddr) -> Self {
+        ProxyConfig {
+            wasm: wasm.into(),
+            plugin_config: plugin_config.into(),
+            listen,
+            upstream,
+            downstream_protocol: Protocol::H2c,
+            upstream_protocol: Protocol::H2c,
+            network: None,
+            buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
+            log_sink: None,
+        }
+    }
+
+    pub fn protocols(mut self, downstream: Protocol, upstream: Protocol) -> Self {
+        self.downstream_protocol = downstream;
+        self.upstream_protocol = upstream;
+        self
+    }
+
+    pub fn network(mut self, on: bool) -> Self {
+        self.network = Some(on);
+        self
+    }
+
+    pub fn log_sink(mut self, sink: LogSink) -> Self {
+        self.log_sink = Some(sink);
+        self
+    }
+
+    pub fn buffer_limit(mut self, bytes: u32) -> Self {
+        self.buffer_limit_bytes = bytes;
+        self
+    }
+
+    /// Whether this proxy runs the filter as a network filter.
+    pub fn is_network(&self) -> bool {
+        self.network.unwrap_or_else(|| is_network_role(&self.plugin_config))
+    }
+}
+
+/// True when the configuration's `role` is a network-filter role (`tunnel_*`). A small
+/// scan, not a JSON parser: the filter itself validates its configuration.
+pub fn is_network_role(config: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(config);
+    let Some(at) = text.find("\"role\"") else { return false };
+    let rest = text[at + 6..].trim_start();
+    let Some(rest) = rest.strip_prefix(':') else { return false };
+    let rest = rest.trim_start();
+    rest.strip_prefix('"').is_some_and(|v| v.starts_with("tunnel_"))
 }
 
 /// Why the proxy could not start.
@@ -80,21 +157,48 @@ impl std::fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {}
 
-/// Bytes released toward a peer and not yet taken by it.
-#[derive(Default)]
-struct Flow {
+/// One direction's backlog: bytes released toward a peer and not yet taken by it, plus
+/// bytes the model holds for the filter (a paused network filter's buffer). The source of
+/// that direction stops reading while the total is over the limit.
+pub(crate) struct Flow {
     pending: AtomicUsize,
+    held: AtomicUsize,
+    limit: usize,
     drained: Notify,
 }
 
-const HIGH_WATER: usize = 1 << 20;
-
 impl Flow {
-    async fn wait_below_high_water(&self) {
-        while self.pending.load(Ordering::Acquire) > HIGH_WATER {
+    pub(crate) fn new(limit: u32) -> Arc<Flow> {
+        let limit = if limit == 0 { usize::MAX } else { limit as usize };
+        Arc::new(Flow { pending: AtomicUsize::new(0), held: AtomicUsize::new(0), limit, drained: Notify::new() })
+    }
+
+    fn level(&self) -> usize {
+        self.pending.load(Ordering::Acquire).saturating_add(self.held.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn released(&self, n: usize) {
+        self.pending.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub(crate) fn taken(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    pub(crate) fn set_held(&self, n: usize) {
+        let old = self.held.swap(n, Ordering::AcqRel);
+        if n < old {
+            self.drained.notify_waiters();
+        }
+    }
+
+    pub(crate) async fn wait_for_room(&self) {
+        loop {
+            // Registered before the check: notify_waiters wakes every Notified created so far.
             let notified = self.drained.notified();
-            if self.pending.load(Ordering::Acquire) <= HIGH_WATER {
-                break;
+            if self.level() <= self.limit {
+                return;
             }
             notified.await;
         }
@@ -102,14 +206,22 @@ impl Flow {
 }
 
 /// Where the VM thread sends what the filter released for one stream.
-struct StreamSink {
+pub(crate) struct StreamSink {
     upstream: mpsc::UnboundedSender<Frame>,
     downstream: mpsc::UnboundedSender<Frame>,
     upstream_flow: Arc<Flow>,
     downstream_flow: Arc<Flow>,
 }
 
-enum Command {
+/// Where the VM thread sends what the filter released for one connection.
+pub(crate) struct ConnSink {
+    pub(crate) upstream: mpsc::UnboundedSender<NetFrame>,
+    pub(crate) downstream: mpsc::UnboundedSender<NetFrame>,
+    pub(crate) upstream_flow: Arc<Flow>,
+    pub(crate) downstream_flow: Arc<Flow>,
+}
+
+pub(crate) enum Command {
     Open { headers: Headers, end_stream: bool, sink: StreamSink, opened: oneshot::Sender<StreamId> },
     RequestData(StreamId, Bytes, bool),
     RequestTrailers(StreamId, Headers),
@@ -117,21 +229,28 @@ enum Command {
     ResponseData(StreamId, Bytes, bool),
     ResponseTrailers(StreamId, Headers),
     Reset(StreamId),
+    /// A client connected (network filter); answers the id and whether the filter already
+    /// closed the connection (a failed VM does).
+    ConnOpen { sink: ConnSink, opened: oneshot::Sender<(ConnectionId, bool)> },
+    ConnDownstreamData(ConnectionId, Bytes, bool),
+    ConnUpstreamData(ConnectionId, Bytes, bool),
+    ConnDownstreamClosed(ConnectionId, CloseType),
+    ConnUpstreamReset(ConnectionId),
 }
 
 #[derive(Clone)]
-struct VmHandle {
+pub(crate) struct VmHandle {
     tx: std_mpsc::Sender<Command>,
 }
 
 impl VmHandle {
-    fn send(&self, c: Command) {
+    pub(crate) fn send(&self, c: Command) {
         let _ = self.tx.send(c);
     }
 }
 
 /// Starts the VM thread; the plugin is loaded there (a wasmtime store stays on one thread).
-fn start_vm(options: PluginOptions) -> Result<VmHandle, LoadError> {
+fn start_vm(options: PluginOptions, log_sink: Option<LogSink>) -> Result<VmHandle, LoadError> {
     let (tx, rx) = std_mpsc::channel::<Command>();
     let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), LoadError>>();
     std::thread::Builder::new()
@@ -147,7 +266,7 @@ fn start_vm(options: PluginOptions) -> Result<VmHandle, LoadError> {
                     return;
                 }
             };
-            vm_loop(&mut plugin, rx);
+            vm_loop(&mut plugin, rx, log_sink);
         })
         .expect("spawn vm thread");
     match ready_rx.recv() {
@@ -157,8 +276,9 @@ fn start_vm(options: PluginOptions) -> Result<VmHandle, LoadError> {
     }
 }
 
-fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>) {
+fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Option<LogSink>) {
     let mut sinks: HashMap<StreamId, StreamSink> = HashMap::new();
+    let mut conns: HashMap<ConnectionId, ConnSink> = HashMap::new();
     loop {
         let cmd = match plugin.next_tick_in() {
             Some(wait) => match rx.recv_timeout(wait) {
@@ -184,20 +304,33 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>) {
             Some(Command::ResponseData(id, b, end)) => plugin.http_response_data(id, &b, end),
             Some(Command::ResponseTrailers(id, h)) => plugin.http_response_trailers(id, h),
             Some(Command::Reset(id)) => plugin.http_reset(id),
+            Some(Command::ConnOpen { sink, opened }) => {
+                let (id, _) = plugin.connection_open();
+                conns.insert(id, sink);
+                let _ = opened.send((id, plugin.connection_is_closed(id)));
+            }
+            Some(Command::ConnDownstreamData(id, b, end)) => {
+                plugin.connection_downstream_data(id, &b, end);
+            }
+            Some(Command::ConnUpstreamData(id, b, end)) => {
+                plugin.connection_upstream_data(id, &b, end);
+            }
+            Some(Command::ConnDownstreamClosed(id, close)) => plugin.connection_downstream_closed(id, close),
+            Some(Command::ConnUpstreamReset(id)) => plugin.connection_upstream_reset(id),
             None => {}
         }
         plugin.tick_if_due();
-        // Ticks can release data of any stream: pump them all.
+        // Ticks can release data of any stream or connection: pump them all.
         sinks.retain(|id, sink| {
             for f in plugin.http_take_upstream(*id) {
                 if let Frame::Data { bytes, .. } = &f {
-                    sink.upstream_flow.pending.fetch_add(bytes.len(), Ordering::AcqRel);
+                    sink.upstream_flow.released(bytes.len());
                 }
                 let _ = sink.upstream.send(f);
             }
             for f in plugin.http_take_downstream(*id) {
                 if let Frame::Data { bytes, .. } = &f {
-                    sink.downstream_flow.pending.fetch_add(bytes.len(), Ordering::AcqRel);
+                    sink.downstream_flow.released(bytes.len());
                 }
                 let _ = sink.downstream.send(f);
             }
@@ -207,8 +340,36 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>) {
             }
             !done
         });
-        for line in plugin.take_logs() {
-            eprintln!("[wasm {:?}] {}", line.level, line.message);
+        conns.retain(|id, sink| {
+            for f in plugin.connection_take_upstream(*id) {
+                if let NetFrame::Data { bytes, .. } = &f {
+                    sink.upstream_flow.released(bytes.len());
+                }
+                let _ = sink.upstream.send(f);
+            }
+            for f in plugin.connection_take_downstream(*id) {
+                if let NetFrame::Data { bytes, .. } = &f {
+                    sink.downstream_flow.released(bytes.len());
+                }
+                let _ = sink.downstream.send(f);
+            }
+            let (read_held, write_held) = plugin.connection_held_bytes(*id);
+            sink.upstream_flow.set_held(read_held);
+            sink.downstream_flow.set_held(write_held);
+            let closed = plugin.connection_is_closed(*id);
+            if closed {
+                plugin.connection_forget(*id);
+            }
+            !closed
+        });
+        let lines = plugin.take_logs();
+        match &log_sink {
+            Some(sink) => sink.lock().unwrap_or_else(|e| e.into_inner()).extend(lines),
+            None => {
+                for line in lines {
+                    eprintln!("[wasm {:?}] {}", line.level, line.message);
+                }
+            }
         }
     }
 }
@@ -218,6 +379,18 @@ struct ReleasedBody {
     rx: mpsc::UnboundedReceiver<Frame>,
     flow: Arc<Flow>,
     done: bool,
+    /// The client side: dropped before the end means the client reset the stream.
+    reset_on_drop: Option<(VmHandle, StreamId)>,
+}
+
+impl Drop for ReleasedBody {
+    fn drop(&mut self) {
+        if let Some((vm, id)) = self.reset_on_drop.take() {
+            if !self.done {
+                vm.send(Command::Reset(id));
+            }
+        }
+    }
 }
 
 impl Body for ReleasedBody {
@@ -239,8 +412,7 @@ impl Body for ReleasedBody {
             }
             Poll::Ready(Some(frame)) => match frame {
                 Frame::Data { bytes, end_stream } => {
-                    self.flow.pending.fetch_sub(bytes.len(), Ordering::AcqRel);
-                    self.flow.drained.notify_waiters();
+                    self.flow.taken(bytes.len());
                     self.done = end_stream;
                     Poll::Ready(Some(Ok(BodyFrame::data(Bytes::from(bytes)))))
                 }
@@ -321,7 +493,7 @@ async fn pump_body(
 ) {
     let mut ended = body.is_end_stream();
     while !ended {
-        flow.wait_below_high_water().await;
+        flow.wait_for_room().await;
         match body.frame().await {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(bytes) => {
@@ -354,8 +526,8 @@ async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> 
     let headers = request_headers(&parts);
     let (up_tx, up_rx) = mpsc::unbounded_channel();
     let (down_tx, mut down_rx) = mpsc::unbounded_channel();
-    let up_flow = Arc::new(Flow::default());
-    let down_flow = Arc::new(Flow::default());
+    let up_flow = Flow::new(cfg.buffer_limit_bytes);
+    let down_flow = Flow::new(cfg.buffer_limit_bytes);
     let sink = StreamSink {
         upstream: up_tx,
         downstream: down_tx,
@@ -383,7 +555,7 @@ async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> 
             let mut resp = Response::new(if end_stream {
                 http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
             } else {
-                ReleasedBody { rx: down_rx, flow: down_flow, done: false }.boxed_unsync()
+                ReleasedBody { rx: down_rx, flow: down_flow, done: false, reset_on_drop: Some((vm.clone(), id)) }.boxed_unsync()
             });
             *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
             *resp.headers_mut() = to_header_map(&headers);
@@ -418,7 +590,7 @@ async fn upstream_exchange(
     let body: BoxBody = if end_stream {
         http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
     } else {
-        ReleasedBody { rx: up_rx, flow: up_flow, done: false }.boxed_unsync()
+        ReleasedBody { rx: up_rx, flow: up_flow, done: false, reset_on_drop: None }.boxed_unsync()
     };
     let uri = match cfg.upstream_protocol {
         Protocol::Http1 => path.clone(),
@@ -493,6 +665,8 @@ async fn upstream_exchange(
 /// A started proxy (tests use port 0 and read the bound address).
 pub struct RunningProxy {
     pub local_addr: SocketAddr,
+    /// Runs the filter as a network filter (TCP proxy) rather than an HTTP filter.
+    pub network: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -514,12 +688,14 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         .plugin_config(cfg.plugin_config.clone())
         .real_clock(true);
     let options = PluginOptions { record_callbacks: false, ..options };
-    let vm = tokio::task::spawn_blocking(move || start_vm(options))
+    let sink = cfg.log_sink.clone();
+    let vm = tokio::task::spawn_blocking(move || start_vm(options, sink))
         .await
         .map_err(|e| ProxyError::Load(LoadError::Instantiate(e.to_string())))?
         .map_err(ProxyError::Load)?;
     let listener = TcpListener::bind(cfg.listen).await.map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
     let local_addr = listener.local_addr().map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
+    let network = cfg.is_network();
     let cfg = Arc::new(cfg);
     let task = tokio::spawn(async move {
         loop {
@@ -529,6 +705,10 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             };
             let _ = tcp.set_nodelay(true);
             let (vm, cfg) = (vm.clone(), cfg.clone());
+            if network {
+                tokio::spawn(crate::tcp::serve(tcp, vm, cfg));
+                continue;
+            }
             tokio::spawn(async move {
                 let io = TokioIo::new(tcp);
                 let protocol = cfg.downstream_protocol;
@@ -543,5 +723,5 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             });
         }
     });
-    Ok(RunningProxy { local_addr, task })
+    Ok(RunningProxy { local_addr, network, task })
 }

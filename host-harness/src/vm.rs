@@ -190,6 +190,38 @@ const CALLBACKS: &[(&str, usize, usize)] = &[
     ("proxy_on_queue_ready", 2, 0),
 ];
 
+/// Compiles a module once per process: every plugin shares one engine, and loading the same
+/// bytes again (several proxies of one topology, many scenarios) reuses the compiled code,
+/// like Envoy sharing one compiled module across its workers. The lock is held while
+/// compiling so parallel loads of one module wait instead of compiling it twice.
+fn compile(bytes: &[u8]) -> Result<(Engine, Module), LoadError> {
+    use std::hash::{Hash, Hasher};
+    use std::sync::{Mutex, OnceLock};
+    const CACHED: usize = 8;
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    static MODULES: Mutex<Vec<(u64, Vec<u8>, Module)>> = Mutex::new(Vec::new());
+    let engine = match ENGINE.get() {
+        Some(e) => e.clone(),
+        None => {
+            let e = Engine::new(&Config::new()).map_err(|e| LoadError::Compile(e.to_string()))?;
+            ENGINE.get_or_init(|| e).clone()
+        }
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    let key = hasher.finish();
+    let mut cache = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, module)) = cache.iter().find(|(k, b, _)| *k == key && b == bytes) {
+        return Ok((engine, module.clone()));
+    }
+    let module = Module::new(&engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    if cache.len() >= CACHED {
+        cache.remove(0);
+    }
+    cache.push((key, bytes.to_vec(), module.clone()));
+    Ok((engine, module))
+}
+
 /// One loaded filter: one VM with its root context, like one Envoy worker's plugin.
 pub struct Plugin {
     pub(crate) store: Store<HostState>,
@@ -209,9 +241,7 @@ impl Plugin {
             // wasmtime's `wat` feature parses text in `Module::new`.
             WasmSource::Wat(text) => text.clone().into_bytes(),
         };
-        let config = Config::new();
-        let engine = Engine::new(&config).map_err(|e| LoadError::Compile(e.to_string()))?;
-        let module = Module::new(&engine, &bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let (engine, module) = compile(&bytes)?;
 
         let abi_ok = module.exports().any(|e| {
             matches!(

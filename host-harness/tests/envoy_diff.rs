@@ -133,15 +133,6 @@ impl Envoy {
     }
 }
 
-struct Iter<I>(I);
-
-impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
-    type Item = I::Item;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<I::Item>> {
-        std::task::Poll::Ready(self.0.next())
-    }
-}
-
 /// h2c upstream: echoes the request body, then `grpc-status: 0` trailers; on `/late` the
 /// trailers come 300 ms after the body (the "trailers after a flush" case).
 async fn upstream() -> SocketAddr {
@@ -237,6 +228,7 @@ async fn differential(mode: &str, path: &str, calls: usize, expect: impl Fn(&Obs
         upstream: up,
         downstream_protocol: Protocol::H2c,
         upstream_protocol: Protocol::H2c,
+        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), up)
     })
     .await
     .unwrap();

@@ -98,6 +98,7 @@ async fn start(mode: &str, down: Protocol, up: Protocol, upstream: SocketAddr) -
         upstream,
         downstream_protocol: down,
         upstream_protocol: up,
+        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), upstream)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"))
@@ -158,6 +159,7 @@ async fn startup_errors_are_clear() {
         upstream,
         downstream_protocol: Protocol::H2c,
         upstream_protocol: Protocol::H2c,
+        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), upstream)
     };
     let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
     assert!(err.ends_with("address already in use"), "{err}");
@@ -183,6 +185,7 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
         upstream: backend,
         downstream_protocol: Protocol::Http1,
         upstream_protocol: Protocol::H2c,
+        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), backend)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -193,6 +196,7 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
         upstream: server.local_addr,
         downstream_protocol: Protocol::H2c,
         upstream_protocol: Protocol::Http1,
+        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), backend)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));

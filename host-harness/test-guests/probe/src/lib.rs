@@ -51,11 +51,12 @@ const PLUGIN_CONFIGURATION: u32 = 7;
 struct State {
     mode: String,
     held: Vec<u32>,
-    first_downstream: bool,
+    /// Connections that already sent their first bytes.
+    seen_connections: Vec<u32>,
 }
 
 thread_local! {
-    static STATE: RefCell<State> = RefCell::new(State { mode: String::new(), held: Vec::new(), first_downstream: true });
+    static STATE: RefCell<State> = RefCell::new(State { mode: String::new(), held: Vec::new(), seen_connections: Vec::new() });
 }
 
 fn mode() -> String {
@@ -302,9 +303,16 @@ pub extern "C" fn proxy_on_new_connection(_ctx: u32) -> u32 {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_downstream_data(_ctx: u32, size: usize, eos: u32) -> u32 {
+pub extern "C" fn proxy_on_downstream_data(ctx: u32, size: usize, eos: u32) -> u32 {
     log(&format!("downstream_data size={size} eos={eos}"));
-    let first = STATE.with(|s| std::mem::replace(&mut s.borrow_mut().first_downstream, false));
+    let first = STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let first = !s.seen_connections.contains(&ctx);
+        if first {
+            s.seen_connections.push(ctx);
+        }
+        first
+    });
     if first {
         let hello = b"HELLO ";
         let st = unsafe { proxy_set_buffer_bytes(DOWNSTREAM_DATA, 0, 0, hello.as_ptr(), hello.len()) };
