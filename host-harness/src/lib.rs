@@ -4,10 +4,12 @@
 //! - [`Plugin`] loads a filter (ABI 0.2.1, WASI preview1) and drives HTTP streams and
 //!   network connections through an Envoy-faithful model.
 //! - [`Scenario`] / [`ConnectionScenario`] script one stream or connection for tests.
-//! - The `host-harness` binary runs the filter as a proxy (`proxy`) or the demo topology.
+//! - The `host-harness` binary runs the filter as a proxy (`proxy`) or the whole sample
+//!   topology without Envoy (`demo`, see [`demo`]).
 
 mod abi;
 mod connection;
+pub mod demo;
 mod headers;
 mod hostcalls;
 pub mod proxy;

@@ -23,13 +23,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("proxy") => run_proxy(&args[1..]),
-        Some("demo") => {
-            eprintln!(
-                "host-harness demo: not available yet; run `make demo` (real Envoy) for the \
-                 end-to-end report"
-            );
-            ExitCode::from(2)
-        }
+        Some("demo") => host_harness::demo::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

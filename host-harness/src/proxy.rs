@@ -13,7 +13,6 @@
 //! sender (h2 windows / TCP do the rest).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -33,7 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::abi::CloseType;
+use crate::abi::{CloseType, LogLevel};
 use crate::connection::{ConnectionId, NetFrame};
 use crate::headers::Headers;
 use crate::state::LogEntry;
@@ -211,6 +210,9 @@ pub(crate) struct StreamSink {
     downstream: mpsc::UnboundedSender<Frame>,
     upstream_flow: Arc<Flow>,
     downstream_flow: Arc<Flow>,
+    /// Fired when the stream is reset either way: the upstream exchange is abandoned (the
+    /// router resets the upstream request), even if the request had already ended.
+    cancel_upstream: Option<oneshot::Sender<()>>,
 }
 
 /// Where the VM thread sends what the filter released for one connection.
@@ -229,6 +231,9 @@ pub(crate) enum Command {
     ResponseData(StreamId, Bytes, bool),
     ResponseTrailers(StreamId, Headers),
     Reset(StreamId),
+    /// The upstream request failed before or after the response started (connect error,
+    /// reset): the router's local reply or a reset.
+    UpstreamFailed(StreamId, String),
     /// A client connected (network filter); answers the id and whether the filter already
     /// closed the connection (a failed VM does).
     ConnOpen { sink: ConnSink, opened: oneshot::Sender<(ConnectionId, bool)> },
@@ -246,6 +251,19 @@ pub(crate) struct VmHandle {
 impl VmHandle {
     pub(crate) fn send(&self, c: Command) {
         let _ = self.tx.send(c);
+    }
+}
+
+/// Guest log lines printed to stderr: `HOST_HARNESS_LOG=trace|debug|info|warn|error`
+/// (default info, like Envoy's default log level).
+fn stderr_log_level() -> LogLevel {
+    match std::env::var("HOST_HARNESS_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "trace" => LogLevel::Trace,
+        "debug" => LogLevel::Debug,
+        "warn" | "warning" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "critical" | "off" => LogLevel::Critical,
+        _ => LogLevel::Info,
     }
 }
 
@@ -279,6 +297,7 @@ fn start_vm(options: PluginOptions, log_sink: Option<LogSink>) -> Result<VmHandl
 fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Option<LogSink>) {
     let mut sinks: HashMap<StreamId, StreamSink> = HashMap::new();
     let mut conns: HashMap<ConnectionId, ConnSink> = HashMap::new();
+    let min_level = stderr_log_level();
     loop {
         let cmd = match plugin.next_tick_in() {
             Some(wait) => match rx.recv_timeout(wait) {
@@ -304,6 +323,7 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
             Some(Command::ResponseData(id, b, end)) => plugin.http_response_data(id, &b, end),
             Some(Command::ResponseTrailers(id, h)) => plugin.http_response_trailers(id, h),
             Some(Command::Reset(id)) => plugin.http_reset(id),
+            Some(Command::UpstreamFailed(id, reason)) => plugin.http_upstream_failed(id, &reason),
             Some(Command::ConnOpen { sink, opened }) => {
                 let (id, _) = plugin.connection_open();
                 conns.insert(id, sink);
@@ -322,17 +342,27 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
         plugin.tick_if_due();
         // Ticks can release data of any stream or connection: pump them all.
         sinks.retain(|id, sink| {
+            let mut reset = false;
             for f in plugin.http_take_upstream(*id) {
-                if let Frame::Data { bytes, .. } = &f {
-                    sink.upstream_flow.released(bytes.len());
+                match &f {
+                    Frame::Data { bytes, .. } => sink.upstream_flow.released(bytes.len()),
+                    Frame::Reset => reset = true,
+                    _ => {}
                 }
                 let _ = sink.upstream.send(f);
             }
             for f in plugin.http_take_downstream(*id) {
-                if let Frame::Data { bytes, .. } = &f {
-                    sink.downstream_flow.released(bytes.len());
+                match &f {
+                    Frame::Data { bytes, .. } => sink.downstream_flow.released(bytes.len()),
+                    Frame::Reset => reset = true,
+                    _ => {}
                 }
                 let _ = sink.downstream.send(f);
+            }
+            if reset {
+                if let Some(cancel) = sink.cancel_upstream.take() {
+                    let _ = cancel.send(());
+                }
             }
             let done = plugin.http_is_finished(*id);
             if done {
@@ -366,7 +396,7 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
         match &log_sink {
             Some(sink) => sink.lock().unwrap_or_else(|e| e.into_inner()).extend(lines),
             None => {
-                for line in lines {
+                for line in lines.iter().filter(|l| l.level >= min_level) {
                     eprintln!("[wasm {:?}] {}", line.level, line.message);
                 }
             }
@@ -521,11 +551,30 @@ async fn pump_body(
 
 type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
-async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> Result<Response<BoxBody>, Infallible> {
+/// Resets the stream if the client goes away before the response (hyper drops the service
+/// future when the client resets the stream or closes the connection).
+struct ResetGuard {
+    vm: VmHandle,
+    id: StreamId,
+    armed: bool,
+}
+
+impl Drop for ResetGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.vm.send(Command::Reset(self.id));
+        }
+    }
+}
+
+/// One downstream request. An `Err` makes hyper reset the stream (h2) or close the
+/// connection (HTTP/1.1): what Envoy does when the filter or the upstream resets.
+async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> Result<Response<BoxBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let headers = request_headers(&parts);
     let (up_tx, up_rx) = mpsc::unbounded_channel();
     let (down_tx, mut down_rx) = mpsc::unbounded_channel();
+    let (cancel_tx, cancel_rx) = oneshot::channel();
     let up_flow = Flow::new(cfg.buffer_limit_bytes);
     let down_flow = Flow::new(cfg.buffer_limit_bytes);
     let sink = StreamSink {
@@ -533,11 +582,13 @@ async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> 
         downstream: down_tx,
         upstream_flow: up_flow.clone(),
         downstream_flow: down_flow.clone(),
+        cancel_upstream: Some(cancel_tx),
     };
     let (opened_tx, opened_rx) = oneshot::channel();
     let end_stream = body.is_end_stream();
     vm.send(Command::Open { headers, end_stream, sink, opened: opened_tx });
     let Ok(id) = opened_rx.await else { return Ok(error_response(503)) };
+    let mut guard = ResetGuard { vm: vm.clone(), id, armed: true };
     if !end_stream {
         tokio::spawn(pump_body(
             body,
@@ -548,8 +599,23 @@ async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> 
             Command::Reset(id),
         ));
     }
-    tokio::spawn(upstream_exchange(up_rx, up_flow, down_flow.clone(), vm.clone(), id, cfg));
-    match down_rx.recv().await {
+    let exchange = upstream_exchange(up_rx, up_flow, down_flow.clone(), vm.clone(), id, cfg);
+    tokio::spawn(async move {
+        // A reset abandons the upstream request; a stream that ends normally lets the
+        // exchange finish on its own (the connection stays reusable).
+        let cancelled = async {
+            if cancel_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = cancelled => {}
+            _ = exchange => {}
+        }
+    });
+    let first = down_rx.recv().await;
+    guard.armed = false;
+    match first {
         Some(Frame::Headers { headers, end_stream }) => {
             let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(502u16);
             let mut resp = Response::new(if end_stream {
@@ -561,7 +627,7 @@ async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> 
             *resp.headers_mut() = to_header_map(&headers);
             Ok(resp)
         }
-        _ => Ok(error_response(502)),
+        _ => Err(std::io::Error::other("stream reset before response headers")),
     }
 }
 
@@ -611,33 +677,31 @@ async fn upstream_exchange(
         }
     }
     let response = async {
-        let tcp = TcpStream::connect(cfg.upstream).await?;
+        let tcp = TcpStream::connect(cfg.upstream).await.map_err(|e| ("connection failure", e))?;
         let _ = tcp.set_nodelay(true);
         let io = TokioIo::new(tcp);
+        let reset = |e: hyper::Error| ("remote reset", std::io::Error::other(e));
         let resp = match cfg.upstream_protocol {
             Protocol::Http1 => {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(std::io::Error::other)?;
+                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(reset)?;
                 tokio::spawn(conn);
-                send.send_request(req).await.map_err(std::io::Error::other)?
+                send.send_request(req).await.map_err(reset)?
             }
             Protocol::H2c => {
-                let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                let (mut send, conn) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(reset)?;
                 tokio::spawn(conn);
-                send.send_request(req).await.map_err(std::io::Error::other)?
+                send.send_request(req).await.map_err(reset)?
             }
         };
-        Ok::<_, std::io::Error>(resp)
+        Ok::<_, (&str, std::io::Error)>(resp)
     }
     .await;
     let resp = match response {
         Ok(r) => r,
-        Err(e) => {
+        Err((reason, e)) => {
             eprintln!("host-harness: upstream {}: {e}", cfg.upstream);
-            // Envoy answers an unreachable upstream with a 503 local reply; a reset is the
-            // closest the harness models without a router.
-            vm.send(Command::Reset(id));
+            vm.send(Command::UpstreamFailed(id, reason.to_string()));
             return;
         }
     };

@@ -370,6 +370,30 @@ impl Plugin {
         self.after_event();
     }
 
+    /// The upstream request failed (`reason` like Envoy's reset reason: "connection
+    /// failure", "remote reset"). Before response headers the router sends its 503 local
+    /// reply through the filter chain; afterwards the stream is reset.
+    pub fn http_upstream_failed(&mut self, id: StreamId, reason: &str) {
+        let Some(st) = self.stream(id.0) else { return };
+        if st.finished {
+            return;
+        }
+        if st.response.headers.is_some() {
+            self.reset_stream(id.0);
+        } else {
+            let reply = LocalReply {
+                status: 503,
+                body: format!("upstream connect error or disconnect/reset before headers. reset reason: {reason}")
+                    .into_bytes(),
+                headers: Headers::new(),
+                grpc_status: None,
+                details: format!("upstream_reset_before_response_started{{{}}}", reason.replace(' ', "_")),
+            };
+            self.send_local_reply(id.0, reply, false);
+        }
+        self.after_event();
+    }
+
     /// Frames the filter let through toward upstream (request way) since the last take.
     pub fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
         self.stream_mut(id.0).map(|s| std::mem::take(&mut s.request.out)).unwrap_or_default()
