@@ -17,6 +17,7 @@ mod scenario;
 mod state;
 mod stream;
 mod tcp;
+mod upstream;
 mod vm;
 mod wasi;
 

@@ -29,7 +29,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::abi::{CloseType, LogLevel};
@@ -37,6 +37,7 @@ use crate::connection::{ConnectionId, NetFrame};
 use crate::headers::Headers;
 use crate::state::LogEntry;
 use crate::stream::{Frame, StreamId};
+use crate::upstream::Upstream;
 use crate::vm::{LoadError, Plugin, PluginOptions, WasmSource};
 
 /// Wire protocol of one side.
@@ -549,7 +550,7 @@ async fn pump_body(
     }
 }
 
-type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Resets the stream if the client goes away before the response (hyper drops the service
 /// future when the client resets the stream or closes the connection).
@@ -569,7 +570,12 @@ impl Drop for ResetGuard {
 
 /// One downstream request. An `Err` makes hyper reset the stream (h2) or close the
 /// connection (HTTP/1.1): what Envoy does when the filter or the upstream resets.
-async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> Result<Response<BoxBody>, std::io::Error> {
+async fn handle(
+    req: Request<Incoming>,
+    vm: VmHandle,
+    cfg: Arc<ProxyConfig>,
+    upstream: Arc<Upstream>,
+) -> Result<Response<BoxBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let headers = request_headers(&parts);
     let (up_tx, up_rx) = mpsc::unbounded_channel();
@@ -599,7 +605,7 @@ async fn handle(req: Request<Incoming>, vm: VmHandle, cfg: Arc<ProxyConfig>) -> 
             Command::Reset(id),
         ));
     }
-    let exchange = upstream_exchange(up_rx, up_flow, down_flow.clone(), vm.clone(), id, cfg);
+    let exchange = upstream_exchange(up_rx, up_flow, down_flow.clone(), vm.clone(), id, cfg, upstream);
     tokio::spawn(async move {
         // A reset abandons the upstream request; a stream that ends normally lets the
         // exchange finish on its own (the connection stays reusable).
@@ -645,6 +651,7 @@ async fn upstream_exchange(
     vm: VmHandle,
     id: StreamId,
     cfg: Arc<ProxyConfig>,
+    upstream: Arc<Upstream>,
 ) {
     let Some(Frame::Headers { headers, end_stream }) = up_rx.recv().await else { return };
     let path = headers.get(":path").unwrap_or("/").to_string();
@@ -676,27 +683,7 @@ async fn upstream_exchange(
             req.headers_mut().insert(http::header::HOST, v);
         }
     }
-    let response = async {
-        let tcp = TcpStream::connect(cfg.upstream).await.map_err(|e| ("connection failure", e))?;
-        let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(tcp);
-        let reset = |e: hyper::Error| ("remote reset", std::io::Error::other(e));
-        let resp = match cfg.upstream_protocol {
-            Protocol::Http1 => {
-                let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(reset)?;
-                tokio::spawn(conn);
-                send.send_request(req).await.map_err(reset)?
-            }
-            Protocol::H2c => {
-                let (mut send, conn) =
-                    hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(reset)?;
-                tokio::spawn(conn);
-                send.send_request(req).await.map_err(reset)?
-            }
-        };
-        Ok::<_, (&str, std::io::Error)>(resp)
-    }
-    .await;
+    let response = upstream.send(req).await;
     let resp = match response {
         Ok(r) => r,
         Err((reason, e)) => {
@@ -731,10 +718,21 @@ pub struct RunningProxy {
     pub local_addr: SocketAddr,
     /// Runs the filter as a network filter (TCP proxy) rather than an HTTP filter.
     pub network: bool,
+    upstream: Arc<Upstream>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningProxy {
+    /// Upstream connections the HTTP proxy opened so far (reused across requests).
+    pub fn upstream_connections(&self) -> usize {
+        self.upstream.connections_opened()
+    }
+
+    /// Idle HTTP/1.1 upstream connections in the pool.
+    pub fn upstream_idle_connections(&self) -> usize {
+        self.upstream.idle_connections()
+    }
+
     pub fn abort(&self) {
         self.task.abort();
     }
@@ -760,6 +758,8 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let listener = TcpListener::bind(cfg.listen).await.map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
     let local_addr = listener.local_addr().map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
     let network = cfg.is_network();
+    let upstream = Upstream::new(cfg.upstream, cfg.upstream_protocol);
+    let pool = upstream.clone();
     let cfg = Arc::new(cfg);
     let task = tokio::spawn(async move {
         loop {
@@ -768,7 +768,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (vm, cfg) = (vm.clone(), cfg.clone());
+            let (vm, cfg, upstream) = (vm.clone(), cfg.clone(), upstream.clone());
             if network {
                 tokio::spawn(crate::tcp::serve(tcp, vm, cfg));
                 continue;
@@ -776,7 +776,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             tokio::spawn(async move {
                 let io = TokioIo::new(tcp);
                 let protocol = cfg.downstream_protocol;
-                let svc = service_fn(move |req| handle(req, vm.clone(), cfg.clone()));
+                let svc = service_fn(move |req| handle(req, vm.clone(), cfg.clone(), upstream.clone()));
                 let result = match protocol {
                     Protocol::Http1 => hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await,
                     Protocol::H2c => {
@@ -787,5 +787,5 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             });
         }
     });
-    Ok(RunningProxy { local_addr, network, task })
+    Ok(RunningProxy { local_addr, network, upstream: pool, task })
 }

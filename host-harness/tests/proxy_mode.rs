@@ -217,3 +217,104 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
     assert_eq!(collected.to_bytes(), Bytes::copy_from_slice(&message));
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
 }
+
+/// An upstream that counts the connections it accepted; `keep_alive: false` makes an
+/// HTTP/1.1 upstream close each connection after one response.
+async fn counting_upstream(protocol: Protocol, keep_alive: bool) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    // A little latency so concurrent requests overlap.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                    let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
+                    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let io = TokioIo::new(tcp);
+                match protocol {
+                    Protocol::H2c => {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                    }
+                    Protocol::Http1 => {
+                        let _ = hyper::server::conn::http1::Builder::new().keep_alive(keep_alive).serve_connection(io, svc).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn echo_call(proxy: SocketAddr, i: usize) {
+    let body: &'static [u8] = Box::leak(format!("call {i}").into_bytes().into_boxed_slice());
+    let resp = client(proxy, Protocol::H2c, grpc_request(&format!("http://{proxy}/pkg.Svc/Call"), body)).await;
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(collected.to_bytes(), Bytes::from_static(body));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = counting_upstream(Protocol::H2c, true).await;
+    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
+    for i in 0..5 {
+        echo_call(p.local_addr, i).await;
+    }
+    let calls: Vec<_> = (5..25).map(|i| tokio::spawn(echo_call(p.local_addr, i))).collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "25 requests, sequential and concurrent, on one h2c connection");
+    assert_eq!(p.upstream_connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_upstream_reuses_idle_connections() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = counting_upstream(Protocol::Http1, true).await;
+    let p = start("body-continue", Protocol::H2c, Protocol::Http1, upstream).await;
+    for i in 0..5 {
+        echo_call(p.local_addr, i).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "sequential requests reuse the keep-alive connection");
+    let calls: Vec<_> = (5..13).map(|i| tokio::spawn(echo_call(p.local_addr, i))).collect();
+    for c in calls {
+        c.await.unwrap();
+    }
+    let after_burst = accepted.load(Ordering::SeqCst);
+    assert!(after_burst > 1 && after_burst <= 9, "8 overlapping requests need more connections, one each at most: {after_burst}");
+    // The pool takes connections back once their exchange is over; then go sequential again.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while p.upstream_idle_connections() < after_burst {
+        assert!(tokio::time::Instant::now() < deadline, "connections never returned to the pool: {}", p.upstream_idle_connections());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for i in 13..18 {
+        echo_call(p.local_addr, i).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), after_burst, "pooled connections are reused after the burst");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_upstream_that_closes_each_connection_still_serves_every_request() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = counting_upstream(Protocol::Http1, false).await;
+    let p = start("body-continue", Protocol::H2c, Protocol::Http1, upstream).await;
+    for i in 0..4 {
+        echo_call(p.local_addr, i).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
