@@ -34,10 +34,29 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(pattern_byte).collect()
 }
 
+/// Parse a grpc-timeout header value ("300m", "5S", ...).
+pub fn parse_grpc_timeout(s: &str) -> Option<Duration> {
+    if s.len() < 2 || s.len() > 9 {
+        return None;
+    }
+    let (num, unit) = s.split_at(s.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// What the backend recorded about one call made with a token.
 #[derive(Clone, Debug, Default)]
 pub struct CallRecord {
     pub started: bool,
+    pub deadline_exceeded: bool,
     pub finished: bool,
     pub cancelled: bool,
     pub grpc_timeout: String,
@@ -107,6 +126,15 @@ impl CallGuard {
         self.done = true;
         self.update(|r, ms| {
             r.finished = true;
+            r.elapsed_ms = ms
+        });
+    }
+
+    /// Mark the call as ended (neither finished normally nor cancelled) after `f`.
+    fn done_with(mut self, f: impl FnOnce(&mut CallRecord)) {
+        self.done = true;
+        self.update(|r, ms| {
+            f(r);
             r.elapsed_ms = ms
         });
     }
@@ -390,7 +418,24 @@ impl BridgeTest for Service {
         let md = req.metadata().clone();
         let r = req.into_inner();
         let guard = CallGuard::new(&self.state, &r.token, &md);
-        tokio::time::sleep(Duration::from_millis(r.sleep_ms.max(0) as u64)).await;
+        // Enforce the deadline a little before tonic's own server-side timeout would (which
+        // answers CANCELLED), so the status is DEADLINE_EXCEEDED as from grpc-go/grpc-java.
+        let deadline = md
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|d| d.saturating_sub(Duration::from_millis(2)));
+        let sleep = tokio::time::sleep(Duration::from_millis(r.sleep_ms.max(0) as u64));
+        match deadline {
+            Some(d) if d < Duration::from_millis(r.sleep_ms.max(0) as u64) => {
+                tokio::time::sleep(d).await;
+                if let Some(g) = guard {
+                    g.done_with(|rec| rec.deadline_exceeded = true);
+                }
+                return Err(Status::deadline_exceeded("deadline exceeded (backend)"));
+            }
+            _ => sleep.await,
+        }
         if let Some(g) = guard {
             g.finish();
         }
@@ -458,6 +503,7 @@ impl BridgeTest for Service {
                 started: r.started,
                 finished: r.finished,
                 cancelled: r.cancelled,
+                deadline_exceeded: r.deadline_exceeded,
                 grpc_timeout: r.grpc_timeout.clone(),
                 elapsed_ms: r.elapsed_ms,
                 request_metadata: to_proto_md(&r.request_metadata),

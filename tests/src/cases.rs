@@ -14,7 +14,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::backend::{pattern, MAX_MESSAGE};
+use crate::backend::{parse_grpc_timeout, pattern, MAX_MESSAGE};
 use crate::pb::bridge_test_client::BridgeTestClient;
 use crate::pb::*;
 
@@ -951,23 +951,6 @@ async fn empty_messages(mut c: Client) -> Result<String, String> {
     Ok("unary, server stream, bidi and client stream with 0-byte messages".into())
 }
 
-fn parse_grpc_timeout(s: &str) -> Option<Duration> {
-    if s.len() < 2 {
-        return None;
-    }
-    let (num, unit) = s.split_at(s.len() - 1);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 async fn deadline(mut c: Client) -> Result<String, String> {
     let token = unique("deadline");
     let mut req = Request::new(SleepRequest {
@@ -1005,17 +988,23 @@ async fn deadline(mut c: Client) -> Result<String, String> {
         || format!("backend saw grpc-timeout {:?}", info.grpc_timeout),
     )?;
     let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(3), |i| {
-        i.cancelled || i.finished
+        i.cancelled || i.finished || i.deadline_exceeded
     })
     .await?;
-    ensure(ok && info.cancelled && !info.finished, || {
-        format!("backend call not cancelled: {info:?}")
-    })?;
+    ensure(
+        ok && (info.cancelled || info.deadline_exceeded) && !info.finished,
+        || format!("backend call neither cancelled nor timed out: {info:?}"),
+    )?;
     Ok(format!(
-        "{:?} after {} ms; backend saw grpc-timeout {} and was cancelled after {} ms",
+        "{:?} after {} ms; backend saw grpc-timeout {} and {} after {} ms",
         e.code(),
         el.as_millis(),
         info.grpc_timeout,
+        if info.cancelled {
+            "was cancelled"
+        } else {
+            "timed out"
+        },
         info.elapsed_ms
     ))
 }
