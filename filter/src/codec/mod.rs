@@ -20,6 +20,7 @@
 )]
 
 pub mod grpc_frame;
+pub mod h2;
 pub mod grpc_web;
 pub mod sha1;
 pub mod status;

@@ -59,6 +59,8 @@ enum ResponseState {
 }
 
 struct Streaming {
+    /// A body callback happened (Envoy then has a body buffer we can append to).
+    body_seen: bool,
     /// The previous body callback paused and no release happened since (Envoy's iteration is
     /// stopped at this filter).
     paused: bool,
@@ -196,7 +198,7 @@ impl HttpStream for ServerStream {
             return HeadersAction::Continue;
         }
         let text = (conv.encoding == Encoding::Text).then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
-        conv.response = ResponseState::Streaming(Streaming { paused: false, held: 0, text });
+        conv.response = ResponseState::Streaming(Streaming { body_seen: false, paused: false, held: 0, text });
         HeadersAction::Continue
     }
 
@@ -205,6 +207,7 @@ impl HttpStream for ServerStream {
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
         let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
         let ResponseState::Streaming(st) = &mut conv.response else { return DataAction::Continue };
+        st.body_seen = true;
 
         if let Some((encoder, scanner)) = st.text.as_mut() {
             // Encode the bytes that arrived since our last look; Envoy can only replace the whole
@@ -275,6 +278,16 @@ impl HttpStream for ServerStream {
                 Vec::new()
             }
         };
+        if !st.body_seen {
+            // Headers then trailers with no message: Envoy has no body buffer for this stream
+            // (set_buffer answers BadArgument) and offers no way to create one, so the trailer
+            // frame can't be written. Keep the trailers as HTTP/1.1 chunked trailers instead
+            // (the server listener needs `enable_trailers`); our agent reads them. A hop that
+            // drops trailers leaves the agent with no status, which it reports as INTERNAL.
+            host::log(LogLevel::Debug, "grpc-bridge server: trailers without a body: sent as HTTP trailers");
+            conv.response = ResponseState::Done;
+            return HeadersAction::Continue;
+        }
         let frame = trailer_frame(&pairs, trailer_limit);
         let out = encode_for_wire(st, frame);
         if let Err(e) = host::append_buffer(BufferType::HttpResponseBody, &out) {

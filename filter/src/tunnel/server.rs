@@ -14,6 +14,7 @@ use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection, encode_server_handshake,
     parse_client_handshake, FrameDecoder, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
 };
+use crate::codec::h2::{PrefaceStripper, SettingsAckDropper, EMPTY_SETTINGS, PREFACE};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::tunnel::{constant_time_eq, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
@@ -38,6 +39,10 @@ pub struct TunnelServer {
     early_upstream: Vec<u8>,
     /// Control frames waiting for the next chance to go to the client.
     to_downstream: Vec<u8>,
+    /// The client's own HTTP/2 preface is removed: the backend got ours (see codec::h2).
+    client_preface: PrefaceStripper,
+    /// The backend's ACK of our injected SETTINGS is removed.
+    injected_ack: SettingsAckDropper,
     /// Payload of the latest unanswered ping.
     pending_pong: Option<Vec<u8>>,
     close_sent: bool,
@@ -56,6 +61,8 @@ impl TunnelServer {
             early_upstream: Vec::new(),
             to_downstream: Vec::new(),
             pending_pong: None,
+            client_preface: PrefaceStripper::new(),
+            injected_ack: SettingsAckDropper::new(),
             close_sent: false,
         }
     }
@@ -93,7 +100,13 @@ impl TunnelServer {
 
     fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut events = Vec::new();
-        let res = self.decoder.decode_into(input, out, &mut events);
+        let mut raw = Vec::with_capacity(input.len());
+        let res = self.decoder.decode_into(input, &mut raw, &mut events);
+        if self.client_preface.feed(&raw, out).is_err() {
+            self.queue_close(close_code::PROTOCOL_ERROR, "the tunnel carries HTTP/2 only");
+            self.state = State::Closed;
+            return;
+        }
         for ev in events {
             match ev {
                 // Only the latest ping is answered (RFC 6455 5.5.3 allows it): pongs wait for
@@ -133,6 +146,10 @@ impl NetworkStream for TunnelServer {
                             self.pending_head =
                                 Some(encode_server_handshake(&accept_key(&req.key), Some(&self.cfg.tunnel_protocol)));
                             self.state = State::Open;
+                            // Speak first so the backend answers and the 101 can go out now,
+                            // whether or not the client sends anything before it has the 101.
+                            out.extend_from_slice(PREFACE);
+                            out.extend_from_slice(&EMPTY_SETTINGS);
                             let rest = self.head.split_off(consumed.min(self.head.len()));
                             self.head = Vec::new();
                             self.unwrap(&rest, &mut out);
@@ -181,9 +198,11 @@ impl NetworkStream for TunnelServer {
         }
         out.append(&mut self.to_downstream);
         if self.state == State::Open {
+            let mut backend = Vec::with_capacity(self.early_upstream.len() + data.len());
             let early = std::mem::take(&mut self.early_upstream);
-            wrap_binary(&early, max_frame, None, &mut out);
-            wrap_binary(&data, max_frame, None, &mut out);
+            self.injected_ack.feed(&early, &mut backend);
+            self.injected_ack.feed(&data, &mut backend);
+            wrap_binary(&backend, max_frame, None, &mut out);
             if eos {
                 self.queue_close(close_code::GOING_AWAY, "backend closed");
                 out.append(&mut self.to_downstream);

@@ -1,0 +1,170 @@
+//! Just enough HTTP/2 framing for the tunnel server to speak first.
+//!
+//! A network filter can write toward the client only when the backend sends bytes, and a
+//! standard WebSocket client (or a TLS-inspecting proxy) sends nothing after its upgrade request
+//! until it has the `101`. So the tunnel server opens the HTTP/2 conversation itself: it sends the
+//! backend a client preface and an empty SETTINGS frame; the backend's answer is the chance to
+//! send the `101`. To keep the connection exact, the client's own 24-byte preface is removed
+//! (the backend already had one: [`PrefaceStripper`]) and the one SETTINGS ACK that answers our
+//! injected SETTINGS is removed from the backend's bytes ([`SettingsAckDropper`]). An empty
+//! SETTINGS changes no setting, so both peers keep exactly the settings they negotiated.
+
+/// The HTTP/2 client connection preface (RFC 9113 3.4).
+pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
+pub const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+const FRAME_HEADER_LEN: usize = 9;
+const TYPE_SETTINGS: u8 = 4;
+const FLAG_ACK: u8 = 1;
+
+/// Removes the client's connection preface from the start of a byte stream.
+#[derive(Debug, Default)]
+pub struct PrefaceStripper {
+    matched: usize,
+    done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotHttp2;
+
+impl PrefaceStripper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends to `out` what follows the preface. Errs if the stream does not start with it.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), NotHttp2> {
+        if self.done {
+            out.extend_from_slice(input);
+            return Ok(());
+        }
+        let want = PREFACE.get(self.matched..).unwrap_or(&[]);
+        let n = want.len().min(input.len());
+        if input.get(..n) != want.get(..n) {
+            return Err(NotHttp2);
+        }
+        self.matched += n;
+        if self.matched == PREFACE.len() {
+            self.done = true;
+            out.extend_from_slice(input.get(n..).unwrap_or(&[]));
+        }
+        Ok(())
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Walks the backend's HTTP/2 frames and removes the first SETTINGS ACK; afterwards it passes
+/// bytes through untouched without looking at them.
+#[derive(Debug, Default)]
+pub struct SettingsAckDropper {
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to pass.
+    skip: usize,
+    done: bool,
+}
+
+impl SettingsAckDropper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        while !input.is_empty() {
+            if self.done {
+                out.extend_from_slice(input);
+                return;
+            }
+            if self.skip > 0 {
+                let n = self.skip.min(input.len());
+                out.extend_from_slice(input.get(..n).unwrap_or(&[]));
+                self.skip -= n;
+                input = input.get(n..).unwrap_or(&[]);
+                continue;
+            }
+            let need = FRAME_HEADER_LEN - self.header.len();
+            let n = need.min(input.len());
+            self.header.extend_from_slice(input.get(..n).unwrap_or(&[]));
+            input = input.get(n..).unwrap_or(&[]);
+            if self.header.len() < FRAME_HEADER_LEN {
+                return;
+            }
+            let h = std::mem::take(&mut self.header);
+            let &[l0, l1, l2, ty, flags, ..] = h.as_slice() else { return };
+            let len = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
+            if ty == TYPE_SETTINGS && flags & FLAG_ACK != 0 && len == 0 {
+                // The ACK of our injected SETTINGS: the client never sent that SETTINGS.
+                self.done = true;
+                continue;
+            }
+            out.extend_from_slice(&h);
+            self.skip = len;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preface_is_stripped_across_chunks() {
+        let mut s = PrefaceStripper::new();
+        let mut stream = PREFACE.to_vec();
+        stream.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        let mut out = Vec::new();
+        for b in stream.chunks(5) {
+            s.feed(b, &mut out).unwrap();
+        }
+        assert_eq!(out, EMPTY_SETTINGS);
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn a_stream_that_is_not_http2_is_refused() {
+        let mut s = PrefaceStripper::new();
+        assert_eq!(s.feed(b"GET / HTTP/1.1\r\n", &mut Vec::new()), Err(NotHttp2));
+    }
+
+    #[test]
+    fn only_the_first_settings_ack_is_dropped() {
+        let settings = [0u8, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
+        let ack = [0u8, 0, 0, 4, 1, 0, 0, 0, 0];
+        let ping = [0u8, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut stream = Vec::new();
+        stream.extend_from_slice(&settings);
+        stream.extend_from_slice(&ping);
+        stream.extend_from_slice(&ack);
+        stream.extend_from_slice(&ack);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&settings);
+        expected.extend_from_slice(&ping);
+        expected.extend_from_slice(&ack);
+        for chunk in 1..stream.len() {
+            let mut d = SettingsAckDropper::new();
+            let mut out = Vec::new();
+            for c in stream.chunks(chunk) {
+                d.feed(c, &mut out);
+            }
+            assert_eq!(out, expected, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_ping_payload_that_looks_like_an_ack_is_not_dropped() {
+        // a PING whose payload happens to contain the ACK bytes
+        let ping = [0u8, 0, 8, 6, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0];
+        let mut d = SettingsAckDropper::new();
+        let mut out = Vec::new();
+        d.feed(&ping, &mut out);
+        assert_eq!(out, ping);
+        assert!(!d.is_done());
+    }
+}
