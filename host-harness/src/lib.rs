@@ -27,4 +27,4 @@ pub use headers::Headers;
 pub use scenario::{body_of, ConnectionScenario, Scenario};
 pub use state::{CallbackRecord, HostcallStatus, HttpCallRequest, LogEntry, Metric, SharedHandle, SharedStore};
 pub use stream::{Direction, Frame, LocalReply, StreamId};
-pub use vm::{LoadError, Plugin, PluginOptions, WasmSource};
+pub use vm::{LoadError, Plugin, PluginOptions, WasmSource, DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW};

@@ -2,7 +2,7 @@
 //!
 //!   host-harness proxy --wasm F --config C --listen ADDR --upstream ADDR
 //!                      [--downstream h1|h2c] [--upstream-protocol h1|h2c] [--network]
-//!                      [--per-connection-buffer-limit-bytes N]
+//!                      [--per-connection-buffer-limit-bytes N] [--http2-initial-stream-window-size N]
 //!   host-harness demo [--wasm F]
 //!
 //! `--config` is a file path, or the JSON itself when no such file exists. A `tunnel_*`
@@ -15,7 +15,7 @@ use host_harness::proxy::{self, Protocol, ProxyConfig};
 const USAGE: &str = "usage:
   host-harness proxy --wasm FILE --config FILE|JSON --listen ADDR --upstream ADDR
                      [--downstream h1|h2c] [--upstream-protocol h1|h2c] [--network]
-                     [--per-connection-buffer-limit-bytes N]
+                     [--per-connection-buffer-limit-bytes N] [--http2-initial-stream-window-size N]
       HTTP roles (agent, server): an HTTP proxy; tunnel roles (or --network): a TCP proxy.
   host-harness demo [--wasm FILE]";
 
@@ -59,6 +59,10 @@ fn run_proxy(args: &[String]) -> ExitCode {
         if let Some(v) = flag(args, "--per-connection-buffer-limit-bytes") {
             let n = v.parse().map_err(|_| format!("--per-connection-buffer-limit-bytes: {v:?} is not a byte count"))?;
             cfg = cfg.buffer_limit(n);
+        }
+        if let Some(v) = flag(args, "--http2-initial-stream-window-size") {
+            let n = v.parse().map_err(|_| format!("--http2-initial-stream-window-size: {v:?} is not a byte count"))?;
+            cfg = cfg.http2_initial_stream_window_size(n);
         }
         Ok(cfg)
     })();

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -36,7 +36,7 @@ use crate::abi::{CloseType, LogLevel};
 use crate::connection::{ConnectionId, NetFrame};
 use crate::headers::Headers;
 use crate::state::LogEntry;
-use crate::stream::{Frame, StreamId};
+use crate::stream::{Direction, Frame, StreamId};
 use crate::upstream::Upstream;
 use crate::vm::{LoadError, Plugin, PluginOptions, WasmSource};
 
@@ -61,8 +61,7 @@ impl std::str::FromStr for Protocol {
 /// Guest log lines collected by a proxy (tests compare them with Envoy's log).
 pub type LogSink = Arc<Mutex<Vec<LogEntry>>>;
 
-/// Envoy's default `per_connection_buffer_limit_bytes`.
-pub const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
+pub use crate::vm::{DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW};
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -75,9 +74,13 @@ pub struct ProxyConfig {
     /// Run the filter as a network filter in front of a TCP proxy. `None`: decided by the
     /// configuration's `role` (`tunnel_client` / `tunnel_server` are network roles).
     pub network: Option<bool>,
-    /// Envoy's `per_connection_buffer_limit_bytes` (listener and cluster): the high
-    /// watermark of the stream buffers and of a connection's read buffer.
+    /// Envoy's `per_connection_buffer_limit_bytes` (listener and cluster): a connection's
+    /// read-buffer watermark, and the filter chain's buffer limit per stream for an
+    /// HTTP/1.1 client.
     pub buffer_limit_bytes: u32,
+    /// The HCM's HTTP/2 `initial_stream_window_size`: the window advertised to an h2c
+    /// client and the filter chain's buffer limit per stream for it.
+    pub http2_initial_stream_window_size: u32,
     /// Collect guest logs here instead of printing them to stderr.
     pub log_sink: Option<LogSink>,
 }
@@ -94,6 +97,7 @@ impl ProxyConfig {
             upstream_protocol: Protocol::H2c,
             network: None,
             buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
+            http2_initial_stream_window_size: DEFAULT_H2_STREAM_WINDOW,
             log_sink: None,
         }
     }
@@ -117,6 +121,20 @@ impl ProxyConfig {
     pub fn buffer_limit(mut self, bytes: u32) -> Self {
         self.buffer_limit_bytes = bytes;
         self
+    }
+
+    pub fn http2_initial_stream_window_size(mut self, bytes: u32) -> Self {
+        self.http2_initial_stream_window_size = bytes;
+        self
+    }
+
+    /// The filter chain's buffer limit per stream, as Envoy derives it from the downstream
+    /// codec.
+    pub fn stream_buffer_limit(&self) -> u32 {
+        match self.downstream_protocol {
+            Protocol::Http1 => self.buffer_limit_bytes,
+            Protocol::H2c => self.http2_initial_stream_window_size,
+        }
     }
 
     /// Whether this proxy runs the filter as a network filter.
@@ -163,6 +181,13 @@ impl std::error::Error for ProxyError {}
 pub(crate) struct Flow {
     pending: AtomicUsize,
     held: AtomicUsize,
+    /// The model read-disabled this direction's source (watermark back-pressure).
+    paused: AtomicBool,
+    /// Data handed to the VM thread and not processed yet. The source reads its next chunk
+    /// only once the VM has processed the last one, as Envoy runs the filter chain on each
+    /// read before the next: back-pressure decided by the filter applies to the very next
+    /// read.
+    in_vm: AtomicUsize,
     limit: usize,
     drained: Notify,
 }
@@ -170,7 +195,14 @@ pub(crate) struct Flow {
 impl Flow {
     pub(crate) fn new(limit: u32) -> Arc<Flow> {
         let limit = if limit == 0 { usize::MAX } else { limit as usize };
-        Arc::new(Flow { pending: AtomicUsize::new(0), held: AtomicUsize::new(0), limit, drained: Notify::new() })
+        Arc::new(Flow {
+            pending: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            in_vm: AtomicUsize::new(0),
+            limit,
+            drained: Notify::new(),
+        })
     }
 
     fn level(&self) -> usize {
@@ -193,11 +225,30 @@ impl Flow {
         }
     }
 
+    pub(crate) fn sent_to_vm(&self) {
+        self.in_vm.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn vm_done(&self) {
+        self.in_vm.fetch_sub(1, Ordering::AcqRel);
+        self.drained.notify_waiters();
+    }
+
+    pub(crate) fn set_paused(&self, paused: bool) {
+        let was = self.paused.swap(paused, Ordering::AcqRel);
+        if was && !paused {
+            self.drained.notify_waiters();
+        }
+    }
+
     pub(crate) async fn wait_for_room(&self) {
         loop {
             // Registered before the check: notify_waiters wakes every Notified created so far.
             let notified = self.drained.notified();
-            if self.level() <= self.limit {
+            if self.level() <= self.limit
+                && !self.paused.load(Ordering::Acquire)
+                && self.in_vm.load(Ordering::Acquire) == 0
+            {
                 return;
             }
             notified.await;
@@ -242,6 +293,15 @@ pub(crate) enum Command {
     ConnUpstreamData(ConnectionId, Bytes, bool),
     ConnDownstreamClosed(ConnectionId, CloseType),
     ConnUpstreamReset(ConnectionId),
+    /// A data command whose source waits (`Flow::in_vm`) until the VM processed it.
+    Acked(Box<Command>, Arc<Flow>),
+}
+
+impl Command {
+    pub(crate) fn acked(self, flow: &Arc<Flow>) -> Command {
+        flow.sent_to_vm();
+        Command::Acked(Box::new(self), flow.clone())
+    }
 }
 
 #[derive(Clone)]
@@ -311,6 +371,12 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
                 Err(_) => return,
             },
         };
+        // Data from a source that waits for it to be processed: acknowledged below, after
+        // the back-pressure state is published.
+        let (cmd, ack) = match cmd {
+            Some(Command::Acked(inner, flow)) => (Some(*inner), Some(flow)),
+            other => (other, None),
+        };
         match cmd {
             Some(Command::Open { headers, end_stream, sink, opened }) => {
                 let id = plugin.http_new_stream();
@@ -338,7 +404,7 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
             }
             Some(Command::ConnDownstreamClosed(id, close)) => plugin.connection_downstream_closed(id, close),
             Some(Command::ConnUpstreamReset(id)) => plugin.connection_upstream_reset(id),
-            None => {}
+            Some(Command::Acked(..)) | None => {}
         }
         plugin.tick_if_due();
         // Ticks can release data of any stream or connection: pump them all.
@@ -365,6 +431,8 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
                     let _ = cancel.send(());
                 }
             }
+            sink.upstream_flow.set_paused(plugin.http_read_disabled(*id, Direction::Request));
+            sink.downstream_flow.set_paused(plugin.http_read_disabled(*id, Direction::Response));
             let done = plugin.http_is_finished(*id);
             if done {
                 plugin.http_forget(*id);
@@ -393,6 +461,9 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
             }
             !closed
         });
+        if let Some(flow) = ack {
+            flow.vm_done();
+        }
         let lines = plugin.take_logs();
         match &log_sink {
             Some(sink) => sink.lock().unwrap_or_else(|e| e.into_inner()).extend(lines),
@@ -529,7 +600,7 @@ async fn pump_body(
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(bytes) => {
                     ended = body.is_end_stream();
-                    vm.send(data(bytes, ended));
+                    vm.send(data(bytes, ended).acked(&flow));
                 }
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
@@ -543,7 +614,7 @@ async fn pump_body(
                 return;
             }
             None => {
-                vm.send(data(Bytes::new(), true));
+                vm.send(data(Bytes::new(), true).acked(&flow));
                 ended = true;
             }
         }
@@ -749,7 +820,7 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let options = PluginOptions::new(WasmSource::File(cfg.wasm.clone()))
         .plugin_config(cfg.plugin_config.clone())
         .real_clock(true);
-    let options = PluginOptions { record_callbacks: false, ..options };
+    let options = PluginOptions { record_callbacks: false, ..options }.buffer_limit(cfg.stream_buffer_limit());
     let sink = cfg.log_sink.clone();
     let vm = tokio::task::spawn_blocking(move || start_vm(options, sink))
         .await
@@ -776,11 +847,16 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             tokio::spawn(async move {
                 let io = TokioIo::new(tcp);
                 let protocol = cfg.downstream_protocol;
+                let window = cfg.http2_initial_stream_window_size;
                 let svc = service_fn(move |req| handle(req, vm.clone(), cfg.clone(), upstream.clone()));
                 let result = match protocol {
                     Protocol::Http1 => hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await,
                     Protocol::H2c => {
-                        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .initial_stream_window_size(window)
+                            .initial_connection_window_size(DEFAULT_H2_STREAM_WINDOW)
+                            .serve_connection(io, svc)
+                            .await
                     }
                 };
                 let _ = result;

@@ -125,6 +125,11 @@ impl Scenario {
         self.plugin.http_held_bytes(self.stream, dir)
     }
 
+    /// Back-pressure on the source of `dir` (see [`Plugin::http_read_disabled`]).
+    pub fn read_disabled(&self, dir: Direction) -> bool {
+        self.plugin.http_read_disabled(self.stream, dir)
+    }
+
     /// What the filter returned from each callback of the current stream, in order.
     pub fn returns(&self) -> Vec<(&'static str, Option<i64>)> {
         self.plugin

@@ -242,6 +242,8 @@ pub(crate) struct HostState {
     pub(crate) clusters: Vec<String>,
     pub(crate) queue_ready: VecDeque<(u32, u32)>,
     pub(crate) rng_state: u64,
+    /// The HTTP streams' buffer limit (0: none).
+    pub(crate) buffer_limit: u32,
 }
 
 impl HostState {

@@ -89,6 +89,16 @@ pub(crate) struct Half {
     end_forwarded: bool,
     /// No more processing: a local reply or reset took over.
     aborted: bool,
+    /// The StopAll came from StopAllIterationAndWatermark (not ...AndBuffer).
+    stop_all_watermark: bool,
+    /// Envoy's `{decoder,encoder}_filters_streaming_`: the data being buffered is a stream
+    /// held with a watermark (back-pressure) rather than a body buffered whole (too large
+    /// fails the stream).
+    streaming: bool,
+    /// The buffered data's high watermark fired and has not dropped to the low one since.
+    above_high: bool,
+    /// Back-pressure: the source of this direction should stop reading.
+    read_disabled: bool,
     pub(crate) out: Vec<Frame>,
 }
 
@@ -109,6 +119,10 @@ impl Half {
             complete: false,
             end_forwarded: false,
             aborted: false,
+            stop_all_watermark: false,
+            streaming: false,
+            above_high: false,
+            read_disabled: false,
             out: Vec::new(),
         }
     }
@@ -412,6 +426,14 @@ impl Plugin {
         self.stream(id.0).is_none_or(|s| s.finished)
     }
 
+    /// Back-pressure: the filter held data past the buffer limit with a watermark status
+    /// (StopIterationAndWatermark, or StopAllIterationAndWatermark from headers), so the
+    /// source of `dir` (the client for requests, the upstream for responses) should stop
+    /// reading until the held data drains to half the limit.
+    pub fn http_read_disabled(&self, id: StreamId, dir: Direction) -> bool {
+        self.stream(id.0).is_some_and(|s| !s.finished && s.half(dir).read_disabled)
+    }
+
     /// Bytes the filter manager holds for the filter in one direction (paused data).
     pub fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
         self.stream(id.0).and_then(|s| s.half(dir).buffered.as_ref().map(|b| b.len())).unwrap_or(0)
@@ -593,6 +615,7 @@ impl Plugin {
             }
             HeadersAction::StopAllBuffer | HeadersAction::StopAllWatermark => {
                 half.iteration = Iteration::StopAll;
+                half.stop_all_watermark = action == HeadersAction::StopAllWatermark;
             }
         }
     }
@@ -611,7 +634,9 @@ impl Plugin {
         }
         // handleDataIfStopAll: held without calling the filter.
         if half.iteration == Iteration::StopAll {
+            half.streaming = half.stop_all_watermark;
             half.buffered.get_or_insert_with(Vec::new).extend(data);
+            self.check_high_watermark(id, dir);
             return;
         }
         let eos = end_stream && half.trailers.is_none();
@@ -630,11 +655,21 @@ impl Plugin {
         let action = if skip_vm {
             DataAction::Continue
         } else {
-            // addEncodedData: while buffering, new data joins the buffered body first, so the
-            // callback sees (and get_buffer reads) everything held so far.
+            // addEncodedData(data, streaming=false): while buffering, new data joins the
+            // buffered body first, so the callback sees (and get_buffer reads) everything
+            // held so far. Over the buffer limit this fails the stream before the VM is
+            // called (Envoy's wasm context then finds itself destroyed and skips the VM).
             if half.buffering {
+                if !from_buffer {
+                    half.streaming = false;
+                }
                 half.buffer_incoming(from_buffer);
+                self.check_high_watermark(id, dir);
+                if self.stream(id).is_none_or(|s| s.finished || s.half(dir).aborted) {
+                    return;
+                }
             }
+            let Some(half) = self.half_mut(id, dir) else { return };
             half.body_ptr = if from_buffer { BodyPtr::Buffered } else { BodyPtr::Incoming };
             let size = half.body().map(|b| b.len()).unwrap_or(0) as i32;
             let outcome = self.call_filter(id, callbacks(dir).1, &[id as i32, size, end_stream as i32]);
@@ -673,7 +708,10 @@ impl Plugin {
             }
             DataAction::StopIterationAndBuffer | DataAction::StopIterationAndWatermark => {
                 half.iteration = Iteration::StopSingle;
+                half.streaming = action == DataAction::StopIterationAndWatermark;
                 half.buffer_incoming(from_buffer);
+                self.check_high_watermark(id, dir);
+                return;
             }
             DataAction::StopIterationNoBuffer => {
                 half.iteration = Iteration::StopSingle;
@@ -685,6 +723,7 @@ impl Plugin {
                 }
             }
         }
+        self.check_low_watermark(id, dir);
     }
 
     fn on_trailers(&mut self, id: u32, dir: Direction, trailers: Headers) {
@@ -779,6 +818,50 @@ impl Plugin {
         if let Some(half) = self.half_mut(id, dir) {
             half.iterate_from_current = false;
         }
+        self.check_low_watermark(id, dir);
+    }
+
+    /// The buffered data's high watermark (`WatermarkBuffer`, high = the stream's buffer
+    /// limit, fired once when the length goes above it): while streaming, back-pressure
+    /// (`on{De,En}coderFilterAboveWriteBufferHighWatermark`: the source stops reading);
+    /// otherwise `requestDataTooLarge` (413 local reply) / `responseDataTooLarge` (500 local
+    /// reply: a reset if the client already got headers, a direct reply if they are held).
+    fn check_high_watermark(&mut self, id: u32, dir: Direction) {
+        let limit = self.state().buffer_limit as usize;
+        let Some(half) = self.half_mut(id, dir) else { return };
+        let len = half.buffered.as_ref().map_or(0, |b| b.len());
+        if limit == 0 || len <= limit || half.above_high || half.aborted {
+            return;
+        }
+        half.above_high = true;
+        if half.streaming {
+            half.read_disabled = true;
+            return;
+        }
+        let (status, text, details) = match dir {
+            Direction::Request => (413, "Payload Too Large", "request_payload_too_large"),
+            Direction::Response => (500, "Internal Server Error", "response_payload_too_large"),
+        };
+        let reply = LocalReply {
+            status,
+            body: text.as_bytes().to_vec(),
+            headers: Headers::new(),
+            grpc_status: None,
+            details: details.into(),
+        };
+        self.send_local_reply(id, reply, false);
+    }
+
+    /// The low watermark (half the limit): reading resumes.
+    fn check_low_watermark(&mut self, id: u32, dir: Direction) {
+        let limit = self.state().buffer_limit as usize;
+        let Some(half) = self.half_mut(id, dir) else { return };
+        let len = half.buffered.as_ref().map_or(0, |b| b.len());
+        if !half.above_high || len > limit / 2 {
+            return;
+        }
+        half.above_high = false;
+        half.read_disabled = false;
     }
 
     fn push_frame(&mut self, id: u32, dir: Direction, frame: Frame, ends: bool) {
@@ -822,6 +905,8 @@ impl Plugin {
             return;
         }
         if st.response.headers_continued {
+            // Recorded (Envoy's response code details), but the client gets a reset.
+            st.local_reply = Some(reply);
             self.reset_stream(id);
             return;
         }

@@ -15,7 +15,8 @@
 //!   side: local); then `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`;
 //! - backpressure: a side is not read while the bytes released toward the other side and not
 //!   yet written, plus what a paused filter holds in the connection's buffer, exceed the
-//!   buffer limit (Envoy's connection read-buffer and write-buffer watermarks).
+//!   buffer limit (Envoy's connection read-buffer and write-buffer watermarks); each read
+//!   waits until the filter has processed the previous one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -145,13 +146,15 @@ async fn read_side(
         };
         match read {
             Ok(0) => {
-                vm.send(data(bytes::Bytes::new(), true));
+                vm.send(data(bytes::Bytes::new(), true).acked(&room));
                 if side == Side::Downstream && finish_half(&halves, true) {
                     vm.send(Command::ConnDownstreamClosed(id, CloseType::Remote));
                 }
                 return;
             }
-            Ok(_) => vm.send(data(buf.split().freeze(), false)),
+            Ok(_) => {
+                vm.send(data(buf.split().freeze(), false).acked(&room));
+            }
             Err(_) => {
                 match side {
                     Side::Downstream => {

@@ -12,6 +12,12 @@ use wasmtime::{Caller, Config, Engine, Extern, Func, Instance, Linker, Module, S
 use crate::abi::{LogLevel, Status};
 use crate::state::{CallbackRecord, Clock, HostState, Metrics, SharedHandle, SharedStore};
 
+/// Envoy's default `per_connection_buffer_limit_bytes`.
+pub const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
+/// Envoy's default HTTP/2 `initial_stream_window_size` (the stream buffer limit of an
+/// HTTP/2 client).
+pub const DEFAULT_H2_STREAM_WINDOW: u32 = 256 * 1024 * 1024;
+
 /// Where the filter comes from and how it is configured, like one Envoy wasm filter entry.
 #[derive(Clone)]
 pub struct PluginOptions {
@@ -33,6 +39,11 @@ pub struct PluginOptions {
     pub shared: Option<SharedHandle>,
     /// Keep a record of every callback (tests); off in proxy mode to bound memory.
     pub record_callbacks: bool,
+    /// The filter chain's buffer limit per HTTP stream (0: none), Envoy's
+    /// `bufferLimit()` of the downstream codec stream: `per_connection_buffer_limit_bytes`
+    /// (default 1 MiB) for an HTTP/1.1 client, the HTTP/2 `initial_stream_window_size`
+    /// (default 256 MiB) for an HTTP/2 client. Default here: 1 MiB.
+    pub buffer_limit_bytes: u32,
 }
 
 #[derive(Clone)]
@@ -57,6 +68,7 @@ impl PluginOptions {
             clusters: Vec::new(),
             shared: None,
             record_callbacks: true,
+            buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
         }
     }
 
@@ -86,6 +98,12 @@ impl PluginOptions {
 
     pub fn real_clock(mut self, on: bool) -> Self {
         self.real_clock = on;
+        self
+    }
+
+    /// The HTTP streams' buffer limit (see [`PluginOptions::buffer_limit_bytes`]).
+    pub fn buffer_limit(mut self, bytes: u32) -> Self {
+        self.buffer_limit_bytes = bytes;
         self
     }
 
@@ -296,6 +314,7 @@ impl Plugin {
             clusters: options.clusters.clone(),
             queue_ready: VecDeque::new(),
             rng_state: 0x9E37_79B9_7F4A_7C15,
+            buffer_limit: options.buffer_limit_bytes,
         };
         let mut store = Store::new(&engine, state);
         let mut linker: Linker<HostState> = Linker::new(&engine);

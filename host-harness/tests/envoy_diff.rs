@@ -55,9 +55,12 @@ impl Drop for Envoy {
 
 impl Envoy {
     fn start(mode: &str, upstream: SocketAddr) -> Envoy {
+        Envoy::start_with(mode, upstream, "")
+    }
+
+    /// `hcm_extra`: more HttpConnectionManager fields (YAML, 10-space indent).
+    fn start_with(mode: &str, upstream: SocketAddr, hcm_extra: &str) -> Envoy {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("host-harness-envoy-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
             r#"static_resources:
   listeners:
@@ -70,6 +73,7 @@ impl Envoy {
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: diff
           codec_type: AUTO
+{hcm_extra}
           route_config:
             virtual_hosts:
             - name: all
@@ -105,8 +109,56 @@ impl Envoy {
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {up}}}}}}}}}]}}]
 "#,
             wasm = probe_file().display(),
+            up = upstream.port(),
+            hcm_extra = hcm_extra
+        );
+        Envoy::launch(&config, port)
+    }
+
+    /// A TCP listener with the probe as its wasm *network* filter in front of tcp_proxy.
+    #[allow(dead_code)]
+    fn start_network(mode: &str, upstream: SocketAddr) -> Envoy {
+        let port = free_port();
+        let config = format!(
+            r#"static_resources:
+  listeners:
+  - name: l
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.wasm
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            name: probe
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: "{mode}"
+            vm_config:
+              runtime: envoy.wasm.runtime.v8
+              code: {{local: {{filename: "{wasm}"}}}}
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: diff
+          cluster: up
+  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: up
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {up}}}}}}}}}]}}]
+"#,
+            wasm = probe_file().display(),
             up = upstream.port()
         );
+        Envoy::launch(&config, port)
+    }
+
+    fn launch(config: &str, port: u16) -> Envoy {
+        let dir = std::env::temp_dir().join(format!("host-harness-envoy-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let cfg_path = dir.join("envoy.yaml");
         std::fs::write(&cfg_path, config).unwrap();
         let log = dir.join("envoy.log");
@@ -119,10 +171,14 @@ impl Envoy {
             .stderr(Stdio::null())
             .spawn()
             .expect("start envoy");
-        let envoy = Envoy { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut envoy = Envoy { child, port, log };
+        // Several Envoys may start at once on a small machine: allow them time.
+        let deadline = Instant::now() + Duration::from_secs(90);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "envoy did not listen within 30 s; log: {}", envoy.log_text());
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("envoy exited ({status}) before listening; log: {}", envoy.log_text());
+            }
+            assert!(Instant::now() < deadline, "envoy did not listen within 90 s; log: {}", envoy.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
         envoy
@@ -130,6 +186,16 @@ impl Envoy {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The probe's own log lines: what follows `wasm log probe: ` (stream contexts) or
+    /// `wasm log: ` (the root context, e.g. in on_tick).
+    #[allow(dead_code)]
+    fn guest_lines(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| l.split_once("wasm log").and_then(|(_, rest)| rest.split_once(": ")).map(|(_, m)| m.to_string()))
+            .collect()
     }
 }
 
@@ -144,6 +210,43 @@ async fn upstream() -> SocketAddr {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     let late = req.uri().path() == "/late";
+                    if req.uri().path() == "/big" || req.uri().path() == "/chunks" || req.uri().path() == "/hold" {
+                        let path = req.uri().path().to_string();
+                        let _ = req.into_body().collect().await;
+                        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                        tokio::spawn(async move {
+                            match path.as_str() {
+                                "/big" => {
+                                    // Headers first, on their own: Envoy writes them to the
+                                    // client before the body makes it fail (a reset in the same
+                                    // event-loop pass would drop them unsent).
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    for _ in 0..BIG_CHUNKS {
+                                        if tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; BIG_CHUNK])))).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                }
+                                "/chunks" => {
+                                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"aaa")))).await;
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"bbbb")))).await;
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                                _ => {
+                                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"msg")))).await;
+                                    // Held open until the client resets (bounded).
+                                    tokio::time::sleep(Duration::from_secs(10)).await;
+                                }
+                            }
+                            let mut t = http::HeaderMap::new();
+                            t.insert("grpc-status", "0".parse().unwrap());
+                            let _ = tx.send(Ok(Frame::trailers(t))).await;
+                        });
+                        let mut resp = Response::new(StreamBody::new(ReceiverStream(rx)));
+                        resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                        return Ok::<_, Infallible>(resp);
+                    }
                     if req.uri().path() == "/trailers-only" {
                         let mut resp = Response::new(StreamBody::new(ReceiverStream(tokio::sync::mpsc::channel(1).1)));
                         resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
@@ -184,60 +287,151 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
     }
 }
 
-/// What a client sees: status, grpc-status header, body bytes, trailers (sorted, minus
-/// hop-specific headers).
+const BIG_CHUNK: usize = 16 * 1024;
+const BIG_CHUNKS: usize = 128; // 2 MiB, twice the default buffer limit
+
+/// How the response ended for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    /// Reset (h2 RST_STREAM) or cut off (HTTP/1.1 connection closed mid-body).
+    Reset,
+    /// Headers came, then neither the end nor an error within the stall window.
+    Stalled,
+}
+
+/// What a client sees: status, grpc-status/grpc-message headers, body bytes, trailers
+/// (sorted), and how it ended.
 #[derive(Debug, PartialEq, Eq)]
 struct Observed {
     status: u16,
     grpc_status_header: Option<String>,
+    grpc_message_header: Option<String>,
     body: Vec<u8>,
     trailers: Vec<(String, String)>,
+    end: End,
 }
 
-async fn call(port: u16, path: &str) -> Observed {
+/// One request: where, over which protocol, with what content type and body.
+#[derive(Clone)]
+struct Call {
+    path: &'static str,
+    protocol: Protocol,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+impl Call {
+    fn grpc(path: &'static str) -> Call {
+        Call { path, protocol: Protocol::H2c, content_type: "application/grpc", body: Bytes::from_static(b"abc") }
+    }
+
+    fn http1(mut self) -> Call {
+        self.protocol = Protocol::Http1;
+        self
+    }
+
+    fn content_type(mut self, ct: &'static str) -> Call {
+        self.content_type = ct;
+        self
+    }
+
+    fn body(mut self, body: Bytes) -> Call {
+        self.body = body;
+        self
+    }
+}
+
+/// A stream that stops delivering for this long counts as stalled.
+const STALL: Duration = Duration::from_secs(2);
+
+async fn call(port: u16, path: &'static str) -> Observed {
+    call_with(port, &Call::grpc(path)).await
+}
+
+async fn call_with(port: u16, c: &Call) -> Observed {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    let req = Request::builder()
-        .method("POST")
-        .uri(format!("http://127.0.0.1:{port}{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(b"abc")))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("response in time").unwrap();
+    let builder = Request::builder().method("POST").header("content-type", c.content_type).header("te", "trailers");
+    let body = Full::new(c.body.clone());
+    let sent = match c.protocol {
+        Protocol::H2c => {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            let req = builder.uri(format!("http://127.0.0.1:{port}{}", c.path)).body(body).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("response in time")
+        }
+        Protocol::Http1 => {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            tokio::spawn(conn);
+            let req = builder.uri(c.path).header("host", format!("127.0.0.1:{port}")).body(body).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("response in time")
+        }
+    };
+    let Ok(resp) = sent else {
+        // Reset before response headers.
+        let (grpc_status_header, grpc_message_header) = (None, None);
+        return Observed { status: 0, grpc_status_header, grpc_message_header, body: Vec::new(), trailers: Vec::new(), end: End::Reset };
+    };
     let status = resp.status().as_u16();
-    let grpc_status_header = resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string());
-    let collected = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.expect("body in time").unwrap();
-    let mut trailers: Vec<(String, String)> = collected
-        .trailers()
-        .map(|t| t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect())
-        .unwrap_or_default();
+    let header = |k: &str| resp.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+    let (grpc_status_header, grpc_message_header) = (header("grpc-status"), header("grpc-message"));
+    let mut body = resp.into_body();
+    let mut data = Vec::new();
+    let mut trailers = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(STALL, body.frame()).await {
+            Err(_) => break End::Stalled,
+            Ok(None) => break End::Complete,
+            Ok(Some(Err(_))) => break End::Reset,
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect();
+                    }
+                }
+            },
+        }
+    };
     trailers.sort();
-    Observed { status, grpc_status_header, body: collected.to_bytes().to_vec(), trailers }
+    Observed { status, grpc_status_header, grpc_message_header, body: data, trailers, end }
 }
 
 /// Runs `path` in `mode` through Envoy and the harness; both must agree with `expect`.
-async fn differential(mode: &str, path: &str, calls: usize, expect: impl Fn(&Observed)) {
+async fn differential(mode: &str, path: &'static str, calls: usize, expect: impl Fn(&Observed)) {
+    differential_with(mode, &Call::grpc(path), calls, "", |c| c, expect).await;
+}
+
+/// The general form: `hcm_extra` configures Envoy's HttpConnectionManager and `harness`
+/// the proxy the same way.
+async fn differential_with(
+    mode: &str,
+    call: &Call,
+    calls: usize,
+    hcm_extra: &str,
+    harness: impl FnOnce(ProxyConfig) -> ProxyConfig,
+    expect: impl Fn(&Observed),
+) -> (Envoy, proxy::LogSink) {
     let up = upstream().await;
-    let envoy = Envoy::start(mode, up);
-    let harness = proxy::start(ProxyConfig {
-        wasm: probe_file(),
-        plugin_config: mode.as_bytes().to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: up,
-        downstream_protocol: Protocol::H2c,
-        upstream_protocol: Protocol::H2c,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), up)
-    })
-    .await
-    .unwrap();
+    let envoy = Envoy::start_with(mode, up, hcm_extra);
+    let logs = proxy::LogSink::default();
+    let cfg = ProxyConfig::new(probe_file(), mode.as_bytes().to_vec(), "127.0.0.1:0".parse().unwrap(), up)
+        .protocols(call.protocol, Protocol::H2c)
+        .log_sink(logs.clone());
+    let proxy = proxy::start(harness(cfg)).await.unwrap();
     for _ in 0..calls {
-        let from_envoy = call(envoy.port, path).await;
-        let from_harness = call(harness.local_addr.port(), path).await;
-        assert_eq!(from_harness, from_envoy, "harness and Envoy differ for mode {mode} {path}; envoy log:\n{}", envoy.log_text());
+        let from_envoy = call_with(envoy.port, call).await;
+        let from_harness = call_with(proxy.local_addr.port(), call).await;
+        assert_eq!(
+            from_harness,
+            from_envoy,
+            "harness and Envoy differ for mode {mode} {}; envoy log:\n{}",
+            call.path,
+            envoy.log_text()
+        );
         expect(&from_envoy);
     }
+    (envoy, logs)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -347,4 +541,72 @@ async fn row3_envoy_answers_ok_none_then_ok_in_the_guest() {
     let log = envoy.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
     assert!(log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=0"), "{lines:#?}");
+}
+
+// ---- rows 13-16: the buffer limit ----------------------------------------------------------
+
+/// An HTTP/2 client's buffer limit is the HCM's initial_stream_window_size.
+const SMALL_H2_WINDOW: &str = "          http2_protocol_options: {initial_stream_window_size: 65536}";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row13_buffered_response_over_the_limit_resets_after_headers() {
+    // HTTP/1.1 client: the limit is per_connection_buffer_limit_bytes (1 MiB); 2 MiB held.
+    differential_with("buffer-all", &Call::grpc("/big").http1(), 1, "", |c| c, |o| {
+        assert_eq!((o.status, o.end), (200, End::Reset));
+        assert!(o.body.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row13_http2_limit_is_the_initial_stream_window() {
+    differential_with("buffer-all", &Call::grpc("/big"), 1, SMALL_H2_WINDOW, |c| c.http2_initial_stream_window_size(65536), |o| {
+        assert_eq!((o.status, o.end), (200, End::Reset));
+    })
+    .await;
+    // The default window (256 MiB) lets the same 2 MiB buffered body through whole.
+    differential_with("buffer-all", &Call::grpc("/big"), 1, "", |c| c, |o| {
+        assert_eq!(o.end, End::Complete);
+        assert_eq!(o.body.len(), BIG_CHUNK * BIG_CHUNKS + b"[TRAILERS]".len());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row14_stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
+    differential_with("headers-buffer", &Call::grpc("/big").http1(), 1, "", |c| c, |o| {
+        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("2")));
+        assert_eq!(o.grpc_message_header.as_deref(), Some("Internal Server Error"));
+        assert_eq!(o.end, End::Complete);
+    })
+    .await;
+    differential_with("headers-buffer", &Call::grpc("/big").http1().content_type("text/plain"), 1, "", |c| c, |o| {
+        assert_eq!((o.status, o.body.as_slice()), (500, &b"Internal Server Error"[..]));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row15_buffered_request_over_the_limit_is_a_413() {
+    let big = Bytes::from(vec![b'q'; 2 * 1024 * 1024]);
+    differential_with("request-buffer", &Call::grpc("/now").http1().content_type("text/plain").body(big.clone()), 1, "", |c| c, |o| {
+        assert_eq!((o.status, o.body.as_slice()), (413, &b"Payload Too Large"[..]));
+    })
+    .await;
+    differential_with("request-buffer", &Call::grpc("/now").http1().body(big), 1, "", |c| c, |o| {
+        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("2")));
+        assert_eq!(o.grpc_message_header.as_deref(), Some("Payload Too Large"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row16_watermark_over_the_limit_is_back_pressure_not_an_error() {
+    // StopIterationAndWatermark until the end of a 2 MiB body: over the limit the upstream is
+    // read-disabled, so the end never reaches the filter and the stream stalls (no reset).
+    differential_with("watermark-all", &Call::grpc("/big").http1(), 1, "", |c| c, |o| {
+        assert_eq!((o.status, o.end), (200, End::Stalled));
+        assert!(o.body.is_empty());
+    })
+    .await;
 }

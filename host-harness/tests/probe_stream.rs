@@ -229,3 +229,115 @@ fn network_filter_hold_continue_and_rewrite() {
     assert!(c.is_closed());
     assert!(c.logs().iter().any(|l| l.message.starts_with("downstream_close") && l.message.ends_with("peer=2")));
 }
+
+// ---- the buffer limit (Envoy's FilterManager watermark buffer) ---------------------------
+
+const CHUNK: usize = 16 * 1024;
+/// 64 chunks are exactly 1 MiB: the limit is only exceeded by the 65th.
+const CHUNKS_AT_LIMIT: usize = 64;
+
+fn response_chunks(s: &mut Scenario, n: usize) {
+    for _ in 0..n {
+        s.response_body(&[b'x'; CHUNK], false);
+    }
+}
+
+fn last_body_size(s: &Scenario) -> usize {
+    s.logs()
+        .iter()
+        .rev()
+        .find_map(|l| l.message.strip_prefix("response_body size="))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn buffered_response_over_the_limit_resets_a_stream_whose_headers_went_out() {
+    let mut s = started("buffer-all");
+    response_chunks(&mut s, CHUNKS_AT_LIMIT);
+    assert!(!s.is_finished(), "exactly at the limit is not over it");
+    assert_eq!(s.held_bytes(Direction::Response), CHUNKS_AT_LIMIT * CHUNK);
+    response_chunks(&mut s, 1);
+    assert!(s.is_finished());
+    assert_eq!(s.take_downstream(), vec![Frame::Reset], "headers already went out: a reset");
+    assert_eq!(s.local_reply().unwrap().details, "response_payload_too_large");
+    // The chunk that crossed the limit never reached the filter.
+    assert_eq!(last_body_size(&s), CHUNKS_AT_LIMIT * CHUNK);
+}
+
+#[test]
+fn without_a_limit_a_buffered_response_passes_whole() {
+    let mut s = Scenario::new(probe("buffer-all").buffer_limit(0)).unwrap();
+    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.take_downstream();
+    response_chunks(&mut s, 80);
+    s.response_body(b"end", true);
+    assert_eq!(body_of(&s.take_downstream()).len(), 80 * CHUNK + 3);
+}
+
+#[test]
+fn stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
+    let mut s = Scenario::new(probe("headers-buffer")).unwrap();
+    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    assert!(s.take_downstream().is_empty(), "headers held");
+    response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
+    // Headers were held: Envoy answers directly (gRPC: trailers-only, status 500 -> UNKNOWN).
+    match &s.take_downstream()[..] {
+        [Frame::Headers { headers, end_stream: true }] => {
+            assert_eq!(headers.get(":status"), Some("200"));
+            assert_eq!(headers.get("grpc-status"), Some("2"));
+            assert_eq!(headers.get("grpc-message"), Some("Internal Server Error"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.is_finished());
+}
+
+#[test]
+fn buffered_request_over_the_limit_is_a_413_through_the_response_path() {
+    let mut s = Scenario::new(probe("request-buffer")).unwrap();
+    s.request_headers(&[(":method", "POST"), (":path", "/up"), (":authority", "x"), ("content-type", "text/plain")], false);
+    for _ in 0..=CHUNKS_AT_LIMIT {
+        s.request_body(&[b'q'; CHUNK], false);
+    }
+    let up = s.take_upstream();
+    assert!(matches!(up.last(), Some(Frame::Reset)), "the upstream request is abandoned: {:?}", up.last());
+    let reply = s.local_reply().expect("local reply");
+    assert_eq!((reply.status, reply.details.as_str()), (413, "request_payload_too_large"));
+    match &s.take_downstream()[..] {
+        [Frame::Headers { headers, end_stream: false }, Frame::Data { bytes, end_stream: true }] => {
+            assert_eq!(headers.get(":status"), Some("413"));
+            assert_eq!(bytes, b"Payload Too Large");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.returns().iter().any(|(c, _)| *c == "proxy_on_response_headers"), "the filter saw the local reply");
+}
+
+#[test]
+fn watermark_over_the_limit_applies_back_pressure_instead() {
+    let mut s = started("watermark-all");
+    response_chunks(&mut s, CHUNKS_AT_LIMIT);
+    assert!(!s.read_disabled(Direction::Response));
+    response_chunks(&mut s, 1);
+    assert!(s.read_disabled(Direction::Response), "over the limit: the upstream is read-disabled");
+    assert!(!s.is_finished() && s.local_reply().is_none(), "no local reply, no reset");
+    // More data (already in flight) is still accepted; the end lets the filter continue.
+    response_chunks(&mut s, 5);
+    s.response_body(b"end", true);
+    assert_eq!(body_of(&s.take_downstream()).len(), (CHUNKS_AT_LIMIT + 6) * CHUNK + 3);
+    assert!(s.is_finished());
+}
+
+#[test]
+fn stop_all_watermark_from_headers_reads_again_after_the_resume_drains_it() {
+    let mut s = Scenario::new(probe("headers-stop")).unwrap();
+    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
+    assert!(s.read_disabled(Direction::Response), "StopIteration from headers is StopAllIterationAndWatermark");
+    assert!(s.local_reply().is_none());
+    s.advance_ms(5); // the probe resumes from its tick: everything held is sent
+    assert!(!s.read_disabled(Direction::Response), "drained below the low watermark");
+    assert_eq!(body_of(&s.take_downstream()).len(), (CHUNKS_AT_LIMIT + 1) * CHUNK);
+}

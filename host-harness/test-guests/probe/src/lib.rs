@@ -11,6 +11,14 @@
 //! - `abi`: run a battery of hostcalls at configure time and log each status.
 //! - `net`: network filter: prefix the first downstream bytes with `HELLO `, continue
 //!   reading and pause; upper-case upstream bytes.
+//! - `cumulative`: pause response body chunks (StopIterationAndBuffer) without a tick until 7
+//!   bytes are held, then flush from a 5 ms tick (trailers as in `stream`).
+//! - `resume-after-reset`: pause response body chunks; arm the 5 ms tick only when the stream
+//!   is gone (`proxy_on_delete`), so the tick resumes a finished context.
+//! - `buffer-all` / `watermark-all`: StopIterationAndBuffer / StopIterationAndWatermark on
+//!   every response body chunk but the last, Continue on the last.
+//! - `headers-buffer`: StopAllIterationAndBuffer (3) from response headers, never resumed.
+//! - `request-buffer`: StopIterationAndBuffer on every request body chunk but the last.
 //! Every status worth checking is logged as `name=status`.
 
 use std::cell::RefCell;
@@ -116,6 +124,15 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
         }
         _ => 1,
     }
+}
+
+fn hold(ctx: u32) {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.held.contains(&ctx) {
+            s.held.push(ctx);
+        }
+    });
 }
 
 fn abi_battery() {
@@ -234,11 +251,14 @@ pub extern "C" fn proxy_on_request_trailers(_ctx: u32, _n: u32) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(ctx: u32, _n: u32, _eos: u32) -> u32 {
-    if mode() == "headers-stop" {
-        STATE.with(|s| s.borrow_mut().held.push(ctx));
-        return 1;
+    match mode().as_str() {
+        "headers-stop" => {
+            STATE.with(|s| s.borrow_mut().held.push(ctx));
+            1
+        }
+        "headers-buffer" => 3,
+        _ => 0,
     }
-    0
 }
 
 #[no_mangle]
@@ -246,15 +266,23 @@ pub extern "C" fn proxy_on_response_body(ctx: u32, size: usize, eos: u32) -> u32
     log(&format!("response_body size={size} eos={eos}"));
     match mode().as_str() {
         "stream" | "stream-trailers-continue" => {
-            STATE.with(|s| {
-                let mut s = s.borrow_mut();
-                if !s.held.contains(&ctx) {
-                    s.held.push(ctx);
-                }
-            });
+            hold(ctx);
             unsafe { proxy_set_tick_period_milliseconds(5) };
             1
         }
+        "cumulative" => {
+            if size >= 7 || eos != 0 {
+                hold(ctx);
+                unsafe { proxy_set_tick_period_milliseconds(5) };
+            }
+            1
+        }
+        "resume-after-reset" => {
+            hold(ctx);
+            1
+        }
+        "buffer-all" if eos == 0 => 1,
+        "watermark-all" if eos == 0 => 2,
         _ => 0,
     }
 }
@@ -269,14 +297,10 @@ pub extern "C" fn proxy_on_response_trailers(ctx: u32, _n: u32) -> u32 {
     let k = "grpc-status";
     unsafe { proxy_remove_header_map_value(RESPONSE_TRAILERS, k.as_ptr(), k.len()) };
     match mode().as_str() {
-        "stream-trailers-continue" | "body-continue" => 0,
+        "stream-trailers-continue" | "body-continue" | "buffer-all" | "watermark-all" | "headers-buffer"
+        | "request-buffer" => 0,
         _ => {
-            STATE.with(|s| {
-                let mut s = s.borrow_mut();
-                if !s.held.contains(&ctx) {
-                    s.held.push(ctx);
-                }
-            });
+            hold(ctx);
             1
         }
     }
@@ -295,6 +319,9 @@ pub extern "C" fn proxy_on_done(_ctx: u32) -> u32 {
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(ctx: u32) {
     log(&format!("on_delete ctx={ctx}"));
+    if mode() == "resume-after-reset" {
+        unsafe { proxy_set_tick_period_milliseconds(5) };
+    }
 }
 
 #[no_mangle]
