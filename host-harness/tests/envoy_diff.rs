@@ -116,7 +116,6 @@ impl Envoy {
     }
 
     /// A TCP listener with the probe as its wasm *network* filter in front of tcp_proxy.
-    #[allow(dead_code)]
     fn start_network(mode: &str, upstream: SocketAddr) -> Envoy {
         let port = free_port();
         let config = format!(
@@ -190,7 +189,6 @@ impl Envoy {
 
     /// The probe's own log lines: what follows `wasm log probe: ` (stream contexts) or
     /// `wasm log: ` (the root context, e.g. in on_tick).
-    #[allow(dead_code)]
     fn guest_lines(&self) -> Vec<String> {
         self.log_text()
             .lines()
@@ -541,6 +539,165 @@ async fn row3_envoy_answers_ok_none_then_ok_in_the_guest() {
     let log = envoy.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
     assert!(log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=0"), "{lines:#?}");
+}
+
+// ---- rows 1, 6, 12: evidence inside the filter, compared from Envoy's log ------------------
+
+/// Guest lines with context ids masked (they differ between hosts).
+fn masked(lines: &[String], keep: &[&str]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+        .map(|l| {
+            l.split(' ')
+                .map(|w| if w.starts_with("ctx=") { "ctx=*" } else { w })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn sink_lines(sink: &proxy::LogSink) -> Vec<String> {
+    sink.lock().unwrap().iter().map(|l| l.message.clone()).collect()
+}
+
+/// Waits until `lines()` contains a line starting with `prefix` (logs are flushed
+/// asynchronously on both sides).
+async fn wait_for_line(what: &str, prefix: &str, lines: impl Fn() -> Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = lines();
+        if now.iter().any(|l| l.starts_with(prefix)) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{what}: no {prefix:?} line in {now:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row1_paused_body_is_cumulative_and_a_tick_flushes_it() {
+    // The upstream sends "aaa", then "bbbb" 200 ms later, then trailers; the probe pauses
+    // (StopIterationAndBuffer) until it holds 7 bytes, then flushes from its tick.
+    let (envoy, harness_logs) = differential_with("cumulative", &Call::grpc("/chunks"), 1, "", |c| c, |o| {
+        assert_eq!((o.end, o.body.as_slice()), (End::Complete, &b"aaabbbb[TRAILERS]"[..]));
+    })
+    .await;
+    let keep = ["response_body", "tick", "trailers"];
+    let from_envoy = masked(&wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await, &keep);
+    let from_harness = masked(&wait_for_line("harness", "trailers set_buffer", || sink_lines(&harness_logs)).await, &keep);
+    let body_lines: Vec<&String> = from_envoy.iter().filter(|l| l.starts_with("response_body")).collect();
+    assert_eq!(body_lines, ["response_body size=3 eos=0", "response_body size=7 eos=0"], "cumulative sizes in Envoy: {from_envoy:#?}");
+    assert!(from_envoy.contains(&"tick ctx=* effective=0 continue=0".to_string()), "{from_envoy:#?}");
+    assert_eq!(from_harness, from_envoy);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row6_resuming_a_finished_context_is_bad_argument() {
+    // The client resets the stream while the probe holds its body; the probe's tick, armed
+    // from proxy_on_delete, then resumes the finished context.
+    let up = upstream().await;
+    let envoy = Envoy::start("resume-after-reset", up);
+    let logs = proxy::LogSink::default();
+    let harness = proxy::start(
+        ProxyConfig::new(probe_file(), b"resume-after-reset".to_vec(), "127.0.0.1:0".parse().unwrap(), up).log_sink(logs.clone()),
+    )
+    .await
+    .unwrap();
+    let envoy_lines = || envoy.guest_lines();
+    let harness_lines = || sink_lines(&logs);
+    let sides: [(u16, &dyn Fn() -> Vec<String>); 2] = [(envoy.port, &envoy_lines), (harness.local_addr.port(), &harness_lines)];
+    for (port, lines) in sides {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::post(format!("http://127.0.0.1:{port}/hold"))
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from_static(b"abc")))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("headers in time").unwrap();
+        assert_eq!(resp.status(), 200);
+        // Reset only once the filter holds the body (it never reaches the client).
+        wait_for_line("filter got the body", "response_body", lines).await;
+        drop(resp); // RST_STREAM(CANCEL)
+        // The connection stays up: only the stream goes away.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(send);
+    }
+    let keep = ["tick"];
+    let from_envoy = masked(&wait_for_line("envoy", "tick", || envoy.guest_lines()).await, &keep);
+    let from_harness = masked(&wait_for_line("harness", "tick", || sink_lines(&logs)).await, &keep);
+    assert_eq!(from_envoy, ["tick ctx=* effective=2 continue=0"], "{:#?}", envoy.guest_lines());
+    assert_eq!(from_harness, from_envoy);
+}
+
+/// TCP echo upstream; closes its side after the client's FIN.
+async fn tcp_echo() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tcp.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Writes "abc", reads the answer, writes "def", reads, half-closes, reads to the end.
+async fn net_session(port: u16) -> Vec<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut seen = Vec::new();
+    for (send, expect) in [(&b"abc"[..], 9usize), (&b"def"[..], 3)] {
+        c.write_all(send).await.unwrap();
+        let mut got = vec![0u8; expect];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got)).await.expect("answer in time").unwrap();
+        seen.push(got);
+    }
+    c.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await.expect("close in time").unwrap();
+    seen.push(rest);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn row12_network_filter_hold_continue_and_rewrite() {
+    let up = tcp_echo().await;
+    let envoy = Envoy::start_network("net", up);
+    let logs = proxy::LogSink::default();
+    let harness = proxy::start(
+        ProxyConfig::new(probe_file(), b"net".to_vec(), "127.0.0.1:0".parse().unwrap(), up).network(true).log_sink(logs.clone()),
+    )
+    .await
+    .unwrap();
+    // Envoy's log starts with the readiness check's connection (connect + close): skip it.
+    let skip = wait_for_line("envoy readiness connection", "on_delete", || envoy.guest_lines()).await.len();
+    let from_envoy = net_session(envoy.port).await;
+    let from_harness = net_session(harness.local_addr.port()).await;
+    assert_eq!(from_envoy, [b"HELLO ABC".to_vec(), b"DEF".to_vec(), Vec::new()]);
+    assert_eq!(from_harness, from_envoy);
+    let keep = ["downstream_data", "prepend", "replace_upstream", "downstream_close", "upstream_close"];
+    let from_envoy = masked(&wait_for_line("envoy", "on_delete", || envoy.guest_lines().split_off(skip)).await, &keep);
+    let from_harness = masked(&wait_for_line("harness", "on_delete", || sink_lines(&logs)).await, &keep);
+    assert!(from_envoy.contains(&"prepend=0 continue_downstream=0".to_string()), "{from_envoy:#?}");
+    assert!(from_envoy.contains(&"replace_upstream=0 continue_upstream=12".to_string()), "{from_envoy:#?}");
+    assert_eq!(from_harness, from_envoy);
 }
 
 // ---- rows 13-16: the buffer limit ----------------------------------------------------------
