@@ -6,7 +6,7 @@
 //! backend a client preface and an empty SETTINGS frame; the backend's answer is the chance to
 //! send the `101`. To keep the connection exact, the client's own 24-byte preface is removed
 //! (the backend already had one: [`PrefaceStripper`]) and the one SETTINGS ACK that answers our
-//! injected SETTINGS is removed from the backend's bytes ([`SettingsAckDropper`]). An empty
+//! injected SETTINGS is removed from the backend's bytes ([`BackendFrameFilter`]). An empty
 //! SETTINGS changes no setting, so both peers keep exactly the settings they negotiated.
 
 /// The HTTP/2 client connection preface (RFC 9113 3.4).
@@ -56,30 +56,112 @@ impl PrefaceStripper {
     }
 }
 
-/// Walks the backend's HTTP/2 frames and removes the first SETTINGS ACK; afterwards it passes
-/// bytes through untouched without looking at them.
-#[derive(Debug, Default)]
-pub struct SettingsAckDropper {
-    header: Vec<u8>,
-    /// Payload bytes of the current frame still to pass.
-    skip: usize,
-    done: bool,
+/// Opaque data of the PINGs the tunnel server sends to make the backend answer (see
+/// [`BackendFrameFilter`]); their ACKs are removed before they reach the client.
+pub const NUDGE_OPAQUE: [u8; 8] = *b"grpc-brg";
+const TYPE_PING: u8 = 6;
+
+/// A PING frame (not an ACK) with the given opaque data.
+pub fn ping_frame(opaque: [u8; 8]) -> [u8; 17] {
+    let mut f = [0u8; 17];
+    f[2] = 8;
+    f[3] = TYPE_PING;
+    f[9..].copy_from_slice(&opaque);
+    f
 }
 
-impl SettingsAckDropper {
+/// Tracks frame boundaries in one direction of an HTTP/2 connection (after the preface), so
+/// bytes of our own can be inserted between frames.
+#[derive(Debug, Default)]
+pub struct FrameWalker {
+    header_have: usize,
+    header: [u8; FRAME_HEADER_LEN],
+    skip: usize,
+}
+
+impl FrameWalker {
     pub fn new() -> Self {
         Self::default()
     }
 
-    pub fn is_done(&self) -> bool {
-        self.done
+    pub fn feed(&mut self, mut input: &[u8]) {
+        while !input.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(input.len());
+                self.skip -= n;
+                input = input.get(n..).unwrap_or(&[]);
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.header_have).min(input.len());
+            if let (Some(dst), Some(src)) = (self.header.get_mut(self.header_have..self.header_have + n), input.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            self.header_have += n;
+            input = input.get(n..).unwrap_or(&[]);
+            if self.header_have == FRAME_HEADER_LEN {
+                self.header_have = 0;
+                let [l0, l1, l2, ..] = self.header;
+                self.skip = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
+            }
+        }
+    }
+
+    /// True between frames.
+    pub fn at_boundary(&self) -> bool {
+        self.header_have == 0 && self.skip == 0
+    }
+}
+
+/// Filters the backend's HTTP/2 frames on their way to the client: removes the first SETTINGS
+/// ACK (it answers the SETTINGS we injected, which the client never sent) and the ACKs of our
+/// nudge PINGs. Everything else passes unchanged.
+#[derive(Debug)]
+pub struct BackendFrameFilter {
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to pass.
+    skip: usize,
+    /// A PING ACK being collected to compare its opaque data.
+    ping: Option<Vec<u8>>,
+    settings_ack_pending: bool,
+    nudges_outstanding: u32,
+}
+
+impl Default for BackendFrameFilter {
+    fn default() -> Self {
+        BackendFrameFilter { header: Vec::new(), skip: 0, ping: None, settings_ack_pending: true, nudges_outstanding: 0 }
+    }
+}
+
+impl BackendFrameFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// We sent a nudge PING: its ACK will be removed.
+    pub fn expect_nudge_ack(&mut self) {
+        self.nudges_outstanding = self.nudges_outstanding.saturating_add(1);
+    }
+
+    pub fn nudges_outstanding(&self) -> u32 {
+        self.nudges_outstanding
     }
 
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         while !input.is_empty() {
-            if self.done {
-                out.extend_from_slice(input);
-                return;
+            if let Some(p) = self.ping.as_mut() {
+                let n = (FRAME_HEADER_LEN + 8 - p.len()).min(input.len());
+                p.extend_from_slice(input.get(..n).unwrap_or(&[]));
+                input = input.get(n..).unwrap_or(&[]);
+                if p.len() == FRAME_HEADER_LEN + 8 {
+                    let frame = self.ping.take().unwrap_or_default();
+                    let ours = frame.get(FRAME_HEADER_LEN..) == Some(&NUDGE_OPAQUE[..]);
+                    if ours && self.nudges_outstanding > 0 {
+                        self.nudges_outstanding -= 1;
+                    } else {
+                        out.extend_from_slice(&frame);
+                    }
+                }
+                continue;
             }
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
@@ -98,9 +180,12 @@ impl SettingsAckDropper {
             let h = std::mem::take(&mut self.header);
             let &[l0, l1, l2, ty, flags, ..] = h.as_slice() else { return };
             let len = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
-            if ty == TYPE_SETTINGS && flags & FLAG_ACK != 0 && len == 0 {
-                // The ACK of our injected SETTINGS: the client never sent that SETTINGS.
-                self.done = true;
+            if ty == TYPE_SETTINGS && flags & FLAG_ACK != 0 && len == 0 && self.settings_ack_pending {
+                self.settings_ack_pending = false;
+                continue;
+            }
+            if ty == TYPE_PING && flags & FLAG_ACK != 0 && len == 8 && self.nudges_outstanding > 0 {
+                self.ping = Some(h);
                 continue;
             }
             out.extend_from_slice(&h);
@@ -148,7 +233,7 @@ mod tests {
         expected.extend_from_slice(&ping);
         expected.extend_from_slice(&ack);
         for chunk in 1..stream.len() {
-            let mut d = SettingsAckDropper::new();
+            let mut d = BackendFrameFilter::new();
             let mut out = Vec::new();
             for c in stream.chunks(chunk) {
                 d.feed(c, &mut out);
@@ -161,10 +246,51 @@ mod tests {
     fn a_ping_payload_that_looks_like_an_ack_is_not_dropped() {
         // a PING whose payload happens to contain the ACK bytes
         let ping = [0u8, 0, 8, 6, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0];
-        let mut d = SettingsAckDropper::new();
+        let mut d = BackendFrameFilter::new();
         let mut out = Vec::new();
         d.feed(&ping, &mut out);
         assert_eq!(out, ping);
-        assert!(!d.is_done());
+    }
+
+    #[test]
+    fn nudge_ping_acks_are_removed_and_others_kept() {
+        let mut our_ack = ping_frame(NUDGE_OPAQUE);
+        our_ack[4] = 1; // ACK flag
+        let mut their_ack = ping_frame(*b"client!!");
+        their_ack[4] = 1;
+        let data = [0u8, 0, 2, 0, 0, 0, 0, 0, 1, 0xaa, 0xbb];
+        let mut stream = Vec::new();
+        stream.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]); // settings ack (dropped)
+        stream.extend_from_slice(&their_ack);
+        stream.extend_from_slice(&our_ack);
+        stream.extend_from_slice(&data);
+        stream.extend_from_slice(&our_ack); // not expected any more: passes
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&their_ack);
+        expected.extend_from_slice(&data);
+        expected.extend_from_slice(&our_ack);
+        for chunk in 1..stream.len() {
+            let mut d = BackendFrameFilter::new();
+            d.expect_nudge_ack();
+            let mut out = Vec::new();
+            for c in stream.chunks(chunk) {
+                d.feed(c, &mut out);
+            }
+            assert_eq!(out, expected, "chunk size {chunk}");
+            assert_eq!(d.nudges_outstanding(), 0);
+        }
+    }
+
+    #[test]
+    fn walker_tracks_boundaries() {
+        let mut w = FrameWalker::new();
+        assert!(w.at_boundary());
+        let f = ping_frame(NUDGE_OPAQUE);
+        w.feed(&f[..4]);
+        assert!(!w.at_boundary());
+        w.feed(&f[4..12]);
+        assert!(!w.at_boundary());
+        w.feed(&f[12..]);
+        assert!(w.at_boundary());
     }
 }

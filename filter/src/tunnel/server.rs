@@ -14,7 +14,7 @@ use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection, encode_server_handshake,
     parse_client_handshake, FrameDecoder, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
 };
-use crate::codec::h2::{PrefaceStripper, SettingsAckDropper, EMPTY_SETTINGS, PREFACE};
+use crate::codec::h2::{ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::tunnel::{constant_time_eq, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
@@ -41,8 +41,12 @@ pub struct TunnelServer {
     to_downstream: Vec<u8>,
     /// The client's own HTTP/2 preface is removed: the backend got ours (see codec::h2).
     client_preface: PrefaceStripper,
-    /// The backend's ACK of our injected SETTINGS is removed.
-    injected_ack: SettingsAckDropper,
+    /// The backend's answers to our own frames (SETTINGS ACK, nudge PING ACKs) are removed.
+    backend_filter: BackendFrameFilter,
+    /// Frame boundaries of what goes to the backend, so a nudge PING can be slipped in.
+    to_backend: FrameWalker,
+    /// Something waits to go to the client (pong, close): make the backend speak.
+    nudge_wanted: bool,
     /// Payload of the latest unanswered ping.
     pending_pong: Option<Vec<u8>>,
     close_sent: bool,
@@ -62,7 +66,9 @@ impl TunnelServer {
             to_downstream: Vec::new(),
             pending_pong: None,
             client_preface: PrefaceStripper::new(),
-            injected_ack: SettingsAckDropper::new(),
+            backend_filter: BackendFrameFilter::new(),
+            to_backend: FrameWalker::new(),
+            nudge_wanted: false,
             close_sent: false,
         }
     }
@@ -102,18 +108,24 @@ impl TunnelServer {
         let mut events = Vec::new();
         let mut raw = Vec::with_capacity(input.len());
         let res = self.decoder.decode_into(input, &mut raw, &mut events);
+        let before = out.len();
         if self.client_preface.feed(&raw, out).is_err() {
             self.queue_close(close_code::PROTOCOL_ERROR, "the tunnel carries HTTP/2 only");
             self.state = State::Closed;
             return;
         }
+        self.to_backend.feed(out.get(before..).unwrap_or(&[]));
         for ev in events {
             match ev {
                 // Only the latest ping is answered (RFC 6455 5.5.3 allows it): pongs wait for
                 // the next backend bytes, and an idle tunnel must not pile them up.
-                WsEvent::Ping(p) => self.pending_pong = Some(p),
+                WsEvent::Ping(p) => {
+                    self.pending_pong = Some(p);
+                    self.nudge_wanted = true;
+                }
                 WsEvent::Close { code, .. } => {
                     self.queue_close(code.unwrap_or(close_code::NORMAL), "");
+                    self.nudge_wanted = true;
                 }
                 WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
             }
@@ -160,6 +172,18 @@ impl NetworkStream for TunnelServer {
             State::Open => self.unwrap(&data, &mut out),
             State::Closed => {}
         }
+        // We can write to the client only when the backend sends bytes: a pong or close reply
+        // would wait for the backend's next frame. An HTTP/2 PING makes it answer now (its ACK
+        // is removed on the way back), without changing the connection's semantics.
+        if self.nudge_wanted
+            && self.state != State::AwaitingUpgrade
+            && self.client_preface.is_done()
+            && self.to_backend.at_boundary()
+        {
+            self.nudge_wanted = false;
+            out.extend_from_slice(&ping_frame(NUDGE_OPAQUE));
+            self.backend_filter.expect_nudge_ack();
+        }
         let _ = host::replace_buffer_prefix(BufferType::DownstreamData, size, &out);
         NetworkAction::Continue
     }
@@ -200,8 +224,8 @@ impl NetworkStream for TunnelServer {
         if self.state == State::Open {
             let mut backend = Vec::with_capacity(self.early_upstream.len() + data.len());
             let early = std::mem::take(&mut self.early_upstream);
-            self.injected_ack.feed(&early, &mut backend);
-            self.injected_ack.feed(&data, &mut backend);
+            self.backend_filter.feed(&early, &mut backend);
+            self.backend_filter.feed(&data, &mut backend);
             wrap_binary(&backend, max_frame, None, &mut out);
             if eos {
                 self.queue_close(close_code::GOING_AWAY, "backend closed");
