@@ -43,7 +43,7 @@ impl PrefaceStripper {
         if input.get(..n) != want.get(..n) {
             return Err(NotHttp2);
         }
-        self.matched += n;
+        self.matched = self.matched.saturating_add(n);
         if self.matched == PREFACE.len() {
             self.done = true;
             out.extend_from_slice(input.get(n..).unwrap_or(&[]));
@@ -88,15 +88,15 @@ impl FrameWalker {
         while !input.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
-                self.skip -= n;
+                self.skip = self.skip.saturating_sub(n);
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
             }
-            let n = (FRAME_HEADER_LEN - self.header_have).min(input.len());
-            if let (Some(dst), Some(src)) = (self.header.get_mut(self.header_have..self.header_have + n), input.get(..n)) {
+            let n = FRAME_HEADER_LEN.saturating_sub(self.header_have).min(input.len());
+            if let (Some(dst), Some(src)) = (self.header.get_mut(self.header_have..self.header_have.saturating_add(n)), input.get(..n)) {
                 dst.copy_from_slice(src);
             }
-            self.header_have += n;
+            self.header_have = self.header_have.saturating_add(n);
             input = input.get(n..).unwrap_or(&[]);
             if self.header_have == FRAME_HEADER_LEN {
                 self.header_have = 0;
@@ -149,14 +149,14 @@ impl BackendFrameFilter {
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         while !input.is_empty() {
             if let Some(p) = self.ping.as_mut() {
-                let n = (FRAME_HEADER_LEN + 8 - p.len()).min(input.len());
+                let n = (FRAME_HEADER_LEN + 8).saturating_sub(p.len()).min(input.len());
                 p.extend_from_slice(input.get(..n).unwrap_or(&[]));
                 input = input.get(n..).unwrap_or(&[]);
                 if p.len() == FRAME_HEADER_LEN + 8 {
                     let frame = self.ping.take().unwrap_or_default();
                     let ours = frame.get(FRAME_HEADER_LEN..) == Some(&NUDGE_OPAQUE[..]);
                     if ours && self.nudges_outstanding > 0 {
-                        self.nudges_outstanding -= 1;
+                        self.nudges_outstanding = self.nudges_outstanding.saturating_sub(1);
                     } else {
                         out.extend_from_slice(&frame);
                     }
@@ -166,11 +166,11 @@ impl BackendFrameFilter {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
                 out.extend_from_slice(input.get(..n).unwrap_or(&[]));
-                self.skip -= n;
+                self.skip = self.skip.saturating_sub(n);
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
             }
-            let need = FRAME_HEADER_LEN - self.header.len();
+            let need = FRAME_HEADER_LEN.saturating_sub(self.header.len());
             let n = need.min(input.len());
             self.header.extend_from_slice(input.get(..n).unwrap_or(&[]));
             input = input.get(n..).unwrap_or(&[]);
