@@ -534,9 +534,12 @@ fn merge_trailers(resp: http::Response<tonic::body::Body>) -> http::Response<ton
 /// A running backend. Dropping it shuts the server down.
 pub struct Backend {
     pub addr: SocketAddr,
+    /// Call records and gates (empty for a backend in its own process: use the RPCs).
     pub state: Arc<State>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set when the backend runs as its own process (`test-backend`), so it can be SIGKILLed.
+    process: Option<crate::util::Process>,
 }
 
 impl Backend {
@@ -585,7 +588,69 @@ impl Backend {
             state,
             shutdown: Some(tx),
             thread: Some(thread),
+            process: None,
         })
+    }
+
+    /// Start the `test-backend` binary (`bin`, e.g. `env!("CARGO_BIN_EXE_test-backend")` in an
+    /// integration test) as a child process on a free port: a backend that can really be killed
+    /// (see [`Backend::kill`]). Call records are reachable over RPC only.
+    pub fn spawn_process(bin: &std::path::Path) -> Result<Backend, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("test-backend-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let log = dir.path().join("backend.log");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["--port", "0"]);
+        let mut process = crate::util::Process::spawn("test-backend", cmd, log, Some(dir))?;
+        let addr = crate::util::wait_until(Duration::from_secs(10), || {
+            if process.check_running().is_err() {
+                return Some(None);
+            }
+            process
+                .log()
+                .lines()
+                .find_map(|l| l.strip_prefix("test backend listening on "))
+                .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+                .map(Some)
+        })
+        .flatten();
+        let Some(addr) = addr else {
+            process.check_running()?;
+            return Err(format!(
+                "test-backend printed no address\n{}",
+                process.log_tail(20)
+            ));
+        };
+        Ok(Backend {
+            addr,
+            state: Arc::new(State::default()),
+            shutdown: None,
+            thread: None,
+            process: Some(process),
+        })
+    }
+
+    /// Kill the backend now: SIGKILL for a backend process (the kernel closes its sockets);
+    /// for an in-process backend, its runtime is dropped, which closes every connection
+    /// without a GOAWAY. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(p) = self.process.as_mut() {
+            p.signal(libc::SIGKILL);
+            p.stop();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The backend's process (None for an in-process backend).
+    pub fn process(&self) -> Option<&crate::util::Process> {
+        self.process.as_ref()
     }
 
     pub fn call(&self, token: &str) -> Option<CallRecord> {

@@ -178,6 +178,12 @@ impl Envoy {
         })
     }
 
+    /// A stat of listener `listener` (`listener.<ip>_<port>.<stat>`, e.g. `downstream_cx_active`).
+    pub fn listener_stat(&self, listener: &str, stat: &str) -> Option<u64> {
+        let a = self.listener_addr(listener).ok()?;
+        self.stat(&format!("listener.{}_{}.{stat}", a.ip(), a.port()))
+    }
+
     /// All stats whose name contains `needle`, as "name: value" lines.
     pub fn stats_matching(&self, needle: &str) -> String {
         self.stats()

@@ -2,7 +2,7 @@
 //!
 //! - [`util`]: free ports, waiting, a child-process guard, a tiny admin HTTP client.
 //! - [`template`]: `${NAME:-default}` rendering shared with `envoy/run`.
-//! - [`envoy`], [`nginx`]: launchers for the configs in `envoy/`.
+//! - [`envoy`], [`nginx`], [`squid`]: launchers for the configs in `envoy/`.
 //! - [`backend`]: the in-process tonic test backend.
 //! - [`topology`]: backend -> server Envoy -> nginx HTTP/1.1 hop -> agent Envoy.
 //! - [`cases`]: the end-to-end cases, run by a tonic client against any client-facing address.
@@ -18,6 +18,7 @@ pub mod fake_upstream;
 pub mod grpcweb;
 pub mod nginx;
 pub mod py;
+pub mod squid;
 pub mod template;
 pub mod topology;
 pub mod util;

@@ -35,10 +35,20 @@ impl Nginx {
         template_name: &str,
         upstream: SocketAddr,
     ) -> Result<Nginx, String> {
+        Self::start_template_vars(name, template_name, upstream, &[])
+    }
+
+    /// Like [`Nginx::start_template`] with extra template variables (e.g. `READ_TIMEOUT`).
+    pub fn start_template_vars(
+        name: &str,
+        template_name: &str,
+        upstream: SocketAddr,
+        extra: &[(String, String)],
+    ) -> Result<Nginx, String> {
         let mut last_err = String::new();
         // A free port can be taken by someone else before nginx binds it: retry a few times.
         for _ in 0..3 {
-            match Self::try_start(name, template_name, upstream) {
+            match Self::try_start(name, template_name, upstream, extra) {
                 Ok(n) => return Ok(n),
                 Err(e) => last_err = e,
             }
@@ -46,7 +56,12 @@ impl Nginx {
         Err(last_err)
     }
 
-    fn try_start(name: &str, template_name: &str, upstream: SocketAddr) -> Result<Nginx, String> {
+    fn try_start(
+        name: &str,
+        template_name: &str,
+        upstream: SocketAddr,
+        extra: &[(String, String)],
+    ) -> Result<Nginx, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("nginx-{name}-"))
             .tempdir()
@@ -59,6 +74,9 @@ impl Nginx {
         vars.insert("LISTEN_PORT".to_string(), port.to_string());
         vars.insert("UPSTREAM_HOST".to_string(), upstream.ip().to_string());
         vars.insert("UPSTREAM_PORT".to_string(), upstream.port().to_string());
+        for (k, v) in extra {
+            vars.insert(k.clone(), v.clone());
+        }
         let tpl_path = config_template(template_name);
         let tpl = std::fs::read_to_string(&tpl_path)
             .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;

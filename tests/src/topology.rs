@@ -2,10 +2,12 @@
 //! agent Envoy, and reduced variants of it for infrastructure checks.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::backend::Backend;
 use crate::envoy::{wasm_path, Envoy};
 use crate::nginx::Nginx;
+use crate::squid::Squid;
 
 /// What converts gRPC-web back to native gRPC in front of the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,9 +60,14 @@ pub struct TopologyBuilder {
     server: ServerSide,
     hop: bool,
     agent: bool,
-    /// Extra template variables for the server and agent Envoys.
+    /// WebSocket tunnel only: the agent reaches its next hop through squid's CONNECT.
+    connect_proxy: bool,
+    /// Run the backend as its own process (this `test-backend` binary) so it can be killed.
+    backend_bin: Option<PathBuf>,
+    /// Extra template variables for the server and agent Envoys and the nginx hop.
     server_vars: Vec<(String, String)>,
     agent_vars: Vec<(String, String)>,
+    hop_vars: Vec<(String, String)>,
 }
 
 impl Default for TopologyBuilder {
@@ -71,8 +78,11 @@ impl Default for TopologyBuilder {
             server: ServerSide::Wasm,
             hop: true,
             agent: true,
+            connect_proxy: false,
+            backend_bin: None,
             server_vars: vec![],
             agent_vars: vec![],
+            hop_vars: vec![],
         }
     }
 }
@@ -111,6 +121,24 @@ impl TopologyBuilder {
         self.agent_vars.push((k.into(), v.into()));
         self
     }
+    /// A template variable for the nginx hop (e.g. `READ_TIMEOUT=2s`).
+    pub fn hop_var(mut self, k: &str, v: &str) -> Self {
+        self.hop_vars.push((k.into(), v.into()));
+        self
+    }
+    /// WebSocket tunnel: the agent Envoy reaches its next hop (nginx, or the server Envoy when
+    /// `hop(false)`) inside an HTTP/1.1 CONNECT tunnel through squid
+    /// (`tunnel-client-connect.yaml`, `squid-connect.conf`).
+    pub fn connect_proxy(mut self, on: bool) -> Self {
+        self.connect_proxy = on;
+        self
+    }
+    /// Run the backend as a separate process from this `test-backend` binary (pass
+    /// `env!("CARGO_BIN_EXE_test-backend")`), so a test can kill it.
+    pub fn backend_process(mut self, bin: impl Into<PathBuf>) -> Self {
+        self.backend_bin = Some(bin.into());
+        self
+    }
 
     /// Start everything. Environment overrides for the Envoy templates, applied before the
     /// builder's own variables: `GRPC_BRIDGE_ENVOY_VARS="NAME=value,..."` for both Envoys,
@@ -146,7 +174,13 @@ impl TopologyBuilder {
                 wasm_path().display()
             ));
         }
-        let backend = Backend::spawn();
+        if self.connect_proxy && !tunnel {
+            return Err("connect_proxy needs Transport::WebSocketTunnel".into());
+        }
+        let backend = match &self.backend_bin {
+            Some(bin) => Backend::spawn_process(bin)?,
+            None => Backend::spawn(),
+        };
         let mut path = vec![format!("tonic backend {}", backend.addr)];
         let mut vars: Vec<(&str, String)> = vec![
             ("LISTEN_ADDR", "127.0.0.1".into()),
@@ -175,12 +209,19 @@ impl TopologyBuilder {
             } else {
                 ("nginx-http11.conf", "nginx HTTP/1.1 hop")
             };
-            let n = Nginx::start_template("hop", tpl, server_addr)?;
+            let n = Nginx::start_template_vars("hop", tpl, server_addr, &self.hop_vars)?;
             let a = n.addr;
             path.push(format!("{what} {a}"));
             (Some(n), a)
         } else {
             (None, server_addr)
+        };
+        let squid = if self.connect_proxy {
+            let s = Squid::start("connect", hop_addr.port())?;
+            path.push(format!("squid CONNECT proxy {} (CONNECT {hop_addr})", s.addr));
+            Some(s)
+        } else {
+            None
         };
         let (agent, client_addr) = if self.agent {
             let mut vars: Vec<(&str, String)> = vec![
@@ -191,6 +232,11 @@ impl TopologyBuilder {
             ];
             if tunnel {
                 vars.push(("TUNNEL_HOST", hop_addr.to_string()));
+            }
+            if let Some(s) = &squid {
+                vars.push(("PROXY_HOST", s.addr.ip().to_string()));
+                vars.push(("PROXY_PORT", s.addr.port().to_string()));
+                vars.push(("CONNECT_HOST", hop_addr.to_string()));
             }
             if let Some(native) = self.fallback {
                 let n = if native == NativePath::Direct {
@@ -212,6 +258,12 @@ impl TopologyBuilder {
                     "agent Envoy (agent-fallback.yaml: native h2 into the HTTP/1.1 hop, gRPC-web fallback)"
                 };
                 ("agent-fallback.yaml", "agent", label)
+            } else if squid.is_some() {
+                (
+                    "tunnel-client-connect.yaml",
+                    "tunnel_client",
+                    "agent Envoy (grpc-bridge wasm, role tunnel_client; tcp_proxy CONNECT via squid)",
+                )
             } else if tunnel {
                 (
                     "tunnel-client.yaml",
@@ -238,6 +290,7 @@ impl TopologyBuilder {
             backend,
             server,
             nginx,
+            squid,
             agent,
             client_addr,
             server_addr,
@@ -250,6 +303,7 @@ pub struct Topology {
     pub backend: Backend,
     pub server: Envoy,
     pub nginx: Option<Nginx>,
+    pub squid: Option<Squid>,
     pub agent: Option<Envoy>,
     /// Where the client connects (agent, else hop, else server).
     pub client_addr: SocketAddr,
@@ -279,6 +333,9 @@ impl Topology {
                 a.log_tail(lines)
             );
         }
+        if let Some(s) = &self.squid {
+            out += &format!("--- squid ---\n{}\n", s.logs(lines));
+        }
         if let Some(n) = &self.nginx {
             out += &format!(
                 "--- nginx ({}) ---\n{}\n",
@@ -300,9 +357,105 @@ impl Topology {
         if let Some(n) = self.nginx.as_mut() {
             n.process.check_running()?;
         }
+        if let Some(s) = self.squid.as_mut() {
+            s.process.check_running()?;
+        }
         if let Some(a) = self.agent.as_mut() {
             a.process.check_running()?;
         }
         Ok(())
+    }
+}
+
+/// Connection counts of a WebSocket-tunnel topology, from both Envoys' stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TunnelConnections {
+    /// Agent Envoy: client connections to the tunnel client listener (active, total).
+    pub client_listener: (u64, u64),
+    /// Agent Envoy: connections of cluster `tunnel_upstream` (the tunnel's TCP connections, or
+    /// the CONNECT tunnels through the proxy).
+    pub client_upstream: (u64, u64),
+    /// Server Envoy: connections to the tunnel server listener.
+    pub server_listener: (u64, u64),
+    /// Server Envoy: connections of cluster `grpc_backend`.
+    pub server_upstream: (u64, u64),
+}
+
+impl TunnelConnections {
+    /// Nothing left open anywhere.
+    pub fn all_closed(&self) -> bool {
+        self.client_listener.0 == 0
+            && self.client_upstream.0 == 0
+            && self.server_listener.0 == 0
+            && self.server_upstream.0 == 0
+    }
+}
+
+impl std::fmt::Display for TunnelConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "active/total: client listener {}/{}, tunnel_upstream {}/{}, server listener {}/{}, grpc_backend {}/{}",
+            self.client_listener.0,
+            self.client_listener.1,
+            self.client_upstream.0,
+            self.client_upstream.1,
+            self.server_listener.0,
+            self.server_listener.1,
+            self.server_upstream.0,
+            self.server_upstream.1
+        )
+    }
+}
+
+impl Topology {
+    /// Connection gauges and counters of a WebSocket-tunnel topology (needs the agent Envoy).
+    pub fn tunnel_connections(&self) -> Result<TunnelConnections, String> {
+        let agent = self.agent.as_ref().ok_or("no agent Envoy")?;
+        let get = |e: &Envoy, name: &str| -> Result<u64, String> {
+            e.stat(name).ok_or_else(|| format!("no stat {name}"))
+        };
+        let listener = |e: &Envoy, l: &str| -> Result<(u64, u64), String> {
+            let a = e.listener_addr(l)?;
+            let p = format!("listener.{}_{}.", a.ip(), a.port());
+            Ok((
+                get(e, &format!("{p}downstream_cx_active"))?,
+                get(e, &format!("{p}downstream_cx_total"))?,
+            ))
+        };
+        let cluster = |e: &Envoy, c: &str| -> Result<(u64, u64), String> {
+            Ok((
+                get(e, &format!("cluster.{c}.upstream_cx_active"))?,
+                get(e, &format!("cluster.{c}.upstream_cx_total"))?,
+            ))
+        };
+        Ok(TunnelConnections {
+            client_listener: listener(agent, "tunnel_client")?,
+            client_upstream: cluster(agent, "tunnel_upstream")?,
+            server_listener: listener(&self.server, "tunnel_server")?,
+            server_upstream: cluster(&self.server, "grpc_backend")?,
+        })
+    }
+
+    /// Poll until no connection is left open (Ok with the counts and how long it took), or Err
+    /// with the last counts after `within`.
+    pub fn wait_tunnel_closed(
+        &self,
+        within: std::time::Duration,
+    ) -> Result<(TunnelConnections, std::time::Duration), String> {
+        let t0 = std::time::Instant::now();
+        loop {
+            let last = match self.tunnel_connections() {
+                Ok(c) if c.all_closed() => return Ok((c, t0.elapsed())),
+                other => other,
+            };
+            if t0.elapsed() >= within {
+                return Err(match last {
+                    Ok(c) => format!("connections still open after {within:?}: {c}"),
+                    Err(e) => e,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }

@@ -1,14 +1,57 @@
 //! The same end-to-end cases over the WebSocket transport: the gRPC client's whole h2c
-//! connection rides inside one WebSocket connection.
+//! connection rides inside one WebSocket connection. Three paths, each with the tonic and the
+//! grpcio client:
 //!
-//! client (h2c) -> agent Envoy (wasm network filter, role tunnel_client) -> nginx (HTTP/1.1
-//! WebSocket proxy) -> server Envoy (role tunnel_server) -> tonic backend.
+//! - nginx: client (h2c) -> agent Envoy (wasm network filter, role tunnel_client) -> nginx
+//!   (HTTP/1.1 WebSocket proxy) -> server Envoy (role tunnel_server) -> tonic backend;
+//! - squid CONNECT: the agent's tcp_proxy opens an HTTP/1.1 CONNECT tunnel through squid
+//!   (`tunnel-client-connect.yaml`, `squid-connect.conf`) and the WebSocket runs inside it, to
+//!   the server Envoy;
+//! - direct: tunnel client -> tunnel server, nothing in between.
 
 use grpc_bridge_tests::cases::{report, run_suite, Outcome};
-use grpc_bridge_tests::topology::{Topology, Transport};
+use std::time::Duration;
+
+use grpc_bridge_tests::topology::{Topology, TopologyBuilder, Transport};
+use grpc_bridge_tests::util::wait_until;
+
+#[derive(Clone, Copy)]
+enum Path {
+    Nginx,
+    SquidConnect,
+    Direct,
+}
+
+fn builder(path: Path) -> TopologyBuilder {
+    let b = Topology::builder().transport(Transport::WebSocketTunnel);
+    match path {
+        Path::Nginx => b,
+        Path::SquidConnect => b.hop(false).connect_proxy(true),
+        Path::Direct => b.hop(false),
+    }
+}
 
 fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
-    let (text, failed) = report(outcomes);
+    let (mut text, mut failed) = report(outcomes);
+    if let Some(squid) = &topo.squid {
+        // Proof the calls really went through the proxy: squid logs each CONNECT tunnel when it
+        // ends (the tonic suite opens a channel per case and 20 in fresh_connections; the grpcio
+        // client uses one channel).
+        let tunnels = wait_until(Duration::from_secs(5), || {
+            let n = squid.finished_tunnels();
+            (n >= 1).then_some(n)
+        });
+        match tunnels {
+            Some(n) => text += &format!("squid access.log: {n} finished CONNECT tunnels\n"),
+            None => {
+                failed += 1;
+                text += &format!(
+                    "FAIL: squid logged only {} finished CONNECT tunnels, want >= 1\n",
+                    squid.finished_tunnels()
+                );
+            }
+        }
+    }
     if failed > 0 {
         let alive = topo
             .check_alive()
@@ -23,27 +66,55 @@ fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
     println!("{label}\npath: {}\n{text}", topo.path);
 }
 
-#[test]
-fn suite_websocket_tunnel() {
-    let mut topo = Topology::builder()
-        .transport(Transport::WebSocketTunnel)
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
+fn tonic_suite(label: &str, path: Path) {
+    let mut topo = builder(path).start().unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let outcomes = rt.block_on(run_suite(topo.client_addr));
-    check("tonic client, WebSocket tunnel", &outcomes, &mut topo);
+    check(label, &outcomes, &mut topo);
+}
+
+fn grpcio_suite(label: &str, path: Path) {
+    let mut topo = builder(path).start().unwrap_or_else(|e| panic!("{e}"));
+    let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
+    check(label, &outcomes, &mut topo);
+}
+
+#[test]
+fn suite_websocket_tunnel() {
+    tonic_suite("tonic client, WebSocket tunnel through nginx", Path::Nginx);
 }
 
 #[test]
 fn suite_websocket_tunnel_python_grpcio_client() {
-    let mut topo = Topology::builder()
-        .transport(Transport::WebSocketTunnel)
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
-    check("grpcio client, WebSocket tunnel", &outcomes, &mut topo);
+    grpcio_suite("grpcio client, WebSocket tunnel through nginx", Path::Nginx);
+}
+
+#[test]
+fn suite_websocket_tunnel_in_squid_connect() {
+    tonic_suite(
+        "tonic client, WebSocket tunnel inside a squid CONNECT tunnel",
+        Path::SquidConnect,
+    );
+}
+
+#[test]
+fn suite_websocket_tunnel_in_squid_connect_python_grpcio_client() {
+    grpcio_suite(
+        "grpcio client, WebSocket tunnel inside a squid CONNECT tunnel",
+        Path::SquidConnect,
+    );
+}
+
+#[test]
+fn suite_websocket_tunnel_direct() {
+    tonic_suite("tonic client, WebSocket tunnel direct", Path::Direct);
+}
+
+#[test]
+fn suite_websocket_tunnel_direct_python_grpcio_client() {
+    grpcio_suite("grpcio client, WebSocket tunnel direct", Path::Direct);
 }

@@ -1,0 +1,109 @@
+//! squid launcher for `envoy/squid-connect.conf`: an HTTP forward proxy that tunnels CONNECT to
+//! one port (the corporate-proxy hop of the WebSocket transport).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::envoy::config_template;
+use crate::template;
+use crate::util::{free_port, wait_for_port, Process};
+
+pub fn squid_bin() -> PathBuf {
+    std::env::var_os("SQUID_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/squid"))
+}
+
+pub struct Squid {
+    pub process: Process,
+    pub addr: SocketAddr,
+    prefix: PathBuf,
+}
+
+impl Squid {
+    /// Start squid (`squid -N`, foreground, one process) on a free 127.0.0.1 port, allowing
+    /// CONNECT to `connect_port` only. Pid file and logs live in a temp prefix.
+    pub fn start(name: &str, connect_port: u16) -> Result<Squid, String> {
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            match Self::try_start(name, connect_port) {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn try_start(name: &str, connect_port: u16) -> Result<Squid, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("squid-{name}-"))
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        // Started as root, squid drops to `proxy`, which must be able to write its logs here.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())?;
+        let prefix = dir.path().to_path_buf();
+        let port = free_port();
+        let mut vars = HashMap::new();
+        vars.insert("LISTEN_ADDR".to_string(), "127.0.0.1".to_string());
+        vars.insert("LISTEN_PORT".to_string(), port.to_string());
+        vars.insert("CONNECT_PORT".to_string(), connect_port.to_string());
+        vars.insert("PREFIX".to_string(), prefix.display().to_string());
+        let tpl_path = config_template("squid-connect.conf");
+        let tpl = std::fs::read_to_string(&tpl_path)
+            .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
+        let conf = prefix.join("squid.conf");
+        std::fs::write(&conf, template::render(&tpl, &vars)?).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(squid_bin());
+        cmd.arg("-N").arg("-f").arg(&conf).current_dir(&prefix);
+        let log = prefix.join("squid.out");
+        let mut process = Process::spawn(&format!("squid-{name}"), cmd, log, Some(dir))?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Err(e) = process.check_running() {
+                let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
+                return Err(format!("{e}\ncache.log:\n{cache}"));
+            }
+            if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+                process.check_running()?;
+                return Ok(Squid {
+                    process,
+                    addr,
+                    prefix,
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(format!("squid-{name} did not listen on {addr}"));
+            }
+        }
+    }
+
+    /// CONNECT tunnels squid has finished (access.log `TCP_TUNNEL/200` lines).
+    pub fn finished_tunnels(&self) -> usize {
+        std::fs::read_to_string(self.prefix.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("TCP_TUNNEL/200") && l.contains(" CONNECT "))
+            .count()
+    }
+
+    /// squid's access log (one line per finished CONNECT) and the tail of its cache log.
+    pub fn logs(&self, lines: usize) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.prefix.join(f)).unwrap_or_default();
+        let tail = |s: String| {
+            let v: Vec<&str> = s.lines().collect();
+            v[v.len().saturating_sub(lines)..].join("\n")
+        };
+        format!(
+            "access.log:\n{}\ncache.log:\n{}",
+            tail(read("access.log")),
+            tail(read("cache.log"))
+        )
+    }
+}
