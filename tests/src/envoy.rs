@@ -178,10 +178,39 @@ impl Envoy {
         })
     }
 
-    /// A stat of listener `listener` (`listener.<ip>_<port>.<stat>`, e.g. `downstream_cx_active`).
+    /// A stat of listener `listener` (e.g. `downstream_cx_active`). Envoy names listener stats
+    /// after the *configured* address (`listener.127.0.0.1_0.` for port 0), so this takes the
+    /// bound address's name if present, else the configured one read from `/listeners`, else
+    /// the Envoy's only non-admin listener.
     pub fn listener_stat(&self, listener: &str, stat: &str) -> Option<u64> {
-        let a = self.listener_addr(listener).ok()?;
-        self.stat(&format!("listener.{}_{}.{stat}", a.ip(), a.port()))
+        let stats = self.stats().ok()?;
+        let value = |name: &str| {
+            stats.lines().find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                (k == name).then(|| v.trim().parse::<u64>().ok()).flatten()
+            })
+        };
+        if let Ok(a) = self.listener_addr(listener) {
+            for port in [a.port(), 0] {
+                if let Some(v) = value(&format!("listener.{}_{port}.{stat}", a.ip())) {
+                    return Some(v);
+                }
+            }
+        }
+        let suffix = format!(".{stat}");
+        let found: Vec<u64> = stats
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                (k.starts_with("listener.")
+                    && !k.starts_with("listener.admin.")
+                    && !k.contains(".worker_")
+                    && k.ends_with(&suffix))
+                .then(|| v.trim().parse::<u64>().ok())
+                .flatten()
+            })
+            .collect();
+        (found.len() == 1).then(|| found[0])
     }
 
     /// All stats whose name contains `needle`, as "name: value" lines.

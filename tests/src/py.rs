@@ -80,3 +80,95 @@ pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, St
     }
     Ok(outcomes)
 }
+
+/// `tests/py/hold_stream.py`: a grpcio client holding one open `Hold` stream, for fault tests.
+/// It reports (JSON lines) when the stream is open and how and when it ended.
+pub struct PyHoldStream {
+    process: crate::util::Process,
+    _gen: tempfile::TempDir,
+}
+
+/// How a [`PyHoldStream`] ended.
+#[derive(Debug, Clone)]
+pub struct PyStreamEnd {
+    /// grpcio's status code name ("OK", "UNAVAILABLE", ...).
+    pub code: String,
+    pub details: String,
+    /// When it ended (wall clock, seconds since the epoch).
+    pub at: f64,
+}
+
+impl PyHoldStream {
+    /// Start the client against `target`; returns once its stream has received its first
+    /// message (Err after `within`).
+    pub fn open(target: SocketAddr, within: Duration) -> Result<PyHoldStream, String> {
+        let gen = tempfile::Builder::new()
+            .prefix("grpc-bridge-py-gen-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let log_dir = tempfile::Builder::new()
+            .prefix("py-hold-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(python());
+        cmd.arg(repo_root().join("tests/py/hold_stream.py"))
+            .arg("--target")
+            .arg(target.to_string())
+            .arg("--gen-dir")
+            .arg(gen.path());
+        let log = log_dir.path().join("out.log");
+        let mut process = crate::util::Process::spawn("py-hold-stream", cmd, log, Some(log_dir))?;
+        let opened = crate::util::wait_until(within, || {
+            if process.check_running().is_err() {
+                return Some(false);
+            }
+            Self::events(&process)
+                .iter()
+                .any(|v| v["event"] == "open")
+                .then_some(true)
+        });
+        if opened != Some(true) {
+            return Err(format!(
+                "the grpcio Hold stream did not open within {within:?}:\n{}",
+                process.log_tail(30)
+            ));
+        }
+        Ok(PyHoldStream { process, _gen: gen })
+    }
+
+    fn events(p: &crate::util::Process) -> Vec<serde_json::Value> {
+        p.log()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait for the stream's end (Err if it is still open after `within`).
+    pub fn wait_end(&mut self, within: Duration) -> Result<PyStreamEnd, String> {
+        let end = crate::util::wait_until(within, || {
+            Self::events(&self.process)
+                .into_iter()
+                .find(|v| v["event"] == "end")
+        });
+        match end {
+            Some(v) => Ok(PyStreamEnd {
+                code: v["code"].as_str().unwrap_or("?").to_string(),
+                details: v["details"].as_str().unwrap_or("").to_string(),
+                at: v["t"].as_f64().unwrap_or(0.0),
+            }),
+            None => Err(format!(
+                "the grpcio Hold stream did not end within {within:?}:\n{}",
+                self.process.log_tail(30)
+            )),
+        }
+    }
+}
+
+/// Now as seconds since the epoch (to compare with [`PyStreamEnd::at`]).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -416,12 +416,11 @@ impl Topology {
             e.stat(name).ok_or_else(|| format!("no stat {name}"))
         };
         let listener = |e: &Envoy, l: &str| -> Result<(u64, u64), String> {
-            let a = e.listener_addr(l)?;
-            let p = format!("listener.{}_{}.", a.ip(), a.port());
-            Ok((
-                get(e, &format!("{p}downstream_cx_active"))?,
-                get(e, &format!("{p}downstream_cx_total"))?,
-            ))
+            let get = |stat: &str| {
+                e.listener_stat(l, stat)
+                    .ok_or_else(|| format!("no stat {stat} for listener {l}"))
+            };
+            Ok((get("downstream_cx_active")?, get("downstream_cx_total")?))
         };
         let cluster = |e: &Envoy, c: &str| -> Result<(u64, u64), String> {
             Ok((

@@ -1,0 +1,408 @@
+//! WebSocket tunnel: connection accounting, closing and faults, checked with Envoy's stats.
+//!
+//! Path (unless a test says otherwise): client (tonic, h2c) -> agent Envoy (tunnel_client) ->
+//! nginx (WebSocket proxy) -> server Envoy (tunnel_server) -> tonic backend.
+//!
+//! - `hundred_streams_share_one_websocket`: 100 server streams open at the same time on one
+//!   channel; every Envoy counter shows exactly one connection on every leg.
+//! - `client_closes_channel`, `backend_killed_mid_stream`, `hop_killed_mid_stream`: what the
+//!   client and the backend observe, and that no connection is left open on either Envoy
+//!   (`downstream_cx_active` of both tunnel listeners, `upstream_cx_active` of `tunnel_upstream`
+//!   and `grpc_backend` all back to 0).
+
+use std::time::{Duration, Instant};
+
+use grpc_bridge_tests::cases::{connect, fmt_status, Client};
+use grpc_bridge_tests::pb::*;
+use grpc_bridge_tests::py::{unix_now, PyHoldStream};
+use grpc_bridge_tests::topology::{Topology, TopologyBuilder, TunnelConnections, Transport};
+use tokio::time::timeout;
+use tonic::Code;
+
+/// How long every leg may take to close after the event.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn tunnel() -> TopologyBuilder {
+    Topology::builder().transport(Transport::WebSocketTunnel)
+}
+
+fn fail(topo: &Topology, msg: String) -> ! {
+    let conns = topo
+        .tunnel_connections()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|e| e);
+    panic!(
+        "{msg}\npath: {}\nconnections: {conns}\n{}",
+        topo.path,
+        topo.logs(40)
+    );
+}
+
+/// Opens a Hold stream (one message, then held open by the backend) and waits for its message.
+async fn open_hold(c: &mut Client, token: &str) -> Result<tonic::Streaming<HoldResponse>, String> {
+    let mut s = c
+        .hold(HoldRequest {
+            token: token.into(),
+            hold_ms: 30_000,
+        })
+        .await
+        .map_err(|e| fmt_status(&e))?
+        .into_inner();
+    match timeout(Duration::from_secs(5), s.message()).await {
+        Err(_) => Err("no first message within 5 s".into()),
+        Ok(Err(e)) => Err(fmt_status(&e)),
+        Ok(Ok(None)) => Err("stream ended before its first message".into()),
+        Ok(Ok(Some(_))) => Ok(s),
+    }
+}
+
+/// Waits until the held stream ends; returns the status (Ok for a clean end) and how long it
+/// took, or Err if it is still open after `within`.
+async fn hold_outcome(
+    s: &mut tonic::Streaming<HoldResponse>,
+    within: Duration,
+) -> Result<(Result<(), tonic::Status>, Duration), String> {
+    let t0 = Instant::now();
+    loop {
+        match timeout(within.saturating_sub(t0.elapsed()), s.message()).await {
+            Err(_) => return Err(format!("the stream was still open after {within:?}")),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => return Ok((Ok(()), t0.elapsed())),
+            Ok(Err(e)) => return Ok((Err(e), t0.elapsed())),
+        }
+    }
+}
+
+#[test]
+fn hundred_streams_share_one_websocket() {
+    const N: usize = 100;
+    let topo = tunnel().start().unwrap_or_else(|e| panic!("{e}"));
+    let rt = rt();
+    let before = topo.tunnel_connections().unwrap();
+    let result: Result<(String, TunnelConnections), String> = rt.block_on(async {
+        let c = connect(topo.client_addr).await?;
+        let (first_tx, mut first_rx) = tokio::sync::mpsc::channel::<usize>(N);
+        let mut tasks = vec![];
+        let prefix = grpc_bridge_tests::cases::unique("hundred");
+        for i in 0..N {
+            let mut c = c.clone();
+            let first_tx = first_tx.clone();
+            let gate = format!("{prefix}-{i}");
+            tasks.push(tokio::spawn(async move {
+                let mut s = c
+                    .server_stream(StreamRequest {
+                        count: 3,
+                        payload_size: 100 + i as i32,
+                        gate_token: gate,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
+                    .into_inner();
+                let mut n = 0;
+                while let Some(m) = s
+                    .message()
+                    .await
+                    .map_err(|e| format!("stream {i} after {n} messages: {}", fmt_status(&e)))?
+                {
+                    if m.index != n || m.payload.len() != 100 + i {
+                        return Err(format!(
+                            "stream {i}: message {n} has index {} and {} bytes",
+                            m.index,
+                            m.payload.len()
+                        ));
+                    }
+                    if n == 0 {
+                        let _ = first_tx.send(i).await;
+                    }
+                    n += 1;
+                }
+                if n != 3 {
+                    return Err(format!("stream {i}: {n} messages, want 3"));
+                }
+                Ok(())
+            }));
+        }
+        drop(first_tx);
+        // Every stream has its first message while the backend holds all of them at their
+        // gates: 100 streams are open at the same time.
+        let t0 = Instant::now();
+        let mut open = 0;
+        while open < N {
+            match timeout(Duration::from_secs(15), first_rx.recv()).await {
+                Ok(Some(_)) => open += 1,
+                Ok(None) => break,
+                Err(_) => break,
+            }
+        }
+        if open < N {
+            for t in tasks {
+                if let Ok(Err(e)) = t.await {
+                    return Err(format!("only {open} of {N} streams open at once; {e}"));
+                }
+            }
+            return Err(format!("only {open} of {N} streams open at once"));
+        }
+        let all_open_ms = t0.elapsed().as_millis();
+        let during = topo.tunnel_connections()?;
+        let mut gates = c.clone();
+        for i in 0..N {
+            let r = gates
+                .release_gate(GateRequest {
+                    token: format!("{prefix}-{i}"),
+                })
+                .await
+                .map_err(|e| format!("release gate {i}: {}", fmt_status(&e)))?
+                .into_inner();
+            if !r.had_waiter {
+                return Err(format!("stream {i} was not waiting at its gate"));
+            }
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            timeout(Duration::from_secs(15), t)
+                .await
+                .map_err(|_| format!("stream {i} did not finish"))?
+                .map_err(|e| format!("task {i}: {e}"))??;
+        }
+        Ok((
+            format!("{N} streams open at once after {all_open_ms} ms, all finished with 3 messages"),
+            during,
+        ))
+    });
+    let (detail, during) = result.unwrap_or_else(|e| fail(&topo, e));
+    let after = topo.tunnel_connections().unwrap();
+    let agent = topo.agent.as_ref().unwrap();
+    let tcp_total = agent.stat("tcp.tunnel_client.downstream_cx_total");
+    let server_tcp_total = topo.server.stat("tcp.tunnel_server.downstream_cx_total");
+    let one = (1, 1);
+    // While the 100 streams were open: exactly one connection, open, on every leg. Afterwards
+    // (the channel is gone): still only one was ever made.
+    let ok = before.client_listener.1 == 0
+        && during.client_listener == one
+        && during.client_upstream == one
+        && during.server_listener == one
+        && during.server_upstream == one
+        && after.client_listener.1 == 1
+        && after.client_upstream.1 == 1
+        && after.server_listener.1 == 1
+        && after.server_upstream.1 == 1
+        && tcp_total == Some(1)
+        && server_tcp_total == Some(1);
+    if !ok {
+        fail(
+            &topo,
+            format!(
+                "want one connection on every leg; before: {before}; with {N} streams open: {during}; \
+                 after: {after}; tcp.tunnel_client.downstream_cx_total {tcp_total:?}, \
+                 tcp.tunnel_server.downstream_cx_total {server_tcp_total:?}"
+            ),
+        );
+    }
+    println!(
+        "{detail}\nwith {N} streams open: {during}\nafter: {after}\n\
+         tcp.tunnel_client.downstream_cx_total = 1, tcp.tunnel_server.downstream_cx_total = 1\npath: {}",
+        topo.path
+    );
+}
+
+#[test]
+fn client_closes_channel() {
+    let topo = tunnel().start().unwrap_or_else(|e| panic!("{e}"));
+    let rt = rt();
+    let token = grpc_bridge_tests::cases::unique("client-close");
+    let r: Result<(), String> = rt.block_on(async {
+        let mut c = connect(topo.client_addr).await?;
+        let s = open_hold(&mut c, &token).await?;
+        // Close the whole channel (the only clone), with a call still open on it.
+        drop(s);
+        drop(c);
+        Ok(())
+    });
+    let t0 = Instant::now();
+    r.unwrap_or_else(|e| fail(&topo, e));
+    // The call open at that moment ends on the backend (cancelled), and every leg closes.
+    let seen = grpc_bridge_tests::util::wait_until(Duration::from_secs(5), || {
+        topo.backend
+            .call(&token)
+            .filter(|c| c.cancelled || c.finished)
+    });
+    let cancelled_ms = t0.elapsed().as_millis();
+    match seen {
+        Some(c) if c.cancelled && !c.finished => {}
+        other => fail(
+            &topo,
+            format!("backend did not see the open call cancelled: {other:?}"),
+        ),
+    }
+    let (conns, took) = topo
+        .wait_tunnel_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| fail(&topo, format!("after the client closed its channel: {e}")));
+    let totals_ok = conns.client_listener.1 == 1 && conns.server_listener.1 == 1;
+    if !totals_ok {
+        fail(&topo, format!("more than one tunnel: {conns}"));
+    }
+    println!(
+        "backend saw the call cancelled within {cancelled_ms} ms; every leg closed after {} ms: {conns}",
+        took.as_millis()
+    );
+}
+
+/// How fast a client must learn that its stream is dead.
+const FAULT_NOTICED_WITHIN: Duration = Duration::from_millis(1500);
+
+/// tonic's status for a stream whose connection is cut, measured on a direct connection to a
+/// backend process that gets killed (no Envoy): tonic reports a connection that breaks under a
+/// stream as UNKNOWN "h2 protocol error: error reading a body from connection", not
+/// UNAVAILABLE (grpcio says UNAVAILABLE). The tunnel must give exactly what a direct connection
+/// gives.
+fn tonic_direct_kill_baseline(rt: &tokio::runtime::Runtime) -> Result<(Code, String), String> {
+    let mut b = grpc_bridge_tests::backend::Backend::spawn_process(std::path::Path::new(env!(
+        "CARGO_BIN_EXE_test-backend"
+    )))?;
+    let mut c = rt.block_on(connect(b.addr))?;
+    let mut s = rt.block_on(open_hold(&mut c, "baseline"))?;
+    b.kill();
+    match rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)))? {
+        (Err(e), _) => Ok((e.code(), e.message().to_string())),
+        (Ok(()), _) => Err("direct baseline: stream ended OK after the kill".into()),
+    }
+}
+
+#[test]
+fn backend_killed_mid_stream() {
+    let rt = rt();
+    let baseline = tonic_direct_kill_baseline(&rt).unwrap_or_else(|e| panic!("{e}"));
+    let mut topo = tunnel()
+        .backend_process(env!("CARGO_BIN_EXE_test-backend"))
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = grpc_bridge_tests::cases::unique("backend-kill");
+    // Two tunnels, each with a stream held open by the backend: tonic and grpcio.
+    let mut c = rt
+        .block_on(connect(topo.client_addr))
+        .unwrap_or_else(|e| fail(&topo, e));
+    let mut s = rt
+        .block_on(open_hold(&mut c, &token))
+        .unwrap_or_else(|e| fail(&topo, e));
+    let mut py = PyHoldStream::open(topo.client_addr, Duration::from_secs(20))
+        .unwrap_or_else(|e| fail(&topo, e));
+    let open = topo.tunnel_connections().unwrap();
+    if open.server_upstream.0 != 2 {
+        fail(&topo, format!("want 2 backend connections open: {open}"));
+    }
+    let t0 = Instant::now();
+    let killed_at = unix_now();
+    topo.backend.kill();
+    let outcome = rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)));
+    let since_kill = t0.elapsed();
+    let status = outcome
+        .unwrap_or_else(|e| fail(&topo, format!("tonic, after the backend was killed: {e}")))
+        .0;
+    let e = match status {
+        Ok(()) => fail(&topo, "tonic: the stream ended OK after the backend was killed".into()),
+        Err(e) => e,
+    };
+    let same_as_direct = (e.code(), e.message().to_string()) == baseline;
+    if !(e.code() == Code::Unavailable || same_as_direct) || since_kill > FAULT_NOTICED_WITHIN {
+        fail(
+            &topo,
+            format!(
+                "tonic: want UNAVAILABLE or what a direct connection gives ({baseline:?}) within \
+                 {FAULT_NOTICED_WITHIN:?}; got {} after {} ms",
+                fmt_status(&e),
+                since_kill.as_millis()
+            ),
+        );
+    }
+    let py_end = py
+        .wait_end(Duration::from_secs(5))
+        .unwrap_or_else(|e| fail(&topo, format!("grpcio, after the backend was killed: {e}")));
+    let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
+    if py_end.code != "UNAVAILABLE" || py_ms > FAULT_NOTICED_WITHIN.as_millis() as i64 {
+        fail(
+            &topo,
+            format!("grpcio: want UNAVAILABLE within {FAULT_NOTICED_WITHIN:?}, got {py_end:?} after {py_ms} ms"),
+        );
+    }
+    drop(c);
+    let (conns, took) = topo
+        .wait_tunnel_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| fail(&topo, format!("after the backend was killed: {e}")));
+    println!(
+        "backend SIGKILLed: tonic got {} after {} ms (same as a direct connection: {same_as_direct}); \
+         grpcio got {} {:?} after {py_ms} ms; every leg closed after {} ms: {conns}",
+        fmt_status(&e),
+        since_kill.as_millis(),
+        py_end.code,
+        py_end.details,
+        took.as_millis()
+    );
+}
+
+#[test]
+fn hop_killed_mid_stream() {
+    let topo = tunnel().start().unwrap_or_else(|e| panic!("{e}"));
+    let rt = rt();
+    let token = grpc_bridge_tests::cases::unique("hop-kill");
+    let mut c = rt
+        .block_on(connect(topo.client_addr))
+        .unwrap_or_else(|e| fail(&topo, e));
+    let mut s = rt
+        .block_on(open_hold(&mut c, &token))
+        .unwrap_or_else(|e| fail(&topo, e));
+    let mut py = PyHoldStream::open(topo.client_addr, Duration::from_secs(20))
+        .unwrap_or_else(|e| fail(&topo, e));
+    let nginx = topo.nginx.as_ref().unwrap();
+    let t0 = Instant::now();
+    let killed_at = unix_now();
+    nginx.process.signal(libc::SIGKILL);
+    let outcome = rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)));
+    let since_kill = t0.elapsed();
+    let (status, _) = outcome.unwrap_or_else(|e| {
+        fail(&topo, format!("tonic: no status (hang) after the hop was killed: {e}"))
+    });
+    let e = match status {
+        Ok(()) => fail(&topo, "tonic: the stream ended OK after the hop was killed mid-stream".into()),
+        Err(e) => e,
+    };
+    if since_kill > FAULT_NOTICED_WITHIN {
+        fail(&topo, format!("tonic: {} only after {} ms", fmt_status(&e), since_kill.as_millis()));
+    }
+    let py_end = py
+        .wait_end(Duration::from_secs(5))
+        .unwrap_or_else(|e| fail(&topo, format!("grpcio: no status (hang) after the hop was killed: {e}")));
+    let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
+    if py_end.code == "OK" || py_ms > FAULT_NOTICED_WITHIN.as_millis() as i64 {
+        fail(&topo, format!("grpcio: want a non-OK status within {FAULT_NOTICED_WITHIN:?}, got {py_end:?} after {py_ms} ms"));
+    }
+    // The backend's side of the call ends too (the server Envoy closed its connection).
+    let seen = grpc_bridge_tests::util::wait_until(Duration::from_secs(5), || {
+        topo.backend
+            .call(&token)
+            .filter(|c| c.cancelled || c.finished)
+    });
+    if !matches!(&seen, Some(c) if c.cancelled) {
+        fail(&topo, format!("backend did not see the call cancelled: {seen:?}"));
+    }
+    drop(c);
+    let (conns, took) = topo
+        .wait_tunnel_closed(CLOSE_WITHIN)
+        .unwrap_or_else(|e| fail(&topo, format!("after the hop was killed: {e}")));
+    println!(
+        "nginx SIGKILLed: tonic got {} after {} ms; grpcio got {} {:?} after {py_ms} ms; backend saw \
+         the call cancelled; every leg closed after {} ms: {conns}",
+        fmt_status(&e),
+        since_kill.as_millis(),
+        py_end.code,
+        py_end.details,
+        took.as_millis()
+    );
+}
