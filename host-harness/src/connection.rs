@@ -14,7 +14,10 @@ use crate::vm::{Invocation, Plugin};
 /// What left the filter toward one side of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetFrame {
-    Data { bytes: Vec<u8>, end_stream: bool },
+    Data {
+        bytes: Vec<u8>,
+        end_stream: bool,
+    },
     /// The connection was closed toward this side.
     Close,
 }
@@ -97,9 +100,16 @@ impl Plugin {
     }
 
     /// Bytes from the client (ReadFilter::onData).
-    pub fn connection_downstream_data(&mut self, id: ConnectionId, data: &[u8], end_stream: bool) -> NetworkAction {
+    pub fn connection_downstream_data(
+        &mut self,
+        id: ConnectionId,
+        data: &[u8],
+        end_stream: bool,
+    ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.conn_mut(id) else { return NetworkAction::StopIteration };
+        let Some(c) = self.conn_mut(id) else {
+            return NetworkAction::StopIteration;
+        };
         if c.closed {
             return NetworkAction::StopIteration;
         }
@@ -110,7 +120,11 @@ impl Plugin {
         }
         c.read_ptr = true;
         let (len, eos) = (c.read_buffer.len() as i32, c.read_end_stream);
-        let action = self.call_network(id, "proxy_on_downstream_data", &[id as i32, len, eos as i32]);
+        let action = self.call_network(
+            id,
+            "proxy_on_downstream_data",
+            &[id as i32, len, eos as i32],
+        );
         if action == NetworkAction::Continue {
             if let Some(c) = self.conn_mut(id) {
                 c.read_ptr = false;
@@ -122,16 +136,27 @@ impl Plugin {
     }
 
     /// Bytes from the upstream toward the client (WriteFilter::onWrite).
-    pub fn connection_upstream_data(&mut self, id: ConnectionId, data: &[u8], end_stream: bool) -> NetworkAction {
+    pub fn connection_upstream_data(
+        &mut self,
+        id: ConnectionId,
+        data: &[u8],
+        end_stream: bool,
+    ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.conn_mut(id) else { return NetworkAction::StopIteration };
+        let Some(c) = self.conn_mut(id) else {
+            return NetworkAction::StopIteration;
+        };
         if c.closed {
             return NetworkAction::StopIteration;
         }
         c.write_buffer.extend_from_slice(data);
         c.write_ptr = true;
         let len = c.write_buffer.len() as i32;
-        let action = self.call_network(id, "proxy_on_upstream_data", &[id as i32, len, end_stream as i32]);
+        let action = self.call_network(
+            id,
+            "proxy_on_upstream_data",
+            &[id as i32, len, end_stream as i32],
+        );
         if let Some(c) = self.conn_mut(id) {
             if action == NetworkAction::Continue {
                 c.write_ptr = false;
@@ -174,11 +199,15 @@ impl Plugin {
     }
 
     pub fn connection_take_upstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
-        self.conn_mut(id.0).map(|c| std::mem::take(&mut c.to_upstream)).unwrap_or_default()
+        self.conn_mut(id.0)
+            .map(|c| std::mem::take(&mut c.to_upstream))
+            .unwrap_or_default()
     }
 
     pub fn connection_take_downstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
-        self.conn_mut(id.0).map(|c| std::mem::take(&mut c.to_downstream)).unwrap_or_default()
+        self.conn_mut(id.0)
+            .map(|c| std::mem::take(&mut c.to_downstream))
+            .unwrap_or_default()
     }
 
     pub fn connection_is_closed(&self, id: ConnectionId) -> bool {
@@ -197,7 +226,11 @@ impl Plugin {
 
     /// A network callback with CHECK_FAIL_NETWORK and the after-call actions.
     fn call_network(&mut self, id: u32, callback: &'static str, args: &[i32]) -> NetworkAction {
-        let created = self.state().connections.get(&id).is_some_and(|c| c.vm_context_created);
+        let created = self
+            .state()
+            .connections
+            .get(&id)
+            .is_some_and(|c| c.vm_context_created);
         if self.is_failed() || !created {
             self.fail_connection(id);
             return NetworkAction::StopIteration;
@@ -234,7 +267,10 @@ impl Plugin {
             return;
         }
         c.upstream_end_sent = eos;
-        c.to_upstream.push(NetFrame::Data { bytes, end_stream: eos });
+        c.to_upstream.push(NetFrame::Data {
+            bytes,
+            end_stream: eos,
+        });
     }
 
     /// Deferred `continueReading()`: later filters get the (possibly rewritten) buffer.
@@ -265,7 +301,11 @@ impl Plugin {
         c.downstream_closed = true;
         let created = c.vm_context_created;
         if created && !self.is_failed() {
-            self.invoke("proxy_on_downstream_connection_close", id, &[id as i32, close as i32]);
+            self.invoke(
+                "proxy_on_downstream_connection_close",
+                id,
+                &[id as i32, close as i32],
+            );
             self.run_deferred();
         }
         self.close_tcp(id);
@@ -279,7 +319,11 @@ impl Plugin {
         c.upstream_closed = true;
         let (created, down) = (c.vm_context_created, c.downstream_closed);
         if created && !self.is_failed() {
-            self.invoke("proxy_on_upstream_connection_close", id, &[id as i32, CloseType::Unknown as i32]);
+            self.invoke(
+                "proxy_on_upstream_connection_close",
+                id,
+                &[id as i32, CloseType::Unknown as i32],
+            );
             self.run_deferred();
         }
         if down {

@@ -3,8 +3,10 @@
 //!   tonic client (h2c) -> agent proxy (grpc-bridge, role agent) -> HTTP/1.1-only hop
 //!     -> server proxy (grpc-bridge, role server) -> tonic echo backend (h2c)
 //!
-//! The proxies are the harness's proxy mode running the real filter; the hop is a plain
-//! hyper HTTP/1.1 reverse proxy that streams both ways (standing in for nginx). The backend
+//! The proxies are the harness's proxy mode running the real filter, configured like
+//! `envoy/server.yaml` and `envoy/agent.yaml` (HTTP/1.1 trailers enabled on the server's
+//! listener and the agent's cluster); the hop is a plain hyper HTTP/1.1 reverse proxy that
+//! streams both ways and passes trailers (standing in for nginx). The backend
 //! and the client are tonic with a raw-bytes codec, so no code generation is needed. The
 //! report has the same shape as `make demo` (`tests/src/bin/demo.rs`).
 //!
@@ -32,6 +34,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::abi::LogLevel;
+use crate::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
 use crate::proxy::{self, Protocol, ProxyConfig, RunningProxy};
 
 /// Service path prefix of the echo backend.
@@ -100,7 +103,10 @@ struct CallGuard {
 impl CallGuard {
     fn new(state: &Arc<EchoState>) -> Self {
         state.calls.fetch_add(1, Ordering::SeqCst);
-        CallGuard { state: state.clone(), done: false }
+        CallGuard {
+            state: state.clone(),
+            done: false,
+        }
     }
 }
 
@@ -115,8 +121,8 @@ impl Drop for CallGuard {
 /// The gRPC echo service (h2c, tonic), methods under [`SERVICE`]:
 /// - `Unary`: echoes the payload; `fail:CODE:MESSAGE` answers that status instead;
 ///   `sleep:MS` waits first. Request metadata `x-demo-*` comes back as response metadata.
-/// - `ServerStream`: payload `COUNT,INTERVAL_MS,SIZE`: COUNT messages of SIZE bytes,
-///   INTERVAL_MS apart; message i starts with `i:`.
+/// - `ServerStream`: payload `COUNT,INTERVAL_MS,SIZE[,CODE:MESSAGE]`: COUNT messages of SIZE
+///   bytes, INTERVAL_MS apart (message i starts with `i:`), then that status (default OK).
 /// - `ClientStream`: answers `messages=N bytes=M`.
 /// - `Bidi`: echoes every message as it arrives.
 pub struct EchoBackend {
@@ -139,7 +145,9 @@ impl EchoBackend {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let st = st.clone();
                 tokio::spawn(async move {
@@ -155,21 +163,42 @@ impl EchoBackend {
 }
 
 fn grpc() -> tonic::server::Grpc<RawCodec> {
-    tonic::server::Grpc::new(RawCodec).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
+    tonic::server::Grpc::new(RawCodec)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
 }
 
-async fn route(req: http::Request<Incoming>, state: Arc<EchoState>) -> Result<http::Response<tonic::body::Body>, Infallible> {
-    let method = req.uri().path().strip_prefix(SERVICE).unwrap_or("").to_string();
+async fn route(
+    req: http::Request<Incoming>,
+    state: Arc<EchoState>,
+) -> Result<http::Response<tonic::body::Body>, Infallible> {
+    let method = req
+        .uri()
+        .path()
+        .strip_prefix(SERVICE)
+        .unwrap_or("")
+        .to_string();
     let resp = match method.as_str() {
         "Unary" => {
             let st = state.clone();
-            grpc().unary(tower::service_fn(move |r| unary(r, st.clone())), req).await
+            grpc()
+                .unary(tower::service_fn(move |r| unary(r, st.clone())), req)
+                .await
         }
         "ServerStream" => {
             let st = state.clone();
-            grpc().server_streaming(tower::service_fn(move |r| server_stream(r, st.clone())), req).await
+            grpc()
+                .server_streaming(
+                    tower::service_fn(move |r| server_stream(r, st.clone())),
+                    req,
+                )
+                .await
         }
-        "ClientStream" => grpc().client_streaming(tower::service_fn(client_stream), req).await,
+        "ClientStream" => {
+            grpc()
+                .client_streaming(tower::service_fn(client_stream), req)
+                .await
+        }
         "Bidi" => grpc().streaming(tower::service_fn(bidi), req).await,
         _ => Status::unimplemented(format!("no method {method:?}")).into_http(),
     };
@@ -193,7 +222,10 @@ async fn unary(req: Request<Bytes>, state: Arc<EchoState>) -> Result<Response<By
     if let Some(rest) = text.strip_prefix("fail:") {
         guard.done = true;
         let (code, message) = rest.split_once(':').unwrap_or((rest, ""));
-        return Err(Status::new(Code::from_i32(code.parse().unwrap_or(2)), message));
+        return Err(Status::new(
+            Code::from_i32(code.parse().unwrap_or(2)),
+            message,
+        ));
     }
     if let Some(ms) = text.strip_prefix("sleep:") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
@@ -208,12 +240,26 @@ async fn unary(req: Request<Bytes>, state: Arc<EchoState>) -> Result<Response<By
 
 type MessageStream = ReceiverStream<Result<Bytes, Status>>;
 
-async fn server_stream(req: Request<Bytes>, state: Arc<EchoState>) -> Result<Response<MessageStream>, Status> {
+async fn server_stream(
+    req: Request<Bytes>,
+    state: Arc<EchoState>,
+) -> Result<Response<MessageStream>, Status> {
     let spec = String::from_utf8_lossy(req.get_ref()).into_owned();
-    let nums: Vec<u64> = spec.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+    let mut fields = spec.splitn(4, ',');
+    let nums: Vec<u64> = fields
+        .by_ref()
+        .take(3)
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
     let [count, interval, size] = nums[..] else {
-        return Err(Status::invalid_argument(format!("want COUNT,INTERVAL_MS,SIZE, got {spec:?}")));
+        return Err(Status::invalid_argument(format!(
+            "want COUNT,INTERVAL_MS,SIZE[,CODE:MESSAGE], got {spec:?}"
+        )));
     };
+    let end = fields.next().map(|f| {
+        let (code, message) = f.split_once(':').unwrap_or((f, ""));
+        Status::new(Code::from_i32(code.parse().unwrap_or(2)), message)
+    });
     let (tx, rx) = mpsc::channel(4);
     let guard = CallGuard::new(&state);
     tokio::spawn(async move {
@@ -228,6 +274,9 @@ async fn server_stream(req: Request<Bytes>, state: Arc<EchoState>) -> Result<Res
                 return; // the client went away: the guard counts the cancel
             }
         }
+        if let Some(status) = end {
+            let _ = tx.send(Err(status)).await;
+        }
         guard.done = true;
     });
     Ok(Response::new(ReceiverStream::new(rx)))
@@ -240,7 +289,9 @@ async fn client_stream(req: Request<Streaming<Bytes>>) -> Result<Response<Bytes>
         n += 1;
         bytes += m.len();
     }
-    Ok(Response::new(Bytes::from(format!("messages={n} bytes={bytes}"))))
+    Ok(Response::new(Bytes::from(format!(
+        "messages={n} bytes={bytes}"
+    ))))
 }
 
 async fn bidi(req: Request<Streaming<Bytes>>) -> Result<Response<MessageStream>, Status> {
@@ -288,11 +339,20 @@ impl Http1Hop {
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| hop(req, upstream));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc).await;
+                    // Passes response trailers on (hyper alone would drop them), so the agent
+                    // gets the server's HTTP/1.1 trailers.
+                    let slot = Slot::default();
+                    let io = TokioIo::new(TrailerWriter::new(tcp, slot.clone()));
+                    let svc =
+                        hyper::service::service_fn(move |req| hop(req, upstream, slot.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
                 });
             }
         });
@@ -300,25 +360,58 @@ impl Http1Hop {
     }
 }
 
-async fn hop(req: http::Request<Incoming>, upstream: SocketAddr) -> Result<http::Response<HopBody>, Infallible> {
+async fn hop(
+    req: http::Request<Incoming>,
+    upstream: SocketAddr,
+    slot: Slot,
+) -> Result<http::Response<HopBody>, Infallible> {
     let bad_gateway = || {
-        let mut r = http::Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+        let mut r = http::Response::new(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
         *r.status_mut() = http::StatusCode::BAD_GATEWAY;
         r
     };
-    let Ok(tcp) = TcpStream::connect(upstream).await else { return Ok(bad_gateway()) };
+    let Ok(tcp) = TcpStream::connect(upstream).await else {
+        return Ok(bad_gateway());
+    };
     let _ = tcp.set_nodelay(true);
-    let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await else {
+    let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+    else {
         return Ok(bad_gateway());
     };
     tokio::spawn(conn);
     let (mut parts, body) = req.into_parts();
-    for h in ["connection", "keep-alive", "proxy-connection", "te", "upgrade"] {
+    for h in ["connection", "keep-alive", "proxy-connection", "upgrade"] {
         parts.headers.remove(h);
     }
-    parts.uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse().unwrap_or_default();
-    match send.send_request(http::Request::from_parts(parts, body)).await {
-        Ok(resp) => Ok(resp.map(|b| b.boxed_unsync())),
+    // TE is hop-by-hop, but `TE: trailers` is what lets the next server send trailers (and
+    // this hop's server side send them on): keep exactly that.
+    if parts
+        .headers
+        .get("te")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        parts
+            .headers
+            .insert("te", http::HeaderValue::from_static("trailers"));
+    } else {
+        parts.headers.remove("te");
+    }
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap_or_default();
+    match send
+        .send_request(http::Request::from_parts(parts, body))
+        .await
+    {
+        Ok(resp) => Ok(resp.map(|b| SlotTrailers::new(b, slot).boxed_unsync())),
         Err(_) => Ok(bad_gateway()),
     }
 }
@@ -348,7 +441,9 @@ impl Topology {
         let (own, backend_addr) = match backend {
             Some(a) => (None, a),
             None => {
-                let b = EchoBackend::start(any).await.map_err(|e| format!("echo backend: {e}"))?;
+                let b = EchoBackend::start(any)
+                    .await
+                    .map_err(|e| format!("echo backend: {e}"))?;
                 let a = b.addr;
                 (Some(b), a)
             }
@@ -357,15 +452,21 @@ impl Topology {
         let server = proxy::start(
             ProxyConfig::new(wasm, br#"{"role":"server"}"#.to_vec(), any, backend_addr)
                 .protocols(Protocol::Http1, Protocol::H2c)
+                // envoy/server.yaml: `http_protocol_options: {enable_trailers: true}`
+                .http1_trailers(true, false)
                 .network(false)
                 .log_sink(logs.clone()),
         )
         .await
         .map_err(|e| format!("server proxy: {e}"))?;
-        let hop = Http1Hop::start(any, server.local_addr).await.map_err(|e| format!("HTTP/1.1 hop: {e}"))?;
+        let hop = Http1Hop::start(any, server.local_addr)
+            .await
+            .map_err(|e| format!("HTTP/1.1 hop: {e}"))?;
         let agent = proxy::start(
             ProxyConfig::new(wasm, br#"{"role":"agent"}"#.to_vec(), any, hop.addr)
                 .protocols(Protocol::H2c, Protocol::Http1)
+                // envoy/agent.yaml: the cluster's `enable_trailers: true`
+                .http1_trailers(false, true)
                 .network(false)
                 .log_sink(logs.clone()),
         )
@@ -380,7 +481,15 @@ impl Topology {
             if own.is_some() { "tonic echo backend" } else { "backend" },
             backend_addr
         );
-        Ok(Topology { client_addr: agent.local_addr, path, backend: own, agent, hop, server, logs })
+        Ok(Topology {
+            client_addr: agent.local_addr,
+            path,
+            backend: own,
+            agent,
+            hop,
+            server,
+            logs,
+        })
     }
 
     /// The filter's last `n` log lines at info level or above (both proxies).
@@ -400,13 +509,30 @@ impl Topology {
 /// Calls the demo makes, with the description printed in the report.
 pub const CALLS: &[(&str, &str)] = &[
     ("unary", "unary echo"),
-    ("server_stream_timing", "server streaming, 5 messages 150 ms apart"),
+    (
+        "server_stream_timing",
+        "server streaming, 5 messages 150 ms apart",
+    ),
     ("client_stream", "client streaming, 5 messages up to 70 kB"),
     ("bidi_ping_pong", "bidi ping-pong, 6 round trips"),
     ("metadata_unary", "metadata in request and response headers"),
-    ("error_message_unicode", "error status with a non-ASCII message"),
+    (
+        "error_message_unicode",
+        "error status with a non-ASCII message",
+    ),
+    (
+        "stream_error_after_messages",
+        "stream ends with an error after 2 messages",
+    ),
+    (
+        "stream_error_without_messages",
+        "stream ends with an error before any message",
+    ),
     ("large_4mib_unary", "4 MiB request and response"),
-    ("concurrent_unary", "20 concurrent unary calls on one connection"),
+    (
+        "concurrent_unary",
+        "20 concurrent unary calls on one connection",
+    ),
     ("deadline", "300 ms deadline on a 5 s call"),
     ("cancel_stream", "client cancels a stream"),
 ];
@@ -423,11 +549,15 @@ pub async fn connect(addr: SocketAddr) -> Result<Grpc, String> {
         .connect()
         .await
         .map_err(|e| format!("connect {addr}: {e:?}"))?;
-    Ok(tonic::client::Grpc::new(ch).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+    Ok(tonic::client::Grpc::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
 }
 
 fn path(method: &str) -> http::uri::PathAndQuery {
-    format!("{SERVICE}{method}").parse().unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"))
+    format!("{SERVICE}{method}")
+        .parse()
+        .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"))
 }
 
 fn st(s: Status) -> String {
@@ -443,23 +573,35 @@ fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 async fn ready(g: &mut Grpc) -> Result<(), String> {
-    g.ready().await.map_err(|e| format!("channel not ready: {e}"))
+    g.ready()
+        .await
+        .map_err(|e| format!("channel not ready: {e}"))
 }
 
 async fn unary_call(g: &mut Grpc, req: Request<Bytes>) -> Result<Response<Bytes>, Status> {
-    g.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    g.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
     g.unary(req, path("Unary"), RawCodec).await
 }
 
 /// Runs one case against a client-facing address; `backend` is the built-in backend's
 /// state when the topology has one (some cases check what it saw).
-pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoState>>) -> Result<String, String> {
+pub async fn run_case(
+    case: &str,
+    addr: SocketAddr,
+    backend: Option<&Arc<EchoState>>,
+) -> Result<String, String> {
     let mut g = connect(addr).await?;
     let t0 = Instant::now();
     match case {
         "unary" => {
-            let r = unary_call(&mut g, Request::new(Bytes::from_static(b"hello bridge"))).await.map_err(st)?;
-            ensure(r.get_ref() == "hello bridge", || format!("payload {:?}", r.get_ref()))?;
+            let r = unary_call(&mut g, Request::new(Bytes::from_static(b"hello bridge")))
+                .await
+                .map_err(st)?;
+            ensure(r.get_ref() == "hello bridge", || {
+                format!("payload {:?}", r.get_ref())
+            })?;
             Ok(format!("echo ok in {} ms", t0.elapsed().as_millis()))
         }
         "server_stream_timing" => {
@@ -469,14 +611,24 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
             let mut arrivals = Vec::new();
             while let Some(m) = s.message().await.map_err(st)? {
                 let i = arrivals.len();
-                ensure(m.starts_with(format!("{i}:").as_bytes()) && m.len() == 32, || format!("message {i}: {m:?}"))?;
+                ensure(
+                    m.starts_with(format!("{i}:").as_bytes()) && m.len() == 32,
+                    || format!("message {i}: {m:?}"),
+                )?;
                 arrivals.push(t0.elapsed());
             }
-            ensure(arrivals.len() == 5, || format!("{} messages, want 5", arrivals.len()))?;
-            let gaps: Vec<u128> = arrivals.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+            ensure(arrivals.len() == 5, || {
+                format!("{} messages, want 5", arrivals.len())
+            })?;
+            let gaps: Vec<u128> = arrivals
+                .windows(2)
+                .map(|w| (w[1] - w[0]).as_millis())
+                .collect();
             // The backend spaces them 150 ms apart: if the path buffered the stream they
             // would arrive together at the end.
-            ensure(gaps.iter().all(|g| *g >= 75), || format!("messages arrived bunched up: gaps {gaps:?} ms"))?;
+            ensure(gaps.iter().all(|g| *g >= 75), || {
+                format!("messages arrived bunched up: gaps {gaps:?} ms")
+            })?;
             Ok(format!("5 messages, gaps {gaps:?} ms"))
         }
         "client_stream" => {
@@ -484,27 +636,49 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
             let sizes = [10usize, 100, 1000, 10_000, 70_000];
             let msgs: Vec<Bytes> = sizes.iter().map(|n| Bytes::from(vec![b'x'; *n])).collect();
             let r = g
-                .client_streaming(Request::new(tokio_stream::iter(msgs)), path("ClientStream"), RawCodec)
+                .client_streaming(
+                    Request::new(tokio_stream::iter(msgs)),
+                    path("ClientStream"),
+                    RawCodec,
+                )
                 .await
                 .map_err(st)?;
             let want = format!("messages=5 bytes={}", sizes.iter().sum::<usize>());
-            ensure(r.get_ref() == want.as_bytes(), || format!("backend answered {:?}, want {want:?}", r.get_ref()))?;
+            ensure(r.get_ref() == want.as_bytes(), || {
+                format!("backend answered {:?}, want {want:?}", r.get_ref())
+            })?;
             Ok(want)
         }
         "bidi_ping_pong" => {
             ready(&mut g).await?;
             let (tx, rx) = mpsc::channel::<Bytes>(1);
-            tx.send(Bytes::from_static(b"ping 0")).await.map_err(|e| e.to_string())?;
-            let mut s = g.streaming(Request::new(ReceiverStream::new(rx)), path("Bidi"), RawCodec).await.map_err(st)?.into_inner();
+            tx.send(Bytes::from_static(b"ping 0"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut s = g
+                .streaming(
+                    Request::new(ReceiverStream::new(rx)),
+                    path("Bidi"),
+                    RawCodec,
+                )
+                .await
+                .map_err(st)?
+                .into_inner();
             for i in 0..6 {
                 if i > 0 {
-                    tx.send(Bytes::from(format!("ping {i}"))).await.map_err(|e| e.to_string())?;
+                    tx.send(Bytes::from(format!("ping {i}")))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 let m = tokio::time::timeout(Duration::from_secs(5), s.message())
                     .await
-                    .map_err(|_| format!("no pong {i} within 5 s (the path does not stream both ways)"))?
+                    .map_err(|_| {
+                        format!("no pong {i} within 5 s (the path does not stream both ways)")
+                    })?
                     .map_err(st)?;
-                ensure(m.as_deref() == Some(format!("ping {i}").as_bytes()), || format!("round trip {i}: {m:?}"))?;
+                ensure(m.as_deref() == Some(format!("ping {i}").as_bytes()), || {
+                    format!("round trip {i}: {m:?}")
+                })?;
             }
             drop(tx);
             let end = s.message().await.map_err(st)?;
@@ -513,12 +687,24 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
         }
         "metadata_unary" => {
             let mut req = Request::new(Bytes::from_static(b"md"));
-            req.metadata_mut().insert("x-demo-token", MetadataValue::from_static("abc123"));
-            req.metadata_mut().insert("x-demo-unicode", MetadataValue::from_static("caf%C3%A9"));
+            req.metadata_mut()
+                .insert("x-demo-token", MetadataValue::from_static("abc123"));
+            req.metadata_mut()
+                .insert("x-demo-unicode", MetadataValue::from_static("caf%C3%A9"));
             let r = unary_call(&mut g, req).await.map_err(st)?;
-            let got = |k: &str| r.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
-            ensure(got("x-demo-token").as_deref() == Some("abc123"), || format!("x-demo-token {:?}", got("x-demo-token")))?;
-            ensure(got("x-demo-unicode").as_deref() == Some("caf%C3%A9"), || format!("x-demo-unicode {:?}", got("x-demo-unicode")))?;
+            let got = |k: &str| {
+                r.metadata()
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            ensure(got("x-demo-token").as_deref() == Some("abc123"), || {
+                format!("x-demo-token {:?}", got("x-demo-token"))
+            })?;
+            ensure(
+                got("x-demo-unicode").as_deref() == Some("caf%C3%A9"),
+                || format!("x-demo-unicode {:?}", got("x-demo-unicode")),
+            )?;
             Ok("request metadata came back in the response headers".into())
         }
         "error_message_unicode" => {
@@ -531,13 +717,55 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
                 Err(s) => Err(st(s)),
             }
         }
+        "stream_error_after_messages" | "stream_error_without_messages" => {
+            ready(&mut g).await?;
+            let count = if case == "stream_error_after_messages" {
+                2
+            } else {
+                0
+            };
+            let req = Request::new(Bytes::from(format!("{count},10,8,9:{TRICKY_MESSAGE}")));
+            let mut got = 0;
+            let status = match g.server_stream_req(req).await {
+                Err(s) => s,
+                Ok(r) => {
+                    let mut s = r.into_inner();
+                    loop {
+                        match s.message().await {
+                            Ok(Some(_)) => got += 1,
+                            Ok(None) => return Err(format!(
+                                "stream ended OK after {got} messages, want FAILED_PRECONDITION"
+                            )),
+                            Err(e) => break e,
+                        }
+                    }
+                }
+            };
+            ensure(got == count, || {
+                format!("{got} messages before the error, want {count}")
+            })?;
+            ensure(
+                status.code() == Code::FailedPrecondition && status.message() == TRICKY_MESSAGE,
+                || st(status.clone()),
+            )?;
+            Ok(format!(
+                "{count} messages, then FAILED_PRECONDITION with the message intact"
+            ))
+        }
         "large_4mib_unary" => {
             let n = 4 * 1024 * 1024;
             let payload: Bytes = (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
-            let r = unary_call(&mut g, Request::new(payload.clone())).await.map_err(st)?;
-            ensure(r.get_ref().len() == n, || format!("{} bytes back, want {n}", r.get_ref().len()))?;
+            let r = unary_call(&mut g, Request::new(payload.clone()))
+                .await
+                .map_err(st)?;
+            ensure(r.get_ref().len() == n, || {
+                format!("{} bytes back, want {n}", r.get_ref().len())
+            })?;
             ensure(*r.get_ref() == payload, || "content differs".into())?;
-            Ok(format!("4 MiB both ways in {} ms", t0.elapsed().as_millis()))
+            Ok(format!(
+                "4 MiB both ways in {} ms",
+                t0.elapsed().as_millis()
+            ))
         }
         "concurrent_unary" => {
             let mut calls = Vec::new();
@@ -545,7 +773,9 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
                 let mut g = g.clone();
                 calls.push(tokio::spawn(async move {
                     let body = Bytes::from(format!("call {i} ").repeat(i + 1));
-                    let r = unary_call(&mut g, Request::new(body.clone())).await.map_err(st)?;
+                    let r = unary_call(&mut g, Request::new(body.clone()))
+                        .await
+                        .map_err(st)?;
                     ensure(*r.get_ref() == body, || format!("call {i}: wrong echo"))
                 }));
             }
@@ -558,18 +788,26 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
             let before = backend.map(|b| b.cancelled.load(Ordering::SeqCst));
             let mut req = Request::new(Bytes::from_static(b"sleep:5000"));
             req.set_timeout(Duration::from_millis(300));
-            let outcome = tokio::time::timeout(Duration::from_millis(300), unary_call(&mut g, req)).await;
+            let outcome =
+                tokio::time::timeout(Duration::from_millis(300), unary_call(&mut g, req)).await;
             match outcome {
                 Ok(Ok(_)) => return Err("the 5 s call succeeded within 300 ms".into()),
-                Ok(Err(s)) if s.code() != Code::DeadlineExceeded && s.code() != Code::Cancelled => return Err(st(s)),
+                Ok(Err(s)) if s.code() != Code::DeadlineExceeded && s.code() != Code::Cancelled => {
+                    return Err(st(s))
+                }
                 _ => {}
             }
             let waited = t0.elapsed().as_millis();
             if let (Some(b), Some(before)) = (backend, before) {
-                wait_for(|| b.cancelled.load(Ordering::SeqCst) > before, Duration::from_secs(3))
-                    .await
-                    .map_err(|_| "the backend never saw the call cancelled".to_string())?;
-                return Ok(format!("gave up after {waited} ms; the backend saw the cancel"));
+                wait_for(
+                    || b.cancelled.load(Ordering::SeqCst) > before,
+                    Duration::from_secs(3),
+                )
+                .await
+                .map_err(|_| "the backend never saw the call cancelled".to_string())?;
+                return Ok(format!(
+                    "gave up after {waited} ms; the backend saw the cancel"
+                ));
             }
             Ok(format!("gave up after {waited} ms"))
         }
@@ -579,13 +817,22 @@ pub async fn run_case(case: &str, addr: SocketAddr, backend: Option<&Arc<EchoSta
             let req = Request::new(Bytes::from_static(b"100,50,16"));
             let mut s = g.server_stream_req(req).await.map_err(st)?.into_inner();
             let first = s.message().await.map_err(st)?;
-            ensure(first.as_deref().is_some_and(|m| m.starts_with(b"0:")), || format!("first message {first:?}"))?;
+            ensure(
+                first.as_deref().is_some_and(|m| m.starts_with(b"0:")),
+                || format!("first message {first:?}"),
+            )?;
             drop(s);
             if let (Some(b), Some(before)) = (backend, before) {
-                wait_for(|| b.cancelled.load(Ordering::SeqCst) > before, Duration::from_secs(3))
-                    .await
-                    .map_err(|_| "the backend kept streaming after the client cancelled".to_string())?;
-                return Ok(format!("the backend stopped {} ms after the cancel", t0.elapsed().as_millis()));
+                wait_for(
+                    || b.cancelled.load(Ordering::SeqCst) > before,
+                    Duration::from_secs(3),
+                )
+                .await
+                .map_err(|_| "the backend kept streaming after the client cancelled".to_string())?;
+                return Ok(format!(
+                    "the backend stopped {} ms after the cancel",
+                    t0.elapsed().as_millis()
+                ));
             }
             Ok("cancelled after the first message".into())
         }
@@ -605,12 +852,19 @@ async fn wait_for(cond: impl Fn() -> bool, within: Duration) -> Result<(), ()> {
 }
 
 trait ServerStreamExt {
-    async fn server_stream_req(&mut self, req: Request<Bytes>) -> Result<Response<Streaming<Bytes>>, Status>;
+    async fn server_stream_req(
+        &mut self,
+        req: Request<Bytes>,
+    ) -> Result<Response<Streaming<Bytes>>, Status>;
 }
 
 impl ServerStreamExt for Grpc {
-    async fn server_stream_req(&mut self, req: Request<Bytes>) -> Result<Response<Streaming<Bytes>>, Status> {
-        self.server_streaming(req, path("ServerStream"), RawCodec).await
+    async fn server_stream_req(
+        &mut self,
+        req: Request<Bytes>,
+    ) -> Result<Response<Streaming<Bytes>>, Status> {
+        self.server_streaming(req, path("ServerStream"), RawCodec)
+            .await
     }
 }
 
@@ -638,10 +892,17 @@ pub fn main(args: &[String]) -> ExitCode {
         .map(PathBuf::from)
         .unwrap_or_else(default_wasm);
     if !wasm.exists() {
-        eprintln!("{} is missing: build the filter first with `make build` (or pass --wasm FILE)", wasm.display());
+        eprintln!(
+            "{} is missing: build the filter first with `make build` (or pass --wasm FILE)",
+            wasm.display()
+        );
         return ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");
@@ -664,16 +925,27 @@ pub fn main(args: &[String]) -> ExitCode {
     for (case, what) in CALLS {
         let t = Instant::now();
         let result = rt.block_on(async {
-            match tokio::time::timeout(Duration::from_secs(30), run_case(case, topo.client_addr, state.as_ref())).await {
+            match tokio::time::timeout(
+                Duration::from_secs(30),
+                run_case(case, topo.client_addr, state.as_ref()),
+            )
+            .await
+            {
                 Ok(r) => r,
                 Err(_) => Err("timed out after 30 s".into()),
             }
         });
         match &result {
-            Ok(d) => println!("  ok    {:>5} ms  {what}\n                    {d}", t.elapsed().as_millis()),
+            Ok(d) => println!(
+                "  ok    {:>5} ms  {what}\n                    {d}",
+                t.elapsed().as_millis()
+            ),
             Err(e) => {
                 failed += 1;
-                println!("  FAIL  {:>5} ms  {what}\n                    {e}", t.elapsed().as_millis())
+                println!(
+                    "  FAIL  {:>5} ms  {what}\n                    {e}",
+                    t.elapsed().as_millis()
+                )
             }
         }
     }

@@ -35,17 +35,25 @@ impl Headers {
     /// First value of `name` (Envoy's ABI also returns only the first one).
     pub fn get(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.entries.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn get_all(&self, name: &str) -> Vec<&str> {
         let name = name.to_ascii_lowercase();
-        self.entries.iter().filter(|(k, _)| *k == name).map(|(_, v)| v.as_str()).collect()
+        self.entries
+            .iter()
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// `addCopy`: appends another entry even if the name exists.
     pub fn add(&mut self, name: &str, value: &str) {
-        self.entries.push((name.to_ascii_lowercase(), value.to_string()));
+        self.entries
+            .push((name.to_ascii_lowercase(), value.to_string()));
     }
 
     /// `setCopy`: one entry with this value, kept at the position of the first old one.
@@ -77,8 +85,11 @@ impl Headers {
 
     /// Serializes as proxy-wasm pairs: count, (name len, value len)*, then NUL-terminated strings.
     pub(crate) fn to_wire(&self) -> Vec<u8> {
-        let pairs: Vec<(&[u8], &[u8])> =
-            self.entries.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        let pairs: Vec<(&[u8], &[u8])> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+            .collect();
         encode_pairs(&pairs)
     }
 
@@ -111,23 +122,32 @@ pub(crate) fn encode_pairs(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 
 pub(crate) fn decode_pairs(buf: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let word = |at: usize| -> Option<usize> {
-        buf.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        buf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
-    let Some(count) = word(0) else { return Vec::new() };
+    let Some(count) = word(0) else {
+        return Vec::new();
+    };
     if 4usize.saturating_add(count.saturating_mul(8)) > buf.len() {
         return Vec::new();
     }
     let mut sizes = Vec::with_capacity(count);
     for i in 0..count {
-        let (Some(k), Some(v)) = (word(4 + i * 8), word(8 + i * 8)) else { return Vec::new() };
+        let (Some(k), Some(v)) = (word(4 + i * 8), word(8 + i * 8)) else {
+            return Vec::new();
+        };
         sizes.push((k, v));
     }
     let mut at = 4 + count * 8;
     let mut out = Vec::with_capacity(count);
     for (k, v) in sizes {
-        let Some(key) = buf.get(at..at.saturating_add(k)) else { return Vec::new() };
+        let Some(key) = buf.get(at..at.saturating_add(k)) else {
+            return Vec::new();
+        };
         at = at.saturating_add(k + 1);
-        let Some(val) = buf.get(at..at.saturating_add(v)) else { return Vec::new() };
+        let Some(val) = buf.get(at..at.saturating_add(v)) else {
+            return Vec::new();
+        };
         at = at.saturating_add(v + 1);
         out.push((key.to_vec(), val.to_vec()));
     }

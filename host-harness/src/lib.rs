@@ -10,6 +10,7 @@
 mod abi;
 mod connection;
 pub mod demo;
+mod h1_trailers;
 mod headers;
 mod hostcalls;
 pub mod proxy;
@@ -21,10 +22,17 @@ mod upstream;
 mod vm;
 mod wasi;
 
-pub use abi::{CloseType, DataAction, HeadersAction, LogLevel, MetricKind, NetworkAction, Status, StreamType, TrailersAction};
+pub use abi::{
+    CloseType, DataAction, HeadersAction, LogLevel, MetricKind, NetworkAction, Status, StreamType,
+    TrailersAction,
+};
 pub use connection::{ConnectionId, NetFrame};
 pub use headers::Headers;
 pub use scenario::{body_of, ConnectionScenario, Scenario};
-pub use state::{CallbackRecord, HostcallStatus, HttpCallRequest, LogEntry, Metric, SharedHandle, SharedStore};
+pub use state::{
+    CallbackRecord, HostcallStatus, HttpCallRequest, LogEntry, Metric, SharedHandle, SharedStore,
+};
 pub use stream::{Direction, Frame, LocalReply, StreamId};
-pub use vm::{LoadError, Plugin, PluginOptions, WasmSource, DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW};
+pub use vm::{
+    LoadError, Plugin, PluginOptions, WasmSource, DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW,
+};

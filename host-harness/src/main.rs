@@ -3,6 +3,7 @@
 //!   host-harness proxy --wasm F --config C --listen ADDR --upstream ADDR
 //!                      [--downstream h1|h2c] [--upstream-protocol h1|h2c] [--network]
 //!                      [--per-connection-buffer-limit-bytes N] [--http2-initial-stream-window-size N]
+//!                      [--downstream-http1-trailers] [--upstream-http1-trailers]
 //!   host-harness demo [--wasm F]
 //!
 //! `--config` is a file path, or the JSON itself when no such file exists. A `tunnel_*`
@@ -16,6 +17,7 @@ const USAGE: &str = "usage:
   host-harness proxy --wasm FILE --config FILE|JSON --listen ADDR --upstream ADDR
                      [--downstream h1|h2c] [--upstream-protocol h1|h2c] [--network]
                      [--per-connection-buffer-limit-bytes N] [--http2-initial-stream-window-size N]
+                     [--downstream-http1-trailers] [--upstream-http1-trailers]
       HTTP roles (agent, server): an HTTP proxy; tunnel roles (or --network): a TCP proxy.
   host-harness demo [--wasm FILE]";
 
@@ -32,7 +34,10 @@ fn main() -> ExitCode {
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn run_proxy(args: &[String]) -> ExitCode {
@@ -46,22 +51,41 @@ fn run_proxy(args: &[String]) -> ExitCode {
         };
         let addr = |n: &str| -> Result<std::net::SocketAddr, String> {
             let v = need(n)?;
-            v.parse().map_err(|_| format!("{n}: {v:?} is not an address like 127.0.0.1:8080"))
+            v.parse()
+                .map_err(|_| format!("{n}: {v:?} is not an address like 127.0.0.1:8080"))
         };
         let proto = |n: &str| -> Result<Protocol, String> {
-            flag(args, n).map(|v| v.parse()).unwrap_or(Ok(Protocol::H2c)).map_err(|e| format!("{n}: {e}"))
+            flag(args, n)
+                .map(|v| v.parse())
+                .unwrap_or(Ok(Protocol::H2c))
+                .map_err(|e| format!("{n}: {e}"))
         };
-        let mut cfg = ProxyConfig::new(need("--wasm")?, plugin_config, addr("--listen")?, addr("--upstream")?)
-            .protocols(proto("--downstream")?, proto("--upstream-protocol")?);
+        let mut cfg = ProxyConfig::new(
+            need("--wasm")?,
+            plugin_config,
+            addr("--listen")?,
+            addr("--upstream")?,
+        )
+        .protocols(proto("--downstream")?, proto("--upstream-protocol")?);
         if args.iter().any(|a| a == "--network") {
             cfg = cfg.network(true);
         }
+        // Envoy's `enable_trailers` for HTTP/1.1 on the listener / the cluster.
+        let has = |f: &str| args.iter().any(|a| a == f);
+        cfg = cfg.http1_trailers(
+            has("--downstream-http1-trailers"),
+            has("--upstream-http1-trailers"),
+        );
         if let Some(v) = flag(args, "--per-connection-buffer-limit-bytes") {
-            let n = v.parse().map_err(|_| format!("--per-connection-buffer-limit-bytes: {v:?} is not a byte count"))?;
+            let n = v.parse().map_err(|_| {
+                format!("--per-connection-buffer-limit-bytes: {v:?} is not a byte count")
+            })?;
             cfg = cfg.buffer_limit(n);
         }
         if let Some(v) = flag(args, "--http2-initial-stream-window-size") {
-            let n = v.parse().map_err(|_| format!("--http2-initial-stream-window-size: {v:?} is not a byte count"))?;
+            let n = v.parse().map_err(|_| {
+                format!("--http2-initial-stream-window-size: {v:?} is not a byte count")
+            })?;
             cfg = cfg.http2_initial_stream_window_size(n);
         }
         Ok(cfg)
@@ -93,7 +117,10 @@ fn run_proxy(args: &[String]) -> ExitCode {
             Ok(running) => {
                 eprintln!(
                     "host-harness: proxy on {} ({:?}) -> {} ({:?})",
-                    running.local_addr, cfg.downstream_protocol, cfg.upstream, cfg.upstream_protocol
+                    running.local_addr,
+                    cfg.downstream_protocol,
+                    cfg.upstream,
+                    cfg.upstream_protocol
                 );
                 let _ = tokio::signal::ctrl_c().await;
                 ExitCode::SUCCESS

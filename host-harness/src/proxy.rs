@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::abi::{CloseType, LogLevel};
 use crate::connection::{ConnectionId, NetFrame};
+use crate::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
 use crate::headers::Headers;
 use crate::state::LogEntry;
 use crate::stream::{Direction, Frame, StreamId};
@@ -83,11 +84,21 @@ pub struct ProxyConfig {
     pub http2_initial_stream_window_size: u32,
     /// Collect guest logs here instead of printing them to stderr.
     pub log_sink: Option<LogSink>,
+    /// The HCM's `http_protocol_options.enable_trailers` for an HTTP/1.1 client: without it
+    /// Envoy drops trailers both ways on that connection (default false, like Envoy).
+    pub downstream_http1_trailers: bool,
+    /// The cluster's `http_protocol_options.enable_trailers` for an HTTP/1.1 upstream.
+    pub upstream_http1_trailers: bool,
 }
 
 impl ProxyConfig {
     /// h2c on both sides, the role decides HTTP vs network, Envoy's default buffer limit.
-    pub fn new(wasm: impl Into<PathBuf>, plugin_config: impl Into<Vec<u8>>, listen: SocketAddr, upstream: SocketAddr) -> Self {
+    pub fn new(
+        wasm: impl Into<PathBuf>,
+        plugin_config: impl Into<Vec<u8>>,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Self {
         ProxyConfig {
             wasm: wasm.into(),
             plugin_config: plugin_config.into(),
@@ -99,6 +110,8 @@ impl ProxyConfig {
             buffer_limit_bytes: DEFAULT_BUFFER_LIMIT,
             http2_initial_stream_window_size: DEFAULT_H2_STREAM_WINDOW,
             log_sink: None,
+            downstream_http1_trailers: false,
+            upstream_http1_trailers: false,
         }
     }
 
@@ -123,6 +136,24 @@ impl ProxyConfig {
         self
     }
 
+    /// Envoy's `enable_trailers` on the listener (`downstream`) and the cluster (`upstream`)
+    /// HTTP/1.1 protocol options.
+    pub fn http1_trailers(mut self, downstream: bool, upstream: bool) -> Self {
+        self.downstream_http1_trailers = downstream;
+        self.upstream_http1_trailers = upstream;
+        self
+    }
+
+    /// Whether trailers cross the client side.
+    fn downstream_trailers(&self) -> bool {
+        self.downstream_protocol == Protocol::H2c || self.downstream_http1_trailers
+    }
+
+    /// Whether trailers cross the upstream side.
+    fn upstream_trailers(&self) -> bool {
+        self.upstream_protocol == Protocol::H2c || self.upstream_http1_trailers
+    }
+
     pub fn http2_initial_stream_window_size(mut self, bytes: u32) -> Self {
         self.http2_initial_stream_window_size = bytes;
         self
@@ -139,7 +170,8 @@ impl ProxyConfig {
 
     /// Whether this proxy runs the filter as a network filter.
     pub fn is_network(&self) -> bool {
-        self.network.unwrap_or_else(|| is_network_role(&self.plugin_config))
+        self.network
+            .unwrap_or_else(|| is_network_role(&self.plugin_config))
     }
 }
 
@@ -147,18 +179,26 @@ impl ProxyConfig {
 /// scan, not a JSON parser: the filter itself validates its configuration.
 pub fn is_network_role(config: &[u8]) -> bool {
     let text = String::from_utf8_lossy(config);
-    let Some(at) = text.find("\"role\"") else { return false };
+    let Some(at) = text.find("\"role\"") else {
+        return false;
+    };
     let rest = text[at + 6..].trim_start();
-    let Some(rest) = rest.strip_prefix(':') else { return false };
+    let Some(rest) = rest.strip_prefix(':') else {
+        return false;
+    };
     let rest = rest.trim_start();
-    rest.strip_prefix('"').is_some_and(|v| v.starts_with("tunnel_"))
+    rest.strip_prefix('"')
+        .is_some_and(|v| v.starts_with("tunnel_"))
 }
 
 /// Why the proxy could not start.
 #[derive(Debug)]
 pub enum ProxyError {
     Load(LoadError),
-    Listen { addr: SocketAddr, error: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 impl std::fmt::Display for ProxyError {
@@ -194,7 +234,11 @@ pub(crate) struct Flow {
 
 impl Flow {
     pub(crate) fn new(limit: u32) -> Arc<Flow> {
-        let limit = if limit == 0 { usize::MAX } else { limit as usize };
+        let limit = if limit == 0 {
+            usize::MAX
+        } else {
+            limit as usize
+        };
         Arc::new(Flow {
             pending: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
@@ -206,7 +250,9 @@ impl Flow {
     }
 
     fn level(&self) -> usize {
-        self.pending.load(Ordering::Acquire).saturating_add(self.held.load(Ordering::Acquire))
+        self.pending
+            .load(Ordering::Acquire)
+            .saturating_add(self.held.load(Ordering::Acquire))
     }
 
     pub(crate) fn released(&self, n: usize) {
@@ -276,7 +322,12 @@ pub(crate) struct ConnSink {
 }
 
 pub(crate) enum Command {
-    Open { headers: Headers, end_stream: bool, sink: StreamSink, opened: oneshot::Sender<StreamId> },
+    Open {
+        headers: Headers,
+        end_stream: bool,
+        sink: StreamSink,
+        opened: oneshot::Sender<StreamId>,
+    },
     RequestData(StreamId, Bytes, bool),
     RequestTrailers(StreamId, Headers),
     ResponseHeaders(StreamId, Headers, bool),
@@ -288,7 +339,10 @@ pub(crate) enum Command {
     UpstreamFailed(StreamId, String),
     /// A client connected (network filter); answers the id and whether the filter already
     /// closed the connection (a failed VM does).
-    ConnOpen { sink: ConnSink, opened: oneshot::Sender<(ConnectionId, bool)> },
+    ConnOpen {
+        sink: ConnSink,
+        opened: oneshot::Sender<(ConnectionId, bool)>,
+    },
     ConnDownstreamData(ConnectionId, Bytes, bool),
     ConnUpstreamData(ConnectionId, Bytes, bool),
     ConnDownstreamClosed(ConnectionId, CloseType),
@@ -318,7 +372,11 @@ impl VmHandle {
 /// Guest log lines printed to stderr: `HOST_HARNESS_LOG=trace|debug|info|warn|error`
 /// (default info, like Envoy's default log level).
 fn stderr_log_level() -> LogLevel {
-    match std::env::var("HOST_HARNESS_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+    match std::env::var("HOST_HARNESS_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "trace" => LogLevel::Trace,
         "debug" => LogLevel::Debug,
         "warn" | "warning" => LogLevel::Warn,
@@ -351,7 +409,9 @@ fn start_vm(options: PluginOptions, log_sink: Option<LogSink>) -> Result<VmHandl
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(VmHandle { tx }),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(LoadError::Instantiate("vm thread died while loading".into())),
+        Err(_) => Err(LoadError::Instantiate(
+            "vm thread died while loading".into(),
+        )),
     }
 }
 
@@ -378,7 +438,12 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
             other => (other, None),
         };
         match cmd {
-            Some(Command::Open { headers, end_stream, sink, opened }) => {
+            Some(Command::Open {
+                headers,
+                end_stream,
+                sink,
+                opened,
+            }) => {
                 let id = plugin.http_new_stream();
                 sinks.insert(id, sink);
                 let _ = opened.send(id);
@@ -402,7 +467,9 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
             Some(Command::ConnUpstreamData(id, b, end)) => {
                 plugin.connection_upstream_data(id, &b, end);
             }
-            Some(Command::ConnDownstreamClosed(id, close)) => plugin.connection_downstream_closed(id, close),
+            Some(Command::ConnDownstreamClosed(id, close)) => {
+                plugin.connection_downstream_closed(id, close)
+            }
             Some(Command::ConnUpstreamReset(id)) => plugin.connection_upstream_reset(id),
             Some(Command::Acked(..)) | None => {}
         }
@@ -431,8 +498,10 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
                     let _ = cancel.send(());
                 }
             }
-            sink.upstream_flow.set_paused(plugin.http_read_disabled(*id, Direction::Request));
-            sink.downstream_flow.set_paused(plugin.http_read_disabled(*id, Direction::Response));
+            sink.upstream_flow
+                .set_paused(plugin.http_read_disabled(*id, Direction::Request));
+            sink.downstream_flow
+                .set_paused(plugin.http_read_disabled(*id, Direction::Response));
             let done = plugin.http_is_finished(*id);
             if done {
                 plugin.http_forget(*id);
@@ -483,6 +552,8 @@ struct ReleasedBody {
     done: bool,
     /// The client side: dropped before the end means the client reset the stream.
     reset_on_drop: Option<(VmHandle, StreamId)>,
+    /// An HTTP/1.1 side without `enable_trailers`: trailers end the body instead.
+    drop_trailers: bool,
 }
 
 impl Drop for ReleasedBody {
@@ -510,7 +581,9 @@ impl Body for ReleasedBody {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 self.done = true;
-                Poll::Ready(Some(Err(std::io::Error::other("stream ended without end of stream"))))
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "stream ended without end of stream",
+                ))))
             }
             Poll::Ready(Some(frame)) => match frame {
                 Frame::Data { bytes, end_stream } => {
@@ -518,13 +591,19 @@ impl Body for ReleasedBody {
                     self.done = end_stream;
                     Poll::Ready(Some(Ok(BodyFrame::data(Bytes::from(bytes)))))
                 }
+                Frame::Trailers(_) if self.drop_trailers => {
+                    self.done = true;
+                    Poll::Ready(None)
+                }
                 Frame::Trailers(t) => {
                     self.done = true;
                     Poll::Ready(Some(Ok(BodyFrame::trailers(to_header_map(&t)))))
                 }
                 Frame::Reset => {
                     self.done = true;
-                    Poll::Ready(Some(Err(std::io::Error::other("stream reset by the filter"))))
+                    Poll::Ready(Some(Err(std::io::Error::other(
+                        "stream reset by the filter",
+                    ))))
                 }
                 Frame::Headers { .. } => Poll::Pending,
             },
@@ -545,10 +624,23 @@ fn request_headers(parts: &http::request::Parts) -> Headers {
         .uri
         .authority()
         .map(|a| a.to_string())
-        .or_else(|| parts.headers.get("host").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            parts
+                .headers
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     h.add(":authority", &authority);
-    h.add(":path", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    h.add(
+        ":path",
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
+    );
     for (k, v) in &parts.headers {
         if k == "host" {
             continue;
@@ -560,7 +652,10 @@ fn request_headers(parts: &http::request::Parts) -> Headers {
 
 /// Connection-specific headers HTTP/2 forbids.
 fn hop_by_hop(name: &str) -> bool {
-    matches!(name, "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade")
+    matches!(
+        name,
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+    )
 }
 
 fn to_header_map(h: &Headers) -> http::HeaderMap {
@@ -569,7 +664,10 @@ fn to_header_map(h: &Headers) -> http::HeaderMap {
         if k.starts_with(':') || hop_by_hop(k) {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
             map.append(name, value);
         }
     }
@@ -585,6 +683,7 @@ fn headers_from_map(map: &http::HeaderMap) -> Headers {
 }
 
 /// Reads a body into VM commands, honouring the direction's backlog.
+/// `drop_trailers`: an HTTP/1.1 side without `enable_trailers` (the message ends there).
 async fn pump_body(
     mut body: Incoming,
     vm: VmHandle,
@@ -592,6 +691,7 @@ async fn pump_body(
     data: impl Fn(Bytes, bool) -> Command,
     trailers: impl Fn(Headers) -> Command,
     reset: Command,
+    drop_trailers: bool,
 ) {
     let mut ended = body.is_end_stream();
     while !ended {
@@ -604,7 +704,11 @@ async fn pump_body(
                 }
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
-                        vm.send(trailers(headers_from_map(&t)));
+                        if drop_trailers {
+                            vm.send(data(Bytes::new(), true).acked(&flow));
+                        } else {
+                            vm.send(trailers(headers_from_map(&t)));
+                        }
                         ended = true;
                     }
                 }
@@ -646,6 +750,7 @@ async fn handle(
     vm: VmHandle,
     cfg: Arc<ProxyConfig>,
     upstream: Arc<Upstream>,
+    trailer_slot: Option<Slot>,
 ) -> Result<Response<BoxBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let headers = request_headers(&parts);
@@ -663,9 +768,20 @@ async fn handle(
     };
     let (opened_tx, opened_rx) = oneshot::channel();
     let end_stream = body.is_end_stream();
-    vm.send(Command::Open { headers, end_stream, sink, opened: opened_tx });
-    let Ok(id) = opened_rx.await else { return Ok(error_response(503)) };
-    let mut guard = ResetGuard { vm: vm.clone(), id, armed: true };
+    vm.send(Command::Open {
+        headers,
+        end_stream,
+        sink,
+        opened: opened_tx,
+    });
+    let Ok(id) = opened_rx.await else {
+        return Ok(error_response(503));
+    };
+    let mut guard = ResetGuard {
+        vm: vm.clone(),
+        id,
+        armed: true,
+    };
     if !end_stream {
         tokio::spawn(pump_body(
             body,
@@ -674,9 +790,18 @@ async fn handle(
             move |b, e| Command::RequestData(id, b, e),
             move |t| Command::RequestTrailers(id, t),
             Command::Reset(id),
+            !cfg.downstream_trailers(),
         ));
     }
-    let exchange = upstream_exchange(up_rx, up_flow, down_flow.clone(), vm.clone(), id, cfg, upstream);
+    let exchange = upstream_exchange(
+        up_rx,
+        up_flow,
+        down_flow.clone(),
+        vm.clone(),
+        id,
+        cfg.clone(),
+        upstream,
+    );
     tokio::spawn(async move {
         // A reset abandons the upstream request; a stream that ends normally lets the
         // exchange finish on its own (the connection stays reusable).
@@ -693,23 +818,48 @@ async fn handle(
     let first = down_rx.recv().await;
     guard.armed = false;
     match first {
-        Some(Frame::Headers { headers, end_stream }) => {
-            let status = headers.get(":status").and_then(|s| s.parse().ok()).unwrap_or(502u16);
+        Some(Frame::Headers {
+            headers,
+            end_stream,
+        }) => {
+            let status = headers
+                .get(":status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(502u16);
             let mut resp = Response::new(if end_stream {
-                http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
             } else {
-                ReleasedBody { rx: down_rx, flow: down_flow, done: false, reset_on_drop: Some((vm.clone(), id)) }.boxed_unsync()
+                let body = ReleasedBody {
+                    rx: down_rx,
+                    flow: down_flow,
+                    done: false,
+                    reset_on_drop: Some((vm.clone(), id)),
+                    drop_trailers: !cfg.downstream_trailers(),
+                };
+                match trailer_slot {
+                    Some(slot) => SlotTrailers::new(body, slot).boxed_unsync(),
+                    None => body.boxed_unsync(),
+                }
             });
-            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            *resp.status_mut() =
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
             *resp.headers_mut() = to_header_map(&headers);
             Ok(resp)
         }
-        _ => Err(std::io::Error::other("stream reset before response headers")),
+        _ => Err(std::io::Error::other(
+            "stream reset before response headers",
+        )),
     }
 }
 
 fn error_response(status: u16) -> Response<BoxBody> {
-    let mut r = Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync());
+    let mut r = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     r
 }
@@ -724,7 +874,13 @@ async fn upstream_exchange(
     cfg: Arc<ProxyConfig>,
     upstream: Arc<Upstream>,
 ) {
-    let Some(Frame::Headers { headers, end_stream }) = up_rx.recv().await else { return };
+    let Some(Frame::Headers {
+        headers,
+        end_stream,
+    }) = up_rx.recv().await
+    else {
+        return;
+    };
     let path = headers.get(":path").unwrap_or("/").to_string();
     let authority = match headers.get(":authority") {
         Some(a) if !a.is_empty() => a.to_string(),
@@ -732,15 +888,28 @@ async fn upstream_exchange(
     };
     let method = headers.get(":method").unwrap_or("GET").to_string();
     let body: BoxBody = if end_stream {
-        http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync()
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync()
     } else {
-        ReleasedBody { rx: up_rx, flow: up_flow, done: false, reset_on_drop: None }.boxed_unsync()
+        ReleasedBody {
+            rx: up_rx,
+            flow: up_flow,
+            done: false,
+            reset_on_drop: None,
+            drop_trailers: !cfg.upstream_trailers(),
+        }
+        .boxed_unsync()
     };
     let uri = match cfg.upstream_protocol {
         Protocol::Http1 => path.clone(),
         Protocol::H2c => format!("http://{authority}{path}"),
     };
-    let mut req = match Request::builder().method(method.as_str()).uri(uri).body(body) {
+    let mut req = match Request::builder()
+        .method(method.as_str())
+        .uri(uri)
+        .body(body)
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("host-harness: cannot build the upstream request: {e}");
@@ -779,6 +948,7 @@ async fn upstream_exchange(
             move |b, e| Command::ResponseData(id, b, e),
             move |t| Command::ResponseTrailers(id, t),
             Command::Reset(id),
+            !cfg.upstream_trailers(),
         )
         .await;
     }
@@ -820,14 +990,26 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     let options = PluginOptions::new(WasmSource::File(cfg.wasm.clone()))
         .plugin_config(cfg.plugin_config.clone())
         .real_clock(true);
-    let options = PluginOptions { record_callbacks: false, ..options }.buffer_limit(cfg.stream_buffer_limit());
+    let options = PluginOptions {
+        record_callbacks: false,
+        ..options
+    }
+    .buffer_limit(cfg.stream_buffer_limit());
     let sink = cfg.log_sink.clone();
     let vm = tokio::task::spawn_blocking(move || start_vm(options, sink))
         .await
         .map_err(|e| ProxyError::Load(LoadError::Instantiate(e.to_string())))?
         .map_err(ProxyError::Load)?;
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
-    let local_addr = listener.local_addr().map_err(|error| ProxyError::Listen { addr: cfg.listen, error })?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|error| ProxyError::Listen {
+            addr: cfg.listen,
+            error,
+        })?;
+    let local_addr = listener.local_addr().map_err(|error| ProxyError::Listen {
+        addr: cfg.listen,
+        error,
+    })?;
     let network = cfg.is_network();
     let upstream = Upstream::new(cfg.upstream, cfg.upstream_protocol);
     let pool = upstream.clone();
@@ -845,12 +1027,22 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
                 continue;
             }
             tokio::spawn(async move {
-                let io = TokioIo::new(tcp);
                 let protocol = cfg.downstream_protocol;
                 let window = cfg.http2_initial_stream_window_size;
-                let svc = service_fn(move |req| handle(req, vm.clone(), cfg.clone(), upstream.clone()));
+                // Envoy's `enable_trailers` on an HTTP/1.1 listener: trailers are written into
+                // the last chunk by the connection's writer (see h1_trailers.rs).
+                let slot = (protocol == Protocol::Http1 && cfg.downstream_http1_trailers)
+                    .then(Slot::default);
+                let io = TokioIo::new(TrailerWriter::new(tcp, slot.clone().unwrap_or_default()));
+                let svc = service_fn(move |req| {
+                    handle(req, vm.clone(), cfg.clone(), upstream.clone(), slot.clone())
+                });
                 let result = match protocol {
-                    Protocol::Http1 => hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await,
+                    Protocol::Http1 => {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
+                    }
                     Protocol::H2c => {
                         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                             .initial_stream_window_size(window)
@@ -863,5 +1055,10 @@ pub async fn start(cfg: ProxyConfig) -> Result<RunningProxy, ProxyError> {
             });
         }
     });
-    Ok(RunningProxy { local_addr, network, upstream: pool, task })
+    Ok(RunningProxy {
+        local_addr,
+        network,
+        upstream: pool,
+        task,
+    })
 }

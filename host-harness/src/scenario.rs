@@ -57,32 +57,38 @@ impl Scenario {
     }
 
     pub fn request_headers(&mut self, headers: &[(&str, &str)], end_stream: bool) -> &mut Self {
-        self.plugin.http_request_headers(self.stream, Headers::from_pairs(headers), end_stream);
+        self.plugin
+            .http_request_headers(self.stream, Headers::from_pairs(headers), end_stream);
         self
     }
 
     pub fn request_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
-        self.plugin.http_request_data(self.stream, bytes, end_stream);
+        self.plugin
+            .http_request_data(self.stream, bytes, end_stream);
         self
     }
 
     pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin.http_request_trailers(self.stream, Headers::from_pairs(trailers));
+        self.plugin
+            .http_request_trailers(self.stream, Headers::from_pairs(trailers));
         self
     }
 
     pub fn response_headers(&mut self, headers: &[(&str, &str)], end_stream: bool) -> &mut Self {
-        self.plugin.http_response_headers(self.stream, Headers::from_pairs(headers), end_stream);
+        self.plugin
+            .http_response_headers(self.stream, Headers::from_pairs(headers), end_stream);
         self
     }
 
     pub fn response_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
-        self.plugin.http_response_data(self.stream, bytes, end_stream);
+        self.plugin
+            .http_response_data(self.stream, bytes, end_stream);
         self
     }
 
     pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin.http_response_trailers(self.stream, Headers::from_pairs(trailers));
+        self.plugin
+            .http_response_trailers(self.stream, Headers::from_pairs(trailers));
         self
     }
 
@@ -142,7 +148,11 @@ impl Scenario {
 
     /// The last value the filter returned from `callback` on this stream.
     pub fn last_return(&self, callback: &str) -> Option<i64> {
-        self.returns().into_iter().rev().find(|(c, _)| *c == callback).and_then(|(_, r)| r)
+        self.returns()
+            .into_iter()
+            .rev()
+            .find(|(c, _)| *c == callback)
+            .and_then(|(_, r)| r)
     }
 
     pub fn callbacks(&self) -> &[CallbackRecord] {
@@ -191,7 +201,11 @@ impl ConnectionScenario {
 
     pub fn on(mut plugin: Plugin) -> Self {
         let (conn, new_connection) = plugin.connection_open();
-        ConnectionScenario { plugin, conn, new_connection }
+        ConnectionScenario {
+            plugin,
+            conn,
+            new_connection,
+        }
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -203,15 +217,18 @@ impl ConnectionScenario {
     }
 
     pub fn downstream_data(&mut self, bytes: &[u8], end_stream: bool) -> NetworkAction {
-        self.plugin.connection_downstream_data(self.conn, bytes, end_stream)
+        self.plugin
+            .connection_downstream_data(self.conn, bytes, end_stream)
     }
 
     pub fn upstream_data(&mut self, bytes: &[u8], end_stream: bool) -> NetworkAction {
-        self.plugin.connection_upstream_data(self.conn, bytes, end_stream)
+        self.plugin
+            .connection_upstream_data(self.conn, bytes, end_stream)
     }
 
     pub fn downstream_close(&mut self) -> &mut Self {
-        self.plugin.connection_downstream_closed(self.conn, CloseType::Remote);
+        self.plugin
+            .connection_downstream_closed(self.conn, CloseType::Remote);
         self
     }
 

@@ -60,12 +60,14 @@ impl Metrics {
         let slot = kind as usize;
         let id = self.next_id[slot] * METRIC_ID_INCREMENT + kind as u32;
         self.next_id[slot] += 1;
-        self.by_name.entry(name.to_string()).or_insert_with(|| Metric {
-            name: name.to_string(),
-            kind,
-            value: 0,
-            samples: Vec::new(),
-        });
+        self.by_name
+            .entry(name.to_string())
+            .or_insert_with(|| Metric {
+                name: name.to_string(),
+                kind,
+                value: 0,
+                samples: Vec::new(),
+            });
         self.id_to_name.insert(id, name.to_string());
         id
     }
@@ -119,7 +121,8 @@ impl SharedStore {
                 *entry = (value.to_vec(), new_cas);
             }
             None => {
-                self.data.insert((vm_id.to_string(), key.to_vec()), (value.to_vec(), new_cas));
+                self.data
+                    .insert((vm_id.to_string(), key.to_vec()), (value.to_vec(), new_cas));
             }
         }
         Status::Ok
@@ -136,12 +139,20 @@ impl SharedStore {
         self.next_queue_token += 1;
         let token = self.next_queue_token;
         self.queue_tokens.insert(key, token);
-        self.queues.insert(token, SharedQueue { root_context_id, items: VecDeque::new() });
+        self.queues.insert(
+            token,
+            SharedQueue {
+                root_context_id,
+                items: VecDeque::new(),
+            },
+        );
         token
     }
 
     pub(crate) fn resolve_queue(&self, vm_id: &str, name: &[u8]) -> Option<u32> {
-        self.queue_tokens.get(&(vm_id.to_string(), name.to_vec())).copied()
+        self.queue_tokens
+            .get(&(vm_id.to_string(), name.to_vec()))
+            .copied()
     }
 
     pub(crate) fn queue_mut(&mut self, token: u32) -> Option<&mut SharedQueue> {
@@ -153,7 +164,9 @@ impl SharedStore {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Clock {
     /// Nanoseconds since the Unix epoch; moves only when a scenario advances it.
-    Virtual { now_ns: u64 },
+    Virtual {
+        now_ns: u64,
+    },
     Real,
 }
 
@@ -251,7 +264,11 @@ impl HostState {
         if std::env::var_os("HOST_HARNESS_ECHO_LOGS").is_some() {
             eprintln!("[wasm {level:?} ctx={context_id}] {message}");
         }
-        self.logs.push(LogEntry { level, context_id, message });
+        self.logs.push(LogEntry {
+            level,
+            context_id,
+            message,
+        });
     }
 
     /// The context hostcalls act on: the effective one if set and still alive.

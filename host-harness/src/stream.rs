@@ -32,8 +32,14 @@ pub enum Direction {
 /// What left the filter toward one side, in order (chunk boundaries preserved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Headers { headers: Headers, end_stream: bool },
-    Data { bytes: Vec<u8>, end_stream: bool },
+    Headers {
+        headers: Headers,
+        end_stream: bool,
+    },
+    Data {
+        bytes: Vec<u8>,
+        end_stream: bool,
+    },
     Trailers(Headers),
     /// The stream was reset toward this side.
     Reset,
@@ -256,7 +262,11 @@ impl HttpStream {
             _ => return None,
         };
         if headers {
-            return if half.headers_ptr { half.headers.as_mut() } else { None };
+            return if half.headers_ptr {
+                half.headers.as_mut()
+            } else {
+                None
+            };
         }
         if !half.trailers_ptr && half.body_ptr != BodyPtr::Null && eos && half.trailers.is_none() {
             half.trailers = Some(Headers::new());
@@ -282,7 +292,9 @@ impl HttpStream {
         let s = |v: Option<&str>| v.map(|v| v.as_bytes().to_vec());
         match parts {
             [b"request", b"path"] => s(req?.get(":path")),
-            [b"request", b"url_path"] => s(req?.get(":path").map(|p| p.split('?').next().unwrap_or(p))),
+            [b"request", b"url_path"] => {
+                s(req?.get(":path").map(|p| p.split('?').next().unwrap_or(p)))
+            }
             [b"request", b"method"] => s(req?.get(":method")),
             [b"request", b"host"] => s(req?.get(":authority")),
             [b"request", b"scheme"] => s(req?.get(":scheme")),
@@ -293,9 +305,11 @@ impl HttpStream {
                 Some(code.to_le_bytes().to_vec())
             }
             [b"response", b"headers", name] => s(resp?.get(&String::from_utf8_lossy(name))),
-            [b"response", b"trailers", name] => {
-                s(self.response.trailers.as_ref()?.get(&String::from_utf8_lossy(name)))
-            }
+            [b"response", b"trailers", name] => s(self
+                .response
+                .trailers
+                .as_ref()?
+                .get(&String::from_utf8_lossy(name))),
             _ => None,
         }
     }
@@ -304,8 +318,16 @@ impl HttpStream {
 /// Callback names per direction.
 fn callbacks(dir: Direction) -> (&'static str, &'static str, &'static str) {
     match dir {
-        Direction::Request => ("proxy_on_request_headers", "proxy_on_request_body", "proxy_on_request_trailers"),
-        Direction::Response => ("proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers"),
+        Direction::Request => (
+            "proxy_on_request_headers",
+            "proxy_on_request_body",
+            "proxy_on_request_trailers",
+        ),
+        Direction::Response => (
+            "proxy_on_response_headers",
+            "proxy_on_response_body",
+            "proxy_on_response_trailers",
+        ),
     }
 }
 
@@ -334,7 +356,10 @@ impl Plugin {
     /// Request headers from downstream (Envoy `decodeHeaders`).
     pub fn http_request_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
         let id = id.0;
-        if self.stream(id).is_none_or(|s| s.finished || s.request.headers.is_some()) {
+        if self
+            .stream(id)
+            .is_none_or(|s| s.finished || s.request.headers.is_some())
+        {
             return;
         }
         // onCreate: the VM context exists from the first callback on (unless the VM is dead).
@@ -361,7 +386,10 @@ impl Plugin {
 
     /// Response headers from upstream (Envoy `encodeHeaders`).
     pub fn http_response_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
-        if self.stream(id.0).is_none_or(|s| s.finished || s.response.aborted) {
+        if self
+            .stream(id.0)
+            .is_none_or(|s| s.finished || s.response.aborted)
+        {
             return;
         }
         self.on_headers(id.0, Direction::Response, headers, end_stream);
@@ -410,12 +438,16 @@ impl Plugin {
 
     /// Frames the filter let through toward upstream (request way) since the last take.
     pub fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
-        self.stream_mut(id.0).map(|s| std::mem::take(&mut s.request.out)).unwrap_or_default()
+        self.stream_mut(id.0)
+            .map(|s| std::mem::take(&mut s.request.out))
+            .unwrap_or_default()
     }
 
     /// Frames the filter let through toward downstream (response way) since the last take.
     pub fn http_take_downstream(&mut self, id: StreamId) -> Vec<Frame> {
-        self.stream_mut(id.0).map(|s| std::mem::take(&mut s.response.out)).unwrap_or_default()
+        self.stream_mut(id.0)
+            .map(|s| std::mem::take(&mut s.response.out))
+            .unwrap_or_default()
     }
 
     pub fn http_local_reply(&self, id: StreamId) -> Option<LocalReply> {
@@ -431,12 +463,15 @@ impl Plugin {
     /// source of `dir` (the client for requests, the upstream for responses) should stop
     /// reading until the held data drains to half the limit.
     pub fn http_read_disabled(&self, id: StreamId, dir: Direction) -> bool {
-        self.stream(id.0).is_some_and(|s| !s.finished && s.half(dir).read_disabled)
+        self.stream(id.0)
+            .is_some_and(|s| !s.finished && s.half(dir).read_disabled)
     }
 
     /// Bytes the filter manager holds for the filter in one direction (paused data).
     pub fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
-        self.stream(id.0).and_then(|s| s.half(dir).buffered.as_ref().map(|b| b.len())).unwrap_or(0)
+        self.stream(id.0)
+            .and_then(|s| s.half(dir).buffered.as_ref().map(|b| b.len()))
+            .unwrap_or(0)
     }
 
     /// Forgets a finished stream's record (proxy mode, to bound memory).
@@ -470,7 +505,9 @@ impl Plugin {
     /// Time until the next tick, if one is armed.
     pub fn next_tick_in(&self) -> Option<Duration> {
         let now = self.state().clock.now_ns();
-        self.state().next_tick_ns.map(|d| Duration::from_nanos(d.saturating_sub(now)))
+        self.state()
+            .next_tick_ns
+            .map(|d| Duration::from_nanos(d.saturating_sub(now)))
     }
 
     fn set_now(&mut self, ns: u64) {
@@ -489,7 +526,8 @@ impl Plugin {
         // Envoy re-arms the timer after the callback unless the callback changed the period.
         let s = self.state_mut();
         if s.next_tick_ns == before {
-            s.next_tick_ns = (s.tick_period_ms != 0).then(|| s.clock.now_ns() + s.tick_period_ms as u64 * 1_000_000);
+            s.next_tick_ns = (s.tick_period_ms != 0)
+                .then(|| s.clock.now_ns() + s.tick_period_ms as u64 * 1_000_000);
         }
         self.after_event();
     }
@@ -524,15 +562,23 @@ impl Plugin {
             match action {
                 Deferred::Continue { context_id, stream } => match stream {
                     StreamType::HttpRequest => self.common_continue(context_id, Direction::Request),
-                    StreamType::HttpResponse => self.common_continue(context_id, Direction::Response),
+                    StreamType::HttpResponse => {
+                        self.common_continue(context_id, Direction::Response)
+                    }
                     StreamType::Downstream => self.connection_continue_reading(context_id),
                     StreamType::Upstream => {}
                 },
                 Deferred::Close { context_id, stream } => match stream {
-                    StreamType::HttpRequest | StreamType::HttpResponse => self.reset_stream(context_id),
-                    StreamType::Downstream | StreamType::Upstream => self.connection_close(context_id, stream),
+                    StreamType::HttpRequest | StreamType::HttpResponse => {
+                        self.reset_stream(context_id)
+                    }
+                    StreamType::Downstream | StreamType::Upstream => {
+                        self.connection_close(context_id, stream)
+                    }
                 },
-                Deferred::LocalReply { context_id, reply } => self.send_local_reply(context_id, reply, false),
+                Deferred::LocalReply { context_id, reply } => {
+                    self.send_local_reply(context_id, reply, false)
+                }
             }
         }
     }
@@ -562,7 +608,9 @@ impl Plugin {
     /// cpp-host `failStream(Request)` + `failStream(Response)`: one 503 local reply
     /// (gRPC requests: 200 + grpc-status 14), or a reset if the response already started.
     fn fail_stream(&mut self, id: u32) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.stream_failed || st.failure_local_reply_sent {
             return;
         }
@@ -578,7 +626,9 @@ impl Plugin {
     }
 
     fn on_headers(&mut self, id: u32, dir: Direction, headers: Headers, end_stream: bool) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished || st.half(dir).aborted {
             return;
         }
@@ -601,7 +651,9 @@ impl Plugin {
                 CallOutcome::Failed => HeadersAction::StopAllWatermark,
             }
         };
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         if half.aborted {
             return;
         }
@@ -621,7 +673,9 @@ impl Plugin {
     }
 
     fn on_data(&mut self, id: u32, dir: Direction, data: Vec<u8>, end_stream: bool) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished {
             return;
         }
@@ -647,8 +701,11 @@ impl Plugin {
     /// One body callback (wasm `decodeData`/`encodeData`) and what the filter manager does
     /// with its status. `from_buffer`: the callback is fed the buffered data on a resume.
     fn filter_data(&mut self, id: u32, dir: Direction, from_buffer: bool, end_stream: bool) {
-        let skip_vm = dir == Direction::Response && self.stream(id).is_some_and(|s| s.failure_local_reply_sent);
-        let Some(st) = self.stream_mut(id) else { return };
+        let skip_vm = dir == Direction::Response
+            && self.stream(id).is_some_and(|s| s.failure_local_reply_sent);
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         st.end_of_stream = end_stream;
         let half = st.half_mut(dir);
         let had_trailers = half.trailers.is_some();
@@ -665,20 +722,32 @@ impl Plugin {
                 }
                 half.buffer_incoming(from_buffer);
                 self.check_high_watermark(id, dir);
-                if self.stream(id).is_none_or(|s| s.finished || s.half(dir).aborted) {
+                if self
+                    .stream(id)
+                    .is_none_or(|s| s.finished || s.half(dir).aborted)
+                {
                     return;
                 }
             }
-            let Some(half) = self.half_mut(id, dir) else { return };
-            half.body_ptr = if from_buffer { BodyPtr::Buffered } else { BodyPtr::Incoming };
+            let Some(half) = self.half_mut(id, dir) else {
+                return;
+            };
+            half.body_ptr = if from_buffer {
+                BodyPtr::Buffered
+            } else {
+                BodyPtr::Incoming
+            };
             let size = half.body().map(|b| b.len()).unwrap_or(0) as i32;
-            let outcome = self.call_filter(id, callbacks(dir).1, &[id as i32, size, end_stream as i32]);
+            let outcome =
+                self.call_filter(id, callbacks(dir).1, &[id as i32, size, end_stream as i32]);
             match outcome {
                 CallOutcome::Ran(r, stopped) => DataAction::from_guest(r.unwrap_or(0), stopped),
                 CallOutcome::Failed => DataAction::StopIterationNoBuffer,
             }
         };
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         if half.aborted {
             return;
         }
@@ -696,7 +765,10 @@ impl Plugin {
                     self.common_continue(id, dir);
                 } else {
                     let bytes = if from_buffer {
-                        half.buffered.as_mut().map(std::mem::take).unwrap_or_default()
+                        half.buffered
+                            .as_mut()
+                            .map(std::mem::take)
+                            .unwrap_or_default()
                     } else {
                         std::mem::take(&mut half.incoming)
                     };
@@ -727,7 +799,9 @@ impl Plugin {
     }
 
     fn on_trailers(&mut self, id: u32, dir: Direction, trailers: Headers) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished {
             return;
         }
@@ -744,8 +818,11 @@ impl Plugin {
     }
 
     fn filter_trailers(&mut self, id: u32, dir: Direction) {
-        let skip_vm = dir == Direction::Response && self.stream(id).is_some_and(|s| s.failure_local_reply_sent);
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let skip_vm = dir == Direction::Response
+            && self.stream(id).is_some_and(|s| s.failure_local_reply_sent);
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         half.trailers_ptr = true;
         let count = half.trailers.as_ref().map(|t| t.len()).unwrap_or(0) as i32;
         let action = if skip_vm {
@@ -756,7 +833,9 @@ impl Plugin {
                 CallOutcome::Failed => TrailersAction::StopIteration,
             }
         };
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         if half.aborted {
             return;
         }
@@ -779,7 +858,9 @@ impl Plugin {
 
     /// Envoy's `commonContinue` (continueDecoding / continueEncoding).
     fn common_continue(&mut self, id: u32, dir: Direction) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished {
             return;
         }
@@ -796,19 +877,27 @@ impl Plugin {
             let eos = half.complete && half.buffered.is_none() && half.trailers.is_none();
             self.forward_headers(id, dir, eos);
         }
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         let had_trailers = half.trailers.is_some();
         if half.buffered.is_some() {
             let eos = half.complete && !had_trailers;
             if half.iterate_from_current {
                 self.filter_data(id, dir, true, eos);
             } else {
-                let bytes = half.buffered.as_mut().map(std::mem::take).unwrap_or_default();
+                let bytes = half
+                    .buffered
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default();
                 self.forward_data(id, dir, bytes, eos);
             }
         }
         if had_trailers {
-            let from_current = self.half_mut(id, dir).is_some_and(|h| h.iterate_from_current);
+            let from_current = self
+                .half_mut(id, dir)
+                .is_some_and(|h| h.iterate_from_current);
             if from_current {
                 self.filter_trailers(id, dir);
             } else {
@@ -828,7 +917,9 @@ impl Plugin {
     /// reply: a reset if the client already got headers, a direct reply if they are held).
     fn check_high_watermark(&mut self, id: u32, dir: Direction) {
         let limit = self.state().buffer_limit as usize;
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         let len = half.buffered.as_ref().map_or(0, |b| b.len());
         if limit == 0 || len <= limit || half.above_high || half.aborted {
             return;
@@ -855,7 +946,9 @@ impl Plugin {
     /// The low watermark (half the limit): reading resumes.
     fn check_low_watermark(&mut self, id: u32, dir: Direction) {
         let limit = self.state().buffer_limit as usize;
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         let len = half.buffered.as_ref().map_or(0, |b| b.len());
         if !half.above_high || len > limit / 2 {
             return;
@@ -865,7 +958,9 @@ impl Plugin {
     }
 
     fn push_frame(&mut self, id: u32, dir: Direction, frame: Frame, ends: bool) {
-        let Some(half) = self.half_mut(id, dir) else { return };
+        let Some(half) = self.half_mut(id, dir) else {
+            return;
+        };
         if half.end_forwarded {
             return;
         }
@@ -879,8 +974,18 @@ impl Plugin {
     }
 
     fn forward_headers(&mut self, id: u32, dir: Direction, end_stream: bool) {
-        let Some(headers) = self.half_mut(id, dir).and_then(|h| h.headers.clone()) else { return };
-        self.push_frame(id, dir, Frame::Headers { headers, end_stream }, end_stream);
+        let Some(headers) = self.half_mut(id, dir).and_then(|h| h.headers.clone()) else {
+            return;
+        };
+        self.push_frame(
+            id,
+            dir,
+            Frame::Headers {
+                headers,
+                end_stream,
+            },
+            end_stream,
+        );
     }
 
     fn forward_data(&mut self, id: u32, dir: Direction, bytes: Vec<u8>, end_stream: bool) {
@@ -892,7 +997,9 @@ impl Plugin {
     }
 
     fn forward_trailers(&mut self, id: u32, dir: Direction) {
-        let Some(trailers) = self.half_mut(id, dir).and_then(|h| h.trailers.clone()) else { return };
+        let Some(trailers) = self.half_mut(id, dir).and_then(|h| h.trailers.clone()) else {
+            return;
+        };
         self.push_frame(id, dir, Frame::Trailers(trailers), true);
     }
 
@@ -900,7 +1007,9 @@ impl Plugin {
     /// started, straight to the codec if upstream headers are held, a reset if the client
     /// already got headers. The upstream request is abandoned either way.
     pub(crate) fn send_local_reply(&mut self, id: u32, reply: LocalReply, failure: bool) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished {
             return;
         }
@@ -928,9 +1037,15 @@ impl Plugin {
         if direct {
             st.response.aborted = true;
             let eos = body.is_empty();
-            st.response.out.push(Frame::Headers { headers, end_stream: eos });
+            st.response.out.push(Frame::Headers {
+                headers,
+                end_stream: eos,
+            });
             if !eos {
-                st.response.out.push(Frame::Data { bytes: body, end_stream: true });
+                st.response.out.push(Frame::Data {
+                    bytes: body,
+                    end_stream: true,
+                });
             }
             st.response.end_forwarded = true;
             self.finish_stream(id);
@@ -945,7 +1060,9 @@ impl Plugin {
 
     /// A reset from either side, or `proxy_close_stream`.
     pub(crate) fn reset_stream(&mut self, id: u32) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished {
             return;
         }
@@ -962,7 +1079,9 @@ impl Plugin {
     /// End of the stream: access log, then `proxy_on_done` and `proxy_on_delete`; the
     /// context is gone afterwards (set_effective_context to it answers BadArgument).
     fn finish_stream(&mut self, id: u32) {
-        let Some(st) = self.stream_mut(id) else { return };
+        let Some(st) = self.stream_mut(id) else {
+            return;
+        };
         if st.finished {
             return;
         }
@@ -998,7 +1117,9 @@ impl Plugin {
 /// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc` exactly or followed by
 /// `+` or `;` (so gRPC-web is *not* gRPC here).
 pub(crate) fn is_grpc_request(headers: &Headers) -> bool {
-    let Some(ct) = headers.get("content-type") else { return false };
+    let Some(ct) = headers.get("content-type") else {
+        return false;
+    };
     match ct.strip_prefix("application/grpc") {
         Some(rest) => rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'),
         None => false,
@@ -1033,24 +1154,25 @@ fn percent_encode(body: &[u8]) -> String {
 /// grpc-status (and grpc-message from the body); others get the status and a text body.
 fn local_reply_message(reply: &LocalReply, is_grpc: bool) -> (Headers, Vec<u8>) {
     let mut h = Headers::new();
-    let body;
-    if is_grpc {
+    let body = if is_grpc {
         h.add(":status", "200");
         h.add("content-type", "application/grpc");
-        let grpc = reply.grpc_status.unwrap_or_else(|| http_to_grpc_status(reply.status));
+        let grpc = reply
+            .grpc_status
+            .unwrap_or_else(|| http_to_grpc_status(reply.status));
         h.add("grpc-status", &grpc.to_string());
         if !reply.body.is_empty() {
             h.add("grpc-message", &percent_encode(&reply.body));
         }
-        body = Vec::new();
+        Vec::new()
     } else {
         h.add(":status", &reply.status.to_string());
         if !reply.body.is_empty() {
             h.add("content-length", &reply.body.len().to_string());
             h.add("content-type", "text/plain");
         }
-        body = reply.body.clone();
-    }
+        reply.body.clone()
+    };
     for (k, v) in reply.headers.iter() {
         h.add(k, v);
     }

@@ -82,38 +82,109 @@ pub(crate) async fn serve(client: TcpStream, vm: VmHandle, cfg: Arc<ProxyConfig>
         downstream_flow: down_flow.clone(),
     };
     let (opened_tx, opened_rx) = oneshot::channel();
-    vm.send(Command::ConnOpen { sink, opened: opened_tx });
-    let Ok((id, closed)) = opened_rx.await else { return };
+    vm.send(Command::ConnOpen {
+        sink,
+        opened: opened_tx,
+    });
+    let Ok((id, closed)) = opened_rx.await else {
+        return;
+    };
     let halves = Arc::new(Mutex::new(Halves::default()));
     let (client_read, client_write) = client.into_split();
     let (stop_client_tx, stop_client_rx) = watch::channel(false);
     if closed {
         // The filter (or a failed VM) closed the connection before tcp_proxy started.
-        write_side(client_write, down_rx, down_flow, stop_client_tx, Side::Downstream, vm, id, halves).await;
+        write_side(
+            client_write,
+            down_rx,
+            down_flow,
+            stop_client_tx,
+            Side::Downstream,
+            vm,
+            id,
+            halves,
+        )
+        .await;
         return;
     }
-    let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(cfg.upstream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            eprintln!("host-harness: upstream {}: {e}", cfg.upstream);
-            vm.send(Command::ConnUpstreamReset(id));
-            write_side(client_write, down_rx, down_flow, stop_client_tx, Side::Downstream, vm, id, halves).await;
-            return;
-        }
-        Err(_) => {
-            eprintln!("host-harness: upstream {}: connect timed out", cfg.upstream);
-            vm.send(Command::ConnUpstreamReset(id));
-            write_side(client_write, down_rx, down_flow, stop_client_tx, Side::Downstream, vm, id, halves).await;
-            return;
-        }
-    };
+    let upstream =
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(cfg.upstream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                eprintln!("host-harness: upstream {}: {e}", cfg.upstream);
+                vm.send(Command::ConnUpstreamReset(id));
+                write_side(
+                    client_write,
+                    down_rx,
+                    down_flow,
+                    stop_client_tx,
+                    Side::Downstream,
+                    vm,
+                    id,
+                    halves,
+                )
+                .await;
+                return;
+            }
+            Err(_) => {
+                eprintln!("host-harness: upstream {}: connect timed out", cfg.upstream);
+                vm.send(Command::ConnUpstreamReset(id));
+                write_side(
+                    client_write,
+                    down_rx,
+                    down_flow,
+                    stop_client_tx,
+                    Side::Downstream,
+                    vm,
+                    id,
+                    halves,
+                )
+                .await;
+                return;
+            }
+        };
     let _ = upstream.set_nodelay(true);
     let (upstream_read, upstream_write) = upstream.into_split();
     let (stop_upstream_tx, stop_upstream_rx) = watch::channel(false);
-    tokio::spawn(read_side(client_read, vm.clone(), id, up_flow.clone(), stop_client_rx, Side::Downstream, halves.clone()));
-    tokio::spawn(read_side(upstream_read, vm.clone(), id, down_flow.clone(), stop_upstream_rx, Side::Upstream, halves.clone()));
-    tokio::spawn(write_side(upstream_write, up_rx, up_flow, stop_upstream_tx, Side::Upstream, vm.clone(), id, halves.clone()));
-    write_side(client_write, down_rx, down_flow, stop_client_tx, Side::Downstream, vm, id, halves).await;
+    tokio::spawn(read_side(
+        client_read,
+        vm.clone(),
+        id,
+        up_flow.clone(),
+        stop_client_rx,
+        Side::Downstream,
+        halves.clone(),
+    ));
+    tokio::spawn(read_side(
+        upstream_read,
+        vm.clone(),
+        id,
+        down_flow.clone(),
+        stop_upstream_rx,
+        Side::Upstream,
+        halves.clone(),
+    ));
+    tokio::spawn(write_side(
+        upstream_write,
+        up_rx,
+        up_flow,
+        stop_upstream_tx,
+        Side::Upstream,
+        vm.clone(),
+        id,
+        halves.clone(),
+    ));
+    write_side(
+        client_write,
+        down_rx,
+        down_flow,
+        stop_client_tx,
+        Side::Downstream,
+        vm,
+        id,
+        halves,
+    )
+    .await;
 }
 
 /// Reads one socket into the filter; `room` is the backlog toward the other side.

@@ -57,13 +57,18 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
-        let tcp = TcpStream::connect(self.addr).await.map_err(|e| ("connection failure", e))?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| ("connection failure", e))?;
         let _ = tcp.set_nodelay(true);
         self.opened.fetch_add(1, Ordering::SeqCst);
         Ok(TokioIo::new(tcp))
     }
 
-    pub(crate) async fn send(self: &Arc<Self>, req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match self.protocol {
             Protocol::H2c => self.send_h2(req).await,
             Protocol::Http1 => self.send_h1(req).await,
@@ -72,7 +77,10 @@ impl Upstream {
 
     /// The shared h2 connection (a new one if there is none, it closed, or `fresh`).
     /// Holding the lock while connecting makes concurrent first requests share it.
-    async fn h2_sender(&self, fresh: bool) -> Result<(http2::SendRequest<BoxBody>, bool), UpstreamError> {
+    async fn h2_sender(
+        &self,
+        fresh: bool,
+    ) -> Result<(http2::SendRequest<BoxBody>, bool), UpstreamError> {
         let mut slot = self.h2.lock().await;
         if !fresh {
             if let Some(s) = slot.as_ref().filter(|s| !s.is_closed()) {
@@ -80,13 +88,18 @@ impl Upstream {
             }
         }
         let io = self.connect().await?;
-        let (send, conn) = http2::handshake(TokioExecutor::new(), io).await.map_err(reset)?;
+        let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(reset)?;
         tokio::spawn(conn);
         *slot = Some(send.clone());
         Ok((send, true))
     }
 
-    async fn send_h2(&self, mut req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
+    async fn send_h2(
+        &self,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let mut fresh = false;
         loop {
             let (mut sender, new) = self.h2_sender(fresh).await?;
@@ -127,7 +140,10 @@ impl Upstream {
         });
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<BoxBody>) -> Result<Response<Incoming>, UpstreamError> {
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<BoxBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let mut pooled_allowed = true;
         loop {
             let (mut sender, pooled) = match pooled_allowed.then(|| self.take_idle()).flatten() {

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 
-use wasmtime::{Caller, Config, Engine, Extern, Func, Instance, Linker, Module, Store, Val, ValType};
+use wasmtime::{
+    Caller, Config, Engine, Extern, Func, Instance, Linker, Module, Store, Val, ValType,
+};
 
 use crate::abi::{LogLevel, Status};
 use crate::state::{CallbackRecord, Clock, HostState, Metrics, SharedHandle, SharedStore};
@@ -116,18 +118,34 @@ impl PluginOptions {
 /// Why a filter could not be loaded or started. The messages name what Envoy would log.
 #[derive(Debug)]
 pub enum LoadError {
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     Compile(String),
     NoAbiVersion,
-    MissingImport { module: String, name: String },
-    BadExport { name: String, detail: String },
+    MissingImport {
+        module: String,
+        name: String,
+    },
+    BadExport {
+        name: String,
+        detail: String,
+    },
     Instantiate(String),
     /// The guest trapped while starting (`_initialize`, context create, vm start, configure).
-    Trap { during: &'static str, message: String },
+    Trap {
+        during: &'static str,
+        message: String,
+    },
     /// `proxy_on_vm_start` returned false.
-    VmStartFailed { logs: Vec<String> },
+    VmStartFailed {
+        logs: Vec<String>,
+    },
     /// `proxy_on_configure` returned false: the filter rejected its configuration.
-    ConfigureFailed { logs: Vec<String> },
+    ConfigureFailed {
+        logs: Vec<String>,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -153,14 +171,20 @@ impl fmt::Display for LoadError {
                 write!(f, "wasm trapped during {during}: {message}")
             }
             LoadError::VmStartFailed { logs } => {
-                write!(f, "Wasm VM failed to start (proxy_on_vm_start returned false)")?;
+                write!(
+                    f,
+                    "Wasm VM failed to start (proxy_on_vm_start returned false)"
+                )?;
                 for l in logs {
                     write!(f, "\n  filter: {l}")?;
                 }
                 Ok(())
             }
             LoadError::ConfigureFailed { logs } => {
-                write!(f, "plugin configuration rejected (proxy_on_configure returned false)")?;
+                write!(
+                    f,
+                    "plugin configuration rejected (proxy_on_configure returned false)"
+                )?;
                 for l in logs {
                     write!(f, "\n  filter: {l}")?;
                 }
@@ -253,8 +277,10 @@ impl Plugin {
     /// `proxy_on_vm_start`, `proxy_on_configure` — failing like Envoy fails the listener.
     pub fn load(options: PluginOptions) -> Result<Plugin, LoadError> {
         let bytes = match &options.wasm {
-            WasmSource::File(path) => std::fs::read(path)
-                .map_err(|error| LoadError::Read { path: path.clone(), error })?,
+            WasmSource::File(path) => std::fs::read(path).map_err(|error| LoadError::Read {
+                path: path.clone(),
+                error,
+            })?,
             WasmSource::Bytes(b) => b.clone(),
             // wasmtime's `wat` feature parses text in `Module::new`.
             WasmSource::Wat(text) => text.clone().into_bytes(),
@@ -301,7 +327,9 @@ impl Plugin {
             clock: if options.real_clock {
                 Clock::Real
             } else {
-                Clock::Virtual { now_ns: Clock::VIRTUAL_EPOCH_NS }
+                Clock::Virtual {
+                    now_ns: Clock::VIRTUAL_EPOCH_NS,
+                }
             },
             http_streams: BTreeMap::new(),
             connections: BTreeMap::new(),
@@ -322,7 +350,8 @@ impl Plugin {
         crate::wasi::define(&mut linker).map_err(|e| LoadError::Instantiate(e.to_string()))?;
 
         for import in module.imports() {
-            if linker.get(&mut store, import.module(), import.name())
+            if linker
+                .get(&mut store, import.module(), import.name())
                 .is_err()
             {
                 return Err(LoadError::MissingImport {
@@ -339,47 +368,64 @@ impl Plugin {
         store.data_mut().memory = memory;
         let allocator = instance
             .get_typed_func::<i32, i32>(&mut store, "malloc")
-            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate"))
+            .or_else(|_| {
+                instance.get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            })
             .ok();
         store.data_mut().allocator = allocator;
 
         let mut exports = HashMap::new();
         for (name, params, results) in CALLBACKS {
-            let Some(Extern::Func(func)) = instance.get_export(&mut store, name) else { continue };
+            let Some(Extern::Func(func)) = instance.get_export(&mut store, name) else {
+                continue;
+            };
             let ty = func.ty(&store);
-            let params_ok = ty.params().len() == *params && ty.params().all(|p| matches!(p, ValType::I32));
+            let params_ok =
+                ty.params().len() == *params && ty.params().all(|p| matches!(p, ValType::I32));
             let results_ok =
                 ty.results().len() == *results && ty.results().all(|r| matches!(r, ValType::I32));
             if !params_ok || !results_ok {
                 return Err(LoadError::BadExport {
                     name: name.to_string(),
-                    detail: format!("expected {params} i32 params and {results} i32 results, got {ty:?}"),
+                    detail: format!(
+                        "expected {params} i32 params and {results} i32 results, got {ty:?}"
+                    ),
                 });
             }
             exports.insert(*name, func);
         }
 
-        let mut plugin = Plugin { store, exports, failure: None, next_context_id: 2 };
+        let mut plugin = Plugin {
+            store,
+            exports,
+            failure: None,
+            next_context_id: 2,
+        };
 
         for start in ["_initialize", "_start"] {
             if let Some(Extern::Func(f)) = instance.get_export(&mut plugin.store, start) {
                 if let Err(e) = f.call(&mut plugin.store, &[], &mut []) {
-                    return Err(LoadError::Trap { during: start, message: format!("{e:#}") });
+                    return Err(LoadError::Trap {
+                        during: start,
+                        message: format!("{e:#}"),
+                    });
                 }
                 break;
             }
         }
 
         let root = plugin.store.data().root_context_id as i32;
-        match plugin.invoke("proxy_on_context_create", root as u32, &[root, 0]) {
-            Invocation::Trapped => return Err(plugin.trap_error("proxy_on_context_create")),
-            _ => {}
+        if plugin.invoke("proxy_on_context_create", root as u32, &[root, 0]) == Invocation::Trapped
+        {
+            return Err(plugin.trap_error("proxy_on_context_create"));
         }
         let vm_config_len = plugin.store.data().vm_config.len() as i32;
         match plugin.invoke("proxy_on_vm_start", root as u32, &[root, vm_config_len]) {
             Invocation::Trapped => return Err(plugin.trap_error("proxy_on_vm_start")),
             Invocation::Returned(Some(0)) => {
-                return Err(LoadError::VmStartFailed { logs: plugin.log_lines() })
+                return Err(LoadError::VmStartFailed {
+                    logs: plugin.log_lines(),
+                })
             }
             _ => {}
         }
@@ -390,7 +436,9 @@ impl Plugin {
         match configured {
             Invocation::Trapped => return Err(plugin.trap_error("proxy_on_configure")),
             Invocation::Returned(Some(0)) => {
-                return Err(LoadError::ConfigureFailed { logs: plugin.log_lines() })
+                return Err(LoadError::ConfigureFailed {
+                    logs: plugin.log_lines(),
+                })
             }
             _ => {}
         }
@@ -400,11 +448,19 @@ impl Plugin {
     }
 
     fn trap_error(&self, during: &'static str) -> LoadError {
-        LoadError::Trap { during, message: self.failure.clone().unwrap_or_default() }
+        LoadError::Trap {
+            during,
+            message: self.failure.clone().unwrap_or_default(),
+        }
     }
 
     fn log_lines(&self) -> Vec<String> {
-        self.store.data().logs.iter().map(|l| format!("[{:?}] {}", l.level, l.message)).collect()
+        self.store
+            .data()
+            .logs
+            .iter()
+            .map(|l| format!("[{:?}] {}", l.level, l.message))
+            .collect()
     }
 
     /// Why the VM died, if it did.
@@ -432,14 +488,25 @@ impl Plugin {
 
     /// Calls one guest export with `current_context = context_id`, as cpp-host's
     /// `SaveRestoreContext` does. A trap marks the VM failed for good.
-    pub(crate) fn invoke(&mut self, callback: &'static str, context_id: u32, args: &[i32]) -> Invocation {
+    pub(crate) fn invoke(
+        &mut self,
+        callback: &'static str,
+        context_id: u32,
+        args: &[i32],
+    ) -> Invocation {
         if self.failure.is_some() {
             return Invocation::VmFailed;
         }
-        let Some(func) = self.exports.get(callback).copied() else { return Invocation::Missing };
+        let Some(func) = self.exports.get(callback).copied() else {
+            return Invocation::Missing;
+        };
         let (saved_current, saved_effective, saved_stop) = {
             let s = self.store.data_mut();
-            let saved = (s.current_context, s.effective_context, s.next_iteration_stopped);
+            let saved = (
+                s.current_context,
+                s.effective_context,
+                s.next_iteration_stopped,
+            );
             s.current_context = context_id;
             s.effective_context = 0;
             s.next_iteration_stopped = false;
@@ -461,7 +528,11 @@ impl Plugin {
             Err(e) => {
                 let message = format!("{e:#}");
                 let s = self.store.data_mut();
-                s.log(LogLevel::Critical, context_id, format!("wasm trap in {callback}: {message}"));
+                s.log(
+                    LogLevel::Critical,
+                    context_id,
+                    format!("wasm trap in {callback}: {message}"),
+                );
                 self.failure = Some(format!("{callback}: {message}"));
                 Invocation::Trapped
             }
@@ -506,39 +577,71 @@ pub(crate) mod mem {
     use super::*;
 
     fn memory(caller: &Caller<'_, HostState>) -> HostcallResult<wasmtime::Memory> {
-        caller.data().memory.ok_or(HostError::Status(Status::InvalidMemoryAccess))
+        caller
+            .data()
+            .memory
+            .ok_or(HostError::Status(Status::InvalidMemoryAccess))
     }
 
-    pub(crate) fn read(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> HostcallResult<Vec<u8>> {
+    pub(crate) fn read(
+        caller: &Caller<'_, HostState>,
+        ptr: i32,
+        len: i32,
+    ) -> HostcallResult<Vec<u8>> {
         let m = memory(caller)?;
         let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
         let data = m.data(caller);
         let end = ptr.checked_add(len).ok_or(Status::InvalidMemoryAccess)?;
-        data.get(ptr..end).map(|s| s.to_vec()).ok_or(HostError::Status(Status::InvalidMemoryAccess))
+        data.get(ptr..end)
+            .map(|s| s.to_vec())
+            .ok_or(HostError::Status(Status::InvalidMemoryAccess))
     }
 
-    pub(crate) fn write(caller: &mut Caller<'_, HostState>, ptr: i32, bytes: &[u8]) -> HostcallResult<()> {
+    pub(crate) fn write(
+        caller: &mut Caller<'_, HostState>,
+        ptr: i32,
+        bytes: &[u8],
+    ) -> HostcallResult<()> {
         let m = memory(caller)?;
         let ptr = ptr as u32 as usize;
         let data = m.data_mut(caller);
-        let end = ptr.checked_add(bytes.len()).ok_or(Status::InvalidMemoryAccess)?;
+        let end = ptr
+            .checked_add(bytes.len())
+            .ok_or(Status::InvalidMemoryAccess)?;
         let dst = data.get_mut(ptr..end).ok_or(Status::InvalidMemoryAccess)?;
         dst.copy_from_slice(bytes);
         Ok(())
     }
 
-    pub(crate) fn write_u32(caller: &mut Caller<'_, HostState>, ptr: i32, v: u32) -> HostcallResult<()> {
+    pub(crate) fn write_u32(
+        caller: &mut Caller<'_, HostState>,
+        ptr: i32,
+        v: u32,
+    ) -> HostcallResult<()> {
         write(caller, ptr, &v.to_le_bytes())
     }
 
-    pub(crate) fn write_u64(caller: &mut Caller<'_, HostState>, ptr: i32, v: u64) -> HostcallResult<()> {
+    pub(crate) fn write_u64(
+        caller: &mut Caller<'_, HostState>,
+        ptr: i32,
+        v: u64,
+    ) -> HostcallResult<()> {
         write(caller, ptr, &v.to_le_bytes())
     }
 
     /// Allocates in the guest through its allocator export and copies `bytes` there.
-    pub(crate) fn alloc_copy(caller: &mut Caller<'_, HostState>, bytes: &[u8]) -> HostcallResult<u32> {
-        let alloc = caller.data().allocator.clone().ok_or(Status::InvalidMemoryAccess)?;
-        let ptr = alloc.call(&mut *caller, bytes.len() as i32).map_err(HostError::Trap)?;
+    pub(crate) fn alloc_copy(
+        caller: &mut Caller<'_, HostState>,
+        bytes: &[u8],
+    ) -> HostcallResult<u32> {
+        let alloc = caller
+            .data()
+            .allocator
+            .clone()
+            .ok_or(Status::InvalidMemoryAccess)?;
+        let ptr = alloc
+            .call(&mut *caller, bytes.len() as i32)
+            .map_err(HostError::Trap)?;
         if ptr == 0 && !bytes.is_empty() {
             return Err(HostError::Status(Status::InvalidMemoryAccess));
         }
@@ -554,7 +657,11 @@ pub(crate) mod mem {
         ptr_ptr: i32,
         size_ptr: i32,
     ) -> HostcallResult<()> {
-        let ptr = if bytes.is_empty() { 0 } else { alloc_copy(caller, bytes)? };
+        let ptr = if bytes.is_empty() {
+            0
+        } else {
+            alloc_copy(caller, bytes)?
+        };
         write_u32(caller, ptr_ptr, ptr)?;
         write_u32(caller, size_ptr, bytes.len() as u32)?;
         Ok(())
@@ -615,10 +722,21 @@ impl Plugin {
             return false;
         }
         let root = self.root_context_id();
-        let (nh, nb, nt) = (headers.len() as i32, body.len() as i32, trailers.len() as i32);
-        self.store.data_mut().http_call_response =
-            Some(crate::state::HttpCallResponse { headers, body: body.to_vec(), trailers });
-        self.invoke("proxy_on_http_call_response", root, &[root as i32, token as i32, nh, nb, nt]);
+        let (nh, nb, nt) = (
+            headers.len() as i32,
+            body.len() as i32,
+            trailers.len() as i32,
+        );
+        self.store.data_mut().http_call_response = Some(crate::state::HttpCallResponse {
+            headers,
+            body: body.to_vec(),
+            trailers,
+        });
+        self.invoke(
+            "proxy_on_http_call_response",
+            root,
+            &[root as i32, token as i32, nh, nb, nt],
+        );
         self.store.data_mut().http_call_response = None;
         self.run_deferred();
         self.after_event();
@@ -631,7 +749,11 @@ impl Plugin {
             return false;
         }
         let root = self.root_context_id();
-        self.invoke("proxy_on_http_call_response", root, &[root as i32, token as i32, 0, 0, 0]);
+        self.invoke(
+            "proxy_on_http_call_response",
+            root,
+            &[root as i32, token as i32, 0, 0, 0],
+        );
         self.run_deferred();
         self.after_event();
         true

@@ -27,7 +27,12 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_write",
-        |mut c: Caller<'_, HostState>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32| -> wasmtime::Result<i32> {
+        |mut c: Caller<'_, HostState>,
+         fd: i32,
+         iovs: i32,
+         iovs_len: i32,
+         nwritten: i32|
+         -> wasmtime::Result<i32> {
             let level = match fd {
                 1 => LogLevel::Info,
                 2 => LogLevel::Error,
@@ -49,40 +54,87 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         text.pop();
                     }
                     let ctx = c.data().acting_context();
-                    c.data_mut().log(level, ctx, String::from_utf8_lossy(&text).into_owned());
+                    c.data_mut()
+                        .log(level, ctx, String::from_utf8_lossy(&text).into_owned());
                 }
                 mem::write_u32(&mut c, nwritten, written)
             })();
             errno(r)
         },
     )?;
-    linker.func_wrap(WASI, "fd_read", |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| ENOSYS)?;
-    linker.func_wrap(WASI, "fd_seek", |_: Caller<'_, HostState>, _: i32, _: i64, _: i32, _: i32| ESUCCESS)?;
-    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, HostState>, _: i32| ESUCCESS)?;
-    linker.func_wrap(WASI, "fd_fdstat_get", |mut c: Caller<'_, HostState>, fd: i32, out: i32| -> wasmtime::Result<i32> {
-        if fd != 1 && fd != 2 {
-            return Ok(EBADF);
-        }
-        let mut stat = [0u8; 24];
-        stat[8] = 64; // fs_rights_base = FD_WRITE, as cpp-host reports
-        errno(mem::write(&mut c, out, &stat))
+    linker.func_wrap(
+        WASI,
+        "fd_read",
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| ENOSYS,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_seek",
+        |_: Caller<'_, HostState>, _: i32, _: i64, _: i32, _: i32| ESUCCESS,
+    )?;
+    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, HostState>, _: i32| {
+        ESUCCESS
     })?;
-    linker.func_wrap(WASI, "fd_fdstat_set_flags", |_: Caller<'_, HostState>, _: i32, _: i32| ENOSYS)?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, HostState>, fd: i32, out: i32| -> wasmtime::Result<i32> {
+            if fd != 1 && fd != 2 {
+                return Ok(EBADF);
+            }
+            let mut stat = [0u8; 24];
+            stat[8] = 64; // fs_rights_base = FD_WRITE, as cpp-host reports
+            errno(mem::write(&mut c, out, &stat))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_fdstat_set_flags",
+        |_: Caller<'_, HostState>, _: i32, _: i32| ENOSYS,
+    )?;
     // No preopened directories: EBADF ends the libc preopen scan.
-    linker.func_wrap(WASI, "fd_prestat_get", |_: Caller<'_, HostState>, _: i32, _: i32| EBADF)?;
-    linker.func_wrap(WASI, "fd_prestat_dir_name", |_: Caller<'_, HostState>, _: i32, _: i32, _: i32| ENOSYS)?;
-    linker.func_wrap(WASI, "environ_sizes_get", |mut c: Caller<'_, HostState>, count: i32, size: i32| -> wasmtime::Result<i32> {
-        errno(mem::write_u32(&mut c, count, 0).and_then(|_| mem::write_u32(&mut c, size, 0)))
-    })?;
-    linker.func_wrap(WASI, "environ_get", |_: Caller<'_, HostState>, _: i32, _: i32| ESUCCESS)?;
-    linker.func_wrap(WASI, "args_sizes_get", |mut c: Caller<'_, HostState>, argc: i32, size: i32| -> wasmtime::Result<i32> {
-        errno(mem::write_u32(&mut c, argc, 0).and_then(|_| mem::write_u32(&mut c, size, 0)))
-    })?;
-    linker.func_wrap(WASI, "args_get", |_: Caller<'_, HostState>, _: i32, _: i32| ESUCCESS)?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_get",
+        |_: Caller<'_, HostState>, _: i32, _: i32| EBADF,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "fd_prestat_dir_name",
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32| ENOSYS,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_sizes_get",
+        |mut c: Caller<'_, HostState>, count: i32, size: i32| -> wasmtime::Result<i32> {
+            errno(mem::write_u32(&mut c, count, 0).and_then(|_| mem::write_u32(&mut c, size, 0)))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "environ_get",
+        |_: Caller<'_, HostState>, _: i32, _: i32| ESUCCESS,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "args_sizes_get",
+        |mut c: Caller<'_, HostState>, argc: i32, size: i32| -> wasmtime::Result<i32> {
+            errno(mem::write_u32(&mut c, argc, 0).and_then(|_| mem::write_u32(&mut c, size, 0)))
+        },
+    )?;
+    linker.func_wrap(
+        WASI,
+        "args_get",
+        |_: Caller<'_, HostState>, _: i32, _: i32| ESUCCESS,
+    )?;
     linker.func_wrap(
         WASI,
         "clock_time_get",
-        |mut c: Caller<'_, HostState>, clock_id: i32, _precision: i64, out: i32| -> wasmtime::Result<i32> {
+        |mut c: Caller<'_, HostState>,
+         clock_id: i32,
+         _precision: i64,
+         out: i32|
+         -> wasmtime::Result<i32> {
             // cpp-host serves only the realtime clock.
             if clock_id != 0 {
                 return Ok(ENOTSUP);
@@ -91,15 +143,29 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             errno(mem::write_u64(&mut c, out, now))
         },
     )?;
-    linker.func_wrap(WASI, "random_get", |mut c: Caller<'_, HostState>, buf: i32, len: i32| -> wasmtime::Result<i32> {
-        let bytes: Vec<u8> = (0..len.max(0)).map(|_| c.data_mut().next_random()).collect();
-        errno(mem::write(&mut c, buf, &bytes))
-    })?;
+    linker.func_wrap(
+        WASI,
+        "random_get",
+        |mut c: Caller<'_, HostState>, buf: i32, len: i32| -> wasmtime::Result<i32> {
+            let bytes: Vec<u8> = (0..len.max(0))
+                .map(|_| c.data_mut().next_random())
+                .collect();
+            errno(mem::write(&mut c, buf, &bytes))
+        },
+    )?;
     linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState>| ESUCCESS)?;
-    linker.func_wrap(WASI, "poll_oneoff", |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| ENOSYS)?;
-    linker.func_wrap(WASI, "proc_exit", |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
-        // The guest expects no return; ending the call is the only safe answer.
-        Err(wasmtime::Error::msg(format!("wasi proc_exit({code})")))
-    })?;
+    linker.func_wrap(
+        WASI,
+        "poll_oneoff",
+        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| ENOSYS,
+    )?;
+    linker.func_wrap(
+        WASI,
+        "proc_exit",
+        |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
+            // The guest expects no return; ending the call is the only safe answer.
+            Err(wasmtime::Error::msg(format!("wasi proc_exit({code})")))
+        },
+    )?;
     Ok(())
 }

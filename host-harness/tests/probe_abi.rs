@@ -63,7 +63,13 @@ fn abi_battery_matches_envoy_statuses() {
     assert_eq!(p.metric("probe_histogram").unwrap().samples, vec![42]);
     assert_eq!(p.route_cache_clears(), 1);
     // Enqueue posts on_queue_ready to the owner, which runs after the configure call.
-    assert!(p.logs().iter().any(|l| l.message == "queue_ready dequeue=0 len=1"), "{:#?}", p.logs());
+    assert!(
+        p.logs()
+            .iter()
+            .any(|l| l.message == "queue_ready dequeue=0 len=1"),
+        "{:#?}",
+        p.logs()
+    );
 }
 
 #[test]
@@ -76,11 +82,21 @@ fn rejected_configuration_reports_the_filter_message() {
 
 #[test]
 fn invalid_and_missing_wasm_are_clear_errors() {
-    let err = Plugin::load(host_harness::PluginOptions::from_file("/nonexistent/x.wasm")).err().unwrap();
-    assert!(err.to_string().contains("cannot read wasm file /nonexistent/x.wasm"), "{err}");
-    let err = Plugin::load(host_harness::PluginOptions::new(host_harness::WasmSource::Bytes(b"not wasm".to_vec())))
-        .err()
-        .unwrap();
+    let err = Plugin::load(host_harness::PluginOptions::from_file(
+        "/nonexistent/x.wasm",
+    ))
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("cannot read wasm file /nonexistent/x.wasm"),
+        "{err}"
+    );
+    let err = Plugin::load(host_harness::PluginOptions::new(
+        host_harness::WasmSource::Bytes(b"not wasm".to_vec()),
+    ))
+    .err()
+    .unwrap();
     assert!(err.to_string().starts_with("invalid wasm module"), "{err}");
 }
 
@@ -90,13 +106,24 @@ fn unknown_import_fails_like_envoy() {
         (import "env" "proxy_does_not_exist" (func (param i32) (result i32)))
         (memory (export "memory") 1)
         (func (export "proxy_abi_version_0_2_1")))"#;
-    let err = Plugin::load(host_harness::PluginOptions::new(host_harness::WasmSource::Wat(wat.into()))).err().unwrap();
-    assert_eq!(err.to_string(), "Failed to load Wasm module due to a missing import: env.proxy_does_not_exist");
+    let err = Plugin::load(host_harness::PluginOptions::new(
+        host_harness::WasmSource::Wat(wat.into()),
+    ))
+    .err()
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "Failed to load Wasm module due to a missing import: env.proxy_does_not_exist"
+    );
 }
 
 #[test]
 fn module_without_abi_version_is_rejected() {
     let wat = r#"(module (memory (export "memory") 1))"#;
-    let err = Plugin::load(host_harness::PluginOptions::new(host_harness::WasmSource::Wat(wat.into()))).err().unwrap();
+    let err = Plugin::load(host_harness::PluginOptions::new(
+        host_harness::WasmSource::Wat(wat.into()),
+    ))
+    .err()
+    .unwrap();
     assert!(matches!(err, LoadError::NoAbiVersion));
 }

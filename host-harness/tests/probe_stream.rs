@@ -4,7 +4,7 @@
 mod common;
 
 use common::probe;
-use host_harness::{body_of, Direction, Frame, Headers, NetFrame, Scenario, ConnectionScenario};
+use host_harness::{body_of, ConnectionScenario, Direction, Frame, Headers, NetFrame, Scenario};
 
 const GRPC_REQUEST: &[(&str, &str)] = &[
     (":method", "POST"),
@@ -21,11 +21,30 @@ fn log_has(s: &Scenario, line: &str) -> bool {
 
 fn started(mode: &str) -> Scenario {
     let mut s = Scenario::new(probe(mode)).expect("load probe");
-    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.request_headers(GRPC_REQUEST, true)
+        .response_headers(RESPONSE, false);
     let up = s.take_upstream();
-    assert!(matches!(&up[..], [Frame::Headers { end_stream: true, .. }]), "{up:?}");
+    assert!(
+        matches!(
+            &up[..],
+            [Frame::Headers {
+                end_stream: true,
+                ..
+            }]
+        ),
+        "{up:?}"
+    );
     let down = s.take_downstream();
-    assert!(matches!(&down[..], [Frame::Headers { end_stream: false, .. }]), "{down:?}");
+    assert!(
+        matches!(
+            &down[..],
+            [Frame::Headers {
+                end_stream: false,
+                ..
+            }]
+        ),
+        "{down:?}"
+    );
     s
 }
 
@@ -39,21 +58,34 @@ fn paused_body_is_cumulative_and_tick_flushes_it() {
     assert!(s.take_downstream().is_empty());
     assert_eq!(s.held_bytes(Direction::Response), 7);
     s.advance_ms(5);
-    assert_eq!(s.take_downstream(), vec![Frame::Data { bytes: b"aaabbbb".to_vec(), end_stream: false }]);
+    assert_eq!(
+        s.take_downstream(),
+        vec![Frame::Data {
+            bytes: b"aaabbbb".to_vec(),
+            end_stream: false
+        }]
+    );
 }
 
 #[test]
 fn trailers_while_data_is_still_held_deliver_the_frame() {
     let mut s = started("stream");
-    s.response_body(b"msg", false).response_trailers(&[("grpc-status", "0")]);
+    s.response_body(b"msg", false)
+        .response_trailers(&[("grpc-status", "0")]);
     assert!(log_has(&s, "trailers get_buffer=0 held=3"));
     assert!(log_has(&s, "trailers set_buffer=0"));
-    assert!(s.take_downstream().is_empty(), "Pause from trailers holds everything");
+    assert!(
+        s.take_downstream().is_empty(),
+        "Pause from trailers holds everything"
+    );
     s.advance_ms(5);
     assert_eq!(
         s.take_downstream(),
         vec![
-            Frame::Data { bytes: b"msg[TRAILERS]".to_vec(), end_stream: false },
+            Frame::Data {
+                bytes: b"msg[TRAILERS]".to_vec(),
+                end_stream: false
+            },
             Frame::Trailers(Headers::new()),
         ]
     );
@@ -64,15 +96,31 @@ fn trailers_while_data_is_still_held_deliver_the_frame() {
 fn trailers_after_a_flush_with_pause_deliver_the_frame_on_the_next_resume() {
     let mut s = started("stream");
     s.response_body(b"msg", false).advance_ms(5);
-    assert_eq!(s.take_downstream(), vec![Frame::Data { bytes: b"msg".to_vec(), end_stream: false }]);
+    assert_eq!(
+        s.take_downstream(),
+        vec![Frame::Data {
+            bytes: b"msg".to_vec(),
+            end_stream: false
+        }]
+    );
     s.advance_ms(300).response_trailers(&[("grpc-status", "0")]);
     // get_buffer: Ok with nothing (the SDK's Ok(None)); the append still succeeds.
-    assert!(log_has(&s, "trailers get_buffer=0 held=-1"), "{:#?}", s.logs());
+    assert!(
+        log_has(&s, "trailers get_buffer=0 held=-1"),
+        "{:#?}",
+        s.logs()
+    );
     assert!(log_has(&s, "trailers set_buffer=0"));
     s.advance_ms(5);
     assert_eq!(
         s.take_downstream(),
-        vec![Frame::Data { bytes: b"[TRAILERS]".to_vec(), end_stream: false }, Frame::Trailers(Headers::new())]
+        vec![
+            Frame::Data {
+                bytes: b"[TRAILERS]".to_vec(),
+                end_stream: false
+            },
+            Frame::Trailers(Headers::new())
+        ]
     );
 }
 
@@ -82,7 +130,10 @@ fn continue_from_trailers_after_a_flush_silently_loses_the_frame() {
     s.response_body(b"msg", false).advance_ms(5);
     s.take_downstream();
     s.response_trailers(&[("grpc-status", "0")]);
-    assert!(log_has(&s, "trailers set_buffer=0"), "the append itself answers Ok");
+    assert!(
+        log_has(&s, "trailers set_buffer=0"),
+        "the append itself answers Ok"
+    );
     s.advance_ms(20);
     assert_eq!(s.take_downstream(), vec![Frame::Trailers(Headers::new())]);
 }
@@ -91,11 +142,21 @@ fn continue_from_trailers_after_a_flush_silently_loses_the_frame() {
 fn set_buffer_in_trailers_after_a_continued_last_body_is_bad_argument() {
     let mut s = started("body-continue");
     s.response_body(b"msg", false);
-    assert_eq!(s.take_downstream(), vec![Frame::Data { bytes: b"msg".to_vec(), end_stream: false }]);
+    assert_eq!(
+        s.take_downstream(),
+        vec![Frame::Data {
+            bytes: b"msg".to_vec(),
+            end_stream: false
+        }]
+    );
     s.response_trailers(&[("grpc-status", "0")]);
     // Envoy 1.40 (measured, tests/envoy_diff.rs): the read is Ok with nothing, the write
     // BadArgument — not NotFound as envoy-wasm-facts.md says.
-    assert!(log_has(&s, "trailers get_buffer=0 held=-1"), "{:#?}", s.logs());
+    assert!(
+        log_has(&s, "trailers get_buffer=0 held=-1"),
+        "{:#?}",
+        s.logs()
+    );
     assert!(log_has(&s, "trailers set_buffer=2"));
     assert_eq!(s.take_downstream(), vec![Frame::Trailers(Headers::new())]);
 }
@@ -107,7 +168,11 @@ fn resuming_a_finished_context_is_bad_argument() {
     assert!(s.is_finished());
     let ctx = s.stream_id().0;
     s.advance_ms(5);
-    assert!(log_has(&s, &format!("tick ctx={ctx} effective=2 continue=0")), "{:#?}", s.logs());
+    assert!(
+        log_has(&s, &format!("tick ctx={ctx} effective=2 continue=0")),
+        "{:#?}",
+        s.logs()
+    );
 }
 
 #[test]
@@ -115,46 +180,90 @@ fn trailers_only_response_passes_with_end_stream_on_headers() {
     let mut s = started("body-continue");
     s.next_stream();
     s.request_headers(GRPC_REQUEST, true);
-    s.response_headers(&[(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "5")], true);
+    s.response_headers(
+        &[
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", "5"),
+        ],
+        true,
+    );
     let down = s.take_downstream();
-    assert!(matches!(&down[..], [Frame::Headers { end_stream: true, headers }] if headers.get("grpc-status") == Some("5")));
+    assert!(
+        matches!(&down[..], [Frame::Headers { end_stream: true, headers }] if headers.get("grpc-status") == Some("5"))
+    );
     assert!(s.is_finished());
 }
 
 #[test]
 fn stop_iteration_from_headers_becomes_stop_all() {
     let mut s = Scenario::new(probe("headers-stop")).unwrap();
-    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.request_headers(GRPC_REQUEST, true)
+        .response_headers(RESPONSE, false);
     s.response_body(b"ab", false).response_body(b"cd", true);
     // StopAllIteration: the body is held without calling the filter.
-    assert!(!s.logs().iter().any(|l| l.message.starts_with("response_body")));
+    assert!(!s
+        .logs()
+        .iter()
+        .any(|l| l.message.starts_with("response_body")));
     assert!(s.take_downstream().is_empty());
     s.advance_ms(5);
     // On resume Envoy feeds the held body to the same filter in one call.
     assert!(log_has(&s, "response_body size=4 eos=1"), "{:#?}", s.logs());
     let down = s.take_downstream();
-    assert!(matches!(&down[0], Frame::Headers { end_stream: false, .. }));
-    assert_eq!(down[1], Frame::Data { bytes: b"abcd".to_vec(), end_stream: true });
+    assert!(matches!(
+        &down[0],
+        Frame::Headers {
+            end_stream: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        down[1],
+        Frame::Data {
+            bytes: b"abcd".to_vec(),
+            end_stream: true
+        }
+    );
 }
 
 #[test]
 fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
     let mut s = Scenario::new(probe("body-continue")).unwrap();
-    s.request_headers(&GRPC_REQUEST[..4], false).request_body(b"one", false).request_body(b"two", true);
+    s.request_headers(&GRPC_REQUEST[..4], false)
+        .request_body(b"one", false)
+        .request_body(b"two", true);
     let up = s.take_upstream();
     match &up[0] {
-        Frame::Headers { headers, end_stream: false } => assert_eq!(headers.get("x-probe"), Some("1")),
+        Frame::Headers {
+            headers,
+            end_stream: false,
+        } => assert_eq!(headers.get("x-probe"), Some("1")),
         other => panic!("{other:?}"),
     }
-    assert_eq!(up[1], Frame::Data { bytes: b"one".to_vec(), end_stream: false });
-    assert_eq!(up[2], Frame::Data { bytes: b"two".to_vec(), end_stream: true });
+    assert_eq!(
+        up[1],
+        Frame::Data {
+            bytes: b"one".to_vec(),
+            end_stream: false
+        }
+    );
+    assert_eq!(
+        up[2],
+        Frame::Data {
+            bytes: b"two".to_vec(),
+            end_stream: true
+        }
+    );
     assert!(log_has(&s, "add_request_header=0"));
 }
 
 #[test]
 fn buffered_request_body_goes_up_in_one_piece() {
     let mut s = Scenario::new(probe("request-buffer")).unwrap();
-    s.request_headers(&GRPC_REQUEST[..4], false).request_body(b"one", false).request_body(b"two", true);
+    s.request_headers(&GRPC_REQUEST[..4], false)
+        .request_body(b"one", false)
+        .request_body(b"two", true);
     assert!(log_has(&s, "request_body size=6 eos=1"), "{:#?}", s.logs());
     assert_eq!(body_of(&s.take_upstream()), b"onetwo");
 }
@@ -162,19 +271,34 @@ fn buffered_request_body_goes_up_in_one_piece() {
 #[test]
 fn local_reply_goes_through_the_response_path() {
     let mut s = Scenario::new(probe("local-reply")).unwrap();
-    s.request_headers(&[(":method", "GET"), (":path", "/"), (":authority", "x")], true);
+    s.request_headers(
+        &[(":method", "GET"), (":path", "/"), (":authority", "x")],
+        true,
+    );
     assert!(s.take_upstream().is_empty());
     let reply = s.local_reply().expect("local reply");
-    assert_eq!((reply.status, reply.details.as_str()), (403, "denied_by_probe"));
+    assert_eq!(
+        (reply.status, reply.details.as_str()),
+        (403, "denied_by_probe")
+    );
     let down = s.take_downstream();
     match &down[..] {
-        [Frame::Headers { headers, end_stream: false }, Frame::Data { bytes, end_stream: true }] => {
+        [Frame::Headers {
+            headers,
+            end_stream: false,
+        }, Frame::Data {
+            bytes,
+            end_stream: true,
+        }] => {
             assert_eq!(headers.get(":status"), Some("403"));
             assert_eq!(bytes, b"go away");
         }
         other => panic!("{other:?}"),
     }
-    assert!(s.returns().iter().any(|(c, _)| *c == "proxy_on_response_headers"));
+    assert!(s
+        .returns()
+        .iter()
+        .any(|(c, _)| *c == "proxy_on_response_headers"));
     assert!(s.is_finished());
 }
 
@@ -184,7 +308,10 @@ fn a_trap_kills_the_vm_and_every_later_request_fails() {
     s.request_headers(GRPC_REQUEST, true);
     assert!(s.plugin().failure().is_some());
     let expect_unavailable = |frames: Vec<Frame>| match &frames[..] {
-        [Frame::Headers { headers, end_stream: true }] => {
+        [Frame::Headers {
+            headers,
+            end_stream: true,
+        }] => {
             assert_eq!(headers.get(":status"), Some("200"));
             assert_eq!(headers.get("grpc-status"), Some("14"));
         }
@@ -195,11 +322,25 @@ fn a_trap_kills_the_vm_and_every_later_request_fails() {
     let calls_before = s.callbacks().len();
     s.next_stream().request_headers(GRPC_REQUEST, true);
     expect_unavailable(s.take_downstream());
-    assert_eq!(s.callbacks().len(), calls_before, "a failed VM is never called again");
+    assert_eq!(
+        s.callbacks().len(),
+        calls_before,
+        "a failed VM is never called again"
+    );
     // Not a gRPC request (gRPC-web is not gRPC to Envoy): plain 503.
-    s.next_stream().request_headers(&[(":method", "POST"), (":path", "/"), ("content-type", "application/grpc-web")], true);
+    s.next_stream().request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/"),
+            ("content-type", "application/grpc-web"),
+        ],
+        true,
+    );
     match &s.take_downstream()[..] {
-        [Frame::Headers { headers, end_stream: true }] => assert_eq!(headers.get(":status"), Some("503")),
+        [Frame::Headers {
+            headers,
+            end_stream: true,
+        }] => assert_eq!(headers.get(":status"), Some("503")),
         other => panic!("{other:?}"),
     }
     assert_eq!(s.local_reply().unwrap().details, "wasm_fail_stream");
@@ -211,7 +352,10 @@ fn stream_end_runs_log_done_delete_once() {
     s.response_body(b"x", true);
     let ctx = s.stream_id().0;
     let names: Vec<_> = s.returns().into_iter().map(|(c, _)| c).collect();
-    assert_eq!(&names[names.len() - 3..], ["proxy_on_log", "proxy_on_done", "proxy_on_delete"]);
+    assert_eq!(
+        &names[names.len() - 3..],
+        ["proxy_on_log", "proxy_on_done", "proxy_on_delete"]
+    );
     assert!(log_has(&s, &format!("on_delete ctx={ctx}")));
 }
 
@@ -219,15 +363,39 @@ fn stream_end_runs_log_done_delete_once() {
 fn network_filter_hold_continue_and_rewrite() {
     let mut c = ConnectionScenario::new(probe("net")).unwrap();
     c.downstream_data(b"abc", false);
-    assert_eq!(c.take_upstream(), vec![NetFrame::Data { bytes: b"HELLO abc".to_vec(), end_stream: false }]);
+    assert_eq!(
+        c.take_upstream(),
+        vec![NetFrame::Data {
+            bytes: b"HELLO abc".to_vec(),
+            end_stream: false
+        }]
+    );
     c.downstream_data(b"def", false);
-    assert_eq!(c.take_upstream(), vec![NetFrame::Data { bytes: b"def".to_vec(), end_stream: false }]);
+    assert_eq!(
+        c.take_upstream(),
+        vec![NetFrame::Data {
+            bytes: b"def".to_vec(),
+            end_stream: false
+        }]
+    );
     c.upstream_data(b"xyz", false);
-    assert_eq!(c.take_downstream(), vec![NetFrame::Data { bytes: b"XYZ".to_vec(), end_stream: false }]);
-    assert!(c.logs().iter().any(|l| l.message == "replace_upstream=0 continue_upstream=12"));
+    assert_eq!(
+        c.take_downstream(),
+        vec![NetFrame::Data {
+            bytes: b"XYZ".to_vec(),
+            end_stream: false
+        }]
+    );
+    assert!(c
+        .logs()
+        .iter()
+        .any(|l| l.message == "replace_upstream=0 continue_upstream=12"));
     c.downstream_close();
     assert!(c.is_closed());
-    assert!(c.logs().iter().any(|l| l.message.starts_with("downstream_close") && l.message.ends_with("peer=2")));
+    assert!(c
+        .logs()
+        .iter()
+        .any(|l| l.message.starts_with("downstream_close") && l.message.ends_with("peer=2")));
 }
 
 // ---- the buffer limit (Envoy's FilterManager watermark buffer) ---------------------------
@@ -260,8 +428,15 @@ fn buffered_response_over_the_limit_resets_a_stream_whose_headers_went_out() {
     assert_eq!(s.held_bytes(Direction::Response), CHUNKS_AT_LIMIT * CHUNK);
     response_chunks(&mut s, 1);
     assert!(s.is_finished());
-    assert_eq!(s.take_downstream(), vec![Frame::Reset], "headers already went out: a reset");
-    assert_eq!(s.local_reply().unwrap().details, "response_payload_too_large");
+    assert_eq!(
+        s.take_downstream(),
+        vec![Frame::Reset],
+        "headers already went out: a reset"
+    );
+    assert_eq!(
+        s.local_reply().unwrap().details,
+        "response_payload_too_large"
+    );
     // The chunk that crossed the limit never reached the filter.
     assert_eq!(last_body_size(&s), CHUNKS_AT_LIMIT * CHUNK);
 }
@@ -269,7 +444,8 @@ fn buffered_response_over_the_limit_resets_a_stream_whose_headers_went_out() {
 #[test]
 fn without_a_limit_a_buffered_response_passes_whole() {
     let mut s = Scenario::new(probe("buffer-all").buffer_limit(0)).unwrap();
-    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.request_headers(GRPC_REQUEST, true)
+        .response_headers(RESPONSE, false);
     s.take_downstream();
     response_chunks(&mut s, 80);
     s.response_body(b"end", true);
@@ -279,12 +455,16 @@ fn without_a_limit_a_buffered_response_passes_whole() {
 #[test]
 fn stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
     let mut s = Scenario::new(probe("headers-buffer")).unwrap();
-    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.request_headers(GRPC_REQUEST, true)
+        .response_headers(RESPONSE, false);
     assert!(s.take_downstream().is_empty(), "headers held");
     response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
     // Headers were held: Envoy answers directly (gRPC: trailers-only, status 500 -> UNKNOWN).
     match &s.take_downstream()[..] {
-        [Frame::Headers { headers, end_stream: true }] => {
+        [Frame::Headers {
+            headers,
+            end_stream: true,
+        }] => {
             assert_eq!(headers.get(":status"), Some("200"));
             assert_eq!(headers.get("grpc-status"), Some("2"));
             assert_eq!(headers.get("grpc-message"), Some("Internal Server Error"));
@@ -297,22 +477,48 @@ fn stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
 #[test]
 fn buffered_request_over_the_limit_is_a_413_through_the_response_path() {
     let mut s = Scenario::new(probe("request-buffer")).unwrap();
-    s.request_headers(&[(":method", "POST"), (":path", "/up"), (":authority", "x"), ("content-type", "text/plain")], false);
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/up"),
+            (":authority", "x"),
+            ("content-type", "text/plain"),
+        ],
+        false,
+    );
     for _ in 0..=CHUNKS_AT_LIMIT {
         s.request_body(&[b'q'; CHUNK], false);
     }
     let up = s.take_upstream();
-    assert!(matches!(up.last(), Some(Frame::Reset)), "the upstream request is abandoned: {:?}", up.last());
+    assert!(
+        matches!(up.last(), Some(Frame::Reset)),
+        "the upstream request is abandoned: {:?}",
+        up.last()
+    );
     let reply = s.local_reply().expect("local reply");
-    assert_eq!((reply.status, reply.details.as_str()), (413, "request_payload_too_large"));
+    assert_eq!(
+        (reply.status, reply.details.as_str()),
+        (413, "request_payload_too_large")
+    );
     match &s.take_downstream()[..] {
-        [Frame::Headers { headers, end_stream: false }, Frame::Data { bytes, end_stream: true }] => {
+        [Frame::Headers {
+            headers,
+            end_stream: false,
+        }, Frame::Data {
+            bytes,
+            end_stream: true,
+        }] => {
             assert_eq!(headers.get(":status"), Some("413"));
             assert_eq!(bytes, b"Payload Too Large");
         }
         other => panic!("{other:?}"),
     }
-    assert!(s.returns().iter().any(|(c, _)| *c == "proxy_on_response_headers"), "the filter saw the local reply");
+    assert!(
+        s.returns()
+            .iter()
+            .any(|(c, _)| *c == "proxy_on_response_headers"),
+        "the filter saw the local reply"
+    );
 }
 
 #[test]
@@ -321,23 +527,42 @@ fn watermark_over_the_limit_applies_back_pressure_instead() {
     response_chunks(&mut s, CHUNKS_AT_LIMIT);
     assert!(!s.read_disabled(Direction::Response));
     response_chunks(&mut s, 1);
-    assert!(s.read_disabled(Direction::Response), "over the limit: the upstream is read-disabled");
-    assert!(!s.is_finished() && s.local_reply().is_none(), "no local reply, no reset");
+    assert!(
+        s.read_disabled(Direction::Response),
+        "over the limit: the upstream is read-disabled"
+    );
+    assert!(
+        !s.is_finished() && s.local_reply().is_none(),
+        "no local reply, no reset"
+    );
     // More data (already in flight) is still accepted; the end lets the filter continue.
     response_chunks(&mut s, 5);
     s.response_body(b"end", true);
-    assert_eq!(body_of(&s.take_downstream()).len(), (CHUNKS_AT_LIMIT + 6) * CHUNK + 3);
+    assert_eq!(
+        body_of(&s.take_downstream()).len(),
+        (CHUNKS_AT_LIMIT + 6) * CHUNK + 3
+    );
     assert!(s.is_finished());
 }
 
 #[test]
 fn stop_all_watermark_from_headers_reads_again_after_the_resume_drains_it() {
     let mut s = Scenario::new(probe("headers-stop")).unwrap();
-    s.request_headers(GRPC_REQUEST, true).response_headers(RESPONSE, false);
+    s.request_headers(GRPC_REQUEST, true)
+        .response_headers(RESPONSE, false);
     response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
-    assert!(s.read_disabled(Direction::Response), "StopIteration from headers is StopAllIterationAndWatermark");
+    assert!(
+        s.read_disabled(Direction::Response),
+        "StopIteration from headers is StopAllIterationAndWatermark"
+    );
     assert!(s.local_reply().is_none());
     s.advance_ms(5); // the probe resumes from its tick: everything held is sent
-    assert!(!s.read_disabled(Direction::Response), "drained below the low watermark");
-    assert_eq!(body_of(&s.take_downstream()).len(), (CHUNKS_AT_LIMIT + 1) * CHUNK);
+    assert!(
+        !s.read_disabled(Direction::Response),
+        "drained below the low watermark"
+    );
+    assert_eq!(
+        body_of(&s.take_downstream()).len(),
+        (CHUNKS_AT_LIMIT + 1) * CHUNK
+    );
 }

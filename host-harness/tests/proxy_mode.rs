@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use host_harness::proxy::{self, Protocol, ProxyConfig};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use host_harness::proxy::{self, Protocol, ProxyConfig};
 
 fn probe_file() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("host-harness-probe-{}", std::process::id()));
@@ -36,9 +36,12 @@ async fn echo_upstream(protocol: Protocol) -> SocketAddr {
                     let body = req.into_body().collect().await.unwrap().to_bytes();
                     let mut trailers = http::HeaderMap::new();
                     trailers.insert("grpc-status", "0".parse().unwrap());
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                    trailers.insert("x-extra", "1".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                        vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
                     let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
-                    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
                     if let Some(v) = seen {
                         resp.headers_mut().insert("x-saw-probe", v);
                     }
@@ -47,10 +50,14 @@ async fn echo_upstream(protocol: Protocol) -> SocketAddr {
                 let io = TokioIo::new(tcp);
                 match protocol {
                     Protocol::H2c => {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
                     }
                     Protocol::Http1 => {
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await;
                     }
                 }
             });
@@ -68,17 +75,26 @@ struct Iter<I>(I);
 
 impl<I: Iterator + Unpin> futures_core::Stream for Iter<I> {
     type Item = I::Item;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<I::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
         std::task::Poll::Ready(self.0.next())
     }
 }
 
-async fn client(addr: SocketAddr, protocol: Protocol, req: Request<Full<Bytes>>) -> Response<Incoming> {
+async fn client(
+    addr: SocketAddr,
+    protocol: Protocol,
+    req: Request<Full<Bytes>>,
+) -> Response<Incoming> {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let io = TokioIo::new(tcp);
     match protocol {
         Protocol::H2c => {
-            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             send.send_request(req).await.unwrap()
         }
@@ -90,7 +106,12 @@ async fn client(addr: SocketAddr, protocol: Protocol, req: Request<Full<Bytes>>)
     }
 }
 
-async fn start(mode: &str, down: Protocol, up: Protocol, upstream: SocketAddr) -> proxy::RunningProxy {
+async fn start(
+    mode: &str,
+    down: Protocol,
+    up: Protocol,
+    upstream: SocketAddr,
+) -> proxy::RunningProxy {
     proxy::start(ProxyConfig {
         wasm: probe_file(),
         plugin_config: mode.as_bytes().to_vec(),
@@ -118,9 +139,18 @@ fn grpc_request(uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
 async fn h2c_both_sides_streams_body_and_trailers() {
     let upstream = echo_upstream(Protocol::H2c).await;
     let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
-    let resp = client(p.local_addr, Protocol::H2c, grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"hello")).await;
+    let resp = client(
+        p.local_addr,
+        Protocol::H2c,
+        grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"hello"),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers().get("x-saw-probe").unwrap(), "1", "the filter's request header reached upstream");
+    assert_eq!(
+        resp.headers().get("x-saw-probe").unwrap(),
+        "1",
+        "the filter's request header reached upstream"
+    );
     let collected = resp.into_body().collect().await.unwrap();
     // body-continue mode appends nothing (set_buffer NotFound) and strips grpc-status.
     let trailers = collected.trailers().cloned();
@@ -132,7 +162,12 @@ async fn h2c_both_sides_streams_body_and_trailers() {
 async fn http1_downstream_h2c_upstream_with_tick_flushed_trailer_frame() {
     let upstream = echo_upstream(Protocol::H2c).await;
     let p = start("stream", Protocol::Http1, Protocol::H2c, upstream).await;
-    let resp = client(p.local_addr, Protocol::Http1, grpc_request("/pkg.Svc/Call", b"abc")).await;
+    let resp = client(
+        p.local_addr,
+        Protocol::Http1,
+        grpc_request("/pkg.Svc/Call", b"abc"),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, Bytes::from_static(b"abc[TRAILERS]"));
@@ -142,10 +177,17 @@ async fn http1_downstream_h2c_upstream_with_tick_flushed_trailer_frame() {
 async fn local_reply_over_http1() {
     let upstream = echo_upstream(Protocol::Http1).await;
     let p = start("local-reply", Protocol::Http1, Protocol::Http1, upstream).await;
-    let req = Request::builder().uri("/x").header("host", "a").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::builder()
+        .uri("/x")
+        .header("host", "a")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = client(p.local_addr, Protocol::Http1, req).await;
     assert_eq!(resp.status(), 403);
-    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), Bytes::from_static(b"go away"));
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        Bytes::from_static(b"go away")
+    );
 }
 
 #[tokio::test]
@@ -169,7 +211,10 @@ async fn startup_errors_are_clear() {
     assert!(err.contains("unknown role \"reject\""), "{err}");
     cfg.wasm = "/nonexistent.wasm".into();
     let err = proxy::start(cfg).await.err().unwrap().to_string();
-    assert!(err.contains("cannot read wasm file /nonexistent.wasm"), "{err}");
+    assert!(
+        err.contains("cannot read wasm file /nonexistent.wasm"),
+        "{err}"
+    );
 }
 
 /// The sample topology minus Envoy: h2c client -> agent proxy (real filter) -> HTTP/1.1 hop
@@ -208,9 +253,12 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
         .header("te", "trailers")
         .body(Full::new(Bytes::copy_from_slice(&message)))
         .unwrap();
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client(agent.local_addr, Protocol::H2c, req))
-        .await
-        .expect("response in time");
+    let resp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client(agent.local_addr, Protocol::H2c, req),
+    )
+    .await
+    .expect("response in time");
     assert_eq!(resp.status(), 200);
     let collected = resp.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("grpc trailers");
@@ -220,7 +268,10 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
 
 /// An upstream that counts the connections it accepted; `keep_alive: false` makes an
 /// HTTP/1.1 upstream close each connection after one response.
-async fn counting_upstream(protocol: Protocol, keep_alive: bool) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+async fn counting_upstream(
+    protocol: Protocol,
+    keep_alive: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -237,18 +288,25 @@ async fn counting_upstream(protocol: Protocol, keep_alive: bool) -> (SocketAddr,
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     let mut trailers = http::HeaderMap::new();
                     trailers.insert("grpc-status", "0".parse().unwrap());
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                        vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
                     let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
-                    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
                     Ok::<_, Infallible>(resp)
                 });
                 let io = TokioIo::new(tcp);
                 match protocol {
                     Protocol::H2c => {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await;
                     }
                     Protocol::Http1 => {
-                        let _ = hyper::server::conn::http1::Builder::new().keep_alive(keep_alive).serve_connection(io, svc).await;
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(keep_alive)
+                            .serve_connection(io, svc)
+                            .await;
                     }
                 }
             });
@@ -259,7 +317,12 @@ async fn counting_upstream(protocol: Protocol, keep_alive: bool) -> (SocketAddr,
 
 async fn echo_call(proxy: SocketAddr, i: usize) {
     let body: &'static [u8] = Box::leak(format!("call {i}").into_bytes().into_boxed_slice());
-    let resp = client(proxy, Protocol::H2c, grpc_request(&format!("http://{proxy}/pkg.Svc/Call"), body)).await;
+    let resp = client(
+        proxy,
+        Protocol::H2c,
+        grpc_request(&format!("http://{proxy}/pkg.Svc/Call"), body),
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let collected = resp.into_body().collect().await.unwrap();
     assert_eq!(collected.to_bytes(), Bytes::from_static(body));
@@ -273,11 +336,17 @@ async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
     }
-    let calls: Vec<_> = (5..25).map(|i| tokio::spawn(echo_call(p.local_addr, i))).collect();
+    let calls: Vec<_> = (5..25)
+        .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
+        .collect();
     for c in calls {
         c.await.unwrap();
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "25 requests, sequential and concurrent, on one h2c connection");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "25 requests, sequential and concurrent, on one h2c connection"
+    );
     assert_eq!(p.upstream_connections(), 1);
 }
 
@@ -289,23 +358,40 @@ async fn http1_upstream_reuses_idle_connections() {
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "sequential requests reuse the keep-alive connection");
-    let calls: Vec<_> = (5..13).map(|i| tokio::spawn(echo_call(p.local_addr, i))).collect();
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "sequential requests reuse the keep-alive connection"
+    );
+    let calls: Vec<_> = (5..13)
+        .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
+        .collect();
     for c in calls {
         c.await.unwrap();
     }
     let after_burst = accepted.load(Ordering::SeqCst);
-    assert!(after_burst > 1 && after_burst <= 9, "8 overlapping requests need more connections, one each at most: {after_burst}");
+    assert!(
+        after_burst > 1 && after_burst <= 9,
+        "8 overlapping requests need more connections, one each at most: {after_burst}"
+    );
     // The pool takes connections back once their exchange is over; then go sequential again.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while p.upstream_idle_connections() < after_burst {
-        assert!(tokio::time::Instant::now() < deadline, "connections never returned to the pool: {}", p.upstream_idle_connections());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connections never returned to the pool: {}",
+            p.upstream_idle_connections()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     for i in 13..18 {
         echo_call(p.local_addr, i).await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), after_burst, "pooled connections are reused after the burst");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        after_burst,
+        "pooled connections are reused after the burst"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,4 +403,119 @@ async fn http1_upstream_that_closes_each_connection_still_serves_every_request()
         echo_call(p.local_addr, i).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
+
+/// An HTTP/1.1 upstream that answers every request with a chunked body and trailers.
+async fn raw_http1_upstream_with_trailers() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The request: a head and a 3-byte body (Content-Length) from the proxy.
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") || !seen.ends_with(b"abc") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\ntransfer-encoding: chunked\r\n\r\n\
+                          3\r\nabc\r\n0\r\ngrpc-status: 0\r\nx-extra: 1\r\n\r\n",
+                    )
+                    .await;
+                let _ = tcp.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+async fn trailer_names(resp: Response<Incoming>) -> (Bytes, Vec<String>) {
+    let collected = resp.into_body().collect().await.unwrap();
+    let names = collected
+        .trailers()
+        .map(|t| t.keys().map(|k| k.to_string()).collect())
+        .unwrap_or_default();
+    (collected.to_bytes(), names)
+}
+
+/// Envoy's `enable_trailers` on an HTTP/1.1 listener: trailers reach an HTTP/1.1 client that
+/// sent no `TE: trailers` and got no `Trailer` header; without it they are dropped.
+#[tokio::test]
+async fn http1_listener_trailers_follow_enable_trailers() {
+    let upstream = echo_upstream(Protocol::H2c).await;
+    for enabled in [true, false] {
+        let p = proxy::start(
+            ProxyConfig::new(
+                probe_file(),
+                b"body-continue".to_vec(),
+                "127.0.0.1:0".parse().unwrap(),
+                upstream,
+            )
+            .protocols(Protocol::Http1, Protocol::H2c)
+            .http1_trailers(enabled, false),
+        )
+        .await
+        .unwrap();
+        let req = Request::post("/pkg.Svc/Call")
+            .header("host", "x")
+            .header("content-type", "application/grpc");
+        let resp = client(
+            p.local_addr,
+            Protocol::Http1,
+            req.body(Full::new(Bytes::from_static(b"abc"))).unwrap(),
+        )
+        .await;
+        assert!(resp.headers().get("trailer").is_none());
+        let (body, names) = trailer_names(resp).await;
+        assert_eq!(body, Bytes::from_static(b"abc"));
+        // body-continue removes grpc-status from the trailers; x-extra stays.
+        let want: Vec<String> = if enabled {
+            vec!["x-extra".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(names, want, "enable_trailers={enabled}");
+    }
+}
+
+/// Envoy's `enable_trailers` on an HTTP/1.1 cluster: the filter sees the upstream's
+/// trailers only with it.
+#[tokio::test]
+async fn http1_upstream_trailers_follow_enable_trailers() {
+    let upstream = raw_http1_upstream_with_trailers().await;
+    for enabled in [true, false] {
+        let p = proxy::start(
+            ProxyConfig::new(
+                probe_file(),
+                b"body-continue".to_vec(),
+                "127.0.0.1:0".parse().unwrap(),
+                upstream,
+            )
+            .protocols(Protocol::H2c, Protocol::Http1)
+            .http1_trailers(false, enabled),
+        )
+        .await
+        .unwrap();
+        let resp = client(
+            p.local_addr,
+            Protocol::H2c,
+            grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"abc"),
+        )
+        .await;
+        let (body, names) = trailer_names(resp).await;
+        assert_eq!(body, Bytes::from_static(b"abc"));
+        let want: Vec<String> = if enabled {
+            vec!["x-extra".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(names, want, "enable_trailers={enabled}");
+    }
 }

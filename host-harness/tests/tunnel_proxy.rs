@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use host_harness::proxy::{self, is_network_role, ProxyConfig};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use host_harness::proxy::{self, is_network_role, ProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -23,7 +23,10 @@ struct ReceiverStream<T>(mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }
@@ -56,7 +59,8 @@ async fn echo_backend() -> (SocketAddr, Arc<AtomicUsize>) {
                         let _ = tx.send(Ok(Frame::trailers(t))).await;
                     });
                     let mut resp = Response::new(StreamBody::new(ReceiverStream(rx)));
-                    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
                     Ok::<_, Infallible>(resp)
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -72,26 +76,51 @@ async fn echo_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 async fn tunnel_pair(backend: SocketAddr) -> (proxy::RunningProxy, proxy::RunningProxy) {
     let wasm = common::grpc_bridge_wasm();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = proxy::start(ProxyConfig::new(&wasm, br#"{"role":"tunnel_server"}"#.to_vec(), any, backend))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(server.network, "a tunnel_server role runs as a network filter");
-    let client_cfg = format!(r#"{{"role":"tunnel_client","tunnel_host":"{}"}}"#, server.local_addr);
-    let client = proxy::start(ProxyConfig::new(&wasm, client_cfg.into_bytes(), any, server.local_addr))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let server = proxy::start(ProxyConfig::new(
+        &wasm,
+        br#"{"role":"tunnel_server"}"#.to_vec(),
+        any,
+        backend,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        server.network,
+        "a tunnel_server role runs as a network filter"
+    );
+    let client_cfg = format!(
+        r#"{{"role":"tunnel_client","tunnel_host":"{}"}}"#,
+        server.local_addr
+    );
+    let client = proxy::start(ProxyConfig::new(
+        &wasm,
+        client_cfg.into_bytes(),
+        any,
+        server.local_addr,
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(client.network);
     (client, server)
 }
 
-async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+async fn h2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::combinators::BoxBody<Bytes, Infallible>>
+{
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     send
 }
 
-fn post(addr: SocketAddr, body: http_body_util::combinators::BoxBody<Bytes, Infallible>) -> Request<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
+fn post(
+    addr: SocketAddr,
+    body: http_body_util::combinators::BoxBody<Bytes, Infallible>,
+) -> Request<http_body_util::combinators::BoxBody<Bytes, Infallible>> {
     Request::builder()
         .method("POST")
         .uri(format!("http://{addr}/pkg.Echo/Call"))
@@ -104,7 +133,11 @@ fn post(addr: SocketAddr, body: http_body_util::combinators::BoxBody<Bytes, Infa
 async fn next(body: &mut Incoming, expect: Bytes) {
     let mut got = Vec::new();
     while got.len() < expect.len() {
-        let frame = tokio::time::timeout(LIMIT, body.frame()).await.expect("echo in time").unwrap().unwrap();
+        let frame = tokio::time::timeout(LIMIT, body.frame())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
         got.extend_from_slice(&frame.into_data().unwrap());
     }
     assert_eq!(got, expect.to_vec());
@@ -119,19 +152,37 @@ async fn tunnel_client_and_server_carry_unary_and_streaming_calls() {
     let mut send = h2_client(client_proxy.local_addr).await;
 
     // Unary: one message up, the echo and trailers back.
-    let resp = tokio::time::timeout(LIMIT, send.send_request(post(backend, Full::new(Bytes::from_static(b"\0\0\0\0\x03abc")).boxed())))
-        .await
-        .expect("unary response in time")
-        .unwrap();
+    let resp = tokio::time::timeout(
+        LIMIT,
+        send.send_request(post(
+            backend,
+            Full::new(Bytes::from_static(b"\0\0\0\0\x03abc")).boxed(),
+        )),
+    )
+    .await
+    .expect("unary response in time")
+    .unwrap();
     assert_eq!(resp.status(), 200);
-    let collected = tokio::time::timeout(LIMIT, resp.into_body().collect()).await.expect("unary body in time").unwrap();
-    assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.as_bytes()), Some(&b"0"[..]));
+    let collected = tokio::time::timeout(LIMIT, resp.into_body().collect())
+        .await
+        .expect("unary body in time")
+        .unwrap();
+    assert_eq!(
+        collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
     assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x03abc"));
 
     // Streaming on the same tunnelled connection: each message's echo must come back before
     // the next one is sent, so both directions stream through both filters.
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
-    let resp = tokio::time::timeout(LIMIT, send.send_request(post(backend, StreamBody::new(ReceiverStream(rx)).boxed())));
+    let resp = tokio::time::timeout(
+        LIMIT,
+        send.send_request(post(backend, StreamBody::new(ReceiverStream(rx)).boxed())),
+    );
     let first = Bytes::from_static(b"ping-0");
     tx.send(Ok(Frame::data(first.clone()))).await.unwrap();
     let resp = resp.await.expect("stream response in time").unwrap();
@@ -143,14 +194,25 @@ async fn tunnel_client_and_server_carry_unary_and_streaming_calls() {
         next(&mut body, msg).await;
     }
     drop(tx); // end of the request stream -> the backend sends its trailers
-    let rest = tokio::time::timeout(LIMIT, body.collect()).await.expect("trailers in time").unwrap();
-    assert_eq!(rest.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.as_bytes()), Some(&b"0"[..]));
+    let rest = tokio::time::timeout(LIMIT, body.collect())
+        .await
+        .expect("trailers in time")
+        .unwrap();
+    assert_eq!(
+        rest.trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
 
     // Closing the client connection closes the tunnel through to the backend.
     drop(send);
     let deadline = tokio::time::Instant::now() + LIMIT;
     while ended.load(Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the backend connection was not closed after the client left");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backend connection was not closed after the client left"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -165,14 +227,26 @@ async fn many_calls_share_one_tunnel_concurrently() {
         let mut send = send.clone();
         calls.push(tokio::spawn(async move {
             let payload = Bytes::from(vec![i as u8; 1000 * (i + 1)]);
-            let resp = send.send_request(post(backend, Full::new(payload.clone()).boxed())).await.unwrap();
+            let resp = send
+                .send_request(post(backend, Full::new(payload.clone()).boxed()))
+                .await
+                .unwrap();
             let collected = resp.into_body().collect().await.unwrap();
-            assert_eq!(collected.trailers().and_then(|t| t.get("grpc-status")).map(|v| v.as_bytes()), Some(&b"0"[..]));
+            assert_eq!(
+                collected
+                    .trailers()
+                    .and_then(|t| t.get("grpc-status"))
+                    .map(|v| v.as_bytes()),
+                Some(&b"0"[..])
+            );
             assert_eq!(collected.to_bytes(), payload);
         }));
     }
     for c in calls {
-        tokio::time::timeout(LIMIT, c).await.expect("call in time").unwrap();
+        tokio::time::timeout(LIMIT, c)
+            .await
+            .expect("call in time")
+            .unwrap();
     }
 }
 
@@ -182,20 +256,36 @@ async fn a_tunnel_server_alone_refuses_a_plain_h2c_client() {
     // bytes to the backend: the h2c call fails instead of reaching it.
     let (backend, _) = echo_backend().await;
     let (_client_proxy, server_proxy) = tunnel_pair(backend).await;
-    let tcp = tokio::net::TcpStream::connect(server_proxy.local_addr).await.unwrap();
-    let handshake = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), TokioIo::new(tcp));
+    let tcp = tokio::net::TcpStream::connect(server_proxy.local_addr)
+        .await
+        .unwrap();
+    let handshake = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(tcp),
+    );
     let outcome = tokio::time::timeout(Duration::from_secs(3), async {
         let (mut send, conn) = handshake.await.ok()?;
         tokio::spawn(conn);
-        let resp = send.send_request(Request::post(format!("http://{backend}/x")).body(Full::new(Bytes::from_static(b"hi"))).unwrap()).await.ok()?;
+        let resp = send
+            .send_request(
+                Request::post(format!("http://{backend}/x"))
+                    .body(Full::new(Bytes::from_static(b"hi")))
+                    .unwrap(),
+            )
+            .await
+            .ok()?;
         resp.into_body().collect().await.ok().map(|c| c.to_bytes())
     })
     .await;
-    assert!(!matches!(outcome, Ok(Some(ref b)) if b == "hi"), "the backend answered a call that bypassed the tunnel: {outcome:?}");
+    assert!(
+        !matches!(outcome, Ok(Some(ref b)) if b == "hi"),
+        "the backend answered a call that bypassed the tunnel: {outcome:?}"
+    );
 }
 
 fn probe_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("host-harness-tunnel-probe-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("host-harness-tunnel-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("probe.wasm");
     std::fs::write(&path, common::probe_wasm()).unwrap();
@@ -236,65 +326,126 @@ async fn probe_network_mode_on_sockets() {
     let logs = proxy::LogSink::default();
     let upstream = tcp_echo().await;
     let p = proxy::start(
-        ProxyConfig::new(probe_file(), b"net".to_vec(), "127.0.0.1:0".parse().unwrap(), upstream)
-            .network(true)
-            .log_sink(logs.clone()),
+        ProxyConfig::new(
+            probe_file(),
+            b"net".to_vec(),
+            "127.0.0.1:0".parse().unwrap(),
+            upstream,
+        )
+        .network(true)
+        .log_sink(logs.clone()),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     let mut c = tokio::net::TcpStream::connect(p.local_addr).await.unwrap();
     c.write_all(b"abc").await.unwrap();
     let mut got = vec![0u8; 9];
-    tokio::time::timeout(LIMIT, c.read_exact(&mut got)).await.expect("echo in time").unwrap();
+    tokio::time::timeout(LIMIT, c.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .unwrap();
     assert_eq!(got, b"HELLO ABC");
     c.write_all(b"def").await.unwrap();
     let mut got = vec![0u8; 3];
-    tokio::time::timeout(LIMIT, c.read_exact(&mut got)).await.expect("echo in time").unwrap();
+    tokio::time::timeout(LIMIT, c.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .unwrap();
     assert_eq!(got, b"DEF");
     c.shutdown().await.unwrap();
     let mut rest = Vec::new();
-    tokio::time::timeout(LIMIT, c.read_to_end(&mut rest)).await.expect("close in time").unwrap();
+    tokio::time::timeout(LIMIT, c.read_to_end(&mut rest))
+        .await
+        .expect("close in time")
+        .unwrap();
     assert!(rest.is_empty());
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let lines: Vec<String> = logs.lock().unwrap().iter().map(|l| l.message.clone()).collect();
+        let lines: Vec<String> = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.message.clone())
+            .collect();
         if lines.iter().any(|l| l.starts_with("on_delete")) {
-            assert!(lines.contains(&"prepend=0 continue_downstream=0".to_string()), "{lines:#?}");
-            assert!(lines.contains(&"replace_upstream=0 continue_upstream=12".to_string()), "{lines:#?}");
-            assert!(lines.iter().any(|l| l.starts_with("downstream_data size=0 eos=1")), "{lines:#?}");
-            assert!(lines.iter().any(|l| l.starts_with("upstream_close")), "{lines:#?}");
-            assert!(lines.iter().any(|l| l.starts_with("downstream_close")), "{lines:#?}");
+            assert!(
+                lines.contains(&"prepend=0 continue_downstream=0".to_string()),
+                "{lines:#?}"
+            );
+            assert!(
+                lines.contains(&"replace_upstream=0 continue_upstream=12".to_string()),
+                "{lines:#?}"
+            );
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("downstream_data size=0 eos=1")),
+                "{lines:#?}"
+            );
+            assert!(
+                lines.iter().any(|l| l.starts_with("upstream_close")),
+                "{lines:#?}"
+            );
+            assert!(
+                lines.iter().any(|l| l.starts_with("downstream_close")),
+                "{lines:#?}"
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no on_delete after the close: {lines:#?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no on_delete after the close: {lines:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_upstream_closes_the_client_connection() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let logs = proxy::LogSink::default();
     let p = proxy::start(
-        ProxyConfig::new(probe_file(), b"net".to_vec(), "127.0.0.1:0".parse().unwrap(), closed_port)
-            .network(true)
-            .log_sink(logs.clone()),
+        ProxyConfig::new(
+            probe_file(),
+            b"net".to_vec(),
+            "127.0.0.1:0".parse().unwrap(),
+            closed_port,
+        )
+        .network(true)
+        .log_sink(logs.clone()),
     )
     .await
     .unwrap();
     let mut c = tokio::net::TcpStream::connect(p.local_addr).await.unwrap();
     let mut rest = Vec::new();
-    let r = tokio::time::timeout(LIMIT, c.read_to_end(&mut rest)).await.expect("closed in time");
+    let r = tokio::time::timeout(LIMIT, c.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
     assert!(r.is_ok_and(|n| n == 0) || rest.is_empty());
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let lines: Vec<String> = logs.lock().unwrap().iter().map(|l| l.message.clone()).collect();
+    let lines: Vec<String> = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| l.message.clone())
+        .collect();
     // tcp_proxy closes the client side: the filter sees a local close (peer type 1).
-    assert!(lines.iter().any(|l| l.starts_with("downstream_close") && l.ends_with("peer=1")), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("downstream_close") && l.ends_with("peer=1")),
+        "{lines:#?}"
+    );
 }
 
 #[test]
 fn network_roles_are_detected_from_the_configuration() {
-    assert!(is_network_role(br#"{"role":"tunnel_client","tunnel_host":"x"}"#));
+    assert!(is_network_role(
+        br#"{"role":"tunnel_client","tunnel_host":"x"}"#
+    ));
     assert!(is_network_role(br#"{ "role" : "tunnel_server" }"#));
     assert!(!is_network_role(br#"{"role":"agent"}"#));
     assert!(!is_network_role(br#"{"role":"server","tunnel_path":"/x"}"#));

@@ -12,14 +12,21 @@ use host_harness::{PluginOptions, WasmSource};
 pub fn probe_wasm() -> Vec<u8> {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
     WASM.get_or_init(|| {
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-guests/probe/Cargo.toml");
+        let manifest =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-guests/probe/Cargo.toml");
         let target_dir = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
             .join("harness-guests");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .arg("--target-dir")
             .arg(&target_dir)
@@ -27,7 +34,10 @@ pub fn probe_wasm() -> Vec<u8> {
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .status()
             .expect("cannot run cargo to build the probe guest");
-        assert!(status.success(), "building the probe guest failed (is the wasm32-wasip1 target installed?)");
+        assert!(
+            status.success(),
+            "building the probe guest failed (is the wasm32-wasip1 target installed?)"
+        );
         let path = target_dir.join("wasm32-wasip1/release/harness_probe.wasm");
         std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
     })
@@ -41,9 +51,12 @@ pub fn probe(mode: &str) -> PluginOptions {
 /// The real filter. Tests that need it fail (never skip) when it is missing.
 pub fn grpc_bridge_wasm() -> PathBuf {
     // GRPC_BRIDGE_WASM points elsewhere (e.g. a build under another CARGO_TARGET_DIR).
-    let path = std::env::var_os("GRPC_BRIDGE_WASM").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release/grpc_bridge.wasm")
-    });
+    let path = std::env::var_os("GRPC_BRIDGE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip1/release/grpc_bridge.wasm")
+        });
     assert!(
         path.exists(),
         "{} is missing: build the filter first with `make build` \

@@ -26,22 +26,57 @@ use std::cell::RefCell;
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_log(level: u32, ptr: *const u8, len: usize) -> u32;
-    fn proxy_get_buffer_bytes(t: u32, start: usize, len: usize, ptr: *mut *mut u8, size: *mut usize) -> u32;
-    fn proxy_set_buffer_bytes(t: u32, start: usize, len: usize, ptr: *const u8, size: usize) -> u32;
+    fn proxy_get_buffer_bytes(
+        t: u32,
+        start: usize,
+        len: usize,
+        ptr: *mut *mut u8,
+        size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(t: u32, start: usize, len: usize, ptr: *const u8, size: usize)
+        -> u32;
     fn proxy_set_tick_period_milliseconds(ms: u32) -> u32;
     fn proxy_set_effective_context(id: u32) -> u32;
     fn proxy_continue_stream(t: u32) -> u32;
     fn proxy_remove_header_map_value(t: u32, k: *const u8, kl: usize) -> u32;
     fn proxy_add_header_map_value(t: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) -> u32;
-    fn proxy_get_header_map_value(t: u32, k: *const u8, kl: usize, vp: *mut *mut u8, vs: *mut usize) -> u32;
-    fn proxy_send_local_response(code: u32, dp: *const u8, dl: usize, bp: *const u8, bl: usize, hp: *const u8, hl: usize, grpc: i32) -> u32;
+    fn proxy_get_header_map_value(
+        t: u32,
+        k: *const u8,
+        kl: usize,
+        vp: *mut *mut u8,
+        vs: *mut usize,
+    ) -> u32;
+    fn proxy_send_local_response(
+        code: u32,
+        dp: *const u8,
+        dl: usize,
+        bp: *const u8,
+        bl: usize,
+        hp: *const u8,
+        hl: usize,
+        grpc: i32,
+    ) -> u32;
     fn proxy_define_metric(t: u32, np: *const u8, nl: usize, out: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_get_metric(id: u32, out: *mut u64) -> u32;
     fn proxy_set_shared_data(kp: *const u8, kl: usize, vp: *const u8, vl: usize, cas: u32) -> u32;
-    fn proxy_get_shared_data(kp: *const u8, kl: usize, vp: *mut *mut u8, vs: *mut usize, cas: *mut u32) -> u32;
-    fn proxy_call_foreign_function(np: *const u8, nl: usize, ap: *const u8, al: usize, rp: *mut *mut u8, rs: *mut usize) -> u32;
+    fn proxy_get_shared_data(
+        kp: *const u8,
+        kl: usize,
+        vp: *mut *mut u8,
+        vs: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_call_foreign_function(
+        np: *const u8,
+        nl: usize,
+        ap: *const u8,
+        al: usize,
+        rp: *mut *mut u8,
+        rs: *mut usize,
+    ) -> u32;
     fn proxy_register_shared_queue(np: *const u8, nl: usize, token: *mut u32) -> u32;
     fn proxy_enqueue_shared_queue(token: u32, dp: *const u8, dl: usize) -> u32;
     fn proxy_dequeue_shared_queue(token: u32, dp: *mut *mut u8, dl: *mut usize) -> u32;
@@ -140,7 +175,10 @@ fn abi_battery() {
     unsafe {
         let mut id = 0u32;
         let name = "probe_requests";
-        st("define_counter", proxy_define_metric(0, name.as_ptr(), name.len(), &mut id));
+        st(
+            "define_counter",
+            proxy_define_metric(0, name.as_ptr(), name.len(), &mut id),
+        );
         st("increment_counter", proxy_increment_metric(id, 3));
         st("increment_counter_zero", proxy_increment_metric(id, 0));
         let mut v = 0u64;
@@ -148,41 +186,86 @@ fn abi_battery() {
         log(&format!("abi counter_value={v}"));
         let mut gid = 0u32;
         let g = "probe_gauge";
-        st("define_gauge", proxy_define_metric(1, g.as_ptr(), g.len(), &mut gid));
+        st(
+            "define_gauge",
+            proxy_define_metric(1, g.as_ptr(), g.len(), &mut gid),
+        );
         st("record_gauge", proxy_record_metric(gid, 7));
         st("increment_gauge_neg", proxy_increment_metric(gid, -2));
         let mut hid = 0u32;
         let h = "probe_histogram";
-        st("define_histogram", proxy_define_metric(2, h.as_ptr(), h.len(), &mut hid));
+        st(
+            "define_histogram",
+            proxy_define_metric(2, h.as_ptr(), h.len(), &mut hid),
+        );
         st("record_histogram", proxy_record_metric(hid, 42));
         st("get_histogram", proxy_get_metric(hid, &mut v));
-        st("define_bad_type", proxy_define_metric(9, g.as_ptr(), g.len(), &mut gid));
+        st(
+            "define_bad_type",
+            proxy_define_metric(9, g.as_ptr(), g.len(), &mut gid),
+        );
         st("get_unknown_metric", proxy_get_metric(4000, &mut v));
 
         let (k, val) = ("key", "v1");
         let mut p: *mut u8 = std::ptr::null_mut();
         let mut n = 0usize;
         let mut cas = 0u32;
-        st("get_shared_missing", proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas));
-        st("set_shared", proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), 0));
-        st("get_shared", proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas));
-        st("set_shared_stale_cas", proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas + 100));
-        st("set_shared_cas", proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas));
+        st(
+            "get_shared_missing",
+            proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas),
+        );
+        st(
+            "set_shared",
+            proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), 0),
+        );
+        st(
+            "get_shared",
+            proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas),
+        );
+        st(
+            "set_shared_stale_cas",
+            proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas + 100),
+        );
+        st(
+            "set_shared_cas",
+            proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas),
+        );
 
         let q = "probe_queue";
         let mut token = 0u32;
-        st("register_queue", proxy_register_shared_queue(q.as_ptr(), q.len(), &mut token));
-        st("dequeue_empty", proxy_dequeue_shared_queue(token, &mut p, &mut n));
-        st("enqueue", proxy_enqueue_shared_queue(token, b"x".as_ptr(), 1));
-        st("enqueue_unknown", proxy_enqueue_shared_queue(token + 50, b"x".as_ptr(), 1));
+        st(
+            "register_queue",
+            proxy_register_shared_queue(q.as_ptr(), q.len(), &mut token),
+        );
+        st(
+            "dequeue_empty",
+            proxy_dequeue_shared_queue(token, &mut p, &mut n),
+        );
+        st(
+            "enqueue",
+            proxy_enqueue_shared_queue(token, b"x".as_ptr(), 1),
+        );
+        st(
+            "enqueue_unknown",
+            proxy_enqueue_shared_queue(token + 50, b"x".as_ptr(), 1),
+        );
 
         let f = "clear_route_cache";
-        st("foreign_clear_route_cache", proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n));
+        st(
+            "foreign_clear_route_cache",
+            proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n),
+        );
         let f = "no_such_function";
-        st("foreign_unknown", proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n));
+        st(
+            "foreign_unknown",
+            proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n),
+        );
 
         let hk = ":path";
-        st("root_get_header", proxy_get_header_map_value(REQUEST_HEADERS, hk.as_ptr(), hk.len(), &mut p, &mut n));
+        st(
+            "root_get_header",
+            proxy_get_header_map_value(REQUEST_HEADERS, hk.as_ptr(), hk.len(), &mut p, &mut n),
+        );
         st("root_get_body", get_buffer(RESPONSE_BODY, 0, 10).0);
         st("continue_upstream", proxy_continue_stream(3));
         st("continue_bad_type", proxy_continue_stream(9));
@@ -190,9 +273,15 @@ fn abi_battery() {
         st("log_bad_level", proxy_log(9, hk.as_ptr(), hk.len()));
         st("bad_pointer", proxy_log(2, 0x7fff_fff0 as *const u8, 64));
         let pn = "plugin_name";
-        st("property_plugin_name", proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n));
+        st(
+            "property_plugin_name",
+            proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n),
+        );
         let pn = "no\0such";
-        st("property_unknown", proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n));
+        st(
+            "property_unknown",
+            proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n),
+        );
         st("get_buffer_bad_type", get_buffer(42, 0, 1).0);
     }
 }
@@ -222,12 +311,31 @@ pub extern "C" fn proxy_on_request_headers(_ctx: u32, _n: u32, _eos: u32) -> u32
         "local-reply" => {
             let d = "denied_by_probe";
             let b = "go away";
-            unsafe { proxy_send_local_response(403, d.as_ptr(), d.len(), b.as_ptr(), b.len(), std::ptr::null(), 0, -1) };
+            unsafe {
+                proxy_send_local_response(
+                    403,
+                    d.as_ptr(),
+                    d.len(),
+                    b.as_ptr(),
+                    b.len(),
+                    std::ptr::null(),
+                    0,
+                    -1,
+                )
+            };
             1
         }
         _ => {
             let (k, v) = ("x-probe", "1");
-            let st = unsafe { proxy_add_header_map_value(REQUEST_HEADERS, k.as_ptr(), k.len(), v.as_ptr(), v.len()) };
+            let st = unsafe {
+                proxy_add_header_map_value(
+                    REQUEST_HEADERS,
+                    k.as_ptr(),
+                    k.len(),
+                    v.as_ptr(),
+                    v.len(),
+                )
+            };
             log(&format!("add_request_header={st}"));
             0
         }
@@ -290,14 +398,29 @@ pub extern "C" fn proxy_on_response_body(ctx: u32, size: usize, eos: u32) -> u32
 #[no_mangle]
 pub extern "C" fn proxy_on_response_trailers(ctx: u32, _n: u32) -> u32 {
     let (get_st, held) = get_buffer(RESPONSE_BODY, 0, usize::MAX >> 1);
-    log(&format!("trailers get_buffer={get_st} held={}", held.map(|h| h.len() as i64).unwrap_or(-1)));
+    log(&format!(
+        "trailers get_buffer={get_st} held={}",
+        held.map(|h| h.len() as i64).unwrap_or(-1)
+    ));
     let frame = b"[TRAILERS]";
-    let st = unsafe { proxy_set_buffer_bytes(RESPONSE_BODY, usize::MAX >> 1, 0, frame.as_ptr(), frame.len()) };
+    let st = unsafe {
+        proxy_set_buffer_bytes(
+            RESPONSE_BODY,
+            usize::MAX >> 1,
+            0,
+            frame.as_ptr(),
+            frame.len(),
+        )
+    };
     log(&format!("trailers set_buffer={st}"));
     let k = "grpc-status";
     unsafe { proxy_remove_header_map_value(RESPONSE_TRAILERS, k.as_ptr(), k.len()) };
     match mode().as_str() {
-        "stream-trailers-continue" | "body-continue" | "buffer-all" | "watermark-all" | "headers-buffer"
+        "stream-trailers-continue"
+        | "body-continue"
+        | "buffer-all"
+        | "watermark-all"
+        | "headers-buffer"
         | "request-buffer" => 0,
         _ => {
             hold(ctx);
@@ -342,7 +465,8 @@ pub extern "C" fn proxy_on_downstream_data(ctx: u32, size: usize, eos: u32) -> u
     });
     if first {
         let hello = b"HELLO ";
-        let st = unsafe { proxy_set_buffer_bytes(DOWNSTREAM_DATA, 0, 0, hello.as_ptr(), hello.len()) };
+        let st =
+            unsafe { proxy_set_buffer_bytes(DOWNSTREAM_DATA, 0, 0, hello.as_ptr(), hello.len()) };
         let cont = unsafe { proxy_continue_stream(2) };
         log(&format!("prepend={st} continue_downstream={cont}"));
         return 1;
