@@ -172,3 +172,69 @@ pub fn unix_now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// Run `tests/py/<script>` with `args` (venv Python) and return its last JSON line.
+pub fn run_json(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = Command::new(python())
+        .arg(repo_root().join("tests/py").join(script))
+        .args(args)
+        .output()
+        .map_err(|e| format!("run {}: {e}", python().display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .ok_or_else(|| {
+            format!(
+                "{script} printed no JSON (exit {}); stdout:\n{stdout}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// A long-running `tests/py/<script>` that prints JSON lines (to a log file, polled).
+pub struct PyProcess {
+    pub process: crate::util::Process,
+}
+
+impl PyProcess {
+    pub fn spawn(script: &str, args: &[&str]) -> Result<PyProcess, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("py-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(python());
+        cmd.arg(repo_root().join("tests/py").join(script)).args(args);
+        let log = dir.path().join("out.log");
+        let process = crate::util::Process::spawn(script, cmd, log, Some(dir))?;
+        Ok(PyProcess { process })
+    }
+
+    /// The first JSON line with `"event": event`, waiting up to `within`.
+    pub fn wait_event(&mut self, event: &str, within: Duration) -> Result<serde_json::Value, String> {
+        let found = crate::util::wait_until(within, || {
+            // Whether it had exited before the log is read: then a missing event is final.
+            let exited = self.process.check_running().is_err();
+            let v = self
+                .process
+                .log()
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["event"] == event);
+            if v.is_none() && exited {
+                return Some(None);
+            }
+            v.map(Some)
+        })
+        .flatten();
+        found.ok_or_else(|| {
+            format!(
+                "no {event:?} event within {within:?}; output:\n{}",
+                self.process.log_tail(40)
+            )
+        })
+    }
+}
