@@ -133,7 +133,7 @@ async def run_client(url):
         t0 = time.monotonic()
         waiter = await ws.ping(b"interop-ping")
         try:
-            await asyncio.wait_for(waiter, 2.0)
+            await asyncio.wait_for(asyncio.shield(waiter), 2.0)
             res["pong_ms"] = ms(t0)
         except asyncio.TimeoutError:
             res["pong_ms"] = None
@@ -297,7 +297,7 @@ def main():
             res = asyncio.run(run_refusals(a.host, a.port, a.delay_ms))
         else:
             res = asyncio.run(run_server(a.hold_ms))
-    except Exception as e:  # noqa: BLE001
+    except BaseException as e:  # noqa: BLE001 - report anything, including cancellations
         res = {"event": "result", "mode": a.mode, "error": f"{type(e).__name__}: {e}"}
     print(json.dumps(res), flush=True)
     return 0

@@ -206,14 +206,19 @@ impl PyProcess {
             .tempdir()
             .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(python());
-        cmd.arg(repo_root().join("tests/py").join(script)).args(args);
+        cmd.arg(repo_root().join("tests/py").join(script))
+            .args(args);
         let log = dir.path().join("out.log");
         let process = crate::util::Process::spawn(script, cmd, log, Some(dir))?;
         Ok(PyProcess { process })
     }
 
     /// The first JSON line with `"event": event`, waiting up to `within`.
-    pub fn wait_event(&mut self, event: &str, within: Duration) -> Result<serde_json::Value, String> {
+    pub fn wait_event(
+        &mut self,
+        event: &str,
+        within: Duration,
+    ) -> Result<serde_json::Value, String> {
         let found = crate::util::wait_until(within, || {
             // Whether it had exited before the log is read: then a missing event is final.
             let exited = self.process.check_running().is_err();

@@ -218,7 +218,10 @@ impl TopologyBuilder {
         };
         let squid = if self.connect_proxy {
             let s = Squid::start("connect", hop_addr.port())?;
-            path.push(format!("squid CONNECT proxy {} (CONNECT {hop_addr})", s.addr));
+            path.push(format!(
+                "squid CONNECT proxy {} (CONNECT {hop_addr})",
+                s.addr
+            ));
             Some(s)
         } else {
             None

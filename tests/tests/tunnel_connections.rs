@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use grpc_bridge_tests::cases::{connect, fmt_status, Client};
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::py::{unix_now, PyHoldStream};
-use grpc_bridge_tests::topology::{Topology, TopologyBuilder, TunnelConnections, Transport};
+use grpc_bridge_tests::topology::{Topology, TopologyBuilder, Transport, TunnelConnections};
 use tokio::time::timeout;
 use tonic::Code;
 
@@ -173,7 +173,9 @@ fn hundred_streams_share_one_websocket() {
                 .map_err(|e| format!("task {i}: {e}"))??;
         }
         Ok((
-            format!("{N} streams open at once after {all_open_ms} ms, all finished with 3 messages"),
+            format!(
+                "{N} streams open at once after {all_open_ms} ms, all finished with 3 messages"
+            ),
             during,
         ))
     });
@@ -307,7 +309,10 @@ fn backend_killed_mid_stream() {
         .unwrap_or_else(|e| fail(&topo, format!("tonic, after the backend was killed: {e}")))
         .0;
     let e = match status {
-        Ok(()) => fail(&topo, "tonic: the stream ended OK after the backend was killed".into()),
+        Ok(()) => fail(
+            &topo,
+            "tonic: the stream ended OK after the backend was killed".into(),
+        ),
         Err(e) => e,
     };
     let same_as_direct = (e.code(), e.message().to_string()) == baseline;
@@ -367,18 +372,34 @@ fn hop_killed_mid_stream() {
     let outcome = rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)));
     let since_kill = t0.elapsed();
     let (status, _) = outcome.unwrap_or_else(|e| {
-        fail(&topo, format!("tonic: no status (hang) after the hop was killed: {e}"))
+        fail(
+            &topo,
+            format!("tonic: no status (hang) after the hop was killed: {e}"),
+        )
     });
     let e = match status {
-        Ok(()) => fail(&topo, "tonic: the stream ended OK after the hop was killed mid-stream".into()),
+        Ok(()) => fail(
+            &topo,
+            "tonic: the stream ended OK after the hop was killed mid-stream".into(),
+        ),
         Err(e) => e,
     };
     if since_kill > FAULT_NOTICED_WITHIN {
-        fail(&topo, format!("tonic: {} only after {} ms", fmt_status(&e), since_kill.as_millis()));
+        fail(
+            &topo,
+            format!(
+                "tonic: {} only after {} ms",
+                fmt_status(&e),
+                since_kill.as_millis()
+            ),
+        );
     }
-    let py_end = py
-        .wait_end(Duration::from_secs(5))
-        .unwrap_or_else(|e| fail(&topo, format!("grpcio: no status (hang) after the hop was killed: {e}")));
+    let py_end = py.wait_end(Duration::from_secs(5)).unwrap_or_else(|e| {
+        fail(
+            &topo,
+            format!("grpcio: no status (hang) after the hop was killed: {e}"),
+        )
+    });
     let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
     if py_end.code == "OK" || py_ms > FAULT_NOTICED_WITHIN.as_millis() as i64 {
         fail(&topo, format!("grpcio: want a non-OK status within {FAULT_NOTICED_WITHIN:?}, got {py_end:?} after {py_ms} ms"));
@@ -390,7 +411,10 @@ fn hop_killed_mid_stream() {
             .filter(|c| c.cancelled || c.finished)
     });
     if !matches!(&seen, Some(c) if c.cancelled) {
-        fail(&topo, format!("backend did not see the call cancelled: {seen:?}"));
+        fail(
+            &topo,
+            format!("backend did not see the call cancelled: {seen:?}"),
+        );
     }
     drop(c);
     let (conns, took) = topo

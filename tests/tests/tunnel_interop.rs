@@ -59,7 +59,8 @@ fn server_closed(topo: &Topology, within: Duration) -> Result<Duration, String> 
     let t0 = Instant::now();
     let read = || {
         (
-            topo.server.listener_stat("tunnel_server", "downstream_cx_active"),
+            topo.server
+                .listener_stat("tunnel_server", "downstream_cx_active"),
             topo.server.stat("cluster.grpc_backend.upstream_cx_active"),
         )
     };
@@ -74,16 +75,33 @@ fn websockets_client_against_tunnel_server() {
     let url = format!("ws://{}/grpc-bridge/tunnel", topo.server_addr);
     let v = run_json("ws_interop.py", &["client", "--url", &url]).unwrap_or_else(|e| panic!("{e}"));
     let mut c = Checks::default();
-    c.expect(v["error"].is_null(), format!("library error: {}", v["error"]));
-    c.expect(v["response_status"] == 101, format!("handshake status {}", v["response_status"]));
-    c.expect(v["subprotocol"] == SUBPROTOCOL, format!("subprotocol {}", v["subprotocol"]));
     c.expect(
-        v["message_kinds"].as_array().is_some_and(|k| !k.is_empty() && k.iter().all(|k| k == "binary")),
-        format!("messages from the server: {} (want binary only)", v["message_kinds"]),
+        v["error"].is_null(),
+        format!("library error: {}", v["error"]),
+    );
+    c.expect(
+        v["response_status"] == 101,
+        format!("handshake status {}", v["response_status"]),
+    );
+    c.expect(
+        v["subprotocol"] == SUBPROTOCOL,
+        format!("subprotocol {}", v["subprotocol"]),
+    );
+    c.expect(
+        v["message_kinds"]
+            .as_array()
+            .is_some_and(|k| !k.is_empty() && k.iter().all(|k| k == "binary")),
+        format!(
+            "messages from the server: {} (want binary only)",
+            v["message_kinds"]
+        ),
     );
     c.expect(
         v["first_frame"]["type"] == "SETTINGS" && v["first_frame"]["flags"] == 0,
-        format!("first HTTP/2 frame {} (want the backend's SETTINGS, type 4, no ACK)", v["first_frame"]),
+        format!(
+            "first HTTP/2 frame {} (want the backend's SETTINGS, type 4, no ACK)",
+            v["first_frame"]
+        ),
     );
     c.expect(
         v["settings_ack_received"] == true,
@@ -166,7 +184,11 @@ fn tunnel_client_against_websockets_server() {
         sock.set_read_timeout(Some(Duration::from_secs(20))).ok();
         let mut got = Vec::new();
         let r = sock.read_to_end(&mut got);
-        (r.map(|_| ()).map_err(|e| e.to_string()), got, Instant::now())
+        (
+            r.map(|_| ()).map_err(|e| e.to_string()),
+            got,
+            Instant::now(),
+        )
     });
     let v = py.wait_event("result", Duration::from_secs(20));
     let result_at = Instant::now();
@@ -175,19 +197,42 @@ fn tunnel_client_against_websockets_server() {
         c.0.push(e);
         Value::Null
     });
-    c.expect(v["error"].is_null(), format!("server-side error: {}", v["error"]));
-    let req = &v["request"];
-    c.expect(req["path"] == "/grpc-bridge/tunnel", format!("path {}", req["path"]));
-    c.expect(req["host"] == HOST, format!("Host {} (want {HOST})", req["host"]));
     c.expect(
-        req["protocols"].as_array().is_some_and(|p| p.iter().any(|p| p.as_str().is_some_and(|p| p.split(',').any(|x| x.trim() == SUBPROTOCOL)))),
+        v["error"].is_null(),
+        format!("server-side error: {}", v["error"]),
+    );
+    let req = &v["request"];
+    c.expect(
+        req["path"] == "/grpc-bridge/tunnel",
+        format!("path {}", req["path"]),
+    );
+    c.expect(
+        req["host"] == HOST,
+        format!("Host {} (want {HOST})", req["host"]),
+    );
+    c.expect(
+        req["protocols"].as_array().is_some_and(|p| {
+            p.iter().any(|p| {
+                p.as_str()
+                    .is_some_and(|p| p.split(',').any(|x| x.trim() == SUBPROTOCOL))
+            })
+        }),
         format!("Sec-WebSocket-Protocol offered: {}", req["protocols"]),
     );
     c.expect(
-        req["upgrade"].as_str().is_some_and(|u| u.eq_ignore_ascii_case("websocket")) && req["version"] == "13",
-        format!("Upgrade {}, Sec-WebSocket-Version {}", req["upgrade"], req["version"]),
+        req["upgrade"]
+            .as_str()
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+            && req["version"] == "13",
+        format!(
+            "Upgrade {}, Sec-WebSocket-Version {}",
+            req["upgrade"], req["version"]
+        ),
     );
-    c.expect(v["subprotocol"] == SUBPROTOCOL, format!("negotiated subprotocol {}", v["subprotocol"]));
+    c.expect(
+        v["subprotocol"] == SUBPROTOCOL,
+        format!("negotiated subprotocol {}", v["subprotocol"]),
+    );
     c.expect(
         v["first_message_kind"] == "binary" && v["first_message_starts_with_preface"] == true,
         format!(
@@ -205,7 +250,10 @@ fn tunnel_client_against_websockets_server() {
     );
     c.expect(
         ms(&v["pong_ms"]).is_some_and(|m| m < 1000.0),
-        format!("pong to the server's ping after {} ms (want < 1000)", v["pong_ms"]),
+        format!(
+            "pong to the server's ping after {} ms (want < 1000)",
+            v["pong_ms"]
+        ),
     );
     c.expect(
         v["close_received_code"] == 1000,
@@ -215,15 +263,27 @@ fn tunnel_client_against_websockets_server() {
     let (read, got, eof_at) = reader.join().unwrap();
     c.expect(
         read.is_ok() && eof_at.saturating_duration_since(result_at) < Duration::from_secs(5),
-        format!("raw client: {read:?} after {:?}", eof_at.saturating_duration_since(result_at)),
+        format!(
+            "raw client: {read:?} after {:?}",
+            eof_at.saturating_duration_since(result_at)
+        ),
     );
-    c.expect(got.is_empty(), format!("raw client received {} bytes from a server that sent no data", got.len()));
+    c.expect(
+        got.is_empty(),
+        format!(
+            "raw client received {} bytes from a server that sent no data",
+            got.len()
+        ),
+    );
     let closed = wait_until(Duration::from_secs(5), || {
         let a = agent.listener_stat("tunnel_client", "downstream_cx_active");
         let u = agent.stat("cluster.tunnel_upstream.upstream_cx_active");
         (a == Some(0) && u == Some(0)).then_some(())
     });
-    c.expect(closed.is_some(), "agent Envoy still has connections open 5 s after the close");
+    c.expect(
+        closed.is_some(),
+        "agent Envoy still has connections open 5 s after the close",
+    );
     if !c.0.is_empty() {
         panic!(
             "tunnel_client -> websockets server:\n  {}\nJSON: {v}\n--- agent Envoy ---\n{}\n--- python ---\n{}",
@@ -251,8 +311,11 @@ fn tunnel_client_against_websockets_server() {
 fn tunnel_server_refusals_reach_a_websockets_client() {
     let topo = tunnel_server();
     let port = topo.server_addr.port().to_string();
-    let v = run_json("ws_interop.py", &["refusals", "--port", &port, "--delay-ms", "100"])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let v = run_json(
+        "ws_interop.py",
+        &["refusals", "--port", &port, "--delay-ms", "100"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut c = Checks::default();
     for (case, want) in [("wrong_path", 404), ("wrong_subprotocol", 400)] {
         let r = &v[case];

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use grpc_bridge_tests::cases::{connect, fmt_status};
 use grpc_bridge_tests::pb::UnaryRequest;
-use grpc_bridge_tests::topology::{Topology, TunnelConnections, Transport};
+use grpc_bridge_tests::topology::{Topology, Transport, TunnelConnections};
 
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -96,7 +96,10 @@ fn pings_keep_the_tunnel_through_an_idle_cutting_hop() {
         fail(&r, "the tunnel must still be open 3.5 s into the silence");
     }
     if r.after.client_upstream.1 != 1 || r.after.server_listener.1 != 1 {
-        fail(&r, "both calls must use one tunnel connection (upstream_cx_total == 1)");
+        fail(
+            &r,
+            "both calls must use one tunnel connection (upstream_cx_total == 1)",
+        );
     }
     println!(
         "PING_INTERVAL_MS=500, nginx READ_TIMEOUT=2s: both calls OK around {} s of silence on one tunnel\n3.5 s into the silence: {}\nafter: {}",
@@ -113,10 +116,16 @@ fn without_pings_the_hop_cuts_the_idle_tunnel() {
         fail(&r, "the first call must succeed");
     }
     if r.mid_idle.client_upstream.0 != 0 || r.mid_idle.server_listener.0 != 0 {
-        fail(&r, "without pings nginx must have cut the tunnel 3.5 s into the silence");
+        fail(
+            &r,
+            "without pings nginx must have cut the tunnel 3.5 s into the silence",
+        );
     }
     if r.after.client_upstream.1 != 2 {
-        fail(&r, "the second call must have needed a second tunnel (upstream_cx_total == 2)");
+        fail(
+            &r,
+            "the second call must have needed a second tunnel (upstream_cx_total == 2)",
+        );
     }
     println!(
         "PING_INTERVAL_MS=0, nginx READ_TIMEOUT=2s: tunnel cut during the silence; second call {:?} on a new tunnel\n3.5 s into the silence: {}\nafter: {}",
