@@ -1,0 +1,204 @@
+//! Fallback in motion (`envoy/agent-fallback.yaml`): the native HTTP/2 path works, then an
+//! HTTP/1.1-only hop gets in its way, then it is cleared again. Expected, for each bridged
+//! transport (gRPC-web, WebSocket tunnel):
+//! 1. open: calls go native (cluster stats);
+//! 2. blocked: exactly FAILURES calls fail, the native host is ejected (outlier detection), and
+//!    every later call succeeds over the bridged transport;
+//! 3. cleared: after the re-probe interval, traffic returns to native.
+//!
+//! The native path goes through a relay the test switches between the server Envoy (open) and an
+//! nginx HTTP/1.1 hop (blocked: nginx answers the HTTP/2 preface with a 400). Switching also cuts
+//! the relay's live connections, as a middlebox change would.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use grpc_bridge_tests::backend::Backend;
+use grpc_bridge_tests::cases::connect;
+use grpc_bridge_tests::envoy::{wasm_path, Envoy};
+use grpc_bridge_tests::nginx::Nginx;
+use grpc_bridge_tests::pb::UnaryRequest;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+const FAILURES: u64 = 5;
+const REPROBE: Duration = Duration::from_secs(2);
+
+/// A TCP relay whose target can be switched; switching aborts the live connections.
+#[derive(Clone)]
+struct Relay {
+    addr: SocketAddr,
+    state: Arc<Mutex<(SocketAddr, Vec<AbortHandle>)>>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new((target, Vec::new())));
+        let st = state.clone();
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let target = st.lock().unwrap().0;
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+                st.lock().unwrap().1.push(task.abort_handle());
+            }
+        });
+        Relay { addr, state }
+    }
+
+    fn switch(&self, target: SocketAddr) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = target;
+        for h in s.1.drain(..) {
+            h.abort();
+        }
+    }
+}
+
+fn stat(e: &Envoy, name: &str) -> u64 {
+    e.stat(name).unwrap_or(0)
+}
+
+async fn call_once(addr: SocketAddr) -> Result<(), String> {
+    let mut c = connect(addr).await?;
+    let req = tonic::Request::new(UnaryRequest::default());
+    match tokio::time::timeout(Duration::from_secs(10), c.unary(req)).await {
+        Err(_) => Err("no answer within 10 s".into()),
+        Ok(Err(e)) => Err(format!("{:?} {}", e.code(), e.message())),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+fn run(fallback: &str) {
+    assert!(wasm_path().exists(), "the filter is not built: {} is missing (make build)", wasm_path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let backend = Backend::spawn();
+    let b = backend.addr;
+    let local = |k: &'static str, v: String| (k, v);
+    let server = Envoy::start(
+        "server",
+        "server.yaml",
+        &[
+            local("LISTEN_ADDR", "127.0.0.1".into()),
+            local("LISTEN_PORT", "0".into()),
+            local("BACKEND_HOST", b.ip().to_string()),
+            local("BACKEND_PORT", b.port().to_string()),
+        ],
+    )
+    .unwrap();
+    let server_addr = server.listener_addr("bridge_server").unwrap();
+    // The HTTP/1.1-only hop: the gRPC-web transport's path, and what blocks native HTTP/2.
+    let hop = Nginx::start("hop", server_addr).unwrap();
+    // The WebSocket transport's path: tunnel server Envoy behind an nginx WebSocket proxy.
+    let tunnel_server = Envoy::start(
+        "tunnel-server",
+        "tunnel-server.yaml",
+        &[
+            local("LISTEN_ADDR", "127.0.0.1".into()),
+            local("LISTEN_PORT", "0".into()),
+            local("BACKEND_HOST", b.ip().to_string()),
+            local("BACKEND_PORT", b.port().to_string()),
+        ],
+    )
+    .unwrap();
+    let ts_addr = tunnel_server.listener_addr("tunnel_server").unwrap();
+    let ws_hop = Nginx::start_template_vars("ws-hop", "nginx-websocket.conf", ts_addr, &[]).unwrap();
+
+    let relay = rt.block_on(Relay::start(server_addr));
+    let agent = Envoy::start(
+        "agent",
+        "agent-fallback.yaml",
+        &[
+            local("LISTEN_ADDR", "127.0.0.1".into()),
+            local("LISTEN_PORT", "0".into()),
+            local("NATIVE_HOST", "127.0.0.1".into()),
+            local("NATIVE_PORT", relay.addr.port().to_string()),
+            local("UPSTREAM_HOST", "127.0.0.1".into()),
+            local("UPSTREAM_PORT", hop.addr.port().to_string()),
+            local("TUNNEL_UPSTREAM_HOST", "127.0.0.1".into()),
+            local("TUNNEL_UPSTREAM_PORT", ws_hop.addr.port().to_string()),
+            local("TUNNEL_HOST", ws_hop.addr.to_string()),
+            local("FALLBACK", fallback.into()),
+            local("FAILURES", FAILURES.to_string()),
+            local("REPROBE_INTERVAL", format!("{}s", REPROBE.as_secs())),
+        ],
+    )
+    .unwrap();
+    let client = agent.listener_addr("agent").unwrap();
+    let native_rq = |a: &Envoy| stat(a, "cluster.native.upstream_rq_total");
+    let bridged_rq = |a: &Envoy| stat(a, &format!("cluster.{fallback}.upstream_rq_total"));
+
+    // 1. Open: wait for the HTTP/2 probe to mark native healthy, then calls go native.
+    let t0 = Instant::now();
+    while stat(&agent, "cluster.native.membership_healthy") != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "native never became healthy: {}", agent.stats_matching("native"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..10 {
+        rt.block_on(call_once(client)).unwrap_or_else(|e| panic!("open call {i}: {e}"));
+    }
+    assert_eq!(bridged_rq(&agent), 0, "bridged used while native works");
+    assert!(native_rq(&agent) >= 10, "native served {}", native_rq(&agent));
+
+    // 2. Blocked: FAILURES failures, then the bridged transport carries every call.
+    relay.switch(hop.addr);
+    let mut results = vec![];
+    for _ in 0..(FAILURES + 15) {
+        results.push(rt.block_on(call_once(client)));
+    }
+    let failed: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+    assert_eq!(
+        failed,
+        (0..FAILURES as usize).collect::<Vec<_>>(),
+        "want exactly the first {FAILURES} calls to fail, then success; results {results:?}"
+    );
+    assert_eq!(stat(&agent, "cluster.native.outlier_detection.ejections_enforced_total"), 1);
+    let bridged_after_block = bridged_rq(&agent);
+    assert!(bridged_after_block >= 15, "bridged served {bridged_after_block}");
+
+    // 3. Cleared: after the re-probe interval traffic returns to native.
+    relay.switch(server_addr);
+    let cleared = Instant::now();
+    let native_before = native_rq(&agent);
+    loop {
+        rt.block_on(call_once(client)).unwrap_or_else(|e| panic!("call after clearing: {e}"));
+        if native_rq(&agent) > native_before {
+            break;
+        }
+        assert!(
+            cleared.elapsed() < REPROBE * 5,
+            "traffic did not return to native within {:?}: {}",
+            REPROBE * 5,
+            agent.stats_matching("native")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back_after = cleared.elapsed();
+    // Once back, new calls stay native.
+    let bridged_now = bridged_rq(&agent);
+    for _ in 0..5 {
+        rt.block_on(call_once(client)).unwrap();
+    }
+    assert_eq!(bridged_rq(&agent), bridged_now, "calls went bridged after native came back");
+    println!(
+        "{fallback}: {FAILURES} failures then bridged ({bridged_after_block} bridged calls); native again {} ms after clearing (re-probe {} s)",
+        back_after.as_millis(),
+        REPROBE.as_secs()
+    );
+}
+
+#[test]
+fn fallback_switches_to_grpc_web_and_back() {
+    run("bridged_grpc_web");
+}
+
+#[test]
+fn fallback_switches_to_websocket_and_back() {
+    run("bridged_websocket");
+}
