@@ -106,14 +106,20 @@ impl TunnelServer {
 
     fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut events = Vec::new();
-        let mut raw = Vec::with_capacity(input.len());
-        let res = self.decoder.decode_into(input, &mut raw, &mut events);
         let before = out.len();
-        if self.client_preface.feed(&raw, out).is_err() {
-            self.queue_close(close_code::PROTOCOL_ERROR, "the tunnel carries HTTP/2 only");
-            self.state = State::Closed;
-            return;
-        }
+        let res = if self.client_preface.is_done() {
+            // Steady state: unmask straight into the output (one copy).
+            self.decoder.decode_into(input, out, &mut events)
+        } else {
+            let mut raw = Vec::with_capacity(input.len());
+            let res = self.decoder.decode_into(input, &mut raw, &mut events);
+            if self.client_preface.feed(&raw, out).is_err() {
+                self.queue_close(close_code::PROTOCOL_ERROR, "the tunnel carries HTTP/2 only");
+                self.state = State::Closed;
+                return;
+            }
+            res
+        };
         self.to_backend.feed(out.get(before..).unwrap_or(&[]));
         for ev in events {
             match ev {
