@@ -98,6 +98,14 @@ impl TunnelServer {
         }
     }
 
+    /// The refusal (like the 101) can only go out with backend bytes: a preface and an empty
+    /// SETTINGS make the backend answer at once. The connection is refused, so nothing else of
+    /// the client ever reaches the backend.
+    fn make_backend_answer(out: &mut Vec<u8>) {
+        out.extend_from_slice(PREFACE);
+        out.extend_from_slice(&EMPTY_SETTINGS);
+    }
+
     fn refuse(&mut self, status: u16, reason: &str) {
         host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id));
         self.pending_head = Some(encode_handshake_rejection(status, reason));
@@ -156,10 +164,19 @@ impl NetworkStream for TunnelServer {
                 self.head.extend_from_slice(&data);
                 match parse_client_handshake(&self.head, MAX_HANDSHAKE_BYTES) {
                     Ok(None) if self.head.len() <= MAX_HANDSHAKE_BYTES => {}
-                    Ok(None) | Err(HandshakeError::TooLarge) => self.refuse(431, "upgrade request too large"),
-                    Err(e) => self.refuse(400, &e.to_string()),
+                    Ok(None) | Err(HandshakeError::TooLarge) => {
+                        self.refuse(431, "upgrade request too large");
+                        Self::make_backend_answer(&mut out);
+                    }
+                    Err(e) => {
+                        self.refuse(400, &e.to_string());
+                        Self::make_backend_answer(&mut out);
+                    }
                     Ok(Some((req, consumed))) => match self.check(&req) {
-                        Err((status, why)) => self.refuse(status, &why),
+                        Err((status, why)) => {
+                            self.refuse(status, &why);
+                            Self::make_backend_answer(&mut out);
+                        }
                         Ok(()) => {
                             self.pending_head =
                                 Some(encode_server_handshake(&accept_key(&req.key), Some(&self.cfg.tunnel_protocol)));
