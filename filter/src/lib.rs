@@ -19,5 +19,6 @@ pub mod codec;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod metrics;
 pub mod root;
 pub mod tunnel;

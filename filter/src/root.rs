@@ -7,6 +7,7 @@ use std::rc::Rc;
 use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
+use crate::metrics::Metrics;
 use crate::http::{agent::AgentStream, server::ServerStream, Passthrough};
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
@@ -78,11 +79,12 @@ pub struct Root {
     flush: Rc<FlushScheduler>,
     /// Live tunnel-client connections (they get keepalive ticks).
     connections: BTreeSet<u32>,
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl Root {
     pub fn new(id: u32) -> Self {
-        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)), connections: BTreeSet::new() }
+        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)), connections: BTreeSet::new(), metrics: None }
     }
 
     pub fn on_configure(&mut self, size: usize) -> bool {
@@ -97,6 +99,7 @@ impl Root {
         match Config::parse(&bytes) {
             Ok(cfg) => {
                 self.flush = Rc::new(FlushScheduler::new(cfg.flush_interval_ms));
+                self.metrics = Some(Rc::new(Metrics::new(cfg.role)));
                 if cfg.role == Role::TunnelClient && cfg.ping_interval_ms > 0 {
                     // Check twice per interval so an idle tunnel pings within 1.5 intervals.
                     let period = (cfg.ping_interval_ms / 2).max(50);
@@ -116,17 +119,17 @@ impl Root {
     }
 
     pub fn new_child(&mut self, id: u32) -> ChildContext {
-        let Some(cfg) = self.config.clone() else {
+        let (Some(cfg), Some(m)) = (self.config.clone(), self.metrics.clone()) else {
             return ChildContext::Http(Rc::new(RefCell::new(Passthrough)));
         };
         match cfg.role {
-            Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg)))),
-            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone())))),
+            Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg, m)))),
+            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m)))),
             Role::TunnelClient => {
                 self.connections.insert(id);
-                ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg))))
+                ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
             }
-            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg)))),
+            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m)))),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType};
+use crate::metrics::Metrics;
 use crate::http::{remove_header, replace_body, req_header, resp_header, set_header};
 
 enum Response {
@@ -43,11 +44,22 @@ pub struct AgentStream {
     converted: bool,
     grpc_suffix: String,
     response: Response,
+    metrics: Rc<Metrics>,
 }
 
 impl AgentStream {
-    pub fn new(id: u32, cfg: Rc<Config>) -> Self {
-        AgentStream { id, cfg, converted: false, grpc_suffix: String::new(), response: Response::Untouched }
+    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+        AgentStream { id, cfg, converted: false, grpc_suffix: String::new(), response: Response::Untouched, metrics }
+    }
+
+    /// Counts the final status and, for statuses we made up, why.
+    fn count_final(&self, trailers: &[(String, String)], error_kind: Option<&str>) {
+        if let Some(kind) = error_kind {
+            self.metrics.inc(&format!("errors.{kind}"));
+        }
+        if let Some(code) = trailers.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes())) {
+            self.metrics.grpc_status(code);
+        }
     }
 
     fn grpc_content_type(&self) -> String {
@@ -56,20 +68,30 @@ impl AgentStream {
 
     /// Trailers that end the response, from the trailer frame or the reason there is none.
     fn final_trailers(&mut self) -> Vec<(String, String)> {
+        let (trailers, kind) = self.final_trailers_inner();
+        self.count_final(&trailers, kind);
+        trailers
+    }
+
+    fn final_trailers_inner(&mut self) -> (Vec<(String, String)>, Option<&'static str>) {
         let response = std::mem::replace(&mut self.response, Response::Finished);
         match response {
             Response::GrpcWeb { scanner, trailer, header_status, error } => {
                 if let Some((code, msg)) = error {
-                    return status_trailers(code, &msg);
+                    let kind = if code == code::RESOURCE_EXHAUSTED { "too_large" } else { "bad_response" };
+                    return (status_trailers(code, &msg), Some(kind));
                 }
                 if let Some(reader) = trailer {
                     return match reader.finish() {
                         Ok(pairs) => validate_status(pairs),
-                        Err(e) => status_trailers(code::INTERNAL, &format!("grpc-bridge: bad gRPC-web trailer frame: {e}")),
+                        Err(e) => (
+                            status_trailers(code::INTERNAL, &format!("grpc-bridge: bad gRPC-web trailer frame: {e}")),
+                            Some("bad_trailer_frame"),
+                        ),
                     };
                 }
                 if let Err(e) = scanner.finish() {
-                    return status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}"));
+                    return (status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")), Some("truncated"));
                 }
                 if let Some((st, msg)) = header_status {
                     let mut v = vec![("grpc-status".to_string(), st)];
@@ -78,9 +100,12 @@ impl AgentStream {
                     }
                     return validate_status(v);
                 }
-                status_trailers(
-                    code::INTERNAL,
-                    "grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)",
+                (
+                    status_trailers(
+                        code::INTERNAL,
+                        "grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)",
+                    ),
+                    Some("no_trailer_frame"),
                 )
             }
             Response::NotGrpc { code, mut message, quote } => {
@@ -89,9 +114,9 @@ impl AgentStream {
                     message.push_str(": ");
                     message.push_str(&q);
                 }
-                status_trailers(code, &message)
+                (status_trailers(code, &message), Some("non_grpc_response"))
             }
-            Response::Untouched | Response::Finished => Vec::new(),
+            Response::Untouched | Response::Finished => (Vec::new(), None),
         }
     }
 }
@@ -103,11 +128,14 @@ fn status_trailers(code: u32, message: &str) -> Vec<(String, String)> {
 }
 
 /// Keeps the upstream's trailers if they carry a valid `grpc-status`; otherwise INTERNAL.
-fn validate_status(pairs: Vec<(String, String)>) -> Vec<(String, String)> {
+fn validate_status(pairs: Vec<(String, String)>) -> (Vec<(String, String)>, Option<&'static str>) {
     match pairs.iter().find(|(k, _)| k == "grpc-status") {
-        Some((_, v)) if status::parse_grpc_status(v.as_bytes()).is_some() => pairs,
-        Some((_, v)) => status_trailers(code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
-        None => status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"),
+        Some((_, v)) if status::parse_grpc_status(v.as_bytes()).is_some() => (pairs, None),
+        Some((_, v)) => (
+            status_trailers(code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
+            Some("bad_trailer_frame"),
+        ),
+        None => (status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"), Some("bad_trailer_frame")),
     }
 }
 
@@ -146,8 +174,16 @@ impl HttpStream for AgentStream {
         // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
         remove_header(MapType::HttpRequestHeaders, "te");
         self.converted = true;
+        self.metrics.inc("calls");
         self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
         HeadersAction::Continue
+    }
+
+    fn on_request_body(&mut self, size: usize, _eos: bool) -> DataAction {
+        if self.converted {
+            self.metrics.add("bytes_up", size as u64);
+        }
+        DataAction::Continue
     }
 
     fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
@@ -166,12 +202,14 @@ impl HttpStream for AgentStream {
             let header_status = resp_header("grpc-status").map(|s| (s, resp_header("grpc-message")));
             if eos {
                 // Trailers-only. It must carry a valid status; otherwise it's an error, not OK.
-                match &header_status {
-                    Some((s, _)) if status::parse_grpc_status(s.as_bytes()).is_some() => {}
-                    _ => {
-                        for (k, v) in status_trailers(code::INTERNAL, "grpc-bridge: empty response without grpc-status") {
-                            set_header(MapType::HttpResponseHeaders, &k, &v);
+                match header_status.as_ref().and_then(|(s, _)| status::parse_grpc_status(s.as_bytes())) {
+                    Some(code) => self.metrics.grpc_status(code),
+                    None => {
+                        let t = status_trailers(code::INTERNAL, "grpc-bridge: empty response without grpc-status");
+                        for (k, v) in &t {
+                            set_header(MapType::HttpResponseHeaders, k, v);
                         }
+                        self.count_final(&t, Some("no_status"));
                     }
                 }
                 self.response = Response::Finished;
@@ -201,9 +239,11 @@ impl HttpStream for AgentStream {
         set_header(MapType::HttpResponseHeaders, ":status", "200");
         set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
         if eos {
-            for (k, v) in status_trailers(code, &message) {
-                set_header(MapType::HttpResponseHeaders, &k, &v);
+            let t = status_trailers(code, &message);
+            for (k, v) in &t {
+                set_header(MapType::HttpResponseHeaders, k, v);
             }
+            self.count_final(&t, Some("non_grpc_response"));
             self.response = Response::Finished;
         } else {
             self.response = Response::NotGrpc { code, message, quote: Vec::new() };
@@ -212,6 +252,9 @@ impl HttpStream for AgentStream {
     }
 
     fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+        if self.converted {
+            self.metrics.add("bytes_down", size as u64);
+        }
         let quote_limit = self.cfg.error_body_quote_bytes as usize;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
         match &mut self.response {
@@ -259,7 +302,10 @@ impl HttpStream for AgentStream {
         // HTTP/1.1 chunked trailers (or HTTP/2 from a gRPC-aware upstream) are rare here; if the
         // upstream sent real trailers with a status and no trailer frame, they stand.
         if let Response::GrpcWeb { trailer: None, error: None, .. } = &self.response {
-            if host::get_map_value(MapType::HttpResponseTrailers, "grpc-status").ok().flatten().is_some() {
+            if let Some(v) = host::get_map_value(MapType::HttpResponseTrailers, "grpc-status").ok().flatten() {
+                if let Some(code) = status::parse_grpc_status(&v) {
+                    self.metrics.grpc_status(code);
+                }
                 self.response = Response::Finished;
                 return HeadersAction::Continue;
             }

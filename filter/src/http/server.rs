@@ -20,6 +20,7 @@ use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
 use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
+use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
 
 /// Who sent the gRPC-web request.
@@ -75,12 +76,15 @@ pub struct ServerStream {
     cfg: Rc<Config>,
     flush: Rc<FlushScheduler>,
     conv: Option<Converted>,
+    metrics: Rc<Metrics>,
 }
 
 impl ServerStream {
-    pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>) -> Self {
-        ServerStream { id, cfg, flush, conv: None }
+    pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>, metrics: Rc<Metrics>) -> Self {
+        ServerStream { id, cfg, flush, conv: None, metrics }
     }
+
+
 
     fn web_content_type(&self) -> String {
         match &self.conv {
@@ -91,6 +95,8 @@ impl ServerStream {
 
     fn reject_request(&mut self, code: u32, message: &str) {
         let ct = self.web_content_type();
+        self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.too_large" } else { "errors.bad_request" });
+        self.metrics.grpc_status(code);
         send_grpc_error(&ct, code, message);
         if let Some(c) = self.conv.as_mut() {
             c.response = ResponseState::LocalReply;
@@ -105,6 +111,10 @@ impl HttpStream for ServerStream {
             return HeadersAction::Continue;
         };
         let origin = if req_header(&self.cfg.marker_header).is_some() { Origin::Agent } else { Origin::Browser };
+        self.metrics.inc(match origin {
+            Origin::Agent => "calls.agent",
+            Origin::Browser => "calls.browser",
+        });
         let h = MapType::HttpRequestHeaders;
         set_header(h, "content-type", &grpc_web::grpc_content_type(&suffix));
         set_header(h, "te", "trailers");
@@ -128,6 +138,7 @@ impl HttpStream for ServerStream {
 
     fn on_request_body(&mut self, size: usize, eos: bool) -> DataAction {
         let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
+        self.metrics.add("bytes_up", size as u64);
         let chunk = if size > 0 {
             match host::get_buffer(BufferType::HttpRequestBody, 0, size) {
                 Ok(Some(b)) => b,
@@ -195,6 +206,9 @@ impl HttpStream for ServerStream {
         remove_header(MapType::HttpResponseHeaders, "content-length");
         if eos {
             conv.response = ResponseState::TrailersOnly;
+            if let Some(code) = resp_header("grpc-status").and_then(|v| status::parse_grpc_status(v.as_bytes())) {
+                self.metrics.grpc_status(code);
+            }
             return HeadersAction::Continue;
         }
         let text = (conv.encoding == Encoding::Text).then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
@@ -208,6 +222,8 @@ impl HttpStream for ServerStream {
         let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
         let ResponseState::Streaming(st) = &mut conv.response else { return DataAction::Continue };
         st.body_seen = true;
+        // Sizes are cumulative while paused: count only what is new.
+        self.metrics.add("bytes_down", size.saturating_sub(if st.paused { st.held } else { 0 }) as u64);
 
         if let Some((encoder, scanner)) = st.text.as_mut() {
             // Encode the bytes that arrived since our last look; Envoy can only replace the whole
@@ -250,6 +266,8 @@ impl HttpStream for ServerStream {
             let _ = host::append_buffer(BufferType::HttpResponseBody, &out);
             conv.response = ResponseState::Done;
             self.flush.release(id);
+            self.metrics.inc("errors.no_backend_trailers");
+            self.metrics.grpc_status(code::INTERNAL);
             return DataAction::Continue;
         }
         host::log(LogLevel::Trace, &format!("grpc-bridge server: body size={size} held={} paused={} eos={eos}", st.held, st.paused));
@@ -259,6 +277,7 @@ impl HttpStream for ServerStream {
             // (the previous chunk was paused too); Envoy runs this after our callback returns.
             if host::continue_stream(StreamType::HttpResponse).is_ok() {
                 st.held = 0;
+                self.metrics.inc("early_releases");
             }
         }
         st.paused = true;
@@ -267,6 +286,7 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        let metrics = self.metrics.clone();
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
         let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
@@ -278,6 +298,9 @@ impl HttpStream for ServerStream {
                 Vec::new()
             }
         };
+        if let Some(code) = pairs.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes())) {
+            metrics.grpc_status(code);
+        }
         if !st.body_seen {
             // Headers then trailers with no message: Envoy has no body buffer for this stream
             // (set_buffer answers BadArgument) and offers no way to create one, so the trailer
@@ -285,6 +308,7 @@ impl HttpStream for ServerStream {
             // (the server listener needs `enable_trailers`); our agent reads them. A hop that
             // drops trailers leaves the agent with no status, which it reports as INTERNAL.
             host::log(LogLevel::Debug, "grpc-bridge server: trailers without a body: sent as HTTP trailers");
+            metrics.inc("trailers_as_http");
             conv.response = ResponseState::Done;
             return HeadersAction::Continue;
         }
@@ -316,7 +340,9 @@ impl HttpStream for ServerStream {
         }
         if host::set_effective_context(self.id).is_ok() {
             // BadArgument/NotFound here means the stream already ended: nothing to release.
-            let _ = host::continue_stream(StreamType::HttpResponse);
+            if host::continue_stream(StreamType::HttpResponse).is_ok() {
+                self.metrics.inc("flushes");
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use crate::codec::websocket::{
 };
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
+use crate::metrics::Metrics;
 use crate::tunnel::{wrap_binary, Entropy, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +42,11 @@ pub struct TunnelClient {
     close_sent: bool,
     /// When we last sent anything upstream (ns, host clock): keepalive pings fill silences.
     last_sent_ns: u64,
+    metrics: Rc<Metrics>,
 }
 
 impl TunnelClient {
-    pub fn new(id: u32, cfg: Rc<Config>) -> Self {
+    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
         let max = u64::from(cfg.max_frame_bytes);
         TunnelClient {
             id,
@@ -57,6 +59,7 @@ impl TunnelClient {
             to_upstream: Vec::new(),
             close_sent: false,
             last_sent_ns: 0,
+            metrics,
         }
     }
 
@@ -130,6 +133,7 @@ impl TunnelClient {
             }
         }
         if let Err(e) = res {
+            self.metrics.inc("errors.bad_frame");
             self.queue_close(e.close_code, &e.reason);
             self.flush_control();
             self.fail(&format!("invalid frame from server: {e}"));
@@ -160,7 +164,9 @@ impl NetworkStream for TunnelClient {
                 }
             }
             self.state = State::AwaitingUpgrade;
+            self.metrics.inc("connections");
         }
+        self.metrics.add("bytes_up", data.len() as u64);
         out.append(&mut self.to_upstream);
         if !wrap_binary(&data, self.cfg.max_frame_bytes as usize, Some(&mut self.entropy), &mut out) {
             self.fail("no entropy for mask keys");
@@ -202,16 +208,21 @@ impl NetworkStream for TunnelClient {
                     Ok(None) => self.fail("upgrade response head too large"),
                     Ok(Some(consumed)) => {
                         self.state = State::Open;
+                        self.metrics.inc("upgrades");
                         let rest = self.head.split_off(consumed.min(self.head.len()));
                         self.head = Vec::new();
                         self.unwrap(&rest, &mut out);
                     }
-                    Err(e) => self.fail(&format!("WebSocket upgrade refused: {e}")),
+                    Err(e) => {
+                        self.metrics.inc("errors.upgrade_refused");
+                        self.fail(&format!("WebSocket upgrade refused: {e}"));
+                    }
                 }
             }
             State::Open => self.unwrap(&data, &mut out),
             State::Fresh | State::Closed => {}
         }
+        self.metrics.add("bytes_down", out.len() as u64);
         if let Err(e) = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out) {
             self.fail(&format!("cannot write downstream: {e:?}"));
         }
@@ -227,6 +238,7 @@ impl NetworkStream for TunnelClient {
         let interval_ns = u64::from(self.cfg.ping_interval_ms) * 1_000_000;
         if now.saturating_sub(self.last_sent_ns) >= interval_ns {
             self.queue_control(Opcode::Ping, b"grpc-bridge keepalive");
+            self.metrics.inc("pings");
             self.flush_control();
             host::log(LogLevel::Debug, &format!("grpc-bridge tunnel client {}: keepalive ping (sent: {})", self.id, self.to_upstream.is_empty()));
         }

@@ -17,6 +17,7 @@ use crate::codec::websocket::{
 use crate::codec::h2::{ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
+use crate::metrics::Metrics;
 use crate::tunnel::{constant_time_eq, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,10 +51,11 @@ pub struct TunnelServer {
     /// Payload of the latest unanswered ping.
     pending_pong: Option<Vec<u8>>,
     close_sent: bool,
+    metrics: Rc<Metrics>,
 }
 
 impl TunnelServer {
-    pub fn new(id: u32, cfg: Rc<Config>) -> Self {
+    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
         let max = u64::from(cfg.max_frame_bytes);
         TunnelServer {
             id,
@@ -70,6 +72,7 @@ impl TunnelServer {
             to_backend: FrameWalker::new(),
             nudge_wanted: false,
             close_sent: false,
+            metrics,
         }
     }
 
@@ -108,6 +111,7 @@ impl TunnelServer {
 
     fn refuse(&mut self, status: u16, reason: &str) {
         host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id));
+        self.metrics.inc(&format!("upgrades_refused.{status}"));
         self.pending_head = Some(encode_handshake_rejection(status, reason));
         self.state = State::Closed;
     }
@@ -145,6 +149,7 @@ impl TunnelServer {
             }
         }
         if let Err(e) = res {
+            self.metrics.inc("errors.bad_frame");
             host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: invalid frame: {e}", self.id));
             self.queue_close(e.close_code, &e.reason);
             self.state = State::Closed;
@@ -181,6 +186,7 @@ impl NetworkStream for TunnelServer {
                             self.pending_head =
                                 Some(encode_server_handshake(&accept_key(&req.key), Some(&self.cfg.tunnel_protocol)));
                             self.state = State::Open;
+                            self.metrics.inc("upgrades");
                             // Speak first so the backend answers and the 101 can go out now,
                             // whether or not the client sends anything before it has the 101.
                             out.extend_from_slice(PREFACE);
@@ -195,6 +201,7 @@ impl NetworkStream for TunnelServer {
             State::Open => self.unwrap(&data, &mut out),
             State::Closed => {}
         }
+        self.metrics.add("bytes_up", out.len() as u64);
         // We can write to the client only when the backend sends bytes: a pong or close reply
         // would wait for the backend's next frame. An HTTP/2 PING makes it answer now (its ACK
         // is removed on the way back), without changing the connection's semantics.
@@ -249,6 +256,7 @@ impl NetworkStream for TunnelServer {
             let early = std::mem::take(&mut self.early_upstream);
             self.backend_filter.feed(&early, &mut backend);
             self.backend_filter.feed(&data, &mut backend);
+            self.metrics.add("bytes_down", backend.len() as u64);
             wrap_binary(&backend, max_frame, None, &mut out);
             if eos {
                 self.queue_close(close_code::GOING_AWAY, "backend closed");

@@ -1,0 +1,46 @@
+//! The filter's counters in Envoy's `/stats` after known traffic (agent + nginx hop + server
+//! role): calls, origin, bytes each way, and the final gRPC status per code on both sides.
+
+use grpc_bridge_tests::cases::connect;
+use grpc_bridge_tests::envoy::Envoy;
+use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::topology::{ServerSide, Topology};
+
+fn stat(e: &Envoy, name: &str) -> u64 {
+    e.stat(&format!("wasmcustom.grpc_bridge.{name}")).unwrap_or(0)
+}
+
+#[test]
+fn counters_after_known_traffic() {
+    let topo = Topology::builder().server(ServerSide::Wasm).start().unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = connect(topo.client_addr).await.unwrap();
+        for _ in 0..3 {
+            c.unary(UnaryRequest::default()).await.unwrap();
+        }
+        for _ in 0..2 {
+            let req = UnaryRequest { status_code: 5, status_message: "nope".into(), ..Default::default() };
+            let e = c.unary(req).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::NotFound);
+        }
+    });
+    let agent = topo.agent.as_ref().unwrap();
+    let server = &topo.server;
+    let report = format!(
+        "agent:\n{}\nserver:\n{}",
+        agent.stats_matching("grpc_bridge"),
+        server.stats_matching("grpc_bridge")
+    );
+    assert_eq!(stat(agent, "agent.calls"), 5, "{report}");
+    assert_eq!(stat(agent, "agent.grpc_status.0"), 3, "{report}");
+    assert_eq!(stat(agent, "agent.grpc_status.5"), 2, "{report}");
+    assert!(stat(agent, "agent.bytes_up") > 0 && stat(agent, "agent.bytes_down") > 0, "{report}");
+    assert_eq!(stat(server, "server.calls.agent"), 5, "{report}");
+    assert_eq!(stat(server, "server.calls.browser"), 0, "{report}");
+    assert_eq!(stat(server, "server.grpc_status.0"), 3, "{report}");
+    assert_eq!(stat(server, "server.grpc_status.5"), 2, "{report}");
+    // What went up through the agent is what the server received.
+    assert_eq!(stat(agent, "agent.bytes_up"), stat(server, "server.bytes_up"), "{report}");
+    println!("{report}");
+}
