@@ -5,6 +5,7 @@
 //! - [`envoy`], [`nginx`], [`squid`]: launchers for the configs in `envoy/`.
 //! - [`backend`]: the in-process tonic test backend.
 //! - [`topology`]: backend -> server Envoy -> nginx HTTP/1.1 hop -> agent Envoy.
+//! - [`certs`], [`squid_bump`], [`tls_proxy`]: TLS through a (TLS-intercepting) forward proxy.
 //! - [`cases`]: the end-to-end cases, run by a tonic client against any client-facing address.
 
 pub mod pb {
@@ -13,12 +14,15 @@ pub mod pb {
 
 pub mod backend;
 pub mod cases;
+pub mod certs;
 pub mod envoy;
 pub mod fake_upstream;
 pub mod grpcweb;
 pub mod nginx;
 pub mod py;
 pub mod squid;
+pub mod squid_bump;
 pub mod template;
+pub mod tls_proxy;
 pub mod topology;
 pub mod util;

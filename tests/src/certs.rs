@@ -1,0 +1,156 @@
+//! Test certificates, made with the `openssl` command line into a temp directory:
+//!
+//! - the proxy's CA (a TLS-intercepting proxy mints server certificates from it; the agent Envoy
+//!   trusts it);
+//! - the server's CA and a server certificate for one DNS name (the server Envoy's TLS listener;
+//!   the proxy trusts this CA when it re-originates TLS);
+//! - a bundle of both CAs (an agent that must work whether or not the proxy intercepts TLS).
+//!
+//! Everything is world-readable (squid's helpers run as an unprivileged user); the keys are
+//! throwaway test keys.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `openssl` binary (`$OPENSSL_BIN` overrides).
+pub fn openssl_bin() -> PathBuf {
+    std::env::var_os("OPENSSL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("openssl"))
+}
+
+pub struct TestPki {
+    /// The server's TLS name (SAN DNS of the server certificate).
+    pub server_name: String,
+    pub proxy_ca_cert: PathBuf,
+    pub proxy_ca_key: PathBuf,
+    pub server_ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// proxy CA + server CA.
+    pub both_cas: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn openssl(args: &[&str], cwd: &Path) -> Result<(), String> {
+    let out = Command::new(openssl_bin())
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .map_err(|e| format!("run {}: {e}", openssl_bin().display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "openssl {}: {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+fn self_signed_ca(cn: &str, name: &str, dir: &Path) -> Result<(), String> {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        dir,
+    )
+}
+
+impl TestPki {
+    /// Make both CAs and a server certificate for `server_name` (about 0.5 s).
+    pub fn generate(server_name: &str) -> Result<TestPki, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("grpc-bridge-pki-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let d = dir.path();
+        self_signed_ca("grpc-bridge test proxy CA", "proxy-ca", d)?;
+        self_signed_ca("grpc-bridge test server CA", "server-ca", d)?;
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                &format!("/CN={server_name}"),
+            ],
+            d,
+        )?;
+        std::fs::write(
+            d.join("server.ext"),
+            format!(
+                "subjectAltName=DNS:{server_name}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "server-ca.pem",
+                "-CAkey",
+                "server-ca.key",
+                "-set_serial",
+                "2",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+                "-out",
+                "server.pem",
+            ],
+            d,
+        )?;
+        let mut both = std::fs::read(d.join("proxy-ca.pem")).map_err(|e| e.to_string())?;
+        both.extend(std::fs::read(d.join("server-ca.pem")).map_err(|e| e.to_string())?);
+        std::fs::write(d.join("both-cas.pem"), both).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        for e in std::fs::read_dir(d).map_err(|e| e.to_string())?.flatten() {
+            std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(TestPki {
+            server_name: server_name.to_string(),
+            proxy_ca_cert: d.join("proxy-ca.pem"),
+            proxy_ca_key: d.join("proxy-ca.key"),
+            server_ca_cert: d.join("server-ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            both_cas: d.join("both-cas.pem"),
+            dir,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
