@@ -511,7 +511,7 @@ async fn raw_error_without_messages(server: SocketAddr) -> Result<String, String
     match &c.trailers {
         Some(t) => {
             let st = t.get("grpc-status").and_then(|v| v.to_str().ok());
-            let msg = t.get("grpc-message").and_then(|v| v.to_str().ok()).map(|m| percent_decode(m));
+            let msg = t.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode);
             ensure(st == Some("14") && msg.as_deref() == Some("no messages for you"), || {
                 format!("HTTP trailers {t:?}")
             })?;
