@@ -122,10 +122,11 @@ fn generate(recipe: &[u8], side: Side, mask_seed: [u8; 4]) -> (Vec<u8>, Vec<WsEv
         let kind = r.u8();
         let len_byte = r.u8();
         let mut payload = match len_byte {
-            // Extended lengths, once per stream: 16-bit form and both sides of the 64-bit switch.
+            // Extended lengths, once per stream: both ends of the 16-bit form's range (126 and
+            // 65535), one in between, and the smallest 64-bit length.
             250..=253 if !big_done => {
                 big_done = true;
-                let n = [200usize, 65_535, 65_536, 70_001][usize::from(len_byte - 250)];
+                let n = [126usize, 300, 65_535, 65_536][usize::from(len_byte - 250)];
                 let seed = r.bytes(8).to_vec();
                 (0..n)
                     .map(|i| seed.get(i % seed.len().max(1)).copied().unwrap_or(0) ^ (i as u8))

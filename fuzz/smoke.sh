@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Fuzz smoke test: builds every cargo-fuzz target and runs each for a few seconds, starting from
+# the committed seed corpus. Fails on any crash, panic (a broken invariant), timeout or OOM.
+#
+#   fuzz/smoke.sh            # 8 s per target (about a minute and a half in all, build included)
+#   fuzz/smoke.sh 60         # 60 s per target
+#   FUZZ_TARGETS="grpc_frame h2_tunnel" fuzz/smoke.sh 30
+#   FUZZ_SANITIZER=address fuzz/smoke.sh   # with ASan (slower; the codecs are safe Rust)
+#
+# Needs cargo-fuzz (`cargo install cargo-fuzz`; installed on first use when missing) and only
+# the stable toolchain: RUSTC_BOOTSTRAP=1 lets it take the nightly-only flags cargo-fuzz passes.
+# New inputs go to fuzz/corpus-new/<target>/ (git-ignored, reused by later runs), crashes to
+# fuzz/artifacts/<target>/. Inputs kept under fuzz/artifacts-found/<target>/ are replayed first.
+set -euo pipefail
+
+seconds="${1:-${FUZZ_SECONDS:-8}}"
+sanitizer="${FUZZ_SANITIZER:-none}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+all_targets="grpc_frame trailer_frame base64_text percent websocket_frames websocket_handshake h2_tunnel config"
+targets="${FUZZ_TARGETS:-$all_targets}"
+
+export RUSTC_BOOTSTRAP=1
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "smoke: cargo-fuzz not found; installing it (cargo install cargo-fuzz)" >&2
+    cargo install --locked cargo-fuzz >&2
+fi
+
+start=$(date +%s)
+echo "smoke: building fuzz targets (sanitizer: $sanitizer)"
+cargo fuzz build -s "$sanitizer"
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+bin_dir="target/$triple/release"
+built=$(date +%s)
+
+failed=()
+summary=()
+for t in $targets; do
+    mkdir -p "corpus-new/$t" "artifacts/$t" "corpus/$t"
+    # Known findings first: they must not crash any more.
+    if [ -d "artifacts-found/$t" ] && [ -n "$(ls -A "artifacts-found/$t" 2>/dev/null)" ]; then
+        if ! "$bin_dir/$t" -runs=0 "artifacts-found/$t" >"artifacts/$t/replay.log" 2>&1; then
+            echo "smoke: $t: a kept input in artifacts-found/$t still fails (artifacts/$t/replay.log)"
+            failed+=("$t(replay)")
+        fi
+    fi
+    log="artifacts/$t/smoke.log"
+    if "$bin_dir/$t" "corpus-new/$t" "corpus/$t" \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+        summary+=("$(printf '%-20s %10s runs %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
+    else
+        echo "smoke: $t FAILED; log: fuzz/$log"
+        grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" | head -20 || true
+        failed+=("$t")
+    fi
+done
+
+end=$(date +%s)
+echo "smoke: ${seconds}s per target; build $((built - start))s, total $((end - start))s"
+for line in "${summary[@]}"; do echo "  $line"; done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "smoke: FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "smoke: OK"
