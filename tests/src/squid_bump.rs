@@ -72,7 +72,8 @@ fn uid_of(user: &str) -> Option<u32> {
 }
 
 fn chown_recursive(path: &Path, uid: u32) -> Result<(), String> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: plain syscall on a NUL-terminated path; gid -1 leaves the group unchanged.
     if unsafe { libc::chown(c.as_ptr(), uid, u32::MAX) } != 0 {
         return Err(format!(
@@ -82,7 +83,10 @@ fn chown_recursive(path: &Path, uid: u32) -> Result<(), String> {
         ));
     }
     if path.is_dir() {
-        for e in std::fs::read_dir(path).map_err(|e| e.to_string())?.flatten() {
+        for e in std::fs::read_dir(path)
+            .map_err(|e| e.to_string())?
+            .flatten()
+        {
             chown_recursive(&e.path(), uid)?;
         }
     }
@@ -172,7 +176,10 @@ impl SquidBump {
         set("SERVER_CA_FILE", pki.server_ca_cert.display().to_string());
         set("HOSTS_FILE", hosts.display().to_string());
         set("SSL_BUMP", if opts.bump { "bump" } else { "splice" }.into());
-        set("WEBSOCKET", if opts.websocket { "allow" } else { "deny" }.into());
+        set(
+            "WEBSOCKET",
+            if opts.websocket { "allow" } else { "deny" }.into(),
+        );
         set("REQUIRE_AUTH", opts.auth.is_some().to_string());
         set("PASSWORD_FILE", passwd.display().to_string());
         if let Some(t) = &opts.client_idle_timeout {

@@ -94,6 +94,11 @@ impl AgentOptions {
         self.ping_interval_ms = Some(ms);
         self
     }
+    /// Another template variable (e.g. `MAX_REQUESTS_PER_CONNECTION`).
+    pub fn var(mut self, k: &str, v: &str) -> AgentOptions {
+        self.vars.push((k.into(), v.into()));
+        self
+    }
 }
 
 /// `Basic base64(user:password)`.
@@ -185,13 +190,19 @@ impl TlsProxy {
     /// Start an agent Envoy that reaches the server through the proxy.
     pub fn start_agent(&self, opts: &AgentOptions) -> Result<Agent, String> {
         let (template, listener, cluster) = match (opts.kind, self.bridge) {
-            (AgentKind::Native, _) => ("agent-native-tls-proxy.yaml", "native_agent", "native_upstream"),
+            (AgentKind::Native, _) => (
+                "agent-native-tls-proxy.yaml",
+                "native_agent",
+                "native_upstream",
+            ),
             (AgentKind::Bridge, Bridge::GrpcWeb) => {
                 ("agent-tls-proxy.yaml", "bridge_agent", "bridge_upstream")
             }
-            (AgentKind::Bridge, Bridge::WebSocketTunnel) => {
-                ("tunnel-client-tls-proxy.yaml", "tunnel_client", "tunnel_upstream")
-            }
+            (AgentKind::Bridge, Bridge::WebSocketTunnel) => (
+                "tunnel-client-tls-proxy.yaml",
+                "tunnel_client",
+                "tunnel_upstream",
+            ),
         };
         let trusted = match opts.trust {
             Trust::ProxyCa => &self.pki.proxy_ca_cert,

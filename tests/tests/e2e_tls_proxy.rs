@@ -23,8 +23,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grpc_bridge_tests::cases::{connect, fmt_status, report, run_case, run_suite, Outcome, CASE_TIMEOUT};
-use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::cases::{
+    connect, fmt_status, report, run_case, run_suite, Client, Outcome, CASE_TIMEOUT,
+};
+use grpc_bridge_tests::pb::{BidiRequest, UnaryRequest};
 use grpc_bridge_tests::squid_bump::SquidBumpOptions;
 use grpc_bridge_tests::tls_proxy::{Agent, AgentOptions, Bridge, TlsProxy, SERVER_NAME};
 use tonic::Code;
@@ -104,18 +106,30 @@ fn full_suite(bridge: Bridge, label: &str, bumped: &[&str], min_bumped: usize) {
     let (tonic_text, tonic_failed) = report(&tonic);
     let (grpcio_text, grpcio_failed) = report(&grpcio);
     let connects = t.squid.wait_access_lines(
-        &["CONNECT", &format!("{SERVER_NAME}:{}", t.server_addr.port())],
+        &[
+            "CONNECT",
+            &format!("{SERVER_NAME}:{}", t.server_addr.port()),
+        ],
         1,
         Duration::from_secs(5),
     );
-    let decrypted = t.squid.wait_access_lines(bumped, min_bumped, Duration::from_secs(5));
+    let decrypted = t
+        .squid
+        .wait_access_lines(bumped, min_bumped, Duration::from_secs(5));
     let text = format!(
         "tonic client:\n{tonic_text}grpcio client:\n{grpcio_text}squid access.log: {} CONNECT {SERVER_NAME} lines, {} decrypted lines matching {bumped:?}\n",
         connects.len(),
         decrypted.len()
     );
     if tonic_failed + grpcio_failed > 0 {
-        fail(&t, &[&a], format!("{label}: {} case(s) failed\n{text}", tonic_failed + grpcio_failed));
+        fail(
+            &t,
+            &[&a],
+            format!(
+                "{label}: {} case(s) failed\n{text}",
+                tonic_failed + grpcio_failed
+            ),
+        );
     }
     if connects.is_empty() || decrypted.len() < min_bumped {
         fail(
@@ -133,7 +147,11 @@ fn grpc_web_passes_the_suite_through_a_bumping_squid() {
     full_suite(
         Bridge::GrpcWeb,
         "gRPC-web over HTTP/1.1 in TLS through squid ssl_bump (tonic + grpcio)",
-        &["POST https://grpc-bridge.test:", "/bridge.test.BridgeTest/", "application/grpc-web"],
+        &[
+            "POST https://grpc-bridge.test:",
+            "/bridge.test.BridgeTest/",
+            "application/grpc-web",
+        ],
         20,
     );
 }
@@ -145,7 +163,11 @@ fn websocket_tunnel_passes_the_suite_through_a_bumping_squid() {
     full_suite(
         Bridge::WebSocketTunnel,
         "WebSocket tunnel in TLS through squid ssl_bump (tonic + grpcio)",
-        &["TCP_TUNNEL/101", "GET https://grpc-bridge.test:", "/grpc-bridge/tunnel"],
+        &[
+            "TCP_TUNNEL/101",
+            "GET https://grpc-bridge.test:",
+            "/grpc-bridge/tunnel",
+        ],
         10,
     );
 }
@@ -156,7 +178,13 @@ fn websocket_tunnel_passes_the_suite_through_a_bumping_squid() {
 #[test]
 fn native_grpc_fails_through_a_bumping_squid_where_the_bridge_passes() {
     let rt = rt();
-    let native_cases = ["unary", "server_stream_timing", "bidi_ping_pong", "metadata_unary", "concurrent_unary"];
+    let native_cases = [
+        "unary",
+        "server_stream_timing",
+        "bidi_ping_pong",
+        "metadata_unary",
+        "concurrent_unary",
+    ];
 
     // 1. Bumping squid (squid-bump.conf defaults): native fails, the bridge passes.
     let t = start(Bridge::GrpcWeb, SquidBumpOptions::new(0));
@@ -185,13 +213,25 @@ fn native_grpc_fails_through_a_bumping_squid_where_the_bridge_passes() {
         rejected_preface.len()
     );
     if native_ok != 0 || !not_unavailable.is_empty() {
-        fail(&t, &[&native, &bridge], format!("native gRPC must fail UNAVAILABLE through the bumping squid\n{summary}"));
+        fail(
+            &t,
+            &[&native, &bridge],
+            format!("native gRPC must fail UNAVAILABLE through the bumping squid\n{summary}"),
+        );
     }
     if rejected_preface.is_empty() {
-        fail(&t, &[&native, &bridge], format!("squid should have answered 400 to `PRI *`\n{summary}"));
+        fail(
+            &t,
+            &[&native, &bridge],
+            format!("squid should have answered 400 to `PRI *`\n{summary}"),
+        );
     }
     if let Err(e) = &bridge_result {
-        fail(&t, &[&native, &bridge], format!("the bridge must pass through the same squid: {e:?}\n{summary}"));
+        fail(
+            &t,
+            &[&native, &bridge],
+            format!("the bridge must pass through the same squid: {e:?}\n{summary}"),
+        );
     }
     drop((native, bridge, t));
 
@@ -204,8 +244,11 @@ fn native_grpc_fails_through_a_bumping_squid_where_the_bridge_passes() {
     let (text, failed) = report(&outcomes);
     // squid logs a spliced tunnel when it ends; the agent keeps its connection, so only the
     // CONNECT is there. Nothing may have been decrypted.
-    let connects = t.squid.wait_access_lines(&["CONNECT grpc-bridge.test:"], 1, Duration::from_secs(5));
-    let decrypted = t.squid.access_lines(&["https://grpc-bridge.test:"]).len() + t.squid.access_lines(&["PRI *"]).len();
+    let connects =
+        t.squid
+            .wait_access_lines(&["CONNECT grpc-bridge.test:"], 1, Duration::from_secs(5));
+    let decrypted = t.squid.access_lines(&["https://grpc-bridge.test:"]).len()
+        + t.squid.access_lines(&["PRI *"]).len();
     if failed > 0 || connects.is_empty() || decrypted > 0 {
         fail(
             &t,
@@ -229,19 +272,39 @@ fn proxy_auth(bridge: Bridge, label: &str, decrypted: &str) {
     opts.auth = Some(("agent".into(), "s3cret pass".into()));
     let t = start(bridge, opts);
     let none = agent(&t, &AgentOptions::bridge());
-    let wrong = agent(&t, &AgentOptions::bridge().credentials("agent", "not the password"));
-    let right = agent(&t, &AgentOptions::bridge().credentials("agent", "s3cret pass"));
+    let wrong = agent(
+        &t,
+        &AgentOptions::bridge().credentials("agent", "not the password"),
+    );
+    let right = agent(
+        &t,
+        &AgentOptions::bridge().credentials("agent", "s3cret pass"),
+    );
     let rt = rt();
     let (r_none, r_wrong, outcomes) = rt.block_on(async {
         (
             unary(none.addr, b"no credentials").await,
             unary(wrong.addr, b"wrong password").await,
-            run_cases(right.addr, &["unary", "server_stream_timing", "bidi_ping_pong", "large_4mib_unary", "concurrent_unary"]).await,
+            run_cases(
+                right.addr,
+                &[
+                    "unary",
+                    "server_stream_timing",
+                    "bidi_ping_pong",
+                    "large_4mib_unary",
+                    "concurrent_unary",
+                ],
+            )
+            .await,
         )
     });
     let (text, failed) = report(&outcomes);
-    let denied = t.squid.wait_access_lines(&["TCP_DENIED/407", "CONNECT"], 2, Duration::from_secs(5));
-    let as_user = t.squid.wait_access_lines(&[decrypted, " agent "], 1, Duration::from_secs(5));
+    let denied =
+        t.squid
+            .wait_access_lines(&["TCP_DENIED/407", "CONNECT"], 2, Duration::from_secs(5));
+    let as_user = t
+        .squid
+        .wait_access_lines(&[decrypted, " agent "], 1, Duration::from_secs(5));
     let summary = format!(
         "no credentials: {r_none:?}\nwrong password: {r_wrong:?}\nright credentials:\n{text}squid: {} CONNECTs denied with 407, {} decrypted lines as user `agent`\n",
         denied.len(),
@@ -249,7 +312,11 @@ fn proxy_auth(bridge: Bridge, label: &str, decrypted: &str) {
     );
     let agents = [&right, &none, &wrong];
     if r_none.is_ok() || r_wrong.is_ok() {
-        fail(&t, &agents, format!("{label}: calls without valid credentials must fail\n{summary}"));
+        fail(
+            &t,
+            &agents,
+            format!("{label}: calls without valid credentials must fail\n{summary}"),
+        );
     }
     if failed > 0 || denied.len() < 2 || as_user.is_empty() {
         fail(&t, &agents, format!("{label}\n{summary}"));
@@ -283,45 +350,44 @@ fn idle_closing() -> SquidBumpOptions {
     opts
 }
 
-const SILENCE: Duration = Duration::from_millis(4500);
-const PROBE_AT: Duration = Duration::from_millis(3500);
-
-/// One channel: a call, SILENCE of nothing (connections read at PROBE_AT), another call.
-/// Returns (first, upstream_cx (active, total) at PROBE_AT, second, upstream_cx after).
-async fn call_silence_call(
-    a: &Agent,
-) -> (Result<(), String>, (u64, u64), Result<(), String>, (u64, u64)) {
-    let c = match connect(a.addr).await {
-        Ok(c) => c,
-        Err(e) => return (Err(e), (0, 0), Err("-".into()), (0, 0)),
-    };
-    let call = |p: &'static [u8]| {
-        let mut c = c.clone();
-        async move {
-            let r = tokio::time::timeout(
-                Duration::from_secs(10),
-                c.unary(UnaryRequest {
-                    payload: p.to_vec(),
-                    ..Default::default()
-                }),
-            )
-            .await;
-            match r {
-                Err(_) => Err("no answer within 10 s".to_string()),
-                Ok(Err(s)) => Err(fmt_status(&s)),
-                Ok(Ok(r)) if r.get_ref().payload == p => Ok(()),
-                Ok(Ok(r)) => Err(format!("payload {:?}", r.get_ref().payload)),
-            }
-        }
-    };
-    let first = call(b"before the silence").await;
-    tokio::time::sleep(PROBE_AT).await;
-    let mid = a.upstream_cx();
-    tokio::time::sleep(SILENCE - PROBE_AT).await;
-    let second = call(b"after the silence").await;
-    drop(c);
-    (first, mid, second, a.upstream_cx())
+/// A unary call on `c` with a 10 s limit.
+async fn call(c: &Client, p: &'static [u8]) -> Result<(), String> {
+    let mut c = c.clone();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.unary(UnaryRequest {
+            payload: p.to_vec(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    match r {
+        Err(_) => Err("no answer within 10 s".to_string()),
+        Ok(Err(s)) => Err(fmt_status(&s)),
+        Ok(Ok(r)) if r.get_ref().payload == p => Ok(()),
+        Ok(Ok(r)) => Err(format!("payload {:?}", r.get_ref().payload)),
+    }
 }
+
+/// Poll `cond` every 50 ms until it holds (Some(time it took)) or `within` passes (None).
+async fn poll_until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return Some(t0.elapsed());
+        }
+        if t0.elapsed() >= within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long squid may take to cut an idle connection with its 2 s timeouts (it checks
+/// timeouts about once a second; the machine may be busy).
+const CUT_WITHIN: Duration = Duration::from_secs(10);
+/// The silence lasts at least this long, and at least 1 s past the cut.
+const MIN_SILENCE: Duration = Duration::from_millis(3500);
 
 #[test]
 fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
@@ -329,40 +395,175 @@ fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
     let pinging = agent(&t, &AgentOptions::bridge().ping_interval_ms(500));
     let silent = agent(&t, &AgentOptions::bridge().ping_interval_ms(0));
     let rt = rt();
-    let (p, s) = rt.block_on(async { tokio::join!(call_silence_call(&pinging), call_silence_call(&silent)) });
+    // Both agents: a call, the same silence, a call on the same channel. The silence lasts
+    // until squid has cut the tunnel that carries no pings, plus 1 s.
+    let r = rt.block_on(async {
+        let (cp, cs) = match (connect(pinging.addr).await, connect(silent.addr).await) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => return Err(format!("connect: {:?} {:?}", a.err(), b.err())),
+        };
+        let first = (
+            call(&cp, b"pings, before").await,
+            call(&cs, b"no pings, before").await,
+        );
+        let t0 = Instant::now();
+        let cut = poll_until(CUT_WITHIN, || silent.upstream_cx().0 == 0).await;
+        let rest = MIN_SILENCE
+            .saturating_sub(t0.elapsed())
+            .max(Duration::from_secs(1));
+        tokio::time::sleep(rest).await;
+        let mid = (pinging.upstream_cx(), silent.upstream_cx());
+        let silence = t0.elapsed();
+        let second = (
+            call(&cp, b"pings, after").await,
+            call(&cs, b"no pings, after").await,
+        );
+        let after = (pinging.upstream_cx(), silent.upstream_cx());
+        Ok((first, cut, silence, mid, second, after))
+    });
+    let (first, cut, silence, mid, second, after) =
+        r.unwrap_or_else(|e| fail(&t, &[&pinging, &silent], e));
     let summary = format!(
-        "PING_INTERVAL_MS=500: first {:?}, tunnels (active, total) {:?} at {PROBE_AT:?} into the silence, second {:?}, after {:?}\n\
-         PING_INTERVAL_MS=0:   first {:?}, tunnels (active, total) {:?} at {PROBE_AT:?} into the silence, second {:?}, after {:?}\n",
-        p.0, p.1, p.2, p.3, s.0, s.1, s.2, s.3
+        "silence of {silence:?}; the tunnel without pings was cut after {cut:?}\n\
+         PING_INTERVAL_MS=500: first {:?}, tunnels (active, total) at the end of the silence {:?}, second {:?}, after {:?}\n\
+         PING_INTERVAL_MS=0:   first {:?}, tunnels (active, total) at the end of the silence {:?}, second {:?}, after {:?}\n",
+        first.0, mid.0, second.0, after.0, first.1, mid.1, second.1, after.1
     );
     let agents = [&pinging, &silent];
-    // Pings: one tunnel, open through the silence, carries both calls.
-    if p.0.is_err() || p.2.is_err() || p.1 != (1, 1) || p.3.1 != 1 {
-        fail(&t, &agents, format!("keepalive pings must keep one tunnel through squid's 2 s read_timeout\n{summary}"));
+    if first.0.is_err() || first.1.is_err() {
+        fail(&t, &agents, format!("the first calls must pass\n{summary}"));
     }
-    // No pings: squid cuts the tunnel; the next call gets a new one.
-    if s.0.is_err() || s.1.0 != 0 {
-        fail(&t, &agents, format!("without pings squid must have cut the idle tunnel\n{summary}"));
+    // No pings: squid cuts the tunnel (not at once: after its read timeout).
+    if cut.is_none_or(|c| c < Duration::from_secs(1)) {
+        fail(&t, &agents, format!("without pings squid must cut the idle tunnel after its 2 s read_timeout\n{summary}"));
     }
-    if s.2.is_err() || s.3.1 != 2 {
-        fail(&t, &agents, format!("the call after the cut must pass on a second tunnel\n{summary}"));
+    // Pings: the one tunnel stays open through the same silence and carries both calls.
+    if mid.0 != (1, 1) || second.0.is_err() || after.0 .1 != 1 {
+        fail(
+            &t,
+            &agents,
+            format!(
+                "keepalive pings must keep one tunnel through squid's 2 s read_timeout\n{summary}"
+            ),
+        );
     }
-    println!("WebSocket tunnel through squid ssl_bump with read_timeout 2 s\npath: {}\n{summary}", t.path(&pinging));
+    // No pings: the next call re-establishes a tunnel.
+    if second.1.is_err() || after.1 .1 != 2 {
+        fail(
+            &t,
+            &agents,
+            format!("the call after the cut must pass on a second tunnel\n{summary}"),
+        );
+    }
+    println!(
+        "WebSocket tunnel through squid ssl_bump with read_timeout 2 s\npath: {}\n{summary}",
+        t.path(&pinging)
+    );
 }
 
 #[test]
 fn grpc_web_through_a_proxy_that_closes_idle_connections() {
     let t = start(Bridge::GrpcWeb, idle_closing());
-    let a = agent(&t, &AgentOptions::bridge());
-    let (first, mid, second, after) = rt().block_on(call_silence_call(&a));
+    // Keep-alive on (the sample's default is one call per connection, see
+    // calls_right_after_bidi_calls_through_a_bumping_squid), so that there is an idle pooled
+    // connection for squid to close.
+    let a = agent(
+        &t,
+        &AgentOptions::bridge().var("MAX_REQUESTS_PER_CONNECTION", "0"),
+    );
+    let r = rt().block_on(async {
+        let c = connect(a.addr).await?;
+        let first = call(&c, b"before the silence").await;
+        let during = a.upstream_cx();
+        let cut = poll_until(CUT_WITHIN, || a.upstream_cx().0 == 0).await;
+        let second = call(&c, b"after the silence").await;
+        Ok::<_, String>((first, during, cut, second, a.upstream_cx()))
+    });
+    let (first, during, cut, second, after) = r.unwrap_or_else(|e| fail(&t, &[&a], e));
     let summary = format!(
-        "first {first:?}; connections (active, total) {mid:?} at {PROBE_AT:?} into the silence; second {second:?}; after {after:?}\n"
+        "first {first:?} (connections (active, total) {during:?}); squid closed the idle connection after {cut:?}; second {second:?}; after {after:?}\n"
     );
     if first.is_err() || second.is_err() {
         fail(&t, &[&a], format!("both calls must pass\n{summary}"));
     }
-    if mid.0 != 0 || after.1 != 2 {
-        fail(&t, &[&a], format!("squid must have closed the idle connection and the agent opened a new one\n{summary}"));
+    if cut.is_none_or(|c| c < Duration::from_secs(1)) || after.1 != 2 {
+        fail(&t, &[&a], format!("squid must close the idle connection after its 2 s timeout, and the agent open a new one\n{summary}"));
     }
-    println!("gRPC-web through squid ssl_bump with client_idle_pconn_timeout 2 s\npath: {}\n{summary}", t.path(&a));
+    println!(
+        "gRPC-web through squid ssl_bump with client_idle_pconn_timeout 2 s\npath: {}\n{summary}",
+        t.path(&a)
+    );
+}
+
+/// A bidi call then, at once, a unary call, `ROUNDS` times on one channel, through the bumping
+/// squid. The server Envoy closes an HTTP/1.1 connection after a response that started before the
+/// request ended (every bidi call); squid, whose client connection is pinned to that server
+/// connection, still answers "Connection: keep-alive" and closes right after the response. With
+/// keep-alive in the agent (`MAX_REQUESTS_PER_CONNECTION=0`) the next call can land on the
+/// closing connection and fail UNAVAILABLE ("connection termination"); the sample's default (one
+/// call per connection) must pass every round. Run with `TLS_PROXY_KEEPALIVE=1` to see the
+/// keep-alive failures.
+#[test]
+fn calls_right_after_bidi_calls_through_a_bumping_squid() {
+    const ROUNDS: usize = 40;
+    let keepalive = std::env::var_os("TLS_PROXY_KEEPALIVE").is_some();
+    let t = start(Bridge::GrpcWeb, SquidBumpOptions::new(0));
+    let opts = if keepalive {
+        AgentOptions::bridge().var("MAX_REQUESTS_PER_CONNECTION", "0")
+    } else {
+        AgentOptions::bridge()
+    };
+    let a = agent(&t, &opts);
+    let failures = rt().block_on(async {
+        let c = connect(a.addr).await?;
+        let mut failures = vec![];
+        for i in 0..ROUNDS {
+            let mut b = c.clone();
+            // The request stays open until the pong arrived: the response starts before the
+            // request ends, as in every ping-pong.
+            let (tx, rx) = tokio::sync::mpsc::channel::<BidiRequest>(1);
+            let r = async {
+                tx.send(BidiRequest {
+                    seq: 1,
+                    payload: b"ping".to_vec(),
+                    response_size: 0,
+                })
+                .await
+                .map_err(|_| "request stream closed".to_string())?;
+                let mut s = b
+                    .bidi(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .map_err(|s| fmt_status(&s))?
+                    .into_inner();
+                let pong = s.message().await.map_err(|s| fmt_status(&s))?;
+                if pong.is_none() {
+                    return Err("no pong".to_string());
+                }
+                drop(tx);
+                while s.message().await.map_err(|s| fmt_status(&s))?.is_some() {}
+                Ok::<_, String>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(10), r).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("round {i} bidi: {e}")),
+                Err(_) => failures.push(format!("round {i} bidi: no end within 10 s")),
+            }
+            if let Err(e) = call(&c, b"right after").await {
+                failures.push(format!("round {i} unary: {e}"));
+            }
+        }
+        Ok::<_, String>(failures)
+    });
+    let failures = failures.unwrap_or_else(|e| fail(&t, &[&a], e));
+    let summary = format!(
+        "{ROUNDS} rounds of bidi + unary, MAX_REQUESTS_PER_CONNECTION={}: {} failed call(s), TLS connections (active, total) {:?}\n{}",
+        if keepalive { "0" } else { "1 (default)" },
+        failures.len(),
+        a.upstream_cx(),
+        failures.join("\n")
+    );
+    if !failures.is_empty() {
+        fail(&t, &[&a], summary);
+    }
+    println!("{summary}");
 }
