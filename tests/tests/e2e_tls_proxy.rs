@@ -14,6 +14,8 @@
 //!   bumping, and the bridge passes on the very same squid;
 //! - a proxy that requires basic authentication on CONNECT: no or wrong credentials are refused
 //!   (407), the configured `PROXY_AUTHORIZATION` passes;
+//! - the tunnel server sends its 101 on its own: a bare client that sends nothing after the
+//!   upgrade request gets it through the bumping squid;
 //! - a proxy that closes idle connections (`read_timeout`, `client_idle_pconn_timeout` 2 s):
 //!   tunnel keepalive pings keep one WebSocket tunnel across the silence; without pings the
 //!   tunnel is cut and re-established for the next call; gRPC-web re-opens its connection.
@@ -566,4 +568,55 @@ fn calls_right_after_bidi_calls_through_a_bumping_squid() {
         fail(&t, &[&a], summary);
     }
     println!("{summary}");
+}
+
+/// The tunnel server sends its 101 on its own: a bare WebSocket client (Python, `tests/py/
+/// upgrade_through_proxy.py`) sends only the upgrade request through the bumping squid (which
+/// would hold any further client bytes until it has seen the 101 anyway) and must get a valid 101
+/// (Sec-WebSocket-Accept, subprotocol) without sending anything else.
+#[test]
+fn websocket_101_without_client_data_through_a_bumping_squid() {
+    let t = start(Bridge::WebSocketTunnel, SquidBumpOptions::new(0));
+    let v = grpc_bridge_tests::py::run_json(
+        "upgrade_through_proxy.py",
+        &[
+            "--proxy",
+            &t.squid.addr.to_string(),
+            "--connect",
+            &format!("{SERVER_NAME}:{}", t.server_addr.port()),
+            "--cafile",
+            &t.pki.proxy_ca_cert.display().to_string(),
+            "--wait",
+            "5",
+        ],
+    )
+    .unwrap_or_else(|e| fail(&t, &[], e));
+    let ok = v["ok"] == true
+        && v["status"] == 101
+        && v["accept_ok"] == true
+        && v["protocol"] == "grpc-bridge.tunnel.v1"
+        && v["ms"].as_u64().is_some_and(|ms| ms < 3000);
+    if !ok {
+        fail(
+            &t,
+            &[],
+            format!("the 101 must come without client data, within 3 s: {v}"),
+        );
+    }
+    let logged = t.squid.wait_access_lines(
+        &["TCP_TUNNEL/101", "GET https://grpc-bridge.test:"],
+        1,
+        Duration::from_secs(5),
+    );
+    if logged.is_empty() {
+        fail(
+            &t,
+            &[],
+            format!("squid did not log the decrypted upgrade: {v}"),
+        );
+    }
+    println!(
+        "bare upgrade through squid ssl_bump, nothing sent after it: {v}\nsquid: {}",
+        logged[0]
+    );
 }
