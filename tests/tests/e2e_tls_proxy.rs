@@ -18,7 +18,9 @@
 //!   upgrade request gets it through the bumping squid;
 //! - a proxy that closes idle connections (`read_timeout`, `client_idle_pconn_timeout` 2 s):
 //!   tunnel keepalive pings keep one WebSocket tunnel across the silence; without pings the
-//!   tunnel is cut and re-established for the next call; gRPC-web re-opens its connection.
+//!   tunnel is cut and re-established for the next call; gRPC-web re-opens its connection;
+//! - calls right after bidi calls (gRPC-web): the server Envoy closes after those, squid still
+//!   says keep-alive, so `agent-tls-proxy.yaml` uses one call per connection by default.
 //!
 //! Certificates, squid config, hosts and password files are generated per test into temp dirs.
 
