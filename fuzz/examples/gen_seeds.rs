@@ -98,24 +98,85 @@ fn main() {
         cat(&[&lim(mm), &lim(mt), &a.to_le_bytes(), &b.to_le_bytes()])
     };
     let two = cat(&[&grpc(0, b"hello"), &grpc(1, b"z"), &ok]);
-    c.add("two-messages-trailers", &cat(&[&params(1000, 200, BYTEWISE, UP_TO_7), &two]));
-    c.add("empty-messages", &cat(&[&params(10, 100, FIXED_16, WHOLE), &grpc(0, b""), &grpc(0, b""), &grpc(0x80, b"")]));
-    c.add("trailers-only", &cat(&[&params(1000, 200, UP_TO_7, BYTEWISE), &err]));
-    c.add("message-too-large", &cat(&[&params(4, 200, BYTEWISE, WHOLE), &grpc(0, b"abc"), &grpc(0, b"abcde")]));
-    c.add("trailers-too-large", &cat(&[&params(100, 8, WHOLE, BYTEWISE), &grpc(0, b"abc"), &ok]));
-    c.add("reserved-flags", &cat(&[&params(100, 100, BYTEWISE, UP_TO_7), &grpc(0, b"a"), &grpc(0x81, b"x")]));
-    c.add("truncated", &cat(&[&params(100, 100, UP_TO_7, FIXED_16), &grpc(0, b"abcdef")[..8]]));
-    c.add("data-after-trailers", &cat(&[&params(100, 100, BYTEWISE, WHOLE), &ok, &grpc(0, b"late")]));
+    c.add(
+        "two-messages-trailers",
+        &cat(&[&params(1000, 200, BYTEWISE, UP_TO_7), &two]),
+    );
+    c.add(
+        "empty-messages",
+        &cat(&[
+            &params(10, 100, FIXED_16, WHOLE),
+            &grpc(0, b""),
+            &grpc(0, b""),
+            &grpc(0x80, b""),
+        ]),
+    );
+    c.add(
+        "trailers-only",
+        &cat(&[&params(1000, 200, UP_TO_7, BYTEWISE), &err]),
+    );
+    c.add(
+        "message-too-large",
+        &cat(&[
+            &params(4, 200, BYTEWISE, WHOLE),
+            &grpc(0, b"abc"),
+            &grpc(0, b"abcde"),
+        ]),
+    );
+    c.add(
+        "trailers-too-large",
+        &cat(&[&params(100, 8, WHOLE, BYTEWISE), &grpc(0, b"abc"), &ok]),
+    );
+    c.add(
+        "reserved-flags",
+        &cat(&[
+            &params(100, 100, BYTEWISE, UP_TO_7),
+            &grpc(0, b"a"),
+            &grpc(0x81, b"x"),
+        ]),
+    );
+    c.add(
+        "truncated",
+        &cat(&[
+            &params(100, 100, UP_TO_7, FIXED_16),
+            &grpc(0, b"abcdef")[..8],
+        ]),
+    );
+    c.add(
+        "data-after-trailers",
+        &cat(&[&params(100, 100, BYTEWISE, WHOLE), &ok, &grpc(0, b"late")]),
+    );
 
     // trailer_frame: limit, plan_a, plan_b, bytes.
     let mut c = Corpus::new(&root, "trailer_frame");
     let params = |l: u16, a: u16, b: u16| cat(&[&lim(l), &a.to_le_bytes(), &b.to_le_bytes()]);
     c.add("frame-ok", &cat(&[&params(1024, BYTEWISE, UP_TO_7), &ok]));
-    c.add("frame-error", &cat(&[&params(1024, UP_TO_7, BYTEWISE), &err]));
-    c.add("block", &cat(&[&params(1024, FIXED_16, WHOLE), b"grpc-status: 0\r\ngrpc-message:  all good \r\n\nx-a:b"]));
-    c.add("block-hostile", &cat(&[&params(1024, BYTEWISE, WHOLE), b"Grpc-Status:0\r\n:status:200\r\nx:\x00\r\n"]));
+    c.add(
+        "frame-error",
+        &cat(&[&params(1024, UP_TO_7, BYTEWISE), &err]),
+    );
+    c.add(
+        "block",
+        &cat(&[
+            &params(1024, FIXED_16, WHOLE),
+            b"grpc-status: 0\r\ngrpc-message:  all good \r\n\nx-a:b",
+        ]),
+    );
+    c.add(
+        "block-hostile",
+        &cat(&[
+            &params(1024, BYTEWISE, WHOLE),
+            b"Grpc-Status:0\r\n:status:200\r\nx:\x00\r\n",
+        ]),
+    );
     c.add("frame-too-large", &cat(&[&params(8, WHOLE, BYTEWISE), &ok]));
-    c.add("pairs", &cat(&[&params(1024, UP_TO_7, UP_TO_7), b"grpc-status\xff0\xffGRPC-Message\xff  hi there \xffx-bin\xff\t"]));
+    c.add(
+        "pairs",
+        &cat(&[
+            &params(1024, UP_TO_7, UP_TO_7),
+            b"grpc-status\xff0\xffGRPC-Message\xff  hi there \xffx-bin\xff\t",
+        ]),
+    );
 
     // base64_text: plan_a, plan_b, text.
     let mut c = Corpus::new(&root, "base64_text");
@@ -126,9 +187,21 @@ fn main() {
         v
     };
     c.add("frames", &cat(&[&params(BYTEWISE, UP_TO_7), &b64(&two)]));
-    c.add("padded-flushes", &cat(&[&params(UP_TO_7, BYTEWISE), &b64(&grpc(0, b"x")), &b64(&ok)]));
-    c.add("rfc4648", &cat(&[&params(FIXED_16, WHOLE), b"Zg==Zm8=Zm9vZm9vYg==Zm9vYmE=Zm9vYmFy"]));
-    c.add("bad-byte", &cat(&[&params(BYTEWISE, WHOLE), b"AAAA\r\nAAAA"]));
+    c.add(
+        "padded-flushes",
+        &cat(&[&params(UP_TO_7, BYTEWISE), &b64(&grpc(0, b"x")), &b64(&ok)]),
+    );
+    c.add(
+        "rfc4648",
+        &cat(&[
+            &params(FIXED_16, WHOLE),
+            b"Zg==Zm8=Zm9vZm9vYg==Zm9vYmE=Zm9vYmFy",
+        ]),
+    );
+    c.add(
+        "bad-byte",
+        &cat(&[&params(BYTEWISE, WHOLE), b"AAAA\r\nAAAA"]),
+    );
     c.add("bad-padding", &cat(&[&params(UP_TO_7, WHOLE), b"AA=AAAAA"]));
     let all: Vec<u8> = (0..=255).collect();
     c.add("all-bytes", &cat(&[&params(WHOLE, BYTEWISE), &b64(&all)]));
@@ -145,7 +218,13 @@ fn main() {
     let mut c = Corpus::new(&root, "websocket_frames");
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     let params = |side_server: bool, max: u16, a: u16, b: u16| {
-        cat(&[&[u8::from(side_server)], &lim(max), &a.to_le_bytes(), &b.to_le_bytes(), &mask])
+        cat(&[
+            &[u8::from(side_server)],
+            &lim(max),
+            &a.to_le_bytes(),
+            &b.to_le_bytes(),
+            &mask,
+        ])
     };
     for (server, m) in [(false, None), (true, Some(mask))] {
         let side = if server { "server" } else { "client" };
@@ -157,37 +236,83 @@ fn main() {
             &ws(true, Opcode::Pong, m, b""),
             &ws(true, Opcode::Close, m, &close_payload(1000, "bye")),
         ]);
-        c.add(&format!("{side}-session"), &cat(&[&params(server, 4096, BYTEWISE, UP_TO_7), &stream]));
+        c.add(
+            &format!("{side}-session"),
+            &cat(&[&params(server, 4096, BYTEWISE, UP_TO_7), &stream]),
+        );
         c.add(
             &format!("{side}-16bit-length"),
-            &cat(&[&params(server, 16383, UP_TO_7, WHOLE), &ws(true, Opcode::Binary, m, &[7u8; 300])]),
+            &cat(&[
+                &params(server, 16383, UP_TO_7, WHOLE),
+                &ws(true, Opcode::Binary, m, &[7u8; 300]),
+            ]),
         );
         c.add(
             &format!("{side}-too-big"),
-            &cat(&[&params(server, 16, WHOLE, BYTEWISE), &ws(true, Opcode::Binary, m, &[1u8; 40])]),
+            &cat(&[
+                &params(server, 16, WHOLE, BYTEWISE),
+                &ws(true, Opcode::Binary, m, &[1u8; 40]),
+            ]),
         );
     }
     // Hostile frames: unmasked client frame, RSV bits, reserved opcode, fragmented ping,
     // 64-bit length with the top bit set, bad close code, bad UTF-8.
-    c.add("server-unmasked", &cat(&[&params(true, 1024, BYTEWISE, WHOLE), &ws(true, Opcode::Binary, None, b"x")]));
-    c.add("client-rsv", &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0xC2, 0x01, 0x00]]));
-    c.add("client-opcode-3", &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x83, 0x00]]));
-    c.add("client-fragmented-ping", &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x09, 0x00]]));
+    c.add(
+        "server-unmasked",
+        &cat(&[
+            &params(true, 1024, BYTEWISE, WHOLE),
+            &ws(true, Opcode::Binary, None, b"x"),
+        ]),
+    );
+    c.add(
+        "client-rsv",
+        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0xC2, 0x01, 0x00]]),
+    );
+    c.add(
+        "client-opcode-3",
+        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x83, 0x00]]),
+    );
+    c.add(
+        "client-fragmented-ping",
+        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x09, 0x00]]),
+    );
     c.add(
         "client-64bit-top",
-        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1]]),
+        &cat(&[
+            &params(false, 1024, BYTEWISE, WHOLE),
+            &[0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1],
+        ]),
     );
-    c.add("client-close-1005", &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &ws(true, Opcode::Close, None, &[0x03, 0xED])]));
-    c.add("client-bad-utf8", &cat(&[&params(false, 1024, UP_TO_7, WHOLE), &ws(true, Opcode::Text, None, b"ok\xC3\x28")]));
+    c.add(
+        "client-close-1005",
+        &cat(&[
+            &params(false, 1024, BYTEWISE, WHOLE),
+            &ws(true, Opcode::Close, None, &[0x03, 0xED]),
+        ]),
+    );
+    c.add(
+        "client-bad-utf8",
+        &cat(&[
+            &params(false, 1024, UP_TO_7, WHOLE),
+            &ws(true, Opcode::Text, None, b"ok\xC3\x28"),
+        ]),
+    );
     // Recipes for the generator (kind, len, payload...): fragmented text with pings, close.
     c.add(
         "recipe",
-        &cat(&[&params(true, 1024, UP_TO_7, BYTEWISE), &[0x1A, 9], "añb€c😀".as_bytes(), &[3, 1, 2, 0, 4, 7, 65, 5, 3, 66, 67, 68]]),
+        &cat(&[
+            &params(true, 1024, UP_TO_7, BYTEWISE),
+            &[0x1A, 9],
+            "añb€c😀".as_bytes(),
+            &[3, 1, 2, 0, 4, 7, 65, 5, 3, 66, 67, 68],
+        ]),
     );
 
     // websocket_handshake: max, flags, plan, bytes.
     let mut c = Corpus::new(&root, "websocket_handshake");
-    let params = |max: u16, flags: u8, plan: u16| cat(&[&(0x8000 | max).to_le_bytes(), &[flags], &plan.to_le_bytes()]);
+    let params = |max: u16, flags: u8, plan: u16| {
+        cat(&[&(0x8000 | max).to_le_bytes(), &[flags], &plan.to_le_bytes()])
+    };
     let key = key_from_nonce(*b"the sample nonce");
     let req = encode_client_handshake(&ClientHandshake {
         host: "server.example.com".into(),
@@ -196,22 +321,57 @@ fn main() {
         protocol: Some("grpc-bridge.tunnel.v1".into()),
         extra_headers: vec![("Authorization".into(), "Bearer abc".into())],
     });
-    c.add("client-request", &cat(&[&params(8192, 2, UP_TO_7), &req, &ws(true, Opcode::Binary, Some(mask), b"early")]));
-    c.add("client-request-tiny-max", &cat(&[&params(40, 0, BYTEWISE), &req]));
+    c.add(
+        "client-request",
+        &cat(&[
+            &params(8192, 2, UP_TO_7),
+            &req,
+            &ws(true, Opcode::Binary, Some(mask), b"early"),
+        ]),
+    );
+    c.add(
+        "client-request-tiny-max",
+        &cat(&[&params(40, 0, BYTEWISE), &req]),
+    );
     c.add(
         "server-101",
-        &cat(&[&params(8192, 3, BYTEWISE), &encode_server_handshake(&accept_key(&key), Some("grpc-bridge.tunnel.v1"))]),
+        &cat(&[
+            &params(8192, 3, BYTEWISE),
+            &encode_server_handshake(&accept_key(&key), Some("grpc-bridge.tunnel.v1")),
+        ]),
     );
-    c.add("server-101-sample", &cat(&[&params(8192, 1, UP_TO_7), &encode_server_handshake("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None)]));
-    c.add("server-refusal", &cat(&[&params(8192, 0, FIXED_16), &encode_handshake_rejection(403, "forbidden")]));
+    c.add(
+        "server-101-sample",
+        &cat(&[
+            &params(8192, 1, UP_TO_7),
+            &encode_server_handshake("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None),
+        ]),
+    );
+    c.add(
+        "server-refusal",
+        &cat(&[
+            &params(8192, 0, FIXED_16),
+            &encode_handshake_rejection(403, "forbidden"),
+        ]),
+    );
     c.add(
         "pieces",
-        &cat(&[&params(8192, 2, WHOLE), b"the sample nonce", b"host\xff/p\xffproto, other\xffX-Token\xff 42 "]),
+        &cat(&[
+            &params(8192, 2, WHOLE),
+            b"the sample nonce",
+            b"host\xff/p\xffproto, other\xffX-Token\xff 42 ",
+        ]),
     );
 
     // h2_tunnel: flags, plan, nudges, stream.
     let mut c = Corpus::new(&root, "h2_tunnel");
-    let params = |preface: bool, plan: u16, nudges: u32| cat(&[&[u8::from(preface)], &plan.to_le_bytes(), &nudges.to_le_bytes()]);
+    let params = |preface: bool, plan: u16, nudges: u32| {
+        cat(&[
+            &[u8::from(preface)],
+            &plan.to_le_bytes(),
+            &nudges.to_le_bytes(),
+        ])
+    };
     let settings_ack = h2_frame(4, 1, 0, b"");
     let mut ping_ack = ping_frame(NUDGE_OPAQUE);
     ping_ack[4] = 1;
@@ -228,11 +388,30 @@ fn main() {
         &ping_ack,
         &h2_frame(1, 5, 1, b"\x40\x0bgrpc-status\x010"),
     ]);
-    c.add("backend", &cat(&[&params(false, BYTEWISE, 0x5555_5555), &backend]));
-    c.add("backend-no-nudges", &cat(&[&params(false, UP_TO_7, 0), &backend]));
-    c.add("client-after-preface", &cat(&[&params(true, UP_TO_7, 0x0000_0003), &EMPTY_SETTINGS, &h2_frame(8, 0, 0, &[0, 1, 0, 0])]));
-    c.add("preface-inline", &cat(&[&params(false, BYTEWISE, 0), PREFACE, &EMPTY_SETTINGS]));
-    c.add("not-http2", &cat(&[&params(false, FIXED_16, 0), b"GET / HTTP/1.1\r\n\r\n"]));
+    c.add(
+        "backend",
+        &cat(&[&params(false, BYTEWISE, 0x5555_5555), &backend]),
+    );
+    c.add(
+        "backend-no-nudges",
+        &cat(&[&params(false, UP_TO_7, 0), &backend]),
+    );
+    c.add(
+        "client-after-preface",
+        &cat(&[
+            &params(true, UP_TO_7, 0x0000_0003),
+            &EMPTY_SETTINGS,
+            &h2_frame(8, 0, 0, &[0, 1, 0, 0]),
+        ]),
+    );
+    c.add(
+        "preface-inline",
+        &cat(&[&params(false, BYTEWISE, 0), PREFACE, &EMPTY_SETTINGS]),
+    );
+    c.add(
+        "not-http2",
+        &cat(&[&params(false, FIXED_16, 0), b"GET / HTTP/1.1\r\n\r\n"]),
+    );
 
     // config: the JSON.
     let mut c = Corpus::new(&root, "config");
@@ -245,8 +424,14 @@ fn main() {
         "tunnel-client",
         br#"{"role":"tunnel_client","tunnel_host":"127.0.0.1:8081","tunnel_path":"/grpc-bridge/tunnel","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"ping_interval_ms":20000}"#,
     );
-    c.add("tunnel-server", br#"{"role":"tunnel_server","tunnel_path":"/t","ping_interval_ms":0}"#);
-    c.add("bad-field", br#"{"role":"agent","max_message_bytes":"big","x":[1,2,{"y":null}]}"#);
+    c.add(
+        "tunnel-server",
+        br#"{"role":"tunnel_server","tunnel_path":"/t","ping_interval_ms":0}"#,
+    );
+    c.add(
+        "bad-field",
+        br#"{"role":"agent","max_message_bytes":"big","x":[1,2,{"y":null}]}"#,
+    );
     c.add("not-json", b"role: agent\n");
 
     println!("seed corpora written under {}", root.display());

@@ -11,7 +11,9 @@
 #![no_main]
 
 use fuzz_common::{chunks, hex, Input};
-use grpc_bridge::codec::text::{decode_all, encode_padded, Base64Decoder, Base64Encoder, TextError};
+use grpc_bridge::codec::text::{
+    decode_all, encode_padded, Base64Decoder, Base64Encoder, TextError,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn decode_chunked(pieces: &[&[u8]]) -> (Vec<u8>, Result<(), TextError>) {
@@ -20,7 +22,11 @@ fn decode_chunked(pieces: &[&[u8]]) -> (Vec<u8>, Result<(), TextError>) {
     for piece in pieces {
         if let Err(e) = d.decode(piece, &mut out) {
             let before = out.len();
-            assert_eq!(d.decode(b"AAAA", &mut out), Err(e.clone()), "error not sticky");
+            assert_eq!(
+                d.decode(b"AAAA", &mut out),
+                Err(e.clone()),
+                "error not sticky"
+            );
             assert_eq!(out.len(), before, "output after an error");
             assert_eq!(d.finish(), Err(e.clone()));
             return (out, Err(e));
@@ -56,8 +62,18 @@ fuzz_target!(|data: &[u8]| {
     // Decoding: one-shot against chunked.
     let (whole_out, whole_end) = decode_chunked(&[bytes]);
     let (cut_out, cut_end) = decode_chunked(&chunks(bytes, plan_a));
-    assert_eq!(cut_end, whole_end, "chunked vs one-shot end, text {}", hex(bytes));
-    assert_eq!(cut_out, whole_out, "chunked vs one-shot output, text {}", hex(bytes));
+    assert_eq!(
+        cut_end,
+        whole_end,
+        "chunked vs one-shot end, text {}",
+        hex(bytes)
+    );
+    assert_eq!(
+        cut_out,
+        whole_out,
+        "chunked vs one-shot output, text {}",
+        hex(bytes)
+    );
     match &whole_end {
         Ok(()) => assert_eq!(decode_all(bytes).as_ref(), Ok(&whole_out)),
         Err(e) => {
@@ -68,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!byte.is_ascii_alphanumeric() && !b"+/=".contains(byte));
                 }
                 TextError::BadPadding { offset } => assert!((*offset as usize) < bytes.len()),
-                TextError::Truncated => assert!(bytes.len() % 4 != 0),
+                TextError::Truncated => assert!(!bytes.len().is_multiple_of(4)),
             }
             // Output stops at a group boundary before the failing byte: 3 bytes per group,
             // fewer only for padded groups.

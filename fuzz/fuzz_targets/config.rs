@@ -12,8 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn is_token(v: &str) -> bool {
     !v.is_empty()
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 

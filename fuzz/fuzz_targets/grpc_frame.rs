@@ -251,7 +251,12 @@ fuzz_target!(|data: &[u8]| {
     };
     for pieces in [&whole[..], &cut_a[..]] {
         let (n, trailer, end) = scan(pieces, max_message);
-        assert_eq!(n, m.messages.len() as u64, "scanner message count, body {}", hex(body));
+        assert_eq!(
+            n,
+            m.messages.len() as u64,
+            "scanner message count, body {}",
+            hex(body)
+        );
         assert_eq!(trailer, expect_trailer, "scanner trailer offset");
         assert_eq!(end, expect_scan_end, "scanner end");
     }

@@ -107,7 +107,10 @@ fuzz_target!(|data: &[u8]| {
     match first_bad {
         Some(b) => {
             let (from, to) = refused_at.expect("stripper accepted a stream without the preface");
-            assert!(from <= b && b < to, "refused at chunk {from}..{to}, first bad byte {b}");
+            assert!(
+                from <= b && b < to,
+                "refused at chunk {from}..{to}, first bad byte {b}"
+            );
             assert!(out.is_empty());
             assert!(!st.is_done());
         }
@@ -130,7 +133,12 @@ fuzz_target!(|data: &[u8]| {
     for c in &cut {
         w.feed(c);
         at += c.len();
-        assert_eq!(w.at_boundary(), starts.contains(&at), "walker at {at}, {}", hex(stream));
+        assert_eq!(
+            w.at_boundary(),
+            starts.contains(&at),
+            "walker at {at}, {}",
+            hex(stream)
+        );
     }
 
     // BackendFrameFilter with nudges announced between chunks.
@@ -144,13 +152,21 @@ fuzz_target!(|data: &[u8]| {
         }
         let before = out.len();
         f.feed(c, &mut out);
-        assert!(out.len() - before <= c.len() + 17, "filter emitted more than it held");
+        assert!(
+            out.len() - before <= c.len() + 17,
+            "filter emitted more than it held"
+        );
     }
     for _ in 0..per_chunk(cut.len()) {
         f.expect_nudge_ack();
         calls.push(stream.len());
     }
     let (want, consumed) = filter_model(stream, &calls);
-    assert_eq!(out, want, "filter output, stream {}, nudges at {calls:?}", hex(stream));
+    assert_eq!(
+        out,
+        want,
+        "filter output, stream {}, nudges at {calls:?}",
+        hex(stream)
+    );
     assert_eq!(f.nudges_outstanding() as usize, calls.len() - consumed);
 });

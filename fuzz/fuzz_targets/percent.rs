@@ -28,13 +28,20 @@ fuzz_target!(|data: &[u8]| {
     for s in [&lossy, &decoded] {
         let enc = percent_encode(s);
         let b = enc.as_bytes();
-        assert!(b.iter().all(|c| (0x20..=0x7E).contains(c)), "non-printable in {enc:?}");
+        assert!(
+            b.iter().all(|c| (0x20..=0x7E).contains(c)),
+            "non-printable in {enc:?}"
+        );
         let mut i = 0;
         while i < b.len() {
             if b[i] == b'%' {
                 assert!(i + 2 < b.len(), "short escape in {enc:?}");
                 let hex = &b[i + 1..i + 3];
-                assert!(hex.iter().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c)), "{enc:?}");
+                assert!(
+                    hex.iter()
+                        .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c)),
+                    "{enc:?}"
+                );
                 i += 3;
             } else {
                 i += 1;
@@ -50,7 +57,9 @@ fuzz_target!(|data: &[u8]| {
     // grpc-status: exactly 1*DIGIT that fits u32.
     let parsed = parse_grpc_status(data);
     let expect = if !data.is_empty() && data.iter().all(u8::is_ascii_digit) {
-        std::str::from_utf8(data).ok().and_then(|s| s.parse::<u32>().ok())
+        std::str::from_utf8(data)
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok())
     } else {
         None
     };

@@ -140,8 +140,18 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(fields) = &expect {
         check_fields(fields, bytes);
     }
-    assert_eq!(read(&[bytes], limit), expect, "one-shot, frame {}", hex(bytes));
-    assert_eq!(read(&chunks(bytes, plan_a), limit), expect, "chunked, frame {}", hex(bytes));
+    assert_eq!(
+        read(&[bytes], limit),
+        expect,
+        "one-shot, frame {}",
+        hex(bytes)
+    );
+    assert_eq!(
+        read(&chunks(bytes, plan_a), limit),
+        expect,
+        "chunked, frame {}",
+        hex(bytes)
+    );
     let mut r = TrailerFrameReader::new(limit);
     if r.push(bytes).is_ok() {
         assert_eq!(

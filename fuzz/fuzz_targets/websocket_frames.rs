@@ -41,7 +41,11 @@ fn decode(side: Side, max: u64, pieces: &[&[u8]]) -> (Vec<WsEvent>, Result<(), W
         if let Err(e) = d.decode(piece, &mut events) {
             assert_eq!(d.error(), Some(&e));
             let n = events.len();
-            assert_eq!(d.decode(b"\x82\x00", &mut events), Err(e.clone()), "not sticky");
+            assert_eq!(
+                d.decode(b"\x82\x00", &mut events),
+                Err(e.clone()),
+                "not sticky"
+            );
             assert_eq!(d.decode(&[], &mut events), Err(e.clone()), "not sticky");
             assert_eq!(events.len(), n, "events after an error");
             return (events, Err(e));
@@ -187,7 +191,11 @@ fn generate(recipe: &[u8], side: Side, mask_seed: [u8; 4]) -> (Vec<u8>, Vec<WsEv
             }
             3 | 4 => {
                 payload.truncate(MAX_CONTROL_PAYLOAD);
-                let op = if kind % 6 == 3 { Opcode::Ping } else { Opcode::Pong };
+                let op = if kind % 6 == 3 {
+                    Opcode::Ping
+                } else {
+                    Opcode::Pong
+                };
                 encode_frame(true, op, mask(), &payload, &mut out);
                 expect.push(if op == Opcode::Ping {
                     WsEvent::Ping(payload)
@@ -196,7 +204,9 @@ fn generate(recipe: &[u8], side: Side, mask_seed: [u8; 4]) -> (Vec<u8>, Vec<WsEv
                 });
             }
             _ => {
-                let codes = [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1014, 3000, 4999];
+                let codes = [
+                    1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1014, 3000, 4999,
+                ];
                 let code = codes[usize::from(len_byte) % codes.len()];
                 if kind & 64 != 0 {
                     encode_frame(true, Opcode::Close, mask(), &[], &mut out);
@@ -211,7 +221,8 @@ fn generate(recipe: &[u8], side: Side, mask_seed: [u8; 4]) -> (Vec<u8>, Vec<WsEv
                     encode_frame(true, Opcode::Close, mask(), &p, &mut out);
                     expect.push(WsEvent::Close {
                         code: Some(code),
-                        reason: String::from_utf8(p[2..].to_vec()).expect("close_payload cut a char"),
+                        reason: String::from_utf8(p[2..].to_vec())
+                            .expect("close_payload cut a char"),
                     });
                 }
                 break;
@@ -224,7 +235,11 @@ fn generate(recipe: &[u8], side: Side, mask_seed: [u8; 4]) -> (Vec<u8>, Vec<WsEv
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let flags = input.u8();
-    let side = if flags & 1 == 0 { Side::Client } else { Side::Server };
+    let side = if flags & 1 == 0 {
+        Side::Client
+    } else {
+        Side::Server
+    };
     let max = u64::from(limit_u32(input.u16()));
     let plan_a = input.u16();
     let plan_b = input.u16();
@@ -239,7 +254,11 @@ fuzz_target!(|data: &[u8]| {
     let mut at = 0usize;
     for c in chunks(bytes, plan_b) {
         let n = c.len();
-        apply_mask(&mut pieces[at..at + n], mask_seed, usize::from(flags >> 1) + at);
+        apply_mask(
+            &mut pieces[at..at + n],
+            mask_seed,
+            usize::from(flags >> 1) + at,
+        );
         at += n;
     }
     assert_eq!(whole, pieces, "piecewise masking differs");
@@ -251,8 +270,17 @@ fuzz_target!(|data: &[u8]| {
     let (ev_cut, end_cut) = decode(side, max, &chunks(bytes, plan_a));
     check_events(&ev_whole, bytes.len());
     check_events(&ev_cut, bytes.len());
-    assert_eq!(end_cut, end_whole, "end differs with chunking, input {}", hex(bytes));
-    assert_eq!(merge(&ev_cut), merge(&ev_whole), "events differ with chunking");
+    assert_eq!(
+        end_cut,
+        end_whole,
+        "end differs with chunking, input {}",
+        hex(bytes)
+    );
+    assert_eq!(
+        merge(&ev_cut),
+        merge(&ev_whole),
+        "events differ with chunking"
+    );
     let (data_into, ctl_into, end_into) = decode_into(side, max, &chunks(bytes, plan_b));
     assert_eq!(end_into, end_whole, "decode_into end differs");
     let data_events: Vec<u8> = ev_whole
@@ -272,7 +300,11 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     assert_eq!(ctl_into, ctl_events, "decode_into control events differ");
     if let Err(e) = &end_whole {
-        assert!(matches!(e.close_code, 1002 | 1007 | 1009), "close code {}", e.close_code);
+        assert!(
+            matches!(e.close_code, 1002 | 1007 | 1009),
+            "close code {}",
+            e.close_code
+        );
     }
 
     // 2. A valid stream built from the same bytes.
@@ -280,7 +312,8 @@ fuzz_target!(|data: &[u8]| {
     let (ev, end) = decode(side, u64::MAX >> 1, &chunks_at_most(&stream, plan_a, 64));
     assert_eq!(end, Ok(()), "valid stream refused: {}", hex(&stream));
     assert_eq!(merge(&ev), expect, "valid stream decoded differently");
-    let (data_into, _, end_into) = decode_into(side, u64::MAX >> 1, &chunks_at_most(&stream, plan_b, 64));
+    let (data_into, _, end_into) =
+        decode_into(side, u64::MAX >> 1, &chunks_at_most(&stream, plan_b, 64));
     assert_eq!(end_into, Ok(()));
     let want: Vec<u8> = expect
         .iter()

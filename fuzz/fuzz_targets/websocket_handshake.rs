@@ -25,7 +25,11 @@ const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 const PROTOCOL: &str = "grpc-bridge.tunnel.v1";
 
 fn check_head(buf: &[u8], consumed: usize, max: usize) {
-    assert!(consumed <= buf.len(), "consumed {consumed} > len {}", buf.len());
+    assert!(
+        consumed <= buf.len(),
+        "consumed {consumed} > len {}",
+        buf.len()
+    );
     assert!(consumed <= max, "consumed {consumed} > max {max}");
     assert!(consumed >= 4 && &buf[consumed - 4..consumed] == b"\r\n\r\n");
 }
@@ -91,7 +95,10 @@ fuzz_target!(|data: &[u8]| {
             .headers
             .iter()
             .all(|(n, _)| !n.is_empty() && !n.bytes().any(|b| b.is_ascii_uppercase())));
-        assert!(req.protocols.iter().all(|p| !p.is_empty() && !p.contains(',')));
+        assert!(req
+            .protocols
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains(',')));
         let _ = accept_key(&req.key);
     }
 
@@ -102,7 +109,9 @@ fuzz_target!(|data: &[u8]| {
         accept_key(&String::from_utf8_lossy(&bytes[..bytes.len().min(24)]))
     };
     let protocol = (flags & 2 != 0).then_some(PROTOCOL);
-    let r = stable(bytes, &ends, |b| parse_server_handshake(b, max, &accept, protocol));
+    let r = stable(bytes, &ends, |b| {
+        parse_server_handshake(b, max, &accept, protocol)
+    });
     if let Ok(Some(consumed)) = r {
         check_head(bytes, consumed, max);
     }
@@ -136,7 +145,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(consumed, req_bytes.len());
             assert_eq!(req.key, key);
             if let Some(p) = &offered {
-                let clean: String = p.chars().filter(|c| !c.is_ascii_control() || *c == '\t').collect();
+                let clean: String = p
+                    .chars()
+                    .filter(|c| !c.is_ascii_control() || *c == '\t')
+                    .collect();
                 let want: Vec<&str> = clean
                     .split(',')
                     .map(|s| s.trim_matches([' ', '\t']))
@@ -167,8 +179,16 @@ fuzz_target!(|data: &[u8]| {
     // A rejection is reported as such, from its status line alone.
     let status = u16::from_le_bytes([nonce[0], nonce[1]]);
     let refusal = encode_handshake_rejection(status, &field(0));
-    let want = if (400..=599).contains(&status) { status } else { 400 };
-    let line_end = refusal.windows(2).position(|w| w == b"\r\n").expect("status line") + 2;
+    let want = if (400..=599).contains(&status) {
+        status
+    } else {
+        400
+    };
+    let line_end = refusal
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .expect("status line")
+        + 2;
     for n in [refusal.len(), line_end] {
         assert_eq!(
             parse_server_handshake(&refusal[..n], usize::MAX, &accept, None),

@@ -65,7 +65,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9) | 1)
     }
 
-    pub fn next(&mut self) -> u32 {
+    pub fn next_u32(&mut self) -> u32 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 17;
@@ -79,7 +79,7 @@ impl Rng {
         if max <= 1 {
             return 1;
         }
-        1 + (self.next() as usize) % max
+        1 + (self.next_u32() as usize) % max
     }
 }
 
@@ -112,7 +112,7 @@ pub fn chunks(data: &[u8], plan: u16) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        if empties && rng.next() % 8 == 0 {
+        if empties && rng.next_u32().is_multiple_of(8) {
             out.push(&rest[..0]);
         }
         let n = if fixed {
@@ -143,7 +143,7 @@ pub fn chunks_at_most(data: &[u8], plan: u16, max_pieces: usize) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
-        let n = (min + rng.next() as usize % min).min(rest.len());
+        let n = (min + rng.next_u32() as usize % min).min(rest.len());
         let (head, tail) = rest.split_at(n);
         out.push(head);
         rest = tail;
