@@ -217,8 +217,13 @@ async fn read_side(
         };
         match read {
             Ok(0) => {
+                // Mark the read half finished before forwarding the EOF: the forwarded EOF can
+                // bring the upstream's EOF back to the writer (on another thread) before this
+                // task runs again, and the writer must then see this half as done (Envoy closes
+                // such a connection as LocalClose, after writing its EOF).
+                let both = side == Side::Downstream && finish_half(&halves, true);
                 vm.send(data(bytes::Bytes::new(), true).acked(&room));
-                if side == Side::Downstream && finish_half(&halves, true) {
+                if both {
                     vm.send(Command::ConnDownstreamClosed(id, CloseType::Remote));
                 }
                 return;
