@@ -10,6 +10,7 @@
 mod abi;
 mod connection;
 pub mod demo;
+pub mod fuzzing;
 mod h1_trailers;
 mod headers;
 mod hostcalls;

@@ -468,6 +468,14 @@ impl Plugin {
         self.failure.as_deref()
     }
 
+    /// Size of the guest's linear memory in bytes (it only grows: this is the VM's peak).
+    pub fn guest_memory_bytes(&mut self) -> usize {
+        match self.store.data().memory {
+            Some(memory) => memory.data_size(&self.store),
+            None => 0,
+        }
+    }
+
     pub(crate) fn is_failed(&self) -> bool {
         self.failure.is_some()
     }

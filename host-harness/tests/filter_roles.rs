@@ -135,3 +135,60 @@ fn bad_configuration_is_refused_with_the_filter_message() {
     .expect("must be refused");
     assert!(err.to_string().contains("role"), "{err}");
 }
+
+/// Found by the whole-filter fuzz driver: a backend answer that ends at its headers with a gRPC
+/// content type but no `grpc-status` must not reach the client as an empty 200.
+#[test]
+fn server_role_gives_a_status_to_headers_only_answers_without_one() {
+    for ct in ["application/grpc", "application/grpc-web+proto"] {
+        let mut s = role(r#"{"role":"server"}"#);
+        s.request_headers(
+            &[
+                (":method", "POST"),
+                (":path", "/pkg.Svc/Call"),
+                ("content-type", "application/grpc-web+proto"),
+            ],
+            false,
+        )
+        .request_body(&grpc_frame(b"hi"), true);
+        s.response_headers(&[(":status", "200"), ("content-type", ct)], true);
+        let down = s.take_downstream();
+        let Frame::Headers {
+            headers,
+            end_stream: true,
+        } = &down[0]
+        else {
+            panic!("{down:?}")
+        };
+        assert_eq!(headers.get("grpc-status"), Some("13"), "{ct}: {headers:?}");
+        assert!(
+            headers
+                .get("grpc-message")
+                .is_some_and(|m| m.contains("without grpc-status")),
+            "{headers:?}"
+        );
+    }
+    // A trailers-only answer that has its status keeps it.
+    let mut s = role(r#"{"role":"server"}"#);
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":path", "/pkg.Svc/Call"),
+            ("content-type", "application/grpc-web+proto"),
+        ],
+        true,
+    );
+    s.response_headers(
+        &[
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", "5"),
+        ],
+        true,
+    );
+    let down = s.take_downstream();
+    let Frame::Headers { headers, .. } = &down[0] else {
+        panic!("{down:?}")
+    };
+    assert_eq!(headers.get("grpc-status"), Some("5"));
+}

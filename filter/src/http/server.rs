@@ -196,6 +196,20 @@ impl HttpStream for ServerStream {
         }
         let ct = resp_header("content-type").unwrap_or_default();
         let http_status = resp_header(":status").unwrap_or_default();
+        if eos
+            && http_status == "200"
+            && resp_header("grpc-status").is_none()
+            && ct.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+        {
+            // A gRPC answer that ends at its headers without a status: say so, rather than let
+            // the client read an empty 200 as the end of a call.
+            set_header(MapType::HttpResponseHeaders, "grpc-status", &code::INTERNAL.to_string());
+            set_header(
+                MapType::HttpResponseHeaders,
+                "grpc-message",
+                &status::percent_encode("grpc-bridge: backend ended the call without grpc-status"),
+            );
+        }
         if grpc_web::parse_grpc_content_type(&ct).is_none() && !(eos && resp_header("grpc-status").is_some()) {
             // Not a gRPC answer (an HTML error page, say): gRPC-web clients map the HTTP status.
             host::log(LogLevel::Debug, &format!("grpc-bridge server: backend answered {http_status} {ct:?}: passed through"));
