@@ -37,9 +37,11 @@ build: toolchain
 	cargo build -p grpc-bridge --target wasm32-wasip1 --release
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 
-# Everything CI runs.
+# Everything CI runs: the workspace's tests (the whole-filter fuzz smoke among them), then the
+# codec fuzz smoke (cargo-fuzz targets, 5 s each; fuzz/README.md).
 test: setup build
 	cargo test --workspace --no-fail-fast
+	FUZZ_SECONDS=5 fuzz/smoke.sh
 
 demo: setup build
 	cargo run -q -p grpc-bridge-tests --bin demo

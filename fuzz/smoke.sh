@@ -3,12 +3,14 @@
 # the committed seed corpus. Fails on any crash, panic (a broken invariant), timeout or OOM.
 #
 #   fuzz/smoke.sh            # 8 s per target (about a minute and a half in all, build included)
+#   FUZZ_SECONDS=5 fuzz/smoke.sh   # what `make test` runs
 #   fuzz/smoke.sh 60         # 60 s per target
 #   FUZZ_TARGETS="grpc_frame h2_tunnel" fuzz/smoke.sh 30
 #   FUZZ_SANITIZER=address fuzz/smoke.sh   # with ASan (slower; the codecs are safe Rust)
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`; installed on first use when missing) and only
-# the stable toolchain: RUSTC_BOOTSTRAP=1 lets it take the nightly-only flags cargo-fuzz passes.
+# Needs only the stable toolchain and a C++ compiler (libFuzzer is built by libfuzzer-sys): the
+# build uses cargo-fuzz's flags directly; cargo-fuzz itself (`cargo install cargo-fuzz`) is
+# needed only with a sanitizer. RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly-only flags.
 # New inputs go to fuzz/corpus-new/<target>/ (git-ignored, reused by later runs), crashes to
 # fuzz/artifacts/<target>/. Inputs kept under fuzz/artifacts-found/<target>/ are replayed first.
 set -euo pipefail
@@ -22,16 +24,26 @@ all_targets="grpc_frame trailer_frame base64_text percent websocket_frames webso
 targets="${FUZZ_TARGETS:-$all_targets}"
 
 export RUSTC_BOOTSTRAP=1
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "smoke: cargo-fuzz not found; installing it (cargo install cargo-fuzz)" >&2
-    cargo install --locked cargo-fuzz >&2
-fi
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+bin_dir="target/$triple/release"
 
 start=$(date +%s)
 echo "smoke: building fuzz targets (sanitizer: $sanitizer)"
-cargo fuzz build -s "$sanitizer"
-triple="$(rustc -vV | sed -n 's/^host: //p')"
-bin_dir="target/$triple/release"
+if [ "$sanitizer" = none ]; then
+    # What `cargo fuzz build -s none` does (cargo-fuzz 0.13: coverage instrumentation for
+    # libFuzzer, --cfg fuzzing, debug assertions and overflow checks, release profile, explicit
+    # host target), without needing cargo-fuzz installed: a clean CI machine saves installing it.
+    RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
+        cargo build --release --target "$triple" --bins
+else
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "smoke: cargo-fuzz not found; installing it (cargo install cargo-fuzz)" >&2
+        cargo install --locked cargo-fuzz >&2
+    fi
+    cargo fuzz build -s "$sanitizer"
+fi
 built=$(date +%s)
 
 failed=()
