@@ -1,4 +1,4 @@
-//! Counters through proxy-wasm metrics, visible in Envoy's `/stats`.
+//! Counters and histograms through proxy-wasm metrics, visible in Envoy's `/stats`.
 //!
 //! Names follow Envoy's style: a common prefix, the role, then the thing counted, e.g.
 //! `grpc_bridge.agent.calls`, `grpc_bridge.server.grpc_status.14`,
@@ -18,6 +18,7 @@ pub const PREFIX: &str = "grpc_bridge";
 pub struct Metrics {
     role: &'static str,
     ids: RefCell<BTreeMap<String, Option<u32>>>,
+    histograms: RefCell<BTreeMap<String, Option<u32>>>,
 }
 
 impl Metrics {
@@ -28,18 +29,29 @@ impl Metrics {
             Role::TunnelClient => "tunnel_client",
             Role::TunnelServer => "tunnel_server",
         };
-        Metrics { role, ids: RefCell::new(BTreeMap::new()) }
+        Metrics { role, ids: RefCell::new(BTreeMap::new()), histograms: RefCell::new(BTreeMap::new()) }
     }
 
     fn id(&self, name: &str) -> Option<u32> {
-        let mut ids = self.ids.try_borrow_mut().ok()?;
+        self.defined(&self.ids, MetricType::Counter, name)
+    }
+
+    fn defined(&self, ids: &RefCell<BTreeMap<String, Option<u32>>>, kind: MetricType, name: &str) -> Option<u32> {
+        let mut ids = ids.try_borrow_mut().ok()?;
         if let Some(id) = ids.get(name) {
             return *id;
         }
         let full = format!("{PREFIX}.{}.{name}", self.role);
-        let id = host::define_metric(MetricType::Counter, &full).ok();
+        let id = host::define_metric(kind, &full).ok();
         ids.insert(name.to_string(), id);
         id
+    }
+
+    /// Records one value into the histogram `<prefix>.<role>.<name>`.
+    pub fn record(&self, name: &str, value: u64) {
+        if let Some(id) = self.defined(&self.histograms, MetricType::Histogram, name) {
+            let _ = host::record_metric(id, value);
+        }
     }
 
     /// Adds `by` to the counter `<prefix>.<role>.<name>`.

@@ -214,6 +214,25 @@ impl Envoy {
     }
 
     /// All stats whose name contains `needle`, as "name: value" lines.
+    /// How many values a histogram holds, from `/stats?format=prometheus` (`<name>_count`, the
+    /// name with dots as underscores; Envoy prints custom namespaces such as `wasmcustom.`
+    /// without their prefix). Histograms reach the admin page at Envoy's stats flush (every
+    /// 5 s by default), so callers poll.
+    pub fn histogram_count(&self, name: &str) -> Option<u64> {
+        let (status, body) = http_get(self.admin, "/stats?format=prometheus").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let wanted = format!("{}_count", name.replace('.', "_"));
+        body.lines().find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            let k = k.split('{').next()?;
+            (k == wanted || k.ends_with(&format!("_{wanted}")))
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+    }
+
     pub fn stats_matching(&self, needle: &str) -> String {
         self.stats()
             .map(|s| {

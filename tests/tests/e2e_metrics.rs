@@ -42,5 +42,20 @@ fn counters_after_known_traffic() {
     assert_eq!(stat(server, "server.grpc_status.5"), 2, "{report}");
     // What went up through the agent is what the server received.
     assert_eq!(stat(agent, "agent.bytes_up"), stat(server, "server.bytes_up"), "{report}");
+    // Messages: one request message per call reached the server; one response message per OK
+    // call came back (the failed calls answer with their status alone).
+    assert_eq!(stat(server, "server.messages_up"), 5, "{report}");
+    assert_eq!(stat(agent, "agent.messages_down"), 3, "{report}");
+    // One call duration per converted call on each side (histograms reach /stats at Envoy's
+    // stats flush, every 5 s by default).
+    for (envoy, name) in [(agent, "grpc_bridge.agent.call_ms"), (server, "grpc_bridge.server.call_ms")] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut count = envoy.histogram_count(name);
+        while count != Some(5) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            count = envoy.histogram_count(name);
+        }
+        assert_eq!(count, Some(5), "{name}\n{report}");
+    }
     println!("{report}");
 }

@@ -45,11 +45,21 @@ pub struct AgentStream {
     grpc_suffix: String,
     response: Response,
     metrics: Rc<Metrics>,
+    /// When the call was converted (host clock), for the `call_ms` histogram.
+    started_ns: u64,
 }
 
 impl AgentStream {
     pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
-        AgentStream { id, cfg, converted: false, grpc_suffix: String::new(), response: Response::Untouched, metrics }
+        AgentStream {
+            id,
+            cfg,
+            converted: false,
+            grpc_suffix: String::new(),
+            response: Response::Untouched,
+            metrics,
+            started_ns: 0,
+        }
     }
 
     /// Counts the final status and, for statuses we made up, why.
@@ -77,6 +87,7 @@ impl AgentStream {
         let response = std::mem::replace(&mut self.response, Response::Finished);
         match response {
             Response::GrpcWeb { scanner, trailer, header_status, error } => {
+                self.metrics.add("messages_down", scanner.messages());
                 if let Some((code, msg)) = error {
                     let kind = if code == code::RESOURCE_EXHAUSTED { "too_large" } else { "bad_response" };
                     return (status_trailers(code, &msg), Some(kind));
@@ -174,6 +185,7 @@ impl HttpStream for AgentStream {
         // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
         remove_header(MapType::HttpRequestHeaders, "te");
         self.converted = true;
+        self.started_ns = host::now_nanos();
         self.metrics.inc("calls");
         self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
         HeadersAction::Continue
@@ -314,6 +326,13 @@ impl HttpStream for AgentStream {
             let _ = host::replace_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes());
         }
         HeadersAction::Continue
+    }
+
+    fn on_done(&mut self) {
+        if self.converted {
+            let ms = host::now_nanos().saturating_sub(self.started_ns) / 1_000_000;
+            self.metrics.record("call_ms", ms);
+        }
     }
 }
 

@@ -41,6 +41,8 @@ struct Converted {
     request_text: Option<Base64Decoder>,
     request_scanner: FrameScanner,
     response: ResponseState,
+    /// When the call was converted (host clock), for the `call_ms` histogram.
+    started_ns: u64,
 }
 
 enum ResponseState {
@@ -131,6 +133,7 @@ impl HttpStream for ServerStream {
             request_text: (encoding == Encoding::Text).then(Base64Decoder::new),
             request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
             response: ResponseState::Pending,
+            started_ns: host::now_nanos(),
         });
         host::log(LogLevel::Debug, &format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
         HeadersAction::Continue
@@ -362,6 +365,10 @@ impl HttpStream for ServerStream {
 
     fn on_done(&mut self) {
         self.flush.release(self.id);
+        if let Some(conv) = &self.conv {
+            self.metrics.add("messages_up", conv.request_scanner.messages());
+            self.metrics.record("call_ms", host::now_nanos().saturating_sub(conv.started_ns) / 1_000_000);
+        }
     }
 }
 
