@@ -13,6 +13,9 @@ pub enum Role {
     Agent,
     /// Next to the gRPC backend: gRPC-web (from an agent or a browser) -> native gRPC, and back.
     Server,
+    /// Next to the server role, in front of Envoy's `grpc_http1_bridge`: sets the HTTP status of
+    /// a plain HTTP/1.1 gRPC client's response from its `grpc-status` (see `http::http1_status`).
+    Http1Status,
     /// Network filter in the agent Envoy (before `tcp_proxy`): wraps the client's whole HTTP/2
     /// connection in one WebSocket connection (client side of RFC 6455).
     TunnelClient,
