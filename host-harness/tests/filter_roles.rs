@@ -135,3 +135,94 @@ fn bad_configuration_is_refused_with_the_filter_message() {
     .expect("must be refused");
     assert!(err.to_string().contains("role"), "{err}");
 }
+
+/// Role `http1_status` (in front of Envoy's grpc_http1_bridge in envoy/server.yaml): a plain
+/// HTTP/1.1 gRPC client's response gets its HTTP status from `grpc-status` (NetScaler's table);
+/// HTTP/2 gRPC and responses without a status are untouched.
+#[test]
+fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
+    let status_after =
+        |protocol: &str, content_type: &str, response: &[(&str, &str)]| -> Option<String> {
+            let mut s = Scenario::new(
+                PluginOptions::from_file(common::grpc_bridge_wasm())
+                    .plugin_config(r#"{"role":"http1_status"}"#)
+                    .property("request.protocol", protocol),
+            )
+            .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"));
+            s.request_headers(
+                &[
+                    (":method", "POST"),
+                    (":path", "/pkg.Svc/Call"),
+                    ("content-type", content_type),
+                ],
+                false,
+            )
+            .request_body(&grpc_frame(b"hi"), true);
+            s.response_headers(response, true);
+            let down = s.take_downstream();
+            let Frame::Headers { headers, .. } = &down[0] else {
+                panic!("{down:?}")
+            };
+            headers.get(":status").map(str::to_string)
+        };
+    let grpc = "application/grpc";
+    let answer = |http: &'static str, code: &'static str| {
+        vec![
+            (":status", http),
+            ("content-type", "application/grpc"),
+            ("grpc-status", code),
+        ]
+    };
+    // Envoy's bridge answers 200 for a Trailers-Only error and 503 for other errors.
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("200", "0")).as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("200", "5")).as_deref(),
+        Some("404")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", "application/grpc+proto", &answer("503", "14")).as_deref(),
+        Some("503")
+    );
+    assert_eq!(
+        status_after("HTTP/1.0", grpc, &answer("503", "16")).as_deref(),
+        Some("401")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("503", "1")).as_deref(),
+        Some("499")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("200", "99")).as_deref(),
+        Some("500")
+    );
+    // Untouched: HTTP/2, gRPC-web, a status chosen by someone else, no grpc-status.
+    assert_eq!(
+        status_after("HTTP/2", grpc, &answer("200", "5")).as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        status_after(
+            "HTTP/1.1",
+            "application/grpc-web+proto",
+            &answer("200", "5")
+        )
+        .as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("429", "8")).as_deref(),
+        Some("429")
+    );
+    assert_eq!(
+        status_after(
+            "HTTP/1.1",
+            grpc,
+            &[(":status", "200"), ("content-type", "application/grpc")]
+        )
+        .as_deref(),
+        Some("200")
+    );
+}

@@ -57,18 +57,26 @@ pub fn bundle(out: &Path) -> Result<(), String> {
     };
     if stale {
         run(
-            Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]).current_dir(&dir),
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
             "npm ci in tests/browser",
         )?;
     }
     run(
         Command::new(dir.join("node_modules/.bin/esbuild"))
-            .args(["client.js", "--bundle", "--format=iife", "--log-level=warning"])
+            .args([
+                "client.js",
+                "--bundle",
+                "--format=iife",
+                "--log-level=warning",
+            ])
             .arg(format!("--outfile={}", out.join("client.js").display()))
             .current_dir(&dir),
         "esbuild",
     )?;
-    std::fs::copy(dir.join("index.html"), out.join("index.html")).map_err(|e| format!("copy index.html: {e}"))?;
+    std::fs::copy(dir.join("index.html"), out.join("index.html"))
+        .map_err(|e| format!("copy index.html: {e}"))?;
     Ok(())
 }
 
@@ -98,7 +106,12 @@ impl StaticServer {
                 }
             }
         });
-        Ok(StaticServer { addr, result, stop, thread: Some(thread) })
+        Ok(StaticServer {
+            addr,
+            result,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// `http://ADDR`, the page's origin.
@@ -158,8 +171,16 @@ fn serve(conn: TcpStream, root: &Path, result: &Mutex<Option<String>>) -> std::i
             }
             ("200 OK", "text/plain", b"ok".to_vec())
         }
-        ("GET", "/index.html") => ("200 OK", "text/html", std::fs::read(root.join("index.html"))?),
-        ("GET", "/client.js") => ("200 OK", "text/javascript", std::fs::read(root.join("client.js"))?),
+        ("GET", "/index.html") => (
+            "200 OK",
+            "text/html",
+            std::fs::read(root.join("index.html"))?,
+        ),
+        ("GET", "/client.js") => (
+            "200 OK",
+            "text/javascript",
+            std::fs::read(root.join("client.js"))?,
+        ),
         _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
     };
     let mut conn = conn;
@@ -170,7 +191,10 @@ fn serve(conn: TcpStream, root: &Path, result: &Mutex<Option<String>>) -> std::i
 
 /// Headless Chromium on `url`, killed on drop.
 pub fn chromium(url: &str) -> Result<Process, String> {
-    let dir = tempfile::Builder::new().prefix("chromium-").tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("chromium-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let mut cmd = Command::new(chromium_bin());
     cmd.args([
         "--headless=new",
@@ -182,7 +206,10 @@ pub fn chromium(url: &str) -> Result<Process, String> {
         "--disable-extensions",
         "--disable-background-networking",
     ])
-    .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.path().join("profile").display()
+    ))
     .arg(url);
     let log = dir.path().join("chromium.log");
     Process::spawn("chromium", cmd, log, Some(dir))

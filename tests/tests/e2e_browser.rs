@@ -13,7 +13,15 @@ use grpc_bridge_tests::topology::{ServerSide, Topology};
 use serde_json::Value;
 
 fn regex_escape(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_ascii_alphanumeric() || c == ':' || c == '/' { vec![c] } else { vec!['\\', c] }).collect()
+    s.chars()
+        .flat_map(|c| {
+            if c.is_ascii_alphanumeric() || c == ':' || c == '/' {
+                vec![c]
+            } else {
+                vec!['\\', c]
+            }
+        })
+        .collect()
 }
 
 fn server_for(origin: &str) -> Topology {
@@ -22,7 +30,10 @@ fn server_for(origin: &str) -> Topology {
         .hop(false)
         .agent(false)
         .server_var("CORS_ALLOW_ORIGIN_REGEX", &regex_escape(origin))
-        .server_var("CORS_ALLOW_HEADERS", "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-client-md")
+        .server_var(
+            "CORS_ALLOW_HEADERS",
+            "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-client-md",
+        )
         .server_var("CORS_EXPOSE_HEADERS", "grpc-status,grpc-message,x-hdr")
         .start()
         .unwrap_or_else(|e| panic!("{e}"))
@@ -37,13 +48,24 @@ fn raw_head(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>) {
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "connection closed before the response head: {:?}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "connection closed before the response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let head = text.split("\r\n\r\n").next().unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -70,22 +92,47 @@ fn preflight(addr: SocketAddr, origin: &str, headers: &str) -> (u16, Vec<(String
 fn cors_preflight_allowed_and_refused_origins() {
     let allowed = "http://127.0.0.1:4321";
     let topo = server_for(allowed);
-    let (status, h) = preflight(topo.server_addr, allowed, "content-type,x-grpc-web,x-user-agent,x-client-md");
+    let (status, h) = preflight(
+        topo.server_addr,
+        allowed,
+        "content-type,x-grpc-web,x-user-agent,x-client-md",
+    );
     assert_eq!(status, 200, "{h:?}");
-    assert_eq!(get(&h, "access-control-allow-origin"), Some(allowed), "{h:?}");
+    assert_eq!(
+        get(&h, "access-control-allow-origin"),
+        Some(allowed),
+        "{h:?}"
+    );
     let allow_headers = get(&h, "access-control-allow-headers").unwrap_or_default();
     for name in ["x-grpc-web", "x-user-agent", "x-client-md", "content-type"] {
-        assert!(allow_headers.contains(name), "{name} not in {allow_headers:?}");
+        assert!(
+            allow_headers.contains(name),
+            "{name} not in {allow_headers:?}"
+        );
     }
-    assert!(get(&h, "access-control-allow-methods").unwrap_or_default().contains("POST"), "{h:?}");
+    assert!(
+        get(&h, "access-control-allow-methods")
+            .unwrap_or_default()
+            .contains("POST"),
+        "{h:?}"
+    );
 
     for refused in ["http://127.0.0.1:4322", "http://evil.example", "null"] {
         let (_, h) = preflight(topo.server_addr, refused, "content-type,x-grpc-web");
-        assert_eq!(get(&h, "access-control-allow-origin"), None, "{refused}: {h:?}");
+        assert_eq!(
+            get(&h, "access-control-allow-origin"),
+            None,
+            "{refused}: {h:?}"
+        );
     }
 
     // The default configuration (no CORS_ALLOW_ORIGIN_REGEX) allows no origin at all.
-    let topo = Topology::builder().server(ServerSide::Wasm).hop(false).agent(false).start().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::Wasm)
+        .hop(false)
+        .agent(false)
+        .start()
+        .unwrap();
     let (_, h) = preflight(topo.server_addr, allowed, "content-type,x-grpc-web");
     assert_eq!(get(&h, "access-control-allow-origin"), None, "{h:?}");
 }
@@ -96,11 +143,20 @@ fn grpc_web_npm_client_in_headless_chromium() {
     bundle(dist.path()).unwrap_or_else(|e| panic!("{e}"));
     let page = StaticServer::start(dist.path().to_path_buf()).unwrap();
     let topo = server_for(&page.origin());
-    let url = format!("{}/index.html?server=http://{}", page.origin(), topo.server_addr);
+    let url = format!(
+        "{}/index.html?server=http://{}",
+        page.origin(),
+        topo.server_addr
+    );
     let mut browser = chromium(&url).unwrap_or_else(|e| panic!("{e}"));
     let result = page.wait_result(Duration::from_secs(60));
     let _ = browser.check_running();
-    let result = result.unwrap_or_else(|| panic!("no result from the page within 60 s; chromium log:\n{}", browser.log_tail(40)));
+    let result = result.unwrap_or_else(|| {
+        panic!(
+            "no result from the page within 60 s; chromium log:\n{}",
+            browser.log_tail(40)
+        )
+    });
     browser.stop();
     let v: Value = serde_json::from_str(&result).unwrap_or_else(|e| panic!("{e}: {result}"));
     println!("{}", serde_json::to_string_pretty(&v).unwrap());
@@ -113,8 +169,15 @@ fn grpc_web_npm_client_in_headless_chromium() {
         // trailer frame, request metadata that needed the preflight.
         let u = &r["unary"];
         assert!(u["error"].is_null(), "{ctx}");
-        assert_eq!(u["messages"][0]["payload"], format!("hello from chromium ({format})"), "{ctx}");
-        assert_eq!(u["messages"][0]["requestMetadata"]["x-client-md"], "cm", "{ctx}");
+        assert_eq!(
+            u["messages"][0]["payload"],
+            format!("hello from chromium ({format})"),
+            "{ctx}"
+        );
+        assert_eq!(
+            u["messages"][0]["requestMetadata"]["x-client-md"], "cm",
+            "{ctx}"
+        );
         assert_eq!(u["headers"]["x-hdr"], "hv", "{ctx}");
         assert_eq!(u["status"]["code"], 0, "{ctx}");
         assert_eq!(u["status"]["metadata"]["x-trl"], "tv", "{ctx}");
@@ -127,9 +190,21 @@ fn grpc_web_npm_client_in_headless_chromium() {
         // Server streaming: every message, then the status and trailers from the trailer frame.
         let s = &r["stream"];
         assert!(s["error"].is_null(), "{ctx}");
-        let idx: Vec<i64> = s["messages"].as_array().unwrap().iter().map(|m| m["index"].as_i64().unwrap()).collect();
+        let idx: Vec<i64> = s["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["index"].as_i64().unwrap())
+            .collect();
         assert_eq!(idx, vec![0, 1, 2], "{ctx}");
-        assert!(s["messages"].as_array().unwrap().iter().all(|m| m["payloadSize"] == 8), "{ctx}");
+        assert!(
+            s["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["payloadSize"] == 8),
+            "{ctx}"
+        );
         assert_eq!(s["status"]["code"], 0, "{ctx}");
         assert_eq!(s["status"]["metadata"]["x-trl"], "st", "{ctx}");
 

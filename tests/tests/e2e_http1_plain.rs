@@ -24,10 +24,18 @@ struct Answer {
 }
 
 async fn plain_call(addr: SocketAddr, method: &str, body: Vec<u8>) -> Answer {
-    let mut c = WebCall::start(addr, &format!("/bridge.test.BridgeTest/{method}"), "application/grpc", body)
+    let mut c = WebCall::start(
+        addr,
+        &format!("/bridge.test.BridgeTest/{method}"),
+        "application/grpc",
+        body,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{method}: {e}"));
+    let body = c
+        .read_all(Duration::from_secs(20))
         .await
         .unwrap_or_else(|e| panic!("{method}: {e}"));
-    let body = c.read_all(Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{method}: {e}"));
     Answer {
         status: c.status,
         grpc_status: c.header("grpc-status"),
@@ -39,7 +47,10 @@ async fn plain_call(addr: SocketAddr, method: &str, body: Vec<u8>) -> Answer {
 }
 
 fn server_only(vars: &[(&str, &str)]) -> Topology {
-    let mut b = Topology::builder().server(ServerSide::Wasm).hop(false).agent(false);
+    let mut b = Topology::builder()
+        .server(ServerSide::Wasm)
+        .hop(false)
+        .agent(false);
     for (k, v) in vars {
         b = b.server_var(k, v);
     }
@@ -47,7 +58,11 @@ fn server_only(vars: &[(&str, &str)]) -> Topology {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -58,14 +73,24 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
         // OK: 200, grpc-status 0 in the headers, the whole body with a length.
         let req = UnaryRequest {
             payload: b"hello plain client".to_vec(),
-            response_trailers: vec![Metadata { key: "x-trl".into(), value: b"tv".to_vec() }],
+            response_trailers: vec![Metadata {
+                key: "x-trl".into(),
+                value: b"tv".to_vec(),
+            }],
             ..Default::default()
         };
         let a = plain_call(addr, "Unary", msg_frame(&req)).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.grpc_status.as_deref(), Some("0"));
-        assert_eq!(a.content_length.as_deref(), Some(a.body.len().to_string().as_str()));
-        assert!(a.trailers.is_none(), "no HTTP trailers for a plain client: {:?}", a.trailers);
+        assert_eq!(
+            a.content_length.as_deref(),
+            Some(a.body.len().to_string().as_str())
+        );
+        assert!(
+            a.trailers.is_none(),
+            "no HTTP trailers for a plain client: {:?}",
+            a.trailers
+        );
         let frames = parse_frames(&a.body).unwrap();
         assert_eq!(frames.len(), 1, "{frames:?}");
         let resp = UnaryResponse::decode(&frames[0].data[..]).unwrap();
@@ -74,11 +99,18 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
         // Errors: the HTTP status from NetScaler's table, grpc-message in the headers. Unary
         // errors are Trailers-Only (Envoy's bridge alone would answer 200).
         for (code, http) in [(5, 404), (14, 503), (16, 401), (3, 400), (12, 501)] {
-            let req = UnaryRequest { status_code: code, status_message: format!("failed with {code}"), ..Default::default() };
+            let req = UnaryRequest {
+                status_code: code,
+                status_message: format!("failed with {code}"),
+                ..Default::default()
+            };
             let a = plain_call(addr, "Unary", msg_frame(&req)).await;
             assert_eq!(a.status, http, "grpc-status {code}");
             assert_eq!(a.grpc_status, Some(code.to_string()));
-            assert_eq!(a.grpc_message.map(|m| grpcweb::percent_decode(&m)), Some(format!("failed with {code}")));
+            assert_eq!(
+                a.grpc_message.map(|m| grpcweb::percent_decode(&m)),
+                Some(format!("failed with {code}"))
+            );
             assert!(a.body.is_empty());
         }
 
@@ -94,27 +126,53 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
         let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
         assert_eq!(a.status, 400);
         assert_eq!(a.grpc_status.as_deref(), Some("9"));
-        assert_eq!(a.grpc_message.map(|m| grpcweb::percent_decode(&m)).as_deref(), Some("stop here"));
+        assert_eq!(
+            a.grpc_message
+                .map(|m| grpcweb::percent_decode(&m))
+                .as_deref(),
+            Some("stop here")
+        );
         let frames = parse_frames(&a.body).unwrap();
-        let idx: Vec<i32> = frames.iter().map(|f| StreamResponse::decode(&f.data[..]).unwrap().index).collect();
+        let idx: Vec<i32> = frames
+            .iter()
+            .map(|f| StreamResponse::decode(&f.data[..]).unwrap().index)
+            .collect();
         assert_eq!(idx, vec![0, 1, 2]);
-        assert_eq!(StreamResponse::decode(&frames[0].data[..]).unwrap().payload, pattern(4));
+        assert_eq!(
+            StreamResponse::decode(&frames[0].data[..]).unwrap().payload,
+            pattern(4)
+        );
 
         // The same listener still serves gRPC-web (status in the body's trailer frame, HTTP 200)...
-        let (call, frames) = grpcweb::call(addr, "ServerStream", false, msg_frame(&req)).await.unwrap();
+        let (call, frames) = grpcweb::call(addr, "ServerStream", false, msg_frame(&req))
+            .await
+            .unwrap();
         assert_eq!(call.status, 200);
-        let trailer = frames.last().filter(|f| f.is_trailer()).expect("trailer frame");
+        let trailer = frames
+            .last()
+            .filter(|f| f.is_trailer())
+            .expect("trailer frame");
         let block = grpcweb::parse_trailer_block(&trailer.data);
-        assert!(block.contains(&("grpc-status".to_string(), "9".to_string())), "{block:?}");
+        assert!(
+            block.contains(&("grpc-status".to_string(), "9".to_string())),
+            "{block:?}"
+        );
 
         // ... and HTTP/2 gRPC (a mapped :status would turn NOT_FOUND into UNIMPLEMENTED).
         let mut c = connect(addr).await.unwrap();
-        let req = UnaryRequest { status_code: 5, status_message: "nope".into(), ..Default::default() };
+        let req = UnaryRequest {
+            status_code: 5,
+            status_message: "nope".into(),
+            ..Default::default()
+        };
         let e = c.unary(req).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
         assert_eq!(e.message(), "nope");
     });
-    let calls = topo.server.stat("wasmcustom.grpc_bridge.http1_status.calls").unwrap_or(0);
+    let calls = topo
+        .server
+        .stat("wasmcustom.grpc_bridge.http1_status.calls")
+        .unwrap_or(0);
     assert_eq!(calls, 7, "{}", topo.server.stats_matching("grpc_bridge"));
 }
 
@@ -125,19 +183,39 @@ fn plain_http1_response_over_the_buffer_limit_is_an_error() {
     let topo = server_only(&[("BUFFER_LIMIT_BYTES", "2097152")]);
     rt().block_on(async {
         // 4 x 1 MiB: over the 2 MiB limit.
-        let req = StreamRequest { count: 4, payload_size: 1 << 20, ..Default::default() };
+        let req = StreamRequest {
+            count: 4,
+            payload_size: 1 << 20,
+            ..Default::default()
+        };
         let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
-        assert_ne!(a.grpc_status.as_deref(), Some("0"), "status {} {:?}", a.status, a.grpc_message);
+        assert_ne!(
+            a.grpc_status.as_deref(),
+            Some("0"),
+            "status {} {:?}",
+            a.status,
+            a.grpc_message
+        );
         // Envoy's own local reply, which does not pass the http1_status role: HTTP 200.
         assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("2")));
         assert_eq!(a.grpc_message.as_deref(), Some("Internal Server Error"));
         assert!(a.body.is_empty(), "{} body bytes", a.body.len());
         // Below the limit the same call passes whole.
-        let req = StreamRequest { count: 1, payload_size: 1 << 20, ..Default::default() };
+        let req = StreamRequest {
+            count: 1,
+            payload_size: 1 << 20,
+            ..Default::default()
+        };
         let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
         assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("0")));
         let frames = parse_frames(&a.body).unwrap();
         assert_eq!(frames.len(), 1);
-        assert_eq!(StreamResponse::decode(&frames[0].data[..]).unwrap().payload.len(), 1 << 20);
+        assert_eq!(
+            StreamResponse::decode(&frames[0].data[..])
+                .unwrap()
+                .payload
+                .len(),
+            1 << 20
+        );
     });
 }
