@@ -1081,3 +1081,40 @@ async fn row16_watermark_over_the_limit_is_back_pressure_not_an_error() {
     )
     .await;
 }
+
+/// Why the server role cannot bridge plain HTTP/1.1 gRPC clients itself (docs/ARCHITECTURE.md,
+/// "Plain HTTP/1.1 gRPC clients"): holding the response headers (StopIteration, which
+/// proxy-wasm turns into stop-all) gets no body or trailers callback until the headers are
+/// released, and once released they are sent: a `:status` set from the trailers callback never
+/// reaches the client. Envoy only.
+#[tokio::test(flavor = "multi_thread")]
+async fn http1_hold_headers_until_trailers_is_impossible_in_a_wasm_filter() {
+    let up = upstream().await;
+    let envoy = Envoy::start("headers-stop-late-status", up);
+    let o = call_with(envoy.port, &Call::grpc("/late").http1()).await;
+    let lines = wait_for_line("envoy", "trailers replace_response_status", || {
+        envoy.guest_lines()
+    })
+    .await;
+    let pos = |p: &str| lines.iter().position(|l| l.starts_with(p));
+    let (held, tick, body, trailers) = (
+        pos("response_headers held").expect("headers held"),
+        pos("tick ctx=").expect("tick released the headers"),
+        pos("response_body").expect("body callback"),
+        pos("trailers replace_response_status").expect("trailers callback"),
+    );
+    assert!(
+        held < tick && tick < body && body < trailers,
+        "no body callback while the headers are held: {lines:#?}"
+    );
+    // Envoy accepts the change (Ok) and silently drops it: the client got 200.
+    assert!(
+        lines.contains(&"trailers replace_response_status=0".to_string()),
+        "{lines:#?}"
+    );
+    assert_eq!(
+        (o.status, o.body.as_slice()),
+        (200, &b"abc"[..]),
+        "{o:?}\n{lines:#?}"
+    );
+}
