@@ -176,11 +176,93 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
     assert_eq!(calls, 7, "{}", topo.server.stats_matching("grpc_bridge"));
 }
 
-/// The hold is bounded by the listener's buffer limit (`BUFFER_LIMIT_BYTES`): past it Envoy
-/// answers the plain client with an error, never a silent OK and never a truncated body.
+/// Our bounds on the hold (`http1_hold_bytes` 131072, `http1_hold_ms` 1000, NetScaler's
+/// defaults): past either the server role ends the call with a gRPC error in the headers
+/// (Envoy's gRPC local reply: HTTP 200), never a silent OK and never a truncated body.
+#[test]
+fn plain_http1_hold_is_bounded_in_size_and_time() {
+    let topo = server_only(&[]);
+    let addr = topo.server_addr;
+    rt().block_on(async {
+        // Over 131072 bytes.
+        let req = StreamRequest {
+            count: 1,
+            payload_size: 200_000,
+            ..Default::default()
+        };
+        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
+        assert_eq!(
+            (a.status, a.grpc_status.as_deref()),
+            (200, Some("8")),
+            "{:?}",
+            a.grpc_message
+        );
+        let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
+        assert!(m.contains("http1_hold_bytes (131072)"), "{m}");
+        assert!(a.body.is_empty(), "{} body bytes", a.body.len());
+
+        // Under it: whole.
+        let req = UnaryRequest {
+            response_size: 100_000,
+            ..Default::default()
+        };
+        let a = plain_call(addr, "Unary", msg_frame(&req)).await;
+        assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("0")));
+        let frames = parse_frames(&a.body).unwrap();
+        assert_eq!(
+            UnaryResponse::decode(&frames[0].data[..]).unwrap().payload,
+            pattern(100_000)
+        );
+
+        // Response headers, then no end within 1000 ms (the second message comes 1500 ms later).
+        let req = StreamRequest {
+            count: 2,
+            interval_ms: 1500,
+            payload_size: 4,
+            ..Default::default()
+        };
+        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
+        assert_eq!(
+            (a.status, a.grpc_status.as_deref()),
+            (200, Some("4")),
+            "{:?}",
+            a.grpc_message
+        );
+        let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
+        assert!(m.contains("http1_hold_ms (1000 ms)"), "{m}");
+        assert!(a.body.is_empty(), "{} body bytes", a.body.len());
+
+        // A backend that is slow before it answers is not cut: the time runs from the response
+        // headers.
+        let req = UnaryRequest {
+            delay_ms: 1500,
+            payload: b"late".to_vec(),
+            ..Default::default()
+        };
+        let a = plain_call(addr, "Unary", msg_frame(&req)).await;
+        assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("0")));
+    });
+    let stat = |n: &str| {
+        topo.server
+            .stat(&format!("wasmcustom.grpc_bridge.server.{n}"))
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        (
+            stat("errors.http1_hold_bytes"),
+            stat("errors.http1_hold_ms")
+        ),
+        (1, 1),
+        "{}",
+        topo.server.stats_matching("grpc_bridge")
+    );
+}
+
+/// With our size bound off (`HTTP1_HOLD_BYTES=0`) the hold is bounded by the listener's buffer
+/// limit (`BUFFER_LIMIT_BYTES`): past it Envoy answers with its own error.
 #[test]
 fn plain_http1_response_over_the_buffer_limit_is_an_error() {
-    let topo = server_only(&[("BUFFER_LIMIT_BYTES", "2097152")]);
+    let topo = server_only(&[("BUFFER_LIMIT_BYTES", "2097152"), ("HTTP1_HOLD_BYTES", "0")]);
     rt().block_on(async {
         // 4 x 1 MiB: over the 2 MiB limit.
         let req = StreamRequest {
@@ -189,15 +271,13 @@ fn plain_http1_response_over_the_buffer_limit_is_an_error() {
             ..Default::default()
         };
         let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
-        assert_ne!(
-            a.grpc_status.as_deref(),
-            Some("0"),
-            "status {} {:?}",
-            a.status,
+        // Envoy's own local reply, which does not pass the http1_status role: HTTP 200.
+        assert_eq!(
+            (a.status, a.grpc_status.as_deref()),
+            (200, Some("2")),
+            "{:?}",
             a.grpc_message
         );
-        // Envoy's own local reply, which does not pass the http1_status role: HTTP 200.
-        assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("2")));
         assert_eq!(a.grpc_message.as_deref(), Some("Internal Server Error"));
         assert!(a.body.is_empty(), "{} body bytes", a.body.len());
         // Below the limit the same call passes whole.

@@ -98,3 +98,111 @@ mod tests {
         assert!(!is_http1(None));
     }
 }
+
+/// Server role: the bounds on what Envoy's `grpc_http1_bridge` holds for a plain HTTP/1.1 gRPC
+/// client (`http1_hold_bytes`, `http1_hold_ms`). The server-role filter sits after the bridge in
+/// the chain, so it sees the backend's response before the bridge holds it; past a bound it ends
+/// the call with a gRPC error instead of letting the hold grow (the bridge cannot be told to
+/// stop holding, so forwarding the response as it is is not possible).
+pub struct PlainHold {
+    max_bytes: u64,
+    max_ms: u64,
+    bytes: u64,
+    /// When the response headers arrived (host clock), 0 before.
+    started_ns: u64,
+    done: bool,
+}
+
+impl PlainHold {
+    /// For a request of a plain HTTP/1.x gRPC client, when some bound is configured.
+    pub fn detect(content_type: &str, max_bytes: u32, max_ms: u32) -> Option<PlainHold> {
+        if (max_bytes == 0 && max_ms == 0)
+            || grpc_web::parse_grpc_content_type(content_type).is_none()
+        {
+            return None;
+        }
+        let protocol = host::get_property(&["request", "protocol"]).ok().flatten();
+        is_http1(protocol.as_deref()).then_some(PlainHold {
+            max_bytes: u64::from(max_bytes),
+            max_ms: u64::from(max_ms),
+            bytes: 0,
+            started_ns: 0,
+            done: false,
+        })
+    }
+
+    /// The response started; true if the time bound needs ticks.
+    pub fn start(&mut self, now_ns: u64) -> bool {
+        self.started_ns = now_ns;
+        self.max_ms > 0 && !self.done
+    }
+
+    /// The call ended normally (trailers or end of stream).
+    pub fn finish(&mut self) {
+        self.done = true;
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Counts response bytes; the error to end the call with once past a bound.
+    pub fn check(&mut self, new_bytes: u64, now_ns: u64) -> Option<(u32, String)> {
+        if self.done {
+            return None;
+        }
+        self.bytes = self.bytes.saturating_add(new_bytes);
+        let verdict = hold_verdict(
+            self.bytes,
+            now_ns.saturating_sub(self.started_ns) / 1_000_000,
+            self.max_bytes,
+            self.max_ms,
+        );
+        if verdict.is_some() {
+            self.done = true;
+        }
+        verdict
+    }
+}
+
+/// Past `max_bytes` (0: no bound): RESOURCE_EXHAUSTED; past `max_ms` (0: no bound):
+/// DEADLINE_EXCEEDED. The message names the configuration field.
+fn hold_verdict(bytes: u64, elapsed_ms: u64, max_bytes: u64, max_ms: u64) -> Option<(u32, String)> {
+    if max_bytes > 0 && bytes > max_bytes {
+        return Some((
+            status::code::RESOURCE_EXHAUSTED,
+            format!(
+                "grpc-bridge: response larger than http1_hold_bytes ({max_bytes}) for a plain HTTP/1.1 gRPC client; use gRPC-web or HTTP/2 for large responses"
+            ),
+        ));
+    }
+    if max_ms > 0 && elapsed_ms >= max_ms {
+        return Some((
+            status::code::DEADLINE_EXCEEDED,
+            format!(
+                "grpc-bridge: response not complete within http1_hold_ms ({max_ms} ms) for a plain HTTP/1.1 gRPC client; use gRPC-web or HTTP/2 for streams"
+            ),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod hold_tests {
+    use super::hold_verdict;
+    use crate::codec::status::code;
+
+    #[test]
+    fn bounds() {
+        assert_eq!(hold_verdict(131072, 999, 131072, 1000), None);
+        let (c, m) = hold_verdict(131073, 0, 131072, 1000).unwrap();
+        assert_eq!(c, code::RESOURCE_EXHAUSTED);
+        assert!(m.contains("http1_hold_bytes (131072)"), "{m}");
+        let (c, m) = hold_verdict(0, 1000, 131072, 1000).unwrap();
+        assert_eq!(c, code::DEADLINE_EXCEEDED);
+        assert!(m.contains("http1_hold_ms (1000 ms)"), "{m}");
+        // 0 disables a bound.
+        assert_eq!(hold_verdict(u64::MAX, u64::MAX, 0, 0), None);
+        assert_eq!(hold_verdict(u64::MAX, 0, 0, 1000), None);
+    }
+}

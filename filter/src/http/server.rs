@@ -19,6 +19,7 @@ use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
+use crate::http::http1_status::PlainHold;
 use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
 use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
@@ -77,11 +78,14 @@ pub struct ServerStream {
     flush: Rc<FlushScheduler>,
     conv: Option<Converted>,
     metrics: Rc<Metrics>,
+    /// A plain HTTP/1.1 gRPC client's call (not converted; Envoy's grpc_http1_bridge holds its
+    /// response): our bounds on that hold.
+    plain: Option<PlainHold>,
 }
 
 impl ServerStream {
     pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>, metrics: Rc<Metrics>) -> Self {
-        ServerStream { id, cfg, flush, conv: None, metrics }
+        ServerStream { id, cfg, flush, conv: None, metrics, plain: None }
     }
 
 
@@ -90,6 +94,20 @@ impl ServerStream {
         match &self.conv {
             Some(c) => grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix }),
             None => "application/grpc-web+proto".to_string(),
+        }
+    }
+
+    /// Plain HTTP/1.1 client: counts response bytes and ends the call past a bound.
+    fn plain_check(&mut self, new_bytes: u64, end: bool) {
+        let Some(p) = self.plain.as_mut() else { return };
+        if let Some((code, message)) = p.check(new_bytes, host::now_nanos()) {
+            self.flush.release(self.id);
+            self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.http1_hold_bytes" } else { "errors.http1_hold_ms" });
+            self.metrics.grpc_status(code);
+            send_grpc_error("application/grpc", code, &message);
+        } else if end {
+            p.finish();
+            self.flush.release(self.id);
         }
     }
 
@@ -108,6 +126,7 @@ impl HttpStream for ServerStream {
     fn on_request_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
         let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
         let Some((encoding, suffix)) = grpc_web::parse_grpc_web_content_type(&ct) else {
+            self.plain = PlainHold::detect(&ct, self.cfg.http1_hold_bytes, self.cfg.http1_hold_ms);
             return HeadersAction::Continue;
         };
         let origin = if req_header(&self.cfg.marker_header).is_some() { Origin::Agent } else { Origin::Browser };
@@ -184,6 +203,14 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
+        if let Some(p) = self.plain.as_mut() {
+            if eos {
+                p.finish();
+            } else if p.start(host::now_nanos()) {
+                self.flush.hold(self.id);
+            }
+            return HeadersAction::Continue;
+        }
         let web_ct = self.web_content_type();
         let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
         if matches!(conv.response, ResponseState::LocalReply) {
@@ -217,6 +244,10 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+        if self.plain.is_some() {
+            self.plain_check(size as u64, eos);
+            return DataAction::Continue;
+        }
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
         let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
@@ -286,6 +317,10 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        if self.plain.is_some() {
+            self.plain_check(0, true);
+            return HeadersAction::Continue;
+        }
         let metrics = self.metrics.clone();
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
@@ -334,6 +369,16 @@ impl HttpStream for ServerStream {
     }
 
     fn on_flushed(&mut self) {
+        if self.plain.is_some() {
+            // The time bound's tick: end the call if it is due, else look again next tick.
+            if host::set_effective_context(self.id).is_ok() {
+                self.plain_check(0, false);
+            }
+            if self.plain.as_ref().is_some_and(|p| !p.is_done()) {
+                self.flush.hold(self.id);
+            }
+            return;
+        }
         if let Some(Converted { response: ResponseState::Streaming(st), .. }) = self.conv.as_mut() {
             st.held = 0;
             st.paused = false;
