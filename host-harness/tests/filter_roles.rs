@@ -226,3 +226,77 @@ fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
         Some("200")
     );
 }
+
+/// Server role, plain HTTP/1.1 gRPC client (its response held by Envoy's grpc_http1_bridge
+/// after this filter): past `http1_hold_bytes` or `http1_hold_ms` after the response headers the
+/// call ends with a local reply naming the bound (virtual clock for the time bound).
+#[test]
+fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
+    let plain = |config: &str, protocol: &str| {
+        let mut s = Scenario::new(
+            PluginOptions::from_file(common::grpc_bridge_wasm())
+                .plugin_config(config)
+                .property("request.protocol", protocol),
+        )
+        .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"));
+        s.request_headers(
+            &[
+                (":method", "POST"),
+                (":path", "/pkg.Svc/Call"),
+                ("content-type", "application/grpc"),
+            ],
+            false,
+        )
+        .request_body(&grpc_frame(b"hi"), true)
+        .response_headers(
+            &[(":status", "200"), ("content-type", "application/grpc")],
+            false,
+        );
+        s
+    };
+    let reply_status = |s: &Scenario| {
+        let r = s.local_reply().expect("local reply");
+        (
+            r.headers.get("grpc-status").map(str::to_string),
+            r.headers
+                .get("grpc-message")
+                .map(str::to_string)
+                .unwrap_or_default(),
+        )
+    };
+
+    // Size: 131072 bytes pass, one more ends the call.
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    s.response_body(&vec![0u8; 131_072], false);
+    assert!(s.local_reply().is_none());
+    s.response_body(b"x", false);
+    let (code, msg) = reply_status(&s);
+    assert_eq!(code.as_deref(), Some("8"));
+    assert!(msg.contains("http1_hold_bytes"), "{msg}");
+
+    // Time: 999 ms after the response headers nothing happens; at 1000 ms the call ends.
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    s.response_body(&grpc_frame(b"first"), false)
+        .advance_ms(990);
+    assert!(s.local_reply().is_none());
+    s.advance_ms(20);
+    let (code, msg) = reply_status(&s);
+    assert_eq!(code.as_deref(), Some("4"));
+    assert!(msg.contains("http1_hold_ms"), "{msg}");
+
+    // A call that ends in time, HTTP/2, and bounds switched off: no reply of ours.
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    s.response_body(&grpc_frame(b"yo"), false)
+        .response_trailers(&[("grpc-status", "0")])
+        .advance_ms(5000);
+    assert!(s.local_reply().is_none());
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/2");
+    s.response_body(&vec![0u8; 200_000], false).advance_ms(5000);
+    assert!(s.local_reply().is_none());
+    let mut s = plain(
+        r#"{"role":"server","http1_hold_bytes":0,"http1_hold_ms":0}"#,
+        "HTTP/1.1",
+    );
+    s.response_body(&vec![0u8; 200_000], false).advance_ms(5000);
+    assert!(s.local_reply().is_none());
+}
