@@ -49,6 +49,9 @@ fn modified(p: &Path) -> Option<std::time::SystemTime> {
 /// Installs the pinned npm packages if needed and bundles the client into `out`
 /// (`index.html`, `client.js`).
 pub fn bundle(out: &Path) -> Result<(), String> {
+    // Tests of one binary run in parallel: one `npm ci` at a time.
+    static NPM: Mutex<()> = Mutex::new(());
+    let _npm = NPM.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo_root().join("tests/browser");
     let stamp = dir.join("node_modules/.package-lock.json");
     let stale = match (modified(&stamp), modified(&dir.join("package-lock.json"))) {
