@@ -39,12 +39,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Written once per test binary: tests run in parallel, and rewriting the file while another
+/// test's Envoy or harness loads it gave an empty module.
 fn probe_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("host-harness-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("probe.wasm");
-    std::fs::write(&path, common::probe_wasm()).unwrap();
-    path
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("host-harness-diff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe.wasm");
+        std::fs::write(&path, common::probe_wasm()).unwrap();
+        path
+    })
+    .clone()
 }
 
 /// Envoy as a child process, killed on drop.
