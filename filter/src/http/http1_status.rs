@@ -146,18 +146,15 @@ impl PlainHold {
         self.done
     }
 
-    /// Counts response bytes; the error to end the call with once past a bound.
-    pub fn check(&mut self, new_bytes: u64, now_ns: u64) -> Option<(u32, String)> {
+    /// Counts response bytes; the error to end the call with once past a bound. `now_ns` is
+    /// None when the call just ended (its last bytes count; time no longer matters).
+    pub fn check(&mut self, new_bytes: u64, now_ns: Option<u64>) -> Option<(u32, String)> {
         if self.done {
             return None;
         }
         self.bytes = self.bytes.saturating_add(new_bytes);
-        let verdict = hold_verdict(
-            self.bytes,
-            now_ns.saturating_sub(self.started_ns) / 1_000_000,
-            self.max_bytes,
-            self.max_ms,
-        );
+        let elapsed_ms = now_ns.map_or(0, |now| now.saturating_sub(self.started_ns) / 1_000_000);
+        let verdict = hold_verdict(self.bytes, elapsed_ms, self.max_bytes, self.max_ms);
         if verdict.is_some() {
             self.done = true;
         }
@@ -189,7 +186,33 @@ fn hold_verdict(bytes: u64, elapsed_ms: u64, max_bytes: u64, max_ms: u64) -> Opt
 
 #[cfg(test)]
 mod hold_tests {
-    use super::hold_verdict;
+    use super::{hold_verdict, PlainHold};
+
+    #[test]
+    fn the_end_of_a_call_is_not_timed_out_but_its_bytes_count() {
+        let hold = || PlainHold {
+            max_bytes: 100,
+            max_ms: 1000,
+            bytes: 0,
+            started_ns: 0,
+            done: false,
+        };
+        let late = Some(5_000_000_000);
+        assert_eq!(
+            hold().check(10, late).map(|v| v.0),
+            Some(code::DEADLINE_EXCEEDED)
+        );
+        assert_eq!(hold().check(10, None), None);
+        assert_eq!(
+            hold().check(101, None).map(|v| v.0),
+            Some(code::RESOURCE_EXHAUSTED)
+        );
+        let mut h = hold();
+        h.finish();
+        assert!(h.is_done());
+        assert_eq!(h.check(1_000, late), None);
+    }
+
     use crate::codec::status::code;
 
     #[test]

@@ -100,7 +100,8 @@ impl ServerStream {
     /// Plain HTTP/1.1 client: counts response bytes and ends the call past a bound.
     fn plain_check(&mut self, new_bytes: u64, end: bool) {
         let Some(p) = self.plain.as_mut() else { return };
-        if let Some((code, message)) = p.check(new_bytes, host::now_nanos()) {
+        let now = (!end).then(host::now_nanos);
+        if let Some((code, message)) = p.check(new_bytes, now) {
             self.flush.release(self.id);
             self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.http1_hold_bytes" } else { "errors.http1_hold_ms" });
             self.metrics.grpc_status(code);
