@@ -9,6 +9,10 @@
 //! (`flush_interval_ms`); when the trailers arrive, the frame is appended to the still-held
 //! body, the trailers are removed, and the stream stays paused until the next release. Messages
 //! thus stream with at most one flush interval of added delay.
+//!
+//! Plain gRPC over HTTP/1.1 (curl) is not converted: Envoy's `grpc_http1_bridge`, after this
+//! filter on the response path, holds the answer until the trailers. This role only bounds that
+//! hold (`http1_hold_bytes`, `http1_hold_ms`; see `http1_status.rs`).
 
 use std::rc::Rc;
 
