@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 ENVOY := $(VENV)/lib/python3.11/site-packages/envoy/_bin/envoy
 WASM := target/wasm32-wasip1/release/grpc_bridge.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := nginx-light squid-openssl openssl
+APT_PACKAGES := nginx-light squid-openssl openssl chromium
 
 .PHONY: all setup toolchain venv apt build test test-unit test-e2e demo clean
 

@@ -13,6 +13,9 @@ pub enum Role {
     Agent,
     /// Next to the gRPC backend: gRPC-web (from an agent or a browser) -> native gRPC, and back.
     Server,
+    /// Next to the server role, in front of Envoy's `grpc_http1_bridge`: sets the HTTP status of
+    /// a plain HTTP/1.1 gRPC client's response from its `grpc-status` (see `http::http1_status`).
+    Http1Status,
     /// Network filter in the agent Envoy (before `tcp_proxy`): wraps the client's whole HTTP/2
     /// connection in one WebSocket connection (client side of RFC 6455).
     TunnelClient,
@@ -46,6 +49,15 @@ pub struct Config {
     /// 1 MiB by default): Envoy resets a stream whose paused body outgrows that limit.
     #[serde(default = "defaults::max_held_bytes")]
     pub max_held_bytes: u32,
+    /// Server role, plain HTTP/1.1 gRPC clients (their responses are held whole by Envoy's
+    /// `grpc_http1_bridge`): response bytes past which the call ends with RESOURCE_EXHAUSTED.
+    /// 0: no bound of ours (Envoy's buffer limit still applies).
+    #[serde(default = "defaults::http1_hold_bytes")]
+    pub http1_hold_bytes: u32,
+    /// Server role, plain HTTP/1.1 gRPC clients: milliseconds after the response headers past
+    /// which an unfinished call ends with DEADLINE_EXCEEDED. 0: no bound.
+    #[serde(default = "defaults::http1_hold_ms")]
+    pub http1_hold_ms: u32,
     /// Header that marks a request converted by an agent (lowercase).
     #[serde(default = "defaults::marker_header")]
     pub marker_header: String,
@@ -88,6 +100,12 @@ mod defaults {
     }
     pub fn max_held_bytes() -> u32 {
         256 * 1024
+    }
+    pub fn http1_hold_bytes() -> u32 {
+        131_072
+    }
+    pub fn http1_hold_ms() -> u32 {
+        1000
     }
     pub fn marker_header() -> String {
         "x-grpc-bridge".to_string()
@@ -151,6 +169,12 @@ impl Config {
         }
         if self.max_held_bytes < 1024 || self.max_held_bytes > 64 << 20 {
             return bad("max_held_bytes", "must be between 1024 and 67108864");
+        }
+        if self.http1_hold_bytes != 0 && !(1024..=32 << 20).contains(&self.http1_hold_bytes) {
+            return bad("http1_hold_bytes", "must be 0 (no bound) or between 1024 and 33554432");
+        }
+        if self.http1_hold_ms != 0 && !(100..=3_600_000).contains(&self.http1_hold_ms) {
+            return bad("http1_hold_ms", "must be 0 (no bound) or between 100 and 3600000");
         }
         let m = &self.marker_header;
         if m.is_empty()
@@ -230,6 +254,8 @@ mod tests {
             (r#"{"role":"agent","max_message_bytes":0}"#, "max_message_bytes"),
             (r#"{"role":"agent","max_trailer_bytes":10}"#, "max_trailer_bytes"),
             (r#"{"role":"agent","marker_header":"X-Upper"}"#, "marker_header"),
+            (r#"{"role":"server","http1_hold_bytes":10}"#, "http1_hold_bytes"),
+            (r#"{"role":"server","http1_hold_ms":50}"#, "http1_hold_ms"),
         ] {
             let e = Config::parse(json.as_bytes()).unwrap_err();
             assert!(e.0.contains(field), "{json}: {e}");

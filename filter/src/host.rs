@@ -443,10 +443,13 @@ pub fn remove_map_value(mt: MapType, key: &str) -> HostResult<()> {
 
 /// Reads a property by path segments (Envoy attribute names, e.g. `["source", "address"]`).
 pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
+    // Segments joined by NUL, no trailing NUL (as the proxy-wasm SDKs send it).
     let mut serialized = Vec::new();
-    for seg in path {
+    for (i, seg) in path.iter().enumerate() {
+        if i > 0 {
+            serialized.push(0);
+        }
         serialized.extend_from_slice(seg.as_bytes());
-        serialized.push(0);
     }
     let mut ptr: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;

@@ -28,6 +28,7 @@ impl Metrics {
             Role::Server => "server",
             Role::TunnelClient => "tunnel_client",
             Role::TunnelServer => "tunnel_server",
+            Role::Http1Status => "http1_status",
         };
         Metrics { role, ids: RefCell::new(BTreeMap::new()), histograms: RefCell::new(BTreeMap::new()) }
     }

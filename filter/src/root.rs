@@ -8,7 +8,7 @@ use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
 use crate::metrics::Metrics;
-use crate::http::{agent::AgentStream, server::ServerStream, Passthrough};
+use crate::http::{agent::AgentStream, http1_status::Http1StatusStream, server::ServerStream, Passthrough};
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
 pub enum ChildContext {
@@ -129,6 +129,7 @@ impl Root {
                 self.connections.insert(id);
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
             }
+            Role::Http1Status => ChildContext::Http(Rc::new(RefCell::new(Http1StatusStream::new(m)))),
             Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m)))),
         }
     }

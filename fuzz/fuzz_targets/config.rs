@@ -30,6 +30,8 @@ fuzz_target!(|data: &[u8]| {
             assert!((64..=1 << 20).contains(&c.max_trailer_bytes));
             assert!((1..=1000).contains(&c.flush_interval_ms));
             assert!((1024..=64 << 20).contains(&c.max_held_bytes));
+            assert!(c.http1_hold_bytes == 0 || (1024..=32 << 20).contains(&c.http1_hold_bytes));
+            assert!(c.http1_hold_ms == 0 || (100..=3_600_000).contains(&c.http1_hold_ms));
             assert!(!c.marker_header.is_empty());
             assert!(c
                 .marker_header

@@ -39,12 +39,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Written once per test binary: tests run in parallel, and rewriting the file while another
+/// test's Envoy or harness loads it gave an empty module.
 fn probe_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("host-harness-diff-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("probe.wasm");
-    std::fs::write(&path, common::probe_wasm()).unwrap();
-    path
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("host-harness-diff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("probe.wasm");
+        std::fs::write(&path, common::probe_wasm()).unwrap();
+        path
+    })
+    .clone()
 }
 
 /// Envoy as a child process, killed on drop.
@@ -1080,4 +1086,43 @@ async fn row16_watermark_over_the_limit_is_back_pressure_not_an_error() {
         },
     )
     .await;
+}
+
+/// Why the server role cannot bridge plain HTTP/1.1 gRPC clients itself (docs/ARCHITECTURE.md,
+/// "Plain HTTP/1.1 gRPC clients"): holding the response headers (StopIteration, which
+/// proxy-wasm turns into stop-all) gets no body or trailers callback until the headers are
+/// released, and once released they are sent: a `:status` set from the trailers callback never
+/// reaches the client. Harness and Envoy agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn row17_http1_hold_headers_until_trailers_is_impossible_in_a_wasm_filter() {
+    let (envoy, harness_logs) = differential_with(
+        "headers-stop-late-status",
+        &Call::grpc("/late").http1(),
+        1,
+        "",
+        |c| c,
+        |o| assert_eq!((o.status, o.body.as_slice()), (200, &b"abc"[..]), "{o:?}"),
+    )
+    .await;
+    let prefix = "trailers replace_response_status";
+    let lines = wait_for_line("envoy", prefix, || envoy.guest_lines()).await;
+    let from_harness = wait_for_line("harness", prefix, || sink_lines(&harness_logs)).await;
+    let pos = |p: &str| lines.iter().position(|l| l.starts_with(p));
+    let (held, tick, body, trailers) = (
+        pos("response_headers held").expect("headers held"),
+        pos("tick ctx=").expect("tick released the headers"),
+        pos("response_body").expect("body callback"),
+        pos(prefix).expect("trailers callback"),
+    );
+    assert!(
+        held < tick && tick < body && body < trailers,
+        "no body callback while the headers are held: {lines:#?}"
+    );
+    // Envoy accepts the change (Ok) and silently drops it: the client got 200.
+    assert!(
+        lines.contains(&"trailers replace_response_status=0".to_string()),
+        "{lines:#?}"
+    );
+    let keep = ["response_headers", "tick", "response_body", "trailers"];
+    assert_eq!(masked(&from_harness, &keep), masked(&lines, &keep));
 }

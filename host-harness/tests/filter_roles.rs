@@ -192,3 +192,168 @@ fn server_role_gives_a_status_to_headers_only_answers_without_one() {
     };
     assert_eq!(headers.get("grpc-status"), Some("5"));
 }
+
+/// Role `http1_status` (in front of Envoy's grpc_http1_bridge in envoy/server.yaml): a plain
+/// HTTP/1.1 gRPC client's response gets its HTTP status from `grpc-status` (NetScaler's table);
+/// HTTP/2 gRPC and responses without a status are untouched.
+#[test]
+fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
+    let status_after =
+        |protocol: &str, content_type: &str, response: &[(&str, &str)]| -> Option<String> {
+            let mut s = Scenario::new(
+                PluginOptions::from_file(common::grpc_bridge_wasm())
+                    .plugin_config(r#"{"role":"http1_status"}"#)
+                    .property("request.protocol", protocol),
+            )
+            .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"));
+            s.request_headers(
+                &[
+                    (":method", "POST"),
+                    (":path", "/pkg.Svc/Call"),
+                    ("content-type", content_type),
+                ],
+                false,
+            )
+            .request_body(&grpc_frame(b"hi"), true);
+            s.response_headers(response, true);
+            let down = s.take_downstream();
+            let Frame::Headers { headers, .. } = &down[0] else {
+                panic!("{down:?}")
+            };
+            headers.get(":status").map(str::to_string)
+        };
+    let grpc = "application/grpc";
+    let answer = |http: &'static str, code: &'static str| {
+        vec![
+            (":status", http),
+            ("content-type", "application/grpc"),
+            ("grpc-status", code),
+        ]
+    };
+    // Envoy's bridge answers 200 for a Trailers-Only error and 503 for other errors.
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("200", "0")).as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("200", "5")).as_deref(),
+        Some("404")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", "application/grpc+proto", &answer("503", "14")).as_deref(),
+        Some("503")
+    );
+    assert_eq!(
+        status_after("HTTP/1.0", grpc, &answer("503", "16")).as_deref(),
+        Some("401")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("503", "1")).as_deref(),
+        Some("499")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("200", "99")).as_deref(),
+        Some("500")
+    );
+    // Untouched: HTTP/2, gRPC-web, a status chosen by someone else, no grpc-status.
+    assert_eq!(
+        status_after("HTTP/2", grpc, &answer("200", "5")).as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        status_after(
+            "HTTP/1.1",
+            "application/grpc-web+proto",
+            &answer("200", "5")
+        )
+        .as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        status_after("HTTP/1.1", grpc, &answer("429", "8")).as_deref(),
+        Some("429")
+    );
+    assert_eq!(
+        status_after(
+            "HTTP/1.1",
+            grpc,
+            &[(":status", "200"), ("content-type", "application/grpc")]
+        )
+        .as_deref(),
+        Some("200")
+    );
+}
+
+/// Server role, plain HTTP/1.1 gRPC client (its response held by Envoy's grpc_http1_bridge
+/// after this filter): past `http1_hold_bytes` or `http1_hold_ms` after the response headers the
+/// call ends with a local reply naming the bound (virtual clock for the time bound).
+#[test]
+fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
+    let plain = |config: &str, protocol: &str| {
+        let mut s = Scenario::new(
+            PluginOptions::from_file(common::grpc_bridge_wasm())
+                .plugin_config(config)
+                .property("request.protocol", protocol),
+        )
+        .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"));
+        s.request_headers(
+            &[
+                (":method", "POST"),
+                (":path", "/pkg.Svc/Call"),
+                ("content-type", "application/grpc"),
+            ],
+            false,
+        )
+        .request_body(&grpc_frame(b"hi"), true)
+        .response_headers(
+            &[(":status", "200"), ("content-type", "application/grpc")],
+            false,
+        );
+        s
+    };
+    let reply_status = |s: &Scenario| {
+        let r = s.local_reply().expect("local reply");
+        (
+            r.headers.get("grpc-status").map(str::to_string),
+            r.headers
+                .get("grpc-message")
+                .map(str::to_string)
+                .unwrap_or_default(),
+        )
+    };
+
+    // Size: 131072 bytes pass, one more ends the call.
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    s.response_body(&vec![0u8; 131_072], false);
+    assert!(s.local_reply().is_none());
+    s.response_body(b"x", false);
+    let (code, msg) = reply_status(&s);
+    assert_eq!(code.as_deref(), Some("8"));
+    assert!(msg.contains("http1_hold_bytes"), "{msg}");
+
+    // Time: 999 ms after the response headers nothing happens; at 1000 ms the call ends.
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    s.response_body(&grpc_frame(b"first"), false)
+        .advance_ms(990);
+    assert!(s.local_reply().is_none());
+    s.advance_ms(20);
+    let (code, msg) = reply_status(&s);
+    assert_eq!(code.as_deref(), Some("4"));
+    assert!(msg.contains("http1_hold_ms"), "{msg}");
+
+    // A call that ends in time, HTTP/2, and bounds switched off: no reply of ours.
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    s.response_body(&grpc_frame(b"yo"), false)
+        .response_trailers(&[("grpc-status", "0")])
+        .advance_ms(5000);
+    assert!(s.local_reply().is_none());
+    let mut s = plain(r#"{"role":"server"}"#, "HTTP/2");
+    s.response_body(&vec![0u8; 200_000], false).advance_ms(5000);
+    assert!(s.local_reply().is_none());
+    let mut s = plain(
+        r#"{"role":"server","http1_hold_bytes":0,"http1_hold_ms":0}"#,
+        "HTTP/1.1",
+    );
+    s.response_body(&vec![0u8; 200_000], false).advance_ms(5000);
+    assert!(s.local_reply().is_none());
+}

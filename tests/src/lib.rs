@@ -13,6 +13,7 @@ pub mod pb {
 }
 
 pub mod backend;
+pub mod browser;
 pub mod cases;
 pub mod certs;
 pub mod envoy;

@@ -9,6 +9,10 @@
 //! (`flush_interval_ms`); when the trailers arrive, the frame is appended to the still-held
 //! body, the trailers are removed, and the stream stays paused until the next release. Messages
 //! thus stream with at most one flush interval of added delay.
+//!
+//! Plain gRPC over HTTP/1.1 (curl) is not converted: Envoy's `grpc_http1_bridge`, after this
+//! filter on the response path, holds the answer until the trailers. This role only bounds that
+//! hold (`http1_hold_bytes`, `http1_hold_ms`; see `http1_status.rs`).
 
 use std::rc::Rc;
 
@@ -19,6 +23,7 @@ use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
+use crate::http::http1_status::PlainHold;
 use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
 use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
@@ -79,11 +84,14 @@ pub struct ServerStream {
     flush: Rc<FlushScheduler>,
     conv: Option<Converted>,
     metrics: Rc<Metrics>,
+    /// A plain HTTP/1.1 gRPC client's call (not converted; Envoy's grpc_http1_bridge holds its
+    /// response): our bounds on that hold.
+    plain: Option<PlainHold>,
 }
 
 impl ServerStream {
     pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>, metrics: Rc<Metrics>) -> Self {
-        ServerStream { id, cfg, flush, conv: None, metrics }
+        ServerStream { id, cfg, flush, conv: None, metrics, plain: None }
     }
 
 
@@ -92,6 +100,21 @@ impl ServerStream {
         match &self.conv {
             Some(c) => grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix }),
             None => "application/grpc-web+proto".to_string(),
+        }
+    }
+
+    /// Plain HTTP/1.1 client: counts response bytes and ends the call past a bound.
+    fn plain_check(&mut self, new_bytes: u64, end: bool) {
+        let Some(p) = self.plain.as_mut() else { return };
+        let now = (!end).then(host::now_nanos);
+        if let Some((code, message)) = p.check(new_bytes, now) {
+            self.flush.release(self.id);
+            self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.http1_hold_bytes" } else { "errors.http1_hold_ms" });
+            self.metrics.grpc_status(code);
+            send_grpc_error("application/grpc", code, &message);
+        } else if end {
+            p.finish();
+            self.flush.release(self.id);
         }
     }
 
@@ -110,6 +133,7 @@ impl HttpStream for ServerStream {
     fn on_request_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
         let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
         let Some((encoding, suffix)) = grpc_web::parse_grpc_web_content_type(&ct) else {
+            self.plain = PlainHold::detect(&ct, self.cfg.http1_hold_bytes, self.cfg.http1_hold_ms);
             return HeadersAction::Continue;
         };
         let origin = if req_header(&self.cfg.marker_header).is_some() { Origin::Agent } else { Origin::Browser };
@@ -187,6 +211,14 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
+        if let Some(p) = self.plain.as_mut() {
+            if eos {
+                p.finish();
+            } else if p.start(host::now_nanos()) {
+                self.flush.hold(self.id);
+            }
+            return HeadersAction::Continue;
+        }
         let web_ct = self.web_content_type();
         let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
         if matches!(conv.response, ResponseState::LocalReply) {
@@ -234,6 +266,10 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+        if self.plain.is_some() {
+            self.plain_check(size as u64, eos);
+            return DataAction::Continue;
+        }
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
         let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
@@ -303,6 +339,10 @@ impl HttpStream for ServerStream {
     }
 
     fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        if self.plain.is_some() {
+            self.plain_check(0, true);
+            return HeadersAction::Continue;
+        }
         let metrics = self.metrics.clone();
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
@@ -351,6 +391,16 @@ impl HttpStream for ServerStream {
     }
 
     fn on_flushed(&mut self) {
+        if self.plain.is_some() {
+            // The time bound's tick: end the call if it is due, else look again next tick.
+            if host::set_effective_context(self.id).is_ok() {
+                self.plain_check(0, false);
+            }
+            if self.plain.as_ref().is_some_and(|p| !p.is_done()) {
+                self.flush.hold(self.id);
+            }
+            return;
+        }
         if let Some(Converted { response: ResponseState::Streaming(st), .. }) = self.conv.as_mut() {
             st.held = 0;
             st.paused = false;

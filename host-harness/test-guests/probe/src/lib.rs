@@ -39,6 +39,13 @@ extern "C" {
     fn proxy_set_effective_context(id: u32) -> u32;
     fn proxy_continue_stream(t: u32) -> u32;
     fn proxy_remove_header_map_value(t: u32, k: *const u8, kl: usize) -> u32;
+    fn proxy_replace_header_map_value(
+        t: u32,
+        k: *const u8,
+        kl: usize,
+        v: *const u8,
+        vl: usize,
+    ) -> u32;
     fn proxy_add_header_map_value(t: u32, k: *const u8, kl: usize, v: *const u8, vl: usize) -> u32;
     fn proxy_get_header_map_value(
         t: u32,
@@ -84,6 +91,7 @@ extern "C" {
 }
 
 const REQUEST_HEADERS: u32 = 0;
+const RESPONSE_HEADERS: u32 = 2;
 const RESPONSE_TRAILERS: u32 = 3;
 const REQUEST_BODY: u32 = 0;
 const RESPONSE_BODY: u32 = 1;
@@ -365,6 +373,14 @@ pub extern "C" fn proxy_on_response_headers(ctx: u32, _n: u32, _eos: u32) -> u32
             1
         }
         "headers-buffer" => 3,
+        "headers-stop-late-status" => {
+            // Hold the headers well past the upstream's trailers (300 ms on /late), then let
+            // the tick release them; the trailers callback then tries to set :status.
+            log(&format!("response_headers held ctx={ctx}"));
+            STATE.with(|s| s.borrow_mut().held.push(ctx));
+            unsafe { proxy_set_tick_period_milliseconds(600) };
+            1
+        }
         _ => 0,
     }
 }
@@ -415,6 +431,20 @@ pub extern "C" fn proxy_on_response_trailers(ctx: u32, _n: u32) -> u32 {
     log(&format!("trailers set_buffer={st}"));
     let k = "grpc-status";
     unsafe { proxy_remove_header_map_value(RESPONSE_TRAILERS, k.as_ptr(), k.len()) };
+    if mode() == "headers-stop-late-status" {
+        let (k, v) = (":status", "404");
+        let st = unsafe {
+            proxy_replace_header_map_value(
+                RESPONSE_HEADERS,
+                k.as_ptr(),
+                k.len(),
+                v.as_ptr(),
+                v.len(),
+            )
+        };
+        log(&format!("trailers replace_response_status={st}"));
+        return 0;
+    }
     match mode().as_str() {
         "stream-trailers-continue"
         | "body-continue"
