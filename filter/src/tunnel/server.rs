@@ -10,11 +10,14 @@
 use std::rc::Rc;
 
 use crate::abi::{NetworkAction, NetworkStream};
+use crate::auth::{self, PeerCertificate};
+use crate::codec::h2::{
+    ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE,
+};
 use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection, encode_server_handshake,
     parse_client_handshake, FrameDecoder, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
 };
-use crate::codec::h2::{ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
@@ -91,6 +94,14 @@ impl TunnelServer {
                 return Err((403, "tunnel authentication failed".to_string()));
             }
         }
+        if let Some(a) = self.cfg.auth.as_ref() {
+            if let Err(f) =
+                auth::verify(a, req.header(&a.secret_header).map(str::as_bytes), &PeerCertificate::from_host())
+            {
+                self.metrics.inc(&format!("auth_failures.{}", f.kind()));
+                return Err((f.http_status(), f.message().to_string()));
+            }
+        }
         Ok(())
     }
 
@@ -110,7 +121,10 @@ impl TunnelServer {
     }
 
     fn refuse(&mut self, status: u16, reason: &str) {
-        host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id));
+        host::log(
+            LogLevel::Info,
+            &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id),
+        );
         self.metrics.inc(&format!("upgrades_refused.{status}"));
         self.pending_head = Some(encode_handshake_rejection(status, reason));
         self.state = State::Closed;
