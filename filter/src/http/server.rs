@@ -20,7 +20,7 @@ use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
-use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
+use crate::http::{envoy_sees_grpc, remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
 use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
 
@@ -98,7 +98,9 @@ impl ServerStream {
         let ct = self.web_content_type();
         self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.too_large" } else { "errors.bad_request" });
         self.metrics.grpc_status(code);
-        send_grpc_error(&ct, code, message);
+        // Envoy decides "gRPC request" from the headers as they arrived (gRPC-web here), not
+        // from our converted ones: it adds no grpc-status of its own.
+        send_grpc_error(&ct, code, message, false);
         if let Some(c) = self.conv.as_mut() {
             c.response = ResponseState::LocalReply;
         }
@@ -132,7 +134,7 @@ impl HttpStream for ServerStream {
                         None if ct.starts_with("application/grpc") => ct.clone(),
                         None => "application/grpc".to_string(),
                     };
-                    send_grpc_error(&reply_ct, code::UNAUTHENTICATED, f.message());
+                    send_grpc_error(&reply_ct, code::UNAUTHENTICATED, f.message(), envoy_sees_grpc(&ct));
                     if let Some((encoding, suffix)) = web {
                         self.conv = Some(Converted {
                             encoding,
