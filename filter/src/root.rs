@@ -7,8 +7,8 @@ use std::rc::Rc;
 use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
-use crate::metrics::Metrics;
 use crate::http::{agent::AgentStream, server::ServerStream, Passthrough};
+use crate::metrics::Metrics;
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
 pub enum ChildContext {
@@ -73,6 +73,9 @@ impl FlushScheduler {
     }
 }
 
+/// Tunnel server: how often connections whose last bytes went out are closed.
+pub const CLOSE_TICK_MS: u32 = 100;
+
 pub struct Root {
     id: u32,
     config: Option<Rc<Config>>,
@@ -107,6 +110,12 @@ impl Root {
                         host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm keepalive tick: {e:?}"));
                     }
                 }
+                if cfg.role == Role::TunnelServer {
+                    // Closes refused or failed tunnels once their answer is out (tunnel/server.rs).
+                    if let Err(e) = host::set_tick_period_ms(CLOSE_TICK_MS) {
+                        host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm close tick: {e:?}"));
+                    }
+                }
                 host::log(LogLevel::Info, &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role));
                 self.config = Some(Rc::new(cfg));
                 true
@@ -124,12 +133,17 @@ impl Root {
         };
         match cfg.role {
             Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg, m)))),
-            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m)))),
+            Role::Server => {
+                ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m))))
+            }
             Role::TunnelClient => {
                 self.connections.insert(id);
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
             }
-            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m)))),
+            Role::TunnelServer => {
+                self.connections.insert(id);
+                ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m))))
+            }
         }
     }
 
@@ -139,9 +153,13 @@ impl Root {
 
     pub fn after_tick(&mut self) {
         // The keepalive tick of a tunnel client stays armed; the flush tick is on demand.
-        if self.connections.is_empty() && !self.is_tunnel_client() {
+        if self.connections.is_empty() && !self.is_tunnel_client() && !self.is_tunnel_server() {
             self.flush.settle();
         }
+    }
+
+    fn is_tunnel_server(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| c.role == Role::TunnelServer)
     }
 
     fn is_tunnel_client(&self) -> bool {

@@ -54,6 +54,9 @@ pub struct TunnelServer {
     /// Payload of the latest unanswered ping.
     pending_pong: Option<Vec<u8>>,
     close_sent: bool,
+    /// Our last bytes (a refusal, a close for a protocol error) went out: close the connection
+    /// at the next downstream event or tick.
+    close_due: bool,
     metrics: Rc<Metrics>,
 }
 
@@ -75,6 +78,7 @@ impl TunnelServer {
             to_backend: FrameWalker::new(),
             nudge_wanted: false,
             close_sent: false,
+            close_due: false,
             metrics,
         }
     }
@@ -172,6 +176,14 @@ impl TunnelServer {
 }
 
 impl NetworkStream for TunnelServer {
+    /// The root's tick (tunnel_server roots tick every `CLOSE_TICK_MS`): closes a connection
+    /// whose last bytes went out.
+    fn on_tick(&mut self) {
+        if self.close_due {
+            self.close_connection();
+        }
+    }
+
     fn on_downstream_data(&mut self, size: usize, _eos: bool) -> NetworkAction {
         let data = match host::get_buffer(BufferType::DownstreamData, 0, size) {
             Ok(d) => d.unwrap_or_default(),
@@ -213,7 +225,11 @@ impl NetworkStream for TunnelServer {
                 }
             }
             State::Open => self.unwrap(&data, &mut out),
-            State::Closed => {}
+            State::Closed => {
+                if self.close_due {
+                    self.close_connection();
+                }
+            }
         }
         self.metrics.add("bytes_up", out.len() as u64);
         // We can write to the client only when the backend sends bytes: a pong or close reply
@@ -256,11 +272,16 @@ impl NetworkStream for TunnelServer {
             out.extend_from_slice(&head);
         }
         if rejected {
-            // A refused upgrade gets its HTTP answer and nothing of the backend.
+            // A refused upgrade gets its HTTP answer and nothing of the backend, then the
+            // connection closes (the answer says `Connection: close`). Not from here: a close
+            // requested while Envoy writes these bytes loses them (measured), so the next
+            // event or the root's tick closes it (`close_due`).
             let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
             self.close_sent = true;
+            self.close_due = true;
             return NetworkAction::Continue;
         }
+        let failing = self.state == State::Closed && !self.to_downstream.is_empty();
         if let Some(p) = self.pending_pong.take() {
             encode_frame(true, Opcode::Pong, None, &p, &mut out);
         }
@@ -278,6 +299,19 @@ impl NetworkStream for TunnelServer {
             }
         }
         let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
+        if failing {
+            // RFC 6455 7.1.7: after a protocol error the endpoint sends its close frame and
+            // drops the connection; a hostile client must not keep it open.
+            self.close_due = true;
+        }
         NetworkAction::Continue
+    }
+}
+
+impl TunnelServer {
+    fn close_connection(&mut self) {
+        self.close_due = false;
+        host::log(LogLevel::Debug, &format!("grpc-bridge tunnel server {}: closing the connection", self.id));
+        let _ = host::close_stream(StreamType::Downstream);
     }
 }
