@@ -58,7 +58,7 @@ impl FakeUpstream {
     }
 
     /// Like [`FakeUpstream::start`], but a scenario for which `custom` returns bytes is answered
-    /// with exactly those bytes, and the connection is then closed.
+    /// with exactly those bytes (a complete HTTP/1.1 response; the connection stays open).
     pub async fn start_with(custom: Custom) -> FakeUpstream {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -86,7 +86,11 @@ impl FakeUpstream {
     }
 }
 
-async fn serve(s: TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>, custom: Custom) -> std::io::Result<()> {
+async fn serve(
+    s: TcpStream,
+    reqs: Arc<Mutex<Vec<Recorded>>>,
+    custom: Custom,
+) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     let mut r = BufReader::new(s);
     loop {
@@ -151,10 +155,11 @@ async fn serve(s: TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>, custom: Custom) ->
         let scenario = rec.header("x-fake-scenario").unwrap_or("ok").to_string();
         reqs.lock().unwrap().push(rec);
         if let Some(raw) = custom(&scenario) {
+            // Kept open (keep-alive): closing right after a complete response races with the
+            // client reusing the connection.
             r.get_mut().write_all(&raw).await?;
             r.get_mut().flush().await?;
-            let _ = r.get_mut().shutdown().await;
-            return Ok(());
+            continue;
         }
         let keep = respond(r.get_mut(), &scenario).await?;
         if !keep {

@@ -13,6 +13,9 @@
 //!   (`fake_upstream`) that answers each call with the case's raw response bytes.
 //! - `Tunnel`: the tunnel_server role (network filter + TCP proxy to the tonic backend), with
 //!   the same secret; raw WebSocket bytes over TCP.
+//! - `TunnelClient`: the tunnel_client role in front of a scripted WebSocket server that
+//!   answers the upgrade with the case's bytes; for the good request it splices the connection
+//!   to the `Tunnel` listener.
 //!
 //! docs/RELIABILITY.md ("Hostile inputs") lists the cases and what they prove.
 
@@ -24,7 +27,9 @@ use base64::Engine;
 use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::envoy::{wasm_path, Envoy};
 use grpc_bridge_tests::fake_upstream::FakeUpstream;
-use grpc_bridge_tests::grpcweb::{frame, msg_frame, parse_frames, parse_trailer_block, percent_decode};
+use grpc_bridge_tests::grpcweb::{
+    frame, msg_frame, parse_frames, parse_trailer_block, percent_decode,
+};
 use grpc_bridge_tests::pb::*;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +39,8 @@ use tokio::time::timeout;
 /// The shared secret both sides are configured with.
 const SECRET: &str = "hostile-test-secret-0123456789";
 const MAX_MESSAGE: u32 = 65536;
-const SERVER_AUTH: &str = r#"{"shared_secrets":["hostile-test-secret-0123456789","rotated-secret-abcdefghijklmn"]}"#;
+const SERVER_AUTH: &str =
+    r#"{"shared_secrets":["hostile-test-secret-0123456789","rotated-secret-abcdefghijklmn"]}"#;
 const AGENT_AUTH: &str = r#"{"secret":"hostile-test-secret-0123456789"}"#;
 const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -43,6 +49,12 @@ enum Target {
     Server,
     Agent,
     Tunnel,
+    /// The tunnel_client role (network filter) in front of a scripted WebSocket server
+    /// (`FakeWs`): the case's bytes are the server's answer to the upgrade (`{ACCEPT}` is
+    /// replaced by the right `Sec-WebSocket-Accept`). The client sends an HTTP/2 preface and
+    /// SETTINGS; the defined answer is the tunnel client closing the client's connection
+    /// without passing it any of the server's bytes (a gRPC client then fails the call).
+    TunnelClient,
 }
 
 /// The defined answer.
@@ -57,6 +69,8 @@ enum Expect {
     Http(u16),
     /// The WebSocket upgrade is accepted, then the server closes with this code.
     WsClose(u16),
+    /// The tunnel client closes the client's connection without passing it a byte.
+    Closed,
 }
 
 struct Case {
@@ -79,11 +93,18 @@ enum Runner {
 // ---- request builders --------------------------------------------------------------------
 
 fn unary_body(payload: &[u8]) -> Vec<u8> {
-    msg_frame(&UnaryRequest { payload: payload.to_vec(), ..Default::default() })
+    msg_frame(&UnaryRequest {
+        payload: payload.to_vec(),
+        ..Default::default()
+    })
 }
 
 fn echo_body() -> Vec<u8> {
-    msg_frame(&UnaryRequest { payload: b"echo".to_vec(), echo_metadata: true, ..Default::default() })
+    msg_frame(&UnaryRequest {
+        payload: b"echo".to_vec(),
+        echo_metadata: true,
+        ..Default::default()
+    })
 }
 
 /// A raw HTTP/1.1 gRPC-web POST with a content-length body.
@@ -165,13 +186,24 @@ fn good_ws_lines() -> Vec<String> {
 }
 
 fn ws_without(drop: &str) -> Vec<u8> {
-    let l: Vec<String> = good_ws_lines().into_iter().filter(|l| !l.starts_with(drop)).collect();
+    let l: Vec<String> = good_ws_lines()
+        .into_iter()
+        .filter(|l| !l.starts_with(drop))
+        .collect();
     ws_head(&l.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn ws_with(replace: &str, line: &str) -> Vec<u8> {
-    let l: Vec<String> =
-        good_ws_lines().into_iter().map(|l| if l.starts_with(replace) { line.to_string() } else { l }).collect();
+    let l: Vec<String> = good_ws_lines()
+        .into_iter()
+        .map(|l| {
+            if l.starts_with(replace) {
+                line.to_string()
+            } else {
+                l
+            }
+        })
+        .collect();
     ws_head(&l.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
@@ -218,15 +250,123 @@ fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Placeholder for the right `Sec-WebSocket-Accept` in a scripted server answer.
+const ACCEPT_LINE: &str = "Sec-WebSocket-Accept: {ACCEPT}\r\n";
+
+/// A `101` with `accept_line`, the right subprotocol, then `after` (frames).
+fn ws_101(accept_line: &str, after: &[u8]) -> Vec<u8> {
+    let mut v = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept_line}Sec-WebSocket-Protocol: grpc-bridge.tunnel.v1\r\n\r\n"
+    )
+    .into_bytes();
+    v.extend_from_slice(after);
+    v
+}
+
+fn ws_101_proto(accept_line: &str, proto: &str) -> Vec<u8> {
+    format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept_line}Sec-WebSocket-Protocol: {proto}\r\n\r\n")
+        .into_bytes()
+}
+
+fn replace_bytes(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    match hay.windows(from.len()).position(|w| w == from) {
+        Some(p) => [&hay[..p], to, &hay[p + from.len()..]].concat(),
+        None => hay.to_vec(),
+    }
+}
+
+/// A scripted WebSocket server behind the tunnel client: per connection, either the current
+/// script (hostile answer) or, with no script, a splice to the tunnel server listener.
+struct FakeWs {
+    addr: SocketAddr,
+    script: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeWs {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeWs {
+    async fn start(splice_to: Arc<std::sync::Mutex<Option<SocketAddr>>>) -> FakeWs {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let script: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let sc = script.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                let script = sc.lock().unwrap().clone();
+                let target = *splice_to.lock().unwrap();
+                tokio::spawn(async move {
+                    let _ = FakeWs::serve(s, script, target).await;
+                });
+            }
+        });
+        FakeWs { addr, script, task }
+    }
+
+    async fn serve(
+        mut s: TcpStream,
+        script: Option<Vec<u8>>,
+        target: Option<SocketAddr>,
+    ) -> std::io::Result<()> {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while head_end(&head).is_none() {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        match script {
+            Some(answer) => {
+                let text = String::from_utf8_lossy(&head[..head_end(&head).unwrap()]).into_owned();
+                let key = header(&text, "sec-websocket-key").unwrap_or("").to_string();
+                let accept = grpc_bridge::codec::websocket::accept_key(&key);
+                s.write_all(&replace_bytes(&answer, b"{ACCEPT}", accept.as_bytes()))
+                    .await?;
+                // Keep the connection until the tunnel client gives up on it (or 5 s).
+                let _ = timeout(Duration::from_secs(5), async {
+                    while s.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+                })
+                .await;
+                Ok(())
+            }
+            None => {
+                let Some(t) = target else { return Ok(()) };
+                let mut up = TcpStream::connect(t).await?;
+                up.write_all(&head).await?;
+                tokio::io::copy_bidirectional(&mut s, &mut up)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
 // ---- the table -----------------------------------------------------------------------------
 
 fn cases() -> Vec<Case> {
     use Expect::*;
     use Target::*;
-    let c = |name, target, bytes: Vec<u8>, expect| Case { name, target, bytes, expect, only: None };
+    let c = |name, target, bytes: Vec<u8>, expect| Case {
+        name,
+        target,
+        bytes,
+        expect,
+        only: None,
+    };
     let mut big_len = vec![0u8];
     big_len.extend_from_slice(&(MAX_MESSAGE + 1).to_be_bytes());
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b).into_bytes();
+    let b64 = |b: &[u8]| {
+        base64::engine::general_purpose::STANDARD
+            .encode(b)
+            .into_bytes()
+    };
     let huge = "v".repeat(100 * 1024);
     let huge_trailer = format!("grpc-status:0\r\nx-big:{}\r\n", "t".repeat(20 * 1024));
     let mut top_bit = vec![0x82, 0x80 | 127];
@@ -428,6 +568,22 @@ fn cases() -> Vec<Case> {
         c("ws_close_one_byte", Tunnel, after_upgrade(ws_frame(0x88, K, &[3])), WsClose(1002)),
         c("ws_close_bad_utf8", Tunnel, after_upgrade(ws_frame(0x88, K, &close_payload(1000, b"\xc3\x28"))), WsClose(1007)),
         c("ws_not_http2_inside", Tunnel, cat(&[good_ws(), ws_frame(0x82, K, b"GET / HTTP/1.1\r\n\r\n")]), WsClose(1002)),
+        // -- tunnel client: a hostile WebSocket server ------------------------------------
+        c("wsc_wrong_accept", TunnelClient, ws_101("Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n", &[]), Closed),
+        c("wsc_no_accept", TunnelClient, ws_101("", &[]), Closed),
+        c("wsc_200_instead_of_101", TunnelClient, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi".to_vec(), Closed),
+        c("wsc_407_from_a_proxy", TunnelClient, b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n".to_vec(), Closed),
+        c("wsc_frames_before_101", TunnelClient, cat(&[ws_frame(0x82, None, b"early"), ws_101(ACCEPT_LINE, &[])]), Closed),
+        c("wsc_wrong_subprotocol", TunnelClient, ws_101_proto(ACCEPT_LINE, "chat"), Closed),
+        c("wsc_masked_server_frame", TunnelClient, ws_101(ACCEPT_LINE, &ws_frame(0x82, K, b"abc")), Closed),
+        c("wsc_reserved_bit", TunnelClient, ws_101(ACCEPT_LINE, &ws_frame(0xc2, None, b"abc")), Closed),
+        c("wsc_oversized_ping", TunnelClient, ws_101(ACCEPT_LINE, &ws_frame(0x89, None, &[1; 126])), Closed),
+        c("wsc_close_bad_code", TunnelClient, ws_101(ACCEPT_LINE, &ws_frame(0x88, None, &close_payload(999, b""))), Closed),
+        c("wsc_64bit_length_top_bit", TunnelClient, ws_101(ACCEPT_LINE, &{
+            let mut f = vec![0x82, 127];
+            f.extend_from_slice(&(1u64 << 63).to_be_bytes());
+            f
+        }), Closed),
     ]
 }
 
@@ -437,12 +593,16 @@ struct Stack {
     server: SocketAddr,
     agent: SocketAddr,
     tunnel: SocketAddr,
+    tunnel_client: SocketAddr,
+    ws: Arc<FakeWs>,
     _fake: Arc<FakeUpstream>,
 }
 
 /// Reads a whole HTTP/1.1 response (the server closes or the body is complete).
 async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     // The peer may answer and close before it read everything (a refused upgrade).
     let _ = s.write_all(bytes).await;
     let mut out = Vec::new();
@@ -467,7 +627,11 @@ fn head_end(b: &[u8]) -> Option<usize> {
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.split("\r\n").skip(1).filter_map(|l| l.split_once(':')).find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 /// A chunked body (HTTP/1.1 trailers after the last chunk are skipped); `None` if incomplete.
@@ -475,11 +639,20 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = b.windows(2).position(|w| w == b"\r\n")?;
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let n = usize::from_str_radix(
+            std::str::from_utf8(&b[..eol])
+                .ok()?
+                .split(';')
+                .next()?
+                .trim(),
+            16,
+        )
+        .ok()?;
         b = &b[eol + 2..];
         if n == 0 {
             // Trailers, then an empty line.
-            return (b.starts_with(b"\r\n") || b.windows(4).any(|w| w == b"\r\n\r\n")).then_some(out);
+            return (b.starts_with(b"\r\n") || b.windows(4).any(|w| w == b"\r\n\r\n"))
+                .then_some(out);
         }
         out.extend_from_slice(b.get(..n)?);
         b = b.get(n + 2..)?;
@@ -501,20 +674,46 @@ fn http_complete(b: &[u8]) -> bool {
 
 /// (HTTP status, grpc-status, grpc-message, body frames) of a gRPC-web response.
 fn grpc_of(resp: &[u8]) -> Result<(u16, Option<u32>, String, Vec<u8>), String> {
-    let end = head_end(resp).ok_or_else(|| format!("no complete response head: {:?}", String::from_utf8_lossy(resp)))?;
+    let end = head_end(resp).ok_or_else(|| {
+        format!(
+            "no complete response head: {:?}",
+            String::from_utf8_lossy(resp)
+        )
+    })?;
     let head = String::from_utf8_lossy(&resp[..end]).into_owned();
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
     let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
-    let body = if chunked { dechunk(&resp[end..]).ok_or("bad chunked body")? } else { resp[end..].to_vec() };
+    let body = if chunked {
+        dechunk(&resp[end..]).ok_or("bad chunked body")?
+    } else {
+        resp[end..].to_vec()
+    };
     let mut code = header(&head, "grpc-status").and_then(|v| v.parse().ok());
-    let mut msg = header(&head, "grpc-message").map(percent_decode).unwrap_or_default();
+    let mut msg = header(&head, "grpc-message")
+        .map(percent_decode)
+        .unwrap_or_default();
     let frames = parse_frames(&body).unwrap_or_default();
     if let Some(t) = frames.iter().find(|f| f.is_trailer()) {
         let kv = parse_trailer_block(&t.data);
-        code = kv.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| v.parse().ok());
-        msg = kv.iter().find(|(k, _)| k == "grpc-message").map(|(_, v)| percent_decode(v)).unwrap_or_default();
+        code = kv
+            .iter()
+            .find(|(k, _)| k == "grpc-status")
+            .and_then(|(_, v)| v.parse().ok());
+        msg = kv
+            .iter()
+            .find(|(k, _)| k == "grpc-message")
+            .map(|(_, v)| percent_decode(v))
+            .unwrap_or_default();
     }
-    let first = frames.iter().find(|f| !f.is_trailer()).map(|f| f.data.clone()).unwrap_or_default();
+    let first = frames
+        .iter()
+        .find(|f| !f.is_trailer())
+        .map(|f| f.data.clone())
+        .unwrap_or_default();
     Ok((status, code, msg, first))
 }
 
@@ -541,13 +740,26 @@ fn check_grpc(got: (u16, Option<u32>, String, Vec<u8>), expect: &Expect) -> Resu
         }
         Expect::CleanOk => {
             if status != 200 || code != Some(0) {
-                return Err(format!("got HTTP {status} grpc-status {code:?} {msg:?}; want OK"));
+                return Err(format!(
+                    "got HTTP {status} grpc-status {code:?} {msg:?}; want OK"
+                ));
             }
             let r = UnaryResponse::decode(first.as_slice()).map_err(|e| format!("decode: {e}"))?;
-            let seen: Vec<String> = r.request_metadata.iter().map(|m| m.key.to_ascii_lowercase()).collect();
-            let bad: Vec<&String> = seen.iter().filter(|k| FORBIDDEN.contains(&k.as_str()) || (k.as_str() == "te")).collect();
+            let seen: Vec<String> = r
+                .request_metadata
+                .iter()
+                .map(|m| m.key.to_ascii_lowercase())
+                .collect();
+            let bad: Vec<&String> = seen
+                .iter()
+                .filter(|k| FORBIDDEN.contains(&k.as_str()) || (k.as_str() == "te"))
+                .collect();
             // te: trailers is what gRPC needs; anything else is a leak.
-            let te_ok = r.request_metadata.iter().filter(|m| m.key == "te").all(|m| m.value == b"trailers");
+            let te_ok = r
+                .request_metadata
+                .iter()
+                .filter(|m| m.key == "te")
+                .all(|m| m.value == b"trailers");
             if bad.iter().any(|k| k.as_str() != "te") || !te_ok {
                 return Err(format!("the backend saw {bad:?} (all: {seen:?})"));
             }
@@ -555,11 +767,13 @@ fn check_grpc(got: (u16, Option<u32>, String, Vec<u8>), expect: &Expect) -> Resu
         }
         Expect::Http(want) => {
             if status != *want {
-                return Err(format!("got HTTP {status} (grpc-status {code:?} {msg:?}); want {want}"));
+                return Err(format!(
+                    "got HTTP {status} (grpc-status {code:?} {msg:?}); want {want}"
+                ));
             }
             Ok(format!("HTTP {want}"))
         }
-        Expect::WsClose(_) => Err("not a WebSocket case".into()),
+        Expect::WsClose(_) | Expect::Closed => Err("not an HTTP case".into()),
     }
 }
 
@@ -570,38 +784,92 @@ async fn run_server(addr: SocketAddr, bytes: &[u8], expect: &Expect) -> Result<S
 }
 
 async fn run_agent(stack: &Stack, name: &str, expect: &Expect) -> Result<String, String> {
-    let mut client = grpc_bridge_tests::cases::connect(stack.agent).await?;
-    let mut req = tonic::Request::new(UnaryRequest { payload: b"x".to_vec(), ..Default::default() });
-    req.metadata_mut().insert("x-fake-scenario", format!("hostile:{name}").parse().unwrap());
-    let got = timeout(Duration::from_secs(10), client.unary(req)).await.map_err(|_| "no answer in 10 s".to_string())?;
+    run_grpc_call(stack.agent, Some(name), expect).await
+}
+
+/// A tonic unary call (scenario `hostile:<name>` for the scripted upstream); connection
+/// failures count as UNAVAILABLE, as a gRPC client reports them.
+async fn run_grpc_call(
+    addr: SocketAddr,
+    scenario: Option<&str>,
+    expect: &Expect,
+) -> Result<String, String> {
+    let mut req = tonic::Request::new(UnaryRequest {
+        payload: b"x".to_vec(),
+        ..Default::default()
+    });
+    if let Some(name) = scenario {
+        req.metadata_mut().insert(
+            "x-fake-scenario",
+            format!("hostile:{name}").parse().unwrap(),
+        );
+    }
+    let got = match grpc_bridge_tests::cases::connect(addr).await {
+        Ok(mut client) => timeout(Duration::from_secs(10), client.unary(req))
+            .await
+            .map_err(|_| "no answer in 10 s".to_string())?,
+        Err(e) => Err(tonic::Status::unavailable(e)),
+    };
     let (code, msg) = match got {
         Ok(_) => (0u32, String::new()),
         Err(s) => (s.code() as u32, s.message().to_string()),
     };
     match expect {
-        Expect::Grpc(want, sub) if code == *want && msg.contains(sub) => Ok(format!("{:?} {msg:?}", tonic::Code::from(code as i32))),
-        _ => Err(format!("got {:?} {msg:?}; want {expect:?}", tonic::Code::from(code as i32))),
+        Expect::Grpc(want, sub) if code == *want && msg.contains(sub) => {
+            Ok(format!("{:?} {msg:?}", tonic::Code::from(code as i32)))
+        }
+        _ => Err(format!(
+            "got {:?} {msg:?}; want {expect:?}",
+            tonic::Code::from(code as i32)
+        )),
+    }
+}
+
+/// An HTTP/2 client's first bytes to the tunnel client; the connection must close with nothing
+/// delivered.
+async fn run_tunnel_client(addr: SocketAddr, expect: &Expect) -> Result<String, String> {
+    let mut first = PREFACE.to_vec();
+    first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    let got = exchange_until_close(addr, &first).await?;
+    match expect {
+        Expect::Closed if got.is_empty() => Ok("client connection closed, nothing passed".into()),
+        _ => Err(format!(
+            "got {:?} before the close; want {expect:?}",
+            String::from_utf8_lossy(&got)
+        )),
     }
 }
 
 /// Reads from a tunnel connection until it closes; returns (HTTP status, close code if any).
 async fn run_tunnel(addr: SocketAddr, bytes: &[u8], expect: &Expect) -> Result<String, String> {
     let resp = exchange_until_close(addr, bytes).await?;
-    let end = head_end(&resp).ok_or_else(|| format!("no response head: {:?}", String::from_utf8_lossy(&resp)))?;
+    let end = head_end(&resp)
+        .ok_or_else(|| format!("no response head: {:?}", String::from_utf8_lossy(&resp)))?;
     let head = String::from_utf8_lossy(&resp[..end]).into_owned();
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
     match expect {
         Expect::Http(want) if status == *want => Ok(format!("HTTP {want}")),
         Expect::WsClose(want) => {
             if status != 101 {
                 return Err(format!("upgrade answered {status}, want 101"));
             }
-            let close = server_frames(&resp[end..])?.into_iter().find(|(op, _)| *op == 8);
-            let code = close.as_ref().and_then(|(_, p)| p.get(..2)).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let close = server_frames(&resp[end..])?
+                .into_iter()
+                .find(|(op, _)| *op == 8);
+            let code = close
+                .as_ref()
+                .and_then(|(_, p)| p.get(..2))
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
             if code != Some(*want) {
                 return Err(format!("close code {code:?}, want {want}"));
             }
-            let reason = close.map(|(_, p)| String::from_utf8_lossy(&p[2..]).into_owned()).unwrap_or_default();
+            let reason = close
+                .map(|(_, p)| String::from_utf8_lossy(&p[2..]).into_owned())
+                .unwrap_or_default();
             Ok(format!("101, then close {want} {reason:?}"))
         }
         _ => Err(format!("got HTTP {status}; want {expect:?}: {head:?}")),
@@ -609,13 +877,20 @@ async fn run_tunnel(addr: SocketAddr, bytes: &[u8], expect: &Expect) -> Result<S
 }
 
 async fn exchange_until_close(addr: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.write_all(bytes).await;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-            Err(_) => return Err(format!("connection still open after 5 s; got {:?}", String::from_utf8_lossy(&out))),
+            Err(_) => {
+                return Err(format!(
+                    "connection still open after 5 s; got {:?}",
+                    String::from_utf8_lossy(&out)
+                ))
+            }
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(out),
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
@@ -632,11 +907,16 @@ fn server_frames(mut b: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, String> {
         }
         let (len, off) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n if n < 126 => (n as usize, 2),
             _ => break,
         };
-        let Some(p) = b.get(off..off + len) else { break };
+        let Some(p) = b.get(off..off + len) else {
+            break;
+        };
         out.push((op, p.to_vec()));
         b = &b[off + len..];
     }
@@ -652,15 +932,42 @@ async fn good_request(stack: &Stack, target: Target) -> Result<(), String> {
         }
         Target::Agent => {
             let mut client = grpc_bridge_tests::cases::connect(stack.agent).await?;
-            let r = timeout(Duration::from_secs(10), client.unary(UnaryRequest { payload: b"x".to_vec(), ..Default::default() }))
-                .await
-                .map_err(|_| "no answer in 10 s".to_string())?
-                .map_err(|s| format!("good call failed: {s:?}"))?;
-            (r.get_ref().payload == b"fake").then_some(()).ok_or_else(|| format!("good call got {:?}", r.get_ref()))
+            let r = timeout(
+                Duration::from_secs(10),
+                client.unary(UnaryRequest {
+                    payload: b"x".to_vec(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|_| "no answer in 10 s".to_string())?
+            .map_err(|s| format!("good call failed: {s:?}"))?;
+            (r.get_ref().payload == b"fake")
+                .then_some(())
+                .ok_or_else(|| format!("good call got {:?}", r.get_ref()))
+        }
+        Target::TunnelClient => {
+            // Through the tunnel client, the splicing FakeWs and the tunnel server to the backend.
+            let mut client = grpc_bridge_tests::cases::connect(stack.tunnel_client).await?;
+            let r = timeout(
+                Duration::from_secs(10),
+                client.unary(UnaryRequest {
+                    payload: b"tc".to_vec(),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|_| "no answer in 10 s".to_string())?
+            .map_err(|s| format!("good call failed: {s:?}"))?;
+            (r.get_ref().payload == b"tc")
+                .then_some(())
+                .ok_or_else(|| format!("good call got {:?}", r.get_ref()))
         }
         Target::Tunnel => {
             // A good upgrade: 101, then the backend's HTTP/2 SETTINGS in a binary frame.
-            let mut s = TcpStream::connect(stack.tunnel).await.map_err(|e| e.to_string())?;
+            let mut s = TcpStream::connect(stack.tunnel)
+                .await
+                .map_err(|e| e.to_string())?;
             s.write_all(&good_ws()).await.map_err(|e| e.to_string())?;
             let mut got = Vec::new();
             let mut buf = [0u8; 4096];
@@ -668,7 +975,12 @@ async fn good_request(stack: &Stack, target: Target) -> Result<(), String> {
             loop {
                 let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
                     .await
-                    .map_err(|_| format!("no 101 and SETTINGS within 5 s: {:?}", String::from_utf8_lossy(&got)))?
+                    .map_err(|_| {
+                        format!(
+                            "no 101 and SETTINGS within 5 s: {:?}",
+                            String::from_utf8_lossy(&got)
+                        )
+                    })?
                     .map_err(|e| e.to_string())?;
                 if n == 0 {
                     return Err(format!("closed: {:?}", String::from_utf8_lossy(&got)));
@@ -676,11 +988,17 @@ async fn good_request(stack: &Stack, target: Target) -> Result<(), String> {
                 got.extend_from_slice(&buf[..n]);
                 if let Some(end) = head_end(&got) {
                     if !got.starts_with(b"HTTP/1.1 101") {
-                        return Err(format!("good upgrade answered {:?}", String::from_utf8_lossy(&got[..end])));
+                        return Err(format!(
+                            "good upgrade answered {:?}",
+                            String::from_utf8_lossy(&got[..end])
+                        ));
                     }
                     let frames = server_frames(&got[end..])?;
                     // HTTP/2 frame type 4 = SETTINGS at byte 3 of the frame header.
-                    if frames.iter().any(|(op, p)| *op == 2 && p.get(3) == Some(&4)) {
+                    if frames
+                        .iter()
+                        .any(|(op, p)| *op == 2 && p.get(3) == Some(&4))
+                    {
                         return Ok(());
                     }
                 }
@@ -702,12 +1020,24 @@ async fn run_all(stack: &Stack, runner: Runner) -> (usize, Vec<String>, String) 
             Target::Server => run_server(stack.server, &case.bytes, &case.expect).await,
             Target::Agent => run_agent(stack, case.name, &case.expect).await,
             Target::Tunnel => run_tunnel(stack.tunnel, &case.bytes, &case.expect).await,
+            Target::TunnelClient => {
+                *stack.ws.script.lock().unwrap() = Some(case.bytes.clone());
+                let r = run_tunnel_client(stack.tunnel_client, &case.expect).await;
+                *stack.ws.script.lock().unwrap() = None;
+                r
+            }
         };
         let after = good_request(stack, case.target).await;
         let line = match (&r, &after) {
-            (Ok(what), Ok(())) => format!("ok   {:?} {}: {what}; next good request ok", case.target, case.name),
+            (Ok(what), Ok(())) => format!(
+                "ok   {:?} {}: {what}; next good request ok",
+                case.target, case.name
+            ),
             (Err(e), _) => format!("FAIL {:?} {}: {e}", case.target, case.name),
-            (Ok(what), Err(e)) => format!("FAIL {:?} {}: {what}; but the next good request failed: {e}", case.target, case.name),
+            (Ok(what), Err(e)) => format!(
+                "FAIL {:?} {}: {what}; but the next good request failed: {e}",
+                case.target, case.name
+            ),
         };
         if r.is_err() || after.is_err() {
             failures.push(line.clone());
@@ -720,16 +1050,31 @@ async fn run_all(stack: &Stack, runner: Runner) -> (usize, Vec<String>, String) 
 
 /// The scripted upstream answers `hostile:<case>` with that case's raw bytes.
 fn start_fake(rt: &tokio::runtime::Runtime) -> Arc<FakeUpstream> {
-    let table: std::collections::HashMap<String, Vec<u8>> =
-        cases().into_iter().filter(|c| c.target == Target::Agent).map(|c| (format!("hostile:{}", c.name), c.bytes)).collect();
-    Arc::new(rt.block_on(FakeUpstream::start_with(Arc::new(move |scenario: &str| table.get(scenario).cloned()))))
+    let table: std::collections::HashMap<String, Vec<u8>> = cases()
+        .into_iter()
+        .filter(|c| c.target == Target::Agent)
+        .map(|c| (format!("hostile:{}", c.name), c.bytes))
+        .collect();
+    Arc::new(
+        rt.block_on(FakeUpstream::start_with(Arc::new(move |scenario: &str| {
+            table.get(scenario).cloned()
+        }))),
+    )
 }
 
 #[test]
 fn hostile_inputs_in_envoy() {
     let wasm = wasm_path();
-    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    assert!(
+        wasm.exists(),
+        "the filter is not built: {} is missing (make build)",
+        wasm.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let backend = Backend::spawn();
     let fake = start_fake(&rt);
     let be = |k: &'static str| (k, backend.addr.port().to_string());
@@ -759,13 +1104,43 @@ fn hostile_inputs_in_envoy() {
     let tunnel = Envoy::start(
         "hostile-tunnel",
         "tunnel-server.yaml",
-        &[("LISTEN_ADDR", "127.0.0.1".into()), ("LISTEN_PORT", "0".into()), be("BACKEND_PORT"), ("AUTH", SERVER_AUTH.into())],
+        &[
+            ("LISTEN_ADDR", "127.0.0.1".into()),
+            ("LISTEN_PORT", "0".into()),
+            be("BACKEND_PORT"),
+            ("AUTH", SERVER_AUTH.into()),
+        ],
     )
     .expect("tunnel server Envoy");
+    let tunnel_addr = tunnel
+        .listener_addr("tunnel_server")
+        .expect("tunnel listener");
+    let ws = Arc::new(
+        rt.block_on(FakeWs::start(Arc::new(std::sync::Mutex::new(Some(
+            tunnel_addr,
+        ))))),
+    );
+    let tunnel_client = Envoy::start(
+        "hostile-tunnel-client",
+        "tunnel-client.yaml",
+        &[
+            ("LISTEN_PORT", "0".into()),
+            ("UPSTREAM_PORT", ws.addr.port().to_string()),
+            ("TUNNEL_HOST", "bridge.test".into()),
+            ("AUTH", AGENT_AUTH.into()),
+        ],
+    )
+    .expect("tunnel client Envoy");
     let stack = Stack {
-        server: server.listener_addr("bridge_server").expect("server listener"),
+        server: server
+            .listener_addr("bridge_server")
+            .expect("server listener"),
         agent: agent.listener_addr("bridge_agent").expect("agent listener"),
-        tunnel: tunnel.listener_addr("tunnel_server").expect("tunnel listener"),
+        tunnel: tunnel_addr,
+        tunnel_client: tunnel_client
+            .listener_addr("tunnel_client")
+            .expect("tunnel client listener"),
+        ws,
         _fake: fake,
     };
     let (ran, failures, report) = rt.block_on(run_all(&stack, Runner::Envoy));
@@ -779,6 +1154,7 @@ fn hostile_inputs_in_envoy() {
         agent.log_tail(40),
         tunnel.log_tail(40)
     );
+    drop(tunnel_client);
     assert!(ran >= 40, "only {ran} cases");
     // Nothing reached the backend from a refused agent claim: see the CleanOk cases for the
     // headers; the filter never panicked (the good requests after each case prove it).
@@ -788,16 +1164,26 @@ fn hostile_inputs_in_envoy() {
 fn hostile_inputs_in_the_harness() {
     use host_harness::proxy::{self, Protocol, ProxyConfig};
     let wasm = wasm_path();
-    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    assert!(
+        wasm.exists(),
+        "the filter is not built: {} is missing (make build)",
+        wasm.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let backend = Backend::spawn();
     let fake = start_fake(&rt);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let cfg = |json: String, up: SocketAddr| ProxyConfig::new(&wasm, json.into_bytes(), any, up);
-    let (server, agent, tunnel) = rt.block_on(async {
+    let (server, agent, tunnel, tunnel_client, ws) = rt.block_on(async {
         let server = proxy::start(
             cfg(
-                format!(r#"{{"role":"server","max_message_bytes":{MAX_MESSAGE},"auth":{SERVER_AUTH}}}"#),
+                format!(
+                    r#"{{"role":"server","max_message_bytes":{MAX_MESSAGE},"auth":{SERVER_AUTH}}}"#
+                ),
                 backend.addr,
             )
             .protocols(Protocol::Http1, Protocol::H2c)
@@ -806,21 +1192,52 @@ fn hostile_inputs_in_the_harness() {
         .await
         .expect("server proxy");
         let agent = proxy::start(
-            cfg(format!(r#"{{"role":"agent","max_message_bytes":{MAX_MESSAGE},"auth":{AGENT_AUTH}}}"#), fake.addr)
-                .protocols(Protocol::H2c, Protocol::Http1)
-                .http1_trailers(false, true),
+            cfg(
+                format!(
+                    r#"{{"role":"agent","max_message_bytes":{MAX_MESSAGE},"auth":{AGENT_AUTH}}}"#
+                ),
+                fake.addr,
+            )
+            .protocols(Protocol::H2c, Protocol::Http1)
+            .http1_trailers(false, true),
         )
         .await
         .expect("agent proxy");
-        let tunnel = proxy::start(cfg(format!(r#"{{"role":"tunnel_server","auth":{SERVER_AUTH}}}"#), backend.addr))
-            .await
-            .expect("tunnel proxy");
-        (server, agent, tunnel)
+        let tunnel = proxy::start(cfg(
+            format!(r#"{{"role":"tunnel_server","auth":{SERVER_AUTH}}}"#),
+            backend.addr,
+        ))
+        .await
+        .expect("tunnel proxy");
+        let ws =
+            Arc::new(FakeWs::start(Arc::new(std::sync::Mutex::new(Some(tunnel.local_addr)))).await);
+        let tunnel_client = proxy::start(cfg(
+            format!(
+                r#"{{"role":"tunnel_client","tunnel_host":"bridge.test","auth":{AGENT_AUTH}}}"#
+            ),
+            ws.addr,
+        ))
+        .await
+        .expect("tunnel client proxy");
+        (server, agent, tunnel, tunnel_client, ws)
     });
-    let stack = Stack { server: server.local_addr, agent: agent.local_addr, tunnel: tunnel.local_addr, _fake: fake };
+    let (server, agent, tunnel, tunnel_client, ws) = (server, agent, tunnel, tunnel_client, ws);
+    let stack = Stack {
+        server: server.local_addr,
+        agent: agent.local_addr,
+        tunnel: tunnel.local_addr,
+        tunnel_client: tunnel_client.local_addr,
+        ws,
+        _fake: fake,
+    };
     let (ran, failures, report) = rt.block_on(run_all(&stack, Runner::Harness));
     println!("{report}");
-    assert!(failures.is_empty(), "{} of {ran} hostile cases failed in the harness:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} hostile cases failed in the harness:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(ran >= 40, "only {ran} cases");
-    drop((server, agent, tunnel));
+    drop((server, agent, tunnel, tunnel_client));
 }
