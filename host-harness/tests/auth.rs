@@ -168,3 +168,60 @@ fn client_certificate_from_the_connection_properties() {
     request(&mut s, marked);
     assert!(outcome(&mut s).is_some_and(|(c, _)| c == "16"));
 }
+
+/// The tunnel server refuses an upgrade without the secret (401) before any client byte reaches
+/// the backend, then closes the connection at its next tick; with the secret it answers 101.
+#[test]
+fn tunnel_server_checks_the_secret_on_the_upgrade_and_closes_after_refusing() {
+    use host_harness::{ConnectionScenario, NetFrame};
+    let opts = || {
+        PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(format!(
+            r#"{{"role":"tunnel_server","auth":{{"shared_secrets":["{SECRET}"]}}}}"#
+        ))
+    };
+    let head = |secret: Option<&str>| {
+        let mut h = String::from(
+            "GET /grpc-bridge/tunnel HTTP/1.1\r\nhost: b\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\
+             sec-websocket-protocol: grpc-bridge.tunnel.v1\r\n",
+        );
+        if let Some(s) = secret {
+            h.push_str(&format!("x-grpc-bridge-auth: {s}\r\n"));
+        }
+        h.push_str("\r\n");
+        h.into_bytes()
+    };
+    let bytes = |frames: Vec<NetFrame>| -> Vec<u8> {
+        frames
+            .into_iter()
+            .flat_map(|f| match f {
+                NetFrame::Data { bytes, .. } => bytes,
+                NetFrame::Close => Vec::new(),
+            })
+            .collect()
+    };
+    // HTTP/2 SETTINGS from the backend (empty), which carries the answer out.
+    let backend_settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+
+    let mut c = ConnectionScenario::new(opts()).expect("load");
+    c.downstream_data(&head(None), false);
+    let up = bytes(c.take_upstream());
+    assert!(
+        !up.windows(4).any(|w| w == b"GET "),
+        "the refused upgrade reached the backend"
+    );
+    c.upstream_data(&backend_settings, false);
+    let down = String::from_utf8_lossy(&bytes(c.take_downstream())).into_owned();
+    assert!(down.starts_with("HTTP/1.1 401"), "{down:?}");
+    assert!(!c.is_closed(), "closed before the answer went out");
+    c.advance_ms(250);
+    assert!(c.is_closed(), "a refused tunnel stays open");
+
+    let mut c = ConnectionScenario::new(opts()).expect("load");
+    c.downstream_data(&head(Some(SECRET)), false);
+    c.upstream_data(&backend_settings, false);
+    let down = String::from_utf8_lossy(&bytes(c.take_downstream())).into_owned();
+    assert!(down.starts_with("HTTP/1.1 101"), "{down:?}");
+    c.advance_ms(250);
+    assert!(!c.is_closed());
+}
