@@ -58,10 +58,13 @@ fn outcome(s: &mut Scenario) -> Option<(String, String)> {
     None
 }
 
+/// Extra request headers and the expected refusal (`grpc-message` substring) or `None`.
+type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+
 #[test]
 fn shared_secret_is_required_of_marked_requests_only() {
     let auth = format!(r#"{{"shared_secrets":["{SECRET}","another-secret-0000000"]}}"#);
-    let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+    let cases: &[Case] = &[
         (
             &[
                 ("x-grpc-bridge", "agent"),

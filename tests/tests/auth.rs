@@ -129,13 +129,11 @@ fn tunnel_with_a_shared_secret() {
     run(Transport::WebSocketTunnel, "tunnel");
 }
 
+/// A client certificate and its key.
+type CertFiles = (std::path::PathBuf, std::path::PathBuf);
+
 /// (grpc-status, grpc-message) of a curl call to the TLS server.
-fn curl(
-    pki: &TestPki,
-    port: u16,
-    marked: bool,
-    cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
-) -> (String, String) {
+fn curl(pki: &TestPki, port: u16, marked: bool, cert: Option<&CertFiles>) -> (String, String) {
     let dir = pki.dir();
     let body = dir.join("req.bin");
     std::fs::write(
@@ -234,13 +232,7 @@ fn mtls_client_certificate_checked_by_the_server_role() {
         .listener_addr("bridge_server")
         .expect("listener")
         .port();
-    let cases: [(
-        &str,
-        bool,
-        Option<&(std::path::PathBuf, std::path::PathBuf)>,
-        &str,
-        &str,
-    ); 4] = [
+    let cases: [(&str, bool, Option<&CertFiles>, &str, &str); 4] = [
         ("agent with its certificate", true, Some(&good), "0", ""),
         (
             "agent without a certificate",
