@@ -1154,6 +1154,23 @@ fn hostile_inputs_in_envoy() {
         agent.log_tail(40),
         tunnel.log_tail(40)
     );
+    // Secrets never reach a log (the filter logs refusals and local replies at info).
+    for (name, e) in [
+        ("server", &server),
+        ("agent", &agent),
+        ("tunnel server", &tunnel),
+        ("tunnel client", &tunnel_client),
+    ] {
+        let log = e.process.log();
+        assert!(
+            !log.contains(SECRET) && !log.contains("rotated-secret"),
+            "the {name} Envoy logged a secret"
+        );
+        assert!(
+            log.contains("grpc-bridge"),
+            "the {name} Envoy log has no filter lines: is the check meaningful?"
+        );
+    }
     drop(tunnel_client);
     assert!(ran >= 40, "only {ran} cases");
     // Nothing reached the backend from a refused agent claim: see the CleanOk cases for the
