@@ -82,12 +82,21 @@ pub struct Root {
     flush: Rc<FlushScheduler>,
     /// Live tunnel-client connections (they get keepalive ticks).
     connections: BTreeSet<u32>,
+    /// Tunnel server: connections waiting to be closed at the next tick (see tunnel/server.rs).
+    closing: Rc<RefCell<BTreeSet<u32>>>,
     metrics: Option<Rc<Metrics>>,
 }
 
 impl Root {
     pub fn new(id: u32) -> Self {
-        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)), connections: BTreeSet::new(), metrics: None }
+        Root {
+            id,
+            config: None,
+            flush: Rc::new(FlushScheduler::new(5)),
+            connections: BTreeSet::new(),
+            closing: Rc::default(),
+            metrics: None,
+        }
     }
 
     pub fn on_configure(&mut self, size: usize) -> bool {
@@ -141,8 +150,7 @@ impl Root {
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
             }
             Role::TunnelServer => {
-                self.connections.insert(id);
-                ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m))))
+                ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m, self.closing.clone()))))
             }
         }
     }
@@ -166,12 +174,21 @@ impl Root {
         self.config.as_ref().is_some_and(|c| c.role == Role::TunnelClient)
     }
 
+    /// Connections that get this tick: every tunnel client (keepalive), only the tunnel server
+    /// connections that wait to be closed.
     pub fn live_connections(&self) -> Vec<u32> {
-        self.connections.iter().copied().collect()
+        let mut ids: Vec<u32> = self.connections.iter().copied().collect();
+        if let Ok(closing) = self.closing.try_borrow() {
+            ids.extend(closing.iter().copied());
+        }
+        ids
     }
 
     pub fn forget_connection(&mut self, id: u32) {
         self.connections.remove(&id);
+        if let Ok(mut closing) = self.closing.try_borrow_mut() {
+            closing.remove(&id);
+        }
     }
 
     pub fn on_done(&mut self) {}

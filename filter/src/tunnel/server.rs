@@ -7,6 +7,8 @@
 //! at once, so its HTTP/2 SETTINGS can arrive before the upgrade request is complete: those bytes
 //! are kept and sent behind the `101`.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use crate::abi::{NetworkAction, NetworkStream};
@@ -57,11 +59,13 @@ pub struct TunnelServer {
     /// Our last bytes (a refusal, a close for a protocol error) went out: close the connection
     /// at the next downstream event or tick.
     close_due: bool,
+    /// The root's set of connections to close at its next tick.
+    closing: Rc<RefCell<BTreeSet<u32>>>,
     metrics: Rc<Metrics>,
 }
 
 impl TunnelServer {
-    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>, closing: Rc<RefCell<BTreeSet<u32>>>) -> Self {
         let max = u64::from(cfg.max_frame_bytes);
         TunnelServer {
             id,
@@ -79,6 +83,7 @@ impl TunnelServer {
             nudge_wanted: false,
             close_sent: false,
             close_due: false,
+            closing,
             metrics,
         }
     }
@@ -278,7 +283,7 @@ impl NetworkStream for TunnelServer {
             // event or the root's tick closes it (`close_due`).
             let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
             self.close_sent = true;
-            self.close_due = true;
+            self.schedule_close();
             return NetworkAction::Continue;
         }
         let failing = self.state == State::Closed && !self.to_downstream.is_empty();
@@ -302,15 +307,25 @@ impl NetworkStream for TunnelServer {
         if failing {
             // RFC 6455 7.1.7: after a protocol error the endpoint sends its close frame and
             // drops the connection; a hostile client must not keep it open.
-            self.close_due = true;
+            self.schedule_close();
         }
         NetworkAction::Continue
     }
 }
 
 impl TunnelServer {
+    fn schedule_close(&mut self) {
+        self.close_due = true;
+        if let Ok(mut c) = self.closing.try_borrow_mut() {
+            c.insert(self.id);
+        }
+    }
+
     fn close_connection(&mut self) {
         self.close_due = false;
+        if let Ok(mut c) = self.closing.try_borrow_mut() {
+            c.remove(&self.id);
+        }
         host::log(LogLevel::Debug, &format!("grpc-bridge tunnel server {}: closing the connection", self.id));
         let _ = host::close_stream(StreamType::Downstream);
     }
