@@ -86,7 +86,59 @@ pub struct Config {
     /// connections keep it; 0 disables.
     #[serde(default = "defaults::ping_interval_ms")]
     pub ping_interval_ms: u32,
+    /// Authentication of bridged traffic (docs/CONFIG.md, "auth"); `None`: none.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
+
+/// A secret from the configuration: never printed (`Debug` is redacted).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// `auth`: what an agent presents (agent, tunnel_client) or what a server requires (server,
+/// tunnel_server) of bridged traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Agent / tunnel client: the secret sent in `secret_header` on every bridged request
+    /// (the upgrade request for the tunnel).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Server / tunnel server: accepted secrets (several, so they can be rotated).
+    #[serde(default)]
+    pub shared_secrets: Vec<Secret>,
+    /// Header that carries the secret.
+    #[serde(default = "defaults::secret_header")]
+    pub secret_header: String,
+    /// Server / tunnel server: the connection must carry a client certificate verified by
+    /// Envoy's TLS (`connection.mtls`).
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// Server / tunnel server: if not empty, the certificate's first URI SAN must be one of these.
+    #[serde(default)]
+    pub allowed_uri_sans: Vec<String>,
+    /// Server / tunnel server: if not empty, the certificate's first DNS SAN must be one of these.
+    #[serde(default)]
+    pub allowed_dns_sans: Vec<String>,
+    /// Server / tunnel server: if not empty, the certificate's subject (RFC 2253) must be one of these.
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
+    /// Server: gRPC-web requests without the agent marker (browsers) must authenticate too.
+    #[serde(default)]
+    pub require_for_unmarked: bool,
+}
+
+/// Shortest accepted secret (bytes).
+pub const MIN_SECRET_BYTES: usize = 16;
+/// Longest accepted secret (bytes).
+pub const MAX_SECRET_BYTES: usize = 1024;
 
 mod defaults {
     pub fn max_message_bytes() -> u32 {
@@ -124,6 +176,9 @@ mod defaults {
     }
     pub fn ping_interval_ms() -> u32 {
         20_000
+    }
+    pub fn secret_header() -> String {
+        "x-grpc-bridge-auth".to_string()
     }
 }
 
@@ -186,7 +241,8 @@ impl Config {
         if self.error_body_quote_bytes > 4096 {
             return bad("error_body_quote_bytes", "must be at most 4096");
         }
-        let token = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let token =
+            |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
         let clean = |v: &str| !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
         match (&self.tunnel_host, self.role) {
             (None, Role::TunnelClient) => return bad("tunnel_host", "required for role tunnel_client"),
@@ -211,6 +267,76 @@ impl Config {
         }
         if self.ping_interval_ms != 0 && self.ping_interval_ms < 100 {
             return bad("ping_interval_ms", "must be 0 (off) or at least 100");
+        }
+        if let Some(a) = &self.auth {
+            self.validate_auth(a)?;
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self, a: &AuthConfig) -> Result<(), ConfigError> {
+        let bad = |field: &str, why: &str| Err(ConfigError(format!("field `auth.{field}`: {why}")));
+        // A secret travels as a header value: visible ASCII only, and long enough to guess badly.
+        let secret_ok = |s: &Secret| {
+            (MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&s.0.len()) && s.0.bytes().all(|b| b.is_ascii_graphic())
+        };
+        let h = &a.secret_header;
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
+            return bad("secret_header", "must be a lowercase header name (a-z, 0-9, '-', '_')");
+        }
+        if *h == self.marker_header {
+            return bad("secret_header", "must differ from marker_header");
+        }
+        let sends = matches!(self.role, Role::Agent | Role::TunnelClient);
+        if sends {
+            match &a.secret {
+                None => {
+                    return bad("secret", "required for role agent and tunnel_client (the secret this agent sends)")
+                }
+                Some(s) if !secret_ok(s) => {
+                    return bad("secret", "must be 16 to 1024 visible ASCII characters (no spaces)")
+                }
+                _ => {}
+            }
+            let server_only = [
+                ("shared_secrets", !a.shared_secrets.is_empty()),
+                ("require_client_certificate", a.require_client_certificate),
+                ("allowed_uri_sans", !a.allowed_uri_sans.is_empty()),
+                ("allowed_dns_sans", !a.allowed_dns_sans.is_empty()),
+                ("allowed_subjects", !a.allowed_subjects.is_empty()),
+                ("require_for_unmarked", a.require_for_unmarked),
+            ];
+            if let Some((f, _)) = server_only.iter().find(|(_, set)| *set) {
+                return bad(f, "only for role server and tunnel_server");
+            }
+            return Ok(());
+        }
+        if a.secret.is_some() {
+            return bad("secret", "only for role agent and tunnel_client (servers use shared_secrets)");
+        }
+        if a.shared_secrets.is_empty() && !a.require_client_certificate {
+            return bad("shared_secrets", "give at least one secret, or set require_client_certificate");
+        }
+        if a.shared_secrets.iter().any(|s| !secret_ok(s)) {
+            return bad("shared_secrets", "each must be 16 to 1024 visible ASCII characters (no spaces)");
+        }
+        if a.shared_secrets.len() > 16 {
+            return bad("shared_secrets", "at most 16 secrets");
+        }
+        for (f, list) in [
+            ("allowed_uri_sans", &a.allowed_uri_sans),
+            ("allowed_dns_sans", &a.allowed_dns_sans),
+            ("allowed_subjects", &a.allowed_subjects),
+        ] {
+            if !list.is_empty() && !a.require_client_certificate {
+                return bad(f, "needs require_client_certificate: true");
+            }
+            if list.iter().any(|v| v.is_empty()) {
+                return bad(f, "entries must not be empty");
+            }
+        }
+        if a.require_for_unmarked && self.role != Role::Server {
+            return bad("require_for_unmarked", "only for role server");
         }
         Ok(())
     }
@@ -272,6 +398,78 @@ mod tests {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
         for f in fields {
             assert!(doc.contains(&format!("| `{f}` |")), "docs/CONFIG.md lacks a row for `{f}`");
+        }
+    }
+
+    #[test]
+    fn auth_is_checked_per_role_and_names_the_field() {
+        let ok = [
+            r#"{"role":"agent","auth":{"secret":"0123456789abcdef"}}"#,
+            r#"{"role":"tunnel_client","tunnel_host":"h","auth":{"secret":"0123456789abcdef"}}"#,
+            r#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef","fedcba9876543210"]}}"#,
+            r#"{"role":"server","auth":{"require_client_certificate":true,"allowed_uri_sans":["spiffe://a/b"]}}"#,
+            r#"{"role":"tunnel_server","auth":{"shared_secrets":["0123456789abcdef"],"secret_header":"x-k"}}"#,
+        ];
+        for j in ok {
+            Config::parse(j.as_bytes()).unwrap_or_else(|e| panic!("{j}: {e}"));
+        }
+        for (j, field) in [
+            (r#"{"role":"agent","auth":{}}"#, "auth.secret"),
+            (r#"{"role":"agent","auth":{"secret":"short"}}"#, "auth.secret"),
+            (
+                r#"{"role":"agent","auth":{"secret":"0123456789abcdef","shared_secrets":["0123456789abcdef"]}}"#,
+                "auth.shared_secrets",
+            ),
+            (r#"{"role":"server","auth":{}}"#, "auth.shared_secrets"),
+            (r#"{"role":"server","auth":{"shared_secrets":["has a space in it!!"]}}"#, "auth.shared_secrets"),
+            (
+                r#"{"role":"server","auth":{"secret":"0123456789abcdef","shared_secrets":["0123456789abcdef"]}}"#,
+                "auth.secret",
+            ),
+            (
+                r#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef"],"allowed_uri_sans":["x"]}}"#,
+                "auth.allowed_uri_sans",
+            ),
+            (
+                r#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef"],"secret_header":"X-Up"}}"#,
+                "auth.secret_header",
+            ),
+            (
+                r#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef"],"secret_header":"x-grpc-bridge"}}"#,
+                "auth.secret_header",
+            ),
+            (
+                r#"{"role":"tunnel_server","auth":{"shared_secrets":["0123456789abcdef"],"require_for_unmarked":true}}"#,
+                "auth.require_for_unmarked",
+            ),
+            (r#"{"role":"server","auth":{"shared_secret":["0123456789abcdef"]}}"#, "shared_secret"),
+        ] {
+            let e = Config::parse(j.as_bytes()).unwrap_err();
+            assert!(e.0.contains(field), "{j}: {e}");
+            assert!(!e.0.contains("0123456789abcdef"), "a secret in an error message: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let c = Config::parse(br#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef"]}}"#).unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn auth_fields_are_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
+        for f in [
+            "secret",
+            "shared_secrets",
+            "secret_header",
+            "require_client_certificate",
+            "allowed_uri_sans",
+            "allowed_dns_sans",
+            "allowed_subjects",
+            "require_for_unmarked",
+        ] {
+            assert!(doc.contains(&format!("| `auth.{f}` |")), "docs/CONFIG.md lacks a row for `auth.{f}`");
         }
     }
 

@@ -15,6 +15,7 @@
 //!   buffer whole request bodies break it (the WebSocket transport exists for those).
 
 pub mod abi;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod host;

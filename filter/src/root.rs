@@ -7,8 +7,8 @@ use std::rc::Rc;
 use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
-use crate::metrics::Metrics;
 use crate::http::{agent::AgentStream, http1_status::Http1StatusStream, server::ServerStream, Passthrough};
+use crate::metrics::Metrics;
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
 pub enum ChildContext {
@@ -73,18 +73,30 @@ impl FlushScheduler {
     }
 }
 
+/// Tunnel server: how often connections whose last bytes went out are closed.
+pub const CLOSE_TICK_MS: u32 = 100;
+
 pub struct Root {
     id: u32,
     config: Option<Rc<Config>>,
     flush: Rc<FlushScheduler>,
     /// Live tunnel-client connections (they get keepalive ticks).
     connections: BTreeSet<u32>,
+    /// Tunnel server: connections waiting to be closed at the next tick (see tunnel/server.rs).
+    closing: Rc<RefCell<BTreeSet<u32>>>,
     metrics: Option<Rc<Metrics>>,
 }
 
 impl Root {
     pub fn new(id: u32) -> Self {
-        Root { id, config: None, flush: Rc::new(FlushScheduler::new(5)), connections: BTreeSet::new(), metrics: None }
+        Root {
+            id,
+            config: None,
+            flush: Rc::new(FlushScheduler::new(5)),
+            connections: BTreeSet::new(),
+            closing: Rc::default(),
+            metrics: None,
+        }
     }
 
     pub fn on_configure(&mut self, size: usize) -> bool {
@@ -107,6 +119,12 @@ impl Root {
                         host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm keepalive tick: {e:?}"));
                     }
                 }
+                if cfg.role == Role::TunnelServer {
+                    // Closes refused or failed tunnels once their answer is out (tunnel/server.rs).
+                    if let Err(e) = host::set_tick_period_ms(CLOSE_TICK_MS) {
+                        host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm close tick: {e:?}"));
+                    }
+                }
                 host::log(LogLevel::Info, &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role));
                 self.config = Some(Rc::new(cfg));
                 true
@@ -124,13 +142,17 @@ impl Root {
         };
         match cfg.role {
             Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg, m)))),
-            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m)))),
+            Role::Server => {
+                ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m))))
+            }
             Role::TunnelClient => {
                 self.connections.insert(id);
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
             }
             Role::Http1Status => ChildContext::Http(Rc::new(RefCell::new(Http1StatusStream::new(m)))),
-            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m)))),
+            Role::TunnelServer => {
+                ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m, self.closing.clone()))))
+            }
         }
     }
 
@@ -140,21 +162,34 @@ impl Root {
 
     pub fn after_tick(&mut self) {
         // The keepalive tick of a tunnel client stays armed; the flush tick is on demand.
-        if self.connections.is_empty() && !self.is_tunnel_client() {
+        if self.connections.is_empty() && !self.is_tunnel_client() && !self.is_tunnel_server() {
             self.flush.settle();
         }
+    }
+
+    fn is_tunnel_server(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| c.role == Role::TunnelServer)
     }
 
     fn is_tunnel_client(&self) -> bool {
         self.config.as_ref().is_some_and(|c| c.role == Role::TunnelClient)
     }
 
+    /// Connections that get this tick: every tunnel client (keepalive), only the tunnel server
+    /// connections that wait to be closed.
     pub fn live_connections(&self) -> Vec<u32> {
-        self.connections.iter().copied().collect()
+        let mut ids: Vec<u32> = self.connections.iter().copied().collect();
+        if let Ok(closing) = self.closing.try_borrow() {
+            ids.extend(closing.iter().copied());
+        }
+        ids
     }
 
     pub fn forget_connection(&mut self, id: u32) {
         self.connections.remove(&id);
+        if let Ok(mut closing) = self.closing.try_borrow_mut() {
+            closing.remove(&id);
+        }
     }
 
     pub fn on_done(&mut self) {}

@@ -158,6 +158,8 @@ fn map_type(t: i32) -> HostcallResult<MapType> {
 // ---- properties ----------------------------------------------------------------------
 
 fn get_property(s: &HostState, ctx: u32, path: &[u8]) -> Option<Vec<u8>> {
+    // The Rust SDK ends every segment with a NUL ("connection\0mtls\0"); Envoy accepts both.
+    let path = path.strip_suffix(&[0]).unwrap_or(path);
     let parts: Vec<&[u8]> = path.split(|b| *b == 0).collect();
     let joined = |n: usize| parts[n..].join(&0u8);
     match parts.first().copied()? {

@@ -180,6 +180,9 @@ pub(crate) struct HttpStream {
     pub(crate) finished: bool,
     /// The final maps, for the access-log phase.
     log_request_headers: Option<Headers>,
+    /// Envoy's HCM decides "gRPC request" (for local replies) from the request headers as they
+    /// arrive, before any filter: a filter that rewrites `content-type` does not change it.
+    grpc_request: bool,
 }
 
 impl HttpStream {
@@ -195,6 +198,7 @@ impl HttpStream {
             failure_local_reply_sent: false,
             finished: false,
             log_request_headers: None,
+            grpc_request: false,
         }
     }
 
@@ -635,6 +639,7 @@ impl Plugin {
         let count = headers.len() as i32;
         if dir == Direction::Request {
             st.log_request_headers = Some(headers.clone());
+            st.grpc_request = is_grpc_request(&headers);
         }
         // The failure local reply passes through the encoder chain without the VM.
         let skip_vm = dir == Direction::Response && st.failure_local_reply_sent;
@@ -1022,7 +1027,7 @@ impl Plugin {
         if failure {
             st.failure_local_reply_sent = true;
         }
-        let is_grpc = st.request.headers.as_ref().is_some_and(is_grpc_request);
+        let is_grpc = st.grpc_request;
         st.local_reply = Some(reply.clone());
         if st.request.headers_continued && !st.request.end_forwarded {
             st.request.out.push(Frame::Reset);

@@ -153,4 +153,63 @@ impl TestPki {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// A client certificate (mTLS) signed by the server CA, with `uri_san` as its URI SAN and
+    /// `CN=cn`: returns (certificate, key) paths.
+    pub fn client_cert(&self, cn: &str, uri_san: &str) -> Result<(PathBuf, PathBuf), String> {
+        let d = self.dir.path();
+        let key = format!("{cn}.key");
+        let csr = format!("{cn}.csr");
+        let ext = format!("{cn}.ext");
+        let pem = format!("{cn}.pem");
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+            d,
+        )?;
+        std::fs::write(
+            d.join(&ext),
+            format!(
+                "subjectAltName=URI:{uri_san}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "server-ca.pem",
+                "-CAkey",
+                "server-ca.key",
+                "-set_serial",
+                "3",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
+            ],
+            d,
+        )?;
+        for f in [&key, &pem] {
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok((d.join(pem), d.join(key)))
+    }
 }

@@ -36,6 +36,9 @@ impl Recorded {
     }
 }
 
+/// Raw response bytes for a scenario name, or `None` for the built-in scenarios.
+pub type Custom = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Recorded>>>,
@@ -51,6 +54,12 @@ impl Drop for FakeUpstream {
 impl FakeUpstream {
     /// Start on 127.0.0.1:0 on the current Tokio runtime.
     pub async fn start() -> FakeUpstream {
+        Self::start_with(Arc::new(|_: &str| None)).await
+    }
+
+    /// Like [`FakeUpstream::start`], but a scenario for which `custom` returns bytes is answered
+    /// with exactly those bytes (a complete HTTP/1.1 response; the connection stays open).
+    pub async fn start_with(custom: Custom) -> FakeUpstream {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
@@ -59,8 +68,9 @@ impl FakeUpstream {
             loop {
                 let Ok((s, _)) = l.accept().await else { return };
                 let reqs = reqs.clone();
+                let custom = custom.clone();
                 tokio::spawn(async move {
-                    let _ = serve(s, reqs).await;
+                    let _ = serve(s, reqs, custom).await;
                 });
             }
         });
@@ -76,7 +86,11 @@ impl FakeUpstream {
     }
 }
 
-async fn serve(s: TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result<()> {
+async fn serve(
+    s: TcpStream,
+    reqs: Arc<Mutex<Vec<Recorded>>>,
+    custom: Custom,
+) -> std::io::Result<()> {
     s.set_nodelay(true)?;
     let mut r = BufReader::new(s);
     loop {
@@ -140,6 +154,13 @@ async fn serve(s: TcpStream, reqs: Arc<Mutex<Vec<Recorded>>>) -> std::io::Result
         }
         let scenario = rec.header("x-fake-scenario").unwrap_or("ok").to_string();
         reqs.lock().unwrap().push(rec);
+        if let Some(raw) = custom(&scenario) {
+            // Kept open (keep-alive): closing right after a complete response races with the
+            // client reusing the connection.
+            r.get_mut().write_all(&raw).await?;
+            r.get_mut().flush().await?;
+            continue;
+        }
         let keep = respond(r.get_mut(), &scenario).await?;
         if !keep {
             return Ok(());

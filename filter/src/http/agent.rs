@@ -16,8 +16,8 @@ use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType};
-use crate::metrics::Metrics;
 use crate::http::{remove_header, replace_body, req_header, resp_header, set_header};
+use crate::metrics::Metrics;
 
 enum Response {
     /// Not converted by us, or not yet seen.
@@ -67,7 +67,9 @@ impl AgentStream {
         if let Some(kind) = error_kind {
             self.metrics.inc(&format!("errors.{kind}"));
         }
-        if let Some(code) = trailers.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes())) {
+        if let Some(code) =
+            trailers.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
+        {
             self.metrics.grpc_status(code);
         }
     }
@@ -102,7 +104,10 @@ impl AgentStream {
                     };
                 }
                 if let Err(e) = scanner.finish() {
-                    return (status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")), Some("truncated"));
+                    return (
+                        status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")),
+                        Some("truncated"),
+                    );
                 }
                 if let Some((st, msg)) = header_status {
                     let mut v = vec![("grpc-status".to_string(), st)];
@@ -134,7 +139,10 @@ impl AgentStream {
 
 /// `grpc-status`/`grpc-message` pairs for a synthesized status.
 fn status_trailers(code: u32, message: &str) -> Vec<(String, String)> {
-    host::log(LogLevel::Info, &format!("grpc-bridge agent: ending call with {} ({code}): {message}", status::code_name(code)));
+    host::log(
+        LogLevel::Info,
+        &format!("grpc-bridge agent: ending call with {} ({code}): {message}", status::code_name(code)),
+    );
     vec![("grpc-status".to_string(), code.to_string()), ("grpc-message".to_string(), status::percent_encode(message))]
 }
 
@@ -146,7 +154,10 @@ fn validate_status(pairs: Vec<(String, String)>) -> (Vec<(String, String)>, Opti
             status_trailers(code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
             Some("bad_trailer_frame"),
         ),
-        None => (status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"), Some("bad_trailer_frame")),
+        None => (
+            status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"),
+            Some("bad_trailer_frame"),
+        ),
     }
 }
 
@@ -172,16 +183,29 @@ fn is_grpc_web_or_grpc(ct: &str) -> Option<String> {
 
 impl HttpStream for AgentStream {
     fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
-        let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
-        let Some(suffix) = grpc_web::parse_grpc_content_type(&ct) else { return HeadersAction::Continue };
+        let Some(ct) = req_header("content-type") else {
+            return HeadersAction::Continue;
+        };
+        let Some(suffix) = grpc_web::parse_grpc_content_type(&ct) else {
+            return HeadersAction::Continue;
+        };
         if req_header(&self.cfg.marker_header).is_some() {
             // Already converted by an agent in front of us: converting twice would break it.
             return HeadersAction::Continue;
         }
         let suffix = if suffix.is_empty() { "+proto".to_string() } else { suffix };
-        set_header(MapType::HttpRequestHeaders, "content-type", &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix));
+        set_header(
+            MapType::HttpRequestHeaders,
+            "content-type",
+            &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix),
+        );
         set_header(MapType::HttpRequestHeaders, "x-grpc-web", "1");
         set_header(MapType::HttpRequestHeaders, &self.cfg.marker_header, "agent");
+        if let Some((header, secret)) =
+            self.cfg.auth.as_ref().and_then(|a| Some((&a.secret_header, a.secret.as_ref()?)))
+        {
+            set_header(MapType::HttpRequestHeaders, header, &secret.0);
+        }
         // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
         remove_header(MapType::HttpRequestHeaders, "te");
         self.converted = true;
@@ -274,7 +298,9 @@ impl HttpStream for AgentStream {
             Response::NotGrpc { quote, .. } => {
                 if size > 0 {
                     if quote.len() < quote_limit {
-                        if let Ok(Some(b)) = host::get_buffer(BufferType::HttpResponseBody, 0, quote_limit - quote.len()) {
+                        if let Ok(Some(b)) =
+                            host::get_buffer(BufferType::HttpResponseBody, 0, quote_limit - quote.len())
+                        {
                             quote.extend_from_slice(&b);
                         }
                     }
@@ -294,7 +320,9 @@ impl HttpStream for AgentStream {
                                 }
                             }
                             Ok(None) => {}
-                            Err(e) => *error = Some((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}"))),
+                            Err(e) => {
+                                *error = Some((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}")))
+                            }
                         }
                     }
                 }

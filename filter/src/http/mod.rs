@@ -41,16 +41,52 @@ pub(crate) fn replace_body(bt: BufferType, size: usize, data: &[u8]) -> Result<(
 
 /// Sends a gRPC error as a local reply: HTTP 200, `content-type` given, `grpc-status` and a
 /// percent-encoded `grpc-message` in the headers (a trailers-only response).
-pub(crate) fn send_grpc_error(content_type: &str, code: u32, message: &str) {
+///
+/// Envoy answers a request whose `content-type` *as it arrived* (the HCM decides before any
+/// filter runs) is gRPC (`application/grpc`, `application/grpc+x`) with its own gRPC local
+/// reply: it sets `content-type` and `grpc-status` itself (from the `grpc_status` argument, or
+/// UNKNOWN mapped from HTTP 200 when it is -1). Adding ours as well would send two
+/// `grpc-status` headers, and a client reading the first would see UNKNOWN. So for those
+/// requests Envoy gets the code and we add only `grpc-message`.
+///
+/// `envoy_sets_status`: the request's original `content-type` is gRPC to Envoy.
+pub(crate) fn send_grpc_error(content_type: &str, code: u32, message: &str, envoy_sets_status: bool) {
     let encoded = status::percent_encode(message);
     let code_str = code.to_string();
-    let headers: [(&str, &[u8]); 3] = [
-        ("content-type", content_type.as_bytes()),
-        ("grpc-status", code_str.as_bytes()),
-        ("grpc-message", encoded.as_bytes()),
-    ];
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(3);
+    if !envoy_sets_status {
+        headers.push(("content-type", content_type.as_bytes()));
+        headers.push(("grpc-status", code_str.as_bytes()));
+    }
+    headers.push(("grpc-message", encoded.as_bytes()));
+    let grpc_status = if envoy_sets_status { i32::try_from(code).unwrap_or(2) } else { -1 };
     host::log(LogLevel::Info, &format!("grpc-bridge: local reply {} ({}): {message}", status::code_name(code), code));
-    if let Err(e) = host::send_local_response(200, "grpc_bridge_error", b"", &headers, -1) {
+    if let Err(e) = host::send_local_response(200, "grpc_bridge_error", b"", &headers, grpc_status) {
         host::log(LogLevel::Error, &format!("grpc-bridge: local reply refused: {e:?}"));
+    }
+}
+
+/// Envoy's `Grpc::Common::hasGrpcContentType`: `application/grpc`, optionally followed by `+`
+/// and anything (so `application/grpc-web` is not gRPC to Envoy).
+pub(crate) fn envoy_sees_grpc(content_type: &str) -> bool {
+    let ct = content_type.as_bytes();
+    let prefix = b"application/grpc";
+    ct.len() >= prefix.len()
+        && ct[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && (ct.len() == prefix.len() || ct[prefix.len()] == b'+' || ct[prefix.len()] == b';')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envoy_sees_grpc;
+
+    #[test]
+    fn only_grpc_content_types_get_envoys_grpc_local_reply() {
+        for ct in ["application/grpc", "application/grpc+proto", "application/grpc;charset=x"] {
+            assert!(envoy_sees_grpc(ct), "{ct}");
+        }
+        for ct in ["application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text", "text/html", ""] {
+            assert!(!envoy_sees_grpc(ct), "{ct}");
+        }
     }
 }

@@ -17,6 +17,7 @@
 use std::rc::Rc;
 
 use crate::abi::{DataAction, HeadersAction, HttpStream};
+use crate::auth::{self, PeerCertificate};
 use crate::codec::grpc_frame::{FrameError, FrameScanner};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::{self, code};
@@ -24,7 +25,7 @@ use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
 use crate::http::http1_status::PlainHold;
-use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
+use crate::http::{envoy_sees_grpc, remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
 use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
 
@@ -94,11 +95,11 @@ impl ServerStream {
         ServerStream { id, cfg, flush, conv: None, metrics, plain: None }
     }
 
-
-
     fn web_content_type(&self) -> String {
         match &self.conv {
-            Some(c) => grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix }),
+            Some(c) => {
+                grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix })
+            }
             None => "application/grpc-web+proto".to_string(),
         }
     }
@@ -111,7 +112,8 @@ impl ServerStream {
             self.flush.release(self.id);
             self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.http1_hold_bytes" } else { "errors.http1_hold_ms" });
             self.metrics.grpc_status(code);
-            send_grpc_error("application/grpc", code, &message);
+            // A plain client sent `application/grpc`: Envoy sets grpc-status itself.
+            send_grpc_error("application/grpc", code, &message, true);
         } else if end {
             p.finish();
             self.flush.release(self.id);
@@ -122,7 +124,9 @@ impl ServerStream {
         let ct = self.web_content_type();
         self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.too_large" } else { "errors.bad_request" });
         self.metrics.grpc_status(code);
-        send_grpc_error(&ct, code, message);
+        // Envoy decides "gRPC request" from the headers as they arrived (gRPC-web here), not
+        // from our converted ones: it adds no grpc-status of its own.
+        send_grpc_error(&ct, code, message, false);
         if let Some(c) = self.conv.as_mut() {
             c.response = ResponseState::LocalReply;
         }
@@ -131,23 +135,67 @@ impl ServerStream {
 
 impl HttpStream for ServerStream {
     fn on_request_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
-        let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
-        let Some((encoding, suffix)) = grpc_web::parse_grpc_web_content_type(&ct) else {
+        let h = MapType::HttpRequestHeaders;
+        let ct = req_header("content-type").unwrap_or_default();
+        let web = grpc_web::parse_grpc_web_content_type(&ct);
+        let marked = req_header(&self.cfg.marker_header).is_some();
+        // Bridge-internal headers never reach the backend, whatever the request.
+        let presented = self.cfg.auth.as_ref().and_then(|a| req_header(&a.secret_header));
+        if let Some(a) = self.cfg.auth.as_ref() {
+            remove_header(h, &a.secret_header);
+        }
+        remove_header(h, &self.cfg.marker_header);
+        if let Some(a) = self.cfg.auth.as_ref() {
+            // Whatever claims to come from an agent must prove it; gRPC-web without the claim
+            // (browsers) only when `require_for_unmarked`.
+            if marked || (web.is_some() && a.require_for_unmarked) {
+                if let Err(f) = auth::verify(a, presented.as_deref().map(str::as_bytes), &PeerCertificate::from_host())
+                {
+                    self.metrics.inc(&format!("auth_failures.{}", f.kind()));
+                    self.metrics.grpc_status(code::UNAUTHENTICATED);
+                    let reply_ct = match &web {
+                        Some((e, sfx)) => {
+                            grpc_web::grpc_web_content_type(*e, if sfx.is_empty() { "+proto" } else { sfx })
+                        }
+                        None if ct.starts_with("application/grpc") => ct.clone(),
+                        None => "application/grpc".to_string(),
+                    };
+                    send_grpc_error(&reply_ct, code::UNAUTHENTICATED, f.message(), envoy_sees_grpc(&ct));
+                    if let Some((encoding, suffix)) = web {
+                        self.conv = Some(Converted {
+                            encoding,
+                            suffix,
+                            origin: Origin::Agent,
+                            request_text: None,
+                            request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
+                            response: ResponseState::LocalReply,
+                            started_ns: host::now_nanos(),
+                        });
+                    }
+                    return HeadersAction::StopIteration;
+                }
+                if marked {
+                    self.metrics.inc("auth_ok");
+                }
+            }
+        }
+        let Some((encoding, suffix)) = web else {
             self.plain = PlainHold::detect(&ct, self.cfg.http1_hold_bytes, self.cfg.http1_hold_ms);
             return HeadersAction::Continue;
         };
-        let origin = if req_header(&self.cfg.marker_header).is_some() { Origin::Agent } else { Origin::Browser };
+        let origin = if marked { Origin::Agent } else { Origin::Browser };
         self.metrics.inc(match origin {
             Origin::Agent => "calls.agent",
             Origin::Browser => "calls.browser",
         });
-        let h = MapType::HttpRequestHeaders;
         set_header(h, "content-type", &grpc_web::grpc_content_type(&suffix));
         set_header(h, "te", "trailers");
         remove_header(h, "content-length");
-        // Bridge-internal headers never reach the backend.
-        remove_header(h, &self.cfg.marker_header);
         remove_header(h, "x-grpc-web");
+        // Hop-by-hop headers of the HTTP/1.1 leg mean nothing to an HTTP/2 backend.
+        for hop in HOP_BY_HOP {
+            remove_header(h, hop);
+        }
         // Routes may match on gRPC content-type: let the router see the converted request.
         let _ = host::call_foreign_function("clear_route_cache", &[]);
         self.conv = Some(Converted {
@@ -164,7 +212,9 @@ impl HttpStream for ServerStream {
     }
 
     fn on_request_body(&mut self, size: usize, eos: bool) -> DataAction {
-        let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
+        let Some(conv) = self.conv.as_mut() else {
+            return DataAction::Continue;
+        };
         self.metrics.add("bytes_up", size as u64);
         let chunk = if size > 0 {
             match host::get_buffer(BufferType::HttpRequestBody, 0, size) {
@@ -186,7 +236,10 @@ impl HttpStream for ServerStream {
                 res = decoder.finish();
             }
             match res {
-                Err(e) => failure = Some((code::INVALID_ARGUMENT, format!("grpc-bridge: bad grpc-web-text request body: {e}"))),
+                Err(e) => {
+                    failure =
+                        Some((code::INVALID_ARGUMENT, format!("grpc-bridge: bad grpc-web-text request body: {e}")))
+                }
                 Ok(()) => {
                     if let Err(e) = conv.request_scanner.scan(&decoded) {
                         failure = Some(frame_failure(e));
@@ -220,7 +273,9 @@ impl HttpStream for ServerStream {
             return HeadersAction::Continue;
         }
         let web_ct = self.web_content_type();
-        let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
+        let Some(conv) = self.conv.as_mut() else {
+            return HeadersAction::Continue;
+        };
         if matches!(conv.response, ResponseState::LocalReply) {
             set_header(MapType::HttpResponseHeaders, "content-type", &web_ct);
             conv.response = ResponseState::Done;
@@ -247,7 +302,10 @@ impl HttpStream for ServerStream {
         }
         if grpc_web::parse_grpc_content_type(&ct).is_none() && !(eos && resp_header("grpc-status").is_some()) {
             // Not a gRPC answer (an HTML error page, say): gRPC-web clients map the HTTP status.
-            host::log(LogLevel::Debug, &format!("grpc-bridge server: backend answered {http_status} {ct:?}: passed through"));
+            host::log(
+                LogLevel::Debug,
+                &format!("grpc-bridge server: backend answered {http_status} {ct:?}: passed through"),
+            );
             conv.response = ResponseState::Passthrough;
             return HeadersAction::Continue;
         }
@@ -272,8 +330,12 @@ impl HttpStream for ServerStream {
         }
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
-        let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
-        let ResponseState::Streaming(st) = &mut conv.response else { return DataAction::Continue };
+        let Some(conv) = self.conv.as_mut() else {
+            return DataAction::Continue;
+        };
+        let ResponseState::Streaming(st) = &mut conv.response else {
+            return DataAction::Continue;
+        };
         st.body_seen = true;
         // Sizes are cumulative while paused: count only what is new.
         self.metrics.add("bytes_down", size.saturating_sub(if st.paused { st.held } else { 0 }) as u64);
@@ -311,7 +373,10 @@ impl HttpStream for ServerStream {
             let frame = trailer_frame(
                 &[
                     ("grpc-status".to_string(), code::INTERNAL.to_string()),
-                    ("grpc-message".to_string(), status::percent_encode("grpc-bridge: backend ended the stream without trailers")),
+                    (
+                        "grpc-message".to_string(),
+                        status::percent_encode("grpc-bridge: backend ended the stream without trailers"),
+                    ),
                 ],
                 trailer_limit,
             );
@@ -323,7 +388,10 @@ impl HttpStream for ServerStream {
             self.metrics.grpc_status(code::INTERNAL);
             return DataAction::Continue;
         }
-        host::log(LogLevel::Trace, &format!("grpc-bridge server: body size={size} held={} paused={} eos={eos}", st.held, st.paused));
+        host::log(
+            LogLevel::Trace,
+            &format!("grpc-bridge server: body size={size} held={} paused={} eos={eos}", st.held, st.paused),
+        );
         if st.paused && st.held >= self.cfg.max_held_bytes as usize {
             // Envoy resets a stream whose paused body outgrows its buffer limit, so release what
             // is held now rather than at the tick. Only safe while iteration is already stopped
@@ -346,8 +414,12 @@ impl HttpStream for ServerStream {
         let metrics = self.metrics.clone();
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
-        let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
-        let ResponseState::Streaming(st) = &mut conv.response else { return HeadersAction::Continue };
+        let Some(conv) = self.conv.as_mut() else {
+            return HeadersAction::Continue;
+        };
+        let ResponseState::Streaming(st) = &mut conv.response else {
+            return HeadersAction::Continue;
+        };
         let pairs: Vec<(String, String)> = match host::get_map(MapType::HttpResponseTrailers) {
             Ok(p) => p.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect(),
             Err(e) => {
@@ -355,7 +427,9 @@ impl HttpStream for ServerStream {
                 Vec::new()
             }
         };
-        if let Some(code) = pairs.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes())) {
+        if let Some(code) =
+            pairs.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
+        {
             metrics.grpc_status(code);
         }
         if !st.body_seen {
@@ -422,6 +496,11 @@ impl HttpStream for ServerStream {
     }
 }
 
+/// HTTP/1.1 hop-by-hop headers (RFC 9110 7.6.1) removed from converted requests (`te` is set
+/// to `trailers` separately).
+pub(crate) const HOP_BY_HOP: [&str; 5] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
 fn frame_failure(e: FrameError) -> (u32, String) {
     match e {
         FrameError::MessageTooLarge { .. } => (code::RESOURCE_EXHAUSTED, format!("grpc-bridge: {e}")),
@@ -439,7 +518,10 @@ fn trailer_frame(pairs: &[(String, String)], limit: usize) -> Vec<u8> {
             out.clear();
             let fallback = [
                 ("grpc-status".to_string(), code::INTERNAL.to_string()),
-                ("grpc-message".to_string(), status::percent_encode(&format!("grpc-bridge: backend trailers not representable: {e}"))),
+                (
+                    "grpc-message".to_string(),
+                    status::percent_encode(&format!("grpc-bridge: backend trailers not representable: {e}")),
+                ),
             ];
             let _ = grpc_web::encode_trailer_frame(&fallback, usize::MAX, &mut out);
             out

@@ -71,7 +71,15 @@ impl TunnelClient {
             path: self.cfg.tunnel_path.clone(),
             key,
             protocol: Some(self.cfg.tunnel_protocol.clone()),
-            extra_headers: self.cfg.tunnel_headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            extra_headers: self
+                .cfg
+                .tunnel_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain(
+                    self.cfg.auth.as_ref().and_then(|a| Some((a.secret_header.clone(), a.secret.as_ref()?.0.clone()))),
+                )
+                .collect(),
         };
         Some(encode_client_handshake(&h))
     }
@@ -126,7 +134,10 @@ impl TunnelClient {
                     }
                 }
                 WsEvent::Close { code, reason } => {
-                    host::log(LogLevel::Debug, &format!("grpc-bridge tunnel client: server closed ({code:?}) {reason}"));
+                    host::log(
+                        LogLevel::Debug,
+                        &format!("grpc-bridge tunnel client: server closed ({code:?}) {reason}"),
+                    );
                     self.queue_close(code.unwrap_or(close_code::NORMAL), "");
                 }
                 WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
@@ -240,7 +251,14 @@ impl NetworkStream for TunnelClient {
             self.queue_control(Opcode::Ping, b"grpc-bridge keepalive");
             self.metrics.inc("pings");
             self.flush_control();
-            host::log(LogLevel::Debug, &format!("grpc-bridge tunnel client {}: keepalive ping (sent: {})", self.id, self.to_upstream.is_empty()));
+            host::log(
+                LogLevel::Debug,
+                &format!(
+                    "grpc-bridge tunnel client {}: keepalive ping (sent: {})",
+                    self.id,
+                    self.to_upstream.is_empty()
+                ),
+            );
         }
     }
 }

@@ -7,14 +7,19 @@
 //! at once, so its HTTP/2 SETTINGS can arrive before the upgrade request is complete: those bytes
 //! are kept and sent behind the `101`.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use crate::abi::{NetworkAction, NetworkStream};
+use crate::auth::{self, PeerCertificate};
+use crate::codec::h2::{
+    ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE,
+};
 use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection, encode_server_handshake,
     parse_client_handshake, FrameDecoder, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
 };
-use crate::codec::h2::{ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
@@ -51,11 +56,16 @@ pub struct TunnelServer {
     /// Payload of the latest unanswered ping.
     pending_pong: Option<Vec<u8>>,
     close_sent: bool,
+    /// Our last bytes (a refusal, a close for a protocol error) went out: close the connection
+    /// at the next downstream event or tick.
+    close_due: bool,
+    /// The root's set of connections to close at its next tick.
+    closing: Rc<RefCell<BTreeSet<u32>>>,
     metrics: Rc<Metrics>,
 }
 
 impl TunnelServer {
-    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>, closing: Rc<RefCell<BTreeSet<u32>>>) -> Self {
         let max = u64::from(cfg.max_frame_bytes);
         TunnelServer {
             id,
@@ -72,6 +82,8 @@ impl TunnelServer {
             to_backend: FrameWalker::new(),
             nudge_wanted: false,
             close_sent: false,
+            close_due: false,
+            closing,
             metrics,
         }
     }
@@ -89,6 +101,14 @@ impl TunnelServer {
             let got = req.header(&name.to_ascii_lowercase()).unwrap_or("");
             if !constant_time_eq(got.as_bytes(), want.as_bytes()) {
                 return Err((403, "tunnel authentication failed".to_string()));
+            }
+        }
+        if let Some(a) = self.cfg.auth.as_ref() {
+            if let Err(f) =
+                auth::verify(a, req.header(&a.secret_header).map(str::as_bytes), &PeerCertificate::from_host())
+            {
+                self.metrics.inc(&format!("auth_failures.{}", f.kind()));
+                return Err((f.http_status(), f.message().to_string()));
             }
         }
         Ok(())
@@ -110,7 +130,10 @@ impl TunnelServer {
     }
 
     fn refuse(&mut self, status: u16, reason: &str) {
-        host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id));
+        host::log(
+            LogLevel::Info,
+            &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id),
+        );
         self.metrics.inc(&format!("upgrades_refused.{status}"));
         self.pending_head = Some(encode_handshake_rejection(status, reason));
         self.state = State::Closed;
@@ -158,6 +181,14 @@ impl TunnelServer {
 }
 
 impl NetworkStream for TunnelServer {
+    /// The root's tick (tunnel_server roots tick every `CLOSE_TICK_MS`): closes a connection
+    /// whose last bytes went out.
+    fn on_tick(&mut self) {
+        if self.close_due {
+            self.close_connection();
+        }
+    }
+
     fn on_downstream_data(&mut self, size: usize, _eos: bool) -> NetworkAction {
         let data = match host::get_buffer(BufferType::DownstreamData, 0, size) {
             Ok(d) => d.unwrap_or_default(),
@@ -199,7 +230,11 @@ impl NetworkStream for TunnelServer {
                 }
             }
             State::Open => self.unwrap(&data, &mut out),
-            State::Closed => {}
+            State::Closed => {
+                if self.close_due {
+                    self.close_connection();
+                }
+            }
         }
         self.metrics.add("bytes_up", out.len() as u64);
         // We can write to the client only when the backend sends bytes: a pong or close reply
@@ -242,11 +277,16 @@ impl NetworkStream for TunnelServer {
             out.extend_from_slice(&head);
         }
         if rejected {
-            // A refused upgrade gets its HTTP answer and nothing of the backend.
+            // A refused upgrade gets its HTTP answer and nothing of the backend, then the
+            // connection closes (the answer says `Connection: close`). Not from here: a close
+            // requested while Envoy writes these bytes loses them (measured), so the next
+            // event or the root's tick closes it (`close_due`).
             let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
             self.close_sent = true;
+            self.schedule_close();
             return NetworkAction::Continue;
         }
+        let failing = self.state == State::Closed && !self.to_downstream.is_empty();
         if let Some(p) = self.pending_pong.take() {
             encode_frame(true, Opcode::Pong, None, &p, &mut out);
         }
@@ -264,6 +304,29 @@ impl NetworkStream for TunnelServer {
             }
         }
         let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
+        if failing {
+            // RFC 6455 7.1.7: after a protocol error the endpoint sends its close frame and
+            // drops the connection; a hostile client must not keep it open.
+            self.schedule_close();
+        }
         NetworkAction::Continue
+    }
+}
+
+impl TunnelServer {
+    fn schedule_close(&mut self) {
+        self.close_due = true;
+        if let Ok(mut c) = self.closing.try_borrow_mut() {
+            c.insert(self.id);
+        }
+    }
+
+    fn close_connection(&mut self) {
+        self.close_due = false;
+        if let Ok(mut c) = self.closing.try_borrow_mut() {
+            c.remove(&self.id);
+        }
+        host::log(LogLevel::Debug, &format!("grpc-bridge tunnel server {}: closing the connection", self.id));
+        let _ = host::close_stream(StreamType::Downstream);
     }
 }
