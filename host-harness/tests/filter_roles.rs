@@ -313,8 +313,13 @@ fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
     };
     let reply_status = |s: &Scenario| {
         let r = s.local_reply().expect("local reply");
+        // The request is gRPC to Envoy (`application/grpc`), so Envoy writes grpc-status from
+        // the code the filter passes (see `send_grpc_error`).
         (
-            r.headers.get("grpc-status").map(str::to_string),
+            r.headers
+                .get("grpc-status")
+                .map(str::to_string)
+                .or(r.grpc_status.map(|c| c.to_string())),
             r.headers
                 .get("grpc-message")
                 .map(str::to_string)
