@@ -15,11 +15,13 @@ pub mod pb {
 pub mod backend;
 pub mod cases;
 pub mod certs;
+pub mod cut_hop;
 pub mod envoy;
 pub mod fake_upstream;
 pub mod grpcweb;
 pub mod nginx;
 pub mod py;
+pub mod seq;
 pub mod squid;
 pub mod squid_bump;
 pub mod template;
