@@ -1,0 +1,486 @@
+//! Load, soak and backpressure through both bridged transports (issue 6, "Load and soak").
+//!
+//! - `load_grpc_web`: client (tonic) -> agent Envoy -> nginx HTTP/1.1 hop -> server Envoy ->
+//!   backend. Each round: 1,000 concurrent server streams of 100 sequenced messages, then 1,000
+//!   concurrent client streams of 100 messages (gRPC-web through an HTTP/1.1 hop is half-duplex
+//!   per call, so the two directions are separate calls).
+//! - `load_tunnel`: client -> tunnel_client Envoy -> nginx WebSocket proxy -> tunnel_server Envoy
+//!   -> backend. Each round: 1,000 concurrent bidi streams, 100 messages each way.
+//!
+//!   Every message carries its stream id, a sequence number and a checksum (`src/seq.rs`);
+//!   the receiver (client for responses, backend for requests) checks each one, so a lost,
+//!   duplicated, reordered or corrupted message fails the stream. A backend barrier holds every
+//!   call after its first message until all 1,000 got there: they were open at the same time.
+//!   Every call must end OK with exactly 100 messages. One topology and the same channels (4
+//!   HTTP/2 connections from the client) serve all rounds; after each round both Envoys'
+//!   `server.memory_allocated` is read, and its growth after round 1 must stay small (a leak
+//!   check, figures printed and recorded in docs/RELIABILITY.md).
+//! - `backpressure_grpc_web`, `backpressure_tunnel`: a backend streams 64 MiB as fast as flow
+//!   control lets it to a client that reads one message and then stops reading for 3 s (small
+//!   HTTP/2 windows); during the pause the backend must be blocked (far less than 64 MiB sent)
+//!   and each Envoy's allocated memory must grow by less than a bound derived from its buffer
+//!   limits. Then the client reads everything, checking every message.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use grpc_bridge_tests::backend::MAX_MESSAGE;
+use grpc_bridge_tests::cases::{connect, fmt_status, unique, Client};
+use grpc_bridge_tests::envoy::Envoy;
+use grpc_bridge_tests::pb::bridge_test_client::BridgeTestClient;
+use grpc_bridge_tests::pb::*;
+use grpc_bridge_tests::seq;
+use grpc_bridge_tests::topology::{Topology, Transport};
+use tokio::time::timeout;
+use tonic::metadata::MetadataValue;
+
+/// The tests in this file measure memory and load 2 cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const STREAMS: u32 = 1000;
+const MESSAGES: u32 = 100;
+const ROUNDS: usize = 3;
+const PAYLOAD: usize = 32;
+/// HTTP/2 connections from the client (the streams are spread over them).
+const CHANNELS: usize = 4;
+/// Limit for one whole round.
+const ROUND_WITHIN: Duration = Duration::from_secs(60);
+/// Growth of an Envoy's allocated memory from after round 1 to after the last round that is
+/// accepted (a leak of even 100 bytes per stream would show 1000 x 100 x rounds bytes).
+const LEAK_BOUND: u64 = 4 << 20;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn fail(topo: &Topology, msg: String) -> ! {
+    panic!("{msg}\npath: {}\n{}", topo.path, topo.logs(40))
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+/// An Envoy's allocated bytes and heap size, live from the admin `/memory` endpoint (the
+/// `server.memory_allocated` gauge in `/stats` is only refreshed every stats flush, 5 s).
+fn memory(e: &Envoy) -> Result<(u64, u64), String> {
+    let (status, body) = grpc_bridge_tests::util::http_get(e.admin, "/memory")?;
+    if status != 200 {
+        return Err(format!("/memory: {status} {body}"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("/memory: {e}: {body}"))?;
+    let get = |k: &str| {
+        v[k].as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .or_else(|| v[k].as_u64())
+            .ok_or_else(|| format!("/memory: no {k} in {body}"))
+    };
+    Ok((get("allocated")?, get("heap_size")?))
+}
+
+fn with_barrier<T>(msg: T, barrier: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let md = r.metadata_mut();
+    md.insert("x-barrier", MetadataValue::try_from(barrier).unwrap());
+    md.insert(
+        "x-parties",
+        MetadataValue::try_from(STREAMS.to_string()).unwrap(),
+    );
+    r
+}
+
+/// The sequenced messages 0..MESSAGES of `stream`, as a request stream.
+fn outgoing(stream: u32) -> impl tokio_stream::Stream<Item = SeqMessage> {
+    tokio_stream::iter((0..MESSAGES).map(move |i| seq::message(stream, i, PAYLOAD)))
+}
+
+/// Reads a response stream to its end: Ok(count) if every message is the next one of `stream`
+/// and the call ends OK.
+async fn drain(stream: u32, mut s: tonic::Streaming<SeqMessage>) -> Result<u32, String> {
+    let mut n = 0;
+    loop {
+        match s.message().await {
+            Ok(Some(m)) => {
+                seq::check(&m, stream, n, Some(PAYLOAD))?;
+                n += 1;
+            }
+            Ok(None) => return Ok(n),
+            Err(e) => {
+                return Err(format!(
+                    "stream {stream}: {} after {n} messages",
+                    fmt_status(&e)
+                ))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pattern {
+    ServerStream,
+    ClientStream,
+    Bidi,
+}
+
+/// One round of STREAMS concurrent calls of `pattern`; Ok(summary) when every call ended OK
+/// with exactly MESSAGES messages each way it carries messages.
+async fn round(clients: &[Client], pattern: Pattern) -> Result<String, String> {
+    let barrier = unique("soak");
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(STREAMS as usize);
+    for i in 0..STREAMS {
+        let mut c = clients[i as usize % clients.len()].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let received = match pattern {
+                Pattern::ServerStream => {
+                    let req = SeqRequest {
+                        stream: i,
+                        count: MESSAGES,
+                        payload_size: PAYLOAD as u32,
+                        token: String::new(),
+                    };
+                    let s = c
+                        .seq_server_stream(with_barrier(req, &barrier))
+                        .await
+                        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
+                        .into_inner();
+                    drain(i, s).await?
+                }
+                Pattern::ClientStream => {
+                    let r = c
+                        .seq_client_stream(with_barrier(outgoing(i), &barrier))
+                        .await
+                        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
+                        .into_inner();
+                    r.count
+                }
+                Pattern::Bidi => {
+                    let s = c
+                        .seq_bidi(with_barrier(outgoing(i), &barrier))
+                        .await
+                        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
+                        .into_inner();
+                    drain(i, s).await?
+                }
+            };
+            if received != MESSAGES {
+                return Err(format!(
+                    "stream {i}: ended OK with {received} messages, want {MESSAGES}"
+                ));
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    let mut errors = vec![];
+    for t in tasks {
+        match timeout(ROUND_WITHIN.saturating_sub(t0.elapsed()), t).await {
+            Err(_) => {
+                errors.push(format!("round not finished after {ROUND_WITHIN:?}"));
+                break;
+            }
+            Ok(Err(e)) => errors.push(format!("task: {e}")),
+            Ok(Ok(Err(e))) => errors.push(e),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(format!(
+            "{pattern:?}: {} of {STREAMS} calls failed; first: {}",
+            errors.len(),
+            errors[..errors.len().min(5)].join("; ")
+        ));
+    }
+    Ok(format!(
+        "{pattern:?}: {STREAMS} calls x {MESSAGES} messages OK in {} ms",
+        t0.elapsed().as_millis()
+    ))
+}
+
+fn load(transport: Transport, patterns: &[Pattern]) {
+    let _serial = serial();
+    let mut b = Topology::builder().transport(transport);
+    if transport == Transport::GrpcWeb {
+        // 1,000 concurrent HTTP/1.1 requests: two connections each in nginx.
+        b = b.hop_var("WORKER_CONNECTIONS", "4096");
+    }
+    let topo = b.start().unwrap_or_else(|e| panic!("{e}"));
+    let agent = topo.agent.as_ref().unwrap();
+    let rt = rt();
+    let clients: Vec<Client> = rt
+        .block_on(async {
+            let mut v = vec![];
+            for _ in 0..CHANNELS {
+                v.push(connect(topo.client_addr).await?);
+            }
+            Ok::<_, String>(v)
+        })
+        .unwrap_or_else(|e| fail(&topo, e));
+    let mut report = vec![];
+    let mut mem = vec![];
+    let t_all = Instant::now();
+    for r in 1..=ROUNDS {
+        for p in patterns {
+            let line = rt
+                .block_on(round(&clients, *p))
+                .unwrap_or_else(|e| fail(&topo, format!("round {r}: {e}")));
+            report.push(format!("round {r}: {line}"));
+        }
+        // Let finished requests be freed before reading memory: no request active on either
+        // Envoy (gRPC-web; the tunnel's connections stay open), then a moment for deferred
+        // deletion.
+        if transport == Transport::GrpcWeb {
+            let idle = grpc_bridge_tests::util::wait_until(Duration::from_secs(10), || {
+                (agent.stat("http.bridge_agent.downstream_rq_active") == Some(0)
+                    && topo.server.stat("http.bridge_server.downstream_rq_active") == Some(0))
+                .then_some(())
+            });
+            if idle.is_none() {
+                fail(
+                    &topo,
+                    format!("round {r}: requests still active after 10 s"),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let a = memory(agent).unwrap_or_else(|e| fail(&topo, e));
+        let s = memory(&topo.server).unwrap_or_else(|e| fail(&topo, e));
+        report.push(format!(
+            "round {r}: agent Envoy allocated {} (heap {}), server Envoy allocated {} (heap {})",
+            mib(a.0),
+            mib(a.1),
+            mib(s.0),
+            mib(s.1)
+        ));
+        mem.push((a.0, s.0));
+    }
+    let total = t_all.elapsed();
+    println!(
+        "path: {}\n{}\n{ROUNDS} rounds in {} ms",
+        topo.path,
+        report.join("\n"),
+        total.as_millis()
+    );
+    let (a1, s1) = mem[0];
+    let (a_last, s_last) = mem[mem.len() - 1];
+    println!(
+        "allocated after round {ROUNDS} minus after round 1: agent Envoy {:+} KiB, server Envoy {:+} KiB",
+        (a_last as i64 - a1 as i64) / 1024,
+        (s_last as i64 - s1 as i64) / 1024
+    );
+    for (i, (a, s)) in mem.iter().enumerate().skip(1) {
+        let grow_a = a.saturating_sub(a1);
+        let grow_s = s.saturating_sub(s1);
+        if grow_a > LEAK_BOUND || grow_s > LEAK_BOUND {
+            fail(
+                &topo,
+                format!(
+                    "memory grew after round 1: round {} agent +{}, server +{} (bound {})\n{}",
+                    i + 1,
+                    mib(grow_a),
+                    mib(grow_s),
+                    mib(LEAK_BOUND),
+                    report.join("\n")
+                ),
+            );
+        }
+    }
+}
+
+#[test]
+fn load_grpc_web() {
+    load(
+        Transport::GrpcWeb,
+        &[Pattern::ServerStream, Pattern::ClientStream],
+    );
+}
+
+#[test]
+fn load_tunnel() {
+    load(Transport::WebSocketTunnel, &[Pattern::Bidi]);
+}
+
+/// Total size of the backpressure stream, and its message size.
+const BP_TOTAL: u64 = 64 << 20;
+const BP_MESSAGE: u32 = 16 << 10;
+/// Buffer limit of both Envoys (listener and cluster `per_connection_buffer_limit_bytes`).
+const BP_LIMIT: u64 = 4 << 20;
+const BP_PAUSE: Duration = Duration::from_secs(3);
+
+fn backpressure(transport: Transport) {
+    let _serial = serial();
+    let limit = BP_LIMIT.to_string();
+    let topo = Topology::builder()
+        .transport(transport)
+        .agent_var("BUFFER_LIMIT_BYTES", &limit)
+        .server_var("BUFFER_LIMIT_BYTES", &limit)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let agent = topo.agent.as_ref().unwrap();
+    let rt = rt();
+    let token = unique("backpressure");
+    let count = (BP_TOTAL / u64::from(BP_MESSAGE)) as u32;
+    let before = (memory(agent).unwrap(), memory(&topo.server).unwrap());
+    let r: Result<String, String> =
+        rt.block_on(async {
+            // Small HTTP/2 windows: the client stops granting credit as soon as it stops reading.
+            let ch =
+                tonic::transport::Endpoint::from_shared(format!("http://{}", topo.client_addr))
+                    .map_err(|e| e.to_string())?
+                    .initial_stream_window_size(64 << 10)
+                    .initial_connection_window_size(64 << 10)
+                    .connect()
+                    .await
+                    .map_err(|e| format!("connect: {e:?}"))?;
+            let mut c = BridgeTestClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            let mut s = c
+                .seq_server_stream(SeqRequest {
+                    stream: 7,
+                    count,
+                    payload_size: BP_MESSAGE,
+                    token: token.clone(),
+                })
+                .await
+                .map_err(|e| fmt_status(&e))?
+                .into_inner();
+            let first = timeout(Duration::from_secs(10), s.message())
+                .await
+                .map_err(|_| "no first message within 10 s".to_string())?
+                .map_err(|e| fmt_status(&e))?
+                .ok_or("stream ended at once")?;
+            seq::check(&first, 7, 0, Some(BP_MESSAGE as usize))?;
+            // Stop reading. Sample the backend's progress and the Envoys' memory.
+            let t0 = Instant::now();
+            let mut peak_a = 0u64;
+            let mut peak_s = 0u64;
+            let mut sent_at_1s = 0;
+            while t0.elapsed() < BP_PAUSE {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let a = memory(agent)?.0;
+                let sv = memory(&topo.server)?.0;
+                peak_a = peak_a.max(a);
+                peak_s = peak_s.max(sv);
+                if std::env::var_os("SOAK_TRACE").is_some() {
+                    println!(
+                    "{:>5} ms: backend sent {}, agent +{}, server +{}\n  agent: {}\n  server: {}",
+                    t0.elapsed().as_millis(),
+                    mib(topo.backend.state.seq_sent(&token)),
+                    mib(a.saturating_sub(before.0 .0)),
+                    mib(sv.saturating_sub(before.1 .0)),
+                    agent.stats_matching("buffered").replace('\n', ", ")
+                        + &agent.stats_matching("pending_send").replace('\n', ", "),
+                    topo.server.stats_matching("buffered").replace('\n', ", ")
+                        + &topo.server.stats_matching("pending_send").replace('\n', ", ")
+                );
+                }
+                if sent_at_1s == 0 && t0.elapsed() >= Duration::from_secs(1) {
+                    sent_at_1s = topo.backend.state.seq_sent(&token);
+                }
+            }
+            let sent_paused = topo.backend.state.seq_sent(&token);
+            let grow_a = peak_a.saturating_sub(before.0 .0);
+            let grow_s = peak_s.saturating_sub(before.1 .0);
+            println!(
+            "pause: backend sent {} after 1 s, {} at the end; memory growth agent +{}, server +{}",
+            mib(sent_at_1s),
+            mib(sent_paused),
+            mib(grow_a),
+            mib(grow_s)
+        );
+            // Resume: read everything, checking each message.
+            let t1 = Instant::now();
+            let mut n = 1;
+            loop {
+                match timeout(Duration::from_secs(60), s.message()).await {
+                    Err(_) => return Err(format!("stalled after {n} messages on resume")),
+                    Ok(Err(e)) => {
+                        return Err(format!("{} after {n} messages", fmt_status(&e)));
+                    }
+                    Ok(Ok(None)) => break,
+                    Ok(Ok(Some(m))) => {
+                        seq::check(&m, 7, n, Some(BP_MESSAGE as usize))?;
+                        n += 1;
+                    }
+                }
+            }
+            if n != count {
+                return Err(format!("ended OK with {n} messages, want {count}"));
+            }
+            // The backend was blocked: it sent far less than the stream while the client paused,
+            // and nothing more between 1 s into the pause and its end.
+            let bound = BP_TOTAL / 2;
+            // Each Envoy may hold its buffer limit per connection on both sides, plus its read
+            // slices.
+            let mem_bound = 3 * BP_LIMIT;
+            let summary = format!(
+            "{} MiB in {count} messages of {} KiB; client paused {} s after the first message: \
+             backend had sent {} after 1 s and {} at the end of the pause; peak growth of \
+             allocated memory during the pause: agent Envoy +{}, server Envoy +{} (buffer limits \
+             {}); then all {count} messages intact in {} ms",
+            BP_TOTAL >> 20,
+            BP_MESSAGE >> 10,
+            BP_PAUSE.as_secs(),
+            mib(sent_at_1s),
+            mib(sent_paused),
+            mib(grow_a),
+            mib(grow_s),
+            mib(BP_LIMIT),
+            t1.elapsed().as_millis()
+        );
+            if sent_paused > bound || grow_a > mem_bound || grow_s > mem_bound {
+                return Err(format!(
+                    "no backpressure (want sent < {}, growth < {}): {summary}",
+                    mib(bound),
+                    mib(mem_bound)
+                ));
+            }
+            Ok(summary)
+        });
+    let summary = r.unwrap_or_else(|e| {
+        let stats = |e: &Envoy| {
+            e.stats()
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    (l.contains("reset")
+                        || l.contains("overflow")
+                        || l.contains("flow_control")
+                        || l.contains("too_large")
+                        || l.contains("grpc_bridge"))
+                        && !l.ends_with(": 0")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        fail(
+            &topo,
+            format!(
+                "{e}\n--- agent stats ---\n{}\n--- server stats ---\n{}",
+                stats(agent),
+                stats(&topo.server)
+            ),
+        )
+    });
+    println!("path: {}\n{summary}", topo.path);
+}
+
+#[test]
+fn backpressure_grpc_web() {
+    backpressure(Transport::GrpcWeb);
+}
+
+#[test]
+fn backpressure_tunnel() {
+    backpressure(Transport::WebSocketTunnel);
+}
