@@ -206,8 +206,38 @@ async fn round(clients: &[Client], pattern: Pattern) -> Result<String, String> {
     ))
 }
 
+/// 1,000 concurrent HTTP/1.1 requests take about 1,000 descriptors in each Envoy and 2,000 in
+/// nginx: raise this process's soft limit to the hard limit (the children inherit it).
+fn raise_nofile_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 0;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                rl = want;
+            }
+        }
+    }
+    rl.rlim_cur as u64
+}
+
 fn load(transport: Transport, patterns: &[Pattern]) {
     let _serial = serial();
+    let nofile = raise_nofile_limit();
+    assert!(
+        nofile >= 4096,
+        "open file limit {nofile}: 1,000 concurrent streams need at least 4096 (ulimit -n)"
+    );
     let mut b = Topology::builder().transport(transport);
     if transport == Transport::GrpcWeb {
         // 1,000 concurrent HTTP/1.1 requests: two connections each in nginx.
