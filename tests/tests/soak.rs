@@ -16,10 +16,12 @@
 //!   `server.memory_allocated` is read, and its growth after round 1 must stay small (a leak
 //!   check, figures printed and recorded in docs/RELIABILITY.md).
 //! - `backpressure_grpc_web`, `backpressure_tunnel`: a backend streams 64 MiB as fast as flow
-//!   control lets it to a client that reads one message and then stops reading for 3 s (small
-//!   HTTP/2 windows); during the pause the backend must be blocked (far less than 64 MiB sent)
-//!   and each Envoy's allocated memory must grow by less than a bound derived from its buffer
-//!   limits. Then the client reads everything, checking every message.
+//!   control lets it to a client that stops reading for 3 s: tonic with 64 KiB HTTP/2 windows
+//!   (gRPC-web), or a raw HTTP/2 client with a 2 GiB window that stops reading its socket (the
+//!   tunnel carries the client's HTTP/2 end to end, so only that exercises the tunnel's own
+//!   buffers). The backend must be blocked (no progress in the second half of the pause, most of
+//!   the stream unsent) and each Envoy's allocated memory must grow by less than 3 x its buffer
+//!   limit. Then the client reads everything, checking every message.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -362,39 +364,29 @@ fn backpressure(transport: Transport) {
     let before = (memory(agent).unwrap(), memory(&topo.server).unwrap());
     let r: Result<String, String> =
         rt.block_on(async {
-            // Small HTTP/2 windows: the client stops granting credit as soon as it stops reading.
-            let ch =
-                tonic::transport::Endpoint::from_shared(format!("http://{}", topo.client_addr))
-                    .map_err(|e| e.to_string())?
-                    .initial_stream_window_size(64 << 10)
-                    .initial_connection_window_size(64 << 10)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("connect: {e:?}"))?;
-            let mut c = BridgeTestClient::new(ch)
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE);
-            let mut s = c
-                .seq_server_stream(SeqRequest {
-                    stream: 7,
-                    count,
-                    payload_size: BP_MESSAGE,
-                    token: token.clone(),
-                })
-                .await
-                .map_err(|e| fmt_status(&e))?
-                .into_inner();
-            let first = timeout(Duration::from_secs(10), s.message())
-                .await
-                .map_err(|_| "no first message within 10 s".to_string())?
-                .map_err(|e| fmt_status(&e))?
-                .ok_or("stream ended at once")?;
-            seq::check(&first, 7, 0, Some(BP_MESSAGE as usize))?;
+            let req = SeqRequest {
+                stream: 7,
+                count,
+                payload_size: BP_MESSAGE,
+                token: token.clone(),
+            };
+            let mut reader = match transport {
+                Transport::GrpcWeb => Reader::tonic(topo.client_addr, req).await?,
+                Transport::WebSocketTunnel => Reader::raw(topo.client_addr, req).await?,
+            };
+            // The stream is flowing.
+            if grpc_bridge_tests::util::wait_until(Duration::from_secs(10), || {
+                (topo.backend.state.seq_sent(&token) > 0).then_some(())
+            })
+            .is_none()
+            {
+                return Err("the backend sent nothing within 10 s".into());
+            }
             // Stop reading. Sample the backend's progress and the Envoys' memory.
             let t0 = Instant::now();
             let mut peak_a = 0u64;
             let mut peak_s = 0u64;
-            let mut sent_at_1s = 0;
+            let mut sent_mid = 0;
             while t0.elapsed() < BP_PAUSE {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let a = memory(agent)?.0;
@@ -414,64 +406,59 @@ fn backpressure(transport: Transport) {
                         + &topo.server.stats_matching("pending_send").replace('\n', ", ")
                 );
                 }
-                if sent_at_1s == 0 && t0.elapsed() >= Duration::from_secs(1) {
-                    sent_at_1s = topo.backend.state.seq_sent(&token);
+                if sent_mid == 0 && t0.elapsed() >= BP_PAUSE / 2 {
+                    sent_mid = topo.backend.state.seq_sent(&token);
                 }
             }
             let sent_paused = topo.backend.state.seq_sent(&token);
             let grow_a = peak_a.saturating_sub(before.0 .0);
             let grow_s = peak_s.saturating_sub(before.1 .0);
             println!(
-            "pause: backend sent {} after 1 s, {} at the end; memory growth agent +{}, server +{}",
-            mib(sent_at_1s),
+            "pause: backend sent {} half-way, {} at the end; memory growth agent +{}, server +{}",
+            mib(sent_mid),
             mib(sent_paused),
             mib(grow_a),
             mib(grow_s)
         );
             // Resume: read everything, checking each message.
             let t1 = Instant::now();
-            let mut n = 1;
-            loop {
-                match timeout(Duration::from_secs(60), s.message()).await {
-                    Err(_) => return Err(format!("stalled after {n} messages on resume")),
-                    Ok(Err(e)) => {
-                        return Err(format!("{} after {n} messages", fmt_status(&e)));
-                    }
-                    Ok(Ok(None)) => break,
-                    Ok(Ok(Some(m))) => {
-                        seq::check(&m, 7, n, Some(BP_MESSAGE as usize))?;
-                        n += 1;
-                    }
-                }
-            }
+            let n = reader.read_to_end(count).await?;
             if n != count {
                 return Err(format!("ended OK with {n} messages, want {count}"));
             }
             // The backend was blocked: it sent far less than the stream while the client paused,
             // and nothing more between 1 s into the pause and its end.
-            let bound = BP_TOTAL / 2;
+            // The backend was blocked: no progress in the second half of the pause, with most
+            // of the stream still unsent.
+            let blocked = sent_paused == sent_mid && sent_paused < BP_TOTAL * 3 / 4;
             // Each Envoy may hold its buffer limit per connection on both sides, plus its read
-            // slices.
-            let mem_bound = 3 * BP_LIMIT;
+            // slices. The tunnel configs keep Envoy's default limit (1 MiB).
+            let limit = match transport {
+                Transport::GrpcWeb => BP_LIMIT,
+                Transport::WebSocketTunnel => 1 << 20,
+            };
+            let mem_bound = 3 * limit;
             let summary = format!(
-            "{} MiB in {count} messages of {} KiB; client paused {} s after the first message: \
-             backend had sent {} after 1 s and {} at the end of the pause; peak growth of \
+                "{} MiB in {count} messages of {} KiB, read by {}; the reader paused {} s: \
+             backend had sent {} half-way and {} at the end of the pause; peak growth of \
              allocated memory during the pause: agent Envoy +{}, server Envoy +{} (buffer limits \
              {}); then all {count} messages intact in {} ms",
-            BP_TOTAL >> 20,
-            BP_MESSAGE >> 10,
-            BP_PAUSE.as_secs(),
-            mib(sent_at_1s),
-            mib(sent_paused),
-            mib(grow_a),
-            mib(grow_s),
-            mib(BP_LIMIT),
-            t1.elapsed().as_millis()
-        );
-            if sent_paused > bound || grow_a > mem_bound || grow_s > mem_bound {
+                BP_TOTAL >> 20,
+                BP_MESSAGE >> 10,
+                reader.label(),
+                BP_PAUSE.as_secs(),
+                mib(sent_mid),
+                mib(sent_paused),
+                mib(grow_a),
+                mib(grow_s),
+                mib(limit),
+                t1.elapsed().as_millis()
+            );
+            if !blocked || grow_a > mem_bound || grow_s > mem_bound {
                 return Err(format!(
-                    "no backpressure (want sent < {}, growth < {}): {summary}",
-                    mib(bound),
+                    "no backpressure (want no progress in the second half of the pause with less \
+                     than {} sent, growth < {}): {summary}",
+                    mib(BP_TOTAL * 3 / 4),
                     mib(mem_bound)
                 ));
             }
@@ -503,6 +490,206 @@ fn backpressure(transport: Transport) {
         )
     });
     println!("path: {}\n{summary}", topo.path);
+}
+
+/// The backpressure stream's reader.
+enum Reader {
+    /// tonic with 64 KiB HTTP/2 windows: it stops granting credit while the application does
+    /// not read (its transport keeps reading the socket).
+    Tonic(tonic::Streaming<SeqMessage>),
+    /// A hand-made HTTP/2 client over a raw socket: it grants a 2 GiB window and then does not
+    /// read its socket at all, so only TCP and the proxies' own buffers can hold the backend
+    /// back (the tunnel carries the client's HTTP/2 end to end: with tonic's window the backend
+    /// would stop at one window without testing the tunnel's buffers).
+    Raw(RawH2),
+}
+
+impl Reader {
+    async fn tonic(addr: std::net::SocketAddr, req: SeqRequest) -> Result<Reader, String> {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .initial_stream_window_size(64 << 10)
+            .initial_connection_window_size(64 << 10)
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e:?}"))?;
+        let mut c = BridgeTestClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let s = c
+            .seq_server_stream(req)
+            .await
+            .map_err(|e| fmt_status(&e))?
+            .into_inner();
+        Ok(Reader::Tonic(s))
+    }
+
+    async fn raw(addr: std::net::SocketAddr, req: SeqRequest) -> Result<Reader, String> {
+        Ok(Reader::Raw(RawH2::open(addr, req).await?))
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Reader::Tonic(_) => "tonic (64 KiB windows)",
+            Reader::Raw(_) => "a raw HTTP/2 client that stops reading its socket (2 GiB window)",
+        }
+    }
+
+    /// Reads and checks every message to the end of the call; Ok(messages) if it ended well.
+    async fn read_to_end(&mut self, count: u32) -> Result<u32, String> {
+        match self {
+            Reader::Tonic(s) => {
+                let mut n = 0;
+                loop {
+                    match timeout(Duration::from_secs(60), s.message()).await {
+                        Err(_) => return Err(format!("stalled after {n} messages")),
+                        Ok(Err(e)) => return Err(format!("{} after {n} messages", fmt_status(&e))),
+                        Ok(Ok(None)) => return Ok(n),
+                        Ok(Ok(Some(m))) => {
+                            seq::check(&m, 7, n, Some(BP_MESSAGE as usize))?;
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            Reader::Raw(r) => r.read_to_end(count).await,
+        }
+    }
+}
+
+/// Just enough HTTP/2 (RFC 9113) for one server-streaming call: literal HPACK fields without
+/// indexing, no Huffman; the response's header blocks are not decoded (the call must end with
+/// a HEADERS frame carrying END_STREAM after every message, with no RST_STREAM or GOAWAY).
+struct RawH2 {
+    sock: tokio::net::TcpStream,
+}
+
+impl RawH2 {
+    fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.push(ty);
+        f.push(flags);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    async fn open(addr: std::net::SocketAddr, req: SeqRequest) -> Result<RawH2, String> {
+        use prost::Message;
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        // SETTINGS_INITIAL_WINDOW_SIZE = 2^31 - 1, and the connection window to the same.
+        let mut settings = vec![0, 4];
+        settings.extend_from_slice(&0x7fff_ffffu32.to_be_bytes());
+        out.extend(Self::frame(0x4, 0, 0, &settings));
+        out.extend(Self::frame(
+            0x8,
+            0,
+            0,
+            &(0x7fff_ffffu32 - 65_535).to_be_bytes(),
+        ));
+        let mut block = vec![];
+        for (k, v) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/bridge.test.BridgeTest/SeqServerStream"),
+            (":authority", "backpressure"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            block.push(0);
+            block.push(k.len() as u8);
+            block.extend_from_slice(k.as_bytes());
+            block.push(v.len() as u8);
+            block.extend_from_slice(v.as_bytes());
+        }
+        out.extend(Self::frame(0x1, 0x4, 1, &block));
+        let msg = req.encode_to_vec();
+        let mut body = vec![0];
+        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        body.extend_from_slice(&msg);
+        out.extend(Self::frame(0x0, 0x1, 1, &body));
+        sock.write_all(&out).await.map_err(|e| e.to_string())?;
+        Ok(RawH2 { sock })
+    }
+
+    async fn read_to_end(&mut self, count: u32) -> Result<u32, String> {
+        use prost::Message;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut inbuf: Vec<u8> = vec![];
+        let mut grpc: Vec<u8> = vec![];
+        let mut n = 0u32;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            // Complete frames first.
+            while inbuf.len() >= 9 {
+                let len = (usize::from(inbuf[0]) << 16)
+                    | (usize::from(inbuf[1]) << 8)
+                    | usize::from(inbuf[2]);
+                if inbuf.len() < 9 + len {
+                    break;
+                }
+                let (ty, flags) = (inbuf[3], inbuf[4]);
+                let stream = u32::from_be_bytes([inbuf[5], inbuf[6], inbuf[7], inbuf[8]]);
+                let payload: Vec<u8> = inbuf.drain(..9 + len).skip(9).collect();
+                match (ty, stream) {
+                    (0x0, 1) => {
+                        let pad = if flags & 0x8 != 0 {
+                            usize::from(payload[0]) + 1
+                        } else {
+                            0
+                        };
+                        let data = &payload[pad.min(1)..payload.len() - pad.saturating_sub(1)];
+                        grpc.extend_from_slice(data);
+                        while grpc.len() >= 5 {
+                            let mlen =
+                                u32::from_be_bytes([grpc[1], grpc[2], grpc[3], grpc[4]]) as usize;
+                            if grpc.len() < 5 + mlen {
+                                break;
+                            }
+                            let m = SeqMessage::decode(&grpc[5..5 + mlen])
+                                .map_err(|e| format!("message {n}: {e}"))?;
+                            seq::check(&m, 7, n, Some(BP_MESSAGE as usize))?;
+                            n += 1;
+                            grpc.drain(..5 + mlen);
+                        }
+                        if flags & 0x1 != 0 {
+                            return Err(format!(
+                                "DATA with END_STREAM after {n} messages: no trailers"
+                            ));
+                        }
+                    }
+                    (0x1, 1) if flags & 0x1 != 0 => {
+                        if !grpc.is_empty() || n != count {
+                            return Err(format!(
+                                "trailers after {n} of {count} messages ({} bytes left over)",
+                                grpc.len()
+                            ));
+                        }
+                        return Ok(n);
+                    }
+                    (0x3, _) => return Err(format!("RST_STREAM after {n} messages")),
+                    (0x7, _) => return Err(format!("GOAWAY after {n} messages")),
+                    (0x4, 0) if flags & 0x1 == 0 => {
+                        let ack = Self::frame(0x4, 0x1, 0, &[]);
+                        self.sock.write_all(&ack).await.map_err(|e| e.to_string())?;
+                    }
+                    _ => {}
+                }
+            }
+            let got = timeout(Duration::from_secs(60), self.sock.read(&mut chunk))
+                .await
+                .map_err(|_| format!("stalled after {n} messages"))?
+                .map_err(|e| format!("read after {n} messages: {e}"))?;
+            if got == 0 {
+                return Err(format!("connection closed after {n} messages"));
+            }
+            inbuf.extend_from_slice(&chunk[..got]);
+        }
+    }
 }
 
 #[test]
