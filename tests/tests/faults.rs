@@ -53,11 +53,12 @@ fn fail_agent(topo: &Topology, agent: &Envoy, msg: String) -> ! {
     )
 }
 
+/// What is SIGKILLed mid-stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
-    ServerEnvoyKilled,
-    HopKilled,
-    BackendKilled,
+    ServerEnvoy,
+    Hop,
+    Backend,
 }
 
 /// How a tonic stream ended after the fault.
@@ -116,7 +117,7 @@ fn label(t: Transport) -> &'static str {
 /// Runs one kill fault; returns (tonic code, grpcio code) for the caller's exact assertion.
 fn kill_fault(transport: Transport, fault: Fault) -> (Code, String) {
     let mut b = Topology::builder().transport(transport);
-    if fault == Fault::BackendKilled {
+    if fault == Fault::Backend {
         b = b.backend_process(env!("CARGO_BIN_EXE_test-backend"));
     }
     let mut topo = b.start().unwrap_or_else(|e| panic!("{e}"));
@@ -150,9 +151,9 @@ fn kill_fault(transport: Transport, fault: Fault) -> (Code, String) {
     let t0 = Instant::now();
     let at = unix_now();
     match fault {
-        Fault::ServerEnvoyKilled => topo.server.process.signal(libc::SIGKILL),
-        Fault::HopKilled => topo.nginx.as_ref().unwrap().process.signal(libc::SIGKILL),
-        Fault::BackendKilled => topo.backend.kill(),
+        Fault::ServerEnvoy => topo.server.process.signal(libc::SIGKILL),
+        Fault::Hop => topo.nginx.as_ref().unwrap().process.signal(libc::SIGKILL),
+        Fault::Backend => topo.backend.kill(),
     }
     let end = rt
         .block_on(read_to_end(&mut s, READ_BEFORE_FAULT, t0))
@@ -181,7 +182,7 @@ fn kill_fault(transport: Transport, fault: Fault) -> (Code, String) {
         fail(&topo, format!("grpcio: OK after {fault:?}"));
     }
     println!(
-        "{} | {fault:?} | tonic {} after {} ms ({} of {STREAM_COUNT} messages) | grpcio {} {:?} after {py_ms} ms",
+        "{} | {fault:?} killed | tonic {} after {} ms ({} of {STREAM_COUNT} messages) | grpcio {} {:?} after {py_ms} ms",
         label(transport),
         fmt_status(&e),
         end.after.as_millis(),
@@ -331,17 +332,17 @@ fn expect_kill(transport: Transport, fault: Fault) {
 
 #[test]
 fn grpc_web_server_envoy_killed() {
-    expect_kill(Transport::GrpcWeb, Fault::ServerEnvoyKilled);
+    expect_kill(Transport::GrpcWeb, Fault::ServerEnvoy);
 }
 
 #[test]
 fn grpc_web_hop_killed() {
-    expect_kill(Transport::GrpcWeb, Fault::HopKilled);
+    expect_kill(Transport::GrpcWeb, Fault::Hop);
 }
 
 #[test]
 fn grpc_web_backend_killed() {
-    expect_kill(Transport::GrpcWeb, Fault::BackendKilled);
+    expect_kill(Transport::GrpcWeb, Fault::Backend);
 }
 
 #[test]
@@ -356,17 +357,17 @@ fn grpc_web_trailers_stripped() {
 
 #[test]
 fn tunnel_server_envoy_killed() {
-    expect_kill(Transport::WebSocketTunnel, Fault::ServerEnvoyKilled);
+    expect_kill(Transport::WebSocketTunnel, Fault::ServerEnvoy);
 }
 
 #[test]
 fn tunnel_hop_killed() {
-    expect_kill(Transport::WebSocketTunnel, Fault::HopKilled);
+    expect_kill(Transport::WebSocketTunnel, Fault::Hop);
 }
 
 #[test]
 fn tunnel_backend_killed() {
-    expect_kill(Transport::WebSocketTunnel, Fault::BackendKilled);
+    expect_kill(Transport::WebSocketTunnel, Fault::Backend);
 }
 
 #[test]

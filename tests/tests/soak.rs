@@ -231,7 +231,7 @@ fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    rl.rlim_cur as u64
+    rl.rlim_cur
 }
 
 fn load(transport: Transport, patterns: &[Pattern]) {
