@@ -33,7 +33,7 @@ use grpc_bridge_tests::envoy::Envoy;
 use grpc_bridge_tests::pb::bridge_test_client::BridgeTestClient;
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::seq;
-use grpc_bridge_tests::topology::{Topology, Transport};
+use grpc_bridge_tests::topology::{NativePath, Topology, Transport};
 use tokio::time::timeout;
 use tonic::metadata::MetadataValue;
 
@@ -351,15 +351,19 @@ const BP_PAUSE: Duration = Duration::from_secs(3);
 const BP_STALL: Duration = Duration::from_millis(1500);
 const BP_PAUSE_MAX: Duration = Duration::from_secs(20);
 
-fn backpressure(transport: Transport) {
+/// `fallback`: the agent is `agent-fallback.yaml` with its native path blocked by the HTTP/1.1
+/// hop, so the stream takes its bridged gRPC-web path.
+fn backpressure(transport: Transport, fallback: bool) {
     let _serial = serial();
     let limit = BP_LIMIT.to_string();
-    let topo = Topology::builder()
+    let mut b = Topology::builder()
         .transport(transport)
         .agent_var("BUFFER_LIMIT_BYTES", &limit)
-        .server_var("BUFFER_LIMIT_BYTES", &limit)
-        .start()
-        .unwrap_or_else(|e| panic!("{e}"));
+        .server_var("BUFFER_LIMIT_BYTES", &limit);
+    if fallback {
+        b = b.fallback(NativePath::ThroughHttp11Hop);
+    }
+    let topo = b.start().unwrap_or_else(|e| panic!("{e}"));
     let agent = topo.agent.as_ref().unwrap();
     let rt = rt();
     let token = unique("backpressure");
@@ -712,10 +716,15 @@ impl RawH2 {
 
 #[test]
 fn backpressure_grpc_web() {
-    backpressure(Transport::GrpcWeb);
+    backpressure(Transport::GrpcWeb, false);
+}
+
+#[test]
+fn backpressure_fallback_agent() {
+    backpressure(Transport::GrpcWeb, true);
 }
 
 #[test]
 fn backpressure_tunnel() {
-    backpressure(Transport::WebSocketTunnel);
+    backpressure(Transport::WebSocketTunnel, false);
 }
