@@ -68,6 +68,37 @@ pub struct CallRecord {
 pub struct State {
     calls: Mutex<HashMap<String, CallRecord>>,
     gates: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Seq* RPCs: barriers by `x-barrier` token (calls arrived so far).
+    barriers: Mutex<HashMap<String, Arc<tokio::sync::watch::Sender<usize>>>>,
+    /// SeqServerStream: payload bytes handed to the transport so far, by token.
+    seq_sent: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+}
+
+/// A Seq* call's place at its barrier (request metadata `x-barrier`, `x-parties`).
+struct SeqBarrier {
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
+    parties: usize,
+}
+
+impl SeqBarrier {
+    /// Arrive and wait (at most 30 s) until all parties have arrived.
+    async fn arrive_and_wait(&self) -> Result<(), Status> {
+        self.arrived.send_modify(|n| *n += 1);
+        let mut rx = self.arrived.subscribe();
+        let parties = self.parties;
+        let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+            rx.wait_for(|n| *n >= parties).await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if arrived {
+            return Ok(());
+        }
+        let n = *self.arrived.borrow();
+        Err(Status::aborted(format!(
+            "barrier: only {n} of {parties} calls arrived within 30 s"
+        )))
+    }
 }
 
 impl State {
@@ -79,6 +110,40 @@ impl State {
         let mut g = self.gates.lock().unwrap();
         let existed = g.contains_key(token);
         (g.entry(token.to_string()).or_default().clone(), existed)
+    }
+
+    /// SeqServerStream calls with `token`: payload bytes handed to the transport so far.
+    pub fn seq_sent(&self, token: &str) -> u64 {
+        self.seq_counter(token)
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn seq_counter(&self, token: &str) -> Arc<std::sync::atomic::AtomicU64> {
+        self.seq_sent
+            .lock()
+            .unwrap()
+            .entry(token.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn seq_barrier(&self, md: &MetadataMap) -> Result<Option<SeqBarrier>, Status> {
+        let Some(token) = md.get("x-barrier").and_then(|v| v.to_str().ok()) else {
+            return Ok(None);
+        };
+        let parties = md
+            .get("x-parties")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .ok_or_else(|| Status::invalid_argument("x-barrier needs x-parties"))?;
+        let arrived = self
+            .barriers
+            .lock()
+            .unwrap()
+            .entry(token.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::watch::Sender::new(0)))
+            .clone();
+        Ok(Some(SeqBarrier { arrived, parties }))
     }
 
     /// Release the gate `token` (a permit is stored if nobody waits yet). Returns whether the
@@ -478,6 +543,106 @@ impl BridgeTest for Service {
                 if let Some(g) = guard {
                     g.finish();
                 }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type SeqServerStreamStream = BoxStream<SeqMessage>;
+
+    async fn seq_server_stream(
+        &self,
+        req: Request<SeqRequest>,
+    ) -> Result<Response<Self::SeqServerStreamStream>, Status> {
+        let barrier = self.state.seq_barrier(req.metadata())?;
+        let r = req.into_inner();
+        let sent = (!r.token.is_empty()).then(|| self.state.seq_counter(&r.token));
+        let (tx, rx) = mpsc::channel::<Result<SeqMessage, Status>>(4);
+        tokio::spawn(async move {
+            for seq in 0..r.count {
+                let m = crate::seq::message(r.stream, seq, r.payload_size as usize);
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+                if let Some(n) = &sent {
+                    n.fetch_add(
+                        u64::from(r.payload_size),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
+                if seq == 0 {
+                    if let Some(b) = &barrier {
+                        if let Err(st) = b.arrive_and_wait().await {
+                            let _ = tx.send(Err(st)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn seq_client_stream(
+        &self,
+        req: Request<Streaming<SeqMessage>>,
+    ) -> Result<Response<SeqSummary>, Status> {
+        let barrier = self.state.seq_barrier(req.metadata())?;
+        let mut s = req.into_inner();
+        let mut count = 0u32;
+        let mut stream = None;
+        while let Some(m) = s.message().await? {
+            let id = *stream.get_or_insert(m.stream);
+            crate::seq::check(&m, id, count, None).map_err(Status::data_loss)?;
+            count += 1;
+            if count == 1 {
+                if let Some(b) = &barrier {
+                    b.arrive_and_wait().await?;
+                }
+            }
+        }
+        Ok(Response::new(SeqSummary { count }))
+    }
+
+    type SeqBidiStream = BoxStream<SeqMessage>;
+
+    async fn seq_bidi(
+        &self,
+        req: Request<Streaming<SeqMessage>>,
+    ) -> Result<Response<Self::SeqBidiStream>, Status> {
+        let barrier = self.state.seq_barrier(req.metadata())?;
+        let mut s = req.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<SeqMessage, Status>>(4);
+        tokio::spawn(async move {
+            let mut expect = 0u32;
+            let mut stream = None;
+            loop {
+                let m = match s.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    Err(st) => {
+                        let _ = tx.send(Err(st)).await;
+                        return;
+                    }
+                };
+                let id = *stream.get_or_insert(m.stream);
+                if let Err(e) = crate::seq::check(&m, id, expect, None) {
+                    let _ = tx.send(Err(Status::data_loss(e))).await;
+                    return;
+                }
+                let answer = crate::seq::message(id, expect, m.payload.len());
+                if tx.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+                if expect == 0 {
+                    if let Some(b) = &barrier {
+                        if let Err(st) = b.arrive_and_wait().await {
+                            let _ = tx.send(Err(st)).await;
+                            return;
+                        }
+                    }
+                }
+                expect += 1;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
