@@ -383,10 +383,15 @@ impl HttpStream for ServerStream {
             let out = encode_for_wire(st, frame);
             let _ = host::append_buffer(BufferType::HttpResponseBody, &out);
             conv.response = ResponseState::Done;
-            self.flush.release(id);
             self.metrics.inc("errors.no_backend_trailers");
             self.metrics.grpc_status(code::INTERNAL);
-            return DataAction::Continue;
+            // Hold this last chunk and let the tick release it. After a flush, Envoy still
+            // treats the body as buffered: our append lands in the held buffer, and Continue
+            // would send the (empty) chunk alone and lose the frame (found by the fuzz target;
+            // same mechanism as the trailers case in ARCHITECTURE.md). Error path: one flush
+            // interval more is fine.
+            self.flush.hold(id);
+            return DataAction::StopIterationAndBuffer;
         }
         host::log(
             LogLevel::Trace,
