@@ -421,7 +421,9 @@ impl Run<'_> {
                 self.plugin.http_response_data(id, &[], true);
             }
         }
-        self.plugin.advance(Duration::from_millis(3000));
+        // Past every timer a stream can have: the flush interval (<= 50 ms here) and the plain
+        // HTTP/1.1 hold (1000 ms by default).
+        self.plugin.advance(Duration::from_millis(1100));
         out.extend(self.plugin.http_take_downstream(id));
         self.check_vm("the end of the stream")?;
         st.upstream_ok |= body_says_ok(&st.upstream_body);
@@ -664,7 +666,9 @@ impl Run<'_> {
                     "upstream data"
                 }
                 5 => {
-                    self.plugin.advance(Duration::from_millis(r.u16() as u64));
+                    // Up to ~5 s: past the keepalive period and the close timer, without
+                    // spending the run on thousands of ticks.
+                    self.plugin.advance(Duration::from_millis(r.u8() as u64 * 20));
                     "time passing"
                 }
                 6 if r.u8() % 4 == 0 => {
@@ -705,7 +709,7 @@ impl Run<'_> {
             self.plugin
                 .connection_downstream_closed(id, CloseType::Remote);
         }
-        self.plugin.advance(Duration::from_secs(60));
+        self.plugin.advance(Duration::from_millis(1500));
         self.check_vm("the end of the connection")
     }
 }
