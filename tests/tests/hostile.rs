@@ -63,6 +63,9 @@ enum Expect {
     /// HTTP 200 with this gRPC status (headers or trailer frame) and a `grpc-message` containing
     /// the substring.
     Grpc(u32, &'static str),
+    /// This HTTP status with this gRPC status and message substring (a plain HTTP/1.1 gRPC client
+    /// behind `http1_status`, which maps the status: NetScaler's table).
+    HttpGrpc(u16, u32, &'static str),
     /// Success, and the backend saw none of the bridge-internal or hop-by-hop headers.
     CleanOk,
     /// A plain HTTP status (a refused request or upgrade).
@@ -427,12 +430,26 @@ fn cases() -> Vec<Case> {
             marked(&[("x-grpc-bridge-auth", "")], &unary_body(b"x")),
             Grpc(16, "no credentials"),
         ),
-        c(
-            "marker_on_native_grpc",
-            Server,
-            post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &unary_body(b"x")),
-            Grpc(16, "no credentials"),
-        ),
+        // Native gRPC over HTTP/1.1 is a plain HTTP/1.1 gRPC client: in Envoy, server.yaml's
+        // http1_status filter maps UNAUTHENTICATED to 401; the harness runs the server role alone.
+        Case {
+            only: Some(Runner::Envoy),
+            ..c(
+                "marker_on_native_grpc",
+                Server,
+                post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &unary_body(b"x")),
+                HttpGrpc(401, 16, "no credentials"),
+            )
+        },
+        Case {
+            only: Some(Runner::Harness),
+            ..c(
+                "marker_on_native_grpc_harness",
+                Server,
+                post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &unary_body(b"x")),
+                Grpc(16, "no credentials"),
+            )
+        },
         c(
             "marker_good_secret_headers_stripped",
             Server,
@@ -737,6 +754,14 @@ fn check_grpc(got: (u16, Option<u32>, String, Vec<u8>), expect: &Expect) -> Resu
                 return Err(format!("got HTTP {status} grpc-status {code:?} {msg:?}; want {want} containing {sub:?}"));
             }
             Ok(format!("grpc-status {want} {msg:?}"))
+        }
+        Expect::HttpGrpc(http, want, sub) => {
+            if status != *http || code != Some(*want) || !msg.contains(sub) {
+                return Err(format!(
+                    "got HTTP {status} grpc-status {code:?} {msg:?}; want HTTP {http}, {want} containing {sub:?}"
+                ));
+            }
+            Ok(format!("HTTP {http} grpc-status {want} {msg:?}"))
         }
         Expect::CleanOk => {
             if status != 200 || code != Some(0) {
