@@ -875,13 +875,18 @@ fn trailer_frame_status(body: &[u8]) -> Option<String> {
             break;
         }
         if flag & 0x80 != 0 {
-            return block_status(&body[at + 5..end]);
+            if let Some(status) = block_status(&body[at + 5..end]) {
+                return Some(status);
+            }
+            // A backend's message with the trailer bit set (passed through as it came): the
+            // frame the filter appended is the one that ends the body.
+            break;
         }
         at = end;
     }
     (0..body.len())
-        .find(|&p| header(p).is_some_and(|(flag, end)| flag & 0x80 != 0 && end == body.len()))
-        .and_then(|p| block_status(&body[p + 5..]))
+        .filter(|&p| header(p).is_some_and(|(flag, end)| flag & 0x80 != 0 && end == body.len()))
+        .find_map(|p| block_status(&body[p + 5..]))
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
