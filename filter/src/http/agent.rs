@@ -16,8 +16,8 @@ use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType};
-use crate::http::{remove_header, replace_body, req_header, resp_header, set_header};
 use crate::metrics::Metrics;
+use crate::http::{remove_header, replace_body, req_header, resp_header, set_header};
 
 enum Response {
     /// Not converted by us, or not yet seen.
@@ -32,11 +32,7 @@ enum Response {
         error: Option<(u32, String)>,
     },
     /// Not gRPC-web: becomes a gRPC status; the body is swallowed (its start quoted).
-    NotGrpc {
-        code: u32,
-        message: String,
-        quote: Vec<u8>,
-    },
+    NotGrpc { code: u32, message: String, quote: Vec<u8> },
     /// Trailers are final (sent in headers or already added).
     Finished,
 }
@@ -53,14 +49,7 @@ pub struct AgentStream {
 
 impl AgentStream {
     pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
-        AgentStream {
-            id,
-            cfg,
-            converted: false,
-            grpc_suffix: String::new(),
-            response: Response::Untouched,
-            metrics,
-        }
+        AgentStream { id, cfg, converted: false, grpc_suffix: String::new(), response: Response::Untouched, metrics }
     }
 
     /// Counts the final status and, for statuses we made up, why.
@@ -68,11 +57,7 @@ impl AgentStream {
         if let Some(kind) = error_kind {
             self.metrics.inc(&format!("errors.{kind}"));
         }
-        if let Some(code) = trailers
-            .iter()
-            .find(|(k, _)| k == "grpc-status")
-            .and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
-        {
+        if let Some(code) = trailers.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes())) {
             self.metrics.grpc_status(code);
         }
     }
@@ -91,40 +76,22 @@ impl AgentStream {
     fn final_trailers_inner(&mut self) -> (Vec<(String, String)>, Option<&'static str>) {
         let response = std::mem::replace(&mut self.response, Response::Finished);
         match response {
-            Response::GrpcWeb {
-                scanner,
-                trailer,
-                header_status,
-                error,
-            } => {
+            Response::GrpcWeb { scanner, trailer, header_status, error } => {
                 if let Some((code, msg)) = error {
-                    let kind = if code == code::RESOURCE_EXHAUSTED {
-                        "too_large"
-                    } else {
-                        "bad_response"
-                    };
+                    let kind = if code == code::RESOURCE_EXHAUSTED { "too_large" } else { "bad_response" };
                     return (status_trailers(code, &msg), Some(kind));
                 }
                 if let Some(reader) = trailer {
                     return match reader.finish() {
                         Ok(pairs) => validate_status(pairs),
                         Err(e) => (
-                            status_trailers(
-                                code::INTERNAL,
-                                &format!("grpc-bridge: bad gRPC-web trailer frame: {e}"),
-                            ),
+                            status_trailers(code::INTERNAL, &format!("grpc-bridge: bad gRPC-web trailer frame: {e}")),
                             Some("bad_trailer_frame"),
                         ),
                     };
                 }
                 if let Err(e) = scanner.finish() {
-                    return (
-                        status_trailers(
-                            code::INTERNAL,
-                            &format!("grpc-bridge: response truncated: {e}"),
-                        ),
-                        Some("truncated"),
-                    );
+                    return (status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")), Some("truncated"));
                 }
                 if let Some((st, msg)) = header_status {
                     let mut v = vec![("grpc-status".to_string(), st)];
@@ -141,11 +108,7 @@ impl AgentStream {
                     Some("no_trailer_frame"),
                 )
             }
-            Response::NotGrpc {
-                code,
-                mut message,
-                quote,
-            } => {
+            Response::NotGrpc { code, mut message, quote } => {
                 let q = quote_body(&quote);
                 if !q.is_empty() {
                     message.push_str(": ");
@@ -160,17 +123,8 @@ impl AgentStream {
 
 /// `grpc-status`/`grpc-message` pairs for a synthesized status.
 fn status_trailers(code: u32, message: &str) -> Vec<(String, String)> {
-    host::log(
-        LogLevel::Info,
-        &format!(
-            "grpc-bridge agent: ending call with {} ({code}): {message}",
-            status::code_name(code)
-        ),
-    );
-    vec![
-        ("grpc-status".to_string(), code.to_string()),
-        ("grpc-message".to_string(), status::percent_encode(message)),
-    ]
+    host::log(LogLevel::Info, &format!("grpc-bridge agent: ending call with {} ({code}): {message}", status::code_name(code)));
+    vec![("grpc-status".to_string(), code.to_string()), ("grpc-message".to_string(), status::percent_encode(message))]
 }
 
 /// Keeps the upstream's trailers if they carry a valid `grpc-status`; otherwise INTERNAL.
@@ -178,19 +132,10 @@ fn validate_status(pairs: Vec<(String, String)>) -> (Vec<(String, String)>, Opti
     match pairs.iter().find(|(k, _)| k == "grpc-status") {
         Some((_, v)) if status::parse_grpc_status(v.as_bytes()).is_some() => (pairs, None),
         Some((_, v)) => (
-            status_trailers(
-                code::INTERNAL,
-                &format!("grpc-bridge: invalid grpc-status {v:?} from upstream"),
-            ),
+            status_trailers(code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
             Some("bad_trailer_frame"),
         ),
-        None => (
-            status_trailers(
-                code::INTERNAL,
-                "grpc-bridge: upstream trailers carry no grpc-status",
-            ),
-            Some("bad_trailer_frame"),
-        ),
+        None => (status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"), Some("bad_trailer_frame")),
     }
 }
 
@@ -216,41 +161,21 @@ fn is_grpc_web_or_grpc(ct: &str) -> Option<String> {
 
 impl HttpStream for AgentStream {
     fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
-        let Some(ct) = req_header("content-type") else {
-            return HeadersAction::Continue;
-        };
-        let Some(suffix) = grpc_web::parse_grpc_content_type(&ct) else {
-            return HeadersAction::Continue;
-        };
+        let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
+        let Some(suffix) = grpc_web::parse_grpc_content_type(&ct) else { return HeadersAction::Continue };
         if req_header(&self.cfg.marker_header).is_some() {
             // Already converted by an agent in front of us: converting twice would break it.
             return HeadersAction::Continue;
         }
-        let suffix = if suffix.is_empty() {
-            "+proto".to_string()
-        } else {
-            suffix
-        };
-        set_header(
-            MapType::HttpRequestHeaders,
-            "content-type",
-            &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix),
-        );
+        let suffix = if suffix.is_empty() { "+proto".to_string() } else { suffix };
+        set_header(MapType::HttpRequestHeaders, "content-type", &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix));
         set_header(MapType::HttpRequestHeaders, "x-grpc-web", "1");
-        set_header(
-            MapType::HttpRequestHeaders,
-            &self.cfg.marker_header,
-            "agent",
-        );
+        set_header(MapType::HttpRequestHeaders, &self.cfg.marker_header, "agent");
         // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
         remove_header(MapType::HttpRequestHeaders, "te");
         self.converted = true;
         self.metrics.inc("calls");
-        self.grpc_suffix = if suffix == "+proto" {
-            String::new()
-        } else {
-            suffix
-        };
+        self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
         HeadersAction::Continue
     }
 
@@ -265,9 +190,7 @@ impl HttpStream for AgentStream {
         if !self.converted {
             return HeadersAction::Continue;
         }
-        let http_status: u16 = resp_header(":status")
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let http_status: u16 = resp_header(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let ct = resp_header("content-type").unwrap_or_default();
         let grpc_ct = self.grpc_content_type();
         // The body shrinks (the trailer frame is cut out), so a length would be wrong.
@@ -276,20 +199,13 @@ impl HttpStream for AgentStream {
 
         if http_status == 200 && is_grpc_web_or_grpc(&ct).is_some() {
             set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
-            let header_status =
-                resp_header("grpc-status").map(|s| (s, resp_header("grpc-message")));
+            let header_status = resp_header("grpc-status").map(|s| (s, resp_header("grpc-message")));
             if eos {
                 // Trailers-only. It must carry a valid status; otherwise it's an error, not OK.
-                match header_status
-                    .as_ref()
-                    .and_then(|(s, _)| status::parse_grpc_status(s.as_bytes()))
-                {
+                match header_status.as_ref().and_then(|(s, _)| status::parse_grpc_status(s.as_bytes())) {
                     Some(code) => self.metrics.grpc_status(code),
                     None => {
-                        let t = status_trailers(
-                            code::INTERNAL,
-                            "grpc-bridge: empty response without grpc-status",
-                        );
+                        let t = status_trailers(code::INTERNAL, "grpc-bridge: empty response without grpc-status");
                         for (k, v) in &t {
                             set_header(MapType::HttpResponseHeaders, k, v);
                         }
@@ -318,11 +234,7 @@ impl HttpStream for AgentStream {
         let code = status::http_to_grpc(http_status);
         let message = format!(
             "grpc-bridge: upstream answered HTTP {http_status}{} instead of gRPC-web",
-            if ct.is_empty() {
-                String::new()
-            } else {
-                format!(" ({ct})")
-            }
+            if ct.is_empty() { String::new() } else { format!(" ({ct})") }
         );
         set_header(MapType::HttpResponseHeaders, ":status", "200");
         set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
@@ -334,11 +246,7 @@ impl HttpStream for AgentStream {
             self.count_final(&t, Some("non_grpc_response"));
             self.response = Response::Finished;
         } else {
-            self.response = Response::NotGrpc {
-                code,
-                message,
-                quote: Vec::new(),
-            };
+            self.response = Response::NotGrpc { code, message, quote: Vec::new() };
         }
         HeadersAction::Continue
     }
@@ -354,23 +262,14 @@ impl HttpStream for AgentStream {
             Response::NotGrpc { quote, .. } => {
                 if size > 0 {
                     if quote.len() < quote_limit {
-                        if let Ok(Some(b)) = host::get_buffer(
-                            BufferType::HttpResponseBody,
-                            0,
-                            quote_limit - quote.len(),
-                        ) {
+                        if let Ok(Some(b)) = host::get_buffer(BufferType::HttpResponseBody, 0, quote_limit - quote.len()) {
                             quote.extend_from_slice(&b);
                         }
                     }
                     let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
                 }
             }
-            Response::GrpcWeb {
-                scanner,
-                trailer,
-                error,
-                ..
-            } => {
+            Response::GrpcWeb { scanner, trailer, error, .. } => {
                 if size > 0 {
                     if error.is_some() {
                         let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
@@ -383,12 +282,8 @@ impl HttpStream for AgentStream {
         }
         if eos {
             for (k, v) in self.final_trailers() {
-                if let Err(e) = host::add_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes())
-                {
-                    host::log(
-                        LogLevel::Error,
-                        &format!("grpc-bridge agent: cannot add trailer {k}: {e:?}"),
-                    );
+                if let Err(e) = host::add_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes()) {
+                    host::log(LogLevel::Error, &format!("grpc-bridge agent: cannot add trailer {k}: {e:?}"));
                 }
             }
         }
@@ -398,16 +293,8 @@ impl HttpStream for AgentStream {
     fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
         // HTTP/1.1 chunked trailers (or HTTP/2 from a gRPC-aware upstream) are rare here; if the
         // upstream sent real trailers with a status and no trailer frame, they stand.
-        if let Response::GrpcWeb {
-            trailer: None,
-            error: None,
-            ..
-        } = &self.response
-        {
-            if let Some(v) = host::get_map_value(MapType::HttpResponseTrailers, "grpc-status")
-                .ok()
-                .flatten()
-            {
+        if let Response::GrpcWeb { trailer: None, error: None, .. } = &self.response {
+            if let Some(v) = host::get_map_value(MapType::HttpResponseTrailers, "grpc-status").ok().flatten() {
                 if let Some(code) = status::parse_grpc_status(&v) {
                     self.metrics.grpc_status(code);
                 }
@@ -431,15 +318,9 @@ fn read_body(start: usize, n: usize) -> Result<Vec<u8>, (u32, String)> {
         Ok(Some(b)) if b.len() == n => Ok(b),
         Ok(b) => Err((
             code::INTERNAL,
-            format!(
-                "grpc-bridge: response body read short ({} of {n} bytes at {start})",
-                b.map_or(0, |b| b.len())
-            ),
+            format!("grpc-bridge: response body read short ({} of {n} bytes at {start})", b.map_or(0, |b| b.len())),
         )),
-        Err(e) => Err((
-            code::INTERNAL,
-            format!("grpc-bridge: response body unreadable: {e:?}"),
-        )),
+        Err(e) => Err((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}"))),
     }
 }
 
@@ -454,46 +335,27 @@ fn split_chunk(
 ) -> Result<(), (u32, String)> {
     let cut_at = if let Some(reader) = trailer.as_mut() {
         let chunk = read_body(0, size)?;
-        reader.push(&chunk).map_err(|e| {
-            (
-                code::INTERNAL,
-                format!("grpc-bridge: bad gRPC-web trailer frame: {e}"),
-            )
-        })?;
+        reader.push(&chunk).map_err(|e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}")))?;
         0
     } else {
         let outcome = scanner.scan_sparse(size, read_body).map_err(|e| match e {
             SparseScanError::Frame(e) => {
                 let c = match e {
-                    crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => {
-                        code::RESOURCE_EXHAUSTED
-                    }
+                    crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => code::RESOURCE_EXHAUSTED,
                     _ => code::INTERNAL,
                 };
                 (c, format!("grpc-bridge: {e}"))
             }
             SparseScanError::Peek(e) => e,
-            SparseScanError::ShortPeek {
-                offset,
-                wanted,
-                got,
-            } => (
-                code::INTERNAL,
-                format!(
-                    "grpc-bridge: response body read short ({got} of {wanted} bytes at {offset})"
-                ),
-            ),
+            SparseScanError::ShortPeek { offset, wanted, got } => {
+                (code::INTERNAL, format!("grpc-bridge: response body read short ({got} of {wanted} bytes at {offset})"))
+            }
         })?;
         match outcome.trailers_start {
             Some(at) => {
                 let tail = read_body(at, size.saturating_sub(at))?;
                 let mut reader = TrailerFrameReader::new(trailer_limit);
-                reader.push(&tail).map_err(|e| {
-                    (
-                        code::INTERNAL,
-                        format!("grpc-bridge: bad gRPC-web trailer frame: {e}"),
-                    )
-                })?;
+                reader.push(&tail).map_err(|e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}")))?;
                 *trailer = Some(reader);
                 at
             }
@@ -504,12 +366,8 @@ fn split_chunk(
         // Envoy can only drain-and-prepend or append: rewrite the chunk as its kept prefix
         // (read here, once per call: only the chunk that holds the trailer frame is edited).
         let kept = read_body(0, cut_at)?;
-        replace_body(BufferType::HttpResponseBody, size, &kept).map_err(|e| {
-            (
-                code::INTERNAL,
-                format!("grpc-bridge: cannot edit response body: {e:?}"),
-            )
-        })?;
+        replace_body(BufferType::HttpResponseBody, size, &kept)
+            .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
     }
     Ok(())
 }

@@ -19,9 +19,7 @@ use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
-use crate::http::{
-    remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header,
-};
+use crate::http::{remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
 use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
 
@@ -83,36 +81,21 @@ pub struct ServerStream {
 
 impl ServerStream {
     pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>, metrics: Rc<Metrics>) -> Self {
-        ServerStream {
-            id,
-            cfg,
-            flush,
-            conv: None,
-            metrics,
-        }
+        ServerStream { id, cfg, flush, conv: None, metrics }
     }
+
+
 
     fn web_content_type(&self) -> String {
         match &self.conv {
-            Some(c) => grpc_web::grpc_web_content_type(
-                c.encoding,
-                if c.suffix.is_empty() {
-                    "+proto"
-                } else {
-                    &c.suffix
-                },
-            ),
+            Some(c) => grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix }),
             None => "application/grpc-web+proto".to_string(),
         }
     }
 
     fn reject_request(&mut self, code: u32, message: &str) {
         let ct = self.web_content_type();
-        self.metrics.inc(if code == code::RESOURCE_EXHAUSTED {
-            "errors.too_large"
-        } else {
-            "errors.bad_request"
-        });
+        self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.too_large" } else { "errors.bad_request" });
         self.metrics.grpc_status(code);
         send_grpc_error(&ct, code, message);
         if let Some(c) = self.conv.as_mut() {
@@ -123,17 +106,11 @@ impl ServerStream {
 
 impl HttpStream for ServerStream {
     fn on_request_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
-        let Some(ct) = req_header("content-type") else {
-            return HeadersAction::Continue;
-        };
+        let Some(ct) = req_header("content-type") else { return HeadersAction::Continue };
         let Some((encoding, suffix)) = grpc_web::parse_grpc_web_content_type(&ct) else {
             return HeadersAction::Continue;
         };
-        let origin = if req_header(&self.cfg.marker_header).is_some() {
-            Origin::Agent
-        } else {
-            Origin::Browser
-        };
+        let origin = if req_header(&self.cfg.marker_header).is_some() { Origin::Agent } else { Origin::Browser };
         self.metrics.inc(match origin {
             Origin::Agent => "calls.agent",
             Origin::Browser => "calls.browser",
@@ -155,17 +132,12 @@ impl HttpStream for ServerStream {
             request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
             response: ResponseState::Pending,
         });
-        host::log(
-            LogLevel::Debug,
-            &format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"),
-        );
+        host::log(LogLevel::Debug, &format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
         HeadersAction::Continue
     }
 
     fn on_request_body(&mut self, size: usize, eos: bool) -> DataAction {
-        let Some(conv) = self.conv.as_mut() else {
-            return DataAction::Continue;
-        };
+        let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
         self.metrics.add("bytes_up", size as u64);
         // Binary bodies are never copied into the VM: the scanner reads only the 5-byte frame
         // headers from the host buffer and skips payloads by arithmetic. Text bodies must be
@@ -175,10 +147,7 @@ impl HttpStream for ServerStream {
                 Ok(Some(b)) => b,
                 Ok(None) => Vec::new(),
                 Err(e) => {
-                    self.reject_request(
-                        code::INTERNAL,
-                        &format!("grpc-bridge: request body unreadable: {e:?}"),
-                    );
+                    self.reject_request(code::INTERNAL, &format!("grpc-bridge: request body unreadable: {e:?}"));
                     return DataAction::StopIterationAndBuffer;
                 }
             }
@@ -193,21 +162,12 @@ impl HttpStream for ServerStream {
                 res = decoder.finish();
             }
             match res {
-                Err(e) => {
-                    failure = Some((
-                        code::INVALID_ARGUMENT,
-                        format!("grpc-bridge: bad grpc-web-text request body: {e}"),
-                    ))
-                }
+                Err(e) => failure = Some((code::INVALID_ARGUMENT, format!("grpc-bridge: bad grpc-web-text request body: {e}"))),
                 Ok(()) => {
                     if let Err(e) = conv.request_scanner.scan(&decoded) {
                         failure = Some(frame_failure(e));
-                    } else if let Err(e) = replace_body(BufferType::HttpRequestBody, size, &decoded)
-                    {
-                        failure = Some((
-                            code::INTERNAL,
-                            format!("grpc-bridge: cannot edit request body: {e:?}"),
-                        ));
+                    } else if let Err(e) = replace_body(BufferType::HttpRequestBody, size, &decoded) {
+                        failure = Some((code::INTERNAL, format!("grpc-bridge: cannot edit request body: {e:?}")));
                     }
                 }
             }
@@ -222,10 +182,7 @@ impl HttpStream for ServerStream {
         }
         if failure.is_none() && eos {
             if let Err(e) = conv.request_scanner.finish() {
-                failure = Some((
-                    code::INVALID_ARGUMENT,
-                    format!("grpc-bridge: request ended inside a message: {e}"),
-                ));
+                failure = Some((code::INVALID_ARGUMENT, format!("grpc-bridge: request ended inside a message: {e}")));
             }
         }
         if let Some((c, m)) = failure {
@@ -237,9 +194,7 @@ impl HttpStream for ServerStream {
 
     fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
         let web_ct = self.web_content_type();
-        let Some(conv) = self.conv.as_mut() else {
-            return HeadersAction::Continue;
-        };
+        let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
         if matches!(conv.response, ResponseState::LocalReply) {
             set_header(MapType::HttpResponseHeaders, "content-type", &web_ct);
             conv.response = ResponseState::Done;
@@ -250,16 +205,9 @@ impl HttpStream for ServerStream {
         }
         let ct = resp_header("content-type").unwrap_or_default();
         let http_status = resp_header(":status").unwrap_or_default();
-        if grpc_web::parse_grpc_content_type(&ct).is_none()
-            && !(eos && resp_header("grpc-status").is_some())
-        {
+        if grpc_web::parse_grpc_content_type(&ct).is_none() && !(eos && resp_header("grpc-status").is_some()) {
             // Not a gRPC answer (an HTML error page, say): gRPC-web clients map the HTTP status.
-            host::log(
-                LogLevel::Debug,
-                &format!(
-                    "grpc-bridge server: backend answered {http_status} {ct:?}: passed through"
-                ),
-            );
+            host::log(LogLevel::Debug, &format!("grpc-bridge server: backend answered {http_status} {ct:?}: passed through"));
             conv.response = ResponseState::Passthrough;
             return HeadersAction::Continue;
         }
@@ -267,39 +215,24 @@ impl HttpStream for ServerStream {
         remove_header(MapType::HttpResponseHeaders, "content-length");
         if eos {
             conv.response = ResponseState::TrailersOnly;
-            if let Some(code) =
-                resp_header("grpc-status").and_then(|v| status::parse_grpc_status(v.as_bytes()))
-            {
+            if let Some(code) = resp_header("grpc-status").and_then(|v| status::parse_grpc_status(v.as_bytes())) {
                 self.metrics.grpc_status(code);
             }
             return HeadersAction::Continue;
         }
-        let text = (conv.encoding == Encoding::Text)
-            .then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
-        conv.response = ResponseState::Streaming(Streaming {
-            body_seen: false,
-            paused: false,
-            held: 0,
-            text,
-        });
+        let text = (conv.encoding == Encoding::Text).then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
+        conv.response = ResponseState::Streaming(Streaming { body_seen: false, paused: false, held: 0, text });
         HeadersAction::Continue
     }
 
     fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
-        let Some(conv) = self.conv.as_mut() else {
-            return DataAction::Continue;
-        };
-        let ResponseState::Streaming(st) = &mut conv.response else {
-            return DataAction::Continue;
-        };
+        let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
+        let ResponseState::Streaming(st) = &mut conv.response else { return DataAction::Continue };
         st.body_seen = true;
         // Sizes are cumulative while paused: count only what is new.
-        self.metrics.add(
-            "bytes_down",
-            size.saturating_sub(if st.paused { st.held } else { 0 }) as u64,
-        );
+        self.metrics.add("bytes_down", size.saturating_sub(if st.paused { st.held } else { 0 }) as u64);
 
         if let Some((encoder, scanner)) = st.text.as_mut() {
             // Encode the bytes that arrived since our last look; Envoy can only replace the whole
@@ -321,10 +254,7 @@ impl HttpStream for ServerStream {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => host::log(
-                        LogLevel::Warn,
-                        &format!("grpc-bridge server: body unreadable: {e:?}"),
-                    ),
+                    Err(e) => host::log(LogLevel::Warn, &format!("grpc-bridge server: body unreadable: {e:?}")),
                 }
             }
         } else {
@@ -337,12 +267,7 @@ impl HttpStream for ServerStream {
             let frame = trailer_frame(
                 &[
                     ("grpc-status".to_string(), code::INTERNAL.to_string()),
-                    (
-                        "grpc-message".to_string(),
-                        status::percent_encode(
-                            "grpc-bridge: backend ended the stream without trailers",
-                        ),
-                    ),
+                    ("grpc-message".to_string(), status::percent_encode("grpc-bridge: backend ended the stream without trailers")),
                 ],
                 trailer_limit,
             );
@@ -354,13 +279,7 @@ impl HttpStream for ServerStream {
             self.metrics.grpc_status(code::INTERNAL);
             return DataAction::Continue;
         }
-        host::log(
-            LogLevel::Trace,
-            &format!(
-                "grpc-bridge server: body size={size} held={} paused={} eos={eos}",
-                st.held, st.paused
-            ),
-        );
+        host::log(LogLevel::Trace, &format!("grpc-bridge server: body size={size} held={} paused={} eos={eos}", st.held, st.paused));
         if st.paused && st.held >= self.cfg.max_held_bytes as usize {
             // Envoy resets a stream whose paused body outgrows its buffer limit, so release what
             // is held now rather than at the tick. Only safe while iteration is already stopped
@@ -379,30 +298,16 @@ impl HttpStream for ServerStream {
         let metrics = self.metrics.clone();
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
-        let Some(conv) = self.conv.as_mut() else {
-            return HeadersAction::Continue;
-        };
-        let ResponseState::Streaming(st) = &mut conv.response else {
-            return HeadersAction::Continue;
-        };
+        let Some(conv) = self.conv.as_mut() else { return HeadersAction::Continue };
+        let ResponseState::Streaming(st) = &mut conv.response else { return HeadersAction::Continue };
         let pairs: Vec<(String, String)> = match host::get_map(MapType::HttpResponseTrailers) {
-            Ok(p) => p
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-                .collect(),
+            Ok(p) => p.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect(),
             Err(e) => {
-                host::log(
-                    LogLevel::Warn,
-                    &format!("grpc-bridge server: trailers unreadable: {e:?}"),
-                );
+                host::log(LogLevel::Warn, &format!("grpc-bridge server: trailers unreadable: {e:?}"));
                 Vec::new()
             }
         };
-        if let Some(code) = pairs
-            .iter()
-            .find(|(k, _)| k == "grpc-status")
-            .and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
-        {
+        if let Some(code) = pairs.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes())) {
             metrics.grpc_status(code);
         }
         if !st.body_seen {
@@ -411,10 +316,7 @@ impl HttpStream for ServerStream {
             // frame can't be written. Keep the trailers as HTTP/1.1 chunked trailers instead
             // (the server listener needs `enable_trailers`); our agent reads them. A hop that
             // drops trailers leaves the agent with no status, which it reports as INTERNAL.
-            host::log(
-                LogLevel::Debug,
-                "grpc-bridge server: trailers without a body: sent as HTTP trailers",
-            );
+            host::log(LogLevel::Debug, "grpc-bridge server: trailers without a body: sent as HTTP trailers");
             metrics.inc("trailers_as_http");
             conv.response = ResponseState::Done;
             return HeadersAction::Continue;
@@ -422,10 +324,7 @@ impl HttpStream for ServerStream {
         let frame = trailer_frame(&pairs, trailer_limit);
         let out = encode_for_wire(st, frame);
         if let Err(e) = host::append_buffer(BufferType::HttpResponseBody, &out) {
-            host::log(
-                LogLevel::Error,
-                &format!("grpc-bridge server: cannot append trailer frame: {e:?}"),
-            );
+            host::log(LogLevel::Error, &format!("grpc-bridge server: cannot append trailer frame: {e:?}"));
         }
         for (k, _) in &pairs {
             remove_header(MapType::HttpResponseTrailers, k);
@@ -444,11 +343,7 @@ impl HttpStream for ServerStream {
     }
 
     fn on_flushed(&mut self) {
-        if let Some(Converted {
-            response: ResponseState::Streaming(st),
-            ..
-        }) = self.conv.as_mut()
-        {
+        if let Some(Converted { response: ResponseState::Streaming(st), .. }) = self.conv.as_mut() {
             st.held = 0;
             st.paused = false;
         }
@@ -472,9 +367,7 @@ fn read_request_body(start: usize, n: usize) -> Result<Vec<u8>, host::Status> {
 
 fn frame_failure(e: FrameError) -> (u32, String) {
     match e {
-        FrameError::MessageTooLarge { .. } => {
-            (code::RESOURCE_EXHAUSTED, format!("grpc-bridge: {e}"))
-        }
+        FrameError::MessageTooLarge { .. } => (code::RESOURCE_EXHAUSTED, format!("grpc-bridge: {e}")),
         _ => (code::INVALID_ARGUMENT, format!("grpc-bridge: {e}")),
     }
 }
@@ -489,12 +382,7 @@ fn trailer_frame(pairs: &[(String, String)], limit: usize) -> Vec<u8> {
             out.clear();
             let fallback = [
                 ("grpc-status".to_string(), code::INTERNAL.to_string()),
-                (
-                    "grpc-message".to_string(),
-                    status::percent_encode(&format!(
-                        "grpc-bridge: backend trailers not representable: {e}"
-                    )),
-                ),
+                ("grpc-message".to_string(), status::percent_encode(&format!("grpc-bridge: backend trailers not representable: {e}"))),
             ];
             let _ = grpc_web::encode_trailer_frame(&fallback, usize::MAX, &mut out);
             out
