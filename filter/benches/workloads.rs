@@ -15,8 +15,8 @@ const CHUNK: usize = 16 * 1024;
 
 /// Workload names, indexed by the id the guest's `bench_run` takes.
 pub const NAMES: &[&str] = &[
-    "grpc_deframe (scanner, 16 KiB chunks)",
-    "grpc_deframe (buffering deframer)",
+    "grpc_deframe (scanner, 1 KiB msgs, 16 KiB chunks)",
+    "grpc_deframe (buffering deframer, 1 KiB msgs)",
     "trailer_frame parse",
     "base64 encode",
     "base64 decode",
@@ -106,7 +106,8 @@ pub fn input(id: u32, size: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
     match id {
         0 | 1 => {
-            let payload: Vec<u8> = data[..16 * 1024.min(size)].to_vec();
+            // 1 KiB messages: a header every 1029 bytes.
+            let payload: Vec<u8> = data[..1024.min(size)].to_vec();
             let mut out = Vec::with_capacity(size + 5);
             while out.len() + payload.len() + 5 <= size {
                 grpc_bridge::codec::grpc_frame::encode_frame(0, &payload, &mut out);
