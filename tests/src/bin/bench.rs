@@ -8,6 +8,8 @@
 //!   websocket   client -> tunnel client Envoy (wasm) -> nginx WebSocket -> tunnel server Envoy (wasm) -> backend
 //!   srv-wasm    gRPC-web/HTTP/1.1 load -> server Envoy (wasm, role server) -> backend
 //!   srv-native  gRPC-web/HTTP/1.1 load -> server Envoy (Envoy's C++ grpc_web filter) -> backend
+//!   grpc-web-nohop  as grpc-web without nginx (agent Envoy -> server Envoy over HTTP/1.1): not in
+//!               the default set (--paths), it separates the hop's cost from the bridge's
 //!   (--before-wasm FILE adds grpc-web@before, websocket@before, srv-wasm@before: the same
 //!   topologies with another build of the filter, measured interleaved in the same run.)
 //!
@@ -60,6 +62,7 @@ const ALL_PATHS: &[&str] = &[
     "websocket",
     "srv-wasm",
     "srv-native",
+    "grpc-web-nohop",
 ];
 
 fn parse_opts() -> Result<Opts, String> {
@@ -78,7 +81,11 @@ fn parse_opts() -> Result<Opts, String> {
         runs: env("BENCH_RUNS")
             .and_then(|v| v.parse().ok())
             .unwrap_or(if quick { 1 } else { 3 }),
-        paths: ALL_PATHS.iter().map(|s| s.to_string()).collect(),
+        paths: ALL_PATHS
+            .iter()
+            .filter(|p| **p != "grpc-web-nohop")
+            .map(|s| s.to_string())
+            .collect(),
         workloads: vec!["unary".into(), "stream".into()],
         stream_msgs: 16,
         stream_bytes: 256 * 1024,
@@ -243,6 +250,9 @@ fn start_path(name: &str) -> Result<Path, String> {
             }
         }
         "grpc-web" => from_topology(topo(Topology::builder()).start()?, Client::Grpc),
+        "grpc-web-nohop" => {
+            from_topology(topo(Topology::builder().hop(false)).start()?, Client::Grpc)
+        }
         "websocket" => from_topology(
             topo(Topology::builder().transport(Transport::WebSocketTunnel)).start()?,
             Client::Grpc,
@@ -634,7 +644,7 @@ fn baseline(path: &str) -> Option<String> {
         match base {
             "direct" => return None,
             "native-h2" => "direct",
-            "grpc-web" | "websocket" => "native-h2",
+            "grpc-web" | "websocket" | "grpc-web-nohop" => "native-h2",
             "srv-wasm" => "srv-native",
             "srv-native" => return None,
             _ => return None,
