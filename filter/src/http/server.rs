@@ -139,10 +139,11 @@ impl HttpStream for ServerStream {
     fn on_request_body(&mut self, size: usize, eos: bool) -> DataAction {
         let Some(conv) = self.conv.as_mut() else { return DataAction::Continue };
         self.metrics.add("bytes_up", size as u64);
-        // Binary bodies are never copied into the VM: the scanner reads only the 5-byte frame
-        // headers from the host buffer and skips payloads by arithmetic. Text bodies must be
-        // decoded, so they are read whole.
-        let chunk = if size > 0 && conv.request_text.is_some() {
+        // Large binary chunks are not copied into the VM: the scanner reads only the 5-byte
+        // frame headers from the host buffer and skips payloads by arithmetic. Text bodies must
+        // be decoded and small chunks cost less read whole (one hostcall), so those are read.
+        let sparse = conv.request_text.is_none() && size > crate::http::agent::WHOLE_CHUNK_BYTES;
+        let chunk = if size > 0 && !sparse {
             match host::get_buffer(BufferType::HttpRequestBody, 0, size) {
                 Ok(Some(b)) => b,
                 Ok(None) => Vec::new(),
@@ -170,6 +171,10 @@ impl HttpStream for ServerStream {
                         failure = Some((code::INTERNAL, format!("grpc-bridge: cannot edit request body: {e:?}")));
                     }
                 }
+            }
+        } else if !sparse {
+            if let Err(e) = conv.request_scanner.scan(&chunk) {
+                failure = Some(frame_failure(e));
             }
         } else if let Err(e) = conv.request_scanner.scan_sparse(size, read_request_body) {
             failure = Some(match e {
