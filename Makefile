@@ -9,7 +9,7 @@ WASM := target/wasm32-wasip1/release/grpc_bridge.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := nginx-light squid-openssl openssl chromium
 
-.PHONY: all setup toolchain venv apt build test test-unit test-e2e demo clean
+.PHONY: all setup toolchain venv apt build test test-unit test-e2e demo bench clean
 
 all: build
 
@@ -45,6 +45,13 @@ test: setup build
 
 demo: setup build
 	cargo run -q -p grpc-bridge-tests --bin demo
+
+# Benchmarks (not part of `make test`; docs/BENCHMARKS.md). QUICK=1: about 2 minutes.
+bench: setup build
+	cargo build -q --profile loadgen -p grpc-bridge-tests --bin bench --bin test-backend --example wasm_codec
+	cargo bench -q -p grpc-bridge --bench codec $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.5,)
+	target/loadgen/examples/wasm_codec $(if $(QUICK),--secs 0.3,)
+	target/loadgen/bench $(if $(QUICK),--quick,) $(if $(BEFORE_WASM),--before-wasm $(BEFORE_WASM),) $(BENCH_ARGS)
 
 clean:
 	cargo clean

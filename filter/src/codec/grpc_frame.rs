@@ -183,6 +183,21 @@ enum ScanState {
     Failed(FrameError),
 }
 
+/// Why [`FrameScanner::scan_sparse`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SparseScanError<E> {
+    /// The framing is invalid (as [`FrameScanner::scan`] reports it).
+    Frame(FrameError),
+    /// The caller's `peek` failed.
+    Peek(E),
+    /// `peek` returned fewer (or more) bytes than asked for.
+    ShortPeek {
+        offset: usize,
+        wanted: usize,
+        got: usize,
+    },
+}
+
 /// Zero-copy boundary tracker over a byte stream split at arbitrary points. It never stores
 /// payload bytes: the payload of a data frame is skipped by arithmetic on its length.
 ///
@@ -277,6 +292,55 @@ impl FrameScanner {
                 }
             }
         }
+    }
+
+    /// Like [`scan`](Self::scan) over a chunk of `len` bytes that the caller does not copy in:
+    /// the scanner asks `peek(offset, n)` for the `n` bytes at `offset` in the chunk only where
+    /// it needs them (frame headers, at most 5 bytes each) and skips payloads by arithmetic.
+    /// `peek` must return exactly `n` bytes or an error; a shorter answer is reported as
+    /// [`SparseScanError::ShortPeek`], never skipped over. Same outcome as `scan` on the same
+    /// bytes, whatever the chunking.
+    pub fn scan_sparse<E>(
+        &mut self,
+        len: usize,
+        mut peek: impl FnMut(usize, usize) -> Result<Vec<u8>, E>,
+    ) -> Result<ScanOutcome, SparseScanError<E>> {
+        let mut outcome = ScanOutcome::default();
+        let mut pos = 0usize;
+        while pos < len {
+            let avail = len.saturating_sub(pos);
+            let need = match &mut self.state {
+                ScanState::Failed(e) => return Err(SparseScanError::Frame(e.clone())),
+                ScanState::Trailers => return Ok(outcome),
+                ScanState::Payload { remaining } => {
+                    let skip = usize_from(*remaining).min(avail);
+                    pos = pos.saturating_add(skip);
+                    *remaining = remaining.saturating_sub(u32::try_from(skip).unwrap_or(u32::MAX));
+                    if *remaining == 0 {
+                        self.complete_message(&mut outcome);
+                    }
+                    continue;
+                }
+                ScanState::Header(hb) => FRAME_HEADER_LEN.saturating_sub(hb.have).min(avail),
+            };
+            let bytes = peek(pos, need).map_err(SparseScanError::Peek)?;
+            if bytes.len() != need {
+                return Err(SparseScanError::ShortPeek {
+                    offset: pos,
+                    wanted: need,
+                    got: bytes.len(),
+                });
+            }
+            let o = self.scan(&bytes).map_err(SparseScanError::Frame)?;
+            if let Some(at) = o.trailers_start {
+                outcome.trailers_start = Some(pos.saturating_add(at));
+            }
+            outcome.messages_completed = outcome
+                .messages_completed
+                .saturating_add(o.messages_completed);
+            pos = pos.saturating_add(need);
+        }
+        Ok(outcome)
     }
 
     fn complete_message(&mut self, outcome: &mut ScanOutcome) {
@@ -819,5 +883,73 @@ mod tests {
         let mut d = Deframer::new(10, 10);
         d.push(&[0, 0]).unwrap();
         assert_eq!(d.finish(), Err(FrameError::Truncated { missing: 3 }));
+    }
+
+    /// `scan_sparse` reads only frame headers and gives exactly what `scan` gives on the same
+    /// bytes, for every chunking, including errors and the trailer offset.
+    #[test]
+    fn scan_sparse_matches_scan() {
+        use proptest::prelude::*;
+        let strategy = (
+            proptest::collection::vec(
+                (
+                    prop_oneof![Just(0u8), Just(1), Just(0x80), Just(0x40)],
+                    0usize..40,
+                ),
+                0..6,
+            ),
+            proptest::collection::vec(1usize..30, 1..12),
+            1u32..64,
+        );
+        proptest!(ProptestConfig::with_cases(500), |((frames, cuts, limit) in strategy)| {
+            let mut body = Vec::new();
+            for (flags, len) in &frames {
+                encode_frame(*flags, &vec![0xab; *len], &mut body);
+            }
+            let mut a = FrameScanner::new(limit);
+            let mut b = FrameScanner::new(limit);
+            let mut pos = 0;
+            let mut peeked = 0usize;
+            for cut in cuts.iter().cycle() {
+                if pos >= body.len() {
+                    break;
+                }
+                let end = (pos + cut).min(body.len());
+                let chunk = &body[pos..end];
+                let ra = a.scan(chunk);
+                let rb = b.scan_sparse(chunk.len(), |at, n| -> Result<Vec<u8>, ()> {
+                    peeked += n;
+                    Ok(chunk[at..at + n].to_vec())
+                });
+                match (ra, rb) {
+                    (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
+                    (Err(x), Err(SparseScanError::Frame(y))) => prop_assert_eq!(x, y),
+                    (x, y) => prop_assert!(false, "scan {:?} vs scan_sparse {:?}", x, y),
+                }
+                prop_assert_eq!(a.at_boundary(), b.at_boundary());
+                prop_assert_eq!(a.messages(), b.messages());
+                pos = end;
+            }
+            prop_assert_eq!(a.finish(), b.finish());
+            // Headers only: at most 5 bytes per frame were read.
+            prop_assert!(peeked <= 5 * frames.len());
+        });
+    }
+
+    #[test]
+    fn scan_sparse_reports_a_short_peek() {
+        let body = frame(0, b"hello");
+        let mut s = FrameScanner::new(100);
+        let r = s.scan_sparse(body.len(), |_, _| -> Result<Vec<u8>, ()> { Ok(vec![0, 0]) });
+        assert_eq!(
+            r,
+            Err(SparseScanError::ShortPeek {
+                offset: 0,
+                wanted: 5,
+                got: 2
+            })
+        );
+        let r = s.scan_sparse(body.len(), |_, _| Err::<Vec<u8>, _>("host"));
+        assert_eq!(r, Err(SparseScanError::Peek("host")));
     }
 }

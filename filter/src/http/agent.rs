@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use crate::abi::{DataAction, HeadersAction, HttpStream};
-use crate::codec::grpc_frame::FrameScanner;
+use crate::codec::grpc_frame::{FrameScanner, SparseScanError};
 use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
 use crate::config::Config;
@@ -311,19 +311,9 @@ impl HttpStream for AgentStream {
                 if size > 0 {
                     if error.is_some() {
                         let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
-                    } else {
-                        match host::get_buffer(BufferType::HttpResponseBody, 0, size) {
-                            Ok(Some(chunk)) => {
-                                if let Err(e) = split_chunk(&chunk, scanner, trailer, trailer_limit) {
-                                    *error = Some(e);
-                                    let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                *error = Some((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}")))
-                            }
-                        }
+                    } else if let Err(e) = split_chunk(size, scanner, trailer, trailer_limit) {
+                        *error = Some(e);
+                        let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
                     }
                 }
             }
@@ -364,40 +354,84 @@ impl HttpStream for AgentStream {
     }
 }
 
-/// Passes data frames, moves trailer-frame bytes out of the chunk into `trailer`.
+/// Body chunks up to this size are read whole; larger ones are scanned through their frame
+/// headers only (`FrameScanner::scan_sparse`). Measured in `make bench` (docs/BENCHMARKS.md).
+pub(crate) const WHOLE_CHUNK_BYTES: usize = 16 * 1024;
+
+/// `n` bytes of the response body chunk at `start`: exactly `n`, or an error.
+fn read_body(start: usize, n: usize) -> Result<Vec<u8>, (u32, String)> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    match host::get_buffer(BufferType::HttpResponseBody, start, n) {
+        Ok(Some(b)) if b.len() == n => Ok(b),
+        Ok(b) => Err((
+            code::INTERNAL,
+            format!("grpc-bridge: response body read short ({} of {n} bytes at {start})", b.map_or(0, |b| b.len())),
+        )),
+        Err(e) => Err((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}"))),
+    }
+}
+
+/// Passes data frames, moves trailer-frame bytes out of the `size`-byte chunk into `trailer`.
+/// Large chunks are not copied into the VM: the scanner reads only their 5-byte frame headers
+/// from the host buffer (`get_buffer_bytes` with start and size) and skips payloads by
+/// arithmetic.
 fn split_chunk(
-    chunk: &[u8],
+    size: usize,
     scanner: &mut FrameScanner,
     trailer: &mut Option<TrailerFrameReader>,
     trailer_limit: usize,
 ) -> Result<(), (u32, String)> {
-    let size = chunk.len();
-    let cut_at = if let Some(reader) = trailer.as_mut() {
-        reader.push(chunk).map_err(|e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}")))?;
-        0
-    } else {
-        let outcome = scanner.scan(chunk).map_err(|e| {
-            let c = match e {
-                crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => code::RESOURCE_EXHAUSTED,
-                _ => code::INTERNAL,
-            };
-            (c, format!("grpc-bridge: {e}"))
-        })?;
-        match outcome.trailers_start {
-            Some(at) => {
-                let mut reader = TrailerFrameReader::new(trailer_limit);
-                reader
-                    .push(chunk.get(at..).unwrap_or(&[]))
-                    .map_err(|e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}")))?;
-                *trailer = Some(reader);
-                at
-            }
-            None => size,
-        }
+    let frame_error = |e: crate::codec::grpc_frame::FrameError| {
+        let c = match e {
+            crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => code::RESOURCE_EXHAUSTED,
+            _ => code::INTERNAL,
+        };
+        (c, format!("grpc-bridge: {e}"))
     };
-    if cut_at < size {
-        // Envoy can only drain-and-prepend or append: rewrite the chunk as its kept prefix.
-        replace_body(BufferType::HttpResponseBody, size, chunk.get(..cut_at).unwrap_or(&[]))
+    let trailer_error = |e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}"));
+    if trailer.is_some() || size <= WHOLE_CHUNK_BYTES {
+        // Trailer bytes, or a small chunk (a unary response, often with its trailer frame):
+        // one read of the whole chunk costs less than a hostcall per frame header.
+        let chunk = read_body(0, size)?;
+        let cut_at = if let Some(reader) = trailer.as_mut() {
+            reader.push(&chunk).map_err(trailer_error)?;
+            0
+        } else {
+            match scanner.scan(&chunk).map_err(frame_error)?.trailers_start {
+                Some(at) => {
+                    let mut reader = TrailerFrameReader::new(trailer_limit);
+                    reader.push(chunk.get(at..).unwrap_or(&[])).map_err(trailer_error)?;
+                    *trailer = Some(reader);
+                    at
+                }
+                None => size,
+            }
+        };
+        if cut_at < size {
+            // Envoy can only drain-and-prepend or append: rewrite the chunk as its kept prefix.
+            replace_body(BufferType::HttpResponseBody, size, chunk.get(..cut_at).unwrap_or(&[]))
+                .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
+        }
+        return Ok(());
+    }
+    let outcome = scanner.scan_sparse(size, read_body).map_err(|e| match e {
+        SparseScanError::Frame(e) => frame_error(e),
+        SparseScanError::Peek(e) => e,
+        SparseScanError::ShortPeek { offset, wanted, got } => {
+            (code::INTERNAL, format!("grpc-bridge: response body read short ({got} of {wanted} bytes at {offset})"))
+        }
+    })?;
+    if let Some(at) = outcome.trailers_start {
+        let tail = read_body(at, size.saturating_sub(at))?;
+        let mut reader = TrailerFrameReader::new(trailer_limit);
+        reader.push(&tail).map_err(trailer_error)?;
+        *trailer = Some(reader);
+        // Rewrite the chunk as its kept prefix (once per call: only the chunk that holds the
+        // trailer frame is edited).
+        let kept = read_body(0, at)?;
+        replace_body(BufferType::HttpResponseBody, size, &kept)
             .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
     }
     Ok(())

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::abi::{DataAction, HeadersAction, HttpStream};
 use crate::auth::{self, PeerCertificate};
-use crate::codec::grpc_frame::{FrameError, FrameScanner};
+use crate::codec::grpc_frame::{FrameError, FrameScanner, SparseScanError};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
@@ -216,7 +216,11 @@ impl HttpStream for ServerStream {
             return DataAction::Continue;
         };
         self.metrics.add("bytes_up", size as u64);
-        let chunk = if size > 0 {
+        // Large binary chunks are not copied into the VM: the scanner reads only the 5-byte
+        // frame headers from the host buffer and skips payloads by arithmetic. Text bodies must
+        // be decoded and small chunks cost less read whole (one hostcall), so those are read.
+        let sparse = conv.request_text.is_none() && size > crate::http::agent::WHOLE_CHUNK_BYTES;
+        let chunk = if size > 0 && !sparse {
             match host::get_buffer(BufferType::HttpRequestBody, 0, size) {
                 Ok(Some(b)) => b,
                 Ok(None) => Vec::new(),
@@ -248,8 +252,18 @@ impl HttpStream for ServerStream {
                     }
                 }
             }
-        } else if let Err(e) = conv.request_scanner.scan(&chunk) {
-            failure = Some(frame_failure(e));
+        } else if !sparse {
+            if let Err(e) = conv.request_scanner.scan(&chunk) {
+                failure = Some(frame_failure(e));
+            }
+        } else if let Err(e) = conv.request_scanner.scan_sparse(size, read_request_body) {
+            failure = Some(match e {
+                SparseScanError::Frame(e) => frame_failure(e),
+                SparseScanError::Peek(e) => (code::INTERNAL, format!("grpc-bridge: request body unreadable: {e:?}")),
+                SparseScanError::ShortPeek { offset, wanted, got } => {
+                    (code::INTERNAL, format!("grpc-bridge: request body read short ({got} of {wanted} bytes at {offset})"))
+                }
+            });
         }
         if failure.is_none() && eos {
             if let Err(e) = conv.request_scanner.finish() {
@@ -505,6 +519,11 @@ impl HttpStream for ServerStream {
 /// to `trailers` separately).
 pub(crate) const HOP_BY_HOP: [&str; 5] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/// `n` bytes of the request body chunk at `start` (the host answers None for nothing there).
+fn read_request_body(start: usize, n: usize) -> Result<Vec<u8>, host::Status> {
+    host::get_buffer(BufferType::HttpRequestBody, start, n).map(Option::unwrap_or_default)
+}
 
 fn frame_failure(e: FrameError) -> (u32, String) {
     match e {
