@@ -104,6 +104,7 @@ mod raw {
     #[link(wasm_import_module = "env")]
     extern "C" {
         pub fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+        pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
         pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
         pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
         pub fn proxy_get_buffer_bytes(
@@ -192,6 +193,9 @@ mod raw {
     pub unsafe fn proxy_log(_: u32, _: *const u8, _: usize) -> u32 {
         12
     }
+    pub unsafe fn proxy_get_log_level(_: *mut u32) -> u32 {
+        12
+    }
     pub unsafe fn proxy_get_current_time_nanoseconds(_: *mut u64) -> u32 {
         12
     }
@@ -272,6 +276,37 @@ fn take_host_bytes(ptr: *mut u8, len: usize) -> Option<Vec<u8>> {
     // SAFETY: the host allocated `len` bytes through our `proxy_on_memory_allocate`, which
     // hands out `Vec<u8>` allocations of exactly that capacity, and gives up ownership.
     Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
+/// Logs built only when the host would keep them: debug and trace messages on the data path
+/// otherwise cost a `format!` and a host call per request or chunk. The host's level is asked
+/// again every 1024 checks (it can change at run time through Envoy's admin).
+pub fn log_with(level: LogLevel, msg: impl FnOnce() -> String) {
+    if log_enabled(level) {
+        log(level, &msg());
+    }
+}
+
+fn log_enabled(level: LogLevel) -> bool {
+    use std::cell::Cell;
+    thread_local! {
+        /// (host level, checks left before asking again)
+        static LEVEL: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+    LEVEL.with(|cell| {
+        let (mut host_level, left) = cell.get();
+        if left == 0 {
+            let mut l = 0u32;
+            // SAFETY: l is a valid out-pointer.
+            let status = unsafe { raw::proxy_get_log_level(&mut l) };
+            // Unknown: log everything (the host filters anyway).
+            host_level = if Status::from_raw(status).is_ok() { l } else { 0 };
+            cell.set((host_level, 1023));
+        } else {
+            cell.set((host_level, left - 1));
+        }
+        level as u32 >= host_level
+    })
 }
 
 pub fn log(level: LogLevel, msg: &str) {

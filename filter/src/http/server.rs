@@ -207,7 +207,7 @@ impl HttpStream for ServerStream {
             response: ResponseState::Pending,
             started_ns: host::now_nanos(),
         });
-        host::log(LogLevel::Debug, &format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
+        host::log_with(LogLevel::Debug, || format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
         HeadersAction::Continue
     }
 
@@ -407,10 +407,10 @@ impl HttpStream for ServerStream {
             self.flush.hold(id);
             return DataAction::StopIterationAndBuffer;
         }
-        host::log(
-            LogLevel::Trace,
-            &format!("grpc-bridge server: body size={size} held={} paused={} eos={eos}", st.held, st.paused),
-        );
+        let (held, paused) = (st.held, st.paused);
+        host::log_with(LogLevel::Trace, || {
+            format!("grpc-bridge server: body size={size} held={held} paused={paused} eos={eos}")
+        });
         if st.paused && st.held >= self.cfg.max_held_bytes as usize {
             // Envoy resets a stream whose paused body outgrows its buffer limit, so release what
             // is held now rather than at the tick. Only safe while iteration is already stopped
