@@ -31,6 +31,9 @@ use crate::headers::Headers;
 use crate::stream::{Direction, Frame, StreamId};
 use crate::vm::{Plugin, PluginOptions, WasmSource};
 
+/// The shared secret of configurations with `auth`.
+const SECRET: &str = "fuzz-secret-0123456789";
+
 /// Most operations one input runs (beyond that the rest of the input is ignored).
 const MAX_OPS: usize = 96;
 /// Most times one generated chunk is repeated (to push volume past the limits cheaply).
@@ -153,9 +156,18 @@ impl Setup {
             0 => format!(
                 r#"{{"role":"agent","max_message_bytes":{max_message},"max_trailer_bytes":{max_trailer},"error_body_quote_bytes":{quote}}}"#
             ),
-            1 => format!(
-                r#"{{"role":"server","max_message_bytes":{max_message},"max_trailer_bytes":{max_trailer},"flush_interval_ms":{flush},"max_held_bytes":{max_held}}}"#
-            ),
+            1 => {
+                // With `secret`: agent-marked requests must carry SECRET (the driver sends it,
+                // a wrong one, or none); every other input: no auth.
+                let auth = if secret {
+                    format!(r#","auth":{{"shared_secrets":["{SECRET}"],"require_for_unmarked":{}}}"#, max_frame == 1024)
+                } else {
+                    String::new()
+                };
+                format!(
+                    r#"{{"role":"server","max_message_bytes":{max_message},"max_trailer_bytes":{max_trailer},"flush_interval_ms":{flush},"max_held_bytes":{max_held}{auth}}}"#
+                )
+            }
             2 => format!(
                 r#"{{"role":"tunnel_client","tunnel_host":"bridge.example:443","max_frame_bytes":{max_frame},"ping_interval_ms":{ping}}}"#
             ),
@@ -314,6 +326,11 @@ impl Run<'_> {
                     }
                     if flags & 32 != 0 {
                         h.add("x-grpc-web", "1");
+                    }
+                    match r.u8() % 4 {
+                        1 => h.add("x-grpc-bridge-auth", SECRET),
+                        2 => h.add("x-grpc-bridge-auth", "fuzz-secret-0123456788"),
+                        _ => {}
                     }
                     st.request_type = ct.to_string();
                     st.request_headers = true;
@@ -971,7 +988,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     // Server role, binary gRPC-web unary: request frame, response frame, trailers OK.
     let mut p = setup(1);
-    p.extend_from_slice(&[0, 3, 0]); // request headers: grpc-web+proto, flags 0
+    p.extend_from_slice(&[0, 3, 0, 0]); // request headers: grpc-web+proto, flags 0, no secret
     p.push(2);
     p.extend(frame(12, false, true));
     p.extend_from_slice(&[4, 0, 0, 0]); // response headers: 200, application/grpc
@@ -982,7 +999,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     // Server role, text mode, a streamed response with time passing between messages.
     let mut p = setup(1);
-    p.extend_from_slice(&[0, 4, 0]);
+    p.extend_from_slice(&[0, 4, 0, 0]);
     p.push(2);
     p.extend(frame(7, true, true));
     p.extend_from_slice(&[4, 0, 0, 0]);
@@ -996,13 +1013,13 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     // Server role, trailers-only answer (grpc-status in the headers, end of stream).
     let mut p = setup(1);
-    p.extend_from_slice(&[0, 3, 0x80]);
+    p.extend_from_slice(&[0, 3, 0x80, 0]);
     p.extend_from_slice(&[4, 0, 0, 3, 4]); // headers with grpc-status 14, ended
     out.push(("server-trailers-only", p));
 
     // Agent role, unary: native request, gRPC-web answer with its trailer frame.
     let mut p = setup(0);
-    p.extend_from_slice(&[0, 0, 1]); // application/grpc, te: trailers
+    p.extend_from_slice(&[0, 0, 1, 0]); // application/grpc, te: trailers
     p.push(2);
     p.extend(frame(10, false, true));
     p.extend_from_slice(&[4, 0, 3, 0]); // 200, grpc-web+proto
@@ -1014,7 +1031,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     // Agent role, an answer cut before its trailer frame, then an HTML error page.
     let mut p = setup(0);
-    p.extend_from_slice(&[0, 0, 1]);
+    p.extend_from_slice(&[0, 0, 1, 0]);
     p.push(2);
     p.extend(frame(10, false, true));
     p.extend_from_slice(&[4, 0, 3, 0]);
@@ -1022,7 +1039,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     p.extend(frame(100, false, true));
     out.push(("agent-truncated", p));
     let mut p = setup(0);
-    p.extend_from_slice(&[0, 0, 1]);
+    p.extend_from_slice(&[0, 0, 1, 0]);
     p.push(2);
     p.extend(frame(10, false, true));
     p.extend_from_slice(&[4, 4, 6, 0]); // 502 text/html
@@ -1052,6 +1069,17 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     p.extend_from_slice(&[0, 1]);
     p.extend_from_slice(&[5, 0x20, 0x4e]);
     out.push(("tunnel-client", p));
+    // Server role with `auth`: an agent-marked request with the right secret, then one more
+    // stream's worth of response.
+    let mut p = vec![1u8, 4, 2, 1, 2, 2, 2, 2, 1, 1];
+    p.extend_from_slice(&[0, 3, 2, 1]); // grpc-web+proto, the marker, the right secret
+    p.push(2);
+    p.extend(frame(12, false, true));
+    p.extend_from_slice(&[4, 0, 0, 0]);
+    p.push(5);
+    p.extend(frame(20, false, false));
+    p.extend_from_slice(&[7, 0, 0]);
+    out.push(("server-auth", p));
     out
 }
 
