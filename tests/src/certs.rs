@@ -85,49 +85,13 @@ impl TestPki {
         let d = dir.path();
         self_signed_ca("grpc-bridge test proxy CA", "proxy-ca", d)?;
         self_signed_ca("grpc-bridge test server CA", "server-ca", d)?;
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                &format!("/CN={server_name}"),
-            ],
+        leaf_cert(
             d,
-        )?;
-        std::fs::write(
-            d.join("server.ext"),
-            format!(
-                "subjectAltName=DNS:{server_name}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "server-ca.pem",
-                "-CAkey",
-                "server-ca.key",
-                "-set_serial",
-                "2",
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-                "-out",
-                "server.pem",
-            ],
-            d,
+            "server",
+            server_name,
+            &format!("DNS:{server_name}"),
+            "serverAuth",
+            "2",
         )?;
         let mut both = std::fs::read(d.join("proxy-ca.pem")).map_err(|e| e.to_string())?;
         both.extend(std::fs::read(d.join("server-ca.pem")).map_err(|e| e.to_string())?);
@@ -158,58 +122,75 @@ impl TestPki {
     /// `CN=cn`: returns (certificate, key) paths.
     pub fn client_cert(&self, cn: &str, uri_san: &str) -> Result<(PathBuf, PathBuf), String> {
         let d = self.dir.path();
-        let key = format!("{cn}.key");
-        let csr = format!("{cn}.csr");
-        let ext = format!("{cn}.ext");
-        let pem = format!("{cn}.pem");
-        openssl(
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-            d,
-        )?;
-        std::fs::write(
-            d.join(&ext),
-            format!(
-                "subjectAltName=URI:{uri_san}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        openssl(
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "server-ca.pem",
-                "-CAkey",
-                "server-ca.key",
-                "-set_serial",
-                "3",
-                "-days",
-                "2",
-                "-extfile",
-                &ext,
-                "-out",
-                &pem,
-            ],
-            d,
-        )?;
+        leaf_cert(d, cn, cn, &format!("URI:{uri_san}"), "clientAuth", "3")?;
+        let (key, pem) = (format!("{cn}.key"), format!("{cn}.pem"));
         for f in [&key, &pem] {
             std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644))
                 .map_err(|e| e.to_string())?;
         }
         Ok((d.join(pem), d.join(key)))
     }
+}
+
+/// A key and certificate signed by the server CA in `d`: `<name>.key`, `<name>.pem` (with
+/// `<name>.csr`, `<name>.ext` on the way), subject `CN=cn`, the one subjectAltName `san`
+/// (`DNS:...`, `URI:...`) and extended key usage `usage`.
+fn leaf_cert(
+    d: &Path,
+    name: &str,
+    cn: &str,
+    san: &str,
+    usage: &str,
+    serial: &str,
+) -> Result<(), String> {
+    let (key, csr, ext, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+        format!("{name}.pem"),
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+        d,
+    )?;
+    std::fs::write(
+        d.join(&ext),
+        format!(
+            "subjectAltName={san}\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "server-ca.pem",
+            "-CAkey",
+            "server-ca.key",
+            "-set_serial",
+            serial,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ],
+        d,
+    )
 }

@@ -948,6 +948,24 @@ fn server_frames(mut b: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, String> {
     Ok(out)
 }
 
+/// A tonic unary call to `addr` that must answer `want` within 10 s.
+async fn good_unary(addr: SocketAddr, payload: &[u8], want: &[u8]) -> Result<(), String> {
+    let mut client = grpc_bridge_tests::cases::connect(addr).await?;
+    let r = timeout(
+        Duration::from_secs(10),
+        client.unary(UnaryRequest {
+            payload: payload.to_vec(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .map_err(|_| "no answer in 10 s".to_string())?
+    .map_err(|s| format!("good call failed: {s:?}"))?;
+    (r.get_ref().payload == want)
+        .then_some(())
+        .ok_or_else(|| format!("good call got {:?}", r.get_ref()))
+}
+
 /// The good request after each case: it must succeed on the same listener.
 async fn good_request(stack: &Stack, target: Target) -> Result<(), String> {
     match target {
@@ -955,39 +973,9 @@ async fn good_request(stack: &Stack, target: Target) -> Result<(), String> {
             let r = grpc_of(&exchange(stack.server, &web(&unary_body(b"good"))).await?)?;
             check_grpc(r, &Expect::Grpc(0, "")).map(|_| ())
         }
-        Target::Agent => {
-            let mut client = grpc_bridge_tests::cases::connect(stack.agent).await?;
-            let r = timeout(
-                Duration::from_secs(10),
-                client.unary(UnaryRequest {
-                    payload: b"x".to_vec(),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|_| "no answer in 10 s".to_string())?
-            .map_err(|s| format!("good call failed: {s:?}"))?;
-            (r.get_ref().payload == b"fake")
-                .then_some(())
-                .ok_or_else(|| format!("good call got {:?}", r.get_ref()))
-        }
-        Target::TunnelClient => {
-            // Through the tunnel client, the splicing FakeWs and the tunnel server to the backend.
-            let mut client = grpc_bridge_tests::cases::connect(stack.tunnel_client).await?;
-            let r = timeout(
-                Duration::from_secs(10),
-                client.unary(UnaryRequest {
-                    payload: b"tc".to_vec(),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(|_| "no answer in 10 s".to_string())?
-            .map_err(|s| format!("good call failed: {s:?}"))?;
-            (r.get_ref().payload == b"tc")
-                .then_some(())
-                .ok_or_else(|| format!("good call got {:?}", r.get_ref()))
-        }
+        Target::Agent => good_unary(stack.agent, b"x", b"fake").await,
+        // Through the tunnel client, the splicing FakeWs and the tunnel server to the backend.
+        Target::TunnelClient => good_unary(stack.tunnel_client, b"tc", b"tc").await,
         Target::Tunnel => {
             // A good upgrade: 101, then the backend's HTTP/2 SETTINGS in a binary frame.
             let mut s = TcpStream::connect(stack.tunnel)
