@@ -53,35 +53,18 @@ impl Squid {
         vars.insert("LISTEN_PORT".to_string(), port.to_string());
         vars.insert("CONNECT_PORT".to_string(), connect_port.to_string());
         vars.insert("PREFIX".to_string(), prefix.display().to_string());
-        let tpl_path = config_template("squid-connect.conf");
-        let tpl = std::fs::read_to_string(&tpl_path)
-            .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
-        let conf = prefix.join("squid.conf");
-        std::fs::write(&conf, template::render(&tpl, &vars)?).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(squid_bin());
-        cmd.arg("-N").arg("-f").arg(&conf).current_dir(&prefix);
-        let log = prefix.join("squid.out");
-        let mut process = Process::spawn(&format!("squid-{name}"), cmd, log, Some(dir))?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Err(e) = process.check_running() {
-                let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
-                return Err(format!("{e}\ncache.log:\n{cache}"));
-            }
-            if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
-                std::thread::sleep(Duration::from_millis(50));
-                process.check_running()?;
-                return Ok(Squid {
-                    process,
-                    addr,
-                    prefix,
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(format!("squid-{name} did not listen on {addr}"));
-            }
-        }
+        let (process, addr) = spawn(
+            &format!("squid-{name}"),
+            "squid-connect.conf",
+            &vars,
+            dir,
+            port,
+        )?;
+        Ok(Squid {
+            process,
+            addr,
+            prefix,
+        })
     }
 
     /// CONNECT tunnels squid has finished (access.log `TCP_TUNNEL/200` lines).
@@ -105,5 +88,45 @@ impl Squid {
             tail(read("access.log")),
             tail(read("cache.log"))
         )
+    }
+}
+
+/// Renders `template` with `vars` into `<dir>/squid.conf`, runs `squid -N` there (the process
+/// owns `dir`) and waits up to 15 s until it listens on 127.0.0.1:`port`. A squid that exits
+/// first is reported with the tail of its `cache.log`.
+pub(crate) fn spawn(
+    label: &str,
+    template_name: &str,
+    vars: &HashMap<String, String>,
+    dir: tempfile::TempDir,
+    port: u16,
+) -> Result<(Process, SocketAddr), String> {
+    let prefix = dir.path().to_path_buf();
+    let tpl_path = config_template(template_name);
+    let tpl = std::fs::read_to_string(&tpl_path)
+        .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
+    let conf = prefix.join("squid.conf");
+    std::fs::write(&conf, template::render(&tpl, vars)?).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(squid_bin());
+    cmd.arg("-N").arg("-f").arg(&conf).current_dir(&prefix);
+    let log = prefix.join("squid.out");
+    let mut process = Process::spawn(label, cmd, log, Some(dir))?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Err(e) = process.check_running() {
+            let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
+            let tail: Vec<&str> = cache.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("{e}\ncache.log:\n{}", tail.join("\n")));
+        }
+        if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+            process.check_running()?;
+            return Ok((process, addr));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{label} did not listen on {addr}"));
+        }
     }
 }

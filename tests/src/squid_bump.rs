@@ -10,13 +10,10 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::certs::{openssl_bin, TestPki};
-use crate::envoy::config_template;
-use crate::squid::squid_bin;
-use crate::template;
-use crate::util::{free_port, wait_for_port, wait_until, Process};
+use crate::util::{free_port, wait_until, Process};
 
 /// squid's certificate helper (`$SQUID_CERTGEN_BIN` overrides).
 pub fn certgen_bin() -> PathBuf {
@@ -188,37 +185,18 @@ impl SquidBump {
         if let Some(t) = &opts.read_timeout {
             set("READ_TIMEOUT", t.clone());
         }
-        let tpl_path = config_template("squid-bump.conf");
-        let tpl = std::fs::read_to_string(&tpl_path)
-            .map_err(|e| format!("read {}: {e}", tpl_path.display()))?;
-        let conf = prefix.join("squid.conf");
-        std::fs::write(&conf, template::render(&tpl, &vars)?).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(squid_bin());
-        cmd.arg("-N").arg("-f").arg(&conf).current_dir(&prefix);
-        let log = prefix.join("squid.out");
-        let mut process = Process::spawn(&format!("squid-bump-{name}"), cmd, log, Some(dir))?;
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Err(e) = process.check_running() {
-                let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
-                let tail: Vec<&str> = cache.lines().rev().take(30).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                return Err(format!("{e}\ncache.log:\n{}", tail.join("\n")));
-            }
-            if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
-                std::thread::sleep(Duration::from_millis(50));
-                process.check_running()?;
-                return Ok(SquidBump {
-                    process,
-                    addr,
-                    prefix,
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(format!("squid-bump-{name} did not listen on {addr}"));
-            }
-        }
+        let (process, addr) = crate::squid::spawn(
+            &format!("squid-bump-{name}"),
+            "squid-bump.conf",
+            &vars,
+            dir,
+            port,
+        )?;
+        Ok(SquidBump {
+            process,
+            addr,
+            prefix,
+        })
     }
 
     /// squid's access log (a line per finished transaction: CONNECTs, bumped requests, tunnels).
