@@ -926,8 +926,9 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// Decodes base64 text with padding allowed anywhere between groups; other bytes skipped.
-fn lenient_base64(text: &[u8]) -> Vec<u8> {
+/// Decodes base64 text with padding allowed anywhere between groups (grpc-web-text); other
+/// bytes skipped.
+pub fn lenient_base64(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let (mut acc, mut bits) = (0u32, 0u32);
     for &c in text {

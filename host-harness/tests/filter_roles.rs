@@ -381,31 +381,11 @@ fn server_role_ends_a_trailerless_stream_with_internal_after_a_flush() {
         s.advance_ms(50);
         let down = s.take_downstream();
         let body = body_of(&down);
-        let body = if text { decode_text(&body) } else { body };
+        let body = if text { host_harness::fuzzing::lenient_base64(&body) } else { body };
         let mut expected = grpc_frame(b"first");
         expected.push(0x80);
         assert!(body.starts_with(&expected), "{ct}: {body:?}");
         let trailer = String::from_utf8_lossy(&body[expected.len() + 4..]).to_string();
         assert!(trailer.contains("grpc-status:13"), "{ct}: {trailer:?}");
     }
-}
-
-/// grpc-web-text with padding between groups.
-fn decode_text(text: &[u8]) -> Vec<u8> {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    for group in text.split(|c| *c == b'=').filter(|g| !g.is_empty()) {
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for c in group {
-            let v = A.iter().position(|a| a == c).expect("base64") as u32;
-            acc = (acc << 6) | v;
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-    }
-    out
 }
