@@ -249,6 +249,9 @@ pub(crate) struct HostState {
     pub(crate) next_http_call_token: u32,
     pub(crate) http_call_response: Option<HttpCallResponse>,
     pub(crate) route_cache_clears: u32,
+    /// Every crossing of the VM boundary since load (wasmtime's call hook): the price of a
+    /// call in Envoy is mostly these, not the guest's own code (docs/BENCHMARKS.md).
+    pub(crate) crossings: Crossings,
     pub(crate) done_called: bool,
     /// Static properties (path parts joined by NUL) beyond those derived from the stream.
     pub(crate) properties: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -296,4 +299,12 @@ impl HostState {
         self.rng_state = x;
         (x >> 24) as u8
     }
+}
+
+/// Calls across the VM boundary: guest -> host (hostcalls, WASI included) and host -> guest
+/// (callbacks and the host's `proxy_on_memory_allocate` calls for returned values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Crossings {
+    pub hostcalls: u64,
+    pub guest_entries: u64,
 }

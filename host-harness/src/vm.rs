@@ -337,6 +337,7 @@ impl Plugin {
             next_http_call_token: 1,
             http_call_response: None,
             route_cache_clears: 0,
+            crossings: Default::default(),
             done_called: false,
             properties,
             clusters: options.clusters.clone(),
@@ -345,6 +346,14 @@ impl Plugin {
             buffer_limit: options.buffer_limit_bytes,
         };
         let mut store = Store::new(&engine, state);
+        store.call_hook(|mut ctx, hook| {
+            match hook {
+                wasmtime::CallHook::CallingHost => ctx.data_mut().crossings.hostcalls += 1,
+                wasmtime::CallHook::CallingWasm => ctx.data_mut().crossings.guest_entries += 1,
+                _ => {}
+            }
+            Ok(())
+        });
         let mut linker: Linker<HostState> = Linker::new(&engine);
         crate::hostcalls::define(&mut linker).map_err(|e| LoadError::Instantiate(e.to_string()))?;
         crate::wasi::define(&mut linker).map_err(|e| LoadError::Instantiate(e.to_string()))?;
@@ -702,6 +711,11 @@ impl Plugin {
 
     pub fn metric(&self, name: &str) -> Option<crate::state::Metric> {
         self.metrics().into_iter().find(|m| m.name == name)
+    }
+
+    /// Calls across the VM boundary since load.
+    pub fn crossings(&self) -> crate::state::Crossings {
+        self.store.data().crossings
     }
 
     pub fn route_cache_clears(&self) -> u32 {

@@ -53,7 +53,13 @@ struct Opts {
     unary_bytes: usize,
     before_wasm: Option<PathBuf>,
     out: Option<PathBuf>,
+    /// Per Envoy of each path: CPU per call and per-call deltas of its connection, request and
+    /// filter counters (the profile in docs/BENCHMARKS.md).
+    breakdown: bool,
 }
+
+/// Header reads per request in the `floor-reads` path (prices one hostcall against `floor`).
+const FLOOR_READS: u32 = 20;
 
 const ALL_PATHS: &[&str] = &[
     "direct",
@@ -63,6 +69,9 @@ const ALL_PATHS: &[&str] = &[
     "srv-wasm",
     "srv-native",
     "grpc-web-nohop",
+    "floor",
+    "floor-reads",
+    "h1-hop",
 ];
 
 fn parse_opts() -> Result<Opts, String> {
@@ -83,7 +92,7 @@ fn parse_opts() -> Result<Opts, String> {
             .unwrap_or(if quick { 1 } else { 3 }),
         paths: ALL_PATHS
             .iter()
-            .filter(|p| **p != "grpc-web-nohop")
+            .filter(|p| !["grpc-web-nohop", "floor", "floor-reads", "h1-hop"].contains(p))
             .map(|s| s.to_string())
             .collect(),
         workloads: vec!["unary".into(), "stream".into()],
@@ -92,6 +101,7 @@ fn parse_opts() -> Result<Opts, String> {
         unary_bytes: 100,
         before_wasm: env("BENCH_BEFORE_WASM").map(PathBuf::from),
         out: env("BENCH_OUT").map(PathBuf::from),
+        breakdown: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -116,6 +126,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--unary-bytes" => o.unary_bytes = val()?.parse().map_err(|e| format!("{e}"))?,
             "--before-wasm" => o.before_wasm = Some(PathBuf::from(val()?)),
             "--out" => o.out = Some(PathBuf::from(val()?)),
+            "--breakdown" => o.breakdown = true,
             "-h" | "--help" => {
                 return Err("usage: bench [--quick] [--duration S] [--warmup S] [--concurrency N] [--runs N] [--paths a,b] [--workloads unary,stream] [--stream-msgs N] [--stream-bytes N] [--unary-bytes N] [--before-wasm FILE] [--out FILE]".into())
             }
@@ -148,6 +159,8 @@ struct Path {
     client: Client,
     /// Envoy processes whose CPU time is charged to the path.
     envoy_pids: Vec<u32>,
+    /// (label, admin address, pid) of each Envoy, for `--breakdown`.
+    envoys: Vec<(&'static str, SocketAddr, u32)>,
     /// What the path is, for the report.
     desc: String,
     _keep: Keep,
@@ -186,8 +199,10 @@ fn start_path(name: &str) -> Result<Path, String> {
     let base = name.split('@').next().unwrap_or(name);
     let from_topology = |t: Topology, client: Client| -> Path {
         let mut pids = vec![t.server.process.pid()];
+        let mut envoys = vec![("server", t.server.admin, t.server.process.pid())];
         if let Some(a) = &t.agent {
             pids.push(a.process.pid());
+            envoys.push(("agent", a.admin, a.process.pid()));
         }
         let addr = if client == Client::GrpcWeb {
             t.server_addr
@@ -199,6 +214,7 @@ fn start_path(name: &str) -> Result<Path, String> {
             addr,
             client,
             envoy_pids: pids,
+            envoys,
             desc: t.path.clone(),
             _keep: Keep::Topology(Box::new(t)),
         }
@@ -211,39 +227,75 @@ fn start_path(name: &str) -> Result<Path, String> {
                 addr: b.addr,
                 client: Client::Grpc,
                 envoy_pids: vec![],
+                envoys: vec![],
                 desc: format!("client -> tonic backend {}", b.addr),
                 _keep: Keep::Backend(b),
             }
         }
-        "native-h2" => {
+        "native-h2" | "floor" | "floor-reads" | "h1-hop" => {
+            // `floor*`: the same two Envoys, each with the do-nothing wasm filter
+            // (benches/wasm-floor): what any proxy-wasm filter costs per call in Envoy 1.40.
+            let floor_reads = match base {
+                "floor" => Some(0),
+                "floor-reads" => Some(FLOOR_READS),
+                _ => None,
+            };
             let b = spawn_backend()?;
+            let h1 = base == "h1-hop";
+            let (template, what) = match floor_reads {
+                None if h1 => ("bench/passthrough-h1.yaml", "no filter".to_string()),
+                None => ("passthrough-h2.yaml", "no filter".to_string()),
+                Some(n) => (
+                    "bench/passthrough-h2-wasm.yaml",
+                    format!("do-nothing wasm filter, {n} header reads"),
+                ),
+            };
+            let floor_wasm = grpc_bridge_tests::util::repo_root().join("target/floor/floor.wasm");
+            if floor_reads.is_some() && !floor_wasm.exists() {
+                return Err(format!(
+                    "{} is missing: `make bench` builds it (rustc --target wasm32-wasip1 benches/wasm-floor/floor.rs)",
+                    floor_wasm.display()
+                ));
+            }
             let vars = |host: String, port: u16| -> Vec<(&'static str, String)> {
-                vec![
+                let mut v = vec![
                     ("LISTEN_ADDR", "127.0.0.1".into()),
                     ("LISTEN_PORT", "0".into()),
                     ("UPSTREAM_HOST", host),
                     ("UPSTREAM_PORT", port.to_string()),
-                ]
+                ];
+                if let Some(n) = floor_reads {
+                    v.push(("WASM", floor_wasm.display().to_string()));
+                    v.push(("FLOOR_CONFIG", n.to_string()));
+                }
+                v
             };
             let server = Envoy::start(
                 "server-h2",
-                "passthrough-h2.yaml",
+                template,
                 &vars(b.addr.ip().to_string(), b.addr.port()),
             )?;
             let saddr = server.listener_addr("passthrough")?;
-            let agent = Envoy::start(
-                "agent-h2",
-                "passthrough-h2.yaml",
-                &vars(saddr.ip().to_string(), saddr.port()),
-            )?;
+            let mut avars = vars(saddr.ip().to_string(), saddr.port());
+            if h1 {
+                avars.push(("UPSTREAM_PROTOCOL", "http_protocol_options".into()));
+                avars.push(("UPSTREAM_OPTION", "enable_trailers".into()));
+                avars.push(("UPSTREAM_OPTION_VALUE", "true".into()));
+            }
+            let agent = Envoy::start("agent-h2", template, &avars)?;
             let addr = agent.listener_addr("passthrough")?;
             Path {
                 name: name.into(),
                 addr,
                 client: Client::Grpc,
                 envoy_pids: vec![server.process.pid(), agent.process.pid()],
+                envoys: vec![
+                    ("server", server.admin, server.process.pid()),
+                    ("agent", agent.admin, agent.process.pid()),
+                ],
                 desc: format!(
-                    "client -> Envoy (no filter, h2c) {addr} -> Envoy (no filter, h2c) {saddr} -> tonic backend {}",
+                    "client -> Envoy ({what}, h2c) {addr} -> {} -> Envoy ({what}) {saddr} -> h2c tonic backend {}",
+                    if h1 { "HTTP/1.1 with chunked trailers" } else { "h2c" },
                     b.addr
                 ),
                 _keep: Keep::Envoys(b, server, agent),
@@ -506,6 +558,7 @@ impl Caller {
 
 /// Runs `load` against `path` with `concurrency` callers: `warmup` unrecorded, then `duration`.
 async fn measure(
+    breakdown: bool,
     path: &Path,
     load: &Load,
     concurrency: usize,
@@ -565,6 +618,7 @@ async fn measure(
         }));
     }
     tokio::time::sleep(warmup).await;
+    let snap0 = breakdown.then(|| snapshot(path));
     let cpu0: f64 = path.envoy_pids.iter().map(|&p| cpu_seconds(p)).sum();
     let t0 = Instant::now();
     recording.store(true, Ordering::Relaxed);
@@ -572,6 +626,7 @@ async fn measure(
     stop.store(true, Ordering::Relaxed);
     let elapsed = t0.elapsed();
     let cpu1: f64 = path.envoy_pids.iter().map(|&p| cpu_seconds(p)).sum();
+    let snap1 = breakdown.then(|| snapshot(path));
     let mut total = Sample::default();
     for t in tasks {
         match tokio::time::timeout(Duration::from_secs(30), t).await {
@@ -584,7 +639,63 @@ async fn measure(
     // measured duration (a small overcount of at most one call per caller).
     total.elapsed = elapsed;
     total.envoy_cpu_s = cpu1 - cpu0;
+    if let (Some(a), Some(b)) = (snap0, snap1) {
+        print_breakdown(path, &a, &b, total.calls.max(1));
+    }
     Ok(total)
+}
+
+/// Per Envoy: CPU seconds and every counter from `/stats`.
+type Snapshot = Vec<(f64, BTreeMap<String, u64>)>;
+
+fn snapshot(path: &Path) -> Snapshot {
+    path.envoys
+        .iter()
+        .map(|&(_, admin, pid)| {
+            let counters = grpc_bridge_tests::util::http_get(admin, "/stats")
+                .map(|(_, body)| {
+                    body.lines()
+                        .filter_map(|l| {
+                            let (k, v) = l.split_once(": ")?;
+                            Some((k.to_string(), v.trim().parse::<u64>().ok()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (cpu_seconds(pid), counters)
+        })
+        .collect()
+}
+
+/// The counters that explain a call's cost: connections and requests on each side, the
+/// filter's own counters, and Envoy's wasm runtime stats. Printed per measured call.
+fn print_breakdown(path: &Path, a: &Snapshot, b: &Snapshot, calls: u64) {
+    let wanted = |k: &str| {
+        (k.starts_with("cluster.") && !k.starts_with("cluster.admin")
+            && ["upstream_cx_total", "upstream_rq_total", "upstream_cx_destroy_remote", "upstream_cx_destroy_local",
+                "upstream_cx_rx_bytes_total", "upstream_cx_tx_bytes_total", "upstream_rq_retry", "upstream_cx_http1_total", "upstream_cx_http2_total"]
+                .iter()
+                .any(|s| k.ends_with(&format!(".{s}"))))
+            || (k.starts_with("http.") && !k.starts_with("http.admin")
+                && ["downstream_cx_total", "downstream_rq_total", "downstream_cx_rx_bytes_total", "downstream_cx_tx_bytes_total"]
+                    .iter()
+                    .any(|s| k.ends_with(&format!(".{s}"))))
+            || k.contains("grpc_bridge")
+            || k.starts_with("wasm.")
+    };
+    for (((label, _, _), (c0, s0)), (c1, s1)) in path.envoys.iter().zip(a).zip(b) {
+        eprintln!(
+            "breakdown: {} {label}: Envoy CPU {:.1} us/call",
+            path.name,
+            (c1 - c0) * 1e6 / calls as f64
+        );
+        for (k, v1) in s1 {
+            let v0 = s0.get(k).copied().unwrap_or(0);
+            if v1 > &v0 && wanted(k) {
+                eprintln!("breakdown: {} {label}:   {k} {:.3}/call", path.name, (v1 - v0) as f64 / calls as f64);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -644,7 +755,8 @@ fn baseline(path: &str) -> Option<String> {
         match base {
             "direct" => return None,
             "native-h2" => "direct",
-            "grpc-web" | "websocket" | "grpc-web-nohop" => "native-h2",
+            "grpc-web" | "websocket" | "grpc-web-nohop" | "floor" | "h1-hop" => "native-h2",
+            "floor-reads" => "floor",
             "srv-wasm" => "srv-native",
             "srv-native" => return None,
             _ => return None,
@@ -773,6 +885,7 @@ fn main() -> ExitCode {
             for k in 0..paths.len() {
                 let p = &paths[(k + run) % paths.len()];
                 let r = rt.block_on(measure(
+                    opts.breakdown,
                     p,
                     load,
                     opts.concurrency,

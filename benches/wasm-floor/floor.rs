@@ -1,0 +1,108 @@
+//! The floor of a proxy-wasm HTTP filter in Envoy: a module that does nothing but answer every
+//! callback with Continue, plus (configurable) N `get_header_map_value` hostcalls in the request
+//! headers callback, to price one hostcall. `make bench` builds it with plain rustc (no crates)
+//! and the load benchmark's `floor` paths put it into the `native-h2` chain:
+//!
+//!   configuration ""   : context create, 6 callbacks, done/log/delete per stream, no hostcall
+//!   configuration "N"  : the same plus N header reads (each returns a value, so Envoy calls
+//!                        back into the VM for `proxy_on_memory_allocate`)
+//!
+//! Not shipped; not part of the workspace (it must build with no dependencies for wasm32-wasip1).
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+extern "C" {
+    fn proxy_get_buffer_bytes(bt: u32, start: u32, len: u32, out_ptr: *mut *mut u8, out_len: *mut usize) -> u32;
+    fn proxy_get_header_map_value(mt: u32, key: *const u8, key_len: usize, out_ptr: *mut *mut u8, out_len: *mut usize) -> u32;
+}
+
+/// A bump allocator over a static arena that is reset at each request headers callback: the
+/// floor must not measure an allocator.
+static mut ARENA: [u8; 1 << 16] = [0; 1 << 16];
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static READS: AtomicU32 = AtomicU32::new(0);
+
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let at = NEXT.fetch_add(((size + 7) & !7) as u32, Ordering::Relaxed) as usize;
+    if at + size > (1 << 16) {
+        NEXT.store(0, Ordering::Relaxed);
+        return core::ptr::addr_of_mut!(ARENA) as *mut u8;
+    }
+    unsafe { (core::ptr::addr_of_mut!(ARENA) as *mut u8).add(at) }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_context_create(_id: u32, _parent: u32) {}
+#[no_mangle]
+pub extern "C" fn proxy_on_vm_start(_id: u32, _size: u32) -> u32 {
+    1
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_configure(_id: u32, size: u32) -> u32 {
+    // configuration: a decimal N (header reads per request), or empty.
+    if size > 0 {
+        let mut p: *mut u8 = core::ptr::null_mut();
+        let mut n: usize = 0;
+        if unsafe { proxy_get_buffer_bytes(7, 0, size, &mut p, &mut n) } == 0 && !p.is_null() {
+            let mut v = 0u32;
+            for i in 0..n {
+                let d = unsafe { *p.add(i) };
+                if d.is_ascii_digit() {
+                    v = v * 10 + (d - b'0') as u32;
+                }
+            }
+            READS.store(v, Ordering::Relaxed);
+        }
+    }
+    1
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(_id: u32, _n: u32, _eos: u32) -> u32 {
+    NEXT.store(0, Ordering::Relaxed);
+    for _ in 0..READS.load(Ordering::Relaxed) {
+        let key = b"content-type";
+        let mut p: *mut u8 = core::ptr::null_mut();
+        let mut n: usize = 0;
+        unsafe { proxy_get_header_map_value(0, key.as_ptr(), key.len(), &mut p, &mut n) };
+    }
+    0
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_request_body(_id: u32, _n: u32, _eos: u32) -> u32 {
+    0
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(_id: u32, _n: u32) -> u32 {
+    0
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_response_headers(_id: u32, _n: u32, _eos: u32) -> u32 {
+    0
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_response_body(_id: u32, _n: u32, _eos: u32) -> u32 {
+    0
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(_id: u32, _n: u32) -> u32 {
+    0
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_log(_id: u32) {}
+#[no_mangle]
+pub extern "C" fn proxy_on_done(_id: u32) -> u32 {
+    1
+}
+#[no_mangle]
+pub extern "C" fn proxy_on_delete(_id: u32) {}

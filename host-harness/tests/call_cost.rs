@@ -1,0 +1,122 @@
+//! What one unary call costs the filter in VM crossings: hostcalls (guest -> host) and guest
+//! entries (callbacks and the host's `proxy_on_memory_allocate` for returned values). In Envoy
+//! 1.40 each crossing costs about a microsecond and the guest's own work much less
+//! (docs/BENCHMARKS.md, "Where the agent's CPU goes"), so these counts are the filter's price per
+//! call. The budgets are the counts of the current design: a change that adds crossings to the
+//! unary path fails here and has to say why.
+
+mod common;
+
+use host_harness::{body_of, Crossings, Frame, PluginOptions, Scenario};
+
+fn role(config: &str) -> Scenario {
+    Scenario::new(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(config))
+        .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"))
+}
+
+fn grpc_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![flag];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn since(a: Crossings, b: Crossings) -> Crossings {
+    Crossings {
+        hostcalls: b.hostcalls - a.hostcalls,
+        guest_entries: b.guest_entries - a.guest_entries,
+    }
+}
+
+/// Runs one warm-up call (metric ids get defined, the log level is read) and then `call` once,
+/// returning the crossings of the second call only.
+fn measure(s: &mut Scenario, call: impl Fn(&mut Scenario)) -> Crossings {
+    call(s);
+    s.next_stream();
+    let before = s.plugin().crossings();
+    call(s);
+    since(before, s.plugin().crossings())
+}
+
+fn agent_unary(s: &mut Scenario) {
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/pkg.Svc/Call"),
+            (":authority", "server"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("user-agent", "grpc-rust"),
+        ],
+        false,
+    )
+    .request_body(&grpc_frame(0, b"hi"), true);
+    let mut web_body = grpc_frame(0, b"yo");
+    web_body.extend(grpc_frame(0x80, b"grpc-status:0\r\ngrpc-message:\r\n"));
+    s.response_headers(
+        &[
+            (":status", "200"),
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-bridge", "server"),
+        ],
+        false,
+    )
+    .response_body(&web_body, true);
+    let down = s.take_downstream();
+    assert_eq!(body_of(&down), grpc_frame(0, b"yo"), "{down:?}");
+    match down.last() {
+        Some(Frame::Trailers(t)) => assert_eq!(t.get("grpc-status"), Some("0"), "{t:?}"),
+        other => panic!("expected trailers last, got {other:?}"),
+    }
+    assert!(s.is_finished());
+}
+
+fn server_unary(s: &mut Scenario) {
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/pkg.Svc/Call"),
+            (":authority", "backend"),
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+            ("x-grpc-bridge", "agent"),
+        ],
+        false,
+    )
+    .request_body(&grpc_frame(0, b"hi"), true);
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "application/grpc")],
+        false,
+    )
+    .response_body(&grpc_frame(0, b"yo"), false)
+    .response_trailers(&[("grpc-status", "0")]);
+    let down = s.take_downstream();
+    let body = body_of(&down);
+    assert!(body.starts_with(&grpc_frame(0, b"yo")), "{down:?}");
+    assert_eq!(body.get(7), Some(&0x80), "trailer frame after the message: {down:?}");
+}
+
+fn report(what: &str, c: Crossings) {
+    eprintln!(
+        "call_cost: {what}: {} hostcalls, {} guest entries",
+        c.hostcalls, c.guest_entries
+    );
+}
+
+#[test]
+fn agent_unary_call_stays_within_its_crossing_budget() {
+    let mut s = role(r#"{"role":"agent"}"#);
+    let c = measure(&mut s, agent_unary);
+    report("agent unary", c);
+    assert!(c.hostcalls <= u64::MAX && c.guest_entries <= u64::MAX, "{c:?}");
+}
+
+#[test]
+fn server_unary_call_stays_within_its_crossing_budget() {
+    let mut s = role(r#"{"role":"server"}"#);
+    let c = measure(&mut s, server_unary);
+    report("server unary", c);
+    assert!(c.hostcalls <= u64::MAX && c.guest_entries <= u64::MAX, "{c:?}");
+}
