@@ -126,6 +126,7 @@ mod raw {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> u32;
+        pub fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
         pub fn proxy_get_header_map_value(
             map_type: u32,
             key_data: *const u8,
@@ -206,6 +207,9 @@ mod raw {
         12
     }
     pub unsafe fn proxy_set_buffer_bytes(_: u32, _: usize, _: usize, _: *const u8, _: usize) -> u32 {
+        12
+    }
+    pub unsafe fn proxy_set_header_map_pairs(_: u32, _: *const u8, _: usize) -> u32 {
         12
     }
     pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
@@ -432,6 +436,13 @@ pub fn get_map(mt: MapType) -> HostResult<Vec<(String, Vec<u8>)>> {
         Err(Status::NotFound) => Ok(Vec::new()),
         Err(e) => Err(e),
     }
+}
+
+/// Replaces a whole header map in one host call (Envoy removes every entry, then adds these).
+pub fn set_map(mt: MapType, pairs: &[(&str, &[u8])]) -> HostResult<()> {
+    let bytes = encode_map(pairs);
+    // SAFETY: bytes is a live slice.
+    Status::from_raw(unsafe { raw::proxy_set_header_map_pairs(mt as u32, bytes.as_ptr(), bytes.len()) })
 }
 
 pub fn get_map_value(mt: MapType, key: &str) -> HostResult<Option<Vec<u8>>> {

@@ -8,7 +8,7 @@ use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
 use crate::http::{agent::AgentStream, http1_status::Http1StatusStream, server::ServerStream, Passthrough};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
 pub enum ChildContext {
@@ -62,11 +62,11 @@ impl FlushScheduler {
         }
     }
 
-    /// Disarms the tick when nothing is held any more.
+    /// Slows the tick back to the metrics flush period when nothing is held any more.
     fn settle(&self) {
         let idle = self.due.try_borrow().map(|d| d.is_empty()).unwrap_or(false);
         if let Ok(mut armed) = self.armed.try_borrow_mut() {
-            if idle && *armed && host::set_tick_period_ms(0).is_ok() {
+            if idle && *armed && host::set_tick_period_ms(metrics::FLUSH_MS).is_ok() {
                 *armed = false;
             }
         }
@@ -85,6 +85,8 @@ pub struct Root {
     /// Tunnel server: connections waiting to be closed at the next tick (see tunnel/server.rs).
     closing: Rc<RefCell<BTreeSet<u32>>>,
     metrics: Option<Rc<Metrics>>,
+    /// Host clock of the last metrics flush.
+    metrics_flushed_ns: u64,
 }
 
 impl Root {
@@ -96,6 +98,7 @@ impl Root {
             connections: BTreeSet::new(),
             closing: Rc::default(),
             metrics: None,
+            metrics_flushed_ns: 0,
         }
     }
 
@@ -112,6 +115,10 @@ impl Root {
             Ok(cfg) => {
                 self.flush = Rc::new(FlushScheduler::new(cfg.flush_interval_ms));
                 self.metrics = Some(Rc::new(Metrics::new(cfg.role)));
+                // Every role ticks at least this often: the tick sends the counted metrics.
+                if let Err(e) = host::set_tick_period_ms(metrics::FLUSH_MS) {
+                    host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm metrics tick: {e:?}"));
+                }
                 if cfg.role == Role::TunnelClient && cfg.ping_interval_ms > 0 {
                     // Check twice per interval so an idle tunnel pings within 1.5 intervals.
                     let period = (cfg.ping_interval_ms / 2).max(50);
@@ -165,6 +172,17 @@ impl Root {
         if self.connections.is_empty() && !self.is_tunnel_client() && !self.is_tunnel_server() {
             self.flush.settle();
         }
+        // Faster ticks (holds, keepalive) do not flush faster: once per period is enough.
+        if let Some(m) = &self.metrics {
+            if m.has_pending() {
+                let now = host::now_nanos();
+                let period_ns = u64::from(metrics::FLUSH_MS) * 1_000_000;
+                if now.saturating_sub(self.metrics_flushed_ns) >= period_ns * 9 / 10 {
+                    m.flush();
+                    self.metrics_flushed_ns = now;
+                }
+            }
+        }
     }
 
     fn is_tunnel_server(&self) -> bool {
@@ -192,5 +210,9 @@ impl Root {
         }
     }
 
-    pub fn on_done(&mut self) {}
+    pub fn on_done(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.flush();
+        }
+    }
 }

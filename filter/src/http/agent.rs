@@ -15,8 +15,8 @@ use crate::codec::grpc_frame::{FrameScanner, SparseScanError};
 use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
 use crate::config::Config;
-use crate::host::{self, BufferType, LogLevel, MapType};
-use crate::http::{remove_header, replace_body, req_header, resp_header, set_header};
+use crate::host::{BufferType, LogLevel, MapType};
+use crate::http::stream_host::{HeaderList, StreamHost, WasmHost};
 use crate::metrics::Metrics;
 
 enum Response {
@@ -45,8 +45,6 @@ pub struct AgentStream {
     grpc_suffix: String,
     response: Response,
     metrics: Rc<Metrics>,
-    /// When the call was converted (host clock), for the `call_ms` histogram.
-    started_ns: u64,
 }
 
 impl AgentStream {
@@ -58,7 +56,6 @@ impl AgentStream {
             grpc_suffix: String::new(),
             response: Response::Untouched,
             metrics,
-            started_ns: 0,
         }
     }
 
@@ -79,33 +76,37 @@ impl AgentStream {
     }
 
     /// Trailers that end the response, from the trailer frame or the reason there is none.
-    fn final_trailers(&mut self) -> Vec<(String, String)> {
-        let (trailers, kind) = self.final_trailers_inner();
+    fn final_trailers(&mut self, h: &mut dyn StreamHost) -> Vec<(String, String)> {
+        let (trailers, kind) = self.final_trailers_inner(h);
         self.count_final(&trailers, kind);
         trailers
     }
 
-    fn final_trailers_inner(&mut self) -> (Vec<(String, String)>, Option<&'static str>) {
+    fn final_trailers_inner(&mut self, h: &mut dyn StreamHost) -> (Vec<(String, String)>, Option<&'static str>) {
         let response = std::mem::replace(&mut self.response, Response::Finished);
         match response {
             Response::GrpcWeb { scanner, trailer, header_status, error } => {
                 self.metrics.add("messages_down", scanner.messages());
                 if let Some((code, msg)) = error {
                     let kind = if code == code::RESOURCE_EXHAUSTED { "too_large" } else { "bad_response" };
-                    return (status_trailers(code, &msg), Some(kind));
+                    return (status_trailers(h, code, &msg), Some(kind));
                 }
                 if let Some(reader) = trailer {
                     return match reader.finish() {
-                        Ok(pairs) => validate_status(pairs),
+                        Ok(pairs) => validate_status(h, pairs),
                         Err(e) => (
-                            status_trailers(code::INTERNAL, &format!("grpc-bridge: bad gRPC-web trailer frame: {e}")),
+                            status_trailers(
+                                h,
+                                code::INTERNAL,
+                                &format!("grpc-bridge: bad gRPC-web trailer frame: {e}"),
+                            ),
                             Some("bad_trailer_frame"),
                         ),
                     };
                 }
                 if let Err(e) = scanner.finish() {
                     return (
-                        status_trailers(code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")),
+                        status_trailers(h, code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")),
                         Some("truncated"),
                     );
                 }
@@ -114,10 +115,11 @@ impl AgentStream {
                     if let Some(m) = msg {
                         v.push(("grpc-message".to_string(), m));
                     }
-                    return validate_status(v);
+                    return validate_status(h, v);
                 }
                 (
                     status_trailers(
+                        h,
                         code::INTERNAL,
                         "grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)",
                     ),
@@ -130,7 +132,7 @@ impl AgentStream {
                     message.push_str(": ");
                     message.push_str(&q);
                 }
-                (status_trailers(code, &message), Some("non_grpc_response"))
+                (status_trailers(h, code, &message), Some("non_grpc_response"))
             }
             Response::Untouched | Response::Finished => (Vec::new(), None),
         }
@@ -138,8 +140,8 @@ impl AgentStream {
 }
 
 /// `grpc-status`/`grpc-message` pairs for a synthesized status.
-fn status_trailers(code: u32, message: &str) -> Vec<(String, String)> {
-    host::log(
+fn status_trailers(h: &mut dyn StreamHost, code: u32, message: &str) -> Vec<(String, String)> {
+    h.log(
         LogLevel::Info,
         &format!("grpc-bridge agent: ending call with {} ({code}): {message}", status::code_name(code)),
     );
@@ -147,15 +149,18 @@ fn status_trailers(code: u32, message: &str) -> Vec<(String, String)> {
 }
 
 /// Keeps the upstream's trailers if they carry a valid `grpc-status`; otherwise INTERNAL.
-fn validate_status(pairs: Vec<(String, String)>) -> (Vec<(String, String)>, Option<&'static str>) {
+fn validate_status(
+    h: &mut dyn StreamHost,
+    pairs: Vec<(String, String)>,
+) -> (Vec<(String, String)>, Option<&'static str>) {
     match pairs.iter().find(|(k, _)| k == "grpc-status") {
         Some((_, v)) if status::parse_grpc_status(v.as_bytes()).is_some() => (pairs, None),
         Some((_, v)) => (
-            status_trailers(code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
+            status_trailers(h, code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
             Some("bad_trailer_frame"),
         ),
         None => (
-            status_trailers(code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"),
+            status_trailers(h, code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"),
             Some("bad_trailer_frame"),
         ),
     }
@@ -183,36 +188,7 @@ fn is_grpc_web_or_grpc(ct: &str) -> Option<String> {
 
 impl HttpStream for AgentStream {
     fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
-        let Some(ct) = req_header("content-type") else {
-            return HeadersAction::Continue;
-        };
-        let Some(suffix) = grpc_web::parse_grpc_content_type(&ct) else {
-            return HeadersAction::Continue;
-        };
-        if req_header(&self.cfg.marker_header).is_some() {
-            // Already converted by an agent in front of us: converting twice would break it.
-            return HeadersAction::Continue;
-        }
-        let suffix = if suffix.is_empty() { "+proto".to_string() } else { suffix };
-        set_header(
-            MapType::HttpRequestHeaders,
-            "content-type",
-            &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix),
-        );
-        set_header(MapType::HttpRequestHeaders, "x-grpc-web", "1");
-        set_header(MapType::HttpRequestHeaders, &self.cfg.marker_header, "agent");
-        if let Some((header, secret)) =
-            self.cfg.auth.as_ref().and_then(|a| Some((&a.secret_header, a.secret.as_ref()?)))
-        {
-            set_header(MapType::HttpRequestHeaders, header, &secret.0);
-        }
-        // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
-        remove_header(MapType::HttpRequestHeaders, "te");
-        self.converted = true;
-        self.started_ns = host::now_nanos();
-        self.metrics.inc("calls");
-        self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
-        HeadersAction::Continue
+        self.request_headers(&mut WasmHost)
     }
 
     fn on_request_body(&mut self, size: usize, _eos: bool) -> DataAction {
@@ -223,71 +199,132 @@ impl HttpStream for AgentStream {
     }
 
     fn on_response_headers(&mut self, _num: usize, eos: bool) -> HeadersAction {
+        self.response_headers(&mut WasmHost, eos)
+    }
+
+    fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+        self.response_body(&mut WasmHost, size, eos)
+    }
+
+    fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+        self.response_trailers(&mut WasmHost)
+    }
+}
+
+/// The role's logic, against any [`StreamHost`]. One read and at most one write of each header
+/// map per callback: on a unary call the agent makes 7 hostcalls (`tests/call_cost.rs`).
+impl AgentStream {
+    pub(crate) fn request_headers(&mut self, h: &mut dyn StreamHost) -> HeadersAction {
+        let mut headers = match h.headers(MapType::HttpRequestHeaders) {
+            Ok(m) => m,
+            Err(e) => {
+                h.log(LogLevel::Debug, &format!("grpc-bridge agent: request headers unreadable: {e:?}"));
+                return HeadersAction::Continue;
+            }
+        };
+        let Some(suffix) = headers.get("content-type").and_then(|ct| grpc_web::parse_grpc_content_type(&ct)) else {
+            return HeadersAction::Continue;
+        };
+        if headers.contains(&self.cfg.marker_header) {
+            // Already converted by an agent in front of us: converting twice would break it.
+            return HeadersAction::Continue;
+        }
+        let suffix = if suffix.is_empty() { "+proto".to_string() } else { suffix };
+        headers.set("content-type", &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix));
+        headers.set("x-grpc-web", "1");
+        headers.set(&self.cfg.marker_header, "agent");
+        if let Some((header, secret)) =
+            self.cfg.auth.as_ref().and_then(|a| Some((&a.secret_header, a.secret.as_ref()?)))
+        {
+            headers.set(header, &secret.0);
+        }
+        // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
+        headers.remove("te");
+        if let Err(e) = h.set_headers(MapType::HttpRequestHeaders, &headers) {
+            h.log(LogLevel::Debug, &format!("grpc-bridge agent: cannot rewrite request headers: {e:?}"));
+            return HeadersAction::Continue;
+        }
+        self.converted = true;
+        self.metrics.inc("calls");
+        self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
+        HeadersAction::Continue
+    }
+
+    pub(crate) fn response_headers(&mut self, h: &mut dyn StreamHost, eos: bool) -> HeadersAction {
         if !self.converted {
             return HeadersAction::Continue;
         }
-        let http_status: u16 = resp_header(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-        let ct = resp_header("content-type").unwrap_or_default();
+        let mut headers = match h.headers(MapType::HttpResponseHeaders) {
+            Ok(m) => m,
+            Err(e) => {
+                h.log(LogLevel::Debug, &format!("grpc-bridge agent: response headers unreadable: {e:?}"));
+                return HeadersAction::Continue;
+            }
+        };
+        let http_status: u16 = headers.get(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let ct = headers.get("content-type").unwrap_or_default();
         let grpc_ct = self.grpc_content_type();
         // The body shrinks (the trailer frame is cut out), so a length would be wrong.
-        remove_header(MapType::HttpResponseHeaders, "content-length");
-        remove_header(MapType::HttpResponseHeaders, &self.cfg.marker_header);
+        headers.remove("content-length");
+        headers.remove(&self.cfg.marker_header);
 
         if http_status == 200 && is_grpc_web_or_grpc(&ct).is_some() {
-            set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
-            let header_status = resp_header("grpc-status").map(|s| (s, resp_header("grpc-message")));
+            headers.set("content-type", &grpc_ct);
+            let header_status = headers.get("grpc-status").map(|s| (s, headers.get("grpc-message")));
             if eos {
                 // Trailers-only. It must carry a valid status; otherwise it's an error, not OK.
                 match header_status.as_ref().and_then(|(s, _)| status::parse_grpc_status(s.as_bytes())) {
                     Some(code) => self.metrics.grpc_status(code),
                     None => {
-                        let t = status_trailers(code::INTERNAL, "grpc-bridge: empty response without grpc-status");
+                        let t = status_trailers(h, code::INTERNAL, "grpc-bridge: empty response without grpc-status");
                         for (k, v) in &t {
-                            set_header(MapType::HttpResponseHeaders, k, v);
+                            headers.set(k, v);
                         }
                         self.count_final(&t, Some("no_status"));
                     }
                 }
                 self.response = Response::Finished;
-                return HeadersAction::Continue;
+            } else {
+                if header_status.is_some() {
+                    // Status already sent in headers but a body follows: keep the trailers for
+                    // the end only (a status in both places would be ambiguous).
+                    headers.remove("grpc-status");
+                    headers.remove("grpc-message");
+                }
+                self.response = Response::GrpcWeb {
+                    scanner: FrameScanner::new(self.cfg.max_message_bytes),
+                    trailer: None,
+                    header_status,
+                    error: None,
+                };
             }
-            if header_status.is_some() {
-                // Status already sent in headers but a body follows: keep the trailers for the
-                // end only (a status in both places would be ambiguous).
-                remove_header(MapType::HttpResponseHeaders, "grpc-status");
-                remove_header(MapType::HttpResponseHeaders, "grpc-message");
-            }
-            self.response = Response::GrpcWeb {
-                scanner: FrameScanner::new(self.cfg.max_message_bytes),
-                trailer: None,
-                header_status,
-                error: None,
-            };
-            return HeadersAction::Continue;
-        }
-
-        // Not a gRPC-web answer: something on the path (a proxy, a CDN) answered instead.
-        let code = status::http_to_grpc(http_status);
-        let message = format!(
-            "grpc-bridge: upstream answered HTTP {http_status}{} instead of gRPC-web",
-            if ct.is_empty() { String::new() } else { format!(" ({ct})") }
-        );
-        set_header(MapType::HttpResponseHeaders, ":status", "200");
-        set_header(MapType::HttpResponseHeaders, "content-type", &grpc_ct);
-        if eos {
-            let t = status_trailers(code, &message);
-            for (k, v) in &t {
-                set_header(MapType::HttpResponseHeaders, k, v);
-            }
-            self.count_final(&t, Some("non_grpc_response"));
-            self.response = Response::Finished;
         } else {
-            self.response = Response::NotGrpc { code, message, quote: Vec::new() };
+            // Not a gRPC-web answer: something on the path (a proxy, a CDN) answered instead.
+            let code = status::http_to_grpc(http_status);
+            let message = format!(
+                "grpc-bridge: upstream answered HTTP {http_status}{} instead of gRPC-web",
+                if ct.is_empty() { String::new() } else { format!(" ({ct})") }
+            );
+            headers.set(":status", "200");
+            headers.set("content-type", &grpc_ct);
+            if eos {
+                let t = status_trailers(h, code, &message);
+                for (k, v) in &t {
+                    headers.set(k, v);
+                }
+                self.count_final(&t, Some("non_grpc_response"));
+                self.response = Response::Finished;
+            } else {
+                self.response = Response::NotGrpc { code, message, quote: Vec::new() };
+            }
+        }
+        if let Err(e) = h.set_headers(MapType::HttpResponseHeaders, &headers) {
+            h.log(LogLevel::Debug, &format!("grpc-bridge agent: cannot rewrite response headers: {e:?}"));
         }
         HeadersAction::Continue
     }
 
-    fn on_response_body(&mut self, size: usize, eos: bool) -> DataAction {
+    pub(crate) fn response_body(&mut self, h: &mut dyn StreamHost, size: usize, eos: bool) -> DataAction {
         if self.converted {
             self.metrics.add("bytes_down", size as u64);
         }
@@ -298,59 +335,56 @@ impl HttpStream for AgentStream {
             Response::NotGrpc { quote, .. } => {
                 if size > 0 {
                     if quote.len() < quote_limit {
-                        if let Ok(Some(b)) =
-                            host::get_buffer(BufferType::HttpResponseBody, 0, quote_limit - quote.len())
-                        {
+                        if let Ok(b) = h.body(BufferType::HttpResponseBody, 0, size.min(quote_limit - quote.len())) {
                             quote.extend_from_slice(&b);
                         }
                     }
-                    let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
+                    let _ = h.replace_body(BufferType::HttpResponseBody, size, &[]);
                 }
             }
             Response::GrpcWeb { scanner, trailer, error, .. } => {
                 if size > 0 {
                     if error.is_some() {
-                        let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
-                    } else if let Err(e) = split_chunk(size, scanner, trailer, trailer_limit) {
+                        let _ = h.replace_body(BufferType::HttpResponseBody, size, &[]);
+                    } else if let Err(e) = split_chunk(h, size, scanner, trailer, trailer_limit) {
                         *error = Some(e);
-                        let _ = replace_body(BufferType::HttpResponseBody, size, &[]);
+                        let _ = h.replace_body(BufferType::HttpResponseBody, size, &[]);
                     }
                 }
             }
         }
         if eos {
-            for (k, v) in self.final_trailers() {
-                if let Err(e) = host::add_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes()) {
-                    host::log(LogLevel::Error, &format!("grpc-bridge agent: cannot add trailer {k}: {e:?}"));
-                }
+            // Envoy creates the trailer map when a filter writes it in the last body callback.
+            let trailers = HeaderList(
+                self.final_trailers(h).into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+            );
+            if let Err(e) = h.set_headers(MapType::HttpResponseTrailers, &trailers) {
+                h.log(LogLevel::Error, &format!("grpc-bridge agent: cannot add trailers: {e:?}"));
             }
         }
         DataAction::Continue
     }
 
-    fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
+    pub(crate) fn response_trailers(&mut self, h: &mut dyn StreamHost) -> HeadersAction {
         // HTTP/1.1 chunked trailers (or HTTP/2 from a gRPC-aware upstream) are rare here; if the
         // upstream sent real trailers with a status and no trailer frame, they stand.
+        let mut existing = h.headers(MapType::HttpResponseTrailers).unwrap_or_default();
         if let Response::GrpcWeb { trailer: None, error: None, .. } = &self.response {
-            if let Some(v) = host::get_map_value(MapType::HttpResponseTrailers, "grpc-status").ok().flatten() {
-                if let Some(code) = status::parse_grpc_status(&v) {
-                    self.metrics.grpc_status(code);
-                }
+            if let Some(code) = existing.get_bytes("grpc-status").and_then(status::parse_grpc_status) {
+                self.metrics.grpc_status(code);
                 self.response = Response::Finished;
                 return HeadersAction::Continue;
             }
         }
-        for (k, v) in self.final_trailers() {
-            let _ = host::replace_map_value(MapType::HttpResponseTrailers, &k, v.as_bytes());
+        let finals = self.final_trailers(h);
+        if finals.is_empty() {
+            return HeadersAction::Continue;
         }
+        for (k, v) in &finals {
+            existing.set(k, v);
+        }
+        let _ = h.set_headers(MapType::HttpResponseTrailers, &existing);
         HeadersAction::Continue
-    }
-
-    fn on_done(&mut self) {
-        if self.converted {
-            let ms = host::now_nanos().saturating_sub(self.started_ns) / 1_000_000;
-            self.metrics.record("call_ms", ms);
-        }
     }
 }
 
@@ -359,15 +393,15 @@ impl HttpStream for AgentStream {
 pub(crate) const WHOLE_CHUNK_BYTES: usize = 16 * 1024;
 
 /// `n` bytes of the response body chunk at `start`: exactly `n`, or an error.
-fn read_body(start: usize, n: usize) -> Result<Vec<u8>, (u32, String)> {
+fn read_body(h: &mut dyn StreamHost, start: usize, n: usize) -> Result<Vec<u8>, (u32, String)> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    match host::get_buffer(BufferType::HttpResponseBody, start, n) {
-        Ok(Some(b)) if b.len() == n => Ok(b),
+    match h.body(BufferType::HttpResponseBody, start, n) {
+        Ok(b) if b.len() == n => Ok(b),
         Ok(b) => Err((
             code::INTERNAL,
-            format!("grpc-bridge: response body read short ({} of {n} bytes at {start})", b.map_or(0, |b| b.len())),
+            format!("grpc-bridge: response body read short ({} of {n} bytes at {start})", b.len()),
         )),
         Err(e) => Err((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}"))),
     }
@@ -378,6 +412,7 @@ fn read_body(start: usize, n: usize) -> Result<Vec<u8>, (u32, String)> {
 /// from the host buffer (`get_buffer_bytes` with start and size) and skips payloads by
 /// arithmetic.
 fn split_chunk(
+    h: &mut dyn StreamHost,
     size: usize,
     scanner: &mut FrameScanner,
     trailer: &mut Option<TrailerFrameReader>,
@@ -394,7 +429,7 @@ fn split_chunk(
     if trailer.is_some() || size <= WHOLE_CHUNK_BYTES {
         // Trailer bytes, or a small chunk (a unary response, often with its trailer frame):
         // one read of the whole chunk costs less than a hostcall per frame header.
-        let chunk = read_body(0, size)?;
+        let chunk = read_body(h, 0, size)?;
         let cut_at = if let Some(reader) = trailer.as_mut() {
             reader.push(&chunk).map_err(trailer_error)?;
             0
@@ -411,12 +446,12 @@ fn split_chunk(
         };
         if cut_at < size {
             // Envoy can only drain-and-prepend or append: rewrite the chunk as its kept prefix.
-            replace_body(BufferType::HttpResponseBody, size, chunk.get(..cut_at).unwrap_or(&[]))
+            h.replace_body(BufferType::HttpResponseBody, size, chunk.get(..cut_at).unwrap_or(&[]))
                 .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
         }
         return Ok(());
     }
-    let outcome = scanner.scan_sparse(size, read_body).map_err(|e| match e {
+    let outcome = scanner.scan_sparse(size, |start, n| read_body(h, start, n)).map_err(|e| match e {
         SparseScanError::Frame(e) => frame_error(e),
         SparseScanError::Peek(e) => e,
         SparseScanError::ShortPeek { offset, wanted, got } => {
@@ -424,14 +459,14 @@ fn split_chunk(
         }
     })?;
     if let Some(at) = outcome.trailers_start {
-        let tail = read_body(at, size.saturating_sub(at))?;
+        let tail = read_body(h, at, size.saturating_sub(at))?;
         let mut reader = TrailerFrameReader::new(trailer_limit);
         reader.push(&tail).map_err(trailer_error)?;
         *trailer = Some(reader);
         // Rewrite the chunk as its kept prefix (once per call: only the chunk that holds the
         // trailer frame is edited).
-        let kept = read_body(0, at)?;
-        replace_body(BufferType::HttpResponseBody, size, &kept)
+        let kept = read_body(h, 0, at)?;
+        h.replace_body(BufferType::HttpResponseBody, size, &kept)
             .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
     }
     Ok(())

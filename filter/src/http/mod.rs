@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod http1_status;
 pub mod server;
+pub mod stream_host;
 
 use crate::abi::HttpStream;
 use crate::codec::status;

@@ -47,8 +47,6 @@ struct Converted {
     request_text: Option<Base64Decoder>,
     request_scanner: FrameScanner,
     response: ResponseState,
-    /// When the call was converted (host clock), for the `call_ms` histogram.
-    started_ns: u64,
 }
 
 enum ResponseState {
@@ -169,7 +167,6 @@ impl HttpStream for ServerStream {
                             request_text: None,
                             request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
                             response: ResponseState::LocalReply,
-                            started_ns: host::now_nanos(),
                         });
                     }
                     return HeadersAction::StopIteration;
@@ -205,7 +202,6 @@ impl HttpStream for ServerStream {
             request_text: (encoding == Encoding::Text).then(Base64Decoder::new),
             request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
             response: ResponseState::Pending,
-            started_ns: host::now_nanos(),
         });
         host::log_with(LogLevel::Debug, || format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
         HeadersAction::Continue
@@ -510,7 +506,6 @@ impl HttpStream for ServerStream {
         self.flush.release(self.id);
         if let Some(conv) = &self.conv {
             self.metrics.add("messages_up", conv.request_scanner.messages());
-            self.metrics.record("call_ms", host::now_nanos().saturating_sub(conv.started_ns) / 1_000_000);
         }
     }
 }

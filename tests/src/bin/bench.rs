@@ -72,6 +72,7 @@ const ALL_PATHS: &[&str] = &[
     "floor",
     "floor-reads",
     "h1-hop",
+    "idle",
 ];
 
 fn parse_opts() -> Result<Opts, String> {
@@ -92,7 +93,7 @@ fn parse_opts() -> Result<Opts, String> {
             .unwrap_or(if quick { 1 } else { 3 }),
         paths: ALL_PATHS
             .iter()
-            .filter(|p| !["grpc-web-nohop", "floor", "floor-reads", "h1-hop"].contains(p))
+            .filter(|p| !["grpc-web-nohop", "floor", "floor-reads", "h1-hop", "idle"].contains(p))
             .map(|s| s.to_string())
             .collect(),
         workloads: vec!["unary".into(), "stream".into()],
@@ -134,8 +135,14 @@ fn parse_opts() -> Result<Opts, String> {
         }
     }
     for p in &o.paths {
-        if !ALL_PATHS.contains(&p.as_str()) {
-            return Err(format!("unknown path {p} (known: {})", ALL_PATHS.join(",")));
+        let floor_ops = p
+            .strip_prefix("floor-")
+            .is_some_and(|ops| !ops.is_empty() && ops.bytes().all(|b| b"rRpPbB".contains(&b)));
+        if !ALL_PATHS.contains(&p.as_str()) && !floor_ops {
+            return Err(format!(
+                "unknown path {p} (known: {}, and floor-<letters of rRpPbB>)",
+                ALL_PATHS.join(",")
+            ));
         }
     }
     o.concurrency = o.concurrency.max(1);
@@ -232,26 +239,52 @@ fn start_path(name: &str) -> Result<Path, String> {
                 _keep: Keep::Backend(b),
             }
         }
-        "native-h2" | "floor" | "floor-reads" | "h1-hop" => {
+        "native-h2" | "h1-hop" | "floor" | "floor-reads" | "idle" => start_native(name, base, None)?,
+        floor if floor.starts_with("floor-") => start_native(name, base, Some(&floor["floor-".len()..]))?,
+        "grpc-web" => from_topology(topo(Topology::builder()).start()?, Client::Grpc),
+        "grpc-web-nohop" => {
+            from_topology(topo(Topology::builder().hop(false)).start()?, Client::Grpc)
+        }
+        "websocket" => from_topology(
+            topo(Topology::builder().transport(Transport::WebSocketTunnel)).start()?,
+            Client::Grpc,
+        ),
+        "srv-wasm" | "srv-native" => {
+            let side = if base == "srv-wasm" {
+                ServerSide::Wasm
+            } else {
+                ServerSide::NativeGrpcWeb
+            };
+            let t = topo(Topology::builder().server(side).hop(false).agent(false)).start()?;
+            from_topology(t, Client::GrpcWeb)
+        }
+        other => return Err(format!("unknown path {other}")),
+    })
+}
+
+
+/// `native-h2`, `h1-hop` and the `floor*` paths: two plain Envoys in a row, optionally each with
+/// the floor wasm module (`ops`: its configuration letters, benches/wasm-floor/floor.rs).
+fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, String> {
+    Ok({
             // `floor*`: the same two Envoys, each with the do-nothing wasm filter
             // (benches/wasm-floor): what any proxy-wasm filter costs per call in Envoy 1.40.
-            let floor_reads = match base {
-                "floor" => Some(0),
-                "floor-reads" => Some(FLOOR_READS),
+            let floor_config = match (base, ops) {
+                ("floor", _) => Some("0".to_string()),
+                ("floor-reads", _) => Some(FLOOR_READS.to_string()),
+                ("idle", _) => Some(r#"{"role":"server"}"#.to_string()),
+                (_, Some(ops)) => Some(ops.to_string()),
                 _ => None,
             };
             let b = spawn_backend()?;
             let h1 = base == "h1-hop";
-            let (template, what) = match floor_reads {
+            let (template, what) = match &floor_config {
                 None if h1 => ("bench/passthrough-h1.yaml", "no filter".to_string()),
                 None => ("passthrough-h2.yaml", "no filter".to_string()),
-                Some(n) => (
-                    "bench/passthrough-h2-wasm.yaml",
-                    format!("do-nothing wasm filter, {n} header reads"),
-                ),
+                Some(c) => ("bench/passthrough-h2-wasm.yaml", format!("floor wasm filter {c:?}")),
             };
             let floor_wasm = grpc_bridge_tests::util::repo_root().join("target/floor/floor.wasm");
-            if floor_reads.is_some() && !floor_wasm.exists() {
+            if floor_config.is_some() && !floor_wasm.exists() {
                 return Err(format!(
                     "{} is missing: `make bench` builds it (rustc --target wasm32-wasip1 benches/wasm-floor/floor.rs)",
                     floor_wasm.display()
@@ -264,9 +297,11 @@ fn start_path(name: &str) -> Result<Path, String> {
                     ("UPSTREAM_HOST", host),
                     ("UPSTREAM_PORT", port.to_string()),
                 ];
-                if let Some(n) = floor_reads {
-                    v.push(("WASM", floor_wasm.display().to_string()));
-                    v.push(("FLOOR_CONFIG", n.to_string()));
+                if let Some(c) = &floor_config {
+                    // `idle`: grpc-bridge itself, role server, on native gRPC it does not convert.
+                    let wasm = if base == "idle" { grpc_bridge_tests::envoy::wasm_path() } else { floor_wasm.clone() };
+                    v.push(("WASM", wasm.display().to_string()));
+                    v.push(("FLOOR_CONFIG", c.clone()));
                 }
                 v
             };
@@ -300,25 +335,7 @@ fn start_path(name: &str) -> Result<Path, String> {
                 ),
                 _keep: Keep::Envoys(b, server, agent),
             }
-        }
-        "grpc-web" => from_topology(topo(Topology::builder()).start()?, Client::Grpc),
-        "grpc-web-nohop" => {
-            from_topology(topo(Topology::builder().hop(false)).start()?, Client::Grpc)
-        }
-        "websocket" => from_topology(
-            topo(Topology::builder().transport(Transport::WebSocketTunnel)).start()?,
-            Client::Grpc,
-        ),
-        "srv-wasm" | "srv-native" => {
-            let side = if base == "srv-wasm" {
-                ServerSide::Wasm
-            } else {
-                ServerSide::NativeGrpcWeb
-            };
-            let t = topo(Topology::builder().server(side).hop(false).agent(false)).start()?;
-            from_topology(t, Client::GrpcWeb)
-        }
-        other => return Err(format!("unknown path {other}")),
+        
     })
 }
 
@@ -756,7 +773,7 @@ fn baseline(path: &str) -> Option<String> {
             "direct" => return None,
             "native-h2" => "direct",
             "grpc-web" | "websocket" | "grpc-web-nohop" | "floor" | "h1-hop" => "native-h2",
-            "floor-reads" => "floor",
+            b if b.starts_with("floor-") || b == "idle" => "floor",
             "srv-wasm" => "srv-native",
             "srv-native" => return None,
             _ => return None,
