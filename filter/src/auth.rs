@@ -23,6 +23,17 @@ pub struct PeerCertificate {
 }
 
 impl PeerCertificate {
+    /// What `verify` needs of the connection under `cfg`: the properties are read only when the
+    /// configuration looks at the certificate (each property read is a CEL evaluation in Envoy,
+    /// several microseconds; a secret-only configuration needs none).
+    pub fn for_config(cfg: &AuthConfig) -> PeerCertificate {
+        if cfg.require_client_certificate {
+            PeerCertificate::from_host()
+        } else {
+            PeerCertificate::default()
+        }
+    }
+
     /// Reads the connection properties. A property the host does not have (a plaintext
     /// connection, an older host) counts as absent; an error reading one counts as no mTLS.
     pub fn from_host() -> PeerCertificate {

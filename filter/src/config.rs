@@ -13,6 +13,10 @@ pub enum Role {
     Agent,
     /// Next to the gRPC backend: gRPC-web (from an agent or a browser) -> native gRPC, and back.
     Server,
+    /// Next to the gRPC backend, in front of Envoy's own `grpc_web` filter, which does the
+    /// conversion: this role only authenticates bridged requests and strips the bridge's
+    /// headers (`http::guard`; `envoy/server-hybrid.yaml`). Counts as `server` in metrics.
+    ServerGuard,
     /// Next to the server role, in front of Envoy's `grpc_http1_bridge`: sets the HTTP status of
     /// a plain HTTP/1.1 gRPC client's response from its `grpc-status` (see `http::http1_status`).
     Http1Status,
@@ -335,7 +339,7 @@ impl Config {
                 return bad(f, "entries must not be empty");
             }
         }
-        if a.require_for_unmarked && self.role != Role::Server {
+        if a.require_for_unmarked && !matches!(self.role, Role::Server | Role::ServerGuard) {
             return bad("require_for_unmarked", "only for role server");
         }
         Ok(())

@@ -31,7 +31,7 @@ impl Metrics {
     pub fn new(role: Role) -> Self {
         let role = match role {
             Role::Agent => "agent",
-            Role::Server => "server",
+            Role::Server | Role::ServerGuard => "server",
             Role::TunnelClient => "tunnel_client",
             Role::TunnelServer => "tunnel_server",
             Role::Http1Status => "http1_status",

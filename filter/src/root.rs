@@ -7,7 +7,7 @@ use std::rc::Rc;
 use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
-use crate::http::{agent::AgentStream, http1_status::Http1StatusStream, server::ServerStream, Passthrough};
+use crate::http::{agent::AgentStream, guard::GuardStream, http1_status::Http1StatusStream, server::ServerStream, Passthrough};
 use crate::metrics::{self, Metrics};
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
@@ -152,6 +152,7 @@ impl Root {
             Role::Server => {
                 ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m))))
             }
+            Role::ServerGuard => ChildContext::Http(Rc::new(RefCell::new(GuardStream::new(cfg, m)))),
             Role::TunnelClient => {
                 self.connections.insert(id);
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))

@@ -82,7 +82,9 @@ pub fn grpc_to_http(code: u32) -> u16 {
 pub fn http_to_grpc(http: u16) -> u32 {
     match http {
         400 => code::INTERNAL,
-        401 => code::UNAUTHENTICATED,
+        // 407: a forward proxy on the path wants credentials. Not in gRPC's table (which would
+        // say UNKNOWN); it is an authentication failure, of the proxy hop.
+        401 | 407 => code::UNAUTHENTICATED,
         403 => code::PERMISSION_DENIED,
         404 => code::UNIMPLEMENTED,
         429 | 502 | 503 | 504 => code::UNAVAILABLE,
@@ -225,9 +227,10 @@ mod tests {
 
     #[test]
     fn http_to_grpc_spec_table() {
-        let table: [(u16, u32); 8] = [
+        let table: [(u16, u32); 9] = [
             (400, code::INTERNAL),
             (401, code::UNAUTHENTICATED),
+            (407, code::UNAUTHENTICATED),
             (403, code::PERMISSION_DENIED),
             (404, code::UNIMPLEMENTED),
             (429, code::UNAVAILABLE),

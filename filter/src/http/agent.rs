@@ -471,3 +471,178 @@ fn split_chunk(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The agent's state machine through a fake host: what it writes, what it counts, and the
+    //! cut of the trailer frame at every chunk boundary.
+    use super::*;
+    use crate::config::Role;
+    use crate::http::stream_host::fake::{Call, FakeHost};
+
+    fn agent() -> AgentStream {
+        let cfg = Config::parse(br#"{"role":"agent","auth":{"secret":"0123456789abcdef"}}"#).unwrap();
+        AgentStream::new(1, Rc::new(cfg), Rc::new(Metrics::new(Role::Agent)))
+    }
+
+    fn list(pairs: &[(&str, &str)]) -> HeaderList {
+        HeaderList(pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect())
+    }
+
+    fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![flag];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A converted call whose response headers (gRPC-web, 200) have been seen.
+    fn converted() -> (AgentStream, FakeHost) {
+        let mut a = agent();
+        let mut h = FakeHost {
+            request_headers: list(&[(":path", "/p.S/M"), ("content-type", "application/grpc"), ("te", "trailers")]),
+            response_headers: list(&[(":status", "200"), ("content-type", "application/grpc-web+proto"), ("content-length", "40")]),
+            ..Default::default()
+        };
+        a.request_headers(&mut h);
+        a.response_headers(&mut h, false);
+        (a, h)
+    }
+
+    #[test]
+    fn request_headers_become_grpc_web_in_one_write() {
+        let (a, h) = converted();
+        let r = &h.request_headers;
+        assert_eq!(r.get("content-type").as_deref(), Some("application/grpc-web+proto"));
+        assert_eq!(r.get("x-grpc-web").as_deref(), Some("1"));
+        assert_eq!(r.get("x-grpc-bridge").as_deref(), Some("agent"));
+        assert_eq!(r.get("x-grpc-bridge-auth").as_deref(), Some("0123456789abcdef"));
+        assert!(!r.contains("te"));
+        assert_eq!(r.get(":path").as_deref(), Some("/p.S/M"), "other headers kept");
+        let resp = &h.response_headers;
+        assert_eq!(resp.get("content-type").as_deref(), Some("application/grpc"));
+        assert!(!resp.contains("content-length"), "the body shrinks");
+        assert_eq!(
+            h.calls,
+            vec![
+                Call::Headers(MapType::HttpRequestHeaders),
+                Call::SetHeaders(MapType::HttpRequestHeaders),
+                Call::Headers(MapType::HttpResponseHeaders),
+                Call::SetHeaders(MapType::HttpResponseHeaders),
+            ]
+        );
+        assert_eq!(a.metrics.pending("calls"), 1);
+    }
+
+    #[test]
+    fn non_grpc_and_already_bridged_requests_are_left_alone() {
+        for headers in [
+            list(&[("content-type", "text/html")]),
+            list(&[("content-type", "application/grpc"), ("x-grpc-bridge", "agent")]),
+        ] {
+            let mut a = agent();
+            let mut h = FakeHost { request_headers: headers.clone(), ..Default::default() };
+            a.request_headers(&mut h);
+            assert_eq!(h.request_headers, headers);
+            assert_eq!(h.calls, vec![Call::Headers(MapType::HttpRequestHeaders)]);
+            // The response passes untouched too.
+            h.response_headers = list(&[(":status", "502")]);
+            a.response_headers(&mut h, true);
+            assert_eq!(h.response_headers, list(&[(":status", "502")]));
+        }
+    }
+
+    #[test]
+    fn the_trailer_frame_is_cut_at_every_chunk_boundary_and_becomes_trailers() {
+        let mut body = frame(0, b"hello");
+        let message_len = body.len();
+        body.extend(frame(0x80, b"grpc-status:7\r\ngrpc-message:no%20way\r\n"));
+        for cut in 0..=body.len() {
+            let (mut a, mut h) = converted();
+            let mut out = Vec::new();
+            for (i, part) in [&body[..cut], &body[cut..]].into_iter().enumerate() {
+                h.chunk = part.to_vec();
+                assert_eq!(a.response_body(&mut h, part.len(), i == 1), DataAction::Continue);
+                out.extend_from_slice(&h.chunk);
+            }
+            assert_eq!(out, body[..message_len], "cut at {cut}");
+            assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("7"), "cut at {cut}");
+            assert_eq!(h.response_trailers.get("grpc-message").as_deref(), Some("no%20way"), "cut at {cut}");
+            assert_eq!(a.metrics.pending("grpc_status.7"), 1);
+            assert_eq!(a.metrics.pending("messages_down"), 1);
+        }
+    }
+
+    #[test]
+    fn a_response_without_a_trailer_frame_ends_internal_never_ok() {
+        let (mut a, mut h) = converted();
+        h.chunk = frame(0, b"hello");
+        a.response_body(&mut h, 10, true);
+        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("13"));
+        assert_eq!(
+            h.response_trailers.get("grpc-message").as_deref(),
+            Some("grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)")
+                .map(|m| status::percent_encode(m))
+                .as_deref()
+        );
+        assert_eq!(a.metrics.pending("errors.no_trailer_frame"), 1);
+    }
+
+    #[test]
+    fn a_proxy_error_page_becomes_a_grpc_status_quoting_the_page() {
+        let mut a = agent();
+        let mut h = FakeHost {
+            request_headers: list(&[("content-type", "application/grpc")]),
+            response_headers: list(&[(":status", "407"), ("content-type", "text/html")]),
+            ..Default::default()
+        };
+        a.request_headers(&mut h);
+        a.response_headers(&mut h, false);
+        assert_eq!(h.response_headers.get(":status").as_deref(), Some("200"));
+        assert_eq!(h.response_headers.get("content-type").as_deref(), Some("application/grpc"));
+        h.chunk = b"<h1>Proxy\n Authentication Required</h1>".to_vec();
+        let n = h.chunk.len();
+        a.response_body(&mut h, n, true);
+        assert!(h.chunk.is_empty(), "the page is not passed as gRPC data");
+        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("16"), "407 is UNAUTHENTICATED");
+        let msg = h.response_trailers.get("grpc-message").unwrap_or_default();
+        assert_eq!(
+            msg,
+            status::percent_encode(
+                "grpc-bridge: upstream answered HTTP 407 (text/html) instead of gRPC-web: <h1>Proxy Authentication Required</h1>"
+            )
+        );
+    }
+
+    #[test]
+    fn a_frame_larger_than_max_message_bytes_ends_resource_exhausted_and_drops_the_rest() {
+        let (mut a, mut h) = converted();
+        let mut big = vec![0u8];
+        big.extend_from_slice(&(17u32 << 20).to_be_bytes());
+        h.chunk = big.clone();
+        a.response_body(&mut h, big.len(), false);
+        assert!(h.chunk.is_empty());
+        h.chunk = vec![1, 2, 3];
+        a.response_body(&mut h, 3, true);
+        assert!(h.chunk.is_empty(), "later data is dropped too");
+        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("8"));
+        assert_eq!(a.metrics.pending("errors.too_large"), 1);
+    }
+
+    #[test]
+    fn a_host_failure_reading_the_body_ends_the_call_internal() {
+        let (mut a, mut h) = converted();
+        h.chunk = frame(0, b"x");
+        h.fail = Some(crate::host::Status::BadArgument);
+        a.response_body(&mut h, 6, false);
+        h.fail = None;
+        h.chunk.clear();
+        a.response_body(&mut h, 0, true);
+        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("13"));
+        assert!(
+            h.response_trailers.get("grpc-message").unwrap_or_default().contains("response body unreadable"),
+            "{:?}",
+            h.response_trailers
+        );
+    }
+}

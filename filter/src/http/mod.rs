@@ -1,6 +1,7 @@
 //! HTTP-filter roles and the host glue they share.
 
 pub mod agent;
+pub mod guard;
 pub mod http1_status;
 pub mod server;
 pub mod stream_host;

@@ -147,7 +147,7 @@ impl HttpStream for ServerStream {
             // Whatever claims to come from an agent must prove it; gRPC-web without the claim
             // (browsers) only when `require_for_unmarked`.
             if marked || (web.is_some() && a.require_for_unmarked) {
-                if let Err(f) = auth::verify(a, presented.as_deref().map(str::as_bytes), &PeerCertificate::from_host())
+                if let Err(f) = auth::verify(a, presented.as_deref().map(str::as_bytes), &PeerCertificate::for_config(a))
                 {
                     self.metrics.inc(&format!("auth_failures.{}", f.kind()));
                     self.metrics.grpc_status(code::UNAUTHENTICATED);

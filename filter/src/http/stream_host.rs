@@ -75,6 +75,8 @@ pub trait StreamHost {
     /// Replaces the first `size` bytes of the current body chunk with `data`.
     fn replace_body(&mut self, buffer: BufferType, size: usize, data: &[u8]) -> HostResult<()>;
     fn log(&mut self, level: LogLevel, message: &str);
+    /// Ends the stream with a gRPC status as a local reply (`http::send_grpc_error`).
+    fn send_grpc_error(&mut self, content_type: &str, code: u32, message: &str, envoy_sets_status: bool);
 }
 
 /// [`StreamHost`] over proxy-wasm hostcalls, for the stream whose callback is running.
@@ -103,6 +105,10 @@ impl StreamHost for WasmHost {
     fn log(&mut self, level: LogLevel, message: &str) {
         host::log(level, message);
     }
+
+    fn send_grpc_error(&mut self, content_type: &str, code: u32, message: &str, envoy_sets_status: bool) {
+        crate::http::send_grpc_error(content_type, code, message, envoy_sets_status);
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +125,7 @@ pub(crate) mod fake {
         Body { start: usize, len: usize },
         ReplaceBody { size: usize, len: usize },
         Log(LogLevel, String),
+        GrpcError { content_type: String, code: u32, message: String, envoy_sets_status: bool },
     }
 
     #[derive(Default)]
@@ -182,6 +189,14 @@ pub(crate) mod fake {
         }
         fn log(&mut self, level: LogLevel, message: &str) {
             self.calls.push(Call::Log(level, message.to_string()));
+        }
+        fn send_grpc_error(&mut self, content_type: &str, code: u32, message: &str, envoy_sets_status: bool) {
+            self.calls.push(Call::GrpcError {
+                content_type: content_type.to_string(),
+                code,
+                message: message.to_string(),
+                envoy_sets_status,
+            });
         }
     }
 }

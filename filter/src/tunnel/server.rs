@@ -105,7 +105,7 @@ impl TunnelServer {
         }
         if let Some(a) = self.cfg.auth.as_ref() {
             if let Err(f) =
-                auth::verify(a, req.header(&a.secret_header).map(str::as_bytes), &PeerCertificate::from_host())
+                auth::verify(a, req.header(&a.secret_header).map(str::as_bytes), &PeerCertificate::for_config(a))
             {
                 self.metrics.inc(&format!("auth_failures.{}", f.kind()));
                 return Err((f.http_status(), f.message().to_string()));
