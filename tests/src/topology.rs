@@ -16,6 +16,9 @@ pub enum ServerSide {
     Wasm,
     /// Envoy's native `envoy.filters.http.grpc_web` (`envoy/server-native-grpc-web.yaml`).
     NativeGrpcWeb,
+    /// Envoy's `grpc_web` converts, grpc-bridge wasm in role `server_guard` authenticates
+    /// (`envoy/server-hybrid.yaml`).
+    Hybrid,
 }
 
 impl ServerSide {
@@ -23,12 +26,14 @@ impl ServerSide {
         match self {
             ServerSide::Wasm => "server.yaml",
             ServerSide::NativeGrpcWeb => "server-native-grpc-web.yaml",
+            ServerSide::Hybrid => "server-hybrid.yaml",
         }
     }
     pub fn label(self) -> &'static str {
         match self {
             ServerSide::Wasm => "server Envoy (grpc-bridge wasm, role server)",
             ServerSide::NativeGrpcWeb => "server Envoy (native grpc_web filter)",
+            ServerSide::Hybrid => "server Envoy (native grpc_web filter + grpc-bridge wasm, role server_guard)",
         }
     }
 }
@@ -167,7 +172,7 @@ impl TopologyBuilder {
         av.append(&mut self.agent_vars);
         self.agent_vars = av;
         let tunnel = self.transport == Transport::WebSocketTunnel;
-        let needs_wasm = self.agent || self.server == ServerSide::Wasm || tunnel;
+        let needs_wasm = self.agent || self.server != ServerSide::NativeGrpcWeb || tunnel;
         if needs_wasm && !wasm_path().exists() {
             return Err(format!(
                 "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",

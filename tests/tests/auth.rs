@@ -18,7 +18,7 @@ use grpc_bridge_tests::certs::TestPki;
 use grpc_bridge_tests::envoy::{wasm_path, Envoy};
 use grpc_bridge_tests::grpcweb::{msg_frame, parse_frames, parse_trailer_block};
 use grpc_bridge_tests::pb::*;
-use grpc_bridge_tests::topology::{Topology, Transport};
+use grpc_bridge_tests::topology::{ServerSide, Topology, Transport};
 
 const SECRET: &str = "auth-test-secret-0123456789";
 
@@ -60,7 +60,7 @@ async fn call(
     (code, seen)
 }
 
-fn run(transport: Transport, label: &str) {
+fn run(transport: Transport, server: ServerSide, label: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,6 +71,7 @@ fn run(transport: Transport, label: &str) {
     ] {
         let topo = Topology::builder()
             .transport(transport)
+            .server(server)
             .hop(false)
             .server_var("AUTH", &server_auth())
             .agent_var("AUTH", &agent_auth(secret))
@@ -121,12 +122,19 @@ fn run(transport: Transport, label: &str) {
 
 #[test]
 fn grpc_web_with_a_shared_secret() {
-    run(Transport::GrpcWeb, "grpc-web");
+    run(Transport::GrpcWeb, ServerSide::Wasm, "grpc-web");
 }
 
 #[test]
 fn tunnel_with_a_shared_secret() {
-    run(Transport::WebSocketTunnel, "tunnel");
+    run(Transport::WebSocketTunnel, ServerSide::Wasm, "tunnel");
+}
+
+/// The hybrid server (envoy/server-hybrid.yaml): Envoy's grpc_web converts, the wasm in role
+/// server_guard refuses the wrong secret before anything reaches the backend.
+#[test]
+fn hybrid_server_with_a_shared_secret() {
+    run(Transport::GrpcWeb, ServerSide::Hybrid, "grpc-web, hybrid server");
 }
 
 /// A client certificate and its key.

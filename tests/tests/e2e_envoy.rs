@@ -101,6 +101,26 @@ fn suite_agent_and_native_grpc_web_server() {
     );
 }
 
+/// (b') Our agent against the hybrid server: Envoy's grpc_web converts, the wasm guards.
+#[test]
+fn suite_agent_and_hybrid_server() {
+    let mut topo = start(Topology::builder().server(ServerSide::Hybrid));
+    let outcomes = rt().block_on(run_suite(topo.client_addr));
+    check(
+        "tonic client, grpc-bridge agent + hybrid server (grpc_web + server_guard)",
+        &outcomes,
+        &mut topo,
+    );
+}
+
+/// Browser-style gRPC-web (binary and text) straight to the hybrid server.
+#[test]
+fn hybrid_server_raw_grpc_web() {
+    let mut topo = start(Topology::builder().server(ServerSide::Hybrid).agent(false));
+    let outcomes = rt().block_on(run_raw_suite(topo.server_addr, topo.backend.addr));
+    check("raw gRPC-web client, hybrid server", &outcomes, &mut topo);
+}
+
 /// (c) A grpcio (Python) client through our agent and server role.
 #[test]
 fn suite_python_grpcio_client() {

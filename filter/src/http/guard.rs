@@ -30,11 +30,14 @@ use crate::metrics::Metrics;
 pub struct GuardStream {
     cfg: Rc<Config>,
     metrics: Rc<Metrics>,
+    /// Content type of the local reply we sent: Envoy drops `content-type` from an empty local
+    /// reply, so it is put back when the reply passes our response path.
+    replied: Option<String>,
 }
 
 impl GuardStream {
     pub fn new(cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
-        GuardStream { cfg, metrics }
+        GuardStream { cfg, metrics, replied: None }
     }
 
     pub(crate) fn request_headers(&mut self, h: &mut dyn StreamHost) -> HeadersAction {
@@ -43,12 +46,9 @@ impl GuardStream {
             Err(e) => {
                 // Fail closed: a guard that cannot see the request lets nothing through.
                 h.log(LogLevel::Warn, &format!("grpc-bridge guard: request headers unreadable: {e:?}"));
-                h.send_grpc_error(
-                    &grpc_web::grpc_web_content_type(Encoding::Binary, "+proto"),
-                    code::INTERNAL,
-                    "grpc-bridge: request headers unreadable",
-                    false,
-                );
+                let ct = grpc_web::grpc_web_content_type(Encoding::Binary, "+proto");
+                h.send_grpc_error(&ct, code::INTERNAL, "grpc-bridge: request headers unreadable", false);
+                self.replied = Some(ct);
                 return HeadersAction::StopIteration;
             }
         };
@@ -75,6 +75,9 @@ impl GuardStream {
                         None => grpc_web::grpc_web_content_type(Encoding::Binary, "+proto"),
                     };
                     h.send_grpc_error(&reply_ct, code::UNAUTHENTICATED, f.message(), envoy_sees_grpc(&ct));
+                    if !envoy_sees_grpc(&ct) {
+                        self.replied = Some(reply_ct);
+                    }
                     return HeadersAction::StopIteration;
                 }
                 if marked {
@@ -84,6 +87,9 @@ impl GuardStream {
         }
         if web.is_some() {
             self.metrics.inc(if marked { "calls.agent" } else { "calls.browser" });
+            // gRPC-web's own request header means nothing to a native backend (Envoy's grpc_web
+            // filter decides from content-type and leaves it).
+            changed |= headers.remove("x-grpc-web");
         }
         if changed {
             if let Err(e) = h.set_headers(MapType::HttpRequestHeaders, &headers) {
@@ -94,9 +100,26 @@ impl GuardStream {
     }
 }
 
+impl GuardStream {
+    pub(crate) fn response_headers(&mut self, h: &mut dyn StreamHost) -> HeadersAction {
+        let Some(ct) = self.replied.take() else {
+            return HeadersAction::Continue;
+        };
+        if let Ok(mut headers) = h.headers(MapType::HttpResponseHeaders) {
+            headers.set("content-type", &ct);
+            let _ = h.set_headers(MapType::HttpResponseHeaders, &headers);
+        }
+        HeadersAction::Continue
+    }
+}
+
 impl HttpStream for GuardStream {
     fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
         self.request_headers(&mut WasmHost)
+    }
+
+    fn on_response_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
+        self.response_headers(&mut WasmHost)
     }
 }
 
@@ -131,8 +154,9 @@ mod tests {
     #[test]
     fn an_agent_call_with_the_secret_passes_without_the_bridge_headers() {
         let mut g = guard(&secret_auth());
-        let mut h = request(&[("x-grpc-bridge", "agent"), ("x-grpc-bridge-auth", SECRET)]);
+        let mut h = request(&[("x-grpc-bridge", "agent"), ("x-grpc-bridge-auth", SECRET), ("x-grpc-web", "1")]);
         assert_eq!(g.request_headers(&mut h), HeadersAction::Continue);
+        assert!(!h.request_headers.contains("x-grpc-web"), "{:?}", h.request_headers);
         assert!(!h.request_headers.contains("x-grpc-bridge"), "{:?}", h.request_headers);
         assert!(!h.request_headers.contains("x-grpc-bridge-auth"), "{:?}", h.request_headers);
         assert_eq!(h.request_headers.get("content-type").as_deref(), Some("application/grpc-web+proto"));
@@ -164,6 +188,10 @@ mod tests {
                 })
             );
             assert!(!h.calls.contains(&Call::SetHeaders(MapType::HttpRequestHeaders)), "refused calls are not forwarded");
+            // Envoy's local reply arrives without content-type: it is put back.
+            h.response_headers = HeaderList(vec![(":status".into(), b"200".to_vec()), ("grpc-status".into(), b"16".to_vec())]);
+            g.response_headers(&mut h);
+            assert_eq!(h.response_headers.get("content-type").as_deref(), Some("application/grpc-web+proto"));
             assert_eq!(g.metrics.pending(&format!("auth_failures.{kind}")), 1);
             assert_eq!(g.metrics.pending("grpc_status.16"), 1);
         }

@@ -65,9 +65,11 @@ const ALL_PATHS: &[&str] = &[
     "direct",
     "native-h2",
     "grpc-web",
+    "grpc-web-hybrid",
     "websocket",
     "srv-wasm",
     "srv-native",
+    "srv-hybrid",
     "grpc-web-nohop",
     "floor",
     "floor-reads",
@@ -249,11 +251,15 @@ fn start_path(name: &str) -> Result<Path, String> {
             topo(Topology::builder().transport(Transport::WebSocketTunnel)).start()?,
             Client::Grpc,
         ),
-        "srv-wasm" | "srv-native" => {
-            let side = if base == "srv-wasm" {
-                ServerSide::Wasm
-            } else {
-                ServerSide::NativeGrpcWeb
+        "grpc-web-hybrid" => from_topology(
+            topo(Topology::builder().server(ServerSide::Hybrid)).start()?,
+            Client::Grpc,
+        ),
+        "srv-wasm" | "srv-native" | "srv-hybrid" => {
+            let side = match base {
+                "srv-wasm" => ServerSide::Wasm,
+                "srv-hybrid" => ServerSide::Hybrid,
+                _ => ServerSide::NativeGrpcWeb,
             };
             let t = topo(Topology::builder().server(side).hop(false).agent(false)).start()?;
             from_topology(t, Client::GrpcWeb)
@@ -272,7 +278,7 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
             let floor_config = match (base, ops) {
                 ("floor", _) => Some("0".to_string()),
                 ("floor-reads", _) => Some(FLOOR_READS.to_string()),
-                ("idle", _) => Some(r#"{"role":"server"}"#.to_string()),
+                ("idle", _) => Some(r#"{"role":"server_guard"}"#.to_string()),
                 (_, Some(ops)) => Some(ops.to_string()),
                 _ => None,
             };
@@ -774,7 +780,8 @@ fn baseline(path: &str) -> Option<String> {
             "native-h2" => "direct",
             "grpc-web" | "websocket" | "grpc-web-nohop" | "floor" | "h1-hop" => "native-h2",
             b if b.starts_with("floor-") || b == "idle" => "floor",
-            "srv-wasm" => "srv-native",
+            "srv-wasm" | "srv-hybrid" => "srv-native",
+            "grpc-web-hybrid" => "native-h2",
             "srv-native" => return None,
             _ => return None,
         }
