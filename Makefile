@@ -61,8 +61,12 @@ demo: setup build
 bench: setup build
 	cargo build -q --profile loadgen -p grpc-bridge-tests --bin bench --bin test-backend --example wasm_codec
 	cargo bench -q -p grpc-bridge --bench codec $(if $(QUICK),-- --warm-up-time 0.2 --measurement-time 0.5,)
-	target/loadgen/examples/wasm_codec $(if $(QUICK),--secs 0.3,)
-	target/loadgen/bench $(if $(QUICK),--quick,) $(if $(BEFORE_WASM),--before-wasm $(BEFORE_WASM),) $(BENCH_ARGS)
+	set -o pipefail; target/loadgen/examples/wasm_codec $(if $(QUICK),--secs 0.3,) | tee target/bench-codec.txt
+	@mkdir -p target/floor
+	rustc --edition 2021 --target wasm32-wasip1 --crate-type cdylib -C opt-level=2 -C panic=abort -o target/floor/floor.wasm benches/wasm-floor/floor.rs
+	set -o pipefail; target/loadgen/bench $(if $(QUICK),--quick,) $(if $(BEFORE_WASM),--before-wasm $(BEFORE_WASM),) $(BENCH_ARGS) | tee target/bench-c16.txt
+	set -o pipefail; target/loadgen/bench $(if $(QUICK),--quick,) --concurrency 1 --workloads unary --paths native-h2,native-h2-hop,grpc-web,grpc-web-hybrid,websocket,srv-wasm,srv-native,srv-hybrid $(BENCH_ARGS_C1) | tee target/bench-c1.txt
+	@echo; echo "Headline ratios (RATIO name value):"; grep -h '^RATIO' target/bench-c16.txt target/bench-c1.txt target/bench-codec.txt 2>/dev/null || true
 
 clean:
 	cargo clean

@@ -8,7 +8,7 @@ fn bench_tool_runs_and_every_call_succeeds() {
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args([
             "--paths",
-            "grpc-web,srv-wasm",
+            "grpc-web,native-h2-hop,srv-wasm,srv-native",
             "--workloads",
             "unary,stream",
             "--stream-msgs",
@@ -44,5 +44,19 @@ fn bench_tool_runs_and_every_call_succeeds() {
             .find(|l| l.starts_with(row))
             .unwrap_or_else(|| panic!("no row {row:?} in\n{stdout}"));
         assert!(line.ends_with(" (0) |"), "calls failed: {line}");
+    }
+    // The machine-readable ratios: each path against its base, both workloads.
+    for name in [
+        "RATIO unary.c2.grpc-web.cpu_per_call_vs.native-h2-hop ",
+        "RATIO unary.c2.grpc-web.calls_per_s_vs.native-h2-hop ",
+        "RATIO stream.c2.grpc-web.mb_per_s_vs.native-h2-hop ",
+        "RATIO unary.c2.srv-wasm.cpu_per_call_vs.srv-native ",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} in\n{stdout}"));
+        let value: f64 = line[name.len()..].trim().parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(value.is_finite() && value > 0.0, "{line}");
     }
 }

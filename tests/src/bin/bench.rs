@@ -64,6 +64,7 @@ const FLOOR_READS: u32 = 20;
 const ALL_PATHS: &[&str] = &[
     "direct",
     "native-h2",
+    "native-h2-hop",
     "grpc-web",
     "grpc-web-hybrid",
     "websocket",
@@ -178,7 +179,7 @@ struct Path {
 #[allow(dead_code)]
 enum Keep {
     Backend(Backend),
-    Envoys(Backend, Envoy, Envoy),
+    Envoys(Backend, Envoy, Envoy, Option<grpc_bridge_tests::nginx::Nginx>),
     Topology(Box<Topology>),
 }
 
@@ -241,7 +242,9 @@ fn start_path(name: &str) -> Result<Path, String> {
                 _keep: Keep::Backend(b),
             }
         }
-        "native-h2" | "h1-hop" | "floor" | "floor-reads" | "idle" => start_native(name, base, None)?,
+        "native-h2" | "native-h2-hop" | "h1-hop" | "floor" | "floor-reads" | "idle" => {
+            start_native(name, base, None)?
+        }
         floor if floor.starts_with("floor-") => start_native(name, base, Some(&floor["floor-".len()..]))?,
         "grpc-web" => from_topology(topo(Topology::builder()).start()?, Client::Grpc),
         "grpc-web-nohop" => {
@@ -317,7 +320,14 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
                 &vars(b.addr.ip().to_string(), b.addr.port()),
             )?;
             let saddr = server.listener_addr("passthrough")?;
-            let mut avars = vars(saddr.ip().to_string(), saddr.port());
+            // `native-h2-hop`: nginx grpc_pass (h2c) between the two Envoys.
+            let hop = if base == "native-h2-hop" {
+                Some(grpc_bridge_tests::nginx::Nginx::start_template("grpc-hop", "bench/nginx-grpc-h2.conf", saddr)?)
+            } else {
+                None
+            };
+            let next = hop.as_ref().map_or(saddr, |n| n.addr);
+            let mut avars = vars(next.ip().to_string(), next.port());
             if h1 {
                 avars.push(("UPSTREAM_PROTOCOL", "http_protocol_options".into()));
                 avars.push(("UPSTREAM_OPTION", "enable_trailers".into()));
@@ -336,10 +346,16 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
                 ],
                 desc: format!(
                     "client -> Envoy ({what}, h2c) {addr} -> {} -> Envoy ({what}) {saddr} -> h2c tonic backend {}",
-                    if h1 { "HTTP/1.1 with chunked trailers" } else { "h2c" },
+                    if h1 {
+                        "HTTP/1.1 with chunked trailers".to_string()
+                    } else if let Some(n) = &hop {
+                        format!("h2c -> nginx grpc_pass {} -> h2c", n.addr)
+                    } else {
+                        "h2c".to_string()
+                    },
                     b.addr
                 ),
-                _keep: Keep::Envoys(b, server, agent),
+                _keep: Keep::Envoys(b, server, agent, hop),
             }
         
     })
@@ -778,10 +794,10 @@ fn baseline(path: &str) -> Option<String> {
         match base {
             "direct" => return None,
             "native-h2" => "direct",
-            "grpc-web" | "websocket" | "grpc-web-nohop" | "floor" | "h1-hop" => "native-h2",
+            "grpc-web" | "websocket" | "grpc-web-hybrid" => "native-h2-hop",
+            "grpc-web-nohop" | "floor" | "h1-hop" | "native-h2-hop" => "native-h2",
             b if b.starts_with("floor-") || b == "idle" => "floor",
             "srv-wasm" | "srv-hybrid" => "srv-native",
-            "grpc-web-hybrid" => "native-h2",
             "srv-native" => return None,
             _ => return None,
         }
@@ -1027,6 +1043,33 @@ fn main() -> ExitCode {
                     a.p50 / bs.p50,
                     a.cpu_us_call / bs.cpu_us_call
                 );
+            }
+        }
+    }
+    // Machine-readable headline ratios, one per line (`RATIO name value`): Envoy CPU per call
+    // against the base path (lower is better; the main figure), and throughput against it
+    // (calls/s for unary, MB/s for stream; higher is better).
+    out += "\nRatios (machine-readable):\n";
+    for load in &loads {
+        let wname = format!("{:?}", load.workload).to_lowercase();
+        for p in &paths {
+            let (Some(base), Some(samples)) = (baseline(&p.name), results.get(&(wname.clone(), p.name.clone()))) else {
+                continue;
+            };
+            let Some(base_samples) = results.get(&(wname.clone(), base.clone())) else { continue };
+            let (row, b) = (summarize(samples), summarize(base_samples));
+            if base != "direct" && b.cpu_us_call > 0.0 {
+                out += &format!(
+                    "RATIO {wname}.c{}.{}.cpu_per_call_vs.{base} {:.3}\n",
+                    opts.concurrency,
+                    p.name,
+                    row.cpu_us_call / b.cpu_us_call
+                );
+            }
+            let (what, a, bb) =
+                if wname == "stream" { ("mb_per_s", row.mb_s, b.mb_s) } else { ("calls_per_s", row.calls_s, b.calls_s) };
+            if bb > 0.0 {
+                out += &format!("RATIO {wname}.c{}.{}.{what}_vs.{base} {:.3}\n", opts.concurrency, p.name, a / bb);
             }
         }
     }
