@@ -90,9 +90,27 @@ pub struct Config {
     /// connections keep it; 0 disables.
     #[serde(default = "defaults::ping_interval_ms")]
     pub ping_interval_ms: u32,
-    /// Authentication of bridged traffic (docs/CONFIG.md, "auth"); `None`: none.
-    #[serde(default)]
+    /// `auth` as written: absent (`None`), `"none"` (`Some(None)`) or an object. The server
+    /// roles require it: bridged traffic is authenticated unless the operator says `"none"`.
+    #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
+    pub auth_setting: Option<Option<AuthConfig>>,
+    /// Authentication of bridged traffic (docs/CONFIG.md, "auth"); `None`: none (filled from
+    /// `auth_setting` by [`Config::parse`]).
+    #[serde(skip)]
     pub auth: Option<AuthConfig>,
+}
+
+/// `"auth"`: the string `"none"`, or an auth object. (`null` is refused: say `"none"`.)
+fn auth_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<AuthConfig>>, D::Error> {
+    use serde::de::Error;
+    let v = serde_json::Value::deserialize(d)?;
+    match v {
+        serde_json::Value::String(s) if s == "none" => Ok(Some(None)),
+        serde_json::Value::Object(_) => AuthConfig::deserialize(v).map(|a| Some(Some(a))).map_err(D::Error::custom),
+        other => Err(D::Error::custom(format!(
+            "expected an auth object or \"none\" (no authentication), got {other}"
+        ))),
+    }
 }
 
 /// A secret from the configuration: never printed (`Debug` is redacted).
@@ -211,6 +229,8 @@ impl Config {
                 ConfigError(format!("field `{}`: {}", path, e.inner()))
             }
         })?;
+        let mut cfg = cfg;
+        cfg.auth = cfg.auth_setting.clone().flatten();
         cfg.validate()?;
         Ok(cfg)
     }
@@ -272,6 +292,16 @@ impl Config {
         if self.ping_interval_ms != 0 && self.ping_interval_ms < 100 {
             return bad("ping_interval_ms", "must be 0 (off) or at least 100");
         }
+        let guards = matches!(self.role, Role::Server | Role::ServerGuard | Role::TunnelServer);
+        if guards && self.auth_setting.is_none() {
+            return bad(
+                "auth",
+                "required for the server roles: {\"shared_secrets\": [...]} and/or {\"require_client_certificate\": true}, or \"none\" to accept unauthenticated bridged traffic",
+            );
+        }
+        if self.role == Role::Http1Status && self.auth_setting.is_some() {
+            return bad("auth", "not used by role http1_status");
+        }
         if let Some(a) = &self.auth {
             self.validate_auth(a)?;
         }
@@ -292,6 +322,7 @@ impl Config {
             return bad("secret_header", "must differ from marker_header");
         }
         let sends = matches!(self.role, Role::Agent | Role::TunnelClient);
+
         if sends {
             match &a.secret {
                 None => {
@@ -352,11 +383,34 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = Config::parse(br#"{"role":"server"}"#).unwrap();
+        let c = Config::parse(br#"{"role":"server","auth":"none"}"#).unwrap();
         assert_eq!(c.role, Role::Server);
+        assert_eq!(c.auth, None);
         assert_eq!(c.max_message_bytes, 16 * 1024 * 1024);
         assert_eq!(c.flush_interval_ms, 5);
         assert_eq!(c.marker_header, "x-grpc-bridge");
+    }
+
+    /// Secure by default: a server role with no `auth` does not load; `"none"` must be said.
+    #[test]
+    fn server_roles_require_auth_or_an_explicit_none() {
+        for role in ["server", "server_guard", "tunnel_server"] {
+            let e = Config::parse(format!(r#"{{"role":"{role}"}}"#).as_bytes()).unwrap_err();
+            assert!(e.0.starts_with("field `auth`: required for the server roles"), "{role}: {e}");
+            let e = Config::parse(format!(r#"{{"role":"{role}","auth":null}}"#).as_bytes()).unwrap_err();
+            assert!(e.0.contains("field `auth`") && e.0.contains("\"none\""), "{role}: {e}");
+            let e = Config::parse(format!(r#"{{"role":"{role}","auth":"off"}}"#).as_bytes()).unwrap_err();
+            assert!(e.0.contains("field `auth`"), "{role}: {e}");
+            let c = Config::parse(format!(r#"{{"role":"{role}","auth":"none"}}"#).as_bytes()).unwrap();
+            assert_eq!(c.auth, None);
+            let c = Config::parse(format!(r#"{{"role":"{role}","auth":{{"shared_secrets":["0123456789abcdef"]}}}}"#).as_bytes())
+                .unwrap();
+            assert!(c.auth.is_some());
+        }
+        // An agent may leave it out (it then sends no secret); http1_status has no use for it.
+        assert_eq!(Config::parse(br#"{"role":"agent"}"#).unwrap().auth, None);
+        let e = Config::parse(br#"{"role":"http1_status","auth":"none"}"#).unwrap_err();
+        assert!(e.0.contains("field `auth`"), "{e}");
     }
 
     #[test]
@@ -384,8 +438,8 @@ mod tests {
             (r#"{"role":"agent","max_message_bytes":0}"#, "max_message_bytes"),
             (r#"{"role":"agent","max_trailer_bytes":10}"#, "max_trailer_bytes"),
             (r#"{"role":"agent","marker_header":"X-Upper"}"#, "marker_header"),
-            (r#"{"role":"server","http1_hold_bytes":10}"#, "http1_hold_bytes"),
-            (r#"{"role":"server","http1_hold_ms":50}"#, "http1_hold_ms"),
+            (r#"{"role":"server","auth":"none","http1_hold_bytes":10}"#, "http1_hold_bytes"),
+            (r#"{"role":"server","auth":"none","http1_hold_ms":50}"#, "http1_hold_ms"),
         ] {
             let e = Config::parse(json.as_bytes()).unwrap_err();
             assert!(e.0.contains(field), "{json}: {e}");

@@ -133,6 +133,14 @@ impl Root {
                     }
                 }
                 host::log(LogLevel::Info, &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role));
+                if matches!(cfg.role, Role::Server | Role::ServerGuard | Role::TunnelServer)
+                    && cfg.auth_setting == Some(None)
+                {
+                    host::log(
+                        LogLevel::Warn,
+                        "grpc-bridge: auth is \"none\": bridged requests are NOT authenticated; anyone who reaches this listener can claim to be an agent",
+                    );
+                }
                 self.config = Some(Rc::new(cfg));
                 true
             }

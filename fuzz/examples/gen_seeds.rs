@@ -418,7 +418,7 @@ fn main() {
     c.add("agent", br#"{"role":"agent"}"#);
     c.add(
         "server",
-        br#"{"role":"server","max_message_bytes":16777216,"max_trailer_bytes":16384,"flush_interval_ms":5,"max_held_bytes":262144,"marker_header":"x-grpc-bridge","error_body_quote_bytes":256}"#,
+        br#"{"role":"server","auth":"none","max_message_bytes":16777216,"max_trailer_bytes":16384,"flush_interval_ms":5,"max_held_bytes":262144,"marker_header":"x-grpc-bridge","error_body_quote_bytes":256}"#,
     );
     c.add(
         "tunnel-client",
@@ -426,7 +426,7 @@ fn main() {
     );
     c.add(
         "tunnel-server",
-        br#"{"role":"tunnel_server","tunnel_path":"/t","ping_interval_ms":0}"#,
+        br#"{"role":"tunnel_server","auth":"none","tunnel_path":"/t","ping_interval_ms":0}"#,
     );
     c.add(
         "bad-field",

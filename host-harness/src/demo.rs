@@ -13,6 +13,10 @@
 //! [`Topology::start`] is public so other suites can run against this topology (optionally
 //! with their own backend).
 
+/// The shared secret of the demo's agent and server (both in this process; a real deployment
+/// generates its own, docs/CONFIG.md "auth").
+const DEMO_SECRET: &str = "grpc-bridge-demo-secret-0001";
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -450,7 +454,7 @@ impl Topology {
         };
         let logs = proxy::LogSink::default();
         let server = proxy::start(
-            ProxyConfig::new(wasm, br#"{"role":"server"}"#.to_vec(), any, backend_addr)
+            ProxyConfig::new(wasm, format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#).into_bytes(), any, backend_addr)
                 .protocols(Protocol::Http1, Protocol::H2c)
                 // envoy/server.yaml: `http_protocol_options: {enable_trailers: true}`
                 .http1_trailers(true, false)
@@ -463,7 +467,7 @@ impl Topology {
             .await
             .map_err(|e| format!("HTTP/1.1 hop: {e}"))?;
         let agent = proxy::start(
-            ProxyConfig::new(wasm, br#"{"role":"agent"}"#.to_vec(), any, hop.addr)
+            ProxyConfig::new(wasm, format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#).into_bytes(), any, hop.addr)
                 .protocols(Protocol::H2c, Protocol::Http1)
                 // envoy/agent.yaml: the cluster's `enable_trailers: true`
                 .http1_trailers(false, true)

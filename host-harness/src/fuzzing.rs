@@ -162,7 +162,7 @@ impl Setup {
                 let auth = if secret {
                     format!(r#","auth":{{"shared_secrets":["{SECRET}"],"require_for_unmarked":{}}}"#, max_frame == 1024)
                 } else {
-                    String::new()
+                    r#","auth":"none""#.to_string()
                 };
                 format!(
                     r#"{{"role":"server","max_message_bytes":{max_message},"max_trailer_bytes":{max_trailer},"flush_interval_ms":{flush},"max_held_bytes":{max_held}{auth}}}"#
@@ -177,7 +177,7 @@ impl Setup {
                 } else {
                     ""
                 };
-                format!(r#"{{"role":"tunnel_server","max_frame_bytes":{max_frame}{headers}}}"#)
+                format!(r#"{{"role":"tunnel_server","auth":"none","max_frame_bytes":{max_frame}{headers}}}"#)
             }
         };
         Setup {

@@ -120,7 +120,7 @@ fn agent_unary_call_stays_within_its_crossing_budget() {
 
 #[test]
 fn server_unary_call_stays_within_its_crossing_budget() {
-    let mut s = role(r#"{"role":"server"}"#);
+    let mut s = role(r#"{"role":"server","auth":"none"}"#);
     let c = measure(&mut s, server_unary);
     report("server unary", c);
     // The pure-wasm server role: header-by-header edits, the hold of the body until the

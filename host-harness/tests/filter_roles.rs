@@ -20,7 +20,7 @@ fn grpc_frame(payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn server_role_turns_grpc_trailers_into_a_grpc_web_trailer_frame() {
-    let mut s = role(r#"{"role":"server"}"#);
+    let mut s = role(r#"{"role":"server","auth":"none"}"#);
     s.request_headers(
         &[
             (":method", "POST"),
@@ -141,7 +141,7 @@ fn bad_configuration_is_refused_with_the_filter_message() {
 #[test]
 fn server_role_gives_a_status_to_headers_only_answers_without_one() {
     for ct in ["application/grpc", "application/grpc-web+proto"] {
-        let mut s = role(r#"{"role":"server"}"#);
+        let mut s = role(r#"{"role":"server","auth":"none"}"#);
         s.request_headers(
             &[
                 (":method", "POST"),
@@ -169,7 +169,7 @@ fn server_role_gives_a_status_to_headers_only_answers_without_one() {
         );
     }
     // A trailers-only answer that has its status keeps it.
-    let mut s = role(r#"{"role":"server"}"#);
+    let mut s = role(r#"{"role":"server","auth":"none"}"#);
     s.request_headers(
         &[
             (":method", "POST"),
@@ -328,7 +328,7 @@ fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
     };
 
     // Size: 131072 bytes pass, one more ends the call.
-    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    let mut s = plain(r#"{"role":"server","auth":"none"}"#, "HTTP/1.1");
     s.response_body(&vec![0u8; 131_072], false);
     assert!(s.local_reply().is_none());
     s.response_body(b"x", false);
@@ -337,7 +337,7 @@ fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
     assert!(msg.contains("http1_hold_bytes"), "{msg}");
 
     // Time: 999 ms after the response headers nothing happens; at 1000 ms the call ends.
-    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    let mut s = plain(r#"{"role":"server","auth":"none"}"#, "HTTP/1.1");
     s.response_body(&grpc_frame(b"first"), false)
         .advance_ms(990);
     assert!(s.local_reply().is_none());
@@ -347,16 +347,16 @@ fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
     assert!(msg.contains("http1_hold_ms"), "{msg}");
 
     // A call that ends in time, HTTP/2, and bounds switched off: no reply of ours.
-    let mut s = plain(r#"{"role":"server"}"#, "HTTP/1.1");
+    let mut s = plain(r#"{"role":"server","auth":"none"}"#, "HTTP/1.1");
     s.response_body(&grpc_frame(b"yo"), false)
         .response_trailers(&[("grpc-status", "0")])
         .advance_ms(5000);
     assert!(s.local_reply().is_none());
-    let mut s = plain(r#"{"role":"server"}"#, "HTTP/2");
+    let mut s = plain(r#"{"role":"server","auth":"none"}"#, "HTTP/2");
     s.response_body(&vec![0u8; 200_000], false).advance_ms(5000);
     assert!(s.local_reply().is_none());
     let mut s = plain(
-        r#"{"role":"server","http1_hold_bytes":0,"http1_hold_ms":0}"#,
+        r#"{"role":"server","auth":"none","http1_hold_bytes":0,"http1_hold_ms":0}"#,
         "HTTP/1.1",
     );
     s.response_body(&vec![0u8; 200_000], false).advance_ms(5000);
@@ -369,7 +369,7 @@ fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
 #[test]
 fn server_role_ends_a_trailerless_stream_with_internal_after_a_flush() {
     for (ct, text) in [("application/grpc-web+proto", false), ("application/grpc-web-text+proto", true)] {
-        let mut s = role(r#"{"role":"server"}"#);
+        let mut s = role(r#"{"role":"server","auth":"none"}"#);
         s.request_headers(
             &[(":method", "POST"), (":path", "/pkg.Svc/Call"), ("content-type", ct)],
             true,

@@ -225,7 +225,7 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
     let backend = echo_upstream(Protocol::H2c).await;
     let server = proxy::start(ProxyConfig {
         wasm: wasm.clone(),
-        plugin_config: br#"{"role":"server"}"#.to_vec(),
+        plugin_config: br#"{"role":"server","auth":"none"}"#.to_vec(),
         listen: "127.0.0.1:0".parse().unwrap(),
         upstream: backend,
         downstream_protocol: Protocol::Http1,

@@ -78,7 +78,7 @@ async fn tunnel_pair(backend: SocketAddr) -> (proxy::RunningProxy, proxy::Runnin
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = proxy::start(ProxyConfig::new(
         &wasm,
-        br#"{"role":"tunnel_server"}"#.to_vec(),
+        br#"{"role":"tunnel_server","auth":"none"}"#.to_vec(),
         any,
         backend,
     ))

@@ -27,6 +27,7 @@ def main():
     ap.add_argument("--path", default="/grpc-bridge/tunnel")
     ap.add_argument("--protocol", default="grpc-bridge.tunnel.v1")
     ap.add_argument("--wait", type=float, default=5.0)
+    ap.add_argument("--header", action="append", default=[], help="NAME: VALUE on the upgrade request")
     a = ap.parse_args()
     out = {"ok": False, "status": None, "accept_ok": False, "protocol": None, "ms": None, "detail": ""}
     try:
@@ -50,7 +51,9 @@ def main():
             (
                 f"GET {a.path} HTTP/1.1\r\nHost: {a.connect}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key.decode()}\r\n"
-                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {a.protocol}\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {a.protocol}\r\n"
+                + "".join(f"{h}\r\n" for h in a.header)
+                + "\r\n"
             ).encode()
         )
         t0 = time.monotonic()

@@ -58,8 +58,13 @@ def h2_frames(buf):
     return out, buf
 
 
+HEADERS = []  # (name, value) pairs from --header, sent on every upgrade request
+
+
 def client_kwargs(**extra):
     kw = dict(compression=None, proxy=None, ping_interval=None, open_timeout=5, close_timeout=3)
+    if HEADERS:
+        kw["additional_headers"] = list(HEADERS)
     kw.update(extra)
     return kw
 
@@ -289,7 +294,12 @@ def main():
     r.add_argument("--delay-ms", type=int, default=100)
     s = sub.add_parser("server")
     s.add_argument("--hold-ms", type=int, default=700)
+    for p in (c, r):
+        p.add_argument("--header", action="append", default=[], help="NAME:VALUE on the upgrade request")
     a = ap.parse_args()
+    for h in getattr(a, "header", []):
+        name, _, value = h.partition(":")
+        HEADERS.append((name.strip(), value.strip()))
     try:
         if a.mode == "client":
             res = asyncio.run(run_client(a.url))

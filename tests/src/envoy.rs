@@ -34,6 +34,24 @@ pub fn wasm_path() -> PathBuf {
     repo_root().join("target/wasm32-wasip1/release/grpc_bridge.wasm")
 }
 
+/// The shared secret the test topologies configure on both sides: auth is on in every sample
+/// config (`${AUTH}` has no default), so every Envoy a test starts gets one unless the test
+/// passes its own `AUTH`.
+pub const TEST_SECRET: &str = "grpc-bridge-test-secret-0001";
+
+/// The `AUTH` a template gets when the test gives none: the agent side sends
+/// [`TEST_SECRET`], the server side requires it. `None` for templates without a bridge filter.
+pub fn default_auth(template_name: &str) -> Option<String> {
+    let name = template_name.rsplit('/').next().unwrap_or(template_name);
+    if name.starts_with("agent") || name.starts_with("tunnel-client") {
+        Some(format!(r#"{{"secret":"{TEST_SECRET}"}}"#))
+    } else if name.starts_with("server") || name.starts_with("tunnel-server") {
+        (name != "server-native-grpc-web.yaml").then(|| format!(r#"{{"shared_secrets":["{TEST_SECRET}"]}}"#))
+    } else {
+        None
+    }
+}
+
 /// Path of a file in the repo's `envoy/` directory.
 pub fn config_template(name: &str) -> PathBuf {
     repo_root().join("envoy").join(name)
@@ -64,6 +82,9 @@ impl Envoy {
         map.insert("ADMIN_PORT".into(), "0".into());
         map.insert("ADMIN_ADDR".into(), "127.0.0.1".into());
         map.insert("WASM".into(), wasm_path().display().to_string());
+        if let Some(auth) = default_auth(template_name) {
+            map.insert("AUTH".into(), auth);
+        }
         for (k, v) in vars {
             map.insert(k.to_string(), v.clone());
         }

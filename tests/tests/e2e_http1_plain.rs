@@ -12,6 +12,7 @@ use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::grpcweb::{self, msg_frame, parse_frames, WebCall};
 use grpc_bridge_tests::pb::{Metadata, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
+use grpc_bridge_tests::util::wait_until;
 use prost::Message;
 
 struct Answer {
@@ -169,11 +170,13 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
         assert_eq!(e.code(), tonic::Code::NotFound);
         assert_eq!(e.message(), "nope");
     });
-    let calls = topo
-        .server
-        .stat("wasmcustom.grpc_bridge.http1_status.calls")
-        .unwrap_or(0);
-    assert_eq!(calls, 7, "{}", topo.server.stats_matching("grpc_bridge"));
+    // Counters are batched in the VM and flushed at the root tick: wait for the flush itself.
+    let calls = wait_until(Duration::from_secs(10), || {
+        topo.server
+            .stat("wasmcustom.grpc_bridge.http1_status.calls")
+            .filter(|&n| n >= 7)
+    });
+    assert_eq!(calls, Some(7), "{}", topo.server.stats_matching("grpc_bridge"));
 }
 
 /// Our bounds on the hold (`http1_hold_bytes` 131072, `http1_hold_ms` 1000, NetScaler's

@@ -590,6 +590,8 @@ fn websocket_101_without_client_data_through_a_bumping_squid() {
             &t.pki.proxy_ca_cert.display().to_string(),
             "--wait",
             "5",
+            "--header",
+            &format!("x-grpc-bridge-auth: {}", grpc_bridge_tests::envoy::TEST_SECRET),
         ],
     )
     .unwrap_or_else(|e| fail(&t, &[], e));

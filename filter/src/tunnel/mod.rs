@@ -77,13 +77,13 @@ pub(crate) fn wrap_binary(data: &[u8], max_frame: usize, entropy: Option<&mut En
     }
 }
 
-/// Compares secrets without an early exit (timing does not reveal how much matched).
+/// Compares secrets in time that depends on neither their contents nor their lengths: both
+/// sides are hashed (SHA-1, fixed-size digests) and the digests compared with no early exit,
+/// as `auth::secret_matches` does. A length check first would tell an attacker the length.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
+    let (da, db) = (crate::codec::sha1::sha1(a), crate::codec::sha1::sha1(b));
     let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
+    for (x, y) in da.iter().zip(db.iter()) {
         diff |= x ^ y;
     }
     diff == 0
@@ -99,6 +99,12 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"", b"x"));
+        // Equal prefixes of any length are no shortcut: every length pair is compared whole.
+        let long = vec![b'a'; 300];
+        for n in 0..300 {
+            assert!(!constant_time_eq(&long[..n], &long), "{n}");
+        }
     }
 
     #[test]

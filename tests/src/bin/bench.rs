@@ -281,7 +281,7 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
             let floor_config = match (base, ops) {
                 ("floor", _) => Some("0".to_string()),
                 ("floor-reads", _) => Some(FLOOR_READS.to_string()),
-                ("idle", _) => Some(r#"{"role":"server_guard"}"#.to_string()),
+                ("idle", _) => Some(r#"{"role":"server_guard","auth":"none"}"#.to_string()),
                 (_, Some(ops)) => Some(ops.to_string()),
                 _ => None,
             };
