@@ -85,6 +85,10 @@ struct Case {
     expect: Expect,
     /// Only meaningful in one runner (the other's HTTP stack refuses it before any filter).
     only: Option<Runner>,
+    /// The request carries this backend call token (`tokened`): after the case, the backend must
+    /// have recorded it if the case expects success, and must never have seen it otherwise (a
+    /// refused call reaches no backend).
+    backend_token: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +102,16 @@ enum Runner {
 fn unary_body(payload: &[u8]) -> Vec<u8> {
     msg_frame(&UnaryRequest {
         payload: payload.to_vec(),
+        ..Default::default()
+    })
+}
+
+/// A unary request the backend records under `hostile:<name>` (echoing its metadata).
+fn tokened(name: &str) -> Vec<u8> {
+    msg_frame(&UnaryRequest {
+        payload: b"x".to_vec(),
+        echo_metadata: true,
+        token: format!("hostile:{name}"),
         ..Default::default()
     })
 }
@@ -362,6 +376,12 @@ fn cases() -> Vec<Case> {
         bytes,
         expect,
         only: None,
+        backend_token: None,
+    };
+    // An authentication case: a marked request with `extra` headers and a tokened body.
+    let auth = |name: &'static str, extra: &[(&str, &str)], expect| Case {
+        backend_token: Some(format!("hostile:{name}")),
+        ..c(name, Server, marked(extra, &tokened(name)), expect)
     };
     let mut big_len = vec![0u8];
     big_len.extend_from_slice(&(MAX_MESSAGE + 1).to_be_bytes());
@@ -405,66 +425,43 @@ fn cases() -> Vec<Case> {
             )
         },
         // -- server role: authentication -----------------------------------------------------
-        c("spoofed_marker_no_secret", Server, marked(&[], &unary_body(b"x")), Grpc(16, "no credentials")),
-        c(
+        auth("spoofed_marker_no_secret", &[], Grpc(16, "no credentials")),
+        auth(
             "marker_wrong_secret",
-            Server,
-            marked(&[("x-grpc-bridge-auth", "hostile-test-secret-0123456788")], &unary_body(b"x")),
+            &[("x-grpc-bridge-auth", "hostile-test-secret-0123456788")],
             Grpc(16, "invalid credentials"),
         ),
-        c(
-            "marker_secret_prefix",
-            Server,
-            marked(&[("x-grpc-bridge-auth", "hostile-test-secret")], &unary_body(b"x")),
-            Grpc(16, "invalid credentials"),
-        ),
-        c(
-            "marker_secret_in_other_header",
-            Server,
-            marked(&[("authorization", SECRET)], &unary_body(b"x")),
-            Grpc(16, "no credentials"),
-        ),
-        c(
-            "marker_empty_secret",
-            Server,
-            marked(&[("x-grpc-bridge-auth", "")], &unary_body(b"x")),
-            Grpc(16, "no credentials"),
-        ),
+        auth("marker_secret_prefix", &[("x-grpc-bridge-auth", "hostile-test-secret")], Grpc(16, "invalid credentials")),
+        auth("marker_secret_in_other_header", &[("authorization", SECRET)], Grpc(16, "no credentials")),
+        auth("marker_empty_secret", &[("x-grpc-bridge-auth", "")], Grpc(16, "no credentials")),
         // Native gRPC over HTTP/1.1 is a plain HTTP/1.1 gRPC client: in Envoy, server.yaml's
         // http1_status filter maps UNAUTHENTICATED to 401; the harness runs the server role alone.
         Case {
             only: Some(Runner::Envoy),
+            backend_token: Some("hostile:marker_on_native_grpc".into()),
             ..c(
                 "marker_on_native_grpc",
                 Server,
-                post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &unary_body(b"x")),
+                post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &tokened("marker_on_native_grpc")),
                 HttpGrpc(401, 16, "no credentials"),
             )
         },
         Case {
             only: Some(Runner::Harness),
+            backend_token: Some("hostile:marker_on_native_grpc_harness".into()),
             ..c(
                 "marker_on_native_grpc_harness",
                 Server,
-                post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &unary_body(b"x")),
+                post("application/grpc", &[("x-grpc-bridge", "agent"), ("te", "trailers")], &tokened("marker_on_native_grpc_harness")),
                 Grpc(16, "no credentials"),
             )
         },
-        c(
+        auth(
             "marker_good_secret_headers_stripped",
-            Server,
-            marked(
-                &[("x-grpc-bridge-auth", SECRET), ("keep-alive", "timeout=5"), ("proxy-connection", "keep-alive"), ("te", "gzip")],
-                &echo_body(),
-            ),
+            &[("x-grpc-bridge-auth", SECRET), ("keep-alive", "timeout=5"), ("proxy-connection", "keep-alive"), ("te", "gzip")],
             CleanOk,
         ),
-        c(
-            "marker_rotated_secret_accepted",
-            Server,
-            marked(&[("x-grpc-bridge-auth", "rotated-secret-abcdefghijklmn")], &echo_body()),
-            CleanOk,
-        ),
+        auth("marker_rotated_secret_accepted", &[("x-grpc-bridge-auth", "rotated-secret-abcdefghijklmn")], CleanOk),
         c(
             "browser_with_stray_secret_header",
             Server,
@@ -613,6 +610,8 @@ struct Stack {
     tunnel_client: SocketAddr,
     ws: Arc<FakeWs>,
     _fake: Arc<FakeUpstream>,
+    /// The backend's call records (`Case::backend_token`).
+    backend: Arc<grpc_bridge_tests::backend::State>,
 }
 
 /// Reads a whole HTTP/1.1 response (the server closes or the body is complete).
@@ -1040,6 +1039,18 @@ async fn run_all(stack: &Stack, runner: Runner) -> (usize, Vec<String>, String) 
                 r
             }
         };
+        let r = match (r, &case.backend_token) {
+            (Ok(what), Some(token)) => {
+                let seen = stack.backend.call(token).is_some();
+                match (&case.expect, seen) {
+                    (Expect::CleanOk, true) => Ok(format!("{what}; the backend recorded the call")),
+                    (Expect::CleanOk, false) => Err(format!("{what}; but the backend never recorded {token}")),
+                    (_, false) => Ok(format!("{what}; the backend never saw the call")),
+                    (_, true) => Err(format!("{what}; but the refused call reached the backend")),
+                }
+            }
+            (r, _) => r,
+        };
         let after = good_request(stack, case.target).await;
         let line = match (&r, &after) {
             (Ok(what), Ok(())) => format!(
@@ -1155,6 +1166,7 @@ fn hostile_inputs_in_envoy() {
             .expect("tunnel client listener"),
         ws,
         _fake: fake,
+        backend: backend.state.clone(),
     };
     let (ran, failures, report) = rt.block_on(run_all(&stack, Runner::Envoy));
     println!("{report}");
@@ -1259,6 +1271,7 @@ fn hostile_inputs_in_the_harness() {
         tunnel_client: tunnel_client.local_addr,
         ws,
         _fake: fake,
+        backend: backend.state.clone(),
     };
     let (ran, failures, report) = rt.block_on(run_all(&stack, Runner::Harness));
     println!("{report}");
