@@ -169,7 +169,10 @@ pub extern "C" fn proxy_on_context_create(context_id: u32, parent_id: u32) {
         return;
     }
     let Some(parent) = root(parent_id) else {
-        host::log(LogLevel::Error, "grpc-bridge: context created under an unknown root");
+        host::log(
+            LogLevel::Error,
+            "grpc-bridge: context created under an unknown root",
+        );
         return;
     };
     let child = match parent.try_borrow_mut() {
@@ -222,12 +225,16 @@ pub extern "C" fn proxy_on_tick(root_id: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, num: usize, eos: u32) -> u32 {
-    with_http(id, HeadersAction::Continue, |s| s.on_request_headers(num, eos != 0)) as u32
+    with_http(id, HeadersAction::Continue, |s| {
+        s.on_request_headers(num, eos != 0)
+    }) as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
-    with_http(id, DataAction::Continue, |s| s.on_request_body(size, eos != 0)) as u32
+    with_http(id, DataAction::Continue, |s| {
+        s.on_request_body(size, eos != 0)
+    }) as u32
 }
 
 #[no_mangle]
@@ -237,12 +244,16 @@ pub extern "C" fn proxy_on_request_trailers(id: u32, num: usize) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(id: u32, num: usize, eos: u32) -> u32 {
-    with_http(id, HeadersAction::Continue, |s| s.on_response_headers(num, eos != 0)) as u32
+    with_http(id, HeadersAction::Continue, |s| {
+        s.on_response_headers(num, eos != 0)
+    }) as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
-    with_http(id, DataAction::Continue, |s| s.on_response_body(size, eos != 0)) as u32
+    with_http(id, DataAction::Continue, |s| {
+        s.on_response_body(size, eos != 0)
+    }) as u32
 }
 
 #[no_mangle]
@@ -257,12 +268,16 @@ pub extern "C" fn proxy_on_new_connection(id: u32) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_downstream_data(id: u32, size: usize, eos: u32) -> u32 {
-    with_net(id, NetworkAction::Continue, |s| s.on_downstream_data(size, eos != 0)) as u32
+    with_net(id, NetworkAction::Continue, |s| {
+        s.on_downstream_data(size, eos != 0)
+    }) as u32
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_upstream_data(id: u32, size: usize, eos: u32) -> u32 {
-    with_net(id, NetworkAction::Continue, |s| s.on_upstream_data(size, eos != 0)) as u32
+    with_net(id, NetworkAction::Continue, |s| {
+        s.on_upstream_data(size, eos != 0)
+    }) as u32
 }
 
 #[no_mangle]
@@ -284,8 +299,11 @@ pub extern "C" fn proxy_on_log(id: u32) {
 pub extern "C" fn proxy_on_done(id: u32) -> u32 {
     with_http(id, (), |s| s.on_done());
     with_net(id, (), |s| s.on_done());
-    let roots: Vec<Shared<Root>> =
-        REGISTRY.with(|r| r.try_borrow().map(|r| r.roots.values().cloned().collect()).unwrap_or_default());
+    let roots: Vec<Shared<Root>> = REGISTRY.with(|r| {
+        r.try_borrow()
+            .map(|r| r.roots.values().cloned().collect())
+            .unwrap_or_default()
+    });
     for r in roots {
         if let Ok(mut r) = r.try_borrow_mut() {
             r.forget_connection(id);
@@ -311,7 +329,14 @@ pub extern "C" fn proxy_on_delete(id: u32) {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_http_call_response(_id: u32, _token: u32, _headers: usize, _body: usize, _trailers: usize) {}
+pub extern "C" fn proxy_on_http_call_response(
+    _id: u32,
+    _token: u32,
+    _headers: usize,
+    _body: usize,
+    _trailers: usize,
+) {
+}
 
 #[no_mangle]
 pub extern "C" fn proxy_on_queue_ready(_id: u32, _token: u32) {}

@@ -43,8 +43,7 @@ impl PeerCertificate {
                 _ => None,
             }
         };
-        let mtls =
-            matches!(host::get_property(&["connection", "mtls"]), Ok(Some(v)) if v.first().is_some_and(|b| *b != 0));
+        let mtls = matches!(host::get_property(&["connection", "mtls"]), Ok(Some(v)) if v.first().is_some_and(|b| *b != 0));
         PeerCertificate {
             mtls,
             uri_san: get("uri_san_peer_certificate"),
@@ -70,8 +69,12 @@ pub enum AuthFailure {
 impl AuthFailure {
     pub fn message(self) -> &'static str {
         match self {
-            AuthFailure::MissingSecret => "grpc-bridge: bridged request not authenticated: no credentials",
-            AuthFailure::WrongSecret => "grpc-bridge: bridged request not authenticated: invalid credentials",
+            AuthFailure::MissingSecret => {
+                "grpc-bridge: bridged request not authenticated: no credentials"
+            }
+            AuthFailure::WrongSecret => {
+                "grpc-bridge: bridged request not authenticated: invalid credentials"
+            }
             AuthFailure::NoClientCertificate => {
                 "grpc-bridge: bridged request not authenticated: no verified client certificate"
             }
@@ -120,7 +123,11 @@ pub fn secret_matches(presented: &[u8], secrets: &[crate::config::Secret]) -> bo
 }
 
 /// The decision: every configured requirement must hold.
-pub fn verify(cfg: &AuthConfig, presented_secret: Option<&[u8]>, peer: &PeerCertificate) -> Result<(), AuthFailure> {
+pub fn verify(
+    cfg: &AuthConfig,
+    presented_secret: Option<&[u8]>,
+    peer: &PeerCertificate,
+) -> Result<(), AuthFailure> {
     if cfg.require_client_certificate {
         if !peer.mtls {
             return Err(AuthFailure::NoClientCertificate);
@@ -138,7 +145,9 @@ pub fn verify(cfg: &AuthConfig, presented_secret: Option<&[u8]>, peer: &PeerCert
     if !cfg.shared_secrets.is_empty() {
         match presented_secret {
             None | Some([]) => return Err(AuthFailure::MissingSecret),
-            Some(p) if !secret_matches(p, &cfg.shared_secrets) => return Err(AuthFailure::WrongSecret),
+            Some(p) if !secret_matches(p, &cfg.shared_secrets) => {
+                return Err(AuthFailure::WrongSecret)
+            }
             Some(_) => {}
         }
     }
@@ -154,7 +163,8 @@ mod tests {
         Config::parse(json.as_bytes()).unwrap().auth.unwrap()
     }
 
-    const TWO: &str = r#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef","new-secret-0000000"]}}"#;
+    const TWO: &str =
+        r#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef","new-secret-0000000"]}}"#;
 
     #[test]
     fn any_configured_secret_is_accepted() {
@@ -169,9 +179,21 @@ mod tests {
         let a = auth(TWO);
         let none = PeerCertificate::default();
         assert_eq!(verify(&a, None, &none), Err(AuthFailure::MissingSecret));
-        assert_eq!(verify(&a, Some(b""), &none), Err(AuthFailure::MissingSecret));
-        for bad in [&b"0123456789abcde"[..], b"0123456789abcdef0", b"0123456789abcdeF", b"x"] {
-            assert_eq!(verify(&a, Some(bad), &none), Err(AuthFailure::WrongSecret), "{bad:?}");
+        assert_eq!(
+            verify(&a, Some(b""), &none),
+            Err(AuthFailure::MissingSecret)
+        );
+        for bad in [
+            &b"0123456789abcde"[..],
+            b"0123456789abcdef0",
+            b"0123456789abcdeF",
+            b"x",
+        ] {
+            assert_eq!(
+                verify(&a, Some(bad), &none),
+                Err(AuthFailure::WrongSecret),
+                "{bad:?}"
+            );
         }
     }
 
@@ -188,16 +210,38 @@ mod tests {
         let a = auth(
             r#"{"role":"server","auth":{"require_client_certificate":true,"allowed_uri_sans":["spiffe://corp/agent"]}}"#,
         );
-        assert_eq!(verify(&a, None, &PeerCertificate::default()), Err(AuthFailure::NoClientCertificate));
-        let mut p = PeerCertificate { mtls: true, ..Default::default() };
-        assert_eq!(verify(&a, None, &p), Err(AuthFailure::CertificateNotAllowed));
+        assert_eq!(
+            verify(&a, None, &PeerCertificate::default()),
+            Err(AuthFailure::NoClientCertificate)
+        );
+        let mut p = PeerCertificate {
+            mtls: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            verify(&a, None, &p),
+            Err(AuthFailure::CertificateNotAllowed)
+        );
         p.uri_san = Some("spiffe://corp/other".into());
-        assert_eq!(verify(&a, None, &p), Err(AuthFailure::CertificateNotAllowed));
+        assert_eq!(
+            verify(&a, None, &p),
+            Err(AuthFailure::CertificateNotAllowed)
+        );
         p.uri_san = Some("spiffe://corp/agent".into());
         assert_eq!(verify(&a, None, &p), Ok(()));
         // A certificate alone is enough when no secret is configured.
         let any = auth(r#"{"role":"server","auth":{"require_client_certificate":true}}"#);
-        assert_eq!(verify(&any, None, &PeerCertificate { mtls: true, ..Default::default() }), Ok(()));
+        assert_eq!(
+            verify(
+                &any,
+                None,
+                &PeerCertificate {
+                    mtls: true,
+                    ..Default::default()
+                }
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -205,7 +249,10 @@ mod tests {
         let a = auth(
             r#"{"role":"server","auth":{"require_client_certificate":true,"shared_secrets":["0123456789abcdef"]}}"#,
         );
-        let cert = PeerCertificate { mtls: true, ..Default::default() };
+        let cert = PeerCertificate {
+            mtls: true,
+            ..Default::default()
+        };
         assert_eq!(
             verify(&a, Some(b"0123456789abcdef"), &PeerCertificate::default()),
             Err(AuthFailure::NoClientCertificate)
@@ -223,7 +270,9 @@ mod tests {
             AuthFailure::CertificateNotAllowed,
         ] {
             assert!(matches!(f.http_status(), 401 | 403));
-            assert!(f.message().starts_with("grpc-bridge: bridged request not authenticated"));
+            assert!(f
+                .message()
+                .starts_with("grpc-bridge: bridged request not authenticated"));
         }
     }
 }

@@ -101,12 +101,16 @@ pub struct Config {
 }
 
 /// `"auth"`: the string `"none"`, or an auth object. (`null` is refused: say `"none"`.)
-fn auth_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<AuthConfig>>, D::Error> {
+fn auth_setting<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<AuthConfig>>, D::Error> {
     use serde::de::Error;
     let v = serde_json::Value::deserialize(d)?;
     match v {
         serde_json::Value::String(s) if s == "none" => Ok(Some(None)),
-        serde_json::Value::Object(_) => AuthConfig::deserialize(v).map(|a| Some(Some(a))).map_err(D::Error::custom),
+        serde_json::Value::Object(_) => AuthConfig::deserialize(v)
+            .map(|a| Some(Some(a)))
+            .map_err(D::Error::custom),
         other => Err(D::Error::custom(format!(
             "expected an auth object or \"none\" (no authentication), got {other}"
         ))),
@@ -218,7 +222,9 @@ impl Config {
     pub fn parse(json: &[u8]) -> Result<Config, ConfigError> {
         let text = std::str::from_utf8(json).map_err(|_| ConfigError("not valid UTF-8".into()))?;
         if text.trim().is_empty() {
-            return Err(ConfigError("empty; expected a JSON object such as {\"role\": \"agent\"}".into()));
+            return Err(ConfigError(
+                "empty; expected a JSON object such as {\"role\": \"agent\"}".into(),
+            ));
         }
         let de = &mut serde_json::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -250,33 +256,55 @@ impl Config {
             return bad("max_held_bytes", "must be between 1024 and 67108864");
         }
         if self.http1_hold_bytes != 0 && !(1024..=32 << 20).contains(&self.http1_hold_bytes) {
-            return bad("http1_hold_bytes", "must be 0 (no bound) or between 1024 and 33554432");
+            return bad(
+                "http1_hold_bytes",
+                "must be 0 (no bound) or between 1024 and 33554432",
+            );
         }
         if self.http1_hold_ms != 0 && !(100..=3_600_000).contains(&self.http1_hold_ms) {
-            return bad("http1_hold_ms", "must be 0 (no bound) or between 100 and 3600000");
+            return bad(
+                "http1_hold_ms",
+                "must be 0 (no bound) or between 100 and 3600000",
+            );
         }
         let m = &self.marker_header;
         if m.is_empty()
             || m.starts_with(':')
-            || !m.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            || !m
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
-            return bad("marker_header", "must be a lowercase header name (a-z, 0-9, '-', '_')");
+            return bad(
+                "marker_header",
+                "must be a lowercase header name (a-z, 0-9, '-', '_')",
+            );
         }
         if self.error_body_quote_bytes > 4096 {
             return bad("error_body_quote_bytes", "must be at most 4096");
         }
-        let token =
-            |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+        let token = |v: &str| {
+            !v.is_empty()
+                && v.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        };
         let clean = |v: &str| !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
         match (&self.tunnel_host, self.role) {
-            (None, Role::TunnelClient) => return bad("tunnel_host", "required for role tunnel_client"),
+            (None, Role::TunnelClient) => {
+                return bad("tunnel_host", "required for role tunnel_client")
+            }
             (Some(h), _) if h.is_empty() || !clean(h) || h.contains(' ') => {
                 return bad("tunnel_host", "must be a host name or host:port")
             }
             _ => {}
         }
-        if !self.tunnel_path.starts_with('/') || !clean(&self.tunnel_path) || self.tunnel_path.contains(' ') {
-            return bad("tunnel_path", "must start with '/' and contain no spaces or control characters");
+        if !self.tunnel_path.starts_with('/')
+            || !clean(&self.tunnel_path)
+            || self.tunnel_path.contains(' ')
+        {
+            return bad(
+                "tunnel_path",
+                "must start with '/' and contain no spaces or control characters",
+            );
         }
         if !token(&self.tunnel_protocol) {
             return bad("tunnel_protocol", "must be an HTTP token");
@@ -292,7 +320,10 @@ impl Config {
         if self.ping_interval_ms != 0 && self.ping_interval_ms < 100 {
             return bad("ping_interval_ms", "must be 0 (off) or at least 100");
         }
-        let guards = matches!(self.role, Role::Server | Role::ServerGuard | Role::TunnelServer);
+        let guards = matches!(
+            self.role,
+            Role::Server | Role::ServerGuard | Role::TunnelServer
+        );
         if guards && self.auth_setting.is_none() {
             return bad(
                 "auth",
@@ -312,11 +343,19 @@ impl Config {
         let bad = |field: &str, why: &str| Err(ConfigError(format!("field `auth.{field}`: {why}")));
         // A secret travels as a header value: visible ASCII only, and long enough to guess badly.
         let secret_ok = |s: &Secret| {
-            (MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&s.0.len()) && s.0.bytes().all(|b| b.is_ascii_graphic())
+            (MIN_SECRET_BYTES..=MAX_SECRET_BYTES).contains(&s.0.len())
+                && s.0.bytes().all(|b| b.is_ascii_graphic())
         };
         let h = &a.secret_header;
-        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_') {
-            return bad("secret_header", "must be a lowercase header name (a-z, 0-9, '-', '_')");
+        if h.is_empty()
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return bad(
+                "secret_header",
+                "must be a lowercase header name (a-z, 0-9, '-', '_')",
+            );
         }
         if *h == self.marker_header {
             return bad("secret_header", "must differ from marker_header");
@@ -326,10 +365,16 @@ impl Config {
         if sends {
             match &a.secret {
                 None => {
-                    return bad("secret", "required for role agent and tunnel_client (the secret this agent sends)")
+                    return bad(
+                        "secret",
+                        "required for role agent and tunnel_client (the secret this agent sends)",
+                    )
                 }
                 Some(s) if !secret_ok(s) => {
-                    return bad("secret", "must be 16 to 1024 visible ASCII characters (no spaces)")
+                    return bad(
+                        "secret",
+                        "must be 16 to 1024 visible ASCII characters (no spaces)",
+                    )
                 }
                 _ => {}
             }
@@ -347,13 +392,22 @@ impl Config {
             return Ok(());
         }
         if a.secret.is_some() {
-            return bad("secret", "only for role agent and tunnel_client (servers use shared_secrets)");
+            return bad(
+                "secret",
+                "only for role agent and tunnel_client (servers use shared_secrets)",
+            );
         }
         if a.shared_secrets.is_empty() && !a.require_client_certificate {
-            return bad("shared_secrets", "give at least one secret, or set require_client_certificate");
+            return bad(
+                "shared_secrets",
+                "give at least one secret, or set require_client_certificate",
+            );
         }
         if a.shared_secrets.iter().any(|s| !secret_ok(s)) {
-            return bad("shared_secrets", "each must be 16 to 1024 visible ASCII characters (no spaces)");
+            return bad(
+                "shared_secrets",
+                "each must be 16 to 1024 visible ASCII characters (no spaces)",
+            );
         }
         if a.shared_secrets.len() > 16 {
             return bad("shared_secrets", "at most 16 secrets");
@@ -396,15 +450,27 @@ mod tests {
     fn server_roles_require_auth_or_an_explicit_none() {
         for role in ["server", "server_guard", "tunnel_server"] {
             let e = Config::parse(format!(r#"{{"role":"{role}"}}"#).as_bytes()).unwrap_err();
-            assert!(e.0.starts_with("field `auth`: required for the server roles"), "{role}: {e}");
-            let e = Config::parse(format!(r#"{{"role":"{role}","auth":null}}"#).as_bytes()).unwrap_err();
-            assert!(e.0.contains("field `auth`") && e.0.contains("\"none\""), "{role}: {e}");
-            let e = Config::parse(format!(r#"{{"role":"{role}","auth":"off"}}"#).as_bytes()).unwrap_err();
+            assert!(
+                e.0.starts_with("field `auth`: required for the server roles"),
+                "{role}: {e}"
+            );
+            let e = Config::parse(format!(r#"{{"role":"{role}","auth":null}}"#).as_bytes())
+                .unwrap_err();
+            assert!(
+                e.0.contains("field `auth`") && e.0.contains("\"none\""),
+                "{role}: {e}"
+            );
+            let e = Config::parse(format!(r#"{{"role":"{role}","auth":"off"}}"#).as_bytes())
+                .unwrap_err();
             assert!(e.0.contains("field `auth`"), "{role}: {e}");
-            let c = Config::parse(format!(r#"{{"role":"{role}","auth":"none"}}"#).as_bytes()).unwrap();
+            let c =
+                Config::parse(format!(r#"{{"role":"{role}","auth":"none"}}"#).as_bytes()).unwrap();
             assert_eq!(c.auth, None);
-            let c = Config::parse(format!(r#"{{"role":"{role}","auth":{{"shared_secrets":["0123456789abcdef"]}}}}"#).as_bytes())
-                .unwrap();
+            let c = Config::parse(
+                format!(r#"{{"role":"{role}","auth":{{"shared_secrets":["0123456789abcdef"]}}}}"#)
+                    .as_bytes(),
+            )
+            .unwrap();
             assert!(c.auth.is_some());
         }
         // An agent may leave it out (it then sends no secret); http1_status has no use for it.
@@ -434,12 +500,30 @@ mod tests {
     #[test]
     fn out_of_range_values_name_the_field() {
         for (json, field) in [
-            (r#"{"role":"agent","flush_interval_ms":0}"#, "flush_interval_ms"),
-            (r#"{"role":"agent","max_message_bytes":0}"#, "max_message_bytes"),
-            (r#"{"role":"agent","max_trailer_bytes":10}"#, "max_trailer_bytes"),
-            (r#"{"role":"agent","marker_header":"X-Upper"}"#, "marker_header"),
-            (r#"{"role":"server","auth":"none","http1_hold_bytes":10}"#, "http1_hold_bytes"),
-            (r#"{"role":"server","auth":"none","http1_hold_ms":50}"#, "http1_hold_ms"),
+            (
+                r#"{"role":"agent","flush_interval_ms":0}"#,
+                "flush_interval_ms",
+            ),
+            (
+                r#"{"role":"agent","max_message_bytes":0}"#,
+                "max_message_bytes",
+            ),
+            (
+                r#"{"role":"agent","max_trailer_bytes":10}"#,
+                "max_trailer_bytes",
+            ),
+            (
+                r#"{"role":"agent","marker_header":"X-Upper"}"#,
+                "marker_header",
+            ),
+            (
+                r#"{"role":"server","auth":"none","http1_hold_bytes":10}"#,
+                "http1_hold_bytes",
+            ),
+            (
+                r#"{"role":"server","auth":"none","http1_hold_ms":50}"#,
+                "http1_hold_ms",
+            ),
         ] {
             let e = Config::parse(json.as_bytes()).unwrap_err();
             assert!(e.0.contains(field), "{json}: {e}");
@@ -450,12 +534,20 @@ mod tests {
     #[test]
     fn every_field_is_documented() {
         let e = Config::parse(br#"{"role":"agent","__probe__":1}"#).unwrap_err();
-        let expected = e.0.split("expected one of").nth(1).expect("serde lists the fields");
+        let expected =
+            e.0.split("expected one of")
+                .nth(1)
+                .expect("serde lists the fields");
         let fields: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         assert!(fields.len() >= 7, "{fields:?}");
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md"))
+                .unwrap();
         for f in fields {
-            assert!(doc.contains(&format!("| `{f}` |")), "docs/CONFIG.md lacks a row for `{f}`");
+            assert!(
+                doc.contains(&format!("| `{f}` |")),
+                "docs/CONFIG.md lacks a row for `{f}`"
+            );
         }
     }
 
@@ -473,13 +565,19 @@ mod tests {
         }
         for (j, field) in [
             (r#"{"role":"agent","auth":{}}"#, "auth.secret"),
-            (r#"{"role":"agent","auth":{"secret":"short"}}"#, "auth.secret"),
+            (
+                r#"{"role":"agent","auth":{"secret":"short"}}"#,
+                "auth.secret",
+            ),
             (
                 r#"{"role":"agent","auth":{"secret":"0123456789abcdef","shared_secrets":["0123456789abcdef"]}}"#,
                 "auth.shared_secrets",
             ),
             (r#"{"role":"server","auth":{}}"#, "auth.shared_secrets"),
-            (r#"{"role":"server","auth":{"shared_secrets":["has a space in it!!"]}}"#, "auth.shared_secrets"),
+            (
+                r#"{"role":"server","auth":{"shared_secrets":["has a space in it!!"]}}"#,
+                "auth.shared_secrets",
+            ),
             (
                 r#"{"role":"server","auth":{"secret":"0123456789abcdef","shared_secrets":["0123456789abcdef"]}}"#,
                 "auth.secret",
@@ -500,23 +598,33 @@ mod tests {
                 r#"{"role":"tunnel_server","auth":{"shared_secrets":["0123456789abcdef"],"require_for_unmarked":true}}"#,
                 "auth.require_for_unmarked",
             ),
-            (r#"{"role":"server","auth":{"shared_secret":["0123456789abcdef"]}}"#, "shared_secret"),
+            (
+                r#"{"role":"server","auth":{"shared_secret":["0123456789abcdef"]}}"#,
+                "shared_secret",
+            ),
         ] {
             let e = Config::parse(j.as_bytes()).unwrap_err();
             assert!(e.0.contains(field), "{j}: {e}");
-            assert!(!e.0.contains("0123456789abcdef"), "a secret in an error message: {e}");
+            assert!(
+                !e.0.contains("0123456789abcdef"),
+                "a secret in an error message: {e}"
+            );
         }
     }
 
     #[test]
     fn secrets_are_never_printed() {
-        let c = Config::parse(br#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef"]}}"#).unwrap();
+        let c =
+            Config::parse(br#"{"role":"server","auth":{"shared_secrets":["0123456789abcdef"]}}"#)
+                .unwrap();
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
     }
 
     #[test]
     fn auth_fields_are_documented() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md")).unwrap();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONFIG.md"))
+                .unwrap();
         for f in [
             "secret",
             "shared_secrets",
@@ -527,7 +635,10 @@ mod tests {
             "allowed_subjects",
             "require_for_unmarked",
         ] {
-            assert!(doc.contains(&format!("| `auth.{f}` |")), "docs/CONFIG.md lacks a row for `auth.{f}`");
+            assert!(
+                doc.contains(&format!("| `auth.{f}` |")),
+                "docs/CONFIG.md lacks a row for `auth.{f}`"
+            );
         }
     }
 

@@ -126,7 +126,11 @@ mod raw {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> u32;
-        pub fn proxy_set_header_map_pairs(map_type: u32, map_data: *const u8, map_size: usize) -> u32;
+        pub fn proxy_set_header_map_pairs(
+            map_type: u32,
+            map_data: *const u8,
+            map_size: usize,
+        ) -> u32;
         pub fn proxy_get_header_map_value(
             map_type: u32,
             key_data: *const u8,
@@ -148,7 +152,11 @@ mod raw {
             value_data: *const u8,
             value_size: usize,
         ) -> u32;
-        pub fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+        pub fn proxy_remove_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
         pub fn proxy_get_property(
             path_data: *const u8,
             path_size: usize,
@@ -203,10 +211,22 @@ mod raw {
     pub unsafe fn proxy_set_tick_period_milliseconds(_: u32) -> u32 {
         12
     }
-    pub unsafe fn proxy_get_buffer_bytes(_: u32, _: usize, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+    pub unsafe fn proxy_get_buffer_bytes(
+        _: u32,
+        _: usize,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
         12
     }
-    pub unsafe fn proxy_set_buffer_bytes(_: u32, _: usize, _: usize, _: *const u8, _: usize) -> u32 {
+    pub unsafe fn proxy_set_buffer_bytes(
+        _: u32,
+        _: usize,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> u32 {
         12
     }
     pub unsafe fn proxy_set_header_map_pairs(_: u32, _: *const u8, _: usize) -> u32 {
@@ -215,19 +235,42 @@ mod raw {
     pub unsafe fn proxy_get_header_map_pairs(_: u32, _: *mut *mut u8, _: *mut usize) -> u32 {
         12
     }
-    pub unsafe fn proxy_get_header_map_value(_: u32, _: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+    pub unsafe fn proxy_get_header_map_value(
+        _: u32,
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
         12
     }
-    pub unsafe fn proxy_add_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
+    pub unsafe fn proxy_add_header_map_value(
+        _: u32,
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> u32 {
         12
     }
-    pub unsafe fn proxy_replace_header_map_value(_: u32, _: *const u8, _: usize, _: *const u8, _: usize) -> u32 {
+    pub unsafe fn proxy_replace_header_map_value(
+        _: u32,
+        _: *const u8,
+        _: usize,
+        _: *const u8,
+        _: usize,
+    ) -> u32 {
         12
     }
     pub unsafe fn proxy_remove_header_map_value(_: u32, _: *const u8, _: usize) -> u32 {
         12
     }
-    pub unsafe fn proxy_get_property(_: *const u8, _: usize, _: *mut *mut u8, _: *mut usize) -> u32 {
+    pub unsafe fn proxy_get_property(
+        _: *const u8,
+        _: usize,
+        _: *mut *mut u8,
+        _: *mut usize,
+    ) -> u32 {
         12
     }
     pub unsafe fn proxy_continue_stream(_: u32) -> u32 {
@@ -304,7 +347,11 @@ fn log_enabled(level: LogLevel) -> bool {
             // SAFETY: l is a valid out-pointer.
             let status = unsafe { raw::proxy_get_log_level(&mut l) };
             // Unknown: log everything (the host filters anyway).
-            host_level = if Status::from_raw(status).is_ok() { l } else { 0 };
+            host_level = if Status::from_raw(status).is_ok() {
+                l
+            } else {
+                0
+            };
             cell.set((host_level, 1023));
         } else {
             cell.set((host_level, left - 1));
@@ -353,7 +400,9 @@ pub fn get_buffer(bt: BufferType, start: usize, max: usize) -> HostResult<Option
 /// Replaces the first `size` bytes of the buffer with `data` (Envoy: drain + prepend).
 pub fn replace_buffer_prefix(bt: BufferType, size: usize, data: &[u8]) -> HostResult<()> {
     // SAFETY: data is a live slice.
-    Status::from_raw(unsafe { raw::proxy_set_buffer_bytes(bt as u32, 0, size, data.as_ptr(), data.len()) })
+    Status::from_raw(unsafe {
+        raw::proxy_set_buffer_bytes(bt as u32, 0, size, data.as_ptr(), data.len())
+    })
 }
 
 /// Appends `data` to the buffer (a start at or past the end appends in Envoy).
@@ -361,7 +410,9 @@ pub fn append_buffer(bt: BufferType, data: &[u8]) -> HostResult<()> {
     // A start beyond any real buffer length always takes Envoy's append branch; 0 would prepend.
     let start = i32::MAX as usize;
     // SAFETY: data is a live slice.
-    Status::from_raw(unsafe { raw::proxy_set_buffer_bytes(bt as u32, start, 0, data.as_ptr(), data.len()) })
+    Status::from_raw(unsafe {
+        raw::proxy_set_buffer_bytes(bt as u32, start, 0, data.as_ptr(), data.len())
+    })
 }
 
 /// Decodes the proxy-wasm header map serialization: u32 count, (u32 key len, u32 value len) per
@@ -442,14 +493,18 @@ pub fn get_map(mt: MapType) -> HostResult<Vec<(String, Vec<u8>)>> {
 pub fn set_map(mt: MapType, pairs: &[(&str, &[u8])]) -> HostResult<()> {
     let bytes = encode_map(pairs);
     // SAFETY: bytes is a live slice.
-    Status::from_raw(unsafe { raw::proxy_set_header_map_pairs(mt as u32, bytes.as_ptr(), bytes.len()) })
+    Status::from_raw(unsafe {
+        raw::proxy_set_header_map_pairs(mt as u32, bytes.as_ptr(), bytes.len())
+    })
 }
 
 pub fn get_map_value(mt: MapType, key: &str) -> HostResult<Option<Vec<u8>>> {
     let mut ptr: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: valid key slice and out-pointers.
-    let status = unsafe { raw::proxy_get_header_map_value(mt as u32, key.as_ptr(), key.len(), &mut ptr, &mut len) };
+    let status = unsafe {
+        raw::proxy_get_header_map_value(mt as u32, key.as_ptr(), key.len(), &mut ptr, &mut len)
+    };
     match Status::from_raw(status) {
         Ok(()) => Ok(take_host_bytes(ptr, len)),
         Err(Status::NotFound) => Ok(None),
@@ -468,20 +523,34 @@ pub fn header(mt: MapType, key: &str) -> Option<String> {
 pub fn add_map_value(mt: MapType, key: &str, value: &[u8]) -> HostResult<()> {
     // SAFETY: valid slices.
     Status::from_raw(unsafe {
-        raw::proxy_add_header_map_value(mt as u32, key.as_ptr(), key.len(), value.as_ptr(), value.len())
+        raw::proxy_add_header_map_value(
+            mt as u32,
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     })
 }
 
 pub fn replace_map_value(mt: MapType, key: &str, value: &[u8]) -> HostResult<()> {
     // SAFETY: valid slices.
     Status::from_raw(unsafe {
-        raw::proxy_replace_header_map_value(mt as u32, key.as_ptr(), key.len(), value.as_ptr(), value.len())
+        raw::proxy_replace_header_map_value(
+            mt as u32,
+            key.as_ptr(),
+            key.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     })
 }
 
 pub fn remove_map_value(mt: MapType, key: &str) -> HostResult<()> {
     // SAFETY: valid slice.
-    match Status::from_raw(unsafe { raw::proxy_remove_header_map_value(mt as u32, key.as_ptr(), key.len()) }) {
+    match Status::from_raw(unsafe {
+        raw::proxy_remove_header_map_value(mt as u32, key.as_ptr(), key.len())
+    }) {
         Err(Status::NotFound) => Ok(()),
         other => other,
     }
@@ -500,7 +569,9 @@ pub fn get_property(path: &[&str]) -> HostResult<Option<Vec<u8>>> {
     let mut ptr: *mut u8 = core::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: valid slice and out-pointers.
-    let status = unsafe { raw::proxy_get_property(serialized.as_ptr(), serialized.len(), &mut ptr, &mut len) };
+    let status = unsafe {
+        raw::proxy_get_property(serialized.as_ptr(), serialized.len(), &mut ptr, &mut len)
+    };
     match Status::from_raw(status) {
         Ok(()) => Ok(take_host_bytes(ptr, len)),
         Err(Status::NotFound) => Ok(None),
@@ -520,7 +591,13 @@ pub fn close_stream(st: StreamType) -> HostResult<()> {
 }
 
 /// Sends a local reply. `grpc_status` < 0 means "none".
-pub fn send_local_response(status: u32, details: &str, body: &[u8], headers: &[(&str, &[u8])], grpc_status: i32) -> HostResult<()> {
+pub fn send_local_response(
+    status: u32,
+    details: &str,
+    body: &[u8],
+    headers: &[(&str, &[u8])],
+    grpc_status: i32,
+) -> HostResult<()> {
     let map = encode_map(headers);
     // SAFETY: valid slices.
     Status::from_raw(unsafe {
@@ -545,7 +622,9 @@ pub fn set_effective_context(id: u32) -> HostResult<()> {
 pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
     let mut id = 0u32;
     // SAFETY: valid slice and out-pointer.
-    Status::from_raw(unsafe { raw::proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Status::from_raw(unsafe {
+        raw::proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id)
+    })?;
     Ok(id)
 }
 
@@ -564,7 +643,14 @@ pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u
     let mut len: usize = 0;
     // SAFETY: valid slices and out-pointers.
     let status = unsafe {
-        raw::proxy_call_foreign_function(name.as_ptr(), name.len(), args.as_ptr(), args.len(), &mut ptr, &mut len)
+        raw::proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            args.as_ptr(),
+            args.len(),
+            &mut ptr,
+            &mut len,
+        )
     };
     Status::from_raw(status)?;
     Ok(take_host_bytes(ptr, len))
@@ -603,7 +689,8 @@ mod tests {
 
     #[test]
     fn map_serialization_round_trips() {
-        let pairs: Vec<(&str, &[u8])> = vec![(":status", b"200"), ("grpc-status", b"0"), ("empty", b"")];
+        let pairs: Vec<(&str, &[u8])> =
+            vec![(":status", b"200"), ("grpc-status", b"0"), ("empty", b"")];
         let bytes = encode_map(&pairs);
         let back = decode_map(&bytes).expect("decodes");
         assert_eq!(back.len(), 3);

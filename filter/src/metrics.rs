@@ -36,7 +36,10 @@ impl Metrics {
             Role::TunnelServer => "tunnel_server",
             Role::Http1Status => "http1_status",
         };
-        Metrics { role, counters: RefCell::new(BTreeMap::new()) }
+        Metrics {
+            role,
+            counters: RefCell::new(BTreeMap::new()),
+        }
     }
 
     /// Adds `by` to the counter `<prefix>.<role>.<name>` (sent at the next flush).
@@ -44,7 +47,9 @@ impl Metrics {
         if by == 0 {
             return;
         }
-        let Ok(mut counters) = self.counters.try_borrow_mut() else { return };
+        let Ok(mut counters) = self.counters.try_borrow_mut() else {
+            return;
+        };
         match counters.get_mut(name) {
             Some((_, pending)) => *pending = pending.saturating_add(by),
             None => {
@@ -64,18 +69,27 @@ impl Metrics {
 
     /// Increments not yet sent to the host (unit tests read what a role counted).
     pub fn pending(&self, name: &str) -> u64 {
-        self.counters.try_borrow().ok().and_then(|c| c.get(name).map(|(_, p)| *p)).unwrap_or(0)
+        self.counters
+            .try_borrow()
+            .ok()
+            .and_then(|c| c.get(name).map(|(_, p)| *p))
+            .unwrap_or(0)
     }
 
     /// Whether some increment waits for a flush.
     pub fn has_pending(&self) -> bool {
-        self.counters.try_borrow().map(|c| c.values().any(|(_, p)| *p > 0)).unwrap_or(false)
+        self.counters
+            .try_borrow()
+            .map(|c| c.values().any(|(_, p)| *p > 0))
+            .unwrap_or(false)
     }
 
     /// Sends every pending increment to the host. A failing metric call never affects traffic:
     /// the increment is dropped (metrics are best effort).
     pub fn flush(&self) {
-        let Ok(mut counters) = self.counters.try_borrow_mut() else { return };
+        let Ok(mut counters) = self.counters.try_borrow_mut() else {
+            return;
+        };
         for (name, (id, pending)) in counters.iter_mut() {
             if *pending == 0 {
                 continue;

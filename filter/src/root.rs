@@ -7,7 +7,10 @@ use std::rc::Rc;
 use crate::abi::{HttpStream, NetworkStream};
 use crate::config::{Config, Role};
 use crate::host::{self, BufferType, LogLevel};
-use crate::http::{agent::AgentStream, guard::GuardStream, http1_status::Http1StatusStream, server::ServerStream, Passthrough};
+use crate::http::{
+    agent::AgentStream, guard::GuardStream, http1_status::Http1StatusStream, server::ServerStream,
+    Passthrough,
+};
 use crate::metrics::{self, Metrics};
 use crate::tunnel::{client::TunnelClient, server::TunnelServer};
 
@@ -30,7 +33,11 @@ pub struct FlushScheduler {
 
 impl FlushScheduler {
     pub fn new(interval_ms: u32) -> Self {
-        FlushScheduler { interval_ms, due: RefCell::new(BTreeSet::new()), armed: RefCell::new(false) }
+        FlushScheduler {
+            interval_ms,
+            due: RefCell::new(BTreeSet::new()),
+            armed: RefCell::new(false),
+        }
     }
 
     /// Registers a stream for release at the next tick, arming the tick if needed.
@@ -42,7 +49,10 @@ impl FlushScheduler {
             if !*armed {
                 match host::set_tick_period_ms(self.interval_ms) {
                     Ok(()) => *armed = true,
-                    Err(e) => host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm flush tick: {e:?}")),
+                    Err(e) => host::log(
+                        LogLevel::Error,
+                        &format!("grpc-bridge: cannot arm flush tick: {e:?}"),
+                    ),
                 }
             }
         }
@@ -107,7 +117,10 @@ impl Root {
             Ok(Some(b)) => b,
             Ok(None) => Vec::new(),
             Err(e) => {
-                host::log(LogLevel::Critical, &format!("grpc-bridge: cannot read plugin configuration: {e:?}"));
+                host::log(
+                    LogLevel::Critical,
+                    &format!("grpc-bridge: cannot read plugin configuration: {e:?}"),
+                );
                 return false;
             }
         };
@@ -117,24 +130,38 @@ impl Root {
                 self.metrics = Some(Rc::new(Metrics::new(cfg.role)));
                 // Every role ticks at least this often: the tick sends the counted metrics.
                 if let Err(e) = host::set_tick_period_ms(metrics::FLUSH_MS) {
-                    host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm metrics tick: {e:?}"));
+                    host::log(
+                        LogLevel::Error,
+                        &format!("grpc-bridge: cannot arm metrics tick: {e:?}"),
+                    );
                 }
                 if cfg.role == Role::TunnelClient && cfg.ping_interval_ms > 0 {
                     // Check twice per interval so an idle tunnel pings within 1.5 intervals.
                     let period = (cfg.ping_interval_ms / 2).max(50);
                     if let Err(e) = host::set_tick_period_ms(period) {
-                        host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm keepalive tick: {e:?}"));
+                        host::log(
+                            LogLevel::Error,
+                            &format!("grpc-bridge: cannot arm keepalive tick: {e:?}"),
+                        );
                     }
                 }
                 if cfg.role == Role::TunnelServer {
                     // Closes refused or failed tunnels once their answer is out (tunnel/server.rs).
                     if let Err(e) = host::set_tick_period_ms(CLOSE_TICK_MS) {
-                        host::log(LogLevel::Error, &format!("grpc-bridge: cannot arm close tick: {e:?}"));
+                        host::log(
+                            LogLevel::Error,
+                            &format!("grpc-bridge: cannot arm close tick: {e:?}"),
+                        );
                     }
                 }
-                host::log(LogLevel::Info, &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role));
-                if matches!(cfg.role, Role::Server | Role::ServerGuard | Role::TunnelServer)
-                    && cfg.auth_setting == Some(None)
+                host::log(
+                    LogLevel::Info,
+                    &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role),
+                );
+                if matches!(
+                    cfg.role,
+                    Role::Server | Role::ServerGuard | Role::TunnelServer
+                ) && cfg.auth_setting == Some(None)
                 {
                     host::log(
                         LogLevel::Warn,
@@ -157,18 +184,28 @@ impl Root {
         };
         match cfg.role {
             Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg, m)))),
-            Role::Server => {
-                ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(id, cfg, self.flush.clone(), m))))
+            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(
+                id,
+                cfg,
+                self.flush.clone(),
+                m,
+            )))),
+            Role::ServerGuard => {
+                ChildContext::Http(Rc::new(RefCell::new(GuardStream::new(cfg, m))))
             }
-            Role::ServerGuard => ChildContext::Http(Rc::new(RefCell::new(GuardStream::new(cfg, m)))),
             Role::TunnelClient => {
                 self.connections.insert(id);
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
             }
-            Role::Http1Status => ChildContext::Http(Rc::new(RefCell::new(Http1StatusStream::new(m)))),
-            Role::TunnelServer => {
-                ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(id, cfg, m, self.closing.clone()))))
+            Role::Http1Status => {
+                ChildContext::Http(Rc::new(RefCell::new(Http1StatusStream::new(m))))
             }
+            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(
+                id,
+                cfg,
+                m,
+                self.closing.clone(),
+            )))),
         }
     }
 
@@ -195,11 +232,15 @@ impl Root {
     }
 
     fn is_tunnel_server(&self) -> bool {
-        self.config.as_ref().is_some_and(|c| c.role == Role::TunnelServer)
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.role == Role::TunnelServer)
     }
 
     fn is_tunnel_client(&self) -> bool {
-        self.config.as_ref().is_some_and(|c| c.role == Role::TunnelClient)
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.role == Role::TunnelClient)
     }
 
     /// Connections that get this tick: every tunnel client (keepalive), only the tunnel server

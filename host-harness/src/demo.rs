@@ -454,12 +454,18 @@ impl Topology {
         };
         let logs = proxy::LogSink::default();
         let server = proxy::start(
-            ProxyConfig::new(wasm, format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#).into_bytes(), any, backend_addr)
-                .protocols(Protocol::Http1, Protocol::H2c)
-                // envoy/server.yaml: `http_protocol_options: {enable_trailers: true}`
-                .http1_trailers(true, false)
-                .network(false)
-                .log_sink(logs.clone()),
+            ProxyConfig::new(
+                wasm,
+                format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#)
+                    .into_bytes(),
+                any,
+                backend_addr,
+            )
+            .protocols(Protocol::Http1, Protocol::H2c)
+            // envoy/server.yaml: `http_protocol_options: {enable_trailers: true}`
+            .http1_trailers(true, false)
+            .network(false)
+            .log_sink(logs.clone()),
         )
         .await
         .map_err(|e| format!("server proxy: {e}"))?;
@@ -467,12 +473,17 @@ impl Topology {
             .await
             .map_err(|e| format!("HTTP/1.1 hop: {e}"))?;
         let agent = proxy::start(
-            ProxyConfig::new(wasm, format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#).into_bytes(), any, hop.addr)
-                .protocols(Protocol::H2c, Protocol::Http1)
-                // envoy/agent.yaml: the cluster's `enable_trailers: true`
-                .http1_trailers(false, true)
-                .network(false)
-                .log_sink(logs.clone()),
+            ProxyConfig::new(
+                wasm,
+                format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#).into_bytes(),
+                any,
+                hop.addr,
+            )
+            .protocols(Protocol::H2c, Protocol::Http1)
+            // envoy/agent.yaml: the cluster's `enable_trailers: true`
+            .http1_trailers(false, true)
+            .network(false)
+            .log_sink(logs.clone()),
         )
         .await
         .map_err(|e| format!("agent proxy: {e}"))?;
@@ -737,9 +748,11 @@ pub async fn run_case(
                     loop {
                         match s.message().await {
                             Ok(Some(_)) => got += 1,
-                            Ok(None) => return Err(format!(
+                            Ok(None) => {
+                                return Err(format!(
                                 "stream ended OK after {got} messages, want FAILED_PRECONDITION"
-                            )),
+                            ))
+                            }
                             Err(e) => break e,
                         }
                     }

@@ -160,7 +160,10 @@ impl Setup {
                 // With `secret`: agent-marked requests must carry SECRET (the driver sends it,
                 // a wrong one, or none); every other input: no auth.
                 let auth = if secret {
-                    format!(r#","auth":{{"shared_secrets":["{SECRET}"],"require_for_unmarked":{}}}"#, max_frame == 1024)
+                    format!(
+                        r#","auth":{{"shared_secrets":["{SECRET}"],"require_for_unmarked":{}}}"#,
+                        max_frame == 1024
+                    )
                 } else {
                     r#","auth":"none""#.to_string()
                 };
@@ -177,7 +180,9 @@ impl Setup {
                 } else {
                     ""
                 };
-                format!(r#"{{"role":"tunnel_server","auth":"none","max_frame_bytes":{max_frame}{headers}}}"#)
+                format!(
+                    r#"{{"role":"tunnel_server","auth":"none","max_frame_bytes":{max_frame}{headers}}}"#
+                )
             }
         };
         Setup {
@@ -685,7 +690,8 @@ impl Run<'_> {
                 5 => {
                     // Up to ~5 s: past the keepalive period and the close timer, without
                     // spending the run on thousands of ticks.
-                    self.plugin.advance(Duration::from_millis(r.u8() as u64 * 20));
+                    self.plugin
+                        .advance(Duration::from_millis(r.u8() as u64 * 20));
                     "time passing"
                 }
                 6 if r.u8() % 4 == 0 => {

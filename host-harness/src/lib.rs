@@ -31,7 +31,8 @@ pub use connection::{ConnectionId, NetFrame};
 pub use headers::Headers;
 pub use scenario::{body_of, ConnectionScenario, Scenario};
 pub use state::{
-    CallbackRecord, Crossings, HostcallStatus, HttpCallRequest, LogEntry, Metric, SharedHandle, SharedStore,
+    CallbackRecord, Crossings, HostcallStatus, HttpCallRequest, LogEntry, Metric, SharedHandle,
+    SharedStore,
 };
 pub use stream::{Direction, Frame, LocalReply, StreamId};
 pub use vm::{

@@ -95,7 +95,11 @@ fn server_unary(s: &mut Scenario) {
     let down = s.take_downstream();
     let body = body_of(&down);
     assert!(body.starts_with(&grpc_frame(0, b"yo")), "{down:?}");
-    assert_eq!(body.get(7), Some(&0x80), "trailer frame after the message: {down:?}");
+    assert_eq!(
+        body.get(7),
+        Some(&0x80),
+        "trailer frame after the message: {down:?}"
+    );
 }
 
 fn report(what: &str, c: Crossings) {
@@ -115,7 +119,13 @@ fn agent_unary_call_stays_within_its_crossing_budget() {
     // the 8 stream callbacks Envoy makes anyway (create, request headers and body, response
     // headers and body, log, done, delete) plus one allocation per map or chunk read (3).
     // Before this design: 24 hostcalls and 12 entries.
-    assert_eq!(c, Crossings { hostcalls: 7, guest_entries: 11 });
+    assert_eq!(
+        c,
+        Crossings {
+            hostcalls: 7,
+            guest_entries: 11
+        }
+    );
 }
 
 #[test]

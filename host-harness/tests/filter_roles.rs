@@ -368,20 +368,34 @@ fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
 /// frame, in both encodings.
 #[test]
 fn server_role_ends_a_trailerless_stream_with_internal_after_a_flush() {
-    for (ct, text) in [("application/grpc-web+proto", false), ("application/grpc-web-text+proto", true)] {
+    for (ct, text) in [
+        ("application/grpc-web+proto", false),
+        ("application/grpc-web-text+proto", true),
+    ] {
         let mut s = role(r#"{"role":"server","auth":"none"}"#);
         s.request_headers(
-            &[(":method", "POST"), (":path", "/pkg.Svc/Call"), ("content-type", ct)],
+            &[
+                (":method", "POST"),
+                (":path", "/pkg.Svc/Call"),
+                ("content-type", ct),
+            ],
             true,
         );
-        s.response_headers(&[(":status", "200"), ("content-type", "application/grpc")], false)
-            .response_body(&grpc_frame(b"first"), false)
-            .advance_ms(50)
-            .response_body(b"", true);
+        s.response_headers(
+            &[(":status", "200"), ("content-type", "application/grpc")],
+            false,
+        )
+        .response_body(&grpc_frame(b"first"), false)
+        .advance_ms(50)
+        .response_body(b"", true);
         s.advance_ms(50);
         let down = s.take_downstream();
         let body = body_of(&down);
-        let body = if text { host_harness::fuzzing::lenient_base64(&body) } else { body };
+        let body = if text {
+            host_harness::fuzzing::lenient_base64(&body)
+        } else {
+            body
+        };
         let mut expected = grpc_frame(b"first");
         expected.push(0x80);
         assert!(body.starts_with(&expected), "{ct}: {body:?}");

@@ -705,7 +705,9 @@ async fn stream_error_without_messages(mut c: Client) -> Result<String, String> 
     if e.code() == Code::Internal && e.message().contains("without a gRPC-web trailer frame") {
         // Documented limitation: the server role can only carry this status in HTTP/1.1
         // trailers, which nginx drops; the agent then says so instead of reporting OK.
-        return Ok("INTERNAL from the agent: the hop dropped the HTTP trailers (documented)".into());
+        return Ok(
+            "INTERNAL from the agent: the hop dropped the HTTP trailers (documented)".into(),
+        );
     }
     ensure(
         e.code() == Code::Unavailable && e.message() == "no messages for you",

@@ -46,7 +46,8 @@ pub fn default_auth(template_name: &str) -> Option<String> {
     if name.starts_with("agent") || name.starts_with("tunnel-client") {
         Some(format!(r#"{{"secret":"{TEST_SECRET}"}}"#))
     } else if name.starts_with("server") || name.starts_with("tunnel-server") {
-        (name != "server-native-grpc-web.yaml").then(|| format!(r#"{{"shared_secrets":["{TEST_SECRET}"]}}"#))
+        (name != "server-native-grpc-web.yaml")
+            .then(|| format!(r#"{{"shared_secrets":["{TEST_SECRET}"]}}"#))
     } else {
         None
     }

@@ -500,24 +500,35 @@ async fn raw_error_without_messages(server: SocketAddr) -> Result<String, String
     }
     if frames.len() == 1 {
         let t = trailer_of(&frames)?;
-        ensure(get(&t, "grpc-status") == Some("14"), || format!("trailer block {t:?}"))?;
+        ensure(get(&t, "grpc-status") == Some("14"), || {
+            format!("trailer block {t:?}")
+        })?;
         ensure(
             get(&t, "grpc-message").map(percent_decode).as_deref() == Some("no messages for you"),
             || format!("trailer block {t:?}"),
         )?;
         return Ok("headers, then only a trailer frame with grpc-status 14".into());
     }
-    ensure(frames.is_empty(), || format!("want no message frames, got {frames:?}"))?;
+    ensure(frames.is_empty(), || {
+        format!("want no message frames, got {frames:?}")
+    })?;
     match &c.trailers {
         Some(t) => {
             let st = t.get("grpc-status").and_then(|v| v.to_str().ok());
-            let msg = t.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode);
-            ensure(st == Some("14") && msg.as_deref() == Some("no messages for you"), || {
-                format!("HTTP trailers {t:?}")
-            })?;
+            let msg = t
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .map(percent_decode);
+            ensure(
+                st == Some("14") && msg.as_deref() == Some("no messages for you"),
+                || format!("HTTP trailers {t:?}"),
+            )?;
             Ok("headers, no frame, grpc-status 14 in HTTP/1.1 trailers".into())
         }
-        None => Ok("headers, no frame, no trailers: the hop dropped the HTTP trailers (no status, not OK)".into()),
+        None => Ok(
+            "headers, no frame, no trailers: the hop dropped the HTTP trailers (no status, not OK)"
+                .into(),
+        ),
     }
 }
 

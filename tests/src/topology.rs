@@ -33,7 +33,9 @@ impl ServerSide {
         match self {
             ServerSide::Wasm => "server Envoy (grpc-bridge wasm, role server)",
             ServerSide::NativeGrpcWeb => "server Envoy (native grpc_web filter)",
-            ServerSide::Hybrid => "server Envoy (native grpc_web filter + grpc-bridge wasm, role server_guard)",
+            ServerSide::Hybrid => {
+                "server Envoy (native grpc_web filter + grpc-bridge wasm, role server_guard)"
+            }
         }
     }
 }

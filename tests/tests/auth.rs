@@ -134,7 +134,11 @@ fn tunnel_with_a_shared_secret() {
 /// server_guard refuses the wrong secret before anything reaches the backend.
 #[test]
 fn hybrid_server_with_a_shared_secret() {
-    run(Transport::GrpcWeb, ServerSide::Hybrid, "grpc-web, hybrid server");
+    run(
+        Transport::GrpcWeb,
+        ServerSide::Hybrid,
+        "grpc-web, hybrid server",
+    );
 }
 
 /// A client certificate and its key.

@@ -56,7 +56,10 @@ fn bench_tool_runs_and_every_call_succeeds() {
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("no {name:?} in\n{stdout}"));
-        let value: f64 = line[name.len()..].trim().parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        let value: f64 = line[name.len()..]
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
         assert!(value.is_finite() && value > 0.0, "{line}");
     }
 }

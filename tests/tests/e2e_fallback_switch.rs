@@ -76,8 +76,16 @@ async fn call_once(addr: SocketAddr) -> Result<(), String> {
 }
 
 fn run(fallback: &str) {
-    assert!(wasm_path().exists(), "the filter is not built: {} is missing (make build)", wasm_path().display());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    assert!(
+        wasm_path().exists(),
+        "the filter is not built: {} is missing (make build)",
+        wasm_path().display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let backend = Backend::spawn();
     let b = backend.addr;
     let local = |k: &'static str, v: String| (k, v);
@@ -108,7 +116,8 @@ fn run(fallback: &str) {
     )
     .unwrap();
     let ts_addr = tunnel_server.listener_addr("tunnel_server").unwrap();
-    let ws_hop = Nginx::start_template_vars("ws-hop", "nginx-websocket.conf", ts_addr, &[]).unwrap();
+    let ws_hop =
+        Nginx::start_template_vars("ws-hop", "nginx-websocket.conf", ts_addr, &[]).unwrap();
 
     let relay = rt.block_on(Relay::start(server_addr));
     let agent = Envoy::start(
@@ -137,14 +146,23 @@ fn run(fallback: &str) {
     // 1. Open: wait for the HTTP/2 probe to mark native healthy, then calls go native.
     let t0 = Instant::now();
     while stat(&agent, "cluster.native.membership_healthy") != 1 {
-        assert!(t0.elapsed() < Duration::from_secs(10), "native never became healthy: {}", agent.stats_matching("native"));
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "native never became healthy: {}",
+            agent.stats_matching("native")
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     for i in 0..10 {
-        rt.block_on(call_once(client)).unwrap_or_else(|e| panic!("open call {i}: {e}"));
+        rt.block_on(call_once(client))
+            .unwrap_or_else(|e| panic!("open call {i}: {e}"));
     }
     assert_eq!(bridged_rq(&agent), 0, "bridged used while native works");
-    assert!(native_rq(&agent) >= 10, "native served {}", native_rq(&agent));
+    assert!(
+        native_rq(&agent) >= 10,
+        "native served {}",
+        native_rq(&agent)
+    );
 
     // 2. Blocked: FAILURES failures, then the bridged transport carries every call.
     relay.switch(hop.addr);
@@ -152,22 +170,37 @@ fn run(fallback: &str) {
     for _ in 0..(FAILURES + 15) {
         results.push(rt.block_on(call_once(client)));
     }
-    let failed: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_err()).map(|(i, _)| i).collect();
+    let failed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(
         failed,
         (0..FAILURES as usize).collect::<Vec<_>>(),
         "want exactly the first {FAILURES} calls to fail, then success; results {results:?}"
     );
-    assert_eq!(stat(&agent, "cluster.native.outlier_detection.ejections_enforced_total"), 1);
+    assert_eq!(
+        stat(
+            &agent,
+            "cluster.native.outlier_detection.ejections_enforced_total"
+        ),
+        1
+    );
     let bridged_after_block = bridged_rq(&agent);
-    assert!(bridged_after_block >= 15, "bridged served {bridged_after_block}");
+    assert!(
+        bridged_after_block >= 15,
+        "bridged served {bridged_after_block}"
+    );
 
     // 3. Cleared: after the re-probe interval traffic returns to native.
     relay.switch(server_addr);
     let cleared = Instant::now();
     let native_before = native_rq(&agent);
     loop {
-        rt.block_on(call_once(client)).unwrap_or_else(|e| panic!("call after clearing: {e}"));
+        rt.block_on(call_once(client))
+            .unwrap_or_else(|e| panic!("call after clearing: {e}"));
         if native_rq(&agent) > native_before {
             break;
         }
@@ -185,7 +218,11 @@ fn run(fallback: &str) {
     for _ in 0..5 {
         rt.block_on(call_once(client)).unwrap();
     }
-    assert_eq!(bridged_rq(&agent), bridged_now, "calls went bridged after native came back");
+    assert_eq!(
+        bridged_rq(&agent),
+        bridged_now,
+        "calls went bridged after native came back"
+    );
     println!(
         "{fallback}: {FAILURES} failures then bridged ({bridged_after_block} bridged calls); native again {} ms after clearing (re-probe {} s)",
         back_after.as_millis(),

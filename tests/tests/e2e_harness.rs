@@ -10,14 +10,29 @@ use grpc_bridge_tests::envoy::wasm_path;
 #[test]
 fn core_suite_through_the_harness_topology() {
     let wasm = wasm_path();
-    assert!(wasm.exists(), "the filter is not built: {} is missing (make build)", wasm.display());
+    assert!(
+        wasm.exists(),
+        "the filter is not built: {} is missing (make build)",
+        wasm.display()
+    );
     let backend = Backend::spawn();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let topo = rt
-        .block_on(host_harness::demo::Topology::start(&wasm, Some(backend.addr)))
+        .block_on(host_harness::demo::Topology::start(
+            &wasm,
+            Some(backend.addr),
+        ))
         .unwrap_or_else(|e| panic!("harness topology: {e}"));
     let outcomes = rt.block_on(run_suite(topo.client_addr));
     let (text, failed) = report(&outcomes);
-    assert_eq!(failed, 0, "harness topology: {failed} case(s) failed\npath: {}\n{text}", topo.path);
+    assert_eq!(
+        failed, 0,
+        "harness topology: {failed} case(s) failed\npath: {}\n{text}",
+        topo.path
+    );
     println!("harness topology\npath: {}\n{text}", topo.path);
 }

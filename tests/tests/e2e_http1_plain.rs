@@ -176,7 +176,12 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
             .stat("wasmcustom.grpc_bridge.http1_status.calls")
             .filter(|&n| n >= 7)
     });
-    assert_eq!(calls, Some(7), "{}", topo.server.stats_matching("grpc_bridge"));
+    assert_eq!(
+        calls,
+        Some(7),
+        "{}",
+        topo.server.stats_matching("grpc_bridge")
+    );
 }
 
 /// Our bounds on the hold (`http1_hold_bytes` 131072, `http1_hold_ms` 1000, NetScaler's

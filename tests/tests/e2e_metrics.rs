@@ -9,20 +9,32 @@ use grpc_bridge_tests::util::wait_until;
 use std::time::Duration;
 
 fn stat(e: &Envoy, name: &str) -> u64 {
-    e.stat(&format!("wasmcustom.grpc_bridge.{name}")).unwrap_or(0)
+    e.stat(&format!("wasmcustom.grpc_bridge.{name}"))
+        .unwrap_or(0)
 }
 
 #[test]
 fn counters_after_known_traffic() {
-    let topo = Topology::builder().server(ServerSide::Wasm).start().unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::Wasm)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let mut c = connect(topo.client_addr).await.unwrap();
         for _ in 0..3 {
             c.unary(UnaryRequest::default()).await.unwrap();
         }
         for _ in 0..2 {
-            let req = UnaryRequest { status_code: 5, status_message: "nope".into(), ..Default::default() };
+            let req = UnaryRequest {
+                status_code: 5,
+                status_message: "nope".into(),
+                ..Default::default()
+            };
             let e = c.unary(req).await.unwrap_err();
             assert_eq!(e.code(), tonic::Code::NotFound);
         }
@@ -43,23 +55,37 @@ fn counters_after_known_traffic() {
         agent.stats_matching("grpc_bridge"),
         server.stats_matching("grpc_bridge")
     );
-    assert!(flushed.is_some(), "counters not flushed within 10 s\n{report}");
+    assert!(
+        flushed.is_some(),
+        "counters not flushed within 10 s\n{report}"
+    );
     assert_eq!(stat(agent, "agent.calls"), 5, "{report}");
     assert_eq!(stat(agent, "agent.grpc_status.0"), 3, "{report}");
     assert_eq!(stat(agent, "agent.grpc_status.5"), 2, "{report}");
-    assert!(stat(agent, "agent.bytes_up") > 0 && stat(agent, "agent.bytes_down") > 0, "{report}");
+    assert!(
+        stat(agent, "agent.bytes_up") > 0 && stat(agent, "agent.bytes_down") > 0,
+        "{report}"
+    );
     assert_eq!(stat(server, "server.calls.agent"), 5, "{report}");
     assert_eq!(stat(server, "server.calls.browser"), 0, "{report}");
     assert_eq!(stat(server, "server.grpc_status.0"), 3, "{report}");
     assert_eq!(stat(server, "server.grpc_status.5"), 2, "{report}");
     // What went up through the agent is what the server received.
-    assert_eq!(stat(agent, "agent.bytes_up"), stat(server, "server.bytes_up"), "{report}");
+    assert_eq!(
+        stat(agent, "agent.bytes_up"),
+        stat(server, "server.bytes_up"),
+        "{report}"
+    );
     // Messages: one request message per call reached the server; one response message per OK
     // call came back (the failed calls answer with their status alone).
     assert_eq!(stat(server, "server.messages_up"), 5, "{report}");
     assert_eq!(stat(agent, "agent.messages_down"), 3, "{report}");
     // No per-call histogram of our own: Envoy's `http.<stat_prefix>.downstream_rq_time` times
     // every call for free (docs/METRICS.md), where ours cost three hostcalls per call.
-    assert_eq!(agent.histogram_count("grpc_bridge.agent.call_ms"), None, "{report}");
+    assert_eq!(
+        agent.histogram_count("grpc_bridge.agent.call_ms"),
+        None,
+        "{report}"
+    );
     println!("{report}");
 }

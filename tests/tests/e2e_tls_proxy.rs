@@ -591,7 +591,10 @@ fn websocket_101_without_client_data_through_a_bumping_squid() {
             "--wait",
             "5",
             "--header",
-            &format!("x-grpc-bridge-auth: {}", grpc_bridge_tests::envoy::TEST_SECRET),
+            &format!(
+                "x-grpc-bridge-auth: {}",
+                grpc_bridge_tests::envoy::TEST_SECRET
+            ),
         ],
     )
     .unwrap_or_else(|e| fail(&t, &[], e));

@@ -1044,7 +1044,9 @@ async fn run_all(stack: &Stack, runner: Runner) -> (usize, Vec<String>, String) 
                 let seen = stack.backend.call(token).is_some();
                 match (&case.expect, seen) {
                     (Expect::CleanOk, true) => Ok(format!("{what}; the backend recorded the call")),
-                    (Expect::CleanOk, false) => Err(format!("{what}; but the backend never recorded {token}")),
+                    (Expect::CleanOk, false) => {
+                        Err(format!("{what}; but the backend never recorded {token}"))
+                    }
                     (_, false) => Ok(format!("{what}; the backend never saw the call")),
                     (_, true) => Err(format!("{what}; but the refused call reached the backend")),
                 }

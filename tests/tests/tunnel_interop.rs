@@ -46,7 +46,10 @@ fn ms(v: &Value) -> Option<f64> {
 
 /// The secret the test tunnel_server requires (tests/src/envoy.rs), as a `--header` argument.
 fn auth_header() -> String {
-    format!("x-grpc-bridge-auth: {}", grpc_bridge_tests::envoy::TEST_SECRET)
+    format!(
+        "x-grpc-bridge-auth: {}",
+        grpc_bridge_tests::envoy::TEST_SECRET
+    )
 }
 
 /// tunnel_server Envoy in front of the tonic backend (no agent, no hop).
@@ -78,7 +81,11 @@ fn server_closed(topo: &Topology, within: Duration) -> Result<Duration, String> 
 fn websockets_client_against_tunnel_server() {
     let topo = tunnel_server();
     let url = format!("ws://{}/grpc-bridge/tunnel", topo.server_addr);
-    let v = run_json("ws_interop.py", &["client", "--url", &url, "--header", &auth_header()]).unwrap_or_else(|e| panic!("{e}"));
+    let v = run_json(
+        "ws_interop.py",
+        &["client", "--url", &url, "--header", &auth_header()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut c = Checks::default();
     c.expect(
         v["error"].is_null(),

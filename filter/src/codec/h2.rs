@@ -92,8 +92,14 @@ impl FrameWalker {
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
             }
-            let n = FRAME_HEADER_LEN.saturating_sub(self.header_have).min(input.len());
-            if let (Some(dst), Some(src)) = (self.header.get_mut(self.header_have..self.header_have.saturating_add(n)), input.get(..n)) {
+            let n = FRAME_HEADER_LEN
+                .saturating_sub(self.header_have)
+                .min(input.len());
+            if let (Some(dst), Some(src)) = (
+                self.header
+                    .get_mut(self.header_have..self.header_have.saturating_add(n)),
+                input.get(..n),
+            ) {
                 dst.copy_from_slice(src);
             }
             self.header_have = self.header_have.saturating_add(n);
@@ -128,7 +134,13 @@ pub struct BackendFrameFilter {
 
 impl Default for BackendFrameFilter {
     fn default() -> Self {
-        BackendFrameFilter { header: Vec::new(), skip: 0, ping: None, settings_ack_pending: true, nudges_outstanding: 0 }
+        BackendFrameFilter {
+            header: Vec::new(),
+            skip: 0,
+            ping: None,
+            settings_ack_pending: true,
+            nudges_outstanding: 0,
+        }
     }
 }
 
@@ -149,7 +161,9 @@ impl BackendFrameFilter {
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         while !input.is_empty() {
             if let Some(p) = self.ping.as_mut() {
-                let n = (FRAME_HEADER_LEN + 8).saturating_sub(p.len()).min(input.len());
+                let n = (FRAME_HEADER_LEN + 8)
+                    .saturating_sub(p.len())
+                    .min(input.len());
                 p.extend_from_slice(input.get(..n).unwrap_or(&[]));
                 input = input.get(n..).unwrap_or(&[]);
                 if p.len() == FRAME_HEADER_LEN + 8 {
@@ -178,9 +192,12 @@ impl BackendFrameFilter {
                 return;
             }
             let h = std::mem::take(&mut self.header);
-            let &[l0, l1, l2, ty, flags, ..] = h.as_slice() else { return };
+            let &[l0, l1, l2, ty, flags, ..] = h.as_slice() else {
+                return;
+            };
             let len = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
-            if ty == TYPE_SETTINGS && flags & FLAG_ACK != 0 && len == 0 && self.settings_ack_pending {
+            if ty == TYPE_SETTINGS && flags & FLAG_ACK != 0 && len == 0 && self.settings_ack_pending
+            {
                 self.settings_ack_pending = false;
                 continue;
             }
@@ -215,7 +232,10 @@ mod tests {
     #[test]
     fn a_stream_that_is_not_http2_is_refused() {
         let mut s = PrefaceStripper::new();
-        assert_eq!(s.feed(b"GET / HTTP/1.1\r\n", &mut Vec::new()), Err(NotHttp2));
+        assert_eq!(
+            s.feed(b"GET / HTTP/1.1\r\n", &mut Vec::new()),
+            Err(NotHttp2)
+        );
     }
 
     #[test]

@@ -20,8 +20,8 @@
 )]
 
 pub mod grpc_frame;
-pub mod h2;
 pub mod grpc_web;
+pub mod h2;
 pub mod sha1;
 pub mod status;
 pub mod text;

@@ -32,7 +32,11 @@ enum Response {
         error: Option<(u32, String)>,
     },
     /// Not gRPC-web: becomes a gRPC status; the body is swallowed (its start quoted).
-    NotGrpc { code: u32, message: String, quote: Vec<u8> },
+    NotGrpc {
+        code: u32,
+        message: String,
+        quote: Vec<u8>,
+    },
     /// Trailers are final (sent in headers or already added).
     Finished,
 }
@@ -64,8 +68,10 @@ impl AgentStream {
         if let Some(kind) = error_kind {
             self.metrics.inc(&format!("errors.{kind}"));
         }
-        if let Some(code) =
-            trailers.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
+        if let Some(code) = trailers
+            .iter()
+            .find(|(k, _)| k == "grpc-status")
+            .and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
         {
             self.metrics.grpc_status(code);
         }
@@ -82,13 +88,25 @@ impl AgentStream {
         trailers
     }
 
-    fn final_trailers_inner(&mut self, h: &mut dyn StreamHost) -> (Vec<(String, String)>, Option<&'static str>) {
+    fn final_trailers_inner(
+        &mut self,
+        h: &mut dyn StreamHost,
+    ) -> (Vec<(String, String)>, Option<&'static str>) {
         let response = std::mem::replace(&mut self.response, Response::Finished);
         match response {
-            Response::GrpcWeb { scanner, trailer, header_status, error } => {
+            Response::GrpcWeb {
+                scanner,
+                trailer,
+                header_status,
+                error,
+            } => {
                 self.metrics.add("messages_down", scanner.messages());
                 if let Some((code, msg)) = error {
-                    let kind = if code == code::RESOURCE_EXHAUSTED { "too_large" } else { "bad_response" };
+                    let kind = if code == code::RESOURCE_EXHAUSTED {
+                        "too_large"
+                    } else {
+                        "bad_response"
+                    };
                     return (status_trailers(h, code, &msg), Some(kind));
                 }
                 if let Some(reader) = trailer {
@@ -106,7 +124,11 @@ impl AgentStream {
                 }
                 if let Err(e) = scanner.finish() {
                     return (
-                        status_trailers(h, code::INTERNAL, &format!("grpc-bridge: response truncated: {e}")),
+                        status_trailers(
+                            h,
+                            code::INTERNAL,
+                            &format!("grpc-bridge: response truncated: {e}"),
+                        ),
                         Some("truncated"),
                     );
                 }
@@ -126,13 +148,20 @@ impl AgentStream {
                     Some("no_trailer_frame"),
                 )
             }
-            Response::NotGrpc { code, mut message, quote } => {
+            Response::NotGrpc {
+                code,
+                mut message,
+                quote,
+            } => {
                 let q = quote_body(&quote);
                 if !q.is_empty() {
                     message.push_str(": ");
                     message.push_str(&q);
                 }
-                (status_trailers(h, code, &message), Some("non_grpc_response"))
+                (
+                    status_trailers(h, code, &message),
+                    Some("non_grpc_response"),
+                )
             }
             Response::Untouched | Response::Finished => (Vec::new(), None),
         }
@@ -143,9 +172,15 @@ impl AgentStream {
 fn status_trailers(h: &mut dyn StreamHost, code: u32, message: &str) -> Vec<(String, String)> {
     h.log(
         LogLevel::Info,
-        &format!("grpc-bridge agent: ending call with {} ({code}): {message}", status::code_name(code)),
+        &format!(
+            "grpc-bridge agent: ending call with {} ({code}): {message}",
+            status::code_name(code)
+        ),
     );
-    vec![("grpc-status".to_string(), code.to_string()), ("grpc-message".to_string(), status::percent_encode(message))]
+    vec![
+        ("grpc-status".to_string(), code.to_string()),
+        ("grpc-message".to_string(), status::percent_encode(message)),
+    ]
 }
 
 /// Keeps the upstream's trailers if they carry a valid `grpc-status`; otherwise INTERNAL.
@@ -156,11 +191,19 @@ fn validate_status(
     match pairs.iter().find(|(k, _)| k == "grpc-status") {
         Some((_, v)) if status::parse_grpc_status(v.as_bytes()).is_some() => (pairs, None),
         Some((_, v)) => (
-            status_trailers(h, code::INTERNAL, &format!("grpc-bridge: invalid grpc-status {v:?} from upstream")),
+            status_trailers(
+                h,
+                code::INTERNAL,
+                &format!("grpc-bridge: invalid grpc-status {v:?} from upstream"),
+            ),
             Some("bad_trailer_frame"),
         ),
         None => (
-            status_trailers(h, code::INTERNAL, "grpc-bridge: upstream trailers carry no grpc-status"),
+            status_trailers(
+                h,
+                code::INTERNAL,
+                "grpc-bridge: upstream trailers carry no grpc-status",
+            ),
             Some("bad_trailer_frame"),
         ),
     }
@@ -218,35 +261,58 @@ impl AgentStream {
         let mut headers = match h.headers(MapType::HttpRequestHeaders) {
             Ok(m) => m,
             Err(e) => {
-                h.log(LogLevel::Debug, &format!("grpc-bridge agent: request headers unreadable: {e:?}"));
+                h.log(
+                    LogLevel::Debug,
+                    &format!("grpc-bridge agent: request headers unreadable: {e:?}"),
+                );
                 return HeadersAction::Continue;
             }
         };
-        let Some(suffix) = headers.get("content-type").and_then(|ct| grpc_web::parse_grpc_content_type(&ct)) else {
+        let Some(suffix) = headers
+            .get("content-type")
+            .and_then(|ct| grpc_web::parse_grpc_content_type(&ct))
+        else {
             return HeadersAction::Continue;
         };
         if headers.contains(&self.cfg.marker_header) {
             // Already converted by an agent in front of us: converting twice would break it.
             return HeadersAction::Continue;
         }
-        let suffix = if suffix.is_empty() { "+proto".to_string() } else { suffix };
-        headers.set("content-type", &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix));
+        let suffix = if suffix.is_empty() {
+            "+proto".to_string()
+        } else {
+            suffix
+        };
+        headers.set(
+            "content-type",
+            &grpc_web::grpc_web_content_type(Encoding::Binary, &suffix),
+        );
         headers.set("x-grpc-web", "1");
         headers.set(&self.cfg.marker_header, "agent");
-        if let Some((header, secret)) =
-            self.cfg.auth.as_ref().and_then(|a| Some((&a.secret_header, a.secret.as_ref()?)))
+        if let Some((header, secret)) = self
+            .cfg
+            .auth
+            .as_ref()
+            .and_then(|a| Some((&a.secret_header, a.secret.as_ref()?)))
         {
             headers.set(header, &secret.0);
         }
         // `te: trailers` is an HTTP/2 promise this hop can no longer keep.
         headers.remove("te");
         if let Err(e) = h.set_headers(MapType::HttpRequestHeaders, &headers) {
-            h.log(LogLevel::Debug, &format!("grpc-bridge agent: cannot rewrite request headers: {e:?}"));
+            h.log(
+                LogLevel::Debug,
+                &format!("grpc-bridge agent: cannot rewrite request headers: {e:?}"),
+            );
             return HeadersAction::Continue;
         }
         self.converted = true;
         self.metrics.inc("calls");
-        self.grpc_suffix = if suffix == "+proto" { String::new() } else { suffix };
+        self.grpc_suffix = if suffix == "+proto" {
+            String::new()
+        } else {
+            suffix
+        };
         HeadersAction::Continue
     }
 
@@ -257,11 +323,17 @@ impl AgentStream {
         let mut headers = match h.headers(MapType::HttpResponseHeaders) {
             Ok(m) => m,
             Err(e) => {
-                h.log(LogLevel::Debug, &format!("grpc-bridge agent: response headers unreadable: {e:?}"));
+                h.log(
+                    LogLevel::Debug,
+                    &format!("grpc-bridge agent: response headers unreadable: {e:?}"),
+                );
                 return HeadersAction::Continue;
             }
         };
-        let http_status: u16 = headers.get(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let http_status: u16 = headers
+            .get(":status")
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         let ct = headers.get("content-type").unwrap_or_default();
         let grpc_ct = self.grpc_content_type();
         // The body shrinks (the trailer frame is cut out), so a length would be wrong.
@@ -270,13 +342,22 @@ impl AgentStream {
 
         if http_status == 200 && is_grpc_web_or_grpc(&ct).is_some() {
             headers.set("content-type", &grpc_ct);
-            let header_status = headers.get("grpc-status").map(|s| (s, headers.get("grpc-message")));
+            let header_status = headers
+                .get("grpc-status")
+                .map(|s| (s, headers.get("grpc-message")));
             if eos {
                 // Trailers-only. It must carry a valid status; otherwise it's an error, not OK.
-                match header_status.as_ref().and_then(|(s, _)| status::parse_grpc_status(s.as_bytes())) {
+                match header_status
+                    .as_ref()
+                    .and_then(|(s, _)| status::parse_grpc_status(s.as_bytes()))
+                {
                     Some(code) => self.metrics.grpc_status(code),
                     None => {
-                        let t = status_trailers(h, code::INTERNAL, "grpc-bridge: empty response without grpc-status");
+                        let t = status_trailers(
+                            h,
+                            code::INTERNAL,
+                            "grpc-bridge: empty response without grpc-status",
+                        );
                         for (k, v) in &t {
                             headers.set(k, v);
                         }
@@ -303,7 +384,11 @@ impl AgentStream {
             let code = status::http_to_grpc(http_status);
             let message = format!(
                 "grpc-bridge: upstream answered HTTP {http_status}{} instead of gRPC-web",
-                if ct.is_empty() { String::new() } else { format!(" ({ct})") }
+                if ct.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({ct})")
+                }
             );
             headers.set(":status", "200");
             headers.set("content-type", &grpc_ct);
@@ -315,16 +400,28 @@ impl AgentStream {
                 self.count_final(&t, Some("non_grpc_response"));
                 self.response = Response::Finished;
             } else {
-                self.response = Response::NotGrpc { code, message, quote: Vec::new() };
+                self.response = Response::NotGrpc {
+                    code,
+                    message,
+                    quote: Vec::new(),
+                };
             }
         }
         if let Err(e) = h.set_headers(MapType::HttpResponseHeaders, &headers) {
-            h.log(LogLevel::Debug, &format!("grpc-bridge agent: cannot rewrite response headers: {e:?}"));
+            h.log(
+                LogLevel::Debug,
+                &format!("grpc-bridge agent: cannot rewrite response headers: {e:?}"),
+            );
         }
         HeadersAction::Continue
     }
 
-    pub(crate) fn response_body(&mut self, h: &mut dyn StreamHost, size: usize, eos: bool) -> DataAction {
+    pub(crate) fn response_body(
+        &mut self,
+        h: &mut dyn StreamHost,
+        size: usize,
+        eos: bool,
+    ) -> DataAction {
         if self.converted {
             self.metrics.add("bytes_down", size as u64);
         }
@@ -335,14 +432,23 @@ impl AgentStream {
             Response::NotGrpc { quote, .. } => {
                 if size > 0 {
                     if quote.len() < quote_limit {
-                        if let Ok(b) = h.body(BufferType::HttpResponseBody, 0, size.min(quote_limit - quote.len())) {
+                        if let Ok(b) = h.body(
+                            BufferType::HttpResponseBody,
+                            0,
+                            size.min(quote_limit - quote.len()),
+                        ) {
                             quote.extend_from_slice(&b);
                         }
                     }
                     let _ = h.replace_body(BufferType::HttpResponseBody, size, &[]);
                 }
             }
-            Response::GrpcWeb { scanner, trailer, error, .. } => {
+            Response::GrpcWeb {
+                scanner,
+                trailer,
+                error,
+                ..
+            } => {
                 if size > 0 {
                     if error.is_some() {
                         let _ = h.replace_body(BufferType::HttpResponseBody, size, &[]);
@@ -356,10 +462,16 @@ impl AgentStream {
         if eos {
             // Envoy creates the trailer map when a filter writes it in the last body callback.
             let trailers = HeaderList(
-                self.final_trailers(h).into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+                self.final_trailers(h)
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect(),
             );
             if let Err(e) = h.set_headers(MapType::HttpResponseTrailers, &trailers) {
-                h.log(LogLevel::Error, &format!("grpc-bridge agent: cannot add trailers: {e:?}"));
+                h.log(
+                    LogLevel::Error,
+                    &format!("grpc-bridge agent: cannot add trailers: {e:?}"),
+                );
             }
         }
         DataAction::Continue
@@ -369,8 +481,16 @@ impl AgentStream {
         // HTTP/1.1 chunked trailers (or HTTP/2 from a gRPC-aware upstream) are rare here; if the
         // upstream sent real trailers with a status and no trailer frame, they stand.
         let mut existing = h.headers(MapType::HttpResponseTrailers).unwrap_or_default();
-        if let Response::GrpcWeb { trailer: None, error: None, .. } = &self.response {
-            if let Some(code) = existing.get_bytes("grpc-status").and_then(status::parse_grpc_status) {
+        if let Response::GrpcWeb {
+            trailer: None,
+            error: None,
+            ..
+        } = &self.response
+        {
+            if let Some(code) = existing
+                .get_bytes("grpc-status")
+                .and_then(status::parse_grpc_status)
+            {
                 self.metrics.grpc_status(code);
                 self.response = Response::Finished;
                 return HeadersAction::Continue;
@@ -401,9 +521,15 @@ fn read_body(h: &mut dyn StreamHost, start: usize, n: usize) -> Result<Vec<u8>, 
         Ok(b) if b.len() == n => Ok(b),
         Ok(b) => Err((
             code::INTERNAL,
-            format!("grpc-bridge: response body read short ({} of {n} bytes at {start})", b.len()),
+            format!(
+                "grpc-bridge: response body read short ({} of {n} bytes at {start})",
+                b.len()
+            ),
         )),
-        Err(e) => Err((code::INTERNAL, format!("grpc-bridge: response body unreadable: {e:?}"))),
+        Err(e) => Err((
+            code::INTERNAL,
+            format!("grpc-bridge: response body unreadable: {e:?}"),
+        )),
     }
 }
 
@@ -420,12 +546,19 @@ fn split_chunk(
 ) -> Result<(), (u32, String)> {
     let frame_error = |e: crate::codec::grpc_frame::FrameError| {
         let c = match e {
-            crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => code::RESOURCE_EXHAUSTED,
+            crate::codec::grpc_frame::FrameError::MessageTooLarge { .. } => {
+                code::RESOURCE_EXHAUSTED
+            }
             _ => code::INTERNAL,
         };
         (c, format!("grpc-bridge: {e}"))
     };
-    let trailer_error = |e| (code::INTERNAL, format!("grpc-bridge: bad gRPC-web trailer frame: {e}"));
+    let trailer_error = |e| {
+        (
+            code::INTERNAL,
+            format!("grpc-bridge: bad gRPC-web trailer frame: {e}"),
+        )
+    };
     if trailer.is_some() || size <= WHOLE_CHUNK_BYTES {
         // Trailer bytes, or a small chunk (a unary response, often with its trailer frame):
         // one read of the whole chunk costs less than a hostcall per frame header.
@@ -437,7 +570,9 @@ fn split_chunk(
             match scanner.scan(&chunk).map_err(frame_error)?.trailers_start {
                 Some(at) => {
                     let mut reader = TrailerFrameReader::new(trailer_limit);
-                    reader.push(chunk.get(at..).unwrap_or(&[])).map_err(trailer_error)?;
+                    reader
+                        .push(chunk.get(at..).unwrap_or(&[]))
+                        .map_err(trailer_error)?;
                     *trailer = Some(reader);
                     at
                 }
@@ -446,18 +581,36 @@ fn split_chunk(
         };
         if cut_at < size {
             // Envoy can only drain-and-prepend or append: rewrite the chunk as its kept prefix.
-            h.replace_body(BufferType::HttpResponseBody, size, chunk.get(..cut_at).unwrap_or(&[]))
-                .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
+            h.replace_body(
+                BufferType::HttpResponseBody,
+                size,
+                chunk.get(..cut_at).unwrap_or(&[]),
+            )
+            .map_err(|e| {
+                (
+                    code::INTERNAL,
+                    format!("grpc-bridge: cannot edit response body: {e:?}"),
+                )
+            })?;
         }
         return Ok(());
     }
-    let outcome = scanner.scan_sparse(size, |start, n| read_body(h, start, n)).map_err(|e| match e {
-        SparseScanError::Frame(e) => frame_error(e),
-        SparseScanError::Peek(e) => e,
-        SparseScanError::ShortPeek { offset, wanted, got } => {
-            (code::INTERNAL, format!("grpc-bridge: response body read short ({got} of {wanted} bytes at {offset})"))
-        }
-    })?;
+    let outcome = scanner
+        .scan_sparse(size, |start, n| read_body(h, start, n))
+        .map_err(|e| match e {
+            SparseScanError::Frame(e) => frame_error(e),
+            SparseScanError::Peek(e) => e,
+            SparseScanError::ShortPeek {
+                offset,
+                wanted,
+                got,
+            } => (
+                code::INTERNAL,
+                format!(
+                    "grpc-bridge: response body read short ({got} of {wanted} bytes at {offset})"
+                ),
+            ),
+        })?;
     if let Some(at) = outcome.trailers_start {
         let tail = read_body(h, at, size.saturating_sub(at))?;
         let mut reader = TrailerFrameReader::new(trailer_limit);
@@ -467,7 +620,12 @@ fn split_chunk(
         // trailer frame is edited).
         let kept = read_body(h, 0, at)?;
         h.replace_body(BufferType::HttpResponseBody, size, &kept)
-            .map_err(|e| (code::INTERNAL, format!("grpc-bridge: cannot edit response body: {e:?}")))?;
+            .map_err(|e| {
+                (
+                    code::INTERNAL,
+                    format!("grpc-bridge: cannot edit response body: {e:?}"),
+                )
+            })?;
     }
     Ok(())
 }
@@ -481,12 +639,18 @@ mod tests {
     use crate::http::stream_host::fake::{Call, FakeHost};
 
     fn agent() -> AgentStream {
-        let cfg = Config::parse(br#"{"role":"agent","auth":{"secret":"0123456789abcdef"}}"#).unwrap();
+        let cfg =
+            Config::parse(br#"{"role":"agent","auth":{"secret":"0123456789abcdef"}}"#).unwrap();
         AgentStream::new(1, Rc::new(cfg), Rc::new(Metrics::new(Role::Agent)))
     }
 
     fn list(pairs: &[(&str, &str)]) -> HeaderList {
-        HeaderList(pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect())
+        HeaderList(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        )
     }
 
     fn frame(flag: u8, payload: &[u8]) -> Vec<u8> {
@@ -500,8 +664,16 @@ mod tests {
     fn converted() -> (AgentStream, FakeHost) {
         let mut a = agent();
         let mut h = FakeHost {
-            request_headers: list(&[(":path", "/p.S/M"), ("content-type", "application/grpc"), ("te", "trailers")]),
-            response_headers: list(&[(":status", "200"), ("content-type", "application/grpc-web+proto"), ("content-length", "40")]),
+            request_headers: list(&[
+                (":path", "/p.S/M"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ]),
+            response_headers: list(&[
+                (":status", "200"),
+                ("content-type", "application/grpc-web+proto"),
+                ("content-length", "40"),
+            ]),
             ..Default::default()
         };
         a.request_headers(&mut h);
@@ -513,14 +685,27 @@ mod tests {
     fn request_headers_become_grpc_web_in_one_write() {
         let (a, h) = converted();
         let r = &h.request_headers;
-        assert_eq!(r.get("content-type").as_deref(), Some("application/grpc-web+proto"));
+        assert_eq!(
+            r.get("content-type").as_deref(),
+            Some("application/grpc-web+proto")
+        );
         assert_eq!(r.get("x-grpc-web").as_deref(), Some("1"));
         assert_eq!(r.get("x-grpc-bridge").as_deref(), Some("agent"));
-        assert_eq!(r.get("x-grpc-bridge-auth").as_deref(), Some("0123456789abcdef"));
+        assert_eq!(
+            r.get("x-grpc-bridge-auth").as_deref(),
+            Some("0123456789abcdef")
+        );
         assert!(!r.contains("te"));
-        assert_eq!(r.get(":path").as_deref(), Some("/p.S/M"), "other headers kept");
+        assert_eq!(
+            r.get(":path").as_deref(),
+            Some("/p.S/M"),
+            "other headers kept"
+        );
         let resp = &h.response_headers;
-        assert_eq!(resp.get("content-type").as_deref(), Some("application/grpc"));
+        assert_eq!(
+            resp.get("content-type").as_deref(),
+            Some("application/grpc")
+        );
         assert!(!resp.contains("content-length"), "the body shrinks");
         assert_eq!(
             h.calls,
@@ -538,10 +723,16 @@ mod tests {
     fn non_grpc_and_already_bridged_requests_are_left_alone() {
         for headers in [
             list(&[("content-type", "text/html")]),
-            list(&[("content-type", "application/grpc"), ("x-grpc-bridge", "agent")]),
+            list(&[
+                ("content-type", "application/grpc"),
+                ("x-grpc-bridge", "agent"),
+            ]),
         ] {
             let mut a = agent();
-            let mut h = FakeHost { request_headers: headers.clone(), ..Default::default() };
+            let mut h = FakeHost {
+                request_headers: headers.clone(),
+                ..Default::default()
+            };
             a.request_headers(&mut h);
             assert_eq!(h.request_headers, headers);
             assert_eq!(h.calls, vec![Call::Headers(MapType::HttpRequestHeaders)]);
@@ -562,12 +753,23 @@ mod tests {
             let mut out = Vec::new();
             for (i, part) in [&body[..cut], &body[cut..]].into_iter().enumerate() {
                 h.chunk = part.to_vec();
-                assert_eq!(a.response_body(&mut h, part.len(), i == 1), DataAction::Continue);
+                assert_eq!(
+                    a.response_body(&mut h, part.len(), i == 1),
+                    DataAction::Continue
+                );
                 out.extend_from_slice(&h.chunk);
             }
             assert_eq!(out, body[..message_len], "cut at {cut}");
-            assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("7"), "cut at {cut}");
-            assert_eq!(h.response_trailers.get("grpc-message").as_deref(), Some("no%20way"), "cut at {cut}");
+            assert_eq!(
+                h.response_trailers.get("grpc-status").as_deref(),
+                Some("7"),
+                "cut at {cut}"
+            );
+            assert_eq!(
+                h.response_trailers.get("grpc-message").as_deref(),
+                Some("no%20way"),
+                "cut at {cut}"
+            );
             assert_eq!(a.metrics.pending("grpc_status.7"), 1);
             assert_eq!(a.metrics.pending("messages_down"), 1);
         }
@@ -578,7 +780,10 @@ mod tests {
         let (mut a, mut h) = converted();
         h.chunk = frame(0, b"hello");
         a.response_body(&mut h, 10, true);
-        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("13"));
+        assert_eq!(
+            h.response_trailers.get("grpc-status").as_deref(),
+            Some("13")
+        );
         assert_eq!(
             h.response_trailers.get("grpc-message").as_deref(),
             Some("grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)")
@@ -599,12 +804,19 @@ mod tests {
         a.request_headers(&mut h);
         a.response_headers(&mut h, false);
         assert_eq!(h.response_headers.get(":status").as_deref(), Some("200"));
-        assert_eq!(h.response_headers.get("content-type").as_deref(), Some("application/grpc"));
+        assert_eq!(
+            h.response_headers.get("content-type").as_deref(),
+            Some("application/grpc")
+        );
         h.chunk = b"<h1>Proxy\n Authentication Required</h1>".to_vec();
         let n = h.chunk.len();
         a.response_body(&mut h, n, true);
         assert!(h.chunk.is_empty(), "the page is not passed as gRPC data");
-        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("16"), "407 is UNAUTHENTICATED");
+        assert_eq!(
+            h.response_trailers.get("grpc-status").as_deref(),
+            Some("16"),
+            "407 is UNAUTHENTICATED"
+        );
         let msg = h.response_trailers.get("grpc-message").unwrap_or_default();
         assert_eq!(
             msg,
@@ -638,9 +850,15 @@ mod tests {
         h.fail = None;
         h.chunk.clear();
         a.response_body(&mut h, 0, true);
-        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("13"));
+        assert_eq!(
+            h.response_trailers.get("grpc-status").as_deref(),
+            Some("13")
+        );
         assert!(
-            h.response_trailers.get("grpc-message").unwrap_or_default().contains("response body unreadable"),
+            h.response_trailers
+                .get("grpc-message")
+                .unwrap_or_default()
+                .contains("response body unreadable"),
             "{:?}",
             h.response_trailers
         );

@@ -37,7 +37,11 @@ pub struct GuardStream {
 
 impl GuardStream {
     pub fn new(cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
-        GuardStream { cfg, metrics, replied: None }
+        GuardStream {
+            cfg,
+            metrics,
+            replied: None,
+        }
     }
 
     pub(crate) fn request_headers(&mut self, h: &mut dyn StreamHost) -> HeadersAction {
@@ -45,9 +49,17 @@ impl GuardStream {
             Ok(m) => m,
             Err(e) => {
                 // Fail closed: a guard that cannot see the request lets nothing through.
-                h.log(LogLevel::Warn, &format!("grpc-bridge guard: request headers unreadable: {e:?}"));
+                h.log(
+                    LogLevel::Warn,
+                    &format!("grpc-bridge guard: request headers unreadable: {e:?}"),
+                );
                 let ct = grpc_web::grpc_web_content_type(Encoding::Binary, "+proto");
-                h.send_grpc_error(&ct, code::INTERNAL, "grpc-bridge: request headers unreadable", false);
+                h.send_grpc_error(
+                    &ct,
+                    code::INTERNAL,
+                    "grpc-bridge: request headers unreadable",
+                    false,
+                );
                 self.replied = Some(ct);
                 return HeadersAction::StopIteration;
             }
@@ -55,26 +67,39 @@ impl GuardStream {
         let ct = headers.get("content-type").unwrap_or_default();
         let web = grpc_web::parse_grpc_web_content_type(&ct);
         let marked = headers.contains(&self.cfg.marker_header);
-        let presented = self.cfg.auth.as_ref().and_then(|a| headers.get(&a.secret_header));
+        let presented = self
+            .cfg
+            .auth
+            .as_ref()
+            .and_then(|a| headers.get(&a.secret_header));
         // Bridge-internal headers never reach the backend, whatever the request.
         let mut changed = headers.remove(&self.cfg.marker_header);
         if let Some(a) = self.cfg.auth.as_ref() {
             changed |= headers.remove(&a.secret_header);
             if marked || (web.is_some() && a.require_for_unmarked) {
-                if let Err(f) = auth::verify(a, presented.as_deref().map(str::as_bytes), &PeerCertificate::for_config(a))
-                {
+                if let Err(f) = auth::verify(
+                    a,
+                    presented.as_deref().map(str::as_bytes),
+                    &PeerCertificate::for_config(a),
+                ) {
                     self.metrics.inc(&format!("auth_failures.{}", f.kind()));
                     self.metrics.grpc_status(code::UNAUTHENTICATED);
                     // Envoy's grpc_web filter comes after us and never sees this reply: it must
                     // already be in the client's encoding (trailers-only, status in headers).
                     let reply_ct = match &web {
-                        Some((e, sfx)) => {
-                            grpc_web::grpc_web_content_type(*e, if sfx.is_empty() { "+proto" } else { sfx })
-                        }
+                        Some((e, sfx)) => grpc_web::grpc_web_content_type(
+                            *e,
+                            if sfx.is_empty() { "+proto" } else { sfx },
+                        ),
                         None if ct.starts_with("application/grpc") => ct.clone(),
                         None => grpc_web::grpc_web_content_type(Encoding::Binary, "+proto"),
                     };
-                    h.send_grpc_error(&reply_ct, code::UNAUTHENTICATED, f.message(), envoy_sees_grpc(&ct));
+                    h.send_grpc_error(
+                        &reply_ct,
+                        code::UNAUTHENTICATED,
+                        f.message(),
+                        envoy_sees_grpc(&ct),
+                    );
                     if !envoy_sees_grpc(&ct) {
                         self.replied = Some(reply_ct);
                     }
@@ -86,14 +111,21 @@ impl GuardStream {
             }
         }
         if web.is_some() {
-            self.metrics.inc(if marked { "calls.agent" } else { "calls.browser" });
+            self.metrics.inc(if marked {
+                "calls.agent"
+            } else {
+                "calls.browser"
+            });
             // gRPC-web's own request header means nothing to a native backend (Envoy's grpc_web
             // filter decides from content-type and leaves it).
             changed |= headers.remove("x-grpc-web");
         }
         if changed {
             if let Err(e) = h.set_headers(MapType::HttpRequestHeaders, &headers) {
-                h.log(LogLevel::Debug, &format!("grpc-bridge guard: cannot rewrite request headers: {e:?}"));
+                h.log(
+                    LogLevel::Debug,
+                    &format!("grpc-bridge guard: cannot rewrite request headers: {e:?}"),
+                );
             }
         }
         HeadersAction::Continue
@@ -133,7 +165,8 @@ mod tests {
     const SECRET: &str = "0123456789abcdef-secret";
 
     fn guard(auth: &str) -> GuardStream {
-        let cfg = Config::parse(format!(r#"{{"role":"server_guard","auth":{auth}}}"#).as_bytes()).unwrap();
+        let cfg = Config::parse(format!(r#"{{"role":"server_guard","auth":{auth}}}"#).as_bytes())
+            .unwrap();
         GuardStream::new(Rc::new(cfg), Rc::new(Metrics::new(Role::ServerGuard)))
     }
 
@@ -141,10 +174,20 @@ mod tests {
         let mut pairs = vec![
             (":method".to_string(), b"POST".to_vec()),
             (":path".to_string(), b"/pkg.Svc/Call".to_vec()),
-            ("content-type".to_string(), b"application/grpc-web+proto".to_vec()),
+            (
+                "content-type".to_string(),
+                b"application/grpc-web+proto".to_vec(),
+            ),
         ];
-        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())));
-        FakeHost { request_headers: HeaderList(pairs), ..Default::default() }
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())),
+        );
+        FakeHost {
+            request_headers: HeaderList(pairs),
+            ..Default::default()
+        }
     }
 
     fn secret_auth() -> String {
@@ -154,13 +197,38 @@ mod tests {
     #[test]
     fn an_agent_call_with_the_secret_passes_without_the_bridge_headers() {
         let mut g = guard(&secret_auth());
-        let mut h = request(&[("x-grpc-bridge", "agent"), ("x-grpc-bridge-auth", SECRET), ("x-grpc-web", "1")]);
+        let mut h = request(&[
+            ("x-grpc-bridge", "agent"),
+            ("x-grpc-bridge-auth", SECRET),
+            ("x-grpc-web", "1"),
+        ]);
         assert_eq!(g.request_headers(&mut h), HeadersAction::Continue);
-        assert!(!h.request_headers.contains("x-grpc-web"), "{:?}", h.request_headers);
-        assert!(!h.request_headers.contains("x-grpc-bridge"), "{:?}", h.request_headers);
-        assert!(!h.request_headers.contains("x-grpc-bridge-auth"), "{:?}", h.request_headers);
-        assert_eq!(h.request_headers.get("content-type").as_deref(), Some("application/grpc-web+proto"));
-        assert_eq!(h.calls, vec![Call::Headers(MapType::HttpRequestHeaders), Call::SetHeaders(MapType::HttpRequestHeaders)]);
+        assert!(
+            !h.request_headers.contains("x-grpc-web"),
+            "{:?}",
+            h.request_headers
+        );
+        assert!(
+            !h.request_headers.contains("x-grpc-bridge"),
+            "{:?}",
+            h.request_headers
+        );
+        assert!(
+            !h.request_headers.contains("x-grpc-bridge-auth"),
+            "{:?}",
+            h.request_headers
+        );
+        assert_eq!(
+            h.request_headers.get("content-type").as_deref(),
+            Some("application/grpc-web+proto")
+        );
+        assert_eq!(
+            h.calls,
+            vec![
+                Call::Headers(MapType::HttpRequestHeaders),
+                Call::SetHeaders(MapType::HttpRequestHeaders)
+            ]
+        );
         assert_eq!(g.metrics.pending("calls.agent"), 1);
         assert_eq!(g.metrics.pending("auth_ok"), 1);
     }
@@ -168,8 +236,16 @@ mod tests {
     #[test]
     fn an_agent_call_with_a_wrong_or_no_secret_is_refused_with_unauthenticated() {
         for (presented, kind, message) in [
-            (Some("wrong-secret-0123456789"), "wrong_secret", "grpc-bridge: bridged request not authenticated: invalid credentials"),
-            (None, "missing_secret", "grpc-bridge: bridged request not authenticated: no credentials"),
+            (
+                Some("wrong-secret-0123456789"),
+                "wrong_secret",
+                "grpc-bridge: bridged request not authenticated: invalid credentials",
+            ),
+            (
+                None,
+                "missing_secret",
+                "grpc-bridge: bridged request not authenticated: no credentials",
+            ),
         ] {
             let mut g = guard(&secret_auth());
             let mut extra = vec![("x-grpc-bridge", "agent")];
@@ -187,11 +263,21 @@ mod tests {
                     envoy_sets_status: false,
                 })
             );
-            assert!(!h.calls.contains(&Call::SetHeaders(MapType::HttpRequestHeaders)), "refused calls are not forwarded");
+            assert!(
+                !h.calls
+                    .contains(&Call::SetHeaders(MapType::HttpRequestHeaders)),
+                "refused calls are not forwarded"
+            );
             // Envoy's local reply arrives without content-type: it is put back.
-            h.response_headers = HeaderList(vec![(":status".into(), b"200".to_vec()), ("grpc-status".into(), b"16".to_vec())]);
+            h.response_headers = HeaderList(vec![
+                (":status".into(), b"200".to_vec()),
+                ("grpc-status".into(), b"16".to_vec()),
+            ]);
             g.response_headers(&mut h);
-            assert_eq!(h.response_headers.get("content-type").as_deref(), Some("application/grpc-web+proto"));
+            assert_eq!(
+                h.response_headers.get("content-type").as_deref(),
+                Some("application/grpc-web+proto")
+            );
             assert_eq!(g.metrics.pending(&format!("auth_failures.{kind}")), 1);
             assert_eq!(g.metrics.pending("grpc_status.16"), 1);
         }
@@ -202,10 +288,16 @@ mod tests {
         let mut g = guard(&secret_auth());
         let mut h = request(&[]);
         assert_eq!(g.request_headers(&mut h), HeadersAction::Continue);
-        assert_eq!(h.calls, vec![Call::Headers(MapType::HttpRequestHeaders)], "nothing to strip: no write");
+        assert_eq!(
+            h.calls,
+            vec![Call::Headers(MapType::HttpRequestHeaders)],
+            "nothing to strip: no write"
+        );
         assert_eq!(g.metrics.pending("calls.browser"), 1);
 
-        let mut g = guard(&format!(r#"{{"shared_secrets":["{SECRET}"],"require_for_unmarked":true}}"#));
+        let mut g = guard(&format!(
+            r#"{{"shared_secrets":["{SECRET}"],"require_for_unmarked":true}}"#
+        ));
         let mut h = request(&[]);
         assert_eq!(g.request_headers(&mut h), HeadersAction::StopIteration);
     }
@@ -228,6 +320,16 @@ mod tests {
         let mut h = request(&[]);
         h.fail = Some(crate::host::Status::BadArgument);
         assert_eq!(g.request_headers(&mut h), HeadersAction::StopIteration);
-        assert!(matches!(h.calls.last(), Some(Call::GrpcError { code: code::INTERNAL, .. })), "{:?}", h.calls);
+        assert!(
+            matches!(
+                h.calls.last(),
+                Some(Call::GrpcError {
+                    code: code::INTERNAL,
+                    ..
+                })
+            ),
+            "{:?}",
+            h.calls
+        );
     }
 }

@@ -26,13 +26,19 @@ pub(crate) fn resp_header(name: &str) -> Option<String> {
 /// Sets a header, logging (not failing) when the host refuses: the stream is then already gone.
 pub(crate) fn set_header(mt: MapType, name: &str, value: &str) {
     if let Err(e) = host::replace_map_value(mt, name, value.as_bytes()) {
-        host::log(LogLevel::Debug, &format!("grpc-bridge: cannot set {name}: {e:?}"));
+        host::log(
+            LogLevel::Debug,
+            &format!("grpc-bridge: cannot set {name}: {e:?}"),
+        );
     }
 }
 
 pub(crate) fn remove_header(mt: MapType, name: &str) {
     if let Err(e) = host::remove_map_value(mt, name) {
-        host::log(LogLevel::Debug, &format!("grpc-bridge: cannot remove {name}: {e:?}"));
+        host::log(
+            LogLevel::Debug,
+            &format!("grpc-bridge: cannot remove {name}: {e:?}"),
+        );
     }
 }
 
@@ -52,7 +58,12 @@ pub(crate) fn replace_body(bt: BufferType, size: usize, data: &[u8]) -> Result<(
 /// requests Envoy gets the code and we add only `grpc-message`.
 ///
 /// `envoy_sets_status`: the request's original `content-type` is gRPC to Envoy.
-pub(crate) fn send_grpc_error(content_type: &str, code: u32, message: &str, envoy_sets_status: bool) {
+pub(crate) fn send_grpc_error(
+    content_type: &str,
+    code: u32,
+    message: &str,
+    envoy_sets_status: bool,
+) {
     let encoded = status::percent_encode(message);
     let code_str = code.to_string();
     let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(3);
@@ -61,10 +72,25 @@ pub(crate) fn send_grpc_error(content_type: &str, code: u32, message: &str, envo
         headers.push(("grpc-status", code_str.as_bytes()));
     }
     headers.push(("grpc-message", encoded.as_bytes()));
-    let grpc_status = if envoy_sets_status { i32::try_from(code).unwrap_or(2) } else { -1 };
-    host::log(LogLevel::Info, &format!("grpc-bridge: local reply {} ({}): {message}", status::code_name(code), code));
-    if let Err(e) = host::send_local_response(200, "grpc_bridge_error", b"", &headers, grpc_status) {
-        host::log(LogLevel::Error, &format!("grpc-bridge: local reply refused: {e:?}"));
+    let grpc_status = if envoy_sets_status {
+        i32::try_from(code).unwrap_or(2)
+    } else {
+        -1
+    };
+    host::log(
+        LogLevel::Info,
+        &format!(
+            "grpc-bridge: local reply {} ({}): {message}",
+            status::code_name(code),
+            code
+        ),
+    );
+    if let Err(e) = host::send_local_response(200, "grpc_bridge_error", b"", &headers, grpc_status)
+    {
+        host::log(
+            LogLevel::Error,
+            &format!("grpc-bridge: local reply refused: {e:?}"),
+        );
     }
 }
 
@@ -84,10 +110,20 @@ mod tests {
 
     #[test]
     fn only_grpc_content_types_get_envoys_grpc_local_reply() {
-        for ct in ["application/grpc", "application/grpc+proto", "application/grpc;charset=x"] {
+        for ct in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=x",
+        ] {
             assert!(envoy_sees_grpc(ct), "{ct}");
         }
-        for ct in ["application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text", "text/html", ""] {
+        for ct in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "text/html",
+            "",
+        ] {
             assert!(!envoy_sees_grpc(ct), "{ct}");
         }
     }

@@ -25,7 +25,10 @@ use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
 use crate::http::http1_status::PlainHold;
-use crate::http::{envoy_sees_grpc, remove_header, replace_body, req_header, resp_header, send_grpc_error, set_header};
+use crate::http::{
+    envoy_sees_grpc, remove_header, replace_body, req_header, resp_header, send_grpc_error,
+    set_header,
+};
 use crate::metrics::Metrics;
 use crate::root::FlushScheduler;
 
@@ -90,14 +93,26 @@ pub struct ServerStream {
 
 impl ServerStream {
     pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>, metrics: Rc<Metrics>) -> Self {
-        ServerStream { id, cfg, flush, conv: None, metrics, plain: None }
+        ServerStream {
+            id,
+            cfg,
+            flush,
+            conv: None,
+            metrics,
+            plain: None,
+        }
     }
 
     fn web_content_type(&self) -> String {
         match &self.conv {
-            Some(c) => {
-                grpc_web::grpc_web_content_type(c.encoding, if c.suffix.is_empty() { "+proto" } else { &c.suffix })
-            }
+            Some(c) => grpc_web::grpc_web_content_type(
+                c.encoding,
+                if c.suffix.is_empty() {
+                    "+proto"
+                } else {
+                    &c.suffix
+                },
+            ),
             None => "application/grpc-web+proto".to_string(),
         }
     }
@@ -108,7 +123,11 @@ impl ServerStream {
         let now = (!end).then(host::now_nanos);
         if let Some((code, message)) = p.check(new_bytes, now) {
             self.flush.release(self.id);
-            self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.http1_hold_bytes" } else { "errors.http1_hold_ms" });
+            self.metrics.inc(if code == code::RESOURCE_EXHAUSTED {
+                "errors.http1_hold_bytes"
+            } else {
+                "errors.http1_hold_ms"
+            });
             self.metrics.grpc_status(code);
             // A plain client sent `application/grpc`: Envoy sets grpc-status itself.
             send_grpc_error("application/grpc", code, &message, true);
@@ -120,7 +139,11 @@ impl ServerStream {
 
     fn reject_request(&mut self, code: u32, message: &str) {
         let ct = self.web_content_type();
-        self.metrics.inc(if code == code::RESOURCE_EXHAUSTED { "errors.too_large" } else { "errors.bad_request" });
+        self.metrics.inc(if code == code::RESOURCE_EXHAUSTED {
+            "errors.too_large"
+        } else {
+            "errors.bad_request"
+        });
         self.metrics.grpc_status(code);
         // Envoy decides "gRPC request" from the headers as they arrived (gRPC-web here), not
         // from our converted ones: it adds no grpc-status of its own.
@@ -138,7 +161,11 @@ impl HttpStream for ServerStream {
         let web = grpc_web::parse_grpc_web_content_type(&ct);
         let marked = req_header(&self.cfg.marker_header).is_some();
         // Bridge-internal headers never reach the backend, whatever the request.
-        let presented = self.cfg.auth.as_ref().and_then(|a| req_header(&a.secret_header));
+        let presented = self
+            .cfg
+            .auth
+            .as_ref()
+            .and_then(|a| req_header(&a.secret_header));
         if let Some(a) = self.cfg.auth.as_ref() {
             remove_header(h, &a.secret_header);
         }
@@ -147,18 +174,27 @@ impl HttpStream for ServerStream {
             // Whatever claims to come from an agent must prove it; gRPC-web without the claim
             // (browsers) only when `require_for_unmarked`.
             if marked || (web.is_some() && a.require_for_unmarked) {
-                if let Err(f) = auth::verify(a, presented.as_deref().map(str::as_bytes), &PeerCertificate::for_config(a))
-                {
+                if let Err(f) = auth::verify(
+                    a,
+                    presented.as_deref().map(str::as_bytes),
+                    &PeerCertificate::for_config(a),
+                ) {
                     self.metrics.inc(&format!("auth_failures.{}", f.kind()));
                     self.metrics.grpc_status(code::UNAUTHENTICATED);
                     let reply_ct = match &web {
-                        Some((e, sfx)) => {
-                            grpc_web::grpc_web_content_type(*e, if sfx.is_empty() { "+proto" } else { sfx })
-                        }
+                        Some((e, sfx)) => grpc_web::grpc_web_content_type(
+                            *e,
+                            if sfx.is_empty() { "+proto" } else { sfx },
+                        ),
                         None if ct.starts_with("application/grpc") => ct.clone(),
                         None => "application/grpc".to_string(),
                     };
-                    send_grpc_error(&reply_ct, code::UNAUTHENTICATED, f.message(), envoy_sees_grpc(&ct));
+                    send_grpc_error(
+                        &reply_ct,
+                        code::UNAUTHENTICATED,
+                        f.message(),
+                        envoy_sees_grpc(&ct),
+                    );
                     if let Some((encoding, suffix)) = web {
                         self.conv = Some(Converted {
                             encoding,
@@ -180,7 +216,11 @@ impl HttpStream for ServerStream {
             self.plain = PlainHold::detect(&ct, self.cfg.http1_hold_bytes, self.cfg.http1_hold_ms);
             return HeadersAction::Continue;
         };
-        let origin = if marked { Origin::Agent } else { Origin::Browser };
+        let origin = if marked {
+            Origin::Agent
+        } else {
+            Origin::Browser
+        };
         self.metrics.inc(match origin {
             Origin::Agent => "calls.agent",
             Origin::Browser => "calls.browser",
@@ -203,7 +243,9 @@ impl HttpStream for ServerStream {
             request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
             response: ResponseState::Pending,
         });
-        host::log_with(LogLevel::Debug, || format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}"));
+        host::log_with(LogLevel::Debug, || {
+            format!("grpc-bridge server: {origin:?} gRPC-web {encoding:?} request, eos={eos}")
+        });
         HeadersAction::Continue
     }
 
@@ -221,7 +263,10 @@ impl HttpStream for ServerStream {
                 Ok(Some(b)) => b,
                 Ok(None) => Vec::new(),
                 Err(e) => {
-                    self.reject_request(code::INTERNAL, &format!("grpc-bridge: request body unreadable: {e:?}"));
+                    self.reject_request(
+                        code::INTERNAL,
+                        &format!("grpc-bridge: request body unreadable: {e:?}"),
+                    );
                     return DataAction::StopIterationAndBuffer;
                 }
             }
@@ -237,14 +282,20 @@ impl HttpStream for ServerStream {
             }
             match res {
                 Err(e) => {
-                    failure =
-                        Some((code::INVALID_ARGUMENT, format!("grpc-bridge: bad grpc-web-text request body: {e}")))
+                    failure = Some((
+                        code::INVALID_ARGUMENT,
+                        format!("grpc-bridge: bad grpc-web-text request body: {e}"),
+                    ))
                 }
                 Ok(()) => {
                     if let Err(e) = conv.request_scanner.scan(&decoded) {
                         failure = Some(frame_failure(e));
-                    } else if let Err(e) = replace_body(BufferType::HttpRequestBody, size, &decoded) {
-                        failure = Some((code::INTERNAL, format!("grpc-bridge: cannot edit request body: {e:?}")));
+                    } else if let Err(e) = replace_body(BufferType::HttpRequestBody, size, &decoded)
+                    {
+                        failure = Some((
+                            code::INTERNAL,
+                            format!("grpc-bridge: cannot edit request body: {e:?}"),
+                        ));
                     }
                 }
             }
@@ -263,7 +314,10 @@ impl HttpStream for ServerStream {
         }
         if failure.is_none() && eos {
             if let Err(e) = conv.request_scanner.finish() {
-                failure = Some((code::INVALID_ARGUMENT, format!("grpc-bridge: request ended inside a message: {e}")));
+                failure = Some((
+                    code::INVALID_ARGUMENT,
+                    format!("grpc-bridge: request ended inside a message: {e}"),
+                ));
             }
         }
         if let Some((c, m)) = failure {
@@ -299,22 +353,32 @@ impl HttpStream for ServerStream {
         if eos
             && http_status == "200"
             && resp_header("grpc-status").is_none()
-            && ct.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+            && ct
+                .get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
         {
             // A gRPC answer that ends at its headers without a status: say so, rather than let
             // the client read an empty 200 as the end of a call.
-            set_header(MapType::HttpResponseHeaders, "grpc-status", &code::INTERNAL.to_string());
+            set_header(
+                MapType::HttpResponseHeaders,
+                "grpc-status",
+                &code::INTERNAL.to_string(),
+            );
             set_header(
                 MapType::HttpResponseHeaders,
                 "grpc-message",
                 &status::percent_encode("grpc-bridge: backend ended the call without grpc-status"),
             );
         }
-        if grpc_web::parse_grpc_content_type(&ct).is_none() && !(eos && resp_header("grpc-status").is_some()) {
+        if grpc_web::parse_grpc_content_type(&ct).is_none()
+            && !(eos && resp_header("grpc-status").is_some())
+        {
             // Not a gRPC answer (an HTML error page, say): gRPC-web clients map the HTTP status.
             host::log(
                 LogLevel::Debug,
-                &format!("grpc-bridge server: backend answered {http_status} {ct:?}: passed through"),
+                &format!(
+                    "grpc-bridge server: backend answered {http_status} {ct:?}: passed through"
+                ),
             );
             conv.response = ResponseState::Passthrough;
             return HeadersAction::Continue;
@@ -323,13 +387,21 @@ impl HttpStream for ServerStream {
         remove_header(MapType::HttpResponseHeaders, "content-length");
         if eos {
             conv.response = ResponseState::TrailersOnly;
-            if let Some(code) = resp_header("grpc-status").and_then(|v| status::parse_grpc_status(v.as_bytes())) {
+            if let Some(code) =
+                resp_header("grpc-status").and_then(|v| status::parse_grpc_status(v.as_bytes()))
+            {
                 self.metrics.grpc_status(code);
             }
             return HeadersAction::Continue;
         }
-        let text = (conv.encoding == Encoding::Text).then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
-        conv.response = ResponseState::Streaming(Streaming { body_seen: false, paused: false, held: 0, text });
+        let text = (conv.encoding == Encoding::Text)
+            .then(|| (Base64Encoder::new(), FrameScanner::new(u32::MAX)));
+        conv.response = ResponseState::Streaming(Streaming {
+            body_seen: false,
+            paused: false,
+            held: 0,
+            text,
+        });
         HeadersAction::Continue
     }
 
@@ -348,7 +420,10 @@ impl HttpStream for ServerStream {
         };
         st.body_seen = true;
         // Sizes are cumulative while paused: count only what is new.
-        self.metrics.add("bytes_down", size.saturating_sub(if st.paused { st.held } else { 0 }) as u64);
+        self.metrics.add(
+            "bytes_down",
+            size.saturating_sub(if st.paused { st.held } else { 0 }) as u64,
+        );
 
         if let Some((encoder, scanner)) = st.text.as_mut() {
             // Encode the bytes that arrived since our last look; Envoy can only replace the whole
@@ -370,7 +445,10 @@ impl HttpStream for ServerStream {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => host::log(LogLevel::Warn, &format!("grpc-bridge server: body unreadable: {e:?}")),
+                    Err(e) => host::log(
+                        LogLevel::Warn,
+                        &format!("grpc-bridge server: body unreadable: {e:?}"),
+                    ),
                 }
             }
         } else {
@@ -385,7 +463,9 @@ impl HttpStream for ServerStream {
                     ("grpc-status".to_string(), code::INTERNAL.to_string()),
                     (
                         "grpc-message".to_string(),
-                        status::percent_encode("grpc-bridge: backend ended the stream without trailers"),
+                        status::percent_encode(
+                            "grpc-bridge: backend ended the stream without trailers",
+                        ),
                     ),
                 ],
                 trailer_limit,
@@ -436,14 +516,22 @@ impl HttpStream for ServerStream {
             return HeadersAction::Continue;
         };
         let pairs: Vec<(String, String)> = match host::get_map(MapType::HttpResponseTrailers) {
-            Ok(p) => p.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect(),
+            Ok(p) => p
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect(),
             Err(e) => {
-                host::log(LogLevel::Warn, &format!("grpc-bridge server: trailers unreadable: {e:?}"));
+                host::log(
+                    LogLevel::Warn,
+                    &format!("grpc-bridge server: trailers unreadable: {e:?}"),
+                );
                 Vec::new()
             }
         };
-        if let Some(code) =
-            pairs.iter().find(|(k, _)| k == "grpc-status").and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
+        if let Some(code) = pairs
+            .iter()
+            .find(|(k, _)| k == "grpc-status")
+            .and_then(|(_, v)| status::parse_grpc_status(v.as_bytes()))
         {
             metrics.grpc_status(code);
         }
@@ -453,7 +541,10 @@ impl HttpStream for ServerStream {
             // frame can't be written. Keep the trailers as HTTP/1.1 chunked trailers instead
             // (the server listener needs `enable_trailers`); our agent reads them. A hop that
             // drops trailers leaves the agent with no status, which it reports as INTERNAL.
-            host::log(LogLevel::Debug, "grpc-bridge server: trailers without a body: sent as HTTP trailers");
+            host::log(
+                LogLevel::Debug,
+                "grpc-bridge server: trailers without a body: sent as HTTP trailers",
+            );
             metrics.inc("trailers_as_http");
             conv.response = ResponseState::Done;
             return HeadersAction::Continue;
@@ -461,7 +552,10 @@ impl HttpStream for ServerStream {
         let frame = trailer_frame(&pairs, trailer_limit);
         let out = encode_for_wire(st, frame);
         if let Err(e) = host::append_buffer(BufferType::HttpResponseBody, &out) {
-            host::log(LogLevel::Error, &format!("grpc-bridge server: cannot append trailer frame: {e:?}"));
+            host::log(
+                LogLevel::Error,
+                &format!("grpc-bridge server: cannot append trailer frame: {e:?}"),
+            );
         }
         for (k, _) in &pairs {
             remove_header(MapType::HttpResponseTrailers, k);
@@ -490,7 +584,11 @@ impl HttpStream for ServerStream {
             }
             return;
         }
-        if let Some(Converted { response: ResponseState::Streaming(st), .. }) = self.conv.as_mut() {
+        if let Some(Converted {
+            response: ResponseState::Streaming(st),
+            ..
+        }) = self.conv.as_mut()
+        {
             st.held = 0;
             st.paused = false;
         }
@@ -505,15 +603,21 @@ impl HttpStream for ServerStream {
     fn on_done(&mut self) {
         self.flush.release(self.id);
         if let Some(conv) = &self.conv {
-            self.metrics.add("messages_up", conv.request_scanner.messages());
+            self.metrics
+                .add("messages_up", conv.request_scanner.messages());
         }
     }
 }
 
 /// HTTP/1.1 hop-by-hop headers (RFC 9110 7.6.1) removed from converted requests (`te` is set
 /// to `trailers` separately).
-pub(crate) const HOP_BY_HOP: [&str; 5] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+pub(crate) const HOP_BY_HOP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// `n` bytes of the request body chunk at `start` (the host answers None for nothing there).
 fn read_request_body(start: usize, n: usize) -> Result<Vec<u8>, host::Status> {
@@ -522,7 +626,9 @@ fn read_request_body(start: usize, n: usize) -> Result<Vec<u8>, host::Status> {
 
 fn frame_failure(e: FrameError) -> (u32, String) {
     match e {
-        FrameError::MessageTooLarge { .. } => (code::RESOURCE_EXHAUSTED, format!("grpc-bridge: {e}")),
+        FrameError::MessageTooLarge { .. } => {
+            (code::RESOURCE_EXHAUSTED, format!("grpc-bridge: {e}"))
+        }
         _ => (code::INVALID_ARGUMENT, format!("grpc-bridge: {e}")),
     }
 }
@@ -539,7 +645,9 @@ fn trailer_frame(pairs: &[(String, String)], limit: usize) -> Vec<u8> {
                 ("grpc-status".to_string(), code::INTERNAL.to_string()),
                 (
                     "grpc-message".to_string(),
-                    status::percent_encode(&format!("grpc-bridge: backend trailers not representable: {e}")),
+                    status::percent_encode(&format!(
+                        "grpc-bridge: backend trailers not representable: {e}"
+                    )),
                 ),
             ];
             let _ = grpc_web::encode_trailer_frame(&fallback, usize::MAX, &mut out);

@@ -19,11 +19,15 @@ pub struct HeaderList(pub Vec<(String, Vec<u8>)>);
 impl HeaderList {
     /// The first value of `name`, lossy UTF-8.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.get_bytes(name).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.get_bytes(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -59,7 +63,10 @@ impl HeaderList {
     }
 
     pub fn pairs(&self) -> Vec<(&str, &[u8])> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect()
+        self.0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect()
     }
 }
 
@@ -76,7 +83,13 @@ pub trait StreamHost {
     fn replace_body(&mut self, buffer: BufferType, size: usize, data: &[u8]) -> HostResult<()>;
     fn log(&mut self, level: LogLevel, message: &str);
     /// Ends the stream with a gRPC status as a local reply (`http::send_grpc_error`).
-    fn send_grpc_error(&mut self, content_type: &str, code: u32, message: &str, envoy_sets_status: bool);
+    fn send_grpc_error(
+        &mut self,
+        content_type: &str,
+        code: u32,
+        message: &str,
+        envoy_sets_status: bool,
+    );
 }
 
 /// [`StreamHost`] over proxy-wasm hostcalls, for the stream whose callback is running.
@@ -106,7 +119,13 @@ impl StreamHost for WasmHost {
         host::log(level, message);
     }
 
-    fn send_grpc_error(&mut self, content_type: &str, code: u32, message: &str, envoy_sets_status: bool) {
+    fn send_grpc_error(
+        &mut self,
+        content_type: &str,
+        code: u32,
+        message: &str,
+        envoy_sets_status: bool,
+    ) {
         crate::http::send_grpc_error(content_type, code, message, envoy_sets_status);
     }
 }
@@ -122,10 +141,21 @@ pub(crate) mod fake {
     pub enum Call {
         Headers(MapType),
         SetHeaders(MapType),
-        Body { start: usize, len: usize },
-        ReplaceBody { size: usize, len: usize },
+        Body {
+            start: usize,
+            len: usize,
+        },
+        ReplaceBody {
+            size: usize,
+            len: usize,
+        },
         Log(LogLevel, String),
-        GrpcError { content_type: String, code: u32, message: String, envoy_sets_status: bool },
+        GrpcError {
+            content_type: String,
+            code: u32,
+            message: String,
+            envoy_sets_status: bool,
+        },
     }
 
     #[derive(Default)]
@@ -143,7 +173,9 @@ pub(crate) mod fake {
     impl FakeHost {
         fn map(&mut self, map: MapType) -> &mut HeaderList {
             match map {
-                MapType::HttpRequestHeaders | MapType::HttpRequestTrailers => &mut self.request_headers,
+                MapType::HttpRequestHeaders | MapType::HttpRequestTrailers => {
+                    &mut self.request_headers
+                }
                 MapType::HttpResponseHeaders => &mut self.response_headers,
                 MapType::HttpResponseTrailers => &mut self.response_trailers,
             }
@@ -151,7 +183,10 @@ pub(crate) mod fake {
 
         /// Hostcalls made, logs excluded.
         pub fn hostcalls(&self) -> usize {
-            self.calls.iter().filter(|c| !matches!(c, Call::Log(..))).count()
+            self.calls
+                .iter()
+                .filter(|c| !matches!(c, Call::Log(..)))
+                .count()
         }
     }
 
@@ -176,10 +211,20 @@ pub(crate) mod fake {
             if let Some(s) = self.fail {
                 return Err(s);
             }
-            Ok(self.chunk.get(start..).unwrap_or(&[]).iter().take(len).copied().collect())
+            Ok(self
+                .chunk
+                .get(start..)
+                .unwrap_or(&[])
+                .iter()
+                .take(len)
+                .copied()
+                .collect())
         }
         fn replace_body(&mut self, _: BufferType, size: usize, data: &[u8]) -> HostResult<()> {
-            self.calls.push(Call::ReplaceBody { size, len: data.len() });
+            self.calls.push(Call::ReplaceBody {
+                size,
+                len: data.len(),
+            });
             if let Some(s) = self.fail {
                 return Err(s);
             }
@@ -190,7 +235,13 @@ pub(crate) mod fake {
         fn log(&mut self, level: LogLevel, message: &str) {
             self.calls.push(Call::Log(level, message.to_string()));
         }
-        fn send_grpc_error(&mut self, content_type: &str, code: u32, message: &str, envoy_sets_status: bool) {
+        fn send_grpc_error(
+            &mut self,
+            content_type: &str,
+            code: u32,
+            message: &str,
+            envoy_sets_status: bool,
+        ) {
             self.calls.push(Call::GrpcError {
                 content_type: content_type.to_string(),
                 code,

@@ -66,21 +66,22 @@ impl TunnelClient {
     fn handshake(&mut self) -> Option<Vec<u8>> {
         let key = encode_base64(&self.entropy.take16()?);
         self.expected_accept = accept_key(&key);
-        let h = ClientHandshake {
-            host: self.cfg.tunnel_host.clone().unwrap_or_default(),
-            path: self.cfg.tunnel_path.clone(),
-            key,
-            protocol: Some(self.cfg.tunnel_protocol.clone()),
-            extra_headers: self
-                .cfg
-                .tunnel_headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(
-                    self.cfg.auth.as_ref().and_then(|a| Some((a.secret_header.clone(), a.secret.as_ref()?.0.clone()))),
-                )
-                .collect(),
-        };
+        let h =
+            ClientHandshake {
+                host: self.cfg.tunnel_host.clone().unwrap_or_default(),
+                path: self.cfg.tunnel_path.clone(),
+                key,
+                protocol: Some(self.cfg.tunnel_protocol.clone()),
+                extra_headers: self
+                    .cfg
+                    .tunnel_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .chain(self.cfg.auth.as_ref().and_then(|a| {
+                        Some((a.secret_header.clone(), a.secret.as_ref()?.0.clone()))
+                    }))
+                    .collect(),
+            };
         Some(encode_client_handshake(&h))
     }
 
@@ -116,7 +117,10 @@ impl TunnelClient {
     }
 
     fn fail(&mut self, why: &str) {
-        host::log(LogLevel::Warn, &format!("grpc-bridge tunnel client {}: closing: {why}", self.id));
+        host::log(
+            LogLevel::Warn,
+            &format!("grpc-bridge tunnel client {}: closing: {why}", self.id),
+        );
         self.state = State::Closed;
         let _ = host::close_stream(StreamType::Downstream);
     }
@@ -179,7 +183,12 @@ impl NetworkStream for TunnelClient {
         }
         self.metrics.add("bytes_up", data.len() as u64);
         out.append(&mut self.to_upstream);
-        if !wrap_binary(&data, self.cfg.max_frame_bytes as usize, Some(&mut self.entropy), &mut out) {
+        if !wrap_binary(
+            &data,
+            self.cfg.max_frame_bytes as usize,
+            Some(&mut self.entropy),
+            &mut out,
+        ) {
             self.fail("no entropy for mask keys");
             return NetworkAction::Continue;
         }
@@ -214,7 +223,12 @@ impl NetworkStream for TunnelClient {
             State::AwaitingUpgrade => {
                 self.head.extend_from_slice(&data);
                 let proto = self.cfg.tunnel_protocol.clone();
-                match parse_server_handshake(&self.head, MAX_HANDSHAKE_BYTES, &self.expected_accept, Some(&proto)) {
+                match parse_server_handshake(
+                    &self.head,
+                    MAX_HANDSHAKE_BYTES,
+                    &self.expected_accept,
+                    Some(&proto),
+                ) {
                     Ok(None) if self.head.len() <= MAX_HANDSHAKE_BYTES => {}
                     Ok(None) => self.fail("upgrade response head too large"),
                     Ok(Some(consumed)) => {

@@ -31,7 +31,10 @@ pub(crate) struct Entropy {
 
 impl Entropy {
     pub fn new() -> Self {
-        Entropy { pool: [0; 256], at: 256 }
+        Entropy {
+            pool: [0; 256],
+            at: 256,
+        }
     }
 
     /// Four unpredictable bytes, or `None` if the host has no entropy (the caller then closes
@@ -58,7 +61,12 @@ impl Entropy {
 
 /// Wraps `data` as binary frames of at most `max_frame` bytes, masked with fresh keys when
 /// `entropy` is given (client side). Returns false if masking keys were unavailable.
-pub(crate) fn wrap_binary(data: &[u8], max_frame: usize, entropy: Option<&mut Entropy>, out: &mut Vec<u8>) -> bool {
+pub(crate) fn wrap_binary(
+    data: &[u8],
+    max_frame: usize,
+    entropy: Option<&mut Entropy>,
+    out: &mut Vec<u8>,
+) -> bool {
     let max_frame = max_frame.max(1);
     match entropy {
         None => {

@@ -14,11 +14,13 @@ use std::rc::Rc;
 use crate::abi::{NetworkAction, NetworkStream};
 use crate::auth::{self, PeerCertificate};
 use crate::codec::h2::{
-    ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE, PREFACE,
+    ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE,
+    PREFACE,
 };
 use crate::codec::websocket::{
-    accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection, encode_server_handshake,
-    parse_client_handshake, FrameDecoder, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
+    accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection,
+    encode_server_handshake, parse_client_handshake, FrameDecoder, HandshakeError, Opcode,
+    ParsedRequest, Side, WsEvent,
 };
 use crate::config::Config;
 use crate::host::{self, BufferType, LogLevel, StreamType};
@@ -65,7 +67,12 @@ pub struct TunnelServer {
 }
 
 impl TunnelServer {
-    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>, closing: Rc<RefCell<BTreeSet<u32>>>) -> Self {
+    pub fn new(
+        id: u32,
+        cfg: Rc<Config>,
+        metrics: Rc<Metrics>,
+        closing: Rc<RefCell<BTreeSet<u32>>>,
+    ) -> Self {
         let max = u64::from(cfg.max_frame_bytes);
         TunnelServer {
             id,
@@ -95,7 +102,10 @@ impl TunnelServer {
             return Err((404, format!("no tunnel at {path}")));
         }
         if !req.protocols.iter().any(|p| p == &self.cfg.tunnel_protocol) {
-            return Err((400, format!("subprotocol {} required", self.cfg.tunnel_protocol)));
+            return Err((
+                400,
+                format!("subprotocol {} required", self.cfg.tunnel_protocol),
+            ));
         }
         for (name, want) in &self.cfg.tunnel_headers {
             let got = req.header(&name.to_ascii_lowercase()).unwrap_or("");
@@ -104,9 +114,11 @@ impl TunnelServer {
             }
         }
         if let Some(a) = self.cfg.auth.as_ref() {
-            if let Err(f) =
-                auth::verify(a, req.header(&a.secret_header).map(str::as_bytes), &PeerCertificate::for_config(a))
-            {
+            if let Err(f) = auth::verify(
+                a,
+                req.header(&a.secret_header).map(str::as_bytes),
+                &PeerCertificate::for_config(a),
+            ) {
                 self.metrics.inc(&format!("auth_failures.{}", f.kind()));
                 return Err((f.http_status(), f.message().to_string()));
             }
@@ -117,7 +129,13 @@ impl TunnelServer {
     fn queue_close(&mut self, code: u16, reason: &str) {
         if !self.close_sent && self.to_downstream.len() <= MAX_CONTROL_QUEUE {
             self.close_sent = true;
-            encode_frame(true, Opcode::Close, None, &close_payload(code, reason), &mut self.to_downstream);
+            encode_frame(
+                true,
+                Opcode::Close,
+                None,
+                &close_payload(code, reason),
+                &mut self.to_downstream,
+            );
         }
     }
 
@@ -132,7 +150,10 @@ impl TunnelServer {
     fn refuse(&mut self, status: u16, reason: &str) {
         host::log(
             LogLevel::Info,
-            &format!("grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}", self.id),
+            &format!(
+                "grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}",
+                self.id
+            ),
         );
         self.metrics.inc(&format!("upgrades_refused.{status}"));
         self.pending_head = Some(encode_handshake_rejection(status, reason));
@@ -173,7 +194,10 @@ impl TunnelServer {
         }
         if let Err(e) = res {
             self.metrics.inc("errors.bad_frame");
-            host::log(LogLevel::Info, &format!("grpc-bridge tunnel server {}: invalid frame: {e}", self.id));
+            host::log(
+                LogLevel::Info,
+                &format!("grpc-bridge tunnel server {}: invalid frame: {e}", self.id),
+            );
             self.queue_close(e.close_code, &e.reason);
             self.state = State::Closed;
         }
@@ -214,8 +238,10 @@ impl NetworkStream for TunnelServer {
                             Self::make_backend_answer(&mut out);
                         }
                         Ok(()) => {
-                            self.pending_head =
-                                Some(encode_server_handshake(&accept_key(&req.key), Some(&self.cfg.tunnel_protocol)));
+                            self.pending_head = Some(encode_server_handshake(
+                                &accept_key(&req.key),
+                                Some(&self.cfg.tunnel_protocol),
+                            ));
                             self.state = State::Open;
                             self.metrics.inc("upgrades");
                             // Speak first so the backend answers and the 101 can go out now,
@@ -263,7 +289,10 @@ impl NetworkStream for TunnelServer {
         if self.pending_head.is_none() && self.state == State::AwaitingUpgrade {
             // The backend spoke before the client's upgrade arrived: keep it for after the 101.
             if self.early_upstream.len() + data.len() > MAX_CONTROL_QUEUE * 16 {
-                host::log(LogLevel::Warn, "grpc-bridge tunnel server: backend sent too much before the upgrade");
+                host::log(
+                    LogLevel::Warn,
+                    "grpc-bridge tunnel server: backend sent too much before the upgrade",
+                );
                 self.state = State::Closed;
                 let _ = host::close_stream(StreamType::Downstream);
             } else {
@@ -326,7 +355,13 @@ impl TunnelServer {
         if let Ok(mut c) = self.closing.try_borrow_mut() {
             c.remove(&self.id);
         }
-        host::log(LogLevel::Debug, &format!("grpc-bridge tunnel server {}: closing the connection", self.id));
+        host::log(
+            LogLevel::Debug,
+            &format!(
+                "grpc-bridge tunnel server {}: closing the connection",
+                self.id
+            ),
+        );
         let _ = host::close_stream(StreamType::Downstream);
     }
 }

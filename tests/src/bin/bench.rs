@@ -179,7 +179,12 @@ struct Path {
 #[allow(dead_code)]
 enum Keep {
     Backend(Backend),
-    Envoys(Backend, Envoy, Envoy, Option<grpc_bridge_tests::nginx::Nginx>),
+    Envoys(
+        Backend,
+        Envoy,
+        Envoy,
+        Option<grpc_bridge_tests::nginx::Nginx>,
+    ),
     Topology(Box<Topology>),
 }
 
@@ -245,7 +250,9 @@ fn start_path(name: &str) -> Result<Path, String> {
         "native-h2" | "native-h2-hop" | "h1-hop" | "floor" | "floor-reads" | "idle" => {
             start_native(name, base, None)?
         }
-        floor if floor.starts_with("floor-") => start_native(name, base, Some(&floor["floor-".len()..]))?,
+        floor if floor.starts_with("floor-") => {
+            start_native(name, base, Some(&floor["floor-".len()..]))?
+        }
         "grpc-web" => from_topology(topo(Topology::builder()).start()?, Client::Grpc),
         "grpc-web-nohop" => {
             from_topology(topo(Topology::builder().hop(false)).start()?, Client::Grpc)
@@ -271,71 +278,81 @@ fn start_path(name: &str) -> Result<Path, String> {
     })
 }
 
-
 /// `native-h2`, `h1-hop` and the `floor*` paths: two plain Envoys in a row, optionally each with
 /// the floor wasm module (`ops`: its configuration letters, benches/wasm-floor/floor.rs).
 fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, String> {
     Ok({
-            // `floor*`: the same two Envoys, each with the do-nothing wasm filter
-            // (benches/wasm-floor): what any proxy-wasm filter costs per call in Envoy 1.40.
-            let floor_config = match (base, ops) {
-                ("floor", _) => Some("0".to_string()),
-                ("floor-reads", _) => Some(FLOOR_READS.to_string()),
-                ("idle", _) => Some(r#"{"role":"server_guard","auth":"none"}"#.to_string()),
-                (_, Some(ops)) => Some(ops.to_string()),
-                _ => None,
-            };
-            let b = spawn_backend()?;
-            let h1 = base == "h1-hop";
-            let (template, what) = match &floor_config {
-                None if h1 => ("bench/passthrough-h1.yaml", "no filter".to_string()),
-                None => ("passthrough-h2.yaml", "no filter".to_string()),
-                Some(c) => ("bench/passthrough-h2-wasm.yaml", format!("floor wasm filter {c:?}")),
-            };
-            let floor_wasm = grpc_bridge_tests::util::repo_root().join("target/floor/floor.wasm");
-            if floor_config.is_some() && !floor_wasm.exists() {
-                return Err(format!(
+        // `floor*`: the same two Envoys, each with the do-nothing wasm filter
+        // (benches/wasm-floor): what any proxy-wasm filter costs per call in Envoy 1.40.
+        let floor_config = match (base, ops) {
+            ("floor", _) => Some("0".to_string()),
+            ("floor-reads", _) => Some(FLOOR_READS.to_string()),
+            ("idle", _) => Some(r#"{"role":"server_guard","auth":"none"}"#.to_string()),
+            (_, Some(ops)) => Some(ops.to_string()),
+            _ => None,
+        };
+        let b = spawn_backend()?;
+        let h1 = base == "h1-hop";
+        let (template, what) = match &floor_config {
+            None if h1 => ("bench/passthrough-h1.yaml", "no filter".to_string()),
+            None => ("passthrough-h2.yaml", "no filter".to_string()),
+            Some(c) => (
+                "bench/passthrough-h2-wasm.yaml",
+                format!("floor wasm filter {c:?}"),
+            ),
+        };
+        let floor_wasm = grpc_bridge_tests::util::repo_root().join("target/floor/floor.wasm");
+        if floor_config.is_some() && !floor_wasm.exists() {
+            return Err(format!(
                     "{} is missing: `make bench` builds it (rustc --target wasm32-wasip1 benches/wasm-floor/floor.rs)",
                     floor_wasm.display()
                 ));
+        }
+        let vars = |host: String, port: u16| -> Vec<(&'static str, String)> {
+            let mut v = vec![
+                ("LISTEN_ADDR", "127.0.0.1".into()),
+                ("LISTEN_PORT", "0".into()),
+                ("UPSTREAM_HOST", host),
+                ("UPSTREAM_PORT", port.to_string()),
+            ];
+            if let Some(c) = &floor_config {
+                // `idle`: grpc-bridge itself, role server, on native gRPC it does not convert.
+                let wasm = if base == "idle" {
+                    grpc_bridge_tests::envoy::wasm_path()
+                } else {
+                    floor_wasm.clone()
+                };
+                v.push(("WASM", wasm.display().to_string()));
+                v.push(("FLOOR_CONFIG", c.clone()));
             }
-            let vars = |host: String, port: u16| -> Vec<(&'static str, String)> {
-                let mut v = vec![
-                    ("LISTEN_ADDR", "127.0.0.1".into()),
-                    ("LISTEN_PORT", "0".into()),
-                    ("UPSTREAM_HOST", host),
-                    ("UPSTREAM_PORT", port.to_string()),
-                ];
-                if let Some(c) = &floor_config {
-                    // `idle`: grpc-bridge itself, role server, on native gRPC it does not convert.
-                    let wasm = if base == "idle" { grpc_bridge_tests::envoy::wasm_path() } else { floor_wasm.clone() };
-                    v.push(("WASM", wasm.display().to_string()));
-                    v.push(("FLOOR_CONFIG", c.clone()));
-                }
-                v
-            };
-            let server = Envoy::start(
-                "server-h2",
-                template,
-                &vars(b.addr.ip().to_string(), b.addr.port()),
-            )?;
-            let saddr = server.listener_addr("passthrough")?;
-            // `native-h2-hop`: nginx grpc_pass (h2c) between the two Envoys.
-            let hop = if base == "native-h2-hop" {
-                Some(grpc_bridge_tests::nginx::Nginx::start_template("grpc-hop", "bench/nginx-grpc-h2.conf", saddr)?)
-            } else {
-                None
-            };
-            let next = hop.as_ref().map_or(saddr, |n| n.addr);
-            let mut avars = vars(next.ip().to_string(), next.port());
-            if h1 {
-                avars.push(("UPSTREAM_PROTOCOL", "http_protocol_options".into()));
-                avars.push(("UPSTREAM_OPTION", "enable_trailers".into()));
-                avars.push(("UPSTREAM_OPTION_VALUE", "true".into()));
-            }
-            let agent = Envoy::start("agent-h2", template, &avars)?;
-            let addr = agent.listener_addr("passthrough")?;
-            Path {
+            v
+        };
+        let server = Envoy::start(
+            "server-h2",
+            template,
+            &vars(b.addr.ip().to_string(), b.addr.port()),
+        )?;
+        let saddr = server.listener_addr("passthrough")?;
+        // `native-h2-hop`: nginx grpc_pass (h2c) between the two Envoys.
+        let hop = if base == "native-h2-hop" {
+            Some(grpc_bridge_tests::nginx::Nginx::start_template(
+                "grpc-hop",
+                "bench/nginx-grpc-h2.conf",
+                saddr,
+            )?)
+        } else {
+            None
+        };
+        let next = hop.as_ref().map_or(saddr, |n| n.addr);
+        let mut avars = vars(next.ip().to_string(), next.port());
+        if h1 {
+            avars.push(("UPSTREAM_PROTOCOL", "http_protocol_options".into()));
+            avars.push(("UPSTREAM_OPTION", "enable_trailers".into()));
+            avars.push(("UPSTREAM_OPTION_VALUE", "true".into()));
+        }
+        let agent = Envoy::start("agent-h2", template, &avars)?;
+        let addr = agent.listener_addr("passthrough")?;
+        Path {
                 name: name.into(),
                 addr,
                 client: Client::Grpc,
@@ -357,7 +374,6 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
                 ),
                 _keep: Keep::Envoys(b, server, agent, hop),
             }
-        
     })
 }
 
@@ -710,15 +726,31 @@ fn snapshot(path: &Path) -> Snapshot {
 /// filter's own counters, and Envoy's wasm runtime stats. Printed per measured call.
 fn print_breakdown(path: &Path, a: &Snapshot, b: &Snapshot, calls: u64) {
     let wanted = |k: &str| {
-        (k.starts_with("cluster.") && !k.starts_with("cluster.admin")
-            && ["upstream_cx_total", "upstream_rq_total", "upstream_cx_destroy_remote", "upstream_cx_destroy_local",
-                "upstream_cx_rx_bytes_total", "upstream_cx_tx_bytes_total", "upstream_rq_retry", "upstream_cx_http1_total", "upstream_cx_http2_total"]
+        (k.starts_with("cluster.")
+            && !k.starts_with("cluster.admin")
+            && [
+                "upstream_cx_total",
+                "upstream_rq_total",
+                "upstream_cx_destroy_remote",
+                "upstream_cx_destroy_local",
+                "upstream_cx_rx_bytes_total",
+                "upstream_cx_tx_bytes_total",
+                "upstream_rq_retry",
+                "upstream_cx_http1_total",
+                "upstream_cx_http2_total",
+            ]
+            .iter()
+            .any(|s| k.ends_with(&format!(".{s}"))))
+            || (k.starts_with("http.")
+                && !k.starts_with("http.admin")
+                && [
+                    "downstream_cx_total",
+                    "downstream_rq_total",
+                    "downstream_cx_rx_bytes_total",
+                    "downstream_cx_tx_bytes_total",
+                ]
                 .iter()
                 .any(|s| k.ends_with(&format!(".{s}"))))
-            || (k.starts_with("http.") && !k.starts_with("http.admin")
-                && ["downstream_cx_total", "downstream_rq_total", "downstream_cx_rx_bytes_total", "downstream_cx_tx_bytes_total"]
-                    .iter()
-                    .any(|s| k.ends_with(&format!(".{s}"))))
             || k.contains("grpc_bridge")
             || k.starts_with("wasm.")
     };
@@ -731,7 +763,11 @@ fn print_breakdown(path: &Path, a: &Snapshot, b: &Snapshot, calls: u64) {
         for (k, v1) in s1 {
             let v0 = s0.get(k).copied().unwrap_or(0);
             if v1 > &v0 && wanted(k) {
-                eprintln!("breakdown: {} {label}:   {k} {:.3}/call", path.name, (v1 - v0) as f64 / calls as f64);
+                eprintln!(
+                    "breakdown: {} {label}:   {k} {:.3}/call",
+                    path.name,
+                    (v1 - v0) as f64 / calls as f64
+                );
             }
         }
     }
@@ -1053,10 +1089,15 @@ fn main() -> ExitCode {
     for load in &loads {
         let wname = format!("{:?}", load.workload).to_lowercase();
         for p in &paths {
-            let (Some(base), Some(samples)) = (baseline(&p.name), results.get(&(wname.clone(), p.name.clone()))) else {
+            let (Some(base), Some(samples)) = (
+                baseline(&p.name),
+                results.get(&(wname.clone(), p.name.clone())),
+            ) else {
                 continue;
             };
-            let Some(base_samples) = results.get(&(wname.clone(), base.clone())) else { continue };
+            let Some(base_samples) = results.get(&(wname.clone(), base.clone())) else {
+                continue;
+            };
             let (row, b) = (summarize(samples), summarize(base_samples));
             if base != "direct" && b.cpu_us_call > 0.0 {
                 out += &format!(
@@ -1066,10 +1107,18 @@ fn main() -> ExitCode {
                     row.cpu_us_call / b.cpu_us_call
                 );
             }
-            let (what, a, bb) =
-                if wname == "stream" { ("mb_per_s", row.mb_s, b.mb_s) } else { ("calls_per_s", row.calls_s, b.calls_s) };
+            let (what, a, bb) = if wname == "stream" {
+                ("mb_per_s", row.mb_s, b.mb_s)
+            } else {
+                ("calls_per_s", row.calls_s, b.calls_s)
+            };
             if bb > 0.0 {
-                out += &format!("RATIO {wname}.c{}.{}.{what}_vs.{base} {:.3}\n", opts.concurrency, p.name, a / bb);
+                out += &format!(
+                    "RATIO {wname}.c{}.{}.{what}_vs.{base} {:.3}\n",
+                    opts.concurrency,
+                    p.name,
+                    a / bb
+                );
             }
         }
     }
