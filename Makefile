@@ -9,7 +9,7 @@ WASM := target/wasm32-wasip1/release/grpc_bridge.wasm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := nginx-light squid-openssl openssl chromium
 
-.PHONY: all setup toolchain venv apt build test test-unit test-e2e demo bench clean
+.PHONY: all setup toolchain venv apt build lint test test-unit test-e2e demo bench clean
 
 all: build
 
@@ -17,6 +17,8 @@ setup: toolchain venv apt
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
 $(VENV)/.stamp: Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -48,9 +50,16 @@ build: toolchain $(WASM_OPT)
 	$(WASM_OPT) -O3 $(WASM_FEATURES) $(WASM) -o $(WASM).opt && mv $(WASM).opt $(WASM)
 	@ls -l $(WASM) | awk '{print "built $(WASM): " $$5 " bytes"}'
 
-# Everything CI runs: the workspace's tests (the whole-filter fuzz smoke among them), then the
-# codec fuzz smoke (cargo-fuzz targets, 5 s each; fuzz/README.md).
-test: setup build
+# Formatting and lints, warnings as errors: the workspace on the host, and the filter as the
+# wasm target sees it (code behind cfg(target_arch = "wasm32") included).
+lint: toolchain
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p grpc-bridge --target wasm32-wasip1 --release --lib -- -D warnings
+
+# Everything CI runs: lints, the workspace's tests (the whole-filter fuzz smoke among them), then
+# the codec fuzz smoke (cargo-fuzz targets, 5 s each; fuzz/README.md).
+test: setup lint build
 	cargo test --workspace --no-fail-fast
 	FUZZ_SECONDS=5 fuzz/smoke.sh
 

@@ -404,7 +404,7 @@ impl Run<'_> {
                     self.plugin.advance(Duration::from_millis(ms));
                     "time passing"
                 }
-                9 if r.u8() % 8 == 0 => {
+                9 if r.u8().is_multiple_of(8) => {
                     if r.u8() & 1 == 0 {
                         self.plugin.http_reset(id);
                         "a reset"
@@ -656,7 +656,7 @@ impl Run<'_> {
                     };
                     let repeat = 1 + r.u8() as usize % 16;
                     chunk = chunk.repeat(repeat);
-                    let end = r.u8() % 16 == 0;
+                    let end = r.u8().is_multiple_of(16);
                     down_closed = end;
                     downstream_bytes += chunk.len();
                     self.chunk_seen(chunk.len(), 0);
@@ -683,7 +683,7 @@ impl Run<'_> {
                     let repeat = 1 + r.u8() as usize % 16;
                     chunk = chunk.repeat(repeat);
                     self.chunk_seen(chunk.len(), 0);
-                    let end = r.u8() % 16 == 0;
+                    let end = r.u8().is_multiple_of(16);
                     self.plugin.connection_upstream_data(id, &chunk, end);
                     "upstream data"
                 }
@@ -694,13 +694,13 @@ impl Run<'_> {
                         .advance(Duration::from_millis(r.u8() as u64 * 20));
                     "time passing"
                 }
-                6 if r.u8() % 4 == 0 => {
+                6 if r.u8().is_multiple_of(4) => {
                     down_closed = true;
                     self.plugin
                         .connection_downstream_closed(id, CloseType::Remote);
                     "the client closing"
                 }
-                7 if r.u8() % 4 == 0 => {
+                7 if r.u8().is_multiple_of(4) => {
                     self.plugin.connection_upstream_reset(id);
                     "the upstream failing"
                 }
@@ -860,13 +860,13 @@ fn body_says_ok(body: &[u8]) -> bool {
             .windows(b"grpc-status".len())
             .enumerate()
             .any(|(i, w)| {
-                w == b"grpc-status"
-                    && lower[i + w.len()..]
-                        .iter()
-                        .skip_while(|c| **c == b':' || **c == b' ' || **c == b'\t')
-                        .take_while(|c| c.is_ascii_digit())
-                        .fold(Some(false), |ok, c| ok.map(|_| *c == b'0').filter(|z| *z))
-                        .unwrap_or(false)
+                // grpc-status followed by a value of one or more zeros: OK.
+                let mut digits = lower[i + w.len()..]
+                    .iter()
+                    .skip_while(|c| **c == b':' || **c == b' ' || **c == b'\t')
+                    .take_while(|c| c.is_ascii_digit())
+                    .peekable();
+                w == b"grpc-status" && digits.peek().is_some() && digits.all(|c| *c == b'0')
             })
     };
     says(body) || says(&lenient_base64(body))

@@ -775,6 +775,22 @@ mod tests {
         }
     }
 
+    /// The budget `host-harness/tests/call_cost.rs` measures through the real ABI: one read and
+    /// one write per header map, one body read, one replace and one trailer write.
+    #[test]
+    fn a_unary_response_in_one_chunk_costs_seven_hostcalls() {
+        let mut body = frame(0, b"hello");
+        body.extend(frame(0x80, b"grpc-status:0\r\n"));
+        let (mut a, mut h) = converted();
+        h.chunk = body.clone();
+        assert_eq!(
+            a.response_body(&mut h, body.len(), true),
+            DataAction::Continue
+        );
+        assert_eq!(h.hostcalls(), 7, "{:?}", h.calls);
+        assert_eq!(h.response_trailers.get("grpc-status").as_deref(), Some("0"));
+    }
+
     #[test]
     fn a_response_without_a_trailer_frame_ends_internal_never_ok() {
         let (mut a, mut h) = converted();
@@ -786,9 +802,10 @@ mod tests {
         );
         assert_eq!(
             h.response_trailers.get("grpc-message").as_deref(),
-            Some("grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)")
-                .map(|m| status::percent_encode(m))
-                .as_deref()
+            Some(status::percent_encode(
+                "grpc-bridge: response ended without a gRPC-web trailer frame (truncated by an intermediary?)"
+            ))
+            .as_deref()
         );
         assert_eq!(a.metrics.pending("errors.no_trailer_frame"), 1);
     }

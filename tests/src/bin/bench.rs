@@ -180,10 +180,12 @@ struct Path {
 enum Keep {
     Backend(Backend),
     Envoys(
-        Backend,
-        Envoy,
-        Envoy,
-        Option<grpc_bridge_tests::nginx::Nginx>,
+        Box<(
+            Backend,
+            Envoy,
+            Envoy,
+            Option<grpc_bridge_tests::nginx::Nginx>,
+        )>,
     ),
     Topology(Box<Topology>),
 }
@@ -372,7 +374,7 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
                     },
                     b.addr
                 ),
-                _keep: Keep::Envoys(b, server, agent, hop),
+                _keep: Keep::Envoys(Box::new((b, server, agent, hop))),
             }
     })
 }
@@ -534,7 +536,7 @@ impl Caller {
                         .encode_to_vec(),
                     ),
                 };
-                if sender.as_ref().map_or(true, |s| s.is_closed()) {
+                if sender.as_ref().is_none_or(|s| s.is_closed()) {
                     let stream = tokio::net::TcpStream::connect(*addr)
                         .await
                         .map_err(|e| format!("connect {addr}: {e}"))?;
