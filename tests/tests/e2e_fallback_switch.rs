@@ -2,9 +2,10 @@
 //! HTTP/1.1-only hop gets in its way, then it is cleared again. Expected, for each bridged
 //! transport (gRPC-web, WebSocket tunnel):
 //! 1. open: calls go native (cluster stats);
-//! 2. blocked: exactly FAILURES calls fail, the native host is ejected (outlier detection), and
-//!    every later call succeeds over the bridged transport;
-//! 3. cleared: after the re-probe interval, traffic returns to native.
+//! 2. blocked: no call fails: the FAILURES calls that fail on native are retried on the bridged
+//!    transport (retry_on reset, previous_priorities), the native host is ejected (outlier
+//!    detection), and every later call goes bridged; counted exactly from Envoy's stats;
+//! 3. cleared: once the ejection ends and the probe passes, traffic returns to native.
 //!
 //! The native path goes through a relay the test switches between the server Envoy (open) and an
 //! nginx HTTP/1.1 hop (blocked: nginx answers the HTTP/2 preface with a 400). Switching also cuts
@@ -19,6 +20,7 @@ use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::envoy::{wasm_path, Envoy};
 use grpc_bridge_tests::nginx::Nginx;
 use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::util::wait_until;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
@@ -144,74 +146,81 @@ fn run(fallback: &str) {
     let bridged_rq = |a: &Envoy| stat(a, &format!("cluster.{fallback}.upstream_rq_total"));
 
     // 1. Open: wait for the HTTP/2 probe to mark native healthy, then calls go native.
-    let t0 = Instant::now();
-    while stat(&agent, "cluster.native.membership_healthy") != 1 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
+    wait_until(Duration::from_secs(30), || {
+        (stat(&agent, "cluster.native.membership_healthy") == 1).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
             "native never became healthy: {}",
             agent.stats_matching("native")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        )
+    });
     for i in 0..10 {
         rt.block_on(call_once(client))
             .unwrap_or_else(|e| panic!("open call {i}: {e}"));
     }
-    assert_eq!(bridged_rq(&agent), 0, "bridged used while native works");
-    assert!(
-        native_rq(&agent) >= 10,
-        "native served {}",
-        native_rq(&agent)
+    assert_eq!(
+        (native_rq(&agent), bridged_rq(&agent)),
+        (10, 0),
+        "(native, bridged) requests while native works"
     );
 
-    // 2. Blocked: FAILURES failures, then the bridged transport carries every call.
+    // 2. Blocked: no call fails. The first FAILURES calls fail on native (nginx answers the
+    // HTTP/2 preface with an HTTP/1.1 400: "reset reason: protocol error"), are retried on the
+    // bridged priority and succeed there; the native host is then ejected and every later call
+    // goes bridged at once.
     relay.switch(hop.addr);
     let mut results = vec![];
     for _ in 0..(FAILURES + 15) {
         results.push(rt.block_on(call_once(client)));
     }
-    let failed: Vec<usize> = results
+    let failed: Vec<(usize, &String)> = results
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.is_err())
-        .map(|(i, _)| i)
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
         .collect();
-    assert_eq!(
-        failed,
-        (0..FAILURES as usize).collect::<Vec<_>>(),
-        "want exactly the first {FAILURES} calls to fail, then success; results {results:?}"
+    assert!(
+        failed.is_empty(),
+        "want no failed call across the switch, got {failed:?}\n{}",
+        agent.stats_matching("retry")
     );
-    assert_eq!(
+    let counts = (
+        native_rq(&agent) - 10,
+        bridged_rq(&agent),
+        stat(&agent, "cluster.bridge.upstream_rq_retry"),
+        stat(&agent, "cluster.bridge.upstream_rq_retry_success"),
         stat(
             &agent,
-            "cluster.native.outlier_detection.ejections_enforced_total"
+            "cluster.native.outlier_detection.ejections_enforced_total",
         ),
-        1
+    );
+    assert_eq!(
+        counts,
+        (FAILURES, FAILURES + 15, FAILURES, FAILURES, 1),
+        "(native attempts, bridged requests, retries, successful retries, ejections) while blocked\n{}",
+        agent.stats_matching("retry")
     );
     let bridged_after_block = bridged_rq(&agent);
-    assert!(
-        bridged_after_block >= 15,
-        "bridged served {bridged_after_block}"
-    );
 
-    // 3. Cleared: after the re-probe interval traffic returns to native.
+    // 3. Cleared: once the ejection ends and the probe sees native healthy again, traffic goes
+    // back to native.
     relay.switch(server_addr);
     let cleared = Instant::now();
+    wait_until(REPROBE * 15, || {
+        (stat(&agent, "cluster.native.outlier_detection.ejections_active") == 0
+            && stat(&agent, "cluster.native.membership_healthy") == 1)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("native never came back: {}", agent.stats_matching("native")));
     let native_before = native_rq(&agent);
-    loop {
-        rt.block_on(call_once(client))
-            .unwrap_or_else(|e| panic!("call after clearing: {e}"));
-        if native_rq(&agent) > native_before {
-            break;
-        }
-        assert!(
-            cleared.elapsed() < REPROBE * 5,
-            "traffic did not return to native within {:?}: {}",
-            REPROBE * 5,
-            agent.stats_matching("native")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    rt.block_on(call_once(client))
+        .unwrap_or_else(|e| panic!("call after clearing: {e}"));
+    assert_eq!(
+        native_rq(&agent),
+        native_before + 1,
+        "the first call after native came back: {}",
+        agent.stats_matching("native")
+    );
     let back_after = cleared.elapsed();
     // Once back, new calls stay native.
     let bridged_now = bridged_rq(&agent);
@@ -224,7 +233,7 @@ fn run(fallback: &str) {
         "calls went bridged after native came back"
     );
     println!(
-        "{fallback}: {FAILURES} failures then bridged ({bridged_after_block} bridged calls); native again {} ms after clearing (re-probe {} s)",
+        "{fallback}: no failed call; {FAILURES} native failures retried bridged, {bridged_after_block} bridged calls; native again {} ms after clearing (re-probe {} s)",
         back_after.as_millis(),
         REPROBE.as_secs()
     );
