@@ -75,6 +75,8 @@ pub struct TopologyBuilder {
     server_vars: Vec<(String, String)>,
     agent_vars: Vec<(String, String)>,
     hop_vars: Vec<(String, String)>,
+    /// Another nginx template for the gRPC-web hop (path relative to `envoy/`).
+    hop_template: Option<String>,
 }
 
 impl Default for TopologyBuilder {
@@ -90,6 +92,7 @@ impl Default for TopologyBuilder {
             server_vars: vec![],
             agent_vars: vec![],
             hop_vars: vec![],
+            hop_template: None,
         }
     }
 }
@@ -128,6 +131,13 @@ impl TopologyBuilder {
         self.agent_vars.push((k.into(), v.into()));
         self
     }
+    /// Use another nginx template for the gRPC-web hop (relative to `envoy/`, e.g.
+    /// `../tests/nginx/proxy-auth.conf`).
+    pub fn hop_template(mut self, t: &str) -> Self {
+        self.hop_template = Some(t.to_string());
+        self
+    }
+
     /// A template variable for the nginx hop (e.g. `READ_TIMEOUT=2s`).
     pub fn hop_var(mut self, k: &str, v: &str) -> Self {
         self.hop_vars.push((k.into(), v.into()));
@@ -213,6 +223,8 @@ impl TopologyBuilder {
         let (nginx, hop_addr) = if self.hop {
             let (tpl, what) = if tunnel {
                 ("nginx-websocket.conf", "nginx HTTP/1.1 WebSocket proxy")
+            } else if let Some(t) = self.hop_template.as_deref() {
+                (t, "nginx HTTP/1.1 hop (custom)")
             } else {
                 ("nginx-http11.conf", "nginx HTTP/1.1 hop")
             };

@@ -315,6 +315,23 @@ fn proxy_auth(bridge: Bridge, label: &str, decrypted: &str) {
         as_user.len()
     );
     let agents = [&right, &none, &wrong];
+    if bridge == Bridge::GrpcWeb {
+        // Envoy's own CONNECT (the http_11_proxy transport socket) fails the connection on the
+        // 407 and answers the call itself; the 407 never reaches the filter, so the status is
+        // Envoy's UNAVAILABLE with its connect-failure message (the POST path's 407 is
+        // UNAUTHENTICATED: e2e_proxy_auth.rs).
+        let want = "message \"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure\"";
+        for (what, r) in [("no credentials", &r_none), ("wrong password", &r_wrong)] {
+            let exact = matches!(r, Err((Code::Unavailable, m)) if m.contains(want));
+            if !exact {
+                fail(
+                    &t,
+                    &agents,
+                    format!("{label}: {what}: want UNAVAILABLE {want}, got {r:?}\n{summary}"),
+                );
+            }
+        }
+    }
     if r_none.is_ok() || r_wrong.is_ok() {
         fail(
             &t,
