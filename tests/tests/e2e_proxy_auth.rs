@@ -5,7 +5,7 @@
 //!   the backend never sees it.
 //! - With `PROXY_AUTHORIZATION` set on the agent (`envoy/agent.yaml` adds the header) the call
 //!   passes.
-//! (The CONNECT path's 407 is in `e2e_tls_proxy.rs`.)
+//!   (The CONNECT path's 407 is in `e2e_tls_proxy.rs`.)
 
 use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::pb::UnaryRequest;
