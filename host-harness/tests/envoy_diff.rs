@@ -659,11 +659,16 @@ async fn row5_envoy_answers_ok_empty_then_bad_argument_in_the_guest() {
     let up = upstream().await;
     let envoy = Envoy::start("body-continue", up);
     call(envoy.port, "/now").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = envoy.log_text();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
+    // The probe logs `trailers set_buffer=` last in its trailers callback: wait for that line
+    // to reach Envoy's log (flushed asynchronously), then check both statuses.
+    let lines = wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await;
+    let lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("trailers "))
+        .collect();
     assert!(
-        log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=2"),
+        lines.iter().any(|l| *l == "trailers get_buffer=0 held=-1")
+            && lines.iter().any(|l| *l == "trailers set_buffer=2"),
         "{lines:#?}"
     );
 }
@@ -673,11 +678,15 @@ async fn row3_envoy_answers_ok_none_then_ok_in_the_guest() {
     let up = upstream().await;
     let envoy = Envoy::start("stream", up);
     call(envoy.port, "/late").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = envoy.log_text();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("trailers ")).collect();
+    // As in row 5: wait for the trailers callback's last line in Envoy's log.
+    let lines = wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await;
+    let lines: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("trailers "))
+        .collect();
     assert!(
-        log.contains("trailers get_buffer=0 held=-1") && log.contains("trailers set_buffer=0"),
+        lines.iter().any(|l| *l == "trailers get_buffer=0 held=-1")
+            && lines.iter().any(|l| *l == "trailers set_buffer=0"),
         "{lines:#?}"
     );
 }
@@ -814,8 +823,10 @@ async fn row6_resuming_a_finished_context_is_bad_argument() {
         // Reset only once the filter holds the body (it never reaches the client).
         wait_for_line("filter got the body", "response_body", lines).await;
         drop(resp); // RST_STREAM(CANCEL)
-                    // The connection stays up: only the stream goes away.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+                    // The connection stays up until the host has deleted the stream's context (the probe
+                    // logs `on_delete` there and arms its tick): only the stream goes away, not the
+                    // connection.
+        wait_for_line("stream context deleted", "on_delete", lines).await;
         drop(send);
     }
     let keep = ["tick"];

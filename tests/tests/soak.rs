@@ -90,6 +90,58 @@ fn memory(e: &Envoy) -> Result<(u64, u64), String> {
     Ok((get("allocated")?, get("heap_size")?))
 }
 
+/// `keepalive N` of the gRPC-web hop's upstream block (envoy/nginx-http11.conf): how many
+/// idle connections to the server Envoy nginx keeps; it closes the others when their request
+/// ends.
+fn nginx_upstream_keepalive() -> u64 {
+    let conf = grpc_bridge_tests::util::repo_root().join("envoy/nginx-http11.conf");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", conf.display()));
+    text.lines()
+        .find_map(|l| {
+            let l = l.split('#').next()?.trim();
+            l.strip_prefix("keepalive ")?
+                .trim_end_matches(';')
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no `keepalive N;` in {}", conf.display()))
+}
+
+/// Whether the connection manager `http.<prefix>.` of an Envoy is at rest after a round (Err
+/// says why not): no request active; every downstream connection that closed has been
+/// destroyed, i.e. Envoy has run the deferred deletion of the connection and its filters
+/// (it counts `downstream_cx_destroy_local`/`_remote` at the close, `downstream_cx_destroy`
+/// only when the connection manager is destroyed); and, with `max_open`, at most that many
+/// downstream connections are left (the peer closed the rest).
+fn at_rest(e: &Envoy, prefix: &str, max_open: Option<u64>) -> Result<(), String> {
+    let stats = e.stats()?;
+    let get = |name: &str| {
+        let key = format!("http.{prefix}.{name}");
+        stats
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(": ")?;
+                (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
+            })
+            .ok_or_else(|| format!("no {key} in /stats"))
+    };
+    let rq_active = get("downstream_rq_active")?;
+    let closed = get("downstream_cx_destroy_local")? + get("downstream_cx_destroy_remote")?;
+    let destroyed = get("downstream_cx_destroy")?;
+    let open = get("downstream_cx_active")?;
+    let ok = rq_active == 0 && destroyed == closed && max_open.is_none_or(|m| open <= m);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prefix}: {rq_active} requests active, {closed} connections closed and {destroyed} \
+             destroyed, {open} open (want at most {max_open:?})"
+        ))
+    }
+}
+
 fn with_barrier<T>(msg: T, barrier: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     let md = r.metadata_mut();
@@ -268,23 +320,31 @@ fn load(transport: Transport, patterns: &[Pattern]) {
                 .unwrap_or_else(|e| fail(&topo, format!("round {r}: {e}")));
             report.push(format!("round {r}: {line}"));
         }
-        // Let finished requests be freed before reading memory: no request active on either
-        // Envoy (gRPC-web; the tunnel's connections stay open), then a moment for deferred
-        // deletion.
+        // Read memory only once both Envoys are at rest (see `at_rest`): gRPC-web requests and
+        // the hop's connections are Envoy objects freed by deferred deletion. Through the
+        // tunnel the calls are bytes on connections that stay open: nothing is left to free
+        // once every call has ended.
         if transport == Transport::GrpcWeb {
-            let idle = grpc_bridge_tests::util::wait_until(Duration::from_secs(10), || {
-                (agent.stat("http.bridge_agent.downstream_rq_active") == Some(0)
-                    && topo.server.stat("http.bridge_server.downstream_rq_active") == Some(0))
-                .then_some(())
+            let hop_keepalive = nginx_upstream_keepalive();
+            let mut last = String::new();
+            let rested = grpc_bridge_tests::util::wait_until(Duration::from_secs(10), || {
+                let state = at_rest(agent, "bridge_agent", None)
+                    .and_then(|()| at_rest(&topo.server, "bridge_server", Some(hop_keepalive)));
+                match state {
+                    Ok(()) => Some(()),
+                    Err(e) => {
+                        last = e;
+                        None
+                    }
+                }
             });
-            if idle.is_none() {
+            if rested.is_none() {
                 fail(
                     &topo,
-                    format!("round {r}: requests still active after 10 s"),
+                    format!("round {r}: Envoys not at rest after 10 s: {last}"),
                 );
             }
         }
-        std::thread::sleep(Duration::from_millis(500));
         let a = memory(agent).unwrap_or_else(|e| fail(&topo, e));
         let s = memory(&topo.server).unwrap_or_else(|e| fail(&topo, e));
         report.push(format!(

