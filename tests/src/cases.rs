@@ -1020,8 +1020,10 @@ async fn deadline(mut c: Client, addr: SocketAddr) -> Result<String, String> {
             )
         },
     )?;
-    let (info, ok) =
-        wait_call_info(&mut c, &token, Duration::from_secs(3), |i| i.deadline_exceeded).await?;
+    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(3), |i| {
+        i.deadline_exceeded
+    })
+    .await?;
     ensure(ok && !info.finished, || {
         format!("the backend did not record its deadline: {info:?}")
     })?;
