@@ -19,15 +19,8 @@ use grpc_bridge_tests::nginx::Nginx;
 use grpc_bridge_tests::pb::UnaryRequest;
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 use grpc_bridge_tests::util::free_port;
+use grpc_bridge_tests::util::rt;
 use tonic::Code;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn start(b: grpc_bridge_tests::topology::TopologyBuilder) -> Topology {
     match b.start() {

@@ -4,6 +4,7 @@
 use grpc_bridge_tests::cases::{report, run_suite, Outcome};
 use grpc_bridge_tests::envoy::Envoy;
 use grpc_bridge_tests::topology::{NativePath, Topology};
+use grpc_bridge_tests::util::rt;
 
 fn rq(e: &Envoy, cluster: &str) -> u64 {
     e.stat(&format!("cluster.{cluster}.upstream_rq_total"))
@@ -31,11 +32,7 @@ fn run(native: NativePath) -> (Topology, Vec<Outcome>) {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let outcomes = rt.block_on(run_suite(topo.client_addr));
     (topo, outcomes)
 }

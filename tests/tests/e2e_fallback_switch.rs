@@ -20,6 +20,7 @@ use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::envoy::{wasm_path, Envoy};
 use grpc_bridge_tests::nginx::Nginx;
 use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
@@ -83,11 +84,7 @@ fn run(fallback: &str) {
         "the filter is not built: {} is missing (make build)",
         wasm_path().display()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let backend = Backend::spawn();
     let b = backend.addr;
     let local = |k: &'static str, v: String| (k, v);

@@ -6,6 +6,7 @@
 use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::cases::{report, run_suite};
 use grpc_bridge_tests::envoy::wasm_path;
+use grpc_bridge_tests::util::rt;
 
 #[test]
 fn core_suite_through_the_harness_topology() {
@@ -16,11 +17,7 @@ fn core_suite_through_the_harness_topology() {
         wasm.display()
     );
     let backend = Backend::spawn();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let topo = rt
         .block_on(host_harness::demo::Topology::start(
             &wasm,

@@ -12,6 +12,7 @@ use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::grpcweb::{self, msg_frame, parse_frames, WebCall};
 use grpc_bridge_tests::pb::{Metadata, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
+use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
 use prost::Message;
 
@@ -56,14 +57,6 @@ fn server_only(vars: &[(&str, &str)]) -> Topology {
         b = b.server_var(k, v);
     }
     b.start().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -5,6 +5,7 @@ use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::envoy::Envoy;
 use grpc_bridge_tests::pb::UnaryRequest;
 use grpc_bridge_tests::topology::{ServerSide, Topology};
+use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
 use std::time::Duration;
 
@@ -19,11 +20,7 @@ fn counters_after_known_traffic() {
         .server(ServerSide::Wasm)
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     rt.block_on(async {
         let mut c = connect(topo.client_addr).await.unwrap();
         for _ in 0..3 {

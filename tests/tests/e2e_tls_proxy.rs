@@ -33,15 +33,8 @@ use grpc_bridge_tests::cases::{
 use grpc_bridge_tests::pb::{BidiRequest, UnaryRequest};
 use grpc_bridge_tests::squid_bump::SquidBumpOptions;
 use grpc_bridge_tests::tls_proxy::{Agent, AgentOptions, Bridge, TlsProxy, SERVER_NAME};
+use grpc_bridge_tests::util::rt;
 use tonic::Code;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn start(bridge: Bridge, squid: SquidBumpOptions) -> TlsProxy {
     TlsProxy::start(bridge, squid).unwrap_or_else(|e| panic!("could not start the topology: {e}"))

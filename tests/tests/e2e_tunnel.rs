@@ -10,6 +10,7 @@
 //! - direct: tunnel client -> tunnel server, nothing in between.
 
 use grpc_bridge_tests::cases::{report, run_suite, Outcome};
+use grpc_bridge_tests::util::rt;
 use std::time::Duration;
 
 use grpc_bridge_tests::topology::{Topology, TopologyBuilder, Transport};
@@ -68,11 +69,7 @@ fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
 
 fn tonic_suite(label: &str, path: Path) {
     let mut topo = builder(path).start().unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let outcomes = rt.block_on(run_suite(topo.client_addr));
     check(label, &outcomes, &mut topo);
 }

@@ -27,6 +27,7 @@ use grpc_bridge_tests::envoy::Envoy;
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::py::{unix_now, PyHoldStream};
 use grpc_bridge_tests::topology::{Topology, Transport};
+use grpc_bridge_tests::util::rt;
 use tokio::time::timeout;
 use tonic::Code;
 
@@ -34,14 +35,6 @@ use tonic::Code;
 const WITHIN: Duration = Duration::from_secs(30);
 const STREAM_COUNT: i32 = 100;
 const READ_BEFORE_FAULT: i32 = 3;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn fail(topo: &Topology, msg: String) -> ! {
     panic!("{msg}\npath: {}\n{}", topo.path, topo.logs(40))

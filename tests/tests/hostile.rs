@@ -31,6 +31,7 @@ use grpc_bridge_tests::grpcweb::{
     frame, msg_frame, parse_frames, parse_trailer_block, percent_decode,
 };
 use grpc_bridge_tests::pb::*;
+use grpc_bridge_tests::util::rt;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1096,11 +1097,7 @@ fn hostile_inputs_in_envoy() {
         "the filter is not built: {} is missing (make build)",
         wasm.display()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let backend = Backend::spawn();
     let fake = start_fake(&rt);
     let be = |k: &'static str| (k, backend.addr.port().to_string());
@@ -1213,11 +1210,7 @@ fn hostile_inputs_in_the_harness() {
         "the filter is not built: {} is missing (make build)",
         wasm.display()
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let backend = Backend::spawn();
     let fake = start_fake(&rt);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();

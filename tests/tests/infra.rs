@@ -8,14 +8,7 @@ use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::cases::{report, run_suite};
 use grpc_bridge_tests::grpcweb::run_raw_suite;
 use grpc_bridge_tests::topology::{ServerSide, Topology};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use grpc_bridge_tests::util::rt;
 
 fn check(
     label: &str,

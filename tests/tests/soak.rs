@@ -34,6 +34,7 @@ use grpc_bridge_tests::pb::bridge_test_client::BridgeTestClient;
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::seq;
 use grpc_bridge_tests::topology::{NativePath, Topology, Transport};
+use grpc_bridge_tests::util::rt;
 use tokio::time::timeout;
 use tonic::metadata::MetadataValue;
 
@@ -51,14 +52,6 @@ const ROUND_WITHIN: Duration = Duration::from_secs(60);
 /// Growth of an Envoy's allocated memory from after round 1 to after the last round that is
 /// accepted (a leak of even 100 bytes per stream would show 1000 x 100 x rounds bytes).
 const LEAK_BOUND: u64 = 4 << 20;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())

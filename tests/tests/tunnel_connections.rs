@@ -16,19 +16,12 @@ use grpc_bridge_tests::cases::{connect, fmt_status, Client};
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::py::{unix_now, PyHoldStream};
 use grpc_bridge_tests::topology::{Topology, TopologyBuilder, Transport, TunnelConnections};
+use grpc_bridge_tests::util::rt;
 use tokio::time::timeout;
 use tonic::Code;
 
 /// How long every leg may take to close after the event.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn tunnel() -> TopologyBuilder {
     Topology::builder().transport(Transport::WebSocketTunnel)

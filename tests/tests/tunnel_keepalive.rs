@@ -11,6 +11,7 @@ use std::time::Duration;
 use grpc_bridge_tests::cases::{connect, fmt_status};
 use grpc_bridge_tests::pb::UnaryRequest;
 use grpc_bridge_tests::topology::{Topology, Transport, TunnelConnections};
+use grpc_bridge_tests::util::rt;
 
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -30,11 +31,7 @@ fn run(ping_interval_ms: &str) -> Run {
         .hop_var("READ_TIMEOUT", "2s")
         .start()
         .unwrap_or_else(|e| panic!("{e}"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let (first, mid_idle, second) = rt.block_on(async {
         let mut c = match connect(topo.client_addr).await {
             Ok(c) => c,
