@@ -267,13 +267,7 @@ impl Config {
                 "must be 0 (no bound) or between 100 and 3600000",
             );
         }
-        let m = &self.marker_header;
-        if m.is_empty()
-            || m.starts_with(':')
-            || !m
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
+        if !is_lowercase_header_name(&self.marker_header) {
             return bad(
                 "marker_header",
                 "must be a lowercase header name (a-z, 0-9, '-', '_')",
@@ -347,11 +341,7 @@ impl Config {
                 && s.0.bytes().all(|b| b.is_ascii_graphic())
         };
         let h = &a.secret_header;
-        if h.is_empty()
-            || !h
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        {
+        if !is_lowercase_header_name(h) {
             return bad(
                 "secret_header",
                 "must be a lowercase header name (a-z, 0-9, '-', '_')",
@@ -429,6 +419,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A header name as the filter writes it: non-empty, lowercase a-z, digits, '-' and '_' (so no
+/// pseudo-header either).
+fn is_lowercase_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

@@ -359,45 +359,29 @@ async fn probe_network_mode_on_sockets() {
         .expect("close in time")
         .unwrap();
     assert!(rest.is_empty());
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let lines: Vec<String> = logs
-            .lock()
-            .unwrap()
+    let lines = wait_for_log(&logs, "on_delete").await;
+    assert!(
+        lines.contains(&"prepend=0 continue_downstream=0".to_string()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&"replace_upstream=0 continue_upstream=12".to_string()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
             .iter()
-            .map(|l| l.message.clone())
-            .collect();
-        if lines.iter().any(|l| l.starts_with("on_delete")) {
-            assert!(
-                lines.contains(&"prepend=0 continue_downstream=0".to_string()),
-                "{lines:#?}"
-            );
-            assert!(
-                lines.contains(&"replace_upstream=0 continue_upstream=12".to_string()),
-                "{lines:#?}"
-            );
-            assert!(
-                lines
-                    .iter()
-                    .any(|l| l.starts_with("downstream_data size=0 eos=1")),
-                "{lines:#?}"
-            );
-            assert!(
-                lines.iter().any(|l| l.starts_with("upstream_close")),
-                "{lines:#?}"
-            );
-            assert!(
-                lines.iter().any(|l| l.starts_with("downstream_close")),
-                "{lines:#?}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no on_delete after the close: {lines:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .any(|l| l.starts_with("downstream_data size=0 eos=1")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("upstream_close")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("downstream_close")),
+        "{lines:#?}"
+    );
 }
 
 /// The sink's messages once one starts with `prefix` (the proxy logs from its own tasks);
