@@ -109,7 +109,8 @@ fn label(t: Transport) -> &'static str {
 }
 
 /// Runs one kill fault; returns (tonic code, grpcio code) for the caller's exact assertion.
-fn kill_fault(transport: Transport, fault: Fault) -> (Code, String) {
+/// Returns how each client's call ended: tonic's code and message, grpcio's code and details.
+fn kill_fault(transport: Transport, fault: Fault) -> ((Code, String), (String, String)) {
     let mut b = Topology::builder().transport(transport);
     if fault == Fault::Backend {
         b = b.backend_process(env!("CARGO_BIN_EXE_test-backend"));
@@ -184,7 +185,10 @@ fn kill_fault(transport: Transport, fault: Fault) -> (Code, String) {
         py_end.code,
         py_end.details,
     );
-    (e.code(), py_end.code)
+    (
+        (e.code(), e.message().to_string()),
+        (py_end.code, py_end.details),
+    )
 }
 
 /// Server stream of 5 and a unary call through a hop that loses the status (see the file's
@@ -309,19 +313,37 @@ fn trailers_stripped(transport: Transport) -> ((Code, String), (Code, String)) {
     )
 }
 
-// Exact outcomes, as observed (docs/RELIABILITY.md). gRPC-web: the agent Envoy resets the
-// client's HTTP/2 stream (RST_STREAM INTERNAL_ERROR), which tonic and grpcio report as INTERNAL.
-// Tunnel: the client's own HTTP/2 connection breaks; tonic reports a broken connection under a
-// stream as UNKNOWN (the same as a direct connection to a killed backend, see
-// tunnel_connections.rs), grpcio as UNAVAILABLE.
+// Exact outcomes (docs/RELIABILITY.md). gRPC-web: the agent Envoy resets the client's HTTP/2
+// stream (RST_STREAM INTERNAL_ERROR), which tonic and grpcio report as INTERNAL. Tunnel: the
+// tunnel client ends every open call with `grpc-status: 14` before the client's connection
+// closes (codec::h2_streams), so both clients get UNAVAILABLE with the bridge's message; the
+// server side's Close reason ("backend closed") is quoted when the tunnel server sent one.
+// Without that, the client's HTTP/2 connection just broke, which tonic reports as UNKNOWN.
+
+const TUNNEL_CLOSED: &str = "grpc-bridge: the tunnel to the server closed before the call ended";
 
 fn expect_kill(transport: Transport, fault: Fault) {
-    let (tonic, py) = kill_fault(transport, fault);
-    let want = match transport {
-        Transport::GrpcWeb => (Code::Internal, "INTERNAL"),
-        Transport::WebSocketTunnel => (Code::Unknown, "UNAVAILABLE"),
-    };
-    assert_eq!((tonic, py.as_str()), want, "{transport:?} {fault:?}");
+    let ((tonic, tonic_msg), (py, py_msg)) = kill_fault(transport, fault);
+    match transport {
+        Transport::GrpcWeb => {
+            assert_eq!(
+                (tonic, py.as_str()),
+                (Code::Internal, "INTERNAL"),
+                "{fault:?}"
+            );
+        }
+        Transport::WebSocketTunnel => {
+            let msg = match fault {
+                Fault::Backend => format!("{TUNNEL_CLOSED}: backend closed"),
+                Fault::ServerEnvoy | Fault::Hop => TUNNEL_CLOSED.to_string(),
+            };
+            assert_eq!(
+                (tonic, tonic_msg.as_str(), py.as_str(), py_msg.as_str()),
+                (Code::Unavailable, msg.as_str(), "UNAVAILABLE", msg.as_str()),
+                "{fault:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -366,7 +388,16 @@ fn tunnel_backend_killed() {
 
 #[test]
 fn tunnel_trailers_stripped() {
-    // The hop closes the tunnel: the client's HTTP/2 connection breaks under both calls.
-    let ((stream, _), (unary, _)) = trailers_stripped(Transport::WebSocketTunnel);
-    assert_eq!((stream, unary), (Code::Unknown, Code::Unknown));
+    // The hop cuts the tunnel before the trailers: both calls end with the tunnel client's
+    // UNAVAILABLE, never OK.
+    let ((stream, stream_msg), (unary, unary_msg)) = trailers_stripped(Transport::WebSocketTunnel);
+    assert_eq!(
+        (stream, stream_msg.as_str(), unary, unary_msg.as_str()),
+        (
+            Code::Unavailable,
+            TUNNEL_CLOSED,
+            Code::Unavailable,
+            TUNNEL_CLOSED
+        )
+    );
 }

@@ -256,28 +256,15 @@ fn client_closes_channel() {
 /// so it can only end because the fault reached the client through the tunnel.
 const FAULT_HANG_GUARD: Duration = Duration::from_secs(10);
 
-/// tonic's status for a stream whose connection is cut, measured on a direct connection to a
-/// backend process that gets killed (no Envoy): tonic reports a connection that breaks under a
-/// stream as UNKNOWN "h2 protocol error: error reading a body from connection", not
-/// UNAVAILABLE (grpcio says UNAVAILABLE). The tunnel must give exactly what a direct connection
-/// gives.
-fn tonic_direct_kill_baseline(rt: &tokio::runtime::Runtime) -> Result<(Code, String), String> {
-    let mut b = grpc_bridge_tests::backend::Backend::spawn_process(std::path::Path::new(env!(
-        "CARGO_BIN_EXE_test-backend"
-    )))?;
-    let mut c = rt.block_on(connect(b.addr))?;
-    let mut s = rt.block_on(open_hold(&mut c, "baseline"))?;
-    b.kill();
-    match rt.block_on(hold_outcome(&mut s, Duration::from_secs(5)))? {
-        (Err(e), _) => Ok((e.code(), e.message().to_string())),
-        (Ok(()), _) => Err("direct baseline: stream ended OK after the kill".into()),
-    }
-}
+/// How the tunnel client ends a call still open when the tunnel closes (codec::h2_streams),
+/// with the tunnel server's Close reason when the backend went away.
+const BACKEND_CLOSED: &str =
+    "grpc-bridge: the tunnel to the server closed before the call ended: backend closed";
+const TUNNEL_CLOSED: &str = "grpc-bridge: the tunnel to the server closed before the call ended";
 
 #[test]
 fn backend_killed_mid_stream() {
     let rt = rt();
-    let baseline = tonic_direct_kill_baseline(&rt).unwrap_or_else(|e| panic!("{e}"));
     let mut topo = tunnel()
         .backend_process(env!("CARGO_BIN_EXE_test-backend"))
         .start()
@@ -311,12 +298,11 @@ fn backend_killed_mid_stream() {
         ),
         Err(e) => e,
     };
-    let same_as_direct = (e.code(), e.message().to_string()) == baseline;
-    if !(e.code() == Code::Unavailable || same_as_direct) {
+    if (e.code(), e.message()) != (Code::Unavailable, BACKEND_CLOSED) {
         fail(
             &topo,
             format!(
-                "tonic: want UNAVAILABLE or what a direct connection gives ({baseline:?}); got {}",
+                "tonic: want UNAVAILABLE {BACKEND_CLOSED:?}, got {}",
                 fmt_status(&e)
             ),
         );
@@ -326,15 +312,18 @@ fn backend_killed_mid_stream() {
         .unwrap_or_else(|e| fail(&topo, format!("grpcio, after the backend was killed: {e}")));
     let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
     // UNAVAILABLE, not DEADLINE_EXCEEDED: the fault ended the stream, not grpcio's deadline.
-    if py_end.code != "UNAVAILABLE" {
-        fail(&topo, format!("grpcio: want UNAVAILABLE, got {py_end:?}"));
+    if (py_end.code.as_str(), py_end.details.as_str()) != ("UNAVAILABLE", BACKEND_CLOSED) {
+        fail(
+            &topo,
+            format!("grpcio: want UNAVAILABLE {BACKEND_CLOSED:?}, got {py_end:?}"),
+        );
     }
     drop(c);
     let (conns, took) = topo
         .wait_tunnel_closed(CLOSE_WITHIN)
         .unwrap_or_else(|e| fail(&topo, format!("after the backend was killed: {e}")));
     println!(
-        "backend SIGKILLed: tonic got {} after {} ms (same as a direct connection: {same_as_direct}); \
+        "backend SIGKILLed: tonic got {} after {} ms; \
          grpcio got {} {:?} after {py_ms} ms; every leg closed after {} ms: {conns}",
         fmt_status(&e),
         since_kill.as_millis(),
@@ -383,13 +372,17 @@ fn hop_killed_mid_stream() {
         )
     });
     let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
-    // Not OK, and not DEADLINE_EXCEEDED: the hop's death ended the stream, not grpcio's own
-    // deadline.
-    if py_end.code == "OK" || py_end.code == "DEADLINE_EXCEEDED" {
+    // The tunnel client's UNAVAILABLE for both (no Close reason: the hop just went away), not
+    // grpcio's own deadline.
+    let want = (Code::Unavailable, TUNNEL_CLOSED);
+    if (e.code(), e.message()) != want {
         fail(
             &topo,
-            format!("grpcio: want the fault's status (not OK, not its deadline), got {py_end:?}"),
+            format!("tonic: want {want:?}, got {}", fmt_status(&e)),
         );
+    }
+    if (py_end.code.as_str(), py_end.details.as_str()) != ("UNAVAILABLE", TUNNEL_CLOSED) {
+        fail(&topo, format!("grpcio: want {want:?}, got {py_end:?}"));
     }
     // The backend's side of the call ends too (the server Envoy closed its connection).
     let seen = grpc_bridge_tests::util::wait_until(Duration::from_secs(5), || {

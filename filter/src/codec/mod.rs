@@ -10,7 +10,11 @@
 //! - [`grpc_frame`]: the 5-byte length prefix shared by gRPC and gRPC-web bodies.
 //! - [`grpc_web`]: gRPC-web content types and the `0x80` in-body trailer frame.
 //! - [`text`]: streaming base64 for `application/grpc-web-text`.
+//! - [`h2`]: just enough HTTP/2 framing for the tunnel server to speak first.
+//! - [`h2_streams`]: which tunnelled calls are open, to end them with UNAVAILABLE if the tunnel breaks.
 //! - [`status`]: gRPC status codes, HTTP status mappings, `grpc-message` percent-encoding.
+//! - [`websocket`]: RFC 6455 frames and the HTTP/1.1 upgrade handshake.
+//! - [`sha1`]: SHA-1 for `Sec-WebSocket-Accept` and constant-time secret comparison.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,6 +26,7 @@
 pub mod grpc_frame;
 pub mod grpc_web;
 pub mod h2;
+pub mod h2_streams;
 pub mod sha1;
 pub mod status;
 pub mod text;

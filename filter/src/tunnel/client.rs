@@ -9,6 +9,7 @@
 use std::rc::Rc;
 
 use crate::abi::{NetworkAction, NetworkStream};
+use crate::codec::h2_streams::StreamLedger;
 use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_base64, encode_client_handshake, encode_frame,
     parse_server_handshake, ClientHandshake, FrameDecoder, Opcode, Side, WsEvent,
@@ -42,6 +43,12 @@ pub struct TunnelClient {
     close_sent: bool,
     /// When we last sent anything upstream (ns, host clock): keepalive pings fill silences.
     last_sent_ns: u64,
+    /// The client's open calls, so a broken tunnel ends each with UNAVAILABLE (codec::h2_streams).
+    ledger: StreamLedger,
+    /// Why the server side closed the tunnel (its Close frame's reason), once it has.
+    server_closed: Option<String>,
+    /// The open calls have been ended: done once.
+    calls_ended: bool,
     metrics: Rc<Metrics>,
 }
 
@@ -59,6 +66,9 @@ impl TunnelClient {
             to_upstream: Vec::new(),
             close_sent: false,
             last_sent_ns: 0,
+            ledger: StreamLedger::new(),
+            server_closed: None,
+            calls_ended: false,
             metrics,
         }
     }
@@ -125,6 +135,38 @@ impl TunnelClient {
         let _ = host::close_stream(StreamType::Downstream);
     }
 
+    /// The tunnel is ending (the server side closed it, or the connection toward it did): end
+    /// every call still open with UNAVAILABLE, as a direct connection to a backend that went
+    /// away would, rather than let the client's HTTP/2 connection break under them (which tonic
+    /// reports as UNKNOWN). Only possible between the server's frames; otherwise, or with no
+    /// call open, the connection just closes as before.
+    fn end_open_calls(&mut self, out: &mut Vec<u8>) {
+        if self.calls_ended {
+            return;
+        }
+        self.calls_ended = true;
+        let message = match self.server_closed.as_deref() {
+            Some("") | None => {
+                "grpc-bridge: the tunnel to the server closed before the call ended".to_string()
+            }
+            Some(why) => {
+                format!("grpc-bridge: the tunnel to the server closed before the call ended: {why}")
+            }
+        };
+        let calls = self.ledger.open_streams();
+        if let Some(frames) = self.ledger.unavailable_frames(&message) {
+            out.extend_from_slice(&frames);
+            self.metrics.add("calls_ended_unavailable", calls as u64);
+            host::log(
+                LogLevel::Info,
+                &format!(
+                    "grpc-bridge tunnel client {}: tunnel closed; {calls} open call(s) ended with UNAVAILABLE",
+                    self.id
+                ),
+            );
+        }
+    }
+
     /// Unwraps server frames into `out`; control frames are answered.
     fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut events = Vec::new();
@@ -143,6 +185,7 @@ impl TunnelClient {
                         &format!("grpc-bridge tunnel client: server closed ({code:?}) {reason}"),
                     );
                     self.queue_close(code.unwrap_or(close_code::NORMAL), "");
+                    self.server_closed = Some(reason);
                 }
                 WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
             }
@@ -182,6 +225,7 @@ impl NetworkStream for TunnelClient {
             self.metrics.inc("connections");
         }
         self.metrics.add("bytes_up", data.len() as u64);
+        self.ledger.client_bytes(&data);
         out.append(&mut self.to_upstream);
         if !wrap_binary(
             &data,
@@ -210,7 +254,7 @@ impl NetworkStream for TunnelClient {
         NetworkAction::Continue
     }
 
-    fn on_upstream_data(&mut self, size: usize, _eos: bool) -> NetworkAction {
+    fn on_upstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
         let data = match host::get_buffer(BufferType::UpstreamData, 0, size) {
             Ok(d) => d.unwrap_or_default(),
             Err(e) => {
@@ -246,6 +290,12 @@ impl NetworkStream for TunnelClient {
             }
             State::Open => self.unwrap(&data, &mut out),
             State::Fresh | State::Closed => {}
+        }
+        if self.state == State::Open {
+            self.ledger.server_bytes(&out);
+            if eos || self.server_closed.is_some() {
+                self.end_open_calls(&mut out);
+            }
         }
         self.metrics.add("bytes_down", out.len() as u64);
         if let Err(e) = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out) {
