@@ -6,7 +6,7 @@
 
 use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::cases::{report, run_suite};
-use grpc_bridge_tests::grpcweb::run_raw_suite;
+use grpc_bridge_tests::grpcweb::{run_raw_suite, StatusWithoutMessages};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 use grpc_bridge_tests::util::rt;
 
@@ -50,7 +50,11 @@ fn raw_grpc_web_against_native_filter() {
         .agent(false)
         .start()
         .unwrap();
-    let outcomes = rt().block_on(run_raw_suite(topo.server_addr, topo.backend.addr));
+    let outcomes = rt().block_on(run_raw_suite(
+        topo.server_addr,
+        topo.backend.addr,
+        StatusWithoutMessages::TrailerFrame,
+    ));
     check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || {
         topo.logs(40)
     });
@@ -64,7 +68,11 @@ fn raw_grpc_web_through_nginx_to_native_filter() {
         .agent(false)
         .start()
         .unwrap();
-    let outcomes = rt().block_on(run_raw_suite(topo.client_addr, topo.backend.addr));
+    let outcomes = rt().block_on(run_raw_suite(
+        topo.client_addr,
+        topo.backend.addr,
+        StatusWithoutMessages::TrailerFrame,
+    ));
     check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || {
         topo.logs(40)
     });
