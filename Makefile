@@ -59,8 +59,13 @@ lint: toolchain
 
 # Everything CI runs: lints, the workspace's tests (the whole-filter fuzz smoke among them), then
 # the codec fuzz smoke (cargo-fuzz targets, 5 s each; fuzz/README.md).
+# MULTI_WORKER_TESTS run a second time with every Envoy at --concurrency 4 (a wasm VM per
+# worker: own flush tick, holds, metric batches; connections spread over the workers).
+MULTI_WORKER_TESTS := e2e_envoy e2e_fallback e2e_fallback_switch e2e_metrics e2e_tunnel e2e_limits soak
+
 test: setup lint build
 	cargo test --workspace --no-fail-fast
+	GRPC_BRIDGE_ENVOY_CONCURRENCY=4 cargo test -p grpc-bridge-tests --no-fail-fast $(addprefix --test ,$(MULTI_WORKER_TESTS))
 	FUZZ_SECONDS=5 fuzz/smoke.sh
 
 demo: setup build

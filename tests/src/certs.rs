@@ -121,9 +121,20 @@ impl TestPki {
     /// A client certificate (mTLS) signed by the server CA, with `uri_san` as its URI SAN and
     /// `CN=cn`: returns (certificate, key) paths.
     pub fn client_cert(&self, cn: &str, uri_san: &str) -> Result<(PathBuf, PathBuf), String> {
+        self.client_cert_named(cn, cn, &format!("URI:{uri_san}"))
+    }
+
+    /// A client certificate (file names from `name`) with subject `CN=cn` and the one
+    /// subjectAltName `san` (`DNS:...` or `URI:...`): (certificate, key).
+    pub fn client_cert_named(
+        &self,
+        name: &str,
+        cn: &str,
+        san: &str,
+    ) -> Result<(PathBuf, PathBuf), String> {
         let d = self.dir.path();
-        leaf_cert(d, cn, cn, &format!("URI:{uri_san}"), "clientAuth", "3")?;
-        let (key, pem) = (format!("{cn}.key"), format!("{cn}.pem"));
+        leaf_cert(d, name, cn, san, "clientAuth", "3")?;
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
         for f in [&key, &pem] {
             std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o644))
                 .map_err(|e| e.to_string())?;

@@ -53,6 +53,21 @@ pub fn default_auth(template_name: &str) -> Option<String> {
     }
 }
 
+/// Worker threads of every Envoy a test starts: `GRPC_BRIDGE_ENVOY_CONCURRENCY`, else 1.
+/// With more than one, each worker has its own wasm VM (own flush tick, holds, metrics
+/// batches), and connections spread over them.
+pub fn concurrency() -> Result<u32, String> {
+    match std::env::var("GRPC_BRIDGE_ENVOY_CONCURRENCY") {
+        Err(_) => Ok(1),
+        Ok(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| format!("GRPC_BRIDGE_ENVOY_CONCURRENCY={v:?}: want 1..=64")),
+    }
+}
+
 /// Path of a file in the repo's `envoy/` directory.
 pub fn config_template(name: &str) -> PathBuf {
     repo_root().join("envoy").join(name)
@@ -66,8 +81,9 @@ pub struct Envoy {
 
 impl Envoy {
     /// Render `envoy/<template>` with `vars` (plus ADMIN_PORT=0 and the WASM path unless given)
-    /// and start Envoy with `--concurrency 1`, a dynamic base id and its admin address written to
-    /// a file. Returns once the admin interface reports the server ready.
+    /// and start Envoy with `--concurrency 1` (or `GRPC_BRIDGE_ENVOY_CONCURRENCY`: `make test`
+    /// runs the core suites again with 4 workers), a dynamic base id and its admin address
+    /// written to a file. Returns once the admin interface reports the server ready.
     ///
     /// Listener ports given as 0 are bound by Envoy; read them with [`Envoy::listener_addr`].
     pub fn start(
@@ -102,12 +118,13 @@ impl Envoy {
         let level = std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into());
         let component =
             std::env::var("ENVOY_COMPONENT_LOG_LEVEL").unwrap_or_else(|_| "wasm:info".into());
+        let concurrency = concurrency()?;
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
             .arg(&config_path)
             .args([
                 "--concurrency",
-                "1",
+                &concurrency.to_string(),
                 "--use-dynamic-base-id",
                 "--log-level",
                 &level,

@@ -142,6 +142,17 @@ impl WebCall {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<WebCall, String> {
+        Self::start_with_headers(addr, path, content_type, &[], body).await
+    }
+
+    /// [`WebCall::start`] with more request headers.
+    pub async fn start_with_headers(
+        addr: SocketAddr,
+        path: &str,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<WebCall, String> {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -161,6 +172,9 @@ impl WebCall {
             req = req
                 .header("x-grpc-web", "1")
                 .header("x-user-agent", "grpc-bridge-tests/raw");
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
         }
         let req = req
             .body(Full::new(Bytes::from(body)))

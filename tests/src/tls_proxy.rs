@@ -42,6 +42,9 @@ pub enum AgentKind {
     Bridge,
     /// Native gRPC, no filter (`agent-native-tls-proxy.yaml`): the control.
     Native,
+    /// gRPC-web with a client certificate (`agent-mtls-proxy.yaml`; `CLIENT_CERT`/`CLIENT_KEY`
+    /// in the options' vars).
+    BridgeMtls,
 }
 
 /// The CA file the agent verifies the server's TLS against.
@@ -152,7 +155,17 @@ pub struct TlsProxy {
 impl TlsProxy {
     /// Certificates, backend, server Envoy (TLS listener) for `bridge`, and squid with `squid`
     /// (its `connect_port` is set to the server's port here).
-    pub fn start(bridge: Bridge, mut squid: SquidBumpOptions) -> Result<TlsProxy, String> {
+    pub fn start(bridge: Bridge, squid: SquidBumpOptions) -> Result<TlsProxy, String> {
+        Self::start_with(bridge, squid, |_| vec![])
+    }
+
+    /// [`TlsProxy::start`] with more server Envoy variables, made from the certificates
+    /// (e.g. `CLIENT_CA`, `REQUIRE_CLIENT_CERT` and `AUTH` for mTLS).
+    pub fn start_with(
+        bridge: Bridge,
+        mut squid: SquidBumpOptions,
+        server_vars: impl FnOnce(&TestPki) -> Vec<(&'static str, String)>,
+    ) -> Result<TlsProxy, String> {
         if !wasm_path().exists() {
             return Err(format!(
                 "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
@@ -165,7 +178,7 @@ impl TlsProxy {
             Bridge::GrpcWeb => ("server-tls.yaml", "bridge_server"),
             Bridge::WebSocketTunnel => ("tunnel-server-tls.yaml", "tunnel_server"),
         };
-        let vars: Vec<(&str, String)> = vec![
+        let mut vars: Vec<(&str, String)> = vec![
             ("LISTEN_ADDR", "127.0.0.1".into()),
             ("LISTEN_PORT", "0".into()),
             ("BACKEND_HOST", backend.addr.ip().to_string()),
@@ -173,6 +186,7 @@ impl TlsProxy {
             ("TLS_CERT", pki.server_cert.display().to_string()),
             ("TLS_KEY", pki.server_key.display().to_string()),
         ];
+        vars.extend(server_vars(&pki));
         let server = Envoy::start("server-tls", template, &vars)?;
         let server_addr = server.listener_addr(listener)?;
         squid.connect_port = server_addr.port();
@@ -197,6 +211,9 @@ impl TlsProxy {
             ),
             (AgentKind::Bridge, Bridge::GrpcWeb) => {
                 ("agent-tls-proxy.yaml", "bridge_agent", "bridge_upstream")
+            }
+            (AgentKind::BridgeMtls, _) => {
+                ("agent-mtls-proxy.yaml", "bridge_agent", "bridge_upstream")
             }
             (AgentKind::Bridge, Bridge::WebSocketTunnel) => (
                 "tunnel-client-tls-proxy.yaml",

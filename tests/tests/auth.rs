@@ -251,14 +251,14 @@ fn mtls_client_certificate_checked_by_the_server_role() {
             true,
             None,
             "16",
-            "no verified client certificate",
+            "grpc-bridge: bridged request not authenticated: no verified client certificate",
         ),
         (
             "agent with another identity",
             true,
             Some(&other),
             "16",
-            "client certificate not allowed",
+            "grpc-bridge: bridged request not authenticated: client certificate not allowed",
         ),
         (
             "browser (no marker) without a certificate",
@@ -271,8 +271,63 @@ fn mtls_client_certificate_checked_by_the_server_role() {
     for (what, marked, cert, code, msg) in cases {
         let (c, m) = curl(&pki, port, marked, cert);
         assert!(
-            c == code && m.contains(msg),
+            c == code && m == msg,
             "{what}: grpc-status {c:?} {m:?}, want {code} {msg:?}\n{}",
+            server.log_tail(30)
+        );
+        println!("{what}: grpc-status {c} {m:?}");
+    }
+}
+
+/// `allowed_dns_sans` and `allowed_subjects` together: the certificate's first DNS SAN and its
+/// RFC 2253 subject (as Envoy gives them) must each be listed; each wrong on its own is refused.
+#[test]
+fn mtls_dns_san_and_subject_checked_by_the_server_role() {
+    assert!(wasm_path().exists(), "make build first");
+    let pki = TestPki::generate("grpc-bridge.test").expect("pki");
+    let cert = |name: &str, cn: &str, dns: &str| {
+        pki.client_cert_named(name, cn, &format!("DNS:{dns}"))
+            .expect("client cert")
+    };
+    let good = cert("good", "agent-1", "agent-1.corp.test");
+    let wrong_dns = cert("wrong-dns", "agent-1", "intruder.corp.test");
+    let wrong_subject = cert("wrong-subject", "agent-2", "agent-1.corp.test");
+    let backend = Backend::spawn();
+    let server = Envoy::start(
+        "mtls-server",
+        "server-tls.yaml",
+        &[
+            ("LISTEN_ADDR", "127.0.0.1".into()),
+            ("LISTEN_PORT", "0".into()),
+            ("BACKEND_PORT", backend.addr.port().to_string()),
+            ("TLS_CERT", pki.server_cert.display().to_string()),
+            ("TLS_KEY", pki.server_key.display().to_string()),
+            ("CLIENT_CA", pki.server_ca_cert.display().to_string()),
+            (
+                "AUTH",
+                r#"{"require_client_certificate":true,"allowed_dns_sans":["agent-1.corp.test"],"allowed_subjects":["CN=agent-1"]}"#
+                    .into(),
+            ),
+        ],
+    )
+    .expect("server Envoy");
+    let port = server
+        .listener_addr("bridge_server")
+        .expect("listener")
+        .port();
+    let not_allowed =
+        "grpc-bridge: bridged request not authenticated: client certificate not allowed";
+    let cases: [(&str, &CertFiles, &str, &str); 3] = [
+        ("DNS SAN and subject allowed", &good, "0", ""),
+        ("DNS SAN not allowed", &wrong_dns, "16", not_allowed),
+        ("subject not allowed", &wrong_subject, "16", not_allowed),
+    ];
+    for (what, cert, code, msg) in cases {
+        let (c, m) = curl(&pki, port, true, Some(cert));
+        assert_eq!(
+            (c.as_str(), m.as_str()),
+            (code, msg),
+            "{what}\n{}",
             server.log_tail(30)
         );
         println!("{what}: grpc-status {c} {m:?}");

@@ -86,3 +86,66 @@ fn counters_after_known_traffic() {
     );
     println!("{report}");
 }
+
+/// Per-worker state: calls on many connections, which Envoy spreads over its workers (each
+/// with its own wasm VM, own pending counters and own flush tick), must still add up exactly.
+/// Meaningful with more workers (`make test` runs this file again with
+/// `GRPC_BRIDGE_ENVOY_CONCURRENCY=4`, and then at least two workers must have served calls).
+#[test]
+fn counters_add_up_over_workers() {
+    let workers = grpc_bridge_tests::envoy::concurrency().unwrap();
+    let topo = Topology::builder()
+        .server(ServerSide::Wasm)
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    const CONNECTIONS: usize = 16;
+    const CALLS: usize = 2;
+    let rt = rt();
+    rt.block_on(async {
+        let mut tasks = vec![];
+        for _ in 0..CONNECTIONS {
+            let addr = topo.client_addr;
+            tasks.push(tokio::spawn(async move {
+                let mut c = connect(addr).await.unwrap();
+                for _ in 0..CALLS {
+                    c.unary(UnaryRequest::default()).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let agent = topo.agent.as_ref().unwrap();
+    let n = (CONNECTIONS * CALLS) as u64;
+    let flushed = wait_until(Duration::from_secs(10), || {
+        (stat(agent, "agent.grpc_status.0") == n && stat(&topo.server, "server.grpc_status.0") == n)
+            .then_some(())
+    });
+    let report = format!(
+        "agent:\n{}\nserver:\n{}",
+        agent.stats_matching("grpc_bridge"),
+        topo.server.stats_matching("grpc_bridge")
+    );
+    assert!(flushed.is_some(), "counters never reached {n}\n{report}");
+    assert_eq!(stat(agent, "agent.calls"), n, "{report}");
+    assert_eq!(stat(&topo.server, "server.calls.agent"), n, "{report}");
+    // Which agent workers accepted the client's connections.
+    let per_worker = agent.stats_matching(".downstream_cx_total");
+    let busy = (0..workers)
+        .filter(|w| {
+            per_worker.lines().any(|l| {
+                l.contains(&format!(".worker_{w}.downstream_cx_total")) && !l.ends_with(": 0")
+            })
+        })
+        .count();
+    if workers == 1 {
+        println!("one Envoy worker (GRPC_BRIDGE_ENVOY_CONCURRENCY unset): the multi-worker half of this test runs under `make test`'s concurrency-4 pass");
+    } else {
+        assert!(
+            busy >= 2,
+            "{workers} workers, but only {busy} served the {CONNECTIONS} connections:\n{per_worker}"
+        );
+        println!("{n} calls on {CONNECTIONS} connections over {busy} of {workers} agent workers: counters exact");
+    }
+}

@@ -32,7 +32,9 @@ use grpc_bridge_tests::cases::{
 };
 use grpc_bridge_tests::pb::{BidiRequest, UnaryRequest};
 use grpc_bridge_tests::squid_bump::SquidBumpOptions;
-use grpc_bridge_tests::tls_proxy::{Agent, AgentOptions, Bridge, TlsProxy, SERVER_NAME};
+use grpc_bridge_tests::tls_proxy::{
+    Agent, AgentKind, AgentOptions, Bridge, TlsProxy, Trust, SERVER_NAME,
+};
 use grpc_bridge_tests::util::rt;
 use tonic::Code;
 
@@ -635,5 +637,89 @@ fn websocket_101_without_client_data_through_a_bumping_squid() {
     println!(
         "bare upgrade through squid ssl_bump, nothing sent after it: {v}\nsquid: {}",
         logged[0]
+    );
+}
+
+/// mTLS through the hop: `agent-mtls-proxy.yaml` presents a client certificate inside the
+/// CONNECT tunnel of a squid that splices (passes TLS through), and the server role
+/// (server-tls.yaml, `require_client_certificate` with `allowed_uri_sans`) admits it. An agent
+/// with another identity gets the server role's exact UNAUTHENTICATED, and its call never
+/// reaches the backend.
+#[test]
+fn grpc_web_with_a_client_certificate_through_a_splicing_squid() {
+    let mut squid = SquidBumpOptions::new(0);
+    squid.bump = false;
+    let t = TlsProxy::start_with(Bridge::GrpcWeb, squid, |pki| {
+        vec![
+            ("CLIENT_CA", pki.server_ca_cert.display().to_string()),
+            ("REQUIRE_CLIENT_CERT", "true".into()),
+            (
+                "AUTH",
+                r#"{"require_client_certificate":true,"allowed_uri_sans":["spiffe://grpc-bridge.test/agent"]}"#.into(),
+            ),
+        ]
+    })
+    .unwrap_or_else(|e| panic!("could not start the topology: {e}"));
+    let mtls_agent = |cn: &str, uri: &str| {
+        let (cert, key) = t.pki.client_cert(cn, uri).expect("client cert");
+        agent(
+            &t,
+            &AgentOptions {
+                kind: AgentKind::BridgeMtls,
+                ..AgentOptions::bridge().trust(Trust::BothCas)
+            }
+            .var("CLIENT_CERT", &cert.display().to_string())
+            .var("CLIENT_KEY", &key.display().to_string())
+            .var("AUTH", r#""none""#),
+        )
+    };
+    let good = mtls_agent("agent-1", "spiffe://grpc-bridge.test/agent");
+    let other = mtls_agent("intruder", "spiffe://grpc-bridge.test/intruder");
+    let rt = rt();
+    let outcomes = rt.block_on(run_cases(
+        good.addr,
+        &[
+            "unary",
+            "server_stream_gated",
+            "client_stream",
+            "bidi_ping_pong",
+        ],
+    ));
+    let (text, failed) = report(&outcomes);
+    if failed > 0 {
+        fail(
+            &t,
+            &[&good],
+            format!("mTLS agent through a splicing squid:\n{text}"),
+        );
+    }
+    println!(
+        "mTLS agent through a splicing squid ({}):\n{text}",
+        t.path(&good)
+    );
+    let token = grpc_bridge_tests::cases::unique("mtls-intruder");
+    let r = rt.block_on(async {
+        let mut c = connect(other.addr).await.expect("connect");
+        c.unary(UnaryRequest {
+            payload: b"x".to_vec(),
+            token: token.clone(),
+            ..Default::default()
+        })
+        .await
+    });
+    match r {
+        Err(s)
+            if s.code() == Code::Unauthenticated
+                && s.message()
+                    == "grpc-bridge: bridged request not authenticated: client certificate not allowed" => {}
+        other_r => fail(
+            &t,
+            &[&other],
+            format!("intruder certificate: want UNAUTHENTICATED \"...client certificate not allowed\", got {other_r:?}"),
+        ),
+    }
+    assert!(
+        t.backend.call(&token).is_none(),
+        "the refused call reached the backend"
     );
 }
