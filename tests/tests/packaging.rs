@@ -1417,3 +1417,73 @@ fn manifest_plugin_configs_are_checked_by_the_filter_parser() {
     cfg["role"] = json!("client");
     assert!(Config::parse(&serde_json::to_vec(&cfg).unwrap()).is_err());
 }
+
+/// The shipped module's imports: a function import section parsed by hand (no dependency).
+fn wasm_function_imports(b: &[u8]) -> Result<Vec<String>, String> {
+    fn leb(b: &[u8], i: &mut usize) -> Result<usize, String> {
+        let (mut r, mut s) = (0usize, 0u32);
+        loop {
+            let x = *b.get(*i).ok_or("truncated LEB128")?;
+            *i += 1;
+            r |= usize::from(x & 0x7f) << s;
+            s += 7;
+            if x < 0x80 {
+                return Ok(r);
+            }
+        }
+    }
+    if b.get(..4) != Some(b"\0asm".as_slice()) {
+        return Err("not a wasm module".into());
+    }
+    let mut i = 8;
+    let mut names = vec![];
+    while i < b.len() {
+        let id = b[i];
+        i += 1;
+        let size = leb(b, &mut i)?;
+        if id == 2 {
+            let mut j = i;
+            for _ in 0..leb(b, &mut j)? {
+                let mut name = String::new();
+                for sep in ["", "."] {
+                    let l = leb(b, &mut j)?;
+                    name += sep;
+                    name += std::str::from_utf8(b.get(j..j + l).ok_or("truncated name")?)
+                        .map_err(|e| e.to_string())?;
+                    j += l;
+                }
+                match b.get(j) {
+                    Some(0) => {
+                        j += 1;
+                        leb(b, &mut j)?;
+                    }
+                    other => return Err(format!("import {name}: kind {other:?}, want a function")),
+                }
+                names.push(name);
+            }
+        }
+        i += size;
+    }
+    Ok(names)
+}
+
+/// docs/HARNESS.md ("Why the host gRPC calls are not implemented"): the filter bridges the
+/// client's own call in place and never opens a gRPC callout, so the harness answering
+/// `proxy_grpc_*` with Unimplemented can never hide a difference from Envoy.
+#[test]
+fn the_filter_imports_no_grpc_callout() {
+    let wasm = wasm_path();
+    let bytes = std::fs::read(&wasm)
+        .unwrap_or_else(|e| panic!("{}: {e} (run `make build`)", wasm.display()));
+    let imports = wasm_function_imports(&bytes).unwrap();
+    assert!(
+        imports.iter().any(|n| n == "env.proxy_log"),
+        "import section not read: {imports:?}"
+    );
+    let callouts: Vec<&String> = imports
+        .iter()
+        .filter(|n| n.starts_with("env.proxy_grpc_") || n.starts_with("env.proxy_http_call"))
+        .collect();
+    assert!(callouts.is_empty(), "{callouts:?}");
+    println!("{} imports, none a callout: {imports:?}", imports.len());
+}
