@@ -7,9 +7,11 @@
 //!    detection), and every later call goes bridged; counted exactly from Envoy's stats;
 //! 3. cleared: once the ejection ends and the probe passes, traffic returns to native.
 //!
-//! The native path goes through a relay the test switches between the server Envoy (open) and an
-//! nginx HTTP/1.1 hop (blocked: nginx answers the HTTP/2 preface with a 400). Switching also cuts
-//! the relay's live connections, as a middlebox change would.
+//! The native path goes through a relay the test switches between the server Envoy (open) and a
+//! blocker. Blockers: an nginx HTTP/1.1 hop (it answers the HTTP/2 preface with a 400); an
+//! HTTP/1.1-only hop that answers `426 Upgrade Required` or `505 HTTP Version Not Supported`;
+//! a hop that accepts the connection and closes it at once (a refusal). Switching also cuts the
+//! relay's live connections, as a middlebox change would.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,49 @@ impl Relay {
     }
 }
 
+/// What stands in the native path while it is blocked.
+#[derive(Clone, Copy, Debug)]
+enum Blocker {
+    /// The nginx HTTP/1.1 hop (400 to the HTTP/2 preface).
+    Nginx,
+    /// A scripted HTTP/1.1-only hop answering this status to whatever arrives, then closing.
+    Status(u16),
+    /// A hop that closes every connection as soon as it is accepted.
+    Refuse,
+}
+
+/// A scripted HTTP/1.1-only hop for [`Blocker::Status`] and [`Blocker::Refuse`].
+async fn start_blocker(b: Blocker) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                if let Blocker::Status(code) = b {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let reason = match code {
+                        426 => "Upgrade Required",
+                        505 => "HTTP Version Not Supported",
+                        _ => "Refused",
+                    };
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 {code} {reason}\r\nconnection: close\r\nupgrade: HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 fn stat(e: &Envoy, name: &str) -> u64 {
     e.stat(name).unwrap_or(0)
 }
@@ -78,7 +123,7 @@ async fn call_once(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-fn run(fallback: &str) {
+fn run(fallback: &str, blocker: Blocker) {
     assert!(
         wasm_path().exists(),
         "the filter is not built: {} is missing (make build)",
@@ -162,11 +207,15 @@ fn run(fallback: &str) {
         "(native, bridged) requests while native works"
     );
 
-    // 2. Blocked: no call fails. The first FAILURES calls fail on native (nginx answers the
-    // HTTP/2 preface with an HTTP/1.1 400: "reset reason: protocol error"), are retried on the
-    // bridged priority and succeed there; the native host is then ejected and every later call
-    // goes bridged at once.
-    relay.switch(hop.addr);
+    // 2. Blocked: no call fails. The first FAILURES calls fail on native (an HTTP/1.1 answer to
+    // the HTTP/2 preface is "reset reason: protocol error"; a closed connection "connection
+    // termination"), are retried on the bridged priority and succeed there; the native host
+    // is then ejected and every later call goes bridged at once.
+    let blocked_by = match blocker {
+        Blocker::Nginx => hop.addr,
+        Blocker::Status(_) | Blocker::Refuse => rt.block_on(start_blocker(blocker)),
+    };
+    relay.switch(blocked_by);
     let mut results = vec![];
     for _ in 0..(FAILURES + 15) {
         results.push(rt.block_on(call_once(client)));
@@ -230,7 +279,7 @@ fn run(fallback: &str) {
         "calls went bridged after native came back"
     );
     println!(
-        "{fallback}: no failed call; {FAILURES} native failures retried bridged, {bridged_after_block} bridged calls; native again {} ms after clearing (re-probe {} s)",
+        "{fallback}, native blocked by {blocker:?}: no failed call; {FAILURES} native failures retried bridged, {bridged_after_block} bridged calls; native again {} ms after clearing (re-probe {} s)",
         back_after.as_millis(),
         REPROBE.as_secs()
     );
@@ -238,10 +287,25 @@ fn run(fallback: &str) {
 
 #[test]
 fn fallback_switches_to_grpc_web_and_back() {
-    run("bridged_grpc_web");
+    run("bridged_grpc_web", Blocker::Nginx);
 }
 
 #[test]
 fn fallback_switches_to_websocket_and_back() {
-    run("bridged_websocket");
+    run("bridged_websocket", Blocker::Nginx);
+}
+
+#[test]
+fn fallback_when_the_hop_answers_426() {
+    run("bridged_grpc_web", Blocker::Status(426));
+}
+
+#[test]
+fn fallback_when_the_hop_answers_505() {
+    run("bridged_websocket", Blocker::Status(505));
+}
+
+#[test]
+fn fallback_when_the_hop_refuses_connections() {
+    run("bridged_grpc_web", Blocker::Refuse);
 }
