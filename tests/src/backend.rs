@@ -112,7 +112,8 @@ impl State {
         (g.entry(token.to_string()).or_default().clone(), existed)
     }
 
-    /// SeqServerStream calls with `token`: payload bytes handed to the transport so far.
+    /// SeqServerStream calls with `token`: payload bytes handed to the transport so far;
+    /// SeqClientStream calls with `x-pause-gate: token`: payload bytes read so far.
     pub fn seq_sent(&self, token: &str) -> u64 {
         self.seq_counter(token)
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -588,6 +589,13 @@ impl BridgeTest for Service {
         req: Request<Streaming<SeqMessage>>,
     ) -> Result<Response<SeqSummary>, Status> {
         let barrier = self.state.seq_barrier(req.metadata())?;
+        // `x-pause-gate: <token>`: stop reading after the first message until the gate is
+        // released (backpressure tests); `seq_sent(token)` counts the payload bytes read.
+        let pause = req
+            .metadata()
+            .get("x-pause-gate")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| (self.state.gate(t).0, self.state.seq_counter(t)));
         let mut s = req.into_inner();
         let mut count = 0u32;
         let mut stream = None;
@@ -595,9 +603,17 @@ impl BridgeTest for Service {
             let id = *stream.get_or_insert(m.stream);
             crate::seq::check(&m, id, count, None).map_err(Status::data_loss)?;
             count += 1;
+            if let Some((_, read)) = &pause {
+                read.fetch_add(m.payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             if count == 1 {
                 if let Some(b) = &barrier {
                     b.arrive_and_wait().await?;
+                }
+                if let Some((gate, _)) = &pause {
+                    tokio::time::timeout(Duration::from_secs(60), gate.notified())
+                        .await
+                        .map_err(|_| Status::aborted("pause gate not released within 60 s"))?;
                 }
             }
         }
