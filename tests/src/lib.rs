@@ -7,6 +7,9 @@
 //! - [`topology`]: backend -> server Envoy -> nginx HTTP/1.1 hop -> agent Envoy.
 //! - [`certs`], [`squid_bump`], [`tls_proxy`]: TLS through a (TLS-intercepting) forward proxy.
 //! - [`cases`]: the end-to-end cases, run by a tonic client against any client-facing address.
+//! - [`relay`]: a switchable TCP relay (a middlebox appearing in a path).
+//! - [`grpcweb`], [`fake_upstream`], [`cut_hop`], [`seq`], [`py`], [`browser`]: wire-level
+//!   clients and servers, sequenced streams, grpcio and browser drivers.
 
 pub mod pb {
     tonic::include_proto!("bridge.test");
@@ -22,6 +25,7 @@ pub mod fake_upstream;
 pub mod grpcweb;
 pub mod nginx;
 pub mod py;
+pub mod relay;
 pub mod seq;
 pub mod squid;
 pub mod squid_bump;

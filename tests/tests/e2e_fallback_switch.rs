@@ -14,7 +14,6 @@
 //! relay's live connections, as a middlebox change would.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use grpc_bridge_tests::backend::Backend;
@@ -22,49 +21,13 @@ use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::envoy::{wasm_path, Envoy};
 use grpc_bridge_tests::nginx::Nginx;
 use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::relay::Relay;
 use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
+use tokio::net::TcpListener;
 
 const FAILURES: u64 = 5;
 const REPROBE: Duration = Duration::from_secs(2);
-
-/// A TCP relay whose target can be switched; switching aborts the live connections.
-#[derive(Clone)]
-struct Relay {
-    addr: SocketAddr,
-    state: Arc<Mutex<(SocketAddr, Vec<AbortHandle>)>>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new((target, Vec::new())));
-        let st = state.clone();
-        tokio::spawn(async move {
-            while let Ok((mut down, _)) = listener.accept().await {
-                let target = st.lock().unwrap().0;
-                let task = tokio::spawn(async move {
-                    if let Ok(mut up) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-                    }
-                });
-                st.lock().unwrap().1.push(task.abort_handle());
-            }
-        });
-        Relay { addr, state }
-    }
-
-    fn switch(&self, target: SocketAddr) {
-        let mut s = self.state.lock().unwrap();
-        s.0 = target;
-        for h in s.1.drain(..) {
-            h.abort();
-        }
-    }
-}
 
 /// What stands in the native path while it is blocked.
 #[derive(Clone, Copy, Debug)]
