@@ -23,6 +23,7 @@ pub mod cut_hop;
 pub mod envoy;
 pub mod fake_upstream;
 pub mod grpcweb;
+pub mod holding_proxy;
 pub mod nginx;
 pub mod py;
 pub mod relay;
