@@ -627,8 +627,6 @@ impl Run<'_> {
     fn tunnel(&mut self, r: &mut Reader) -> Result<(), String> {
         let server = self.setup.role == 3;
         let (id, _) = self.plugin.connection_open();
-        let mut downstream_bytes = 0usize;
-        let mut handshake_first = false;
         let mut upstream_seen: Vec<u8> = Vec::new();
         let mut down_closed = false;
         while !r.is_empty() && self.ops < MAX_OPS && !self.plugin.connection_is_closed(id) {
@@ -638,12 +636,7 @@ impl Run<'_> {
                 0..=2 if !down_closed => {
                     let kind = r.u8();
                     let mut chunk = match kind % 4 {
-                        0 if server => {
-                            if downstream_bytes == 0 && kind & 0x80 == 0 {
-                                handshake_first = true;
-                            }
-                            upgrade_request(r, kind).into_bytes()
-                        }
+                        0 if server => upgrade_request(r, kind).into_bytes(),
                         0 => {
                             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"
                                 .to_vec()
@@ -658,7 +651,6 @@ impl Run<'_> {
                     chunk = chunk.repeat(repeat);
                     let end = r.u8().is_multiple_of(16);
                     down_closed = end;
-                    downstream_bytes += chunk.len();
                     self.chunk_seen(chunk.len(), 0);
                     self.plugin.connection_downstream_data(id, &chunk, end);
                     "downstream data"
@@ -716,12 +708,23 @@ impl Run<'_> {
             self.plugin.connection_take_downstream(id);
             self.check_vm(what)?;
         }
-        if server && !handshake_first {
-            // Without a valid upgrade first, the backend may see only the server's own
-            // HTTP/2 connection preface and SETTINGS (sent to get a clean refusal).
+        if server {
+            // Until the client's own HTTP/2 preface has come through a valid upgrade, the
+            // backend may see only the server's own bytes: its preface and SETTINGS (sent to
+            // get a clean refusal or the 101 out) and nudge PINGs (sent so a close frame or
+            // pong goes out). Client bytes after the preface would start with the client's
+            // SETTINGS frame, which is none of these (the generator never sends that preface
+            // inside a WebSocket frame, so no client bytes may pass at all).
             const OWN: &[u8] =
                 b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-            if !OWN.starts_with(&upstream_seen) && upstream_seen.len() > OWN.len() {
+            const NUDGE: &[u8] = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00grpc-brg";
+            let own_only = match upstream_seen.strip_prefix(OWN) {
+                None => OWN.starts_with(&upstream_seen),
+                Some(rest) => {
+                    rest.len() % NUDGE.len() == 0 && rest.chunks(NUDGE.len()).all(|c| c == NUDGE)
+                }
+            };
+            if !own_only {
                 return Err(format!(
                     "client bytes reached the backend without a valid handshake: {:?}",
                     String::from_utf8_lossy(&upstream_seen)
