@@ -1137,3 +1137,61 @@ async fn row17_http1_hold_headers_until_trailers_is_impossible_in_a_wasm_filter(
     let keep = ["response_headers", "tick", "response_body", "trailers"];
     assert_eq!(masked(&from_harness, &keep), masked(&lines, &keep));
 }
+
+/// The long-poll spike (docs/ARCHITECTURE.md, "A long-poll transport in Envoy 1.40's wasm
+/// ABI"). From a request's headers a filter can make a complete HTTP exchange of its own
+/// (`proxy_http_call`: a poll) and hold the request. Envoy runs the call on the root context:
+/// its answer arrives there, not at the stream. But with no upstream response, nothing lets the
+/// stream write a response body: `set_buffer_bytes(HttpResponseBody)` is NotFound, reading it
+/// gives nothing, no foreign function injects data, and the only way to answer is a local
+/// reply, which ends the stream (for a gRPC request Envoy even turns its body into a
+/// trailers-only `grpc-message`). So the agent cannot turn polls into a streaming response.
+/// Envoy only: the harness does not implement `proxy_http_call`.
+#[tokio::test(flavor = "multi_thread")]
+async fn row18_a_filter_can_poll_but_cannot_stream_a_response_it_originates() {
+    let up = upstream().await;
+    let envoy = Envoy::start("originate", up);
+    let port = envoy.port;
+    let client = tokio::spawn(async move { call(port, "/anything").await });
+    let lines = wait_for_line("envoy", "on_delete", || envoy.guest_lines()).await;
+    let o = client.await.unwrap();
+    let find = |p: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(p))
+            .cloned()
+            .unwrap_or_else(|| panic!("no line {p:?}: {lines:#?}"))
+    };
+    let request = find("originate request_headers");
+    assert!(request.ends_with("http_call=0"), "{lines:#?}");
+    let stream = request
+        .split(' ')
+        .find_map(|w| w.strip_prefix("ctx="))
+        .unwrap_or_else(|| panic!("{request}"));
+    // The poll's answer (the upstream echoed the 6-byte body "poll 1") reaches the root.
+    let answer = find("originate http_call_response");
+    assert!(
+        answer.starts_with("originate http_call_response ctx=1 ")
+            && answer.contains(" body=6 ")
+            && answer.ends_with(&format!("stream=Some({stream})")),
+        "{answer}"
+    );
+    let tick = find("originate tick");
+    assert_eq!(
+        tick,
+        format!(
+            "originate tick ctx={stream} effective=0 set_response_body=2 get_response_body=0 got=0 foreign_inject_encoded_data=1 local_response=0"
+        )
+    );
+    // The local reply ended the call: trailers-only, its body moved to grpc-message.
+    assert_eq!(
+        (
+            o.status,
+            o.grpc_status_header.as_deref(),
+            o.grpc_message_header.as_deref(),
+            o.body.as_slice()
+        ),
+        (200, Some("2"), Some("done"), &b""[..]),
+        "{o:?}"
+    );
+}

@@ -19,6 +19,11 @@
 //!   every response body chunk but the last, Continue on the last.
 //! - `headers-buffer`: StopAllIterationAndBuffer (3) from response headers, never resumed.
 //! - `request-buffer`: StopIterationAndBuffer on every request body chunk but the last.
+//! - `originate`: the long-poll spike (docs/ARCHITECTURE.md): from request headers, dispatch
+//!   an HTTP call (`proxy_http_call`, cluster `up`) and hold the request; from the tick, with
+//!   no upstream response at all, try to write response body bytes (`set_buffer_bytes`), read
+//!   the response body, and call a foreign function that would inject data; then answer with a
+//!   local reply.
 //! Every status worth checking is logged as `name=status`.
 
 use std::cell::RefCell;
@@ -88,6 +93,83 @@ extern "C" {
     fn proxy_enqueue_shared_queue(token: u32, dp: *const u8, dl: usize) -> u32;
     fn proxy_dequeue_shared_queue(token: u32, dp: *mut *mut u8, dl: *mut usize) -> u32;
     fn proxy_get_property(pp: *const u8, pl: usize, vp: *mut *mut u8, vl: *mut usize) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_http_call(
+        up: *const u8,
+        ul: usize,
+        hp: *const u8,
+        hl: usize,
+        bp: *const u8,
+        bl: usize,
+        tp: *const u8,
+        tl: usize,
+        timeout_ms: u32,
+        token: *mut u32,
+    ) -> u32;
+}
+
+/// proxy-wasm header map serialization: count, then (key len, value len) pairs, then the
+/// NUL-terminated keys and values.
+fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+    for (k, v) in pairs {
+        out.extend((k.len() as u32).to_le_bytes());
+        out.extend((v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in pairs {
+        out.extend(k.as_bytes());
+        out.push(0);
+        out.extend(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+// `originate`: (call token, request context) of calls in flight, and request contexts whose
+// poll answered, waiting for the tick. Envoy runs `proxy_http_call` on the root context, so
+// its answer arrives at the root (context 1), not at the stream that dispatched it.
+thread_local! {
+    static ORIGINATE_CALLS: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
+    static ORIGINATE: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn originate_from_tick() {
+    let held: Vec<u32> = ORIGINATE.with(|o| std::mem::take(&mut *o.borrow_mut()));
+    for ctx in held {
+        let eff = unsafe { proxy_set_effective_context(ctx) };
+        let data = b"message from nowhere";
+        let set = unsafe { proxy_set_buffer_bytes(RESPONSE_BODY, 0, 0, data.as_ptr(), data.len()) };
+        let (get, got) = get_buffer(RESPONSE_BODY, 0, 100);
+        let got = got.map_or(0, |b| b.len());
+        let f = "inject_encoded_data";
+        let mut p: *mut u8 = std::ptr::null_mut();
+        let mut n = 0usize;
+        let inject = unsafe {
+            proxy_call_foreign_function(f.as_ptr(), f.len(), data.as_ptr(), data.len(), &mut p, &mut n)
+        };
+        let body = "done";
+        let local = unsafe {
+            proxy_send_local_response(200, std::ptr::null(), 0, body.as_ptr(), body.len(), std::ptr::null(), 0, -1)
+        };
+        log(&format!(
+            "originate tick ctx={ctx} effective={eff} set_response_body={set} get_response_body={get} got={got} foreign_inject_encoded_data={inject} local_response={local}"
+        ));
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_http_call_response(ctx: u32, token: u32, headers: u32, body: usize, trailers: u32) {
+    let stream = ORIGINATE_CALLS.with(|c| {
+        let mut c = c.borrow_mut();
+        let i = c.iter().position(|(t, _)| *t == token)?;
+        Some(c.remove(i).1)
+    });
+    log(&format!(
+        "originate http_call_response ctx={ctx} token={token} headers={headers} body={body} trailers={trailers} stream={stream:?}"
+    ));
+    if let Some(s) = stream {
+        ORIGINATE.with(|o| o.borrow_mut().push(s));
+    }
 }
 
 const REQUEST_HEADERS: u32 = 0;
@@ -161,7 +243,7 @@ pub extern "C" fn proxy_on_configure(_root: u32, size: usize) -> u32 {
             abi_battery();
             1
         }
-        "headers-stop" => {
+        "headers-stop" | "originate" => {
             unsafe { proxy_set_tick_period_milliseconds(5) };
             1
         }
@@ -304,6 +386,10 @@ pub extern "C" fn proxy_on_queue_ready(_root: u32, token: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_tick(_root: u32) {
+    if mode() == "originate" {
+        originate_from_tick();
+        return;
+    }
     let held: Vec<u32> = STATE.with(|s| std::mem::take(&mut s.borrow_mut().held));
     for ctx in held {
         let eff = unsafe { proxy_set_effective_context(ctx) };
@@ -313,8 +399,22 @@ pub extern "C" fn proxy_on_tick(_root: u32) {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(_ctx: u32, _n: u32, _eos: u32) -> u32 {
+pub extern "C" fn proxy_on_request_headers(ctx: u32, _n: u32, _eos: u32) -> u32 {
     match mode().as_str() {
+        "originate" => {
+            let up = "up";
+            let h = serialize_pairs(&[(":method", "POST"), (":path", "/poll"), (":authority", "up")]);
+            let body = b"poll 1";
+            let mut token = 0u32;
+            let st = unsafe {
+                proxy_http_call(up.as_ptr(), up.len(), h.as_ptr(), h.len(), body.as_ptr(), body.len(), std::ptr::null(), 0, 5000, &mut token)
+            };
+            log(&format!("originate request_headers ctx={ctx} http_call={st}"));
+            ORIGINATE_CALLS.with(|c| c.borrow_mut().push((token, ctx)));
+            // The request is held (no upstream request); the tick after the call's answer
+            // tries to write a response.
+            1
+        }
         "trap" => std::process::abort(),
         "local-reply" => {
             let d = "denied_by_probe";
