@@ -11,79 +11,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use crate::context::{DataAction, HeadersAction, HttpStream, NetworkAction, NetworkStream};
 use crate::host::{self, LogLevel};
 use crate::root::{ChildContext, Root};
-
-/// What a headers callback tells the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum HeadersAction {
-    Continue = 0,
-    StopIteration = 1,
-}
-
-/// What a body callback tells the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum DataAction {
-    Continue = 0,
-    /// Hold the data; later callbacks see the whole held body; `continue_stream` releases it.
-    StopIterationAndBuffer = 1,
-    #[allow(dead_code)]
-    StopIterationAndWatermark = 2,
-}
-
-/// What a network-filter data callback tells the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum NetworkAction {
-    Continue = 0,
-    StopIteration = 1,
-}
-
-/// Callbacks of an HTTP stream context.
-pub trait HttpStream {
-    fn on_request_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
-        HeadersAction::Continue
-    }
-    fn on_request_body(&mut self, _size: usize, _eos: bool) -> DataAction {
-        DataAction::Continue
-    }
-    fn on_request_trailers(&mut self, _num: usize) -> HeadersAction {
-        HeadersAction::Continue
-    }
-    fn on_response_headers(&mut self, _num: usize, _eos: bool) -> HeadersAction {
-        HeadersAction::Continue
-    }
-    fn on_response_body(&mut self, _size: usize, _eos: bool) -> DataAction {
-        DataAction::Continue
-    }
-    fn on_response_trailers(&mut self, _num: usize) -> HeadersAction {
-        HeadersAction::Continue
-    }
-    /// The root's tick released this stream's held response data.
-    fn on_flushed(&mut self) {}
-    fn on_log(&mut self) {}
-    fn on_done(&mut self) {}
-}
-
-/// Callbacks of a network (TCP stream) context.
-pub trait NetworkStream {
-    fn on_new_connection(&mut self) -> NetworkAction {
-        NetworkAction::Continue
-    }
-    fn on_downstream_data(&mut self, _size: usize, _eos: bool) -> NetworkAction {
-        NetworkAction::Continue
-    }
-    fn on_upstream_data(&mut self, _size: usize, _eos: bool) -> NetworkAction {
-        NetworkAction::Continue
-    }
-    fn on_downstream_close(&mut self, _peer: u32) {}
-    fn on_upstream_close(&mut self, _peer: u32) {}
-    /// The root's tick, with this connection as the effective context.
-    fn on_tick(&mut self) {}
-    fn on_done(&mut self) {}
-}
 
 type Shared<T> = Rc<RefCell<T>>;
 

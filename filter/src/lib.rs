@@ -4,9 +4,13 @@
 //! native gRPC into gRPC-web over HTTP/1.1 and back; the **server** (next to the gRPC backend)
 //! turns gRPC-web back into native gRPC and carries the response trailers in the body.
 //!
-//! Layout: `codec` is pure wire formats (no host types; natively tested, fuzzed, benchmarked);
-//! `host` is the raw ABI with statuses; `abi` is the entry points; `root` owns configuration
-//! and the flush tick; `http::{agent, server}` are the roles.
+//! Layout, imports one way (entry points -> root -> roles -> codec, host, config):
+//! `abi` is the proxy-wasm entry points and the context registry; `root` owns configuration and
+//! creates stream contexts; `context` is the callback traits the roles implement;
+//! `http::{agent, server, guard, http1_status}` are the HTTP-filter roles (`http::flush` is the
+//! server's flush tick, `http::stream_host` their host seam); `tunnel::{client, server}` the
+//! network-filter roles; `auth`, `metrics`; `host` is the raw ABI with statuses; `codec` is
+//! pure wire formats (no host types; natively tested, fuzzed, benchmarked).
 //!
 //! # Limitations
 //! - The server role holds response data for up to `flush_interval_ms` so it can still append
@@ -18,6 +22,7 @@ pub mod abi;
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod context;
 pub mod host;
 pub mod http;
 pub mod metrics;

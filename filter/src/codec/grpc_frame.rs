@@ -198,6 +198,11 @@ pub enum SparseScanError<E> {
     },
 }
 
+/// Body chunks up to this size are read whole by the roles; larger ones are scanned through
+/// their frame headers only (`FrameScanner::scan_sparse`). Measured in `make bench`
+/// (docs/BENCHMARKS.md).
+pub const WHOLE_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Zero-copy boundary tracker over a byte stream split at arbitrary points. It never stores
 /// payload bytes: the payload of a data frame is skipped by arithmetic on its length.
 ///

@@ -13,7 +13,8 @@
 //! - [`h2`]: just enough HTTP/2 framing for the tunnel server to speak first.
 //! - [`h2_streams`]: which tunnelled calls are open, to end them with UNAVAILABLE if the tunnel breaks.
 //! - [`status`]: gRPC status codes, HTTP status mappings, `grpc-message` percent-encoding.
-//! - [`websocket`]: RFC 6455 frames and the HTTP/1.1 upgrade handshake.
+//! - [`websocket`]: RFC 6455 frames ([`websocket::frame`]) and the HTTP/1.1 upgrade handshake
+//!   ([`websocket::handshake`]).
 //! - [`sha1`]: SHA-1 for `Sec-WebSocket-Accept` and constant-time secret comparison.
 #![deny(
     clippy::unwrap_used,

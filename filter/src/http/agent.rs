@@ -10,11 +10,11 @@
 
 use std::rc::Rc;
 
-use crate::abi::{DataAction, HeadersAction, HttpStream};
-use crate::codec::grpc_frame::{FrameScanner, SparseScanError};
+use crate::codec::grpc_frame::{FrameScanner, SparseScanError, WHOLE_CHUNK_BYTES};
 use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
 use crate::config::Config;
+use crate::context::{DataAction, HeadersAction, HttpStream};
 use crate::host::{BufferType, LogLevel, MapType};
 use crate::http::stream_host::{HeaderList, StreamHost, WasmHost};
 use crate::metrics::Metrics;
@@ -507,10 +507,6 @@ impl AgentStream {
         HeadersAction::Continue
     }
 }
-
-/// Body chunks up to this size are read whole; larger ones are scanned through their frame
-/// headers only (`FrameScanner::scan_sparse`). Measured in `make bench` (docs/BENCHMARKS.md).
-pub(crate) const WHOLE_CHUNK_BYTES: usize = 16 * 1024;
 
 /// `n` bytes of the response body chunk at `start`: exactly `n`, or an error.
 fn read_body(h: &mut dyn StreamHost, start: usize, n: usize) -> Result<Vec<u8>, (u32, String)> {

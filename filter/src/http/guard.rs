@@ -17,11 +17,11 @@
 
 use std::rc::Rc;
 
-use crate::abi::{HeadersAction, HttpStream};
 use crate::auth::{self, PeerCertificate};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::code;
 use crate::config::Config;
+use crate::context::{HeadersAction, HttpStream};
 use crate::host::{LogLevel, MapType};
 use crate::http::envoy_sees_grpc;
 use crate::http::stream_host::{StreamHost, WasmHost};

@@ -15,9 +15,9 @@
 
 use std::rc::Rc;
 
-use crate::abi::{HeadersAction, HttpStream};
 use crate::codec::grpc_web;
 use crate::codec::status;
+use crate::context::{HeadersAction, HttpStream};
 use crate::host::{self, LogLevel, MapType};
 use crate::http::{req_header, resp_header, set_header};
 use crate::metrics::Metrics;

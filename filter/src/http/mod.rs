@@ -1,13 +1,14 @@
 //! HTTP-filter roles and the host glue they share.
 
 pub mod agent;
+pub mod flush;
 pub mod guard;
 pub mod http1_status;
 pub mod server;
 pub mod stream_host;
 
-use crate::abi::HttpStream;
 use crate::codec::status;
+use crate::context::HttpStream;
 use crate::host::{self, BufferType, LogLevel, MapType};
 
 /// A stream of a root whose configuration failed: never touches traffic.

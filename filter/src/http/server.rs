@@ -16,21 +16,21 @@
 
 use std::rc::Rc;
 
-use crate::abi::{DataAction, HeadersAction, HttpStream};
 use crate::auth::{self, PeerCertificate};
-use crate::codec::grpc_frame::{FrameError, FrameScanner, SparseScanError};
+use crate::codec::grpc_frame::{FrameError, FrameScanner, SparseScanError, WHOLE_CHUNK_BYTES};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::Config;
+use crate::context::{DataAction, HeadersAction, HttpStream};
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
+use crate::http::flush::FlushScheduler;
 use crate::http::http1_status::PlainHold;
 use crate::http::{
     envoy_sees_grpc, remove_header, replace_body, req_header, resp_header, send_grpc_error,
     set_header,
 };
 use crate::metrics::Metrics;
-use crate::root::FlushScheduler;
 
 /// Who sent the gRPC-web request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,7 +257,7 @@ impl HttpStream for ServerStream {
         // Large binary chunks are not copied into the VM: the scanner reads only the 5-byte
         // frame headers from the host buffer and skips payloads by arithmetic. Text bodies must
         // be decoded and small chunks cost less read whole (one hostcall), so those are read.
-        let sparse = conv.request_text.is_none() && size > crate::http::agent::WHOLE_CHUNK_BYTES;
+        let sparse = conv.request_text.is_none() && size > WHOLE_CHUNK_BYTES;
         let chunk = if size > 0 && !sparse {
             match host::get_buffer(BufferType::HttpRequestBody, 0, size) {
                 Ok(Some(b)) => b,

@@ -8,13 +8,13 @@
 
 use std::rc::Rc;
 
-use crate::abi::{NetworkAction, NetworkStream};
 use crate::codec::h2_streams::StreamLedger;
 use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_base64, encode_client_handshake, encode_frame,
     parse_server_handshake, ClientHandshake, FrameDecoder, Opcode, Side, WsEvent,
 };
 use crate::config::Config;
+use crate::context::{NetworkAction, NetworkStream};
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
 use crate::tunnel::{wrap_binary, Entropy, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};

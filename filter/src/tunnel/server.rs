@@ -11,7 +11,6 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
-use crate::abi::{NetworkAction, NetworkStream};
 use crate::auth::{self, PeerCertificate};
 use crate::codec::h2::{
     ping_frame, BackendFrameFilter, FrameWalker, PrefaceStripper, EMPTY_SETTINGS, NUDGE_OPAQUE,
@@ -23,6 +22,7 @@ use crate::codec::websocket::{
     ParsedRequest, Side, WsEvent,
 };
 use crate::config::Config;
+use crate::context::{NetworkAction, NetworkStream};
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
 use crate::tunnel::{constant_time_eq, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
