@@ -39,7 +39,7 @@ apt:
 # about 14% smaller (321,701 -> 276,018 bytes when introduced) without giving up speed.
 WASM_OPT_VERSION := 123.0.0
 WASM_OPT := .tools/node_modules/.bin/wasm-opt
-WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
+WASM_FEATURES := --enable-simd --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
 
 $(WASM_OPT):
 	@mkdir -p .tools

@@ -43,7 +43,14 @@ fn guest_wasm(simd: bool) -> Result<PathBuf, String> {
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            if simd {
+                "-Ctarget-feature=+simd128"
+            } else {
+                ""
+            },
+        )
         .status()
         .map_err(|e| format!("cargo: {e}"))?;
     if !status.success() {

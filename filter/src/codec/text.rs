@@ -133,24 +133,33 @@ impl Base64Decoder {
             self.push_char(c, out)?;
             rest = tail;
         }
+        // Clean groups are written into place (room made once for all of them, a 3-byte store
+        // each: a 3-byte `extend_from_slice` per group costs, in wasm, a call); `written` is
+        // where the next one goes and `out` is cut back to it before anything else appends.
         let mut groups = rest.chunks_exact(4);
-        for g in &mut groups {
+        let mut written = out.len();
+        out.resize(written.saturating_add(groups.len().saturating_mul(3)), 0);
+        while let Some(g) = groups.next() {
             let &[a, b, c, d] = g else { continue };
             let (va, vb, vc, vd) = (lut(a), lut(b), lut(c), lut(d));
             if (va | vb | vc | vd) & 0xC0 == 0 {
-                out.extend_from_slice(&[
-                    (va << 2) | (vb >> 4),
-                    (vb << 4) | (vc >> 2),
-                    (vc << 6) | vd,
-                ]);
+                let end = written.saturating_add(3);
+                if let Some(Ok(o)) = out.get_mut(written..end).map(<&mut [u8; 3]>::try_from) {
+                    *o = [(va << 2) | (vb >> 4), (vb << 4) | (vc >> 2), (vc << 6) | vd];
+                }
+                written = end;
                 self.pos = self.pos.saturating_add(4);
             } else {
                 // Padding or an error: the exact per-character rules decide.
+                out.truncate(written);
                 for &ch in g {
                     self.push_char(ch, out)?;
                 }
+                written = out.len();
+                out.resize(written.saturating_add(groups.len().saturating_mul(3)), 0);
             }
         }
+        out.truncate(written);
         for &ch in groups.remainder() {
             self.push_char(ch, out)?;
         }
@@ -254,10 +263,16 @@ impl Base64Encoder {
             }
             self.n = 0;
         }
+        // Whole groups are written into place: one resize, then a 4-byte store per group (a
+        // 4-byte `extend_from_slice` per group costs a capacity check and, in wasm, a call).
         let mut groups = rest.chunks_exact(3);
-        for g in &mut groups {
-            if let &[a, b, c] = g {
-                out.extend_from_slice(&encode_group(a, b, c));
+        let start = out.len();
+        out.resize(start.saturating_add(groups.len().saturating_mul(4)), 0);
+        if let Some(dst) = out.get_mut(start..) {
+            for (g, o) in (&mut groups).zip(dst.chunks_exact_mut(4)) {
+                if let (&[a, b, c], Ok(o)) = (g, <&mut [u8; 4]>::try_from(o)) {
+                    *o = encode_group(a, b, c);
+                }
             }
         }
         match *groups.remainder() {
