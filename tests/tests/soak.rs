@@ -480,6 +480,13 @@ fn sample_buffers(e: &Envoy, peaks: &mut BTreeMap<String, u64>) {
 /// with its gRPC prefix, in one HTTP/2 DATA frame of at most 16 KiB... plus its 5 bytes).
 const ONE_FRAME: u64 = BP_MESSAGE as u64 + 5;
 
+/// What HTTP/1.1 adds to the frame past the watermark on a chunked connection: up to 8 bytes
+/// per chunk (`4005\r\n` ... `\r\n`), and the frame can go out in several chunks (one per
+/// piece Envoy hands the filter: the backend's HTTP/2 DATA frames are at most 16 KiB, so a
+/// 16 KiB message is two pieces, and a release can split it further). Eight chunks' worth;
+/// seen: 5 (40 bytes) with every Envoy at `--concurrency 4`.
+const CHUNK_FRAMING: u64 = 8 * 8;
+
 /// `fallback`: the agent is `agent-fallback.yaml` with its native path blocked by the HTTP/1.1
 /// hop, so the stream takes its bridged gRPC-web path. `server`: the server Envoy's kind.
 fn backpressure(transport: Transport, fallback: bool, server: ServerSide) -> Growth {
@@ -626,7 +633,7 @@ fn backpressure(transport: Transport, fallback: bool, server: ServerSide) -> Gro
                 agent_buffers: bufs_a,
                 server_buffers: bufs_s,
                 overshoot: match transport {
-                    Transport::GrpcWeb => ONE_FRAME,
+                    Transport::GrpcWeb => ONE_FRAME + CHUNK_FRAMING,
                     Transport::WebSocketTunnel => default_limit,
                 },
             };
@@ -978,7 +985,7 @@ fn upload_backpressure(server: ServerSide) -> Growth {
             server_limit: BP_LIMIT,
             agent_buffers: bufs_a,
             server_buffers: bufs_s,
-            overshoot: ONE_FRAME,
+            overshoot: ONE_FRAME + CHUNK_FRAMING,
         };
         topo.backend.state.release_gate(&token);
         let summary = match timeout(Duration::from_secs(120), call).await {
