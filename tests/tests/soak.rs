@@ -480,12 +480,19 @@ fn sample_buffers(e: &Envoy, peaks: &mut BTreeMap<String, u64>) {
 /// with its gRPC prefix, in one HTTP/2 DATA frame of at most 16 KiB... plus its 5 bytes).
 const ONE_FRAME: u64 = BP_MESSAGE as u64 + 5;
 
-/// What HTTP/1.1 adds to the frame past the watermark on a chunked connection: up to 8 bytes
-/// per chunk (`4005\r\n` ... `\r\n`), and the frame can go out in several chunks (one per
-/// piece Envoy hands the filter: the backend's HTTP/2 DATA frames are at most 16 KiB, so a
-/// 16 KiB message is two pieces, and a release can split it further). Eight chunks' worth;
-/// seen: 5 (40 bytes) with every Envoy at `--concurrency 4`.
+/// What HTTP/1.1 adds on a chunked connection: up to 8 bytes per chunk (`4005\r\n` ...
+/// `\r\n`), a few chunks per write past the watermark.
 const CHUNK_FRAMING: u64 = 8 * 8;
+
+/// What may land in a gRPC-web connection buffer at once past its watermark: the server role
+/// releases its hold in one write, at most `max_held_bytes` (the filter's default, read from
+/// its own config parser) plus the frame that passed it, with chunk framing. Seen at
+/// `--concurrency 4`: limit + 16,429 and limit + 18,061 bytes (one worker: under 1 KB).
+fn grpc_web_overshoot() -> u64 {
+    let cfg = grpc_bridge::config::Config::parse(br#"{"role":"server","auth":"none"}"#)
+        .unwrap_or_else(|e| panic!("the filter's default server config: {e:?}"));
+    u64::from(cfg.max_held_bytes) + ONE_FRAME + CHUNK_FRAMING
+}
 
 /// `fallback`: the agent is `agent-fallback.yaml` with its native path blocked by the HTTP/1.1
 /// hop, so the stream takes its bridged gRPC-web path. `server`: the server Envoy's kind.
@@ -633,7 +640,7 @@ fn backpressure(transport: Transport, fallback: bool, server: ServerSide) -> Gro
                 agent_buffers: bufs_a,
                 server_buffers: bufs_s,
                 overshoot: match transport {
-                    Transport::GrpcWeb => ONE_FRAME + CHUNK_FRAMING,
+                    Transport::GrpcWeb => grpc_web_overshoot(),
                     Transport::WebSocketTunnel => default_limit,
                 },
             };
@@ -874,10 +881,10 @@ impl RawH2 {
     }
 }
 
-/// Download: every connection buffer of both Envoys stays within its limit plus one frame
-/// (`Growth::check_buffers`), and the server role's Envoy needs no more memory than the same
+/// Download: every connection buffer of both Envoys stays within its limit plus one release
+/// of the server role's hold (`grpc_web_overshoot`, `Growth::check_buffers`), and the server role's Envoy needs no more memory than the same
 /// Envoy with its C++ `grpc_web` filter instead, beyond the server role's own hold
-/// (`max_held_bytes`, 256 KiB by default) and one frame. The comparison is printed; the bound
+/// (`max_held_bytes`, 16 KiB by default) and one frame. The comparison is printed; the bound
 /// asserted on allocated memory is the loose one in `check_buffers` (two measurements of two
 /// Envoys differ by up to ~150 KB from run to run).
 #[test]
@@ -985,7 +992,7 @@ fn upload_backpressure(server: ServerSide) -> Growth {
             server_limit: BP_LIMIT,
             agent_buffers: bufs_a,
             server_buffers: bufs_s,
-            overshoot: ONE_FRAME + CHUNK_FRAMING,
+            overshoot: grpc_web_overshoot(),
         };
         topo.backend.state.release_gate(&token);
         let summary = match timeout(Duration::from_secs(120), call).await {
