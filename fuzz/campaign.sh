@@ -15,7 +15,7 @@ seconds="${SECONDS_MAX:-3600}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
-targets="${*:-grpc_frame trailer_frame base64_text percent websocket_frames websocket_handshake h2_tunnel config}"
+targets="${*:-grpc_frame trailer_frame base64_text percent websocket_frames websocket_handshake h2_tunnel config scan_sparse auth http1_hold}"
 
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s "$sanitizer" >&2

@@ -20,7 +20,7 @@ sanitizer="${FUZZ_SANITIZER:-none}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 
-all_targets="grpc_frame trailer_frame base64_text percent websocket_frames websocket_handshake h2_tunnel config"
+all_targets="grpc_frame trailer_frame base64_text percent websocket_frames websocket_handshake h2_tunnel config scan_sparse auth http1_hold"
 targets="${FUZZ_TARGETS:-$all_targets}"
 
 export RUSTC_BOOTSTRAP=1

@@ -2,7 +2,8 @@
 //! header, compared in constant time against every configured secret, and/or a client
 //! certificate verified by Envoy's TLS, read from the connection properties.
 //!
-//! The decision (`verify`) is pure; `PeerCertificate::from_host` reads Envoy's properties:
+//! The decisions (`required`, `verify`) are pure; `PeerCertificate::from_host` reads Envoy's
+//! properties (and `from_properties`, also pure, interprets them):
 //! `connection.mtls` (bool: 1 byte), `connection.uri_san_peer_certificate`,
 //! `connection.dns_san_peer_certificate` (the first SAN of each kind) and
 //! `connection.subject_peer_certificate` (RFC 2253). Envoy sets `connection.mtls` only when a
@@ -37,18 +38,34 @@ impl PeerCertificate {
     /// Reads the connection properties. A property the host does not have (a plaintext
     /// connection, an older host) counts as absent; an error reading one counts as no mTLS.
     pub fn from_host() -> PeerCertificate {
-        let get = |name: &str| -> Option<String> {
-            match host::get_property(&["connection", name]) {
-                Ok(Some(v)) if !v.is_empty() => Some(String::from_utf8_lossy(&v).into_owned()),
-                _ => None,
-            }
+        let get = |name: &str| host::get_property(&["connection", name]).ok().flatten();
+        PeerCertificate::from_properties(
+            get("mtls").as_deref(),
+            get("uri_san_peer_certificate").as_deref(),
+            get("dns_san_peer_certificate").as_deref(),
+            get("subject_peer_certificate").as_deref(),
+        )
+    }
+
+    /// The certificate from the raw property values (`None`: the host has no such property or
+    /// could not read it). `mtls` is true when its first byte is non-zero. An identity that is
+    /// empty or not UTF-8 counts as absent: it can match no allowed value (a lossy conversion
+    /// could turn two different byte strings into the same text).
+    pub fn from_properties(
+        mtls: Option<&[u8]>,
+        uri_san: Option<&[u8]>,
+        dns_san: Option<&[u8]>,
+        subject: Option<&[u8]>,
+    ) -> PeerCertificate {
+        let text = |v: Option<&[u8]>| -> Option<String> {
+            let v = v.filter(|v| !v.is_empty())?;
+            std::str::from_utf8(v).ok().map(str::to_owned)
         };
-        let mtls = matches!(host::get_property(&["connection", "mtls"]), Ok(Some(v)) if v.first().is_some_and(|b| *b != 0));
         PeerCertificate {
-            mtls,
-            uri_san: get("uri_san_peer_certificate"),
-            dns_san: get("dns_san_peer_certificate"),
-            subject: get("subject_peer_certificate"),
+            mtls: mtls.and_then(|v| v.first()).is_some_and(|b| *b != 0),
+            uri_san: text(uri_san),
+            dns_san: text(dns_san),
+            subject: text(subject),
         }
     }
 }
@@ -120,6 +137,12 @@ pub fn secret_matches(presented: &[u8], secrets: &[crate::config::Secret]) -> bo
         any |= ((u16::from(diff).wrapping_sub(1)) >> 8) as u8 & 1;
     }
     any == 1
+}
+
+/// Whether a request must authenticate under `cfg`: whatever claims to come from an agent
+/// (`marked`), and gRPC-web without the claim (browsers) only when `require_for_unmarked`.
+pub fn required(cfg: &AuthConfig, marked: bool, grpc_web: bool) -> bool {
+    marked || (grpc_web && cfg.require_for_unmarked)
 }
 
 /// The decision: every configured requirement must hold.
@@ -259,6 +282,41 @@ mod tests {
         );
         assert_eq!(verify(&a, None, &cert), Err(AuthFailure::MissingSecret));
         assert_eq!(verify(&a, Some(b"0123456789abcdef"), &cert), Ok(()));
+    }
+
+    #[test]
+    fn certificate_properties_that_are_empty_or_not_utf8_are_absent() {
+        let p = PeerCertificate::from_properties(
+            Some(&[1]),
+            Some(b"spiffe://corp/agent"),
+            Some(&[0xff, 0xfe]),
+            Some(b""),
+        );
+        assert!(p.mtls);
+        assert_eq!(p.uri_san.as_deref(), Some("spiffe://corp/agent"));
+        assert_eq!(p.dns_san, None);
+        assert_eq!(p.subject, None);
+        // "\u{FFFD}" is what a lossy conversion of 0xff would give: it must not match it.
+        let a = auth(
+            r#"{"role":"server","auth":{"require_client_certificate":true,"allowed_dns_sans":["\ufffd\ufffd"]}}"#,
+        );
+        assert_eq!(
+            verify(&a, None, &p),
+            Err(AuthFailure::CertificateNotAllowed)
+        );
+        for mtls in [None, Some(&[][..]), Some(&[0][..]), Some(&[0, 1][..])] {
+            assert!(!PeerCertificate::from_properties(mtls, None, None, None).mtls);
+        }
+        assert!(PeerCertificate::from_properties(Some(&[2, 0]), None, None, None).mtls);
+    }
+
+    #[test]
+    fn who_must_authenticate() {
+        let mut a = auth(TWO);
+        assert!(required(&a, true, false) && required(&a, true, true));
+        assert!(!required(&a, false, true) && !required(&a, false, false));
+        a.require_for_unmarked = true;
+        assert!(required(&a, false, true) && !required(&a, false, false));
     }
 
     #[test]

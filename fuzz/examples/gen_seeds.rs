@@ -434,5 +434,181 @@ fn main() {
     );
     c.add("not-json", b"role: agent\n");
 
+    // scan_sparse: max_message, plan, fault (bit 15 on; bits 12-13 kind; bits 0-11 which
+    // peek), body.
+    let mut c = Corpus::new(&root, "scan_sparse");
+    let params = |mm: u16, plan: u16, fault: u16| {
+        cat(&[&lim(mm), &plan.to_le_bytes(), &fault.to_le_bytes()])
+    };
+    c.add(
+        "two-messages-trailers",
+        &cat(&[&params(1000, UP_TO_7, 0), &two]),
+    );
+    c.add(
+        "bytewise-empty-messages",
+        &cat(&[&params(10, BYTEWISE, 0), &grpc(0, b""), &grpc(1, b""), &ok]),
+    );
+    c.add(
+        "too-large",
+        &cat(&[&params(4, FIXED_16, 0), &grpc(0, b"abcd"), &grpc(0, b"abcde")]),
+    );
+    c.add(
+        "reserved-flags-then-empty-chunks",
+        &cat(&[&params(100, UP_TO_7, 0), &grpc(0, b"x"), &[0x02, 0, 0]]),
+    );
+    c.add(
+        "truncated-payload",
+        &cat(&[&params(100, WHOLE, 0), &grpc(0, b"hello")[..7]]),
+    );
+    c.add(
+        "peek-error-second-header",
+        &cat(&[&params(100, BYTEWISE, 0x8000 | 1), &grpc(0, b"hi"), &grpc(0, b"yo")]),
+    );
+    c.add(
+        "peek-short",
+        &cat(&[&params(100, WHOLE, 0x9000), &grpc(0, b"hi")]),
+    );
+    c.add(
+        "peek-long",
+        &cat(&[&params(100, FIXED_16, 0xA000 | 2), &grpc(0, b"a"), &grpc(0, b"b"), &ok]),
+    );
+
+    // auth: flags, secrets, three allow lists, presented secret, four properties, copy, pick,
+    // tunnel headers wanted, then presented. A field is a length byte and its bytes.
+    let mut c = Corpus::new(&root, "auth");
+    let f = |b: &[u8]| cat(&[&[b.len() as u8], b]);
+    let missing: &[u8] = &[0x3F];
+    let secret_a: &[u8] = b"0123456789abcdef";
+    let secret_b: &[u8] = b"new-secret-0000000";
+    // require nothing but a secret; two secrets, present the second.
+    c.add(
+        "secret-ok",
+        &cat(&[
+            &[0x10 | 0x04 | (2 << 5)],
+            &f(secret_a),
+            &f(secret_b),
+            &[0, 0, 0],
+            &f(secret_b),
+            missing,
+            missing,
+            missing,
+            missing,
+            &[0, 0, 0],
+        ]),
+    );
+    c.add(
+        "secret-wrong-last-byte",
+        &cat(&[
+            &[0x10 | (1 << 5)],
+            &f(secret_a),
+            &[0, 0, 0],
+            &f(b"0123456789abcdeF"),
+            missing,
+            missing,
+            missing,
+            missing,
+            &[0, 0, 0],
+        ]),
+    );
+    c.add(
+        "mtls-uri-san-ok-and-tunnel-header",
+        &cat(&[
+            &[0x01 | 0x04],
+            &[1],
+            &f(b"spiffe://corp/agent"),
+            &[0, 0],
+            &f(b""),
+            &f(&[1]),
+            &f(b"spiffe://corp/agent"),
+            missing,
+            &f(b"CN=agent,O=corp"),
+            &[0x10, 0, 1],
+            &f(b"Authorization"),
+            &f(b"Bearer x"),
+        ]),
+    );
+    c.add(
+        "mtls-all-lists-copied-and-flipped",
+        &cat(&[
+            &[0x01 | 0x02 | 0x08 | 0x10 | (1 << 5)],
+            &f(secret_a),
+            &[2],
+            &f(b"spiffe://corp/a"),
+            &f(b"spiffe://corp/b"),
+            &[1],
+            &f(b"agent.corp.example"),
+            &[1],
+            &f(b"CN=agent,O=corp"),
+            &f(b""),
+            &f(&[1]),
+            missing,
+            missing,
+            missing,
+            &[0x0F | 0x40 | 0x80, 0x07],
+            &[0],
+        ]),
+    );
+    c.add(
+        "not-utf8-identity",
+        &cat(&[
+            &[0x01],
+            &[0],
+            &[1],
+            &f("\u{FFFD}".as_bytes()),
+            &[0],
+            &f(b""),
+            &f(&[1]),
+            missing,
+            &f(&[0xff]),
+            missing,
+            &[0, 0, 2],
+            &f(b"x-a"),
+            &f(b"1"),
+            &f(b"X-B"),
+            &f(b""),
+            &f(b"x-a"),
+            &f(b"2"),
+        ]),
+    );
+
+    // http1_hold: max_bytes, max_ms, content type, protocol, headers, then 3-byte operations
+    // (kind: 0 body, 1 last body chunk, 2 trailers, 3 tick; u16 argument).
+    let mut c = Corpus::new(&root, "http1_hold");
+    let op = |kind: u8, arg: u16| cat(&[&[kind], &arg.to_le_bytes()]);
+    let params =
+        |mb: u16, ms: u8, ct: u8, proto: u8, h: u8| cat(&[&lim(mb), &[ms, ct, proto, h]]);
+    c.add(
+        "bytes-bound-crossed",
+        &cat(&[
+            &params(100, 0, 0, 0, 0),
+            &op(0, 60 << 4),
+            &op(0, 40 << 4),
+            &op(0, 1 << 4),
+            &op(2, 0),
+        ]),
+    );
+    c.add(
+        "time-bound-by-ticks",
+        &cat(&[
+            &params(0, 5, 1, 1, 0),
+            &op(3, 16),
+            &op(3, 16 * 3),
+            &op(3, 0x8000 | 16),
+            &op(3, 16 * 2),
+            &op(0, 1 << 4),
+        ]),
+    );
+    c.add(
+        "ends-in-time",
+        &cat(&[&params(1000, 50, 2, 0, 0), &op(0, 500 << 4), &op(1, 500), &op(3, 16 * 100)]),
+    );
+    c.add("headers-end-the-call", &cat(&[&params(10, 10, 0, 0, 1), &op(0, 0xFFFF)]));
+    c.add("http2-no-hold", &cat(&[&params(10, 10, 0, 2, 0), &op(0, 0xFFFF)]));
+    c.add("grpc-web-no-hold", &cat(&[&params(10, 10, 3, 0, 0)]));
+    c.add(
+        "own-content-type-and-protocol",
+        &cat(&[&params(10, 0, 0x30, 0x48, 0), b"application/grpc", b"HTTP/1.0", &op(1, 11)]),
+    );
+
     println!("seed corpora written under {}", root.display());
 }

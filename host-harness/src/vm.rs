@@ -8,7 +8,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use wasmtime::{
-    Caller, Config, Engine, Extern, Func, Instance, Linker, Module, Store, Val, ValType,
+    Caller, Config, Engine, Extern, Func, Instance, InstancePre, Linker, Module, Store, Val,
+    ValType,
 };
 
 use crate::abi::{LogLevel, Status};
@@ -235,13 +236,13 @@ const CALLBACKS: &[(&str, usize, usize)] = &[
 /// Compiles a module once per process: every plugin shares one engine, and loading the same
 /// bytes again (several proxies of one topology, many scenarios) reuses the compiled code,
 /// like Envoy sharing one compiled module across its workers. The lock is held while
-/// compiling so parallel loads of one module wait instead of compiling it twice.
+/// compiling so parallel loads of one module wait instead of compiling it twice. The cache is
+/// a few entries compared byte for byte (cheaper than hashing a whole module on every load).
 fn compile(bytes: &[u8]) -> Result<(Engine, Module), LoadError> {
-    use std::hash::{Hash, Hasher};
     use std::sync::{Mutex, OnceLock};
     const CACHED: usize = 8;
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    static MODULES: Mutex<Vec<(u64, Vec<u8>, Module)>> = Mutex::new(Vec::new());
+    static MODULES: Mutex<Vec<(Vec<u8>, Module)>> = Mutex::new(Vec::new());
     let engine = match ENGINE.get() {
         Some(e) => e.clone(),
         None => {
@@ -249,19 +250,45 @@ fn compile(bytes: &[u8]) -> Result<(Engine, Module), LoadError> {
             ENGINE.get_or_init(|| e).clone()
         }
     };
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    let key = hasher.finish();
     let mut cache = MODULES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, module)) = cache.iter().find(|(k, b, _)| *k == key && b == bytes) {
+    if let Some((_, module)) = cache.iter().find(|(b, _)| b.as_slice() == bytes) {
         return Ok((engine, module.clone()));
     }
     let module = Module::new(&engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
     if cache.len() >= CACHED {
         cache.remove(0);
     }
-    cache.push((key, bytes.to_vec(), module.clone()));
+    cache.push((bytes.to_vec(), module.clone()));
     Ok((engine, module))
+}
+
+thread_local! {
+    /// Modules already linked against the host functions, by module: linking (defining every
+    /// host function, resolving the imports) is done once per module and thread, and each load
+    /// only instantiates (what a fuzzer loading a fresh VM per input spends most of its time on
+    /// otherwise). Keyed by the compiled module's identity (`Module::same`).
+    static LINKED: std::cell::RefCell<Vec<(Module, InstancePre<HostState>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn linked(module: &Module) -> Option<InstancePre<HostState>> {
+    LINKED.with(|l| {
+        l.borrow()
+            .iter()
+            .find(|(m, _)| Module::same(m, module))
+            .map(|(_, pre)| pre.clone())
+    })
+}
+
+fn remember_linked(module: &Module, pre: InstancePre<HostState>) {
+    const CACHED: usize = 8;
+    LINKED.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() >= CACHED {
+            l.remove(0);
+        }
+        l.push((module.clone(), pre));
+    });
 }
 
 /// One loaded filter: one VM with its root context, like one Envoy worker's plugin.
@@ -276,16 +303,20 @@ impl Plugin {
     /// Compiles, instantiates and starts the filter: `_initialize`, root context creation,
     /// `proxy_on_vm_start`, `proxy_on_configure` — failing like Envoy fails the listener.
     pub fn load(options: PluginOptions) -> Result<Plugin, LoadError> {
-        let bytes = match &options.wasm {
-            WasmSource::File(path) => std::fs::read(path).map_err(|error| LoadError::Read {
-                path: path.clone(),
-                error,
-            })?,
-            WasmSource::Bytes(b) => b.clone(),
+        let read;
+        let bytes: &[u8] = match &options.wasm {
+            WasmSource::File(path) => {
+                read = std::fs::read(path).map_err(|error| LoadError::Read {
+                    path: path.clone(),
+                    error,
+                })?;
+                &read
+            }
+            WasmSource::Bytes(b) => b,
             // wasmtime's `wat` feature parses text in `Module::new`.
-            WasmSource::Wat(text) => text.clone().into_bytes(),
+            WasmSource::Wat(text) => text.as_bytes(),
         };
-        let (engine, module) = compile(&bytes)?;
+        let (engine, module) = compile(bytes)?;
 
         let abi_ok = module.exports().any(|e| {
             matches!(
@@ -354,23 +385,34 @@ impl Plugin {
             }
             Ok(())
         });
-        let mut linker: Linker<HostState> = Linker::new(&engine);
-        crate::hostcalls::define(&mut linker).map_err(|e| LoadError::Instantiate(e.to_string()))?;
-        crate::wasi::define(&mut linker).map_err(|e| LoadError::Instantiate(e.to_string()))?;
-
-        for import in module.imports() {
-            if linker
-                .get(&mut store, import.module(), import.name())
-                .is_err()
-            {
-                return Err(LoadError::MissingImport {
-                    module: import.module().to_string(),
-                    name: import.name().to_string(),
-                });
+        let pre = match linked(&module) {
+            Some(pre) => pre,
+            None => {
+                let mut linker: Linker<HostState> = Linker::new(&engine);
+                crate::hostcalls::define(&mut linker)
+                    .map_err(|e| LoadError::Instantiate(e.to_string()))?;
+                crate::wasi::define(&mut linker)
+                    .map_err(|e| LoadError::Instantiate(e.to_string()))?;
+                for import in module.imports() {
+                    if linker
+                        .get(&mut store, import.module(), import.name())
+                        .is_err()
+                    {
+                        return Err(LoadError::MissingImport {
+                            module: import.module().to_string(),
+                            name: import.name().to_string(),
+                        });
+                    }
+                }
+                let pre = linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+                remember_linked(&module, pre.clone());
+                pre
             }
-        }
-        let instance: Instance = linker
-            .instantiate(&mut store, &module)
+        };
+        let instance: Instance = pre
+            .instantiate(&mut store)
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
 
         let memory = instance.get_memory(&mut store, "memory");

@@ -310,6 +310,10 @@ impl FrameScanner {
         len: usize,
         mut peek: impl FnMut(usize, usize) -> Result<Vec<u8>, E>,
     ) -> Result<ScanOutcome, SparseScanError<E>> {
+        // Sticky even for an empty chunk, as `scan` is (the loop below is not entered then).
+        if let ScanState::Failed(e) = &self.state {
+            return Err(SparseScanError::Frame(e.clone()));
+        }
         let mut outcome = ScanOutcome::default();
         let mut pos = 0usize;
         while pos < len {
@@ -939,6 +943,20 @@ mod tests {
             // Headers only: at most 5 bytes per frame were read.
             prop_assert!(peeked <= 5 * frames.len());
         });
+    }
+
+    /// Found by the `scan_sparse` fuzz target: an empty chunk after a framing error answered
+    /// Ok where `scan` repeats the error.
+    #[test]
+    fn scan_sparse_error_is_sticky_on_an_empty_chunk() {
+        let mut s = FrameScanner::new(100);
+        let e = SparseScanError::Frame(FrameError::ReservedFlags(0x02));
+        assert_eq!(
+            s.scan_sparse(1, |_, _| Ok::<_, ()>(vec![0x02])),
+            Err(e.clone())
+        );
+        assert_eq!(s.scan_sparse(0, |_, _| Ok::<_, ()>(vec![])), Err(e));
+        assert_eq!(s.scan(&[]), Err(FrameError::ReservedFlags(0x02)));
     }
 
     #[test]

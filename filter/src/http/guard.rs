@@ -76,7 +76,7 @@ impl GuardStream {
         let mut changed = headers.remove(&self.cfg.marker_header);
         if let Some(a) = self.cfg.auth.as_ref() {
             changed |= headers.remove(&a.secret_header);
-            if marked || (web.is_some() && a.require_for_unmarked) {
+            if auth::required(a, marked, web.is_some()) {
                 if let Err(f) = auth::verify(
                     a,
                     presented.as_deref().map(str::as_bytes),

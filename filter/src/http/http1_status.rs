@@ -115,6 +115,7 @@ pub struct PlainHold {
 
 impl PlainHold {
     /// For a request of a plain HTTP/1.x gRPC client, when some bound is configured.
+    /// Reads `request.protocol` from the host only when the rest already calls for a hold.
     pub fn detect(content_type: &str, max_bytes: u32, max_ms: u32) -> Option<PlainHold> {
         if (max_bytes == 0 && max_ms == 0)
             || grpc_web::parse_grpc_content_type(content_type).is_none()
@@ -122,7 +123,23 @@ impl PlainHold {
             return None;
         }
         let protocol = host::get_property(&["request", "protocol"]).ok().flatten();
-        is_http1(protocol.as_deref()).then_some(PlainHold {
+        PlainHold::for_request(content_type, protocol.as_deref(), max_bytes, max_ms)
+    }
+
+    /// The pure decision behind [`detect`](Self::detect): a hold for a request with this
+    /// content type over this `request.protocol` (`None`: unknown), under these bounds (0: none).
+    pub fn for_request(
+        content_type: &str,
+        protocol: Option<&[u8]>,
+        max_bytes: u32,
+        max_ms: u32,
+    ) -> Option<PlainHold> {
+        if (max_bytes == 0 && max_ms == 0)
+            || grpc_web::parse_grpc_content_type(content_type).is_none()
+        {
+            return None;
+        }
+        is_http1(protocol).then_some(PlainHold {
             max_bytes: u64::from(max_bytes),
             max_ms: u64::from(max_ms),
             bytes: 0,
@@ -144,6 +161,11 @@ impl PlainHold {
 
     pub fn is_done(&self) -> bool {
         self.done
+    }
+
+    /// Response bytes counted so far (including those of the check that ended the call).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Counts response bytes; the error to end the call with once past a bound. `now_ns` is
@@ -214,6 +236,24 @@ mod hold_tests {
     }
 
     use crate::codec::status::code;
+
+    #[test]
+    fn a_hold_only_for_plain_http1_grpc_with_a_bound() {
+        let h1 = Some(&b"HTTP/1.1"[..]);
+        assert!(PlainHold::for_request("application/grpc", h1, 100, 0).is_some());
+        assert!(
+            PlainHold::for_request("application/grpc+proto", Some(b"HTTP/1.0"), 0, 5).is_some()
+        );
+        assert!(PlainHold::for_request("application/grpc", h1, 0, 0).is_none());
+        assert!(PlainHold::for_request("application/grpc", Some(b"HTTP/2"), 100, 0).is_none());
+        assert!(PlainHold::for_request("application/grpc", None, 100, 0).is_none());
+        assert!(PlainHold::for_request("application/grpc-web", h1, 100, 0).is_none());
+        assert!(PlainHold::for_request("text/plain", h1, 100, 0).is_none());
+        let mut h = PlainHold::for_request("application/grpc", h1, 100, 0).unwrap();
+        assert!(!h.start(1));
+        assert_eq!(h.check(60, Some(2)), None);
+        assert_eq!(h.bytes(), 60);
+    }
 
     #[test]
     fn bounds() {

@@ -173,7 +173,7 @@ impl HttpStream for ServerStream {
         if let Some(a) = self.cfg.auth.as_ref() {
             // Whatever claims to come from an agent must prove it; gRPC-web without the claim
             // (browsers) only when `require_for_unmarked`.
-            if marked || (web.is_some() && a.require_for_unmarked) {
+            if auth::required(a, marked, web.is_some()) {
                 if let Err(f) = auth::verify(
                     a,
                     presented.as_deref().map(str::as_bytes),

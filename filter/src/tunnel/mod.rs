@@ -88,13 +88,26 @@ pub(crate) fn wrap_binary(
 /// Compares secrets in time that depends on neither their contents nor their lengths: both
 /// sides are hashed (SHA-1, fixed-size digests) and the digests compared with no early exit,
 /// as `auth::secret_matches` does. A length check first would tell an attacker the length.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (da, db) = (crate::codec::sha1::sha1(a), crate::codec::sha1::sha1(b));
     let mut diff = 0u8;
     for (x, y) in da.iter().zip(db.iter()) {
         diff |= x ^ y;
     }
     diff == 0
+}
+
+/// The tunnel server's `tunnel_headers` check: every configured header must be present with
+/// exactly the configured value (compared with [`constant_time_eq`]; a missing header counts as
+/// empty). `header` looks a header up by its lowercase name.
+pub fn tunnel_headers_match<'h>(
+    required: &std::collections::BTreeMap<String, String>,
+    mut header: impl FnMut(&str) -> Option<&'h str>,
+) -> bool {
+    required.iter().all(|(name, want)| {
+        let got = header(&name.to_ascii_lowercase()).unwrap_or("");
+        constant_time_eq(got.as_bytes(), want.as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -113,6 +126,24 @@ mod tests {
         for n in 0..300 {
             assert!(!constant_time_eq(&long[..n], &long), "{n}");
         }
+    }
+
+    #[test]
+    fn tunnel_headers_must_all_match_exactly() {
+        let mut want = std::collections::BTreeMap::new();
+        assert!(tunnel_headers_match(&want, |_| None));
+        want.insert("X-Tunnel-Key".to_string(), "k1".to_string());
+        want.insert("x-other".to_string(), "".to_string());
+        let headers = [("x-tunnel-key", "k1")];
+        let find = |n: &str| headers.iter().find(|(h, _)| *h == n).map(|(_, v)| *v);
+        // A missing header counts as empty, so an empty configured value is met by its absence.
+        assert!(tunnel_headers_match(&want, find));
+        let wrong = [("x-tunnel-key", "k2")];
+        assert!(!tunnel_headers_match(&want, |n: &str| wrong
+            .iter()
+            .find(|(h, _)| *h == n)
+            .map(|(_, v)| *v)));
+        assert!(!tunnel_headers_match(&want, |_| None));
     }
 
     #[test]

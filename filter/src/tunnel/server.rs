@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::context::{NetworkAction, NetworkStream};
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
-use crate::tunnel::{constant_time_eq, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
+use crate::tunnel::{tunnel_headers_match, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
 
 /// Root ticks (`root::CLOSE_TICK_MS` each, so 1 s) a connection that failed keeps open after
 /// its close frame, so the frame reaches the client before the connection drops.
@@ -114,11 +114,8 @@ impl TunnelServer {
                 format!("subprotocol {} required", self.cfg.tunnel_protocol),
             ));
         }
-        for (name, want) in &self.cfg.tunnel_headers {
-            let got = req.header(&name.to_ascii_lowercase()).unwrap_or("");
-            if !constant_time_eq(got.as_bytes(), want.as_bytes()) {
-                return Err((403, "tunnel authentication failed".to_string()));
-            }
+        if !tunnel_headers_match(&self.cfg.tunnel_headers, |name| req.header(name)) {
+            return Err((403, "tunnel authentication failed".to_string()));
         }
         if let Some(a) = self.cfg.auth.as_ref() {
             if let Err(f) = auth::verify(
