@@ -135,11 +135,13 @@ impl Base64Decoder {
         }
         // Clean groups are written into place (room made once for all of them, a 3-byte store
         // each: a 3-byte `extend_from_slice` per group costs, in wasm, a call); `written` is
-        // where the next one goes and `out` is cut back to it before anything else appends.
+        // where the next one goes and `out` is cut back to it before anything else appends (a
+        // padded group is decoded aside and copied into its room: no re-zeroing of the rest).
         let mut groups = rest.chunks_exact(4);
         let mut written = out.len();
         out.resize(written.saturating_add(groups.len().saturating_mul(3)), 0);
-        while let Some(g) = groups.next() {
+        let mut slow = Vec::new();
+        for g in &mut groups {
             let &[a, b, c, d] = g else { continue };
             let (va, vb, vc, vd) = (lut(a), lut(b), lut(c), lut(d));
             if (va | vb | vc | vd) & 0xC0 == 0 {
@@ -150,13 +152,19 @@ impl Base64Decoder {
                 written = end;
                 self.pos = self.pos.saturating_add(4);
             } else {
-                // Padding or an error: the exact per-character rules decide.
-                out.truncate(written);
-                for &ch in g {
-                    self.push_char(ch, out)?;
+                // Padding or an error: the exact per-character rules decide. The group starts
+                // at a group boundary, so it yields at most 3 bytes: its own room in `out`.
+                slow.clear();
+                let res = g.iter().try_for_each(|&ch| self.push_char(ch, &mut slow));
+                let end = written.saturating_add(slow.len());
+                if let Some(dst) = out.get_mut(written..end) {
+                    dst.copy_from_slice(&slow);
                 }
-                written = out.len();
-                out.resize(written.saturating_add(groups.len().saturating_mul(3)), 0);
+                written = end;
+                if let Err(e) = res {
+                    out.truncate(written);
+                    return Err(e);
+                }
             }
         }
         out.truncate(written);
