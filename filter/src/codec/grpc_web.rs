@@ -16,6 +16,7 @@
 use std::fmt;
 
 use super::grpc_frame::{FrameHeader, FLAG_TRAILERS, FRAME_HEADER_LEN};
+use super::is_tchar;
 
 /// Body encoding of a gRPC-web message stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,28 +130,6 @@ impl fmt::Display for TrailerError {
 }
 
 impl std::error::Error for TrailerError {}
-
-/// RFC 9110 `tchar`: the characters allowed in a header name.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
 
 /// Printable rendering of an untrusted name for error messages: escaped, at most 64 chars.
 fn show(raw: &[u8]) -> String {

@@ -32,3 +32,25 @@ pub mod sha1;
 pub mod status;
 pub mod text;
 pub mod websocket;
+
+/// RFC 9110 `tchar`: the characters allowed in a token (a header name, a media subtype).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}

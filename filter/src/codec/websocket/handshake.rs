@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use super::super::is_tchar;
 use super::super::sha1::Sha1;
 use super::super::text::{decode_all, encode_padded};
 
@@ -62,28 +63,6 @@ const MANAGED_HEADERS: &[&str] = &[
     "content-length",
     "transfer-encoding",
 ];
-
-/// RFC 9110 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
 
 fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| is_tchar(b))
