@@ -10,14 +10,15 @@ use std::rc::Rc;
 
 use crate::codec::h2_streams::StreamLedger;
 use crate::codec::websocket::{
-    accept_key, close_code, close_payload, encode_base64, encode_client_handshake, encode_frame,
-    parse_server_handshake, ClientHandshake, FrameDecoder, Opcode, Side, WsEvent,
+    accept_key, close_code, encode_client_handshake, parse_server_handshake, ClientHandshake,
+    Opcode, Side, WsEvent,
 };
-use crate::config::Config;
 use crate::context::{NetworkAction, NetworkStream};
-use crate::host::{self, BufferType, LogLevel, StreamType};
+use crate::host::LogLevel;
 use crate::metrics::Metrics;
-use crate::tunnel::{wrap_binary, Entropy, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
+use crate::tunnel::net_host::{Flow, NetHost, WasmNetHost};
+use crate::tunnel::session::WsSession;
+use crate::tunnel::{TunnelSettings, MAX_HANDSHAKE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -32,15 +33,13 @@ enum State {
 
 pub struct TunnelClient {
     id: u32,
-    cfg: Rc<Config>,
+    cfg: Rc<TunnelSettings>,
     state: State,
-    entropy: Entropy,
     expected_accept: String,
     head: Vec<u8>,
-    decoder: FrameDecoder,
-    /// Control frames (pong, close) waiting for a chance to go upstream.
-    to_upstream: Vec<u8>,
-    close_sent: bool,
+    /// Our WebSocket side: masked frames up, the server's frames decoded, control frames (pong,
+    /// close, ping) waiting for a chance to go upstream.
+    session: WsSession,
     /// When we last sent anything upstream (ns, host clock): keepalive pings fill silences.
     last_sent_ns: u64,
     /// The client's open calls, so a broken tunnel ends each with UNAVAILABLE (codec::h2_streams).
@@ -53,18 +52,15 @@ pub struct TunnelClient {
 }
 
 impl TunnelClient {
-    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
-        let max = u64::from(cfg.max_frame_bytes);
+    pub fn new(id: u32, cfg: Rc<TunnelSettings>, metrics: Rc<Metrics>) -> Self {
+        let session = WsSession::new(Side::Client, cfg.max_frame_bytes);
         TunnelClient {
             id,
             cfg,
             state: State::Fresh,
-            entropy: Entropy::new(),
             expected_accept: String::new(),
             head: Vec::new(),
-            decoder: FrameDecoder::new(Side::Client, max),
-            to_upstream: Vec::new(),
-            close_sent: false,
+            session,
             last_sent_ns: 0,
             ledger: StreamLedger::new(),
             server_closed: None,
@@ -73,10 +69,10 @@ impl TunnelClient {
         }
     }
 
-    fn handshake(&mut self) -> Option<Vec<u8>> {
-        let key = encode_base64(&self.entropy.take16()?);
+    fn handshake(&mut self, h: &mut dyn NetHost) -> Option<Vec<u8>> {
+        let key = self.session.handshake_key(h).ok()?;
         self.expected_accept = accept_key(&key);
-        let h =
+        let hs =
             ClientHandshake {
                 host: self.cfg.tunnel_host.clone().unwrap_or_default(),
                 path: self.cfg.tunnel_path.clone(),
@@ -92,47 +88,42 @@ impl TunnelClient {
                     }))
                     .collect(),
             };
-        Some(encode_client_handshake(&h))
+        Some(encode_client_handshake(&hs))
     }
 
-    fn queue_control(&mut self, opcode: Opcode, payload: &[u8]) {
-        if self.to_upstream.len() > MAX_CONTROL_QUEUE {
-            return;
-        }
-        match self.entropy.take4() {
-            Some(mask) => encode_frame(true, opcode, Some(mask), payload, &mut self.to_upstream),
-            None => self.fail("no entropy for mask keys"),
+    fn queue_control(&mut self, h: &mut dyn NetHost, opcode: Opcode, payload: &[u8]) {
+        if self.session.queue_control(opcode, payload, h).is_err() {
+            self.fail(h, "no entropy for mask keys");
         }
     }
 
-    fn queue_close(&mut self, code: u16, reason: &str) {
-        if !self.close_sent {
-            self.close_sent = true;
-            self.queue_control(Opcode::Close, &close_payload(code, reason));
+    fn queue_close(&mut self, h: &mut dyn NetHost, code: u16, reason: &str) {
+        if self.session.queue_close(code, reason, h).is_err() {
+            self.fail(h, "no entropy for mask keys");
         }
     }
 
     /// Sends queued control frames now, outside `on_downstream_data`: append to the downstream
     /// buffer and let Envoy continue reading it into `tcp_proxy`.
-    fn flush_control(&mut self) {
-        if self.to_upstream.is_empty() {
+    fn flush_control(&mut self, h: &mut dyn NetHost) {
+        if self.session.control().is_empty() {
             return;
         }
-        if host::append_buffer(BufferType::DownstreamData, &self.to_upstream).is_ok()
-            && host::continue_stream(StreamType::Downstream).is_ok()
+        if h.append(Flow::Downstream, self.session.control()).is_ok()
+            && h.resume(Flow::Downstream).is_ok()
         {
-            self.to_upstream.clear();
-            self.last_sent_ns = host::now_nanos();
+            self.session.clear_control();
+            self.last_sent_ns = h.now_nanos();
         }
     }
 
-    fn fail(&mut self, why: &str) {
-        host::log(
+    fn fail(&mut self, h: &mut dyn NetHost, why: &str) {
+        h.log(
             LogLevel::Warn,
             &format!("grpc-bridge tunnel client {}: closing: {why}", self.id),
         );
         self.state = State::Closed;
-        let _ = host::close_stream(StreamType::Downstream);
+        let _ = h.close(Flow::Downstream);
     }
 
     /// The tunnel is ending (the server side closed it, or the connection toward it did): end
@@ -140,7 +131,7 @@ impl TunnelClient {
     /// away would, rather than let the client's HTTP/2 connection break under them (which tonic
     /// reports as UNKNOWN). Only possible between the server's frames; otherwise, or with no
     /// call open, the connection just closes as before.
-    fn end_open_calls(&mut self, out: &mut Vec<u8>) {
+    fn end_open_calls(&mut self, h: &mut dyn NetHost, out: &mut Vec<u8>) {
         if self.calls_ended {
             return;
         }
@@ -157,7 +148,7 @@ impl TunnelClient {
         if let Some(frames) = self.ledger.unavailable_frames(&message) {
             out.extend_from_slice(&frames);
             self.metrics.add("calls_ended_unavailable", calls as u64);
-            host::log(
+            h.log(
                 LogLevel::Info,
                 &format!(
                     "grpc-bridge tunnel client {}: tunnel closed; {calls} open call(s) ended with UNAVAILABLE",
@@ -168,23 +159,23 @@ impl TunnelClient {
     }
 
     /// Unwraps server frames into `out`; control frames are answered.
-    fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    fn unwrap(&mut self, h: &mut dyn NetHost, input: &[u8], out: &mut Vec<u8>) {
         let mut events = Vec::new();
-        let res = self.decoder.decode_into(input, out, &mut events);
+        let res = self.session.decode_into(input, out, &mut events);
         for ev in events {
             match ev {
                 // Answer only the latest ping (RFC 6455 5.5.3): no pile-up if sending stalls.
                 WsEvent::Ping(p) => {
-                    if self.to_upstream.is_empty() {
-                        self.queue_control(Opcode::Pong, &p);
+                    if self.session.control().is_empty() {
+                        self.queue_control(h, Opcode::Pong, &p);
                     }
                 }
                 WsEvent::Close { code, reason } => {
-                    host::log(
+                    h.log(
                         LogLevel::Debug,
                         &format!("grpc-bridge tunnel client: server closed ({code:?}) {reason}"),
                     );
-                    self.queue_close(code.unwrap_or(close_code::NORMAL), "");
+                    self.queue_close(h, code.unwrap_or(close_code::NORMAL), "");
                     self.server_closed = Some(reason);
                 }
                 WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
@@ -192,32 +183,35 @@ impl TunnelClient {
         }
         if let Err(e) = res {
             self.metrics.inc("errors.bad_frame");
-            self.queue_close(e.close_code, &e.reason);
-            self.flush_control();
-            self.fail(&format!("invalid frame from server: {e}"));
+            self.queue_close(h, e.close_code, &e.reason);
+            self.flush_control(h);
+            self.fail(h, &format!("invalid frame from server: {e}"));
         }
     }
-}
 
-impl NetworkStream for TunnelClient {
-    fn on_downstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+    pub fn downstream_data(
+        &mut self,
+        h: &mut dyn NetHost,
+        size: usize,
+        eos: bool,
+    ) -> NetworkAction {
         if self.state == State::Closed {
-            let _ = host::replace_buffer_prefix(BufferType::DownstreamData, size, &[]);
+            let _ = h.replace(Flow::Downstream, size, &[]);
             return NetworkAction::Continue;
         }
-        let data = match host::get_buffer(BufferType::DownstreamData, 0, size) {
-            Ok(d) => d.unwrap_or_default(),
+        let data = match h.read(Flow::Downstream, size) {
+            Ok(d) => d,
             Err(e) => {
-                self.fail(&format!("downstream data unreadable: {e:?}"));
+                self.fail(h, &format!("downstream data unreadable: {e:?}"));
                 return NetworkAction::Continue;
             }
         };
         let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 256);
         if self.state == State::Fresh {
-            match self.handshake() {
-                Some(h) => out.extend_from_slice(&h),
+            match self.handshake(h) {
+                Some(hs) => out.extend_from_slice(&hs),
                 None => {
-                    self.fail("no entropy for the handshake key");
+                    self.fail(h, "no entropy for the handshake key");
                     return NetworkAction::Continue;
                 }
             }
@@ -226,39 +220,34 @@ impl NetworkStream for TunnelClient {
         }
         self.metrics.add("bytes_up", data.len() as u64);
         self.ledger.client_bytes(&data);
-        out.append(&mut self.to_upstream);
-        if !wrap_binary(
-            &data,
-            self.cfg.max_frame_bytes as usize,
-            Some(&mut self.entropy),
-            &mut out,
-        ) {
-            self.fail("no entropy for mask keys");
+        self.session.take_control(&mut out);
+        if self.session.wrap_binary(&data, h, &mut out).is_err() {
+            self.fail(h, "no entropy for mask keys");
             return NetworkAction::Continue;
         }
         if eos {
             // The gRPC client closed its side: say so in-band before the FIN.
-            self.queue_close(close_code::NORMAL, "client closed");
-            out.append(&mut self.to_upstream);
+            self.queue_close(h, close_code::NORMAL, "client closed");
+            self.session.take_control(&mut out);
         }
-        if let Err(e) = host::replace_buffer_prefix(BufferType::DownstreamData, size, &out) {
-            self.fail(&format!("cannot write upstream: {e:?}"));
+        if let Err(e) = h.replace(Flow::Downstream, size, &out) {
+            self.fail(h, &format!("cannot write upstream: {e:?}"));
         }
-        self.last_sent_ns = host::now_nanos();
+        self.last_sent_ns = h.now_nanos();
         // Pass the data on now, but leave the read side "paused": Envoy keeps the downstream
         // buffer reachable only for a filter that stopped, and the keepalive tick needs it to
         // send pings from outside this callback. Envoy runs the continue after we return.
-        if self.state != State::Closed && host::continue_stream(StreamType::Downstream).is_ok() {
+        if self.state != State::Closed && h.resume(Flow::Downstream).is_ok() {
             return NetworkAction::StopIteration;
         }
         NetworkAction::Continue
     }
 
-    fn on_upstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
-        let data = match host::get_buffer(BufferType::UpstreamData, 0, size) {
-            Ok(d) => d.unwrap_or_default(),
+    pub fn upstream_data(&mut self, h: &mut dyn NetHost, size: usize, eos: bool) -> NetworkAction {
+        let data = match h.read(Flow::Upstream, size) {
+            Ok(d) => d,
             Err(e) => {
-                self.fail(&format!("upstream data unreadable: {e:?}"));
+                self.fail(h, &format!("upstream data unreadable: {e:?}"));
                 return NetworkAction::Continue;
             }
         };
@@ -274,55 +263,69 @@ impl NetworkStream for TunnelClient {
                     Some(&proto),
                 ) {
                     Ok(None) if self.head.len() <= MAX_HANDSHAKE_BYTES => {}
-                    Ok(None) => self.fail("upgrade response head too large"),
+                    Ok(None) => self.fail(h, "upgrade response head too large"),
                     Ok(Some(consumed)) => {
                         self.state = State::Open;
                         self.metrics.inc("upgrades");
                         let rest = self.head.split_off(consumed.min(self.head.len()));
                         self.head = Vec::new();
-                        self.unwrap(&rest, &mut out);
+                        self.unwrap(h, &rest, &mut out);
                     }
                     Err(e) => {
                         self.metrics.inc("errors.upgrade_refused");
-                        self.fail(&format!("WebSocket upgrade refused: {e}"));
+                        self.fail(h, &format!("WebSocket upgrade refused: {e}"));
                     }
                 }
             }
-            State::Open => self.unwrap(&data, &mut out),
+            State::Open => self.unwrap(h, &data, &mut out),
             State::Fresh | State::Closed => {}
         }
         if self.state == State::Open {
             self.ledger.server_bytes(&out);
             if eos || self.server_closed.is_some() {
-                self.end_open_calls(&mut out);
+                self.end_open_calls(h, &mut out);
             }
         }
         self.metrics.add("bytes_down", out.len() as u64);
-        if let Err(e) = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out) {
-            self.fail(&format!("cannot write downstream: {e:?}"));
+        if let Err(e) = h.replace(Flow::Upstream, size, &out) {
+            self.fail(h, &format!("cannot write downstream: {e:?}"));
         }
-        self.flush_control();
+        self.flush_control(h);
         NetworkAction::Continue
     }
 
-    fn on_tick(&mut self) {
+    pub fn tick(&mut self, h: &mut dyn NetHost) {
         if self.state != State::Open || self.cfg.ping_interval_ms == 0 {
             return;
         }
-        let now = host::now_nanos();
+        let now = h.now_nanos();
         let interval_ns = u64::from(self.cfg.ping_interval_ms) * 1_000_000;
         if now.saturating_sub(self.last_sent_ns) >= interval_ns {
-            self.queue_control(Opcode::Ping, b"grpc-bridge keepalive");
+            self.queue_control(h, Opcode::Ping, b"grpc-bridge keepalive");
             self.metrics.inc("pings");
-            self.flush_control();
-            host::log(
+            self.flush_control(h);
+            h.log(
                 LogLevel::Debug,
                 &format!(
                     "grpc-bridge tunnel client {}: keepalive ping (sent: {})",
                     self.id,
-                    self.to_upstream.is_empty()
+                    self.session.control().is_empty()
                 ),
             );
         }
+    }
+}
+
+impl NetworkStream for TunnelClient {
+    fn on_downstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+        self.downstream_data(&mut WasmNetHost, size, eos)
+    }
+
+    fn on_upstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+        self.upstream_data(&mut WasmNetHost, size, eos)
+    }
+
+    fn on_tick(&mut self) {
+        self.tick(&mut WasmNetHost)
     }
 }

@@ -17,15 +17,15 @@ use crate::codec::h2::{
     PREFACE,
 };
 use crate::codec::websocket::{
-    accept_key, close_code, close_payload, encode_frame, encode_handshake_rejection,
-    encode_server_handshake, parse_client_handshake, FrameDecoder, HandshakeError, Opcode,
-    ParsedRequest, Side, WsEvent,
+    accept_key, close_code, encode_handshake_rejection, encode_server_handshake,
+    parse_client_handshake, HandshakeError, Opcode, ParsedRequest, Side, WsEvent,
 };
-use crate::config::Config;
 use crate::context::{NetworkAction, NetworkStream};
-use crate::host::{self, BufferType, LogLevel, StreamType};
+use crate::host::LogLevel;
 use crate::metrics::Metrics;
-use crate::tunnel::{tunnel_headers_match, wrap_binary, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
+use crate::tunnel::net_host::{Flow, NetHost, WasmNetHost};
+use crate::tunnel::session::WsSession;
+use crate::tunnel::{tunnel_headers_match, TunnelSettings, MAX_CONTROL_QUEUE, MAX_HANDSHAKE_BYTES};
 
 /// Root ticks (`root::CLOSE_TICK_MS` each, so 1 s) a connection that failed keeps open after
 /// its close frame, so the frame reaches the client before the connection drops.
@@ -41,16 +41,16 @@ enum State {
 
 pub struct TunnelServer {
     id: u32,
-    cfg: Rc<Config>,
+    cfg: Rc<TunnelSettings>,
     state: State,
     head: Vec<u8>,
-    decoder: FrameDecoder,
+    /// Our WebSocket side: unmasked frames down, the client's masked frames decoded, the close
+    /// frame waiting for the next chance to go to the client.
+    session: WsSession,
     /// The `101` (or a rejection), sent with the next backend bytes.
     pending_head: Option<Vec<u8>>,
     /// Backend bytes that arrived before the upgrade was accepted.
     early_upstream: Vec<u8>,
-    /// Control frames waiting for the next chance to go to the client.
-    to_downstream: Vec<u8>,
     /// The client's own HTTP/2 preface is removed: the backend got ours (see codec::h2).
     client_preface: PrefaceStripper,
     /// The backend's answers to our own frames (SETTINGS ACK, nudge PING ACKs) are removed.
@@ -61,7 +61,6 @@ pub struct TunnelServer {
     nudge_wanted: bool,
     /// Payload of the latest unanswered ping.
     pending_pong: Option<Vec<u8>>,
-    close_sent: bool,
     /// Our last bytes (a refusal, a close for a protocol error) went out: close the connection
     /// at the next downstream event or tick.
     close_due: bool,
@@ -75,26 +74,24 @@ pub struct TunnelServer {
 impl TunnelServer {
     pub fn new(
         id: u32,
-        cfg: Rc<Config>,
+        cfg: Rc<TunnelSettings>,
         metrics: Rc<Metrics>,
         closing: Rc<RefCell<BTreeSet<u32>>>,
     ) -> Self {
-        let max = u64::from(cfg.max_frame_bytes);
+        let session = WsSession::new(Side::Server, cfg.max_frame_bytes);
         TunnelServer {
             id,
             cfg,
             state: State::AwaitingUpgrade,
             head: Vec::new(),
-            decoder: FrameDecoder::new(Side::Server, max),
+            session,
             pending_head: None,
             early_upstream: Vec::new(),
-            to_downstream: Vec::new(),
             pending_pong: None,
             client_preface: PrefaceStripper::new(),
             backend_filter: BackendFrameFilter::new(),
             to_backend: FrameWalker::new(),
             nudge_wanted: false,
-            close_sent: false,
             close_due: false,
             close_grace_ticks: 0,
             closing,
@@ -103,7 +100,7 @@ impl TunnelServer {
     }
 
     /// Checks path, subprotocol and required headers; returns the HTTP status of a refusal.
-    fn check(&self, req: &ParsedRequest) -> Result<(), (u16, String)> {
+    fn check(&self, h: &mut dyn NetHost, req: &ParsedRequest) -> Result<(), (u16, String)> {
         let path = req.path.split('?').next().unwrap_or("");
         if path != self.cfg.tunnel_path {
             return Err((404, format!("no tunnel at {path}")));
@@ -118,11 +115,15 @@ impl TunnelServer {
             return Err((403, "tunnel authentication failed".to_string()));
         }
         if let Some(a) = self.cfg.auth.as_ref() {
-            if let Err(f) = auth::verify(
-                a,
-                req.header(&a.secret_header).map(str::as_bytes),
-                &PeerCertificate::for_config(a),
-            ) {
+            // Each property read is a CEL evaluation in Envoy: only when auth looks at the
+            // certificate (as `PeerCertificate::for_config`).
+            let peer = if a.require_client_certificate {
+                h.peer_certificate()
+            } else {
+                PeerCertificate::default()
+            };
+            if let Err(f) = auth::verify(a, req.header(&a.secret_header).map(str::as_bytes), &peer)
+            {
                 self.metrics.inc(&format!("auth_failures.{}", f.kind()));
                 return Err((f.http_status(), f.message().to_string()));
             }
@@ -130,17 +131,10 @@ impl TunnelServer {
         Ok(())
     }
 
-    fn queue_close(&mut self, code: u16, reason: &str) {
-        if !self.close_sent && self.to_downstream.len() <= MAX_CONTROL_QUEUE {
-            self.close_sent = true;
-            encode_frame(
-                true,
-                Opcode::Close,
-                None,
-                &close_payload(code, reason),
-                &mut self.to_downstream,
-            );
-        }
+    fn queue_close(&mut self, h: &mut dyn NetHost, code: u16, reason: &str) {
+        // The server side never masks, so this cannot fail for want of entropy; and the queue
+        // holds only this one close frame, far below its bound (pongs go out apart).
+        let _ = self.session.queue_close(code, reason, h);
     }
 
     /// The refusal (like the 101) can only go out with backend bytes: a preface and an empty
@@ -151,8 +145,8 @@ impl TunnelServer {
         out.extend_from_slice(&EMPTY_SETTINGS);
     }
 
-    fn refuse(&mut self, status: u16, reason: &str) {
-        host::log(
+    fn refuse(&mut self, h: &mut dyn NetHost, status: u16, reason: &str) {
+        h.log(
             LogLevel::Info,
             &format!(
                 "grpc-bridge tunnel server {}: refusing upgrade: {status} {reason}",
@@ -164,17 +158,21 @@ impl TunnelServer {
         self.state = State::Closed;
     }
 
-    fn unwrap(&mut self, input: &[u8], out: &mut Vec<u8>) {
+    fn unwrap(&mut self, h: &mut dyn NetHost, input: &[u8], out: &mut Vec<u8>) {
         let mut events = Vec::new();
         let before = out.len();
         let res = if self.client_preface.is_done() {
             // Steady state: unmask straight into the output (one copy).
-            self.decoder.decode_into(input, out, &mut events)
+            self.session.decode_into(input, out, &mut events)
         } else {
             let mut raw = Vec::with_capacity(input.len());
-            let res = self.decoder.decode_into(input, &mut raw, &mut events);
+            let res = self.session.decode_into(input, &mut raw, &mut events);
             if self.client_preface.feed(&raw, out).is_err() {
-                self.queue_close(close_code::PROTOCOL_ERROR, "the tunnel carries HTTP/2 only");
+                self.queue_close(
+                    h,
+                    close_code::PROTOCOL_ERROR,
+                    "the tunnel carries HTTP/2 only",
+                );
                 self.state = State::Closed;
                 self.nudge_wanted = true;
                 return;
@@ -191,7 +189,7 @@ impl TunnelServer {
                     self.nudge_wanted = true;
                 }
                 WsEvent::Close { code, .. } => {
-                    self.queue_close(code.unwrap_or(close_code::NORMAL), "");
+                    self.queue_close(h, code.unwrap_or(close_code::NORMAL), "");
                     self.nudge_wanted = true;
                 }
                 WsEvent::Pong(_) | WsEvent::Data(_) | WsEvent::MessageEnd => {}
@@ -199,11 +197,11 @@ impl TunnelServer {
         }
         if let Err(e) = res {
             self.metrics.inc("errors.bad_frame");
-            host::log(
+            h.log(
                 LogLevel::Info,
                 &format!("grpc-bridge tunnel server {}: invalid frame: {e}", self.id),
             );
-            self.queue_close(e.close_code, &e.reason);
+            self.queue_close(h, e.close_code, &e.reason);
             self.state = State::Closed;
             // The close frame goes out with the backend's next bytes: make it speak now (the
             // backend may wait for the rest of a request it will never get).
@@ -213,23 +211,39 @@ impl TunnelServer {
 }
 
 impl NetworkStream for TunnelServer {
+    fn on_tick(&mut self) {
+        self.tick(&mut WasmNetHost)
+    }
+
+    fn on_downstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+        self.downstream_data(&mut WasmNetHost, size, eos)
+    }
+
+    fn on_upstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
+        self.upstream_data(&mut WasmNetHost, size, eos)
+    }
+}
+
+impl TunnelServer {
     /// The root's tick (tunnel_server roots tick every `CLOSE_TICK_MS`): closes a connection
     /// whose last bytes went out.
-    fn on_tick(&mut self) {
+    pub fn tick(&mut self, h: &mut dyn NetHost) {
         if self.close_due {
             if self.close_grace_ticks > 0 {
                 self.close_grace_ticks -= 1;
             } else {
-                self.close_connection();
+                self.close_connection(h);
             }
         }
     }
 
-    fn on_downstream_data(&mut self, size: usize, _eos: bool) -> NetworkAction {
-        let data = match host::get_buffer(BufferType::DownstreamData, 0, size) {
-            Ok(d) => d.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
+    pub fn downstream_data(
+        &mut self,
+        h: &mut dyn NetHost,
+        size: usize,
+        _eos: bool,
+    ) -> NetworkAction {
+        let data = h.read(Flow::Downstream, size).unwrap_or_default();
         let mut out = Vec::with_capacity(data.len());
         match self.state {
             State::AwaitingUpgrade => {
@@ -237,16 +251,16 @@ impl NetworkStream for TunnelServer {
                 match parse_client_handshake(&self.head, MAX_HANDSHAKE_BYTES) {
                     Ok(None) if self.head.len() <= MAX_HANDSHAKE_BYTES => {}
                     Ok(None) | Err(HandshakeError::TooLarge) => {
-                        self.refuse(431, "upgrade request too large");
+                        self.refuse(h, 431, "upgrade request too large");
                         Self::make_backend_answer(&mut out);
                     }
                     Err(e) => {
-                        self.refuse(400, &e.to_string());
+                        self.refuse(h, 400, &e.to_string());
                         Self::make_backend_answer(&mut out);
                     }
-                    Ok(Some((req, consumed))) => match self.check(&req) {
+                    Ok(Some((req, consumed))) => match self.check(h, &req) {
                         Err((status, why)) => {
-                            self.refuse(status, &why);
+                            self.refuse(h, status, &why);
                             Self::make_backend_answer(&mut out);
                         }
                         Ok(()) => {
@@ -262,17 +276,17 @@ impl NetworkStream for TunnelServer {
                             out.extend_from_slice(&EMPTY_SETTINGS);
                             let rest = self.head.split_off(consumed.min(self.head.len()));
                             self.head = Vec::new();
-                            self.unwrap(&rest, &mut out);
+                            self.unwrap(h, &rest, &mut out);
                         }
                     },
                 }
             }
-            State::Open => self.unwrap(&data, &mut out),
+            State::Open => self.unwrap(h, &data, &mut out),
             State::Closed => {
                 // Not during the grace after a close frame: closing here, right after that
                 // frame went out, lost it now and then (its bytes never reached the client).
                 if self.close_due && self.close_grace_ticks == 0 {
-                    self.close_connection();
+                    self.close_connection(h);
                 }
             }
         }
@@ -293,7 +307,7 @@ impl NetworkStream for TunnelServer {
             // Failed inside a frame toward the backend, where no PING fits: the close frame
             // may never go out, so drop the connection at the next tick; the tunnel client
             // sees the connection end (RFC 6455 7.1.7).
-            host::log(
+            h.log(
                 LogLevel::Debug,
                 &format!(
                     "grpc-bridge tunnel server {}: no frame boundary toward the backend; closing without a close frame",
@@ -303,33 +317,29 @@ impl NetworkStream for TunnelServer {
             self.nudge_wanted = false;
             self.schedule_close();
         }
-        let _ = host::replace_buffer_prefix(BufferType::DownstreamData, size, &out);
+        let _ = h.replace(Flow::Downstream, size, &out);
         NetworkAction::Continue
     }
 
-    fn on_upstream_data(&mut self, size: usize, eos: bool) -> NetworkAction {
-        let data = match host::get_buffer(BufferType::UpstreamData, 0, size) {
-            Ok(d) => d.unwrap_or_default(),
-            Err(_) => Vec::new(),
-        };
-        let max_frame = self.cfg.max_frame_bytes as usize;
+    pub fn upstream_data(&mut self, h: &mut dyn NetHost, size: usize, eos: bool) -> NetworkAction {
+        let data = h.read(Flow::Upstream, size).unwrap_or_default();
         let mut out = Vec::new();
         if self.pending_head.is_none() && self.state == State::AwaitingUpgrade {
             // The backend spoke before the client's upgrade arrived: keep it for after the 101.
             if self.early_upstream.len() + data.len() > MAX_CONTROL_QUEUE * 16 {
-                host::log(
+                h.log(
                     LogLevel::Warn,
                     "grpc-bridge tunnel server: backend sent too much before the upgrade",
                 );
                 self.state = State::Closed;
-                let _ = host::close_stream(StreamType::Downstream);
+                let _ = h.close(Flow::Downstream);
             } else {
                 self.early_upstream.extend_from_slice(&data);
             }
-            let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &[]);
+            let _ = h.replace(Flow::Upstream, size, &[]);
             return NetworkAction::Continue;
         }
-        let rejected = self.state == State::Closed && !self.close_sent;
+        let rejected = self.state == State::Closed && !self.session.close_sent();
         if let Some(head) = self.pending_head.take() {
             out.extend_from_slice(&head);
         }
@@ -338,29 +348,30 @@ impl NetworkStream for TunnelServer {
             // connection closes (the answer says `Connection: close`). Not from here: a close
             // requested while Envoy writes these bytes loses them (measured), so the next
             // event or the root's tick closes it (`close_due`).
-            let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
-            self.close_sent = true;
+            let _ = h.replace(Flow::Upstream, size, &out);
+            self.session.mark_close_sent();
             self.schedule_close();
             return NetworkAction::Continue;
         }
-        let failing = self.state == State::Closed && !self.to_downstream.is_empty();
+        let failing = self.state == State::Closed && !self.session.control().is_empty();
         if let Some(p) = self.pending_pong.take() {
-            encode_frame(true, Opcode::Pong, None, &p, &mut out);
+            let _ = self.session.encode(Opcode::Pong, &p, h, &mut out);
         }
-        out.append(&mut self.to_downstream);
+        self.session.take_control(&mut out);
         if self.state == State::Open {
             let mut backend = Vec::with_capacity(self.early_upstream.len() + data.len());
             let early = std::mem::take(&mut self.early_upstream);
             self.backend_filter.feed(&early, &mut backend);
             self.backend_filter.feed(&data, &mut backend);
             self.metrics.add("bytes_down", backend.len() as u64);
-            wrap_binary(&backend, max_frame, None, &mut out);
+            // Unmasked (server side): cannot fail for want of entropy.
+            let _ = self.session.wrap_binary(&backend, h, &mut out);
             if eos {
-                self.queue_close(close_code::GOING_AWAY, "backend closed");
-                out.append(&mut self.to_downstream);
+                self.queue_close(h, close_code::GOING_AWAY, "backend closed");
+                self.session.take_control(&mut out);
             }
         }
-        let _ = host::replace_buffer_prefix(BufferType::UpstreamData, size, &out);
+        let _ = h.replace(Flow::Upstream, size, &out);
         if failing {
             // RFC 6455 7.1.7: after a protocol error the endpoint sends its close frame and
             // drops the connection; a hostile client must not keep it open.
@@ -386,18 +397,18 @@ impl TunnelServer {
         }
     }
 
-    fn close_connection(&mut self) {
+    fn close_connection(&mut self, h: &mut dyn NetHost) {
         self.close_due = false;
         if let Ok(mut c) = self.closing.try_borrow_mut() {
             c.remove(&self.id);
         }
-        host::log(
+        h.log(
             LogLevel::Debug,
             &format!(
                 "grpc-bridge tunnel server {}: closing the connection",
                 self.id
             ),
         );
-        let _ = host::close_stream(StreamType::Downstream);
+        let _ = h.close(Flow::Downstream);
     }
 }
