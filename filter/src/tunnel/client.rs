@@ -329,3 +329,544 @@ impl NetworkStream for TunnelClient {
         self.tick(&mut WasmNetHost)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::h2::PREFACE;
+    use crate::codec::websocket::{
+        close_payload, encode_base64, encode_frame, encode_server_handshake,
+        parse_client_handshake, FrameDecoder, WsError,
+    };
+    use crate::config::{AuthConfig, Role, Secret};
+    use crate::host::Status;
+    use crate::tunnel::net_host::fake::{Call, FakeNetHost};
+
+    const PING_INTERVAL_MS: u32 = 1000;
+    const MAX_FRAME: u32 = 64;
+
+    fn settings() -> TunnelSettings {
+        let mut tunnel_headers = std::collections::BTreeMap::new();
+        tunnel_headers.insert("x-tunnel-key".to_string(), "k1".to_string());
+        TunnelSettings {
+            max_frame_bytes: MAX_FRAME,
+            tunnel_host: Some("tunnel.example".to_string()),
+            tunnel_path: "/grpc-bridge/tunnel".to_string(),
+            tunnel_protocol: "grpc-bridge.tunnel.v1".to_string(),
+            tunnel_headers,
+            ping_interval_ms: PING_INTERVAL_MS,
+            auth: Some(AuthConfig {
+                secret: Some(Secret("0123456789abcdef".to_string())),
+                shared_secrets: Vec::new(),
+                secret_header: "x-grpc-bridge-auth".to_string(),
+                require_client_certificate: false,
+                allowed_uri_sans: Vec::new(),
+                allowed_dns_sans: Vec::new(),
+                allowed_subjects: Vec::new(),
+                require_for_unmarked: false,
+            }),
+        }
+    }
+
+    /// A client over a fake host, and what went each way.
+    struct Conn {
+        client: TunnelClient,
+        host: FakeNetHost,
+        metrics: Rc<Metrics>,
+        /// Everything passed on toward the server (the handshake head first).
+        up: Vec<u8>,
+        /// Everything passed on toward the gRPC client.
+        down: Vec<u8>,
+    }
+
+    impl Conn {
+        fn new(cfg: TunnelSettings) -> Conn {
+            let metrics = Rc::new(Metrics::new(Role::TunnelClient));
+            Conn {
+                client: TunnelClient::new(7, Rc::new(cfg), metrics.clone()),
+                host: FakeNetHost::default(),
+                metrics,
+                up: Vec::new(),
+                down: Vec::new(),
+            }
+        }
+
+        /// What the host forwards after a callback: each data buffer as the role left it.
+        fn forward(&mut self) {
+            self.up.append(&mut self.host.downstream);
+            self.down.append(&mut self.host.upstream);
+        }
+
+        fn from_client(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
+            self.host.downstream = bytes.to_vec();
+            let a = self
+                .client
+                .downstream_data(&mut self.host, bytes.len(), eos);
+            self.forward();
+            a
+        }
+
+        fn from_server(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
+            self.host.upstream = bytes.to_vec();
+            let a = self.client.upstream_data(&mut self.host, bytes.len(), eos);
+            self.forward();
+            a
+        }
+
+        fn tick(&mut self) {
+            self.client.tick(&mut self.host);
+            self.forward();
+        }
+
+        /// The `101` for the upgrade request at the start of `up`, and where its frames begin.
+        fn accept(&self) -> (Vec<u8>, usize) {
+            let (req, consumed) = parse_client_handshake(&self.up, MAX_HANDSHAKE_BYTES)
+                .expect("a valid upgrade request")
+                .expect("a complete upgrade request");
+            (
+                encode_server_handshake(&accept_key(&req.key), Some("grpc-bridge.tunnel.v1")),
+                consumed,
+            )
+        }
+
+        /// An open tunnel that carried the client's preface; `up` is cleared.
+        fn open(cfg: TunnelSettings) -> Conn {
+            let mut c = Conn::new(cfg);
+            c.from_client(PREFACE, false);
+            let (ok, _) = c.accept();
+            c.from_server(&ok, false);
+            c.up.clear();
+            c
+        }
+    }
+
+    /// The server's view of frames the client sent: data, control events, error.
+    fn server_reads(bytes: &[u8]) -> (Vec<u8>, Vec<WsEvent>, Result<(), WsError>) {
+        let mut d = FrameDecoder::new(Side::Server, u64::from(MAX_FRAME));
+        let (mut data, mut events) = (Vec::new(), Vec::new());
+        let res = d.decode_into(bytes, &mut data, &mut events);
+        (data, events, res)
+    }
+
+    fn frame(fin: bool, opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(fin, opcode, None, payload, &mut out);
+        out
+    }
+
+    fn closed(code: u16) -> WsEvent {
+        WsEvent::Close {
+            code: Some(code),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn first_bytes_send_the_upgrade_request_with_the_data_framed_behind_it() {
+        let mut c = Conn::new(settings());
+        assert_eq!(c.from_client(PREFACE, false), NetworkAction::StopIteration);
+        let (req, consumed) = parse_client_handshake(&c.up, MAX_HANDSHAKE_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/grpc-bridge/tunnel");
+        assert_eq!(req.header("host"), Some("tunnel.example"));
+        assert_eq!(req.protocols, vec!["grpc-bridge.tunnel.v1".to_string()]);
+        assert_eq!(req.header("x-tunnel-key"), Some("k1"));
+        assert_eq!(req.header("x-grpc-bridge-auth"), Some("0123456789abcdef"));
+        // The key is the host's first 16 random bytes (the fake counts from 0).
+        assert_eq!(
+            req.key,
+            encode_base64(&core::array::from_fn::<u8, 16, _>(|i| i as u8))
+        );
+        let (data, events, res) = server_reads(&c.up[consumed..]);
+        assert_eq!(
+            (data.as_slice(), events, res),
+            (&PREFACE[..], vec![], Ok(()))
+        );
+        // Framed with a mask (the next 4 random bytes).
+        assert_eq!(
+            &c.up[consumed..consumed + 6],
+            &[0x82, 0x80 | 24, 16, 17, 18, 19]
+        );
+        // Passed on, read side left paused for the keepalive tick.
+        assert_eq!(
+            c.host.calls,
+            vec![
+                Call::Read(Flow::Downstream, 24),
+                Call::Replace {
+                    flow: Flow::Downstream,
+                    size: 24,
+                    len: c.up.len()
+                },
+                Call::Resume(Flow::Downstream),
+            ]
+        );
+        assert_eq!(c.metrics.pending("connections"), 1);
+        assert_eq!(c.metrics.pending("bytes_up"), 24);
+    }
+
+    #[test]
+    fn later_bytes_are_framed_at_most_max_frame_bytes_each() {
+        let mut c = Conn::open(settings());
+        c.from_client(&[9u8; 150], false);
+        let (data, events, res) = server_reads(&c.up);
+        assert_eq!((data, events, res), (vec![9u8; 150], vec![], Ok(())));
+        // 64 + 64 + 22 bytes, each frame: 2 header + 4 mask bytes.
+        assert_eq!(c.up.len(), 150 + 3 * 6);
+        assert_eq!(c.up[1], 0x80 | 64);
+        assert_eq!(c.up[2 * 70 + 1], 0x80 | 22);
+    }
+
+    #[test]
+    fn server_bytes_are_held_until_the_101_and_then_unwrapped() {
+        let mut c = Conn::new(settings());
+        c.from_client(PREFACE, false);
+        let (ok, _) = c.accept();
+        let mut input = ok.clone();
+        input.extend(frame(true, Opcode::Binary, b"settings"));
+        c.from_server(&input[..ok.len() - 1], false);
+        assert!(c.down.is_empty());
+        assert_eq!(c.metrics.pending("upgrades"), 0);
+        c.from_server(&input[ok.len() - 1..], false);
+        assert_eq!(c.down, b"settings");
+        assert_eq!(c.metrics.pending("upgrades"), 1);
+        assert_eq!(c.metrics.pending("bytes_down"), 8);
+        assert!(c.host.closes().is_empty());
+    }
+
+    /// The 101, a data message in three fragments, a ping, a lone frame, a pong (ignored).
+    fn server_stream(ok: &[u8]) -> Vec<u8> {
+        let mut s = ok.to_vec();
+        s.extend(frame(false, Opcode::Binary, b"frag-1/"));
+        s.extend(frame(false, Opcode::Continuation, b"frag-2/"));
+        s.extend(frame(true, Opcode::Continuation, b"frag-3/"));
+        s.extend(frame(true, Opcode::Ping, b"are you there"));
+        s.extend(frame(true, Opcode::Binary, &[0xAB; 60]));
+        s.extend(frame(true, Opcode::Pong, b"ignored"));
+        s
+    }
+
+    #[test]
+    fn every_cut_of_the_servers_bytes_gives_the_same_output() {
+        let mut whole = Conn::new(settings());
+        whole.from_client(PREFACE, false);
+        let (ok, consumed) = whole.accept();
+        let input = server_stream(&ok);
+        whole.from_server(&input, false);
+        let mut want_down = b"frag-1/frag-2/frag-3/".to_vec();
+        want_down.extend([0xAB; 60]);
+        assert_eq!(whole.down, want_down);
+        // The ping is answered once, masked, with its payload.
+        let (_, events, res) = server_reads(&whole.up[consumed + 30..]);
+        assert_eq!(res, Ok(()));
+        assert_eq!(events, vec![WsEvent::Pong(b"are you there".to_vec())]);
+
+        for cut in 0..=input.len() {
+            let mut c = Conn::new(settings());
+            c.from_client(PREFACE, false);
+            c.from_server(&input[..cut], false);
+            c.from_server(&input[cut..], false);
+            assert_eq!(c.down, whole.down, "cut at {cut}");
+            assert_eq!(c.up, whole.up, "cut at {cut}");
+            assert!(c.host.closes().is_empty(), "cut at {cut}");
+        }
+        let mut c = Conn::new(settings());
+        c.from_client(PREFACE, false);
+        for b in &input {
+            c.from_server(std::slice::from_ref(b), false);
+        }
+        assert_eq!((c.down, c.up), (whole.down, whole.up));
+    }
+
+    fn refused_with(response: &[u8], why: &str) {
+        let mut c = Conn::new(settings());
+        c.from_client(PREFACE, false);
+        let mut input = response.to_vec();
+        input.extend(frame(true, Opcode::Binary, b"never delivered"));
+        c.from_server(&input, false);
+        assert!(c.down.is_empty(), "{why}");
+        assert_eq!(c.host.closes(), vec![Flow::Downstream], "{why}");
+        assert!(c.host.logged(why), "{why}: {:?}", c.host.calls);
+        assert_eq!(c.metrics.pending("errors.upgrade_refused"), 1, "{why}");
+        // Closed: later bytes from either side are dropped.
+        c.up.clear();
+        assert_eq!(c.from_client(b"more", false), NetworkAction::Continue);
+        c.from_server(&frame(true, Opcode::Binary, b"more"), false);
+        assert!(c.up.is_empty() && c.down.is_empty(), "{why}");
+    }
+
+    #[test]
+    fn a_refused_upgrade_closes_the_connection() {
+        refused_with(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+            "WebSocket upgrade refused",
+        );
+        refused_with(
+            b"HTTP/1.1 404 Not Found\r\n\r\n",
+            "WebSocket upgrade refused",
+        );
+    }
+
+    #[test]
+    fn a_101_with_a_wrong_accept_or_subprotocol_closes_the_connection() {
+        let bad_accept =
+            encode_server_handshake(&accept_key("not our key"), Some("grpc-bridge.tunnel.v1"));
+        refused_with(&bad_accept, "WebSocket upgrade refused");
+        let mut c = Conn::new(settings());
+        c.from_client(PREFACE, false);
+        let (ok, _) = c.accept();
+        let text = String::from_utf8(ok).unwrap();
+        let other = text.replace("grpc-bridge.tunnel.v1", "something.else");
+        refused_with_key(&mut c, other.as_bytes());
+        let none = text.replace("Sec-WebSocket-Protocol: grpc-bridge.tunnel.v1\r\n", "");
+        assert_ne!(none, text);
+        let mut c = Conn::new(settings());
+        c.from_client(PREFACE, false);
+        refused_with_key(&mut c, none.as_bytes());
+    }
+
+    /// `response` answers `c`'s own upgrade request (the fake's keys repeat).
+    fn refused_with_key(c: &mut Conn, response: &[u8]) {
+        c.from_server(response, false);
+        assert!(c.down.is_empty());
+        assert_eq!(c.host.closes(), vec![Flow::Downstream]);
+        assert!(c.host.logged("WebSocket upgrade refused"));
+        assert_eq!(c.metrics.pending("errors.upgrade_refused"), 1);
+    }
+
+    #[test]
+    fn an_endless_response_head_closes_the_connection() {
+        let mut c = Conn::new(settings());
+        c.from_client(PREFACE, false);
+        let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
+        while head.len() <= MAX_HANDSHAKE_BYTES {
+            head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        c.from_server(&head, false);
+        assert_eq!(c.host.closes(), vec![Flow::Downstream]);
+        // The codec reports the size (head_end), so this is a refusal of the handshake.
+        assert!(c
+            .host
+            .logged("WebSocket upgrade refused: websocket handshake head too large"));
+        assert_eq!(c.metrics.pending("errors.upgrade_refused"), 1);
+        assert!(c.down.is_empty());
+    }
+
+    #[test]
+    fn an_idle_open_tunnel_pings_once_per_interval() {
+        let mut c = Conn::open(settings());
+        let interval_ns = u64::from(PING_INTERVAL_MS) * 1_000_000;
+        c.host.now_ns = interval_ns - 1;
+        c.tick();
+        assert!(c.up.is_empty());
+        c.host.now_ns = interval_ns;
+        c.tick();
+        let (_, events, res) = server_reads(&c.up);
+        assert_eq!(res, Ok(()));
+        assert_eq!(
+            events,
+            vec![WsEvent::Ping(b"grpc-bridge keepalive".to_vec())]
+        );
+        assert_eq!(c.metrics.pending("pings"), 1);
+        // Sent from outside a data callback: appended to the paused downstream buffer.
+        assert!(c.host.calls.ends_with(&[
+            Call::Append {
+                flow: Flow::Downstream,
+                len: c.up.len()
+            },
+            Call::Resume(Flow::Downstream),
+            Call::Log(
+                LogLevel::Debug,
+                "grpc-bridge tunnel client 7: keepalive ping (sent: true)".to_string()
+            ),
+        ]));
+        // The ping counts as traffic: no second ping within the interval.
+        c.up.clear();
+        c.host.now_ns = 2 * interval_ns - 1;
+        c.tick();
+        assert!(c.up.is_empty());
+        // Client traffic also counts.
+        c.host.now_ns = 2 * interval_ns;
+        c.from_client(b"x", false);
+        c.up.clear();
+        c.host.now_ns = 3 * interval_ns - 1;
+        c.tick();
+        assert!(c.up.is_empty());
+    }
+
+    #[test]
+    fn no_ping_before_the_tunnel_is_open_or_when_disabled() {
+        let mut c = Conn::new(settings());
+        c.host.now_ns = u64::MAX;
+        c.tick();
+        c.from_client(PREFACE, false);
+        c.up.clear();
+        c.tick();
+        assert!(c.up.is_empty());
+        let mut off = settings();
+        off.ping_interval_ms = 0;
+        let mut c = Conn::open(off);
+        c.host.now_ns = u64::MAX;
+        c.tick();
+        assert!(c.up.is_empty());
+        assert_eq!(c.metrics.pending("pings"), 0);
+    }
+
+    #[test]
+    fn a_ping_that_cannot_be_sent_waits_and_is_not_repeated() {
+        let mut c = Conn::open(settings());
+        c.host.now_ns = u64::from(PING_INTERVAL_MS) * 1_000_000;
+        c.host.fail = Some(Status::NotFound);
+        c.tick();
+        assert!(c.host.logged("keepalive ping (sent: false)"));
+        c.host.fail = None;
+        // The server's ping is not answered while our own ping still waits; both go out once.
+        c.from_server(&frame(true, Opcode::Ping, b"p"), false);
+        let (_, events, _) = server_reads(&c.up);
+        assert_eq!(
+            events,
+            vec![WsEvent::Ping(b"grpc-bridge keepalive".to_vec())]
+        );
+    }
+
+    /// The gRPC client's preface and a HEADERS frame opening stream 1.
+    fn one_open_call() -> Vec<u8> {
+        let mut b = PREFACE.to_vec();
+        b.extend_from_slice(&[0, 0, 0, 1, 0x4, 0, 0, 0, 1]);
+        b
+    }
+
+    fn unavailable(reason: &str) -> Vec<u8> {
+        let mut ledger = StreamLedger::new();
+        ledger.client_bytes(&one_open_call());
+        ledger
+            .unavailable_frames(&format!(
+                "grpc-bridge: the tunnel to the server closed before the call ended{reason}"
+            ))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_close_from_the_server_is_answered_and_ends_the_open_calls() {
+        let mut c = Conn::new(settings());
+        c.from_client(&one_open_call(), false);
+        let (ok, _) = c.accept();
+        c.from_server(&ok, false);
+        c.up.clear();
+        let mut close = Vec::new();
+        encode_frame(
+            true,
+            Opcode::Close,
+            None,
+            &close_payload(1001, "backend closed"),
+            &mut close,
+        );
+        c.from_server(&close, false);
+        assert_eq!(c.down, unavailable(": backend closed"));
+        assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);
+        // The close is echoed with its code, masked.
+        let (_, events, res) = server_reads(&c.up);
+        assert_eq!((events, res), (vec![closed(1001)], Ok(())));
+        // Once: the connection's end adds nothing.
+        c.down.clear();
+        c.from_server(&[], true);
+        assert!(c.down.is_empty());
+        assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);
+        assert!(c.host.closes().is_empty());
+    }
+
+    #[test]
+    fn the_server_connection_ending_ends_the_open_calls() {
+        let mut c = Conn::new(settings());
+        c.from_client(&one_open_call(), false);
+        let (ok, _) = c.accept();
+        c.from_server(&ok, false);
+        c.from_server(&[], true);
+        assert_eq!(c.down, unavailable(""));
+        assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);
+    }
+
+    #[test]
+    fn a_close_from_the_client_side_goes_out_in_band_before_the_fin() {
+        let mut c = Conn::open(settings());
+        c.from_client(b"last", true);
+        let (data, events, res) = server_reads(&c.up);
+        let mut want = Vec::new();
+        want.push(WsEvent::Close {
+            code: Some(close_code::NORMAL),
+            reason: "client closed".to_string(),
+        });
+        assert_eq!((data, events, res), (b"last".to_vec(), want, Ok(())));
+        // The server's echo needs no answer: our close went out already.
+        c.up.clear();
+        c.from_server(&frame(true, Opcode::Close, &close_payload(1000, "")), false);
+        assert!(c.up.is_empty());
+    }
+
+    fn fails_on(frame_bytes: &[u8], code: u16) {
+        let mut c = Conn::open(settings());
+        c.from_server(frame_bytes, false);
+        let (_, events, res) = server_reads(&c.up);
+        assert_eq!(res, Ok(()), "{code}");
+        let [WsEvent::Close { code: got, .. }] = events.as_slice() else {
+            panic!("{code}: {events:?}");
+        };
+        assert_eq!(*got, Some(code));
+        assert_eq!(c.host.closes(), vec![Flow::Downstream], "{code}");
+        assert!(c.host.logged("invalid frame from server"), "{code}");
+        assert_eq!(c.metrics.pending("errors.bad_frame"), 1, "{code}");
+    }
+
+    #[test]
+    fn invalid_frames_from_the_server_close_with_the_rfc_code() {
+        // Larger than max_frame_bytes: 1009.
+        fails_on(
+            &frame(true, Opcode::Binary, &[0; MAX_FRAME as usize + 1]),
+            1009,
+        );
+        // Masked (a server must not mask): 1002.
+        let mut masked = Vec::new();
+        encode_frame(true, Opcode::Binary, Some([1, 2, 3, 4]), b"x", &mut masked);
+        fails_on(&masked, close_code::PROTOCOL_ERROR);
+        // A continuation with no message started: 1002.
+        fails_on(
+            &frame(true, Opcode::Continuation, b"x"),
+            close_code::PROTOCOL_ERROR,
+        );
+        // Invalid UTF-8 in a text message: 1007.
+        fails_on(
+            &frame(true, Opcode::Text, &[0xff]),
+            close_code::INVALID_PAYLOAD,
+        );
+    }
+
+    #[test]
+    fn no_entropy_means_no_tunnel() {
+        let mut c = Conn::new(settings());
+        c.host.no_entropy = true;
+        assert_eq!(c.from_client(PREFACE, false), NetworkAction::Continue);
+        assert_eq!(c.host.closes(), vec![Flow::Downstream]);
+        assert!(c.host.logged("no entropy for the handshake key"));
+        // Nothing was written: the host forwards nothing of ours.
+        assert!(!c
+            .host
+            .calls
+            .iter()
+            .any(|call| matches!(call, Call::Replace { len, .. } if *len > 0)));
+    }
+
+    #[test]
+    fn unreadable_buffers_close_the_connection() {
+        let mut c = Conn::new(settings());
+        c.host.fail = Some(Status::BadArgument);
+        c.from_client(PREFACE, false);
+        assert_eq!(c.host.closes(), vec![Flow::Downstream]);
+        assert!(c.host.logged("downstream data unreadable"));
+        let mut c = Conn::open(settings());
+        c.host.fail = Some(Status::BadArgument);
+        c.from_server(b"x", false);
+        assert_eq!(c.host.closes(), vec![Flow::Downstream]);
+        assert!(c.host.logged("upstream data unreadable"));
+    }
+}
