@@ -397,7 +397,7 @@ mod tests {
             self.down.append(&mut self.host.upstream);
         }
 
-        fn from_client(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
+        fn client_sends(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
             self.host.downstream = bytes.to_vec();
             let a = self
                 .client
@@ -406,7 +406,7 @@ mod tests {
             a
         }
 
-        fn from_server(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
+        fn server_sends(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
             self.host.upstream = bytes.to_vec();
             let a = self.client.upstream_data(&mut self.host, bytes.len(), eos);
             self.forward();
@@ -432,9 +432,9 @@ mod tests {
         /// An open tunnel that carried the client's preface; `up` is cleared.
         fn open(cfg: TunnelSettings) -> Conn {
             let mut c = Conn::new(cfg);
-            c.from_client(PREFACE, false);
+            c.client_sends(PREFACE, false);
             let (ok, _) = c.accept();
-            c.from_server(&ok, false);
+            c.server_sends(&ok, false);
             c.up.clear();
             c
         }
@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn first_bytes_send_the_upgrade_request_with_the_data_framed_behind_it() {
         let mut c = Conn::new(settings());
-        assert_eq!(c.from_client(PREFACE, false), NetworkAction::StopIteration);
+        assert_eq!(c.client_sends(PREFACE, false), NetworkAction::StopIteration);
         let (req, consumed) = parse_client_handshake(&c.up, MAX_HANDSHAKE_BYTES)
             .unwrap()
             .unwrap();
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn later_bytes_are_framed_at_most_max_frame_bytes_each() {
         let mut c = Conn::open(settings());
-        c.from_client(&[9u8; 150], false);
+        c.client_sends(&[9u8; 150], false);
         let (data, events, res) = server_reads(&c.up);
         assert_eq!((data, events, res), (vec![9u8; 150], vec![], Ok(())));
         // 64 + 64 + 22 bytes, each frame: 2 header + 4 mask bytes.
@@ -521,14 +521,14 @@ mod tests {
     #[test]
     fn server_bytes_are_held_until_the_101_and_then_unwrapped() {
         let mut c = Conn::new(settings());
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         let (ok, _) = c.accept();
         let mut input = ok.clone();
         input.extend(frame(true, Opcode::Binary, b"settings"));
-        c.from_server(&input[..ok.len() - 1], false);
+        c.server_sends(&input[..ok.len() - 1], false);
         assert!(c.down.is_empty());
         assert_eq!(c.metrics.pending("upgrades"), 0);
-        c.from_server(&input[ok.len() - 1..], false);
+        c.server_sends(&input[ok.len() - 1..], false);
         assert_eq!(c.down, b"settings");
         assert_eq!(c.metrics.pending("upgrades"), 1);
         assert_eq!(c.metrics.pending("bytes_down"), 8);
@@ -550,10 +550,10 @@ mod tests {
     #[test]
     fn every_cut_of_the_servers_bytes_gives_the_same_output() {
         let mut whole = Conn::new(settings());
-        whole.from_client(PREFACE, false);
+        whole.client_sends(PREFACE, false);
         let (ok, consumed) = whole.accept();
         let input = server_stream(&ok);
-        whole.from_server(&input, false);
+        whole.server_sends(&input, false);
         let mut want_down = b"frag-1/frag-2/frag-3/".to_vec();
         want_down.extend([0xAB; 60]);
         assert_eq!(whole.down, want_down);
@@ -564,35 +564,35 @@ mod tests {
 
         for cut in 0..=input.len() {
             let mut c = Conn::new(settings());
-            c.from_client(PREFACE, false);
-            c.from_server(&input[..cut], false);
-            c.from_server(&input[cut..], false);
+            c.client_sends(PREFACE, false);
+            c.server_sends(&input[..cut], false);
+            c.server_sends(&input[cut..], false);
             assert_eq!(c.down, whole.down, "cut at {cut}");
             assert_eq!(c.up, whole.up, "cut at {cut}");
             assert!(c.host.closes().is_empty(), "cut at {cut}");
         }
         let mut c = Conn::new(settings());
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         for b in &input {
-            c.from_server(std::slice::from_ref(b), false);
+            c.server_sends(std::slice::from_ref(b), false);
         }
         assert_eq!((c.down, c.up), (whole.down, whole.up));
     }
 
     fn refused_with(response: &[u8], why: &str) {
         let mut c = Conn::new(settings());
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         let mut input = response.to_vec();
         input.extend(frame(true, Opcode::Binary, b"never delivered"));
-        c.from_server(&input, false);
+        c.server_sends(&input, false);
         assert!(c.down.is_empty(), "{why}");
         assert_eq!(c.host.closes(), vec![Flow::Downstream], "{why}");
         assert!(c.host.logged(why), "{why}: {:?}", c.host.calls);
         assert_eq!(c.metrics.pending("errors.upgrade_refused"), 1, "{why}");
         // Closed: later bytes from either side are dropped.
         c.up.clear();
-        assert_eq!(c.from_client(b"more", false), NetworkAction::Continue);
-        c.from_server(&frame(true, Opcode::Binary, b"more"), false);
+        assert_eq!(c.client_sends(b"more", false), NetworkAction::Continue);
+        c.server_sends(&frame(true, Opcode::Binary, b"more"), false);
         assert!(c.up.is_empty() && c.down.is_empty(), "{why}");
     }
 
@@ -614,7 +614,7 @@ mod tests {
             encode_server_handshake(&accept_key("not our key"), Some("grpc-bridge.tunnel.v1"));
         refused_with(&bad_accept, "WebSocket upgrade refused");
         let mut c = Conn::new(settings());
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         let (ok, _) = c.accept();
         let text = String::from_utf8(ok).unwrap();
         let other = text.replace("grpc-bridge.tunnel.v1", "something.else");
@@ -622,13 +622,13 @@ mod tests {
         let none = text.replace("Sec-WebSocket-Protocol: grpc-bridge.tunnel.v1\r\n", "");
         assert_ne!(none, text);
         let mut c = Conn::new(settings());
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         refused_with_key(&mut c, none.as_bytes());
     }
 
     /// `response` answers `c`'s own upgrade request (the fake's keys repeat).
     fn refused_with_key(c: &mut Conn, response: &[u8]) {
-        c.from_server(response, false);
+        c.server_sends(response, false);
         assert!(c.down.is_empty());
         assert_eq!(c.host.closes(), vec![Flow::Downstream]);
         assert!(c.host.logged("WebSocket upgrade refused"));
@@ -638,12 +638,12 @@ mod tests {
     #[test]
     fn an_endless_response_head_closes_the_connection() {
         let mut c = Conn::new(settings());
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         let mut head = b"HTTP/1.1 101 Switching Protocols\r\n".to_vec();
         while head.len() <= MAX_HANDSHAKE_BYTES {
             head.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaa\r\n");
         }
-        c.from_server(&head, false);
+        c.server_sends(&head, false);
         assert_eq!(c.host.closes(), vec![Flow::Downstream]);
         // The codec reports the size (head_end), so this is a refusal of the handshake.
         assert!(c
@@ -688,7 +688,7 @@ mod tests {
         assert!(c.up.is_empty());
         // Client traffic also counts.
         c.host.now_ns = 2 * interval_ns;
-        c.from_client(b"x", false);
+        c.client_sends(b"x", false);
         c.up.clear();
         c.host.now_ns = 3 * interval_ns - 1;
         c.tick();
@@ -700,7 +700,7 @@ mod tests {
         let mut c = Conn::new(settings());
         c.host.now_ns = u64::MAX;
         c.tick();
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         c.up.clear();
         c.tick();
         assert!(c.up.is_empty());
@@ -722,7 +722,7 @@ mod tests {
         assert!(c.host.logged("keepalive ping (sent: false)"));
         c.host.fail = None;
         // The server's ping is not answered while our own ping still waits; both go out once.
-        c.from_server(&frame(true, Opcode::Ping, b"p"), false);
+        c.server_sends(&frame(true, Opcode::Ping, b"p"), false);
         let (_, events, _) = server_reads(&c.up);
         assert_eq!(
             events,
@@ -750,9 +750,9 @@ mod tests {
     #[test]
     fn a_close_from_the_server_is_answered_and_ends_the_open_calls() {
         let mut c = Conn::new(settings());
-        c.from_client(&one_open_call(), false);
+        c.client_sends(&one_open_call(), false);
         let (ok, _) = c.accept();
-        c.from_server(&ok, false);
+        c.server_sends(&ok, false);
         c.up.clear();
         let mut close = Vec::new();
         encode_frame(
@@ -762,7 +762,7 @@ mod tests {
             &close_payload(1001, "backend closed"),
             &mut close,
         );
-        c.from_server(&close, false);
+        c.server_sends(&close, false);
         assert_eq!(c.down, unavailable(": backend closed"));
         assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);
         // The close is echoed with its code, masked.
@@ -770,7 +770,7 @@ mod tests {
         assert_eq!((events, res), (vec![closed(1001)], Ok(())));
         // Once: the connection's end adds nothing.
         c.down.clear();
-        c.from_server(&[], true);
+        c.server_sends(&[], true);
         assert!(c.down.is_empty());
         assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);
         assert!(c.host.closes().is_empty());
@@ -779,10 +779,10 @@ mod tests {
     #[test]
     fn the_server_connection_ending_ends_the_open_calls() {
         let mut c = Conn::new(settings());
-        c.from_client(&one_open_call(), false);
+        c.client_sends(&one_open_call(), false);
         let (ok, _) = c.accept();
-        c.from_server(&ok, false);
-        c.from_server(&[], true);
+        c.server_sends(&ok, false);
+        c.server_sends(&[], true);
         assert_eq!(c.down, unavailable(""));
         assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);
     }
@@ -790,23 +790,22 @@ mod tests {
     #[test]
     fn a_close_from_the_client_side_goes_out_in_band_before_the_fin() {
         let mut c = Conn::open(settings());
-        c.from_client(b"last", true);
+        c.client_sends(b"last", true);
         let (data, events, res) = server_reads(&c.up);
-        let mut want = Vec::new();
-        want.push(WsEvent::Close {
+        let want = vec![WsEvent::Close {
             code: Some(close_code::NORMAL),
             reason: "client closed".to_string(),
-        });
+        }];
         assert_eq!((data, events, res), (b"last".to_vec(), want, Ok(())));
         // The server's echo needs no answer: our close went out already.
         c.up.clear();
-        c.from_server(&frame(true, Opcode::Close, &close_payload(1000, "")), false);
+        c.server_sends(&frame(true, Opcode::Close, &close_payload(1000, "")), false);
         assert!(c.up.is_empty());
     }
 
     fn fails_on(frame_bytes: &[u8], code: u16) {
         let mut c = Conn::open(settings());
-        c.from_server(frame_bytes, false);
+        c.server_sends(frame_bytes, false);
         let (_, events, res) = server_reads(&c.up);
         assert_eq!(res, Ok(()), "{code}");
         let [WsEvent::Close { code: got, .. }] = events.as_slice() else {
@@ -845,7 +844,7 @@ mod tests {
     fn no_entropy_means_no_tunnel() {
         let mut c = Conn::new(settings());
         c.host.no_entropy = true;
-        assert_eq!(c.from_client(PREFACE, false), NetworkAction::Continue);
+        assert_eq!(c.client_sends(PREFACE, false), NetworkAction::Continue);
         assert_eq!(c.host.closes(), vec![Flow::Downstream]);
         assert!(c.host.logged("no entropy for the handshake key"));
         // Nothing was written: the host forwards nothing of ours.
@@ -860,12 +859,12 @@ mod tests {
     fn unreadable_buffers_close_the_connection() {
         let mut c = Conn::new(settings());
         c.host.fail = Some(Status::BadArgument);
-        c.from_client(PREFACE, false);
+        c.client_sends(PREFACE, false);
         assert_eq!(c.host.closes(), vec![Flow::Downstream]);
         assert!(c.host.logged("downstream data unreadable"));
         let mut c = Conn::open(settings());
         c.host.fail = Some(Status::BadArgument);
-        c.from_server(b"x", false);
+        c.server_sends(b"x", false);
         assert_eq!(c.host.closes(), vec![Flow::Downstream]);
         assert!(c.host.logged("upstream data unreadable"));
     }
