@@ -10,6 +10,11 @@
 //! `continue_stream(Downstream)`; toward the downstream only inside `on_upstream_data`
 //! (`continue_stream(Upstream)` is Unimplemented). That asymmetry decides where pings, pongs,
 //! closes and the `101` can be sent.
+//!
+//! Each role is a state machine over [`net_host::NetHost`] (one call per event; the
+//! `NetworkStream` impls pass [`net_host::WasmNetHost`], the unit tests a fake that records
+//! every call). The WebSocket framing both share is one [`session::WsSession`]; the roles read
+//! [`TunnelSettings`], built from the configuration in one place.
 
 pub mod client;
 pub mod net_host;
