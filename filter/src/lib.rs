@@ -9,7 +9,8 @@
 //! creates stream contexts; `context` is the callback traits the roles implement;
 //! `http::{agent, server, guard, http1_status}` are the HTTP-filter roles (`http::flush` is the
 //! server's flush tick, `http::stream_host` their host seam); `tunnel::{client, server}` the
-//! network-filter roles; `auth`, `metrics`; `host` is the raw ABI with statuses; `codec` is
+//! network-filter roles (`tunnel::session` their shared WebSocket session, `tunnel::net_host`
+//! their host seam); `auth`, `metrics`; `host` is the raw ABI with statuses; `codec` is
 //! pure wire formats (no host types; natively tested, fuzzed, benchmarked).
 //!
 //! # Limitations

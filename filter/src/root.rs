@@ -12,7 +12,7 @@ use crate::http::{
     server::ServerStream, Passthrough,
 };
 use crate::metrics::{self, Metrics};
-use crate::tunnel::{client::TunnelClient, server::TunnelServer};
+use crate::tunnel::{client::TunnelClient, server::TunnelServer, TunnelSettings};
 
 pub enum ChildContext {
     Http(Rc<RefCell<dyn HttpStream>>),
@@ -25,6 +25,8 @@ pub const CLOSE_TICK_MS: u32 = 100;
 pub struct Root {
     id: u32,
     config: Option<Rc<Config>>,
+    /// What the tunnel roles read of `config`, built once per configuration.
+    tunnel: Rc<TunnelSettings>,
     flush: Rc<FlushScheduler>,
     /// Live tunnel-client connections (they get keepalive ticks).
     connections: BTreeSet<u32>,
@@ -40,6 +42,7 @@ impl Root {
         Root {
             id,
             config: None,
+            tunnel: Rc::default(),
             flush: Rc::new(FlushScheduler::new(5)),
             connections: BTreeSet::new(),
             closing: Rc::default(),
@@ -104,6 +107,7 @@ impl Root {
                         "grpc-bridge: auth is \"none\": bridged requests are NOT authenticated; anyone who reaches this listener can claim to be an agent",
                     );
                 }
+                self.tunnel = Rc::new(TunnelSettings::from_config(&cfg));
                 self.config = Some(Rc::new(cfg));
                 true
             }
@@ -131,14 +135,18 @@ impl Root {
             }
             Role::TunnelClient => {
                 self.connections.insert(id);
-                ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(id, cfg, m))))
+                ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(
+                    id,
+                    self.tunnel.clone(),
+                    m,
+                ))))
             }
             Role::Http1Status => {
                 ChildContext::Http(Rc::new(RefCell::new(Http1StatusStream::new(m))))
             }
             Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(
                 id,
-                cfg,
+                self.tunnel.clone(),
                 m,
                 self.closing.clone(),
             )))),

@@ -10,12 +10,20 @@
 //! `continue_stream(Downstream)`; toward the downstream only inside `on_upstream_data`
 //! (`continue_stream(Upstream)` is Unimplemented). That asymmetry decides where pings, pongs,
 //! closes and the `101` can be sent.
+//!
+//! Each role is a state machine over [`net_host::NetHost`] (one call per event; the
+//! `NetworkStream` impls pass [`net_host::WasmNetHost`], the unit tests a fake that records
+//! every call). The WebSocket framing both share is one [`session::WsSession`]; the roles read
+//! [`TunnelSettings`], built from the configuration in one place.
 
 pub mod client;
+pub mod net_host;
 pub mod server;
+pub mod session;
 
-use crate::codec::websocket::{encode_frame, Opcode};
-use crate::host;
+use std::collections::BTreeMap;
+
+use crate::config::{AuthConfig, Config};
 
 /// Largest handshake head (request or response) we accept.
 pub(crate) const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
@@ -23,64 +31,36 @@ pub(crate) const MAX_HANDSHAKE_BYTES: usize = 16 * 1024;
 /// floods pings past it is cut off.
 pub(crate) const MAX_CONTROL_QUEUE: usize = 64 * 1024;
 
-/// Random bytes for mask keys and handshake keys, drawn from the host in blocks.
-pub(crate) struct Entropy {
-    pool: [u8; 256],
-    at: usize,
+/// What the tunnel roles read of the configuration, built in one place
+/// ([`TunnelSettings::from_config`]) so that the roles do not depend on the shape of `Config`.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelSettings {
+    /// Largest WebSocket frame payload accepted (close 1009 past it) and sent.
+    pub max_frame_bytes: u32,
+    /// Client: `Host` of the upgrade request.
+    pub tunnel_host: Option<String>,
+    /// Path of the upgrade request (client sends it, server requires it).
+    pub tunnel_path: String,
+    /// Subprotocol offered (client) and required (server).
+    pub tunnel_protocol: String,
+    /// Client: extra headers on the upgrade request. Server: headers it must carry, exactly.
+    pub tunnel_headers: BTreeMap<String, String>,
+    /// Client: ping interval on an idle tunnel; 0 disables.
+    pub ping_interval_ms: u32,
+    /// Client: the secret it presents. Server: how the upgrade is authenticated.
+    pub auth: Option<AuthConfig>,
 }
 
-impl Entropy {
-    pub fn new() -> Self {
-        Entropy {
-            pool: [0; 256],
-            at: 256,
-        }
-    }
-
-    /// Four unpredictable bytes, or `None` if the host has no entropy (the caller then closes
-    /// rather than send predictable masks).
-    pub fn take4(&mut self) -> Option<[u8; 4]> {
-        if self.at + 4 > self.pool.len() {
-            host::random_bytes(&mut self.pool).ok()?;
-            self.at = 0;
-        }
-        let b = self.pool.get(self.at..self.at + 4)?;
-        let out = [b[0], b[1], b[2], b[3]];
-        self.at += 4;
-        Some(out)
-    }
-
-    pub fn take16(&mut self) -> Option<[u8; 16]> {
-        let mut out = [0u8; 16];
-        for chunk in out.chunks_mut(4) {
-            chunk.copy_from_slice(&self.take4()?);
-        }
-        Some(out)
-    }
-}
-
-/// Wraps `data` as binary frames of at most `max_frame` bytes, masked with fresh keys when
-/// `entropy` is given (client side). Returns false if masking keys were unavailable.
-pub(crate) fn wrap_binary(
-    data: &[u8],
-    max_frame: usize,
-    entropy: Option<&mut Entropy>,
-    out: &mut Vec<u8>,
-) -> bool {
-    let max_frame = max_frame.max(1);
-    match entropy {
-        None => {
-            for chunk in data.chunks(max_frame) {
-                encode_frame(true, Opcode::Binary, None, chunk, out);
-            }
-            true
-        }
-        Some(e) => {
-            for chunk in data.chunks(max_frame) {
-                let Some(mask) = e.take4() else { return false };
-                encode_frame(true, Opcode::Binary, Some(mask), chunk, out);
-            }
-            true
+impl TunnelSettings {
+    pub fn from_config(cfg: &Config) -> Self {
+        TunnelSettings {
+            max_frame_bytes: cfg.max_frame_bytes,
+            tunnel_host: cfg.tunnel_host.clone(),
+            tunnel_path: cfg.tunnel_path.clone(),
+            tunnel_protocol: cfg.tunnel_protocol.clone(),
+            tunnel_headers: cfg.tunnel_headers.clone(),
+            ping_interval_ms: cfg.ping_interval_ms,
+            auth: cfg.auth.clone(),
         }
     }
 }
@@ -144,15 +124,5 @@ mod tests {
             .find(|(h, _)| *h == n)
             .map(|(_, v)| *v)));
         assert!(!tunnel_headers_match(&want, |_| None));
-    }
-
-    #[test]
-    fn wrap_splits_at_the_frame_limit() {
-        let data = vec![7u8; 2500];
-        let mut out = Vec::new();
-        assert!(wrap_binary(&data, 1000, None, &mut out));
-        // three unmasked frames: 2+2(16-bit len) + 1000, twice, and 2+2+500
-        assert_eq!(out.len(), 4 + 1000 + 4 + 1000 + 4 + 500);
-        assert_eq!(out[0], 0x82);
     }
 }
