@@ -13,7 +13,7 @@ use crate::codec::websocket::{
     accept_key, close_code, close_payload, encode_base64, encode_client_handshake, encode_frame,
     parse_server_handshake, ClientHandshake, FrameDecoder, Opcode, Side, WsEvent,
 };
-use crate::config::Config;
+use crate::config::TunnelClientConfig;
 use crate::context::{NetworkAction, NetworkStream};
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
@@ -32,7 +32,7 @@ enum State {
 
 pub struct TunnelClient {
     id: u32,
-    cfg: Rc<Config>,
+    cfg: Rc<TunnelClientConfig>,
     state: State,
     entropy: Entropy,
     expected_accept: String,
@@ -53,7 +53,7 @@ pub struct TunnelClient {
 }
 
 impl TunnelClient {
-    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(id: u32, cfg: Rc<TunnelClientConfig>, metrics: Rc<Metrics>) -> Self {
         let max = u64::from(cfg.max_frame_bytes);
         TunnelClient {
             id,

@@ -21,7 +21,7 @@ use crate::codec::websocket::{
     encode_server_handshake, parse_client_handshake, FrameDecoder, HandshakeError, Opcode,
     ParsedRequest, Side, WsEvent,
 };
-use crate::config::Config;
+use crate::config::TunnelServerConfig;
 use crate::context::{NetworkAction, NetworkStream};
 use crate::host::{self, BufferType, LogLevel, StreamType};
 use crate::metrics::Metrics;
@@ -41,7 +41,7 @@ enum State {
 
 pub struct TunnelServer {
     id: u32,
-    cfg: Rc<Config>,
+    cfg: Rc<TunnelServerConfig>,
     state: State,
     head: Vec<u8>,
     decoder: FrameDecoder,
@@ -75,7 +75,7 @@ pub struct TunnelServer {
 impl TunnelServer {
     pub fn new(
         id: u32,
-        cfg: Rc<Config>,
+        cfg: Rc<TunnelServerConfig>,
         metrics: Rc<Metrics>,
         closing: Rc<RefCell<BTreeSet<u32>>>,
     ) -> Self {
