@@ -1402,6 +1402,34 @@ mod tests {
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
     }
 
+    /// The config fuzz target's seeds (written by fuzz/examples/gen_seeds.rs) follow the
+    /// schema: a seed named after a role loads as that role, the others are refused.
+    #[test]
+    fn config_fuzz_seeds_are_what_their_names_say() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/config");
+        let mut roles = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let seed = std::fs::read(&path).unwrap();
+            // `seed-NN-<what>`
+            let what = name.splitn(3, '-').nth(2).unwrap_or_default();
+            let named = Role::ALL
+                .into_iter()
+                .find(|r| r.name().replace('_', "-") == what);
+            match (named, Config::parse(&seed)) {
+                (Some(role), Ok(c)) => {
+                    assert_eq!(c.role(), role, "{name}");
+                    roles.push(role);
+                }
+                (Some(_), Err(e)) => panic!("{name} is refused: {e}"),
+                (None, Ok(c)) => panic!("{name} is accepted: {c:?}"),
+                (None, Err(_)) => {}
+            }
+        }
+        assert_eq!(roles.len(), Role::ALL.len(), "one seed per role: {roles:?}");
+    }
+
     #[test]
     fn auth_fields_are_documented() {
         let doc =
