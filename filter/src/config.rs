@@ -78,8 +78,9 @@ impl Role {
 ///
 /// This is what `#[serde(tag = "role", rename_all = "snake_case")]` would derive, parsed by
 /// [`Config::parse`] instead: serde's internally tagged enums buffer the object before they
-/// pick the variant, so an error inside a variant no longer carries the field's path (a
-/// wrong type would not name its field) and an unknown role would not name `role`.
+/// pick the variant, so an error inside a variant loses the field's path
+/// (`{"role":"agent","max_message_bytes":"big"}` gave `invalid type: string "big", expected
+/// u32`, naming no field), and a field of another role would be only "unknown".
 ///
 /// Each role's struct is behind an `Rc` so the root hands it to every stream it creates
 /// without copying it.
@@ -96,7 +97,7 @@ pub enum Config {
 /// The `role` key inside a role's struct. `Config::parse` has read it already (it chose the
 /// struct); the struct only admits it, so `deny_unknown_fields` does not refuse it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoleKey;
+struct RoleKey;
 
 impl<'de> Deserialize<'de> for RoleKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
