@@ -183,7 +183,11 @@ mod tests {
     use crate::config::Config;
 
     fn auth(json: &str) -> AuthConfig {
-        Config::parse(json.as_bytes()).unwrap().auth.unwrap()
+        Config::parse(json.as_bytes())
+            .unwrap()
+            .auth()
+            .unwrap()
+            .clone()
     }
 
     const TWO: &str =

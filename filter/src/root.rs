@@ -24,7 +24,7 @@ pub const CLOSE_TICK_MS: u32 = 100;
 
 pub struct Root {
     id: u32,
-    config: Option<Rc<Config>>,
+    config: Option<Config>,
     /// What the tunnel roles read of `config`, built once per configuration.
     tunnel: Rc<TunnelSettings>,
     flush: Rc<FlushScheduler>,
@@ -65,8 +65,10 @@ impl Root {
         };
         match Config::parse(&bytes) {
             Ok(cfg) => {
-                self.flush = Rc::new(FlushScheduler::new(cfg.flush_interval_ms));
-                self.metrics = Some(Rc::new(Metrics::new(cfg.role)));
+                if let Config::Server(s) = &cfg {
+                    self.flush = Rc::new(FlushScheduler::new(s.flush_interval_ms));
+                }
+                self.metrics = Some(Rc::new(Metrics::new(cfg.role())));
                 // Every role ticks at least this often: the tick sends the counted metrics.
                 if let Err(e) = host::set_tick_period_ms(metrics::FLUSH_MS) {
                     host::log(
@@ -74,9 +76,13 @@ impl Root {
                         &format!("grpc-bridge: cannot arm metrics tick: {e:?}"),
                     );
                 }
-                if cfg.role == Role::TunnelClient && cfg.ping_interval_ms > 0 {
+                let ping_interval_ms = match &cfg {
+                    Config::TunnelClient(t) => t.ping_interval_ms,
+                    _ => 0,
+                };
+                if ping_interval_ms > 0 {
                     // Check twice per interval so an idle tunnel pings within 1.5 intervals.
-                    let period = (cfg.ping_interval_ms / 2).max(50);
+                    let period = (ping_interval_ms / 2).max(50);
                     if let Err(e) = host::set_tick_period_ms(period) {
                         host::log(
                             LogLevel::Error,
@@ -84,7 +90,7 @@ impl Root {
                         );
                     }
                 }
-                if cfg.role == Role::TunnelServer {
+                if cfg.role() == Role::TunnelServer {
                     // Closes refused or failed tunnels once their answer is out (tunnel/server.rs).
                     if let Err(e) = host::set_tick_period_ms(CLOSE_TICK_MS) {
                         host::log(
@@ -95,20 +101,27 @@ impl Root {
                 }
                 host::log(
                     LogLevel::Info,
-                    &format!("grpc-bridge: root {} configured as {:?}", self.id, cfg.role),
+                    &format!(
+                        "grpc-bridge: root {} configured as {:?}",
+                        self.id,
+                        cfg.role()
+                    ),
                 );
-                if matches!(
-                    cfg.role,
-                    Role::Server | Role::ServerGuard | Role::TunnelServer
-                ) && cfg.auth_setting == Some(None)
-                {
+                // The server roles require `auth`: no settings means it said "none".
+                let unauthenticated = match &cfg {
+                    Config::Server(s) => s.auth.is_none(),
+                    Config::ServerGuard(g) => g.auth.is_none(),
+                    Config::TunnelServer(t) => t.auth.is_none(),
+                    _ => false,
+                };
+                if unauthenticated {
                     host::log(
                         LogLevel::Warn,
                         "grpc-bridge: auth is \"none\": bridged requests are NOT authenticated; anyone who reaches this listener can claim to be an agent",
                     );
                 }
                 self.tunnel = Rc::new(TunnelSettings::from_config(&cfg));
-                self.config = Some(Rc::new(cfg));
+                self.config = Some(cfg);
                 true
             }
             Err(e) => {
@@ -122,18 +135,20 @@ impl Root {
         let (Some(cfg), Some(m)) = (self.config.clone(), self.metrics.clone()) else {
             return ChildContext::Http(Rc::new(RefCell::new(Passthrough)));
         };
-        match cfg.role {
-            Role::Agent => ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, cfg, m)))),
-            Role::Server => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(
+        match cfg {
+            Config::Agent(c) => {
+                ChildContext::Http(Rc::new(RefCell::new(AgentStream::new(id, c, m))))
+            }
+            Config::Server(c) => ChildContext::Http(Rc::new(RefCell::new(ServerStream::new(
                 id,
-                cfg,
+                c,
                 self.flush.clone(),
                 m,
             )))),
-            Role::ServerGuard => {
-                ChildContext::Http(Rc::new(RefCell::new(GuardStream::new(cfg, m))))
+            Config::ServerGuard(c) => {
+                ChildContext::Http(Rc::new(RefCell::new(GuardStream::new(c, m))))
             }
-            Role::TunnelClient => {
+            Config::TunnelClient(_) => {
                 self.connections.insert(id);
                 ChildContext::Network(Rc::new(RefCell::new(TunnelClient::new(
                     id,
@@ -141,15 +156,12 @@ impl Root {
                     m,
                 ))))
             }
-            Role::Http1Status => {
+            Config::Http1Status(_) => {
                 ChildContext::Http(Rc::new(RefCell::new(Http1StatusStream::new(m))))
             }
-            Role::TunnelServer => ChildContext::Network(Rc::new(RefCell::new(TunnelServer::new(
-                id,
-                self.tunnel.clone(),
-                m,
-                self.closing.clone(),
-            )))),
+            Config::TunnelServer(_) => ChildContext::Network(Rc::new(RefCell::new(
+                TunnelServer::new(id, self.tunnel.clone(), m, self.closing.clone()),
+            ))),
         }
     }
 
@@ -178,13 +190,13 @@ impl Root {
     fn is_tunnel_server(&self) -> bool {
         self.config
             .as_ref()
-            .is_some_and(|c| c.role == Role::TunnelServer)
+            .is_some_and(|c| c.role() == Role::TunnelServer)
     }
 
     fn is_tunnel_client(&self) -> bool {
         self.config
             .as_ref()
-            .is_some_and(|c| c.role == Role::TunnelClient)
+            .is_some_and(|c| c.role() == Role::TunnelClient)
     }
 
     /// Connections that get this tick: every tunnel client (keepalive), only the tunnel server

@@ -413,24 +413,38 @@ fn main() {
         &cat(&[&params(false, FIXED_16, 0), b"GET / HTTP/1.1\r\n\r\n"]),
     );
 
-    // config: the JSON.
+    // config: the JSON. One valid configuration per role, with every field it takes (so the
+    // fuzzer starts from each role's struct), then refusals: a bad value, a field of another
+    // role, not JSON.
     let mut c = Corpus::new(&root, "config");
-    c.add("agent", br#"{"role":"agent"}"#);
     c.add(
-        "server",
-        br#"{"role":"server","auth":"none","max_message_bytes":16777216,"max_trailer_bytes":16384,"flush_interval_ms":5,"max_held_bytes":262144,"marker_header":"x-grpc-bridge","error_body_quote_bytes":256}"#,
+        "agent",
+        br#"{"role":"agent","max_message_bytes":16777216,"max_trailer_bytes":16384,"marker_header":"x-grpc-bridge","error_body_quote_bytes":256,"auth":{"secret":"0123456789abcdef","secret_header":"x-grpc-bridge-auth"}}"#,
     );
     c.add(
+        "server",
+        br#"{"role":"server","max_message_bytes":16777216,"max_trailer_bytes":16384,"flush_interval_ms":5,"max_held_bytes":262144,"http1_hold_bytes":131072,"http1_hold_ms":1000,"marker_header":"x-grpc-bridge","auth":{"shared_secrets":["0123456789abcdef"],"require_client_certificate":true,"allowed_uri_sans":["spiffe://a/b"],"require_for_unmarked":true}}"#,
+    );
+    c.add(
+        "server-guard",
+        br#"{"role":"server_guard","marker_header":"x-grpc-bridge","auth":"none"}"#,
+    );
+    c.add("http1-status", br#"{"role":"http1_status"}"#);
+    c.add(
         "tunnel-client",
-        br#"{"role":"tunnel_client","tunnel_host":"127.0.0.1:8081","tunnel_path":"/grpc-bridge/tunnel","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"ping_interval_ms":20000}"#,
+        br#"{"role":"tunnel_client","tunnel_host":"127.0.0.1:8081","tunnel_path":"/grpc-bridge/tunnel","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"ping_interval_ms":20000,"auth":{"secret":"0123456789abcdef"}}"#,
     );
     c.add(
         "tunnel-server",
-        br#"{"role":"tunnel_server","auth":"none","tunnel_path":"/t","ping_interval_ms":0}"#,
+        br#"{"role":"tunnel_server","tunnel_path":"/t","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"auth":"none"}"#,
     );
     c.add(
         "bad-field",
         br#"{"role":"agent","max_message_bytes":"big","x":[1,2,{"y":null}]}"#,
+    );
+    c.add(
+        "field-of-another-role",
+        br#"{"role":"tunnel_server","auth":"none","ping_interval_ms":0}"#,
     );
     c.add("not-json", b"role: agent\n");
 

@@ -1113,7 +1113,7 @@ fn istio_wasmplugins_validate_against_the_crd_schema() {
         assert!(r[0].1.is_empty(), "{}: {:#?}", f.display(), r[0].1);
         let spec = &doc["spec"];
         let cfg = parse_plugin_config(&spec["pluginConfig"], &f.display().to_string());
-        assert_eq!(cfg.role, role_of_file(&f), "{}", f.display());
+        assert_eq!(cfg.role(), role_of_file(&f), "{}", f.display());
         assert!(
             spec["url"].as_str().unwrap().starts_with("oci://"),
             "{}: an OCI image",
@@ -1131,7 +1131,7 @@ fn istio_wasmplugins_validate_against_the_crd_schema() {
             "{}: the agent and server roles are HTTP filters",
             f.display()
         );
-        roles.insert(format!("{:?}", cfg.role));
+        roles.insert(format!("{:?}", cfg.role()));
     }
     assert_eq!(
         roles,
@@ -1325,14 +1325,14 @@ fn envoy_gateway_policies_have_the_required_fields() {
         assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
         for w in doc["spec"]["wasm"].as_array().unwrap() {
             let cfg = parse_plugin_config(&w["config"], &f.display().to_string());
-            assert_eq!(cfg.role, role_of_file(&f), "{}", f.display());
+            assert_eq!(cfg.role(), role_of_file(&f), "{}", f.display());
             assert_eq!(
                 w["rootID"],
                 "grpc_bridge",
                 "{}: root id as in envoy/*.yaml",
                 f.display()
             );
-            roles.insert(format!("{:?}", cfg.role));
+            roles.insert(format!("{:?}", cfg.role()));
             sources.insert(w["code"]["type"].as_str().unwrap().to_string());
         }
     }
@@ -1416,6 +1416,14 @@ fn manifest_plugin_configs_are_checked_by_the_filter_parser() {
     let mut cfg = doc["spec"]["pluginConfig"].clone();
     cfg["role"] = json!("client");
     assert!(Config::parse(&serde_json::to_vec(&cfg).unwrap()).is_err());
+    // A field of another role (here a tunnel's) is refused too, by name.
+    let mut cfg = doc["spec"]["pluginConfig"].clone();
+    cfg["tunnel_path"] = json!("/t");
+    let err = Config::parse(&serde_json::to_vec(&cfg).unwrap()).unwrap_err();
+    assert!(
+        err.0.starts_with("field `tunnel_path`: not used by role"),
+        "{err}"
+    );
 }
 
 /// The shipped module's imports: a function import section parsed by hand (no dependency).

@@ -489,8 +489,10 @@ const CHUNK_FRAMING: u64 = 8 * 8;
 /// its own config parser) plus the frame that passed it, with chunk framing. Seen at
 /// `--concurrency 4`: limit + 16,429 and limit + 18,061 bytes (one worker: under 1 KB).
 fn grpc_web_overshoot() -> u64 {
-    let cfg = grpc_bridge::config::Config::parse(br#"{"role":"server","auth":"none"}"#)
-        .unwrap_or_else(|e| panic!("the filter's default server config: {e:?}"));
+    let cfg = match grpc_bridge::config::Config::parse(br#"{"role":"server","auth":"none"}"#) {
+        Ok(grpc_bridge::config::Config::Server(s)) => s,
+        other => panic!("the filter's default server config: {other:?}"),
+    };
     u64::from(cfg.max_held_bytes) + ONE_FRAME + CHUNK_FRAMING
 }
 

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use crate::codec::grpc_frame::{FrameScanner, SparseScanError, WHOLE_CHUNK_BYTES};
 use crate::codec::grpc_web::{self, Encoding, TrailerFrameReader};
 use crate::codec::status::{self, code};
-use crate::config::Config;
+use crate::config::AgentConfig;
 use crate::context::{DataAction, HeadersAction, HttpStream};
 use crate::host::{BufferType, LogLevel, MapType};
 use crate::http::stream_host::{HeaderList, StreamHost, WasmHost};
@@ -44,7 +44,7 @@ enum Response {
 pub struct AgentStream {
     #[allow(dead_code)]
     id: u32,
-    cfg: Rc<Config>,
+    cfg: Rc<AgentConfig>,
     converted: bool,
     grpc_suffix: String,
     response: Response,
@@ -52,7 +52,7 @@ pub struct AgentStream {
 }
 
 impl AgentStream {
-    pub fn new(id: u32, cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(id: u32, cfg: Rc<AgentConfig>, metrics: Rc<Metrics>) -> Self {
         AgentStream {
             id,
             cfg,
@@ -631,13 +631,15 @@ mod tests {
     //! The agent's state machine through a fake host: what it writes, what it counts, and the
     //! cut of the trailer frame at every chunk boundary.
     use super::*;
-    use crate::config::Role;
+    use crate::config::{Config, Role};
     use crate::http::stream_host::fake::{Call, FakeHost};
 
     fn agent() -> AgentStream {
-        let cfg =
-            Config::parse(br#"{"role":"agent","auth":{"secret":"0123456789abcdef"}}"#).unwrap();
-        AgentStream::new(1, Rc::new(cfg), Rc::new(Metrics::new(Role::Agent)))
+        let json = br#"{"role":"agent","auth":{"secret":"0123456789abcdef"}}"#;
+        let Ok(Config::Agent(cfg)) = Config::parse(json) else {
+            panic!("not an agent config")
+        };
+        AgentStream::new(1, cfg, Rc::new(Metrics::new(Role::Agent)))
     }
 
     fn list(pairs: &[(&str, &str)]) -> HeaderList {

@@ -20,7 +20,7 @@ use std::rc::Rc;
 use crate::auth::{self, PeerCertificate};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::code;
-use crate::config::Config;
+use crate::config::ServerGuardConfig;
 use crate::context::{HeadersAction, HttpStream};
 use crate::host::{LogLevel, MapType};
 use crate::http::envoy_sees_grpc;
@@ -28,7 +28,7 @@ use crate::http::stream_host::{StreamHost, WasmHost};
 use crate::metrics::Metrics;
 
 pub struct GuardStream {
-    cfg: Rc<Config>,
+    cfg: Rc<ServerGuardConfig>,
     metrics: Rc<Metrics>,
     /// Content type of the local reply we sent: Envoy drops `content-type` from an empty local
     /// reply, so it is put back when the reply passes our response path.
@@ -36,7 +36,7 @@ pub struct GuardStream {
 }
 
 impl GuardStream {
-    pub fn new(cfg: Rc<Config>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(cfg: Rc<ServerGuardConfig>, metrics: Rc<Metrics>) -> Self {
         GuardStream {
             cfg,
             metrics,
@@ -158,16 +158,18 @@ impl HttpStream for GuardStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Role;
+    use crate::config::{Config, Role};
     use crate::http::stream_host::fake::{Call, FakeHost};
     use crate::http::stream_host::HeaderList;
 
     const SECRET: &str = "0123456789abcdef-secret";
 
     fn guard(auth: &str) -> GuardStream {
-        let cfg = Config::parse(format!(r#"{{"role":"server_guard","auth":{auth}}}"#).as_bytes())
-            .unwrap();
-        GuardStream::new(Rc::new(cfg), Rc::new(Metrics::new(Role::ServerGuard)))
+        let json = format!(r#"{{"role":"server_guard","auth":{auth}}}"#);
+        let Ok(Config::ServerGuard(cfg)) = Config::parse(json.as_bytes()) else {
+            panic!("not a server_guard config: {json}")
+        };
+        GuardStream::new(cfg, Rc::new(Metrics::new(Role::ServerGuard)))
     }
 
     fn request(extra: &[(&str, &str)]) -> FakeHost {

@@ -21,7 +21,7 @@ use crate::codec::grpc_frame::{FrameError, FrameScanner, SparseScanError, WHOLE_
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::{self, code};
 use crate::codec::text::{Base64Decoder, Base64Encoder};
-use crate::config::Config;
+use crate::config::ServerConfig;
 use crate::context::{DataAction, HeadersAction, HttpStream};
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
 use crate::http::flush::FlushScheduler;
@@ -82,7 +82,7 @@ struct Streaming {
 
 pub struct ServerStream {
     id: u32,
-    cfg: Rc<Config>,
+    cfg: Rc<ServerConfig>,
     flush: Rc<FlushScheduler>,
     conv: Option<Converted>,
     metrics: Rc<Metrics>,
@@ -92,7 +92,12 @@ pub struct ServerStream {
 }
 
 impl ServerStream {
-    pub fn new(id: u32, cfg: Rc<Config>, flush: Rc<FlushScheduler>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(
+        id: u32,
+        cfg: Rc<ServerConfig>,
+        flush: Rc<FlushScheduler>,
+        metrics: Rc<Metrics>,
+    ) -> Self {
         ServerStream {
             id,
             cfg,

@@ -52,15 +52,29 @@ pub struct TunnelSettings {
 }
 
 impl TunnelSettings {
+    /// The tunnel settings of a tunnel role's configuration; the default (unused) for the
+    /// HTTP roles, which never create a tunnel stream.
     pub fn from_config(cfg: &Config) -> Self {
-        TunnelSettings {
-            max_frame_bytes: cfg.max_frame_bytes,
-            tunnel_host: cfg.tunnel_host.clone(),
-            tunnel_path: cfg.tunnel_path.clone(),
-            tunnel_protocol: cfg.tunnel_protocol.clone(),
-            tunnel_headers: cfg.tunnel_headers.clone(),
-            ping_interval_ms: cfg.ping_interval_ms,
-            auth: cfg.auth.clone(),
+        match cfg {
+            Config::TunnelClient(c) => TunnelSettings {
+                max_frame_bytes: c.max_frame_bytes,
+                tunnel_host: c.tunnel_host.clone(),
+                tunnel_path: c.tunnel_path.clone(),
+                tunnel_protocol: c.tunnel_protocol.clone(),
+                tunnel_headers: c.tunnel_headers.clone(),
+                ping_interval_ms: c.ping_interval_ms,
+                auth: c.auth.clone(),
+            },
+            Config::TunnelServer(c) => TunnelSettings {
+                max_frame_bytes: c.max_frame_bytes,
+                tunnel_host: None,
+                tunnel_path: c.tunnel_path.clone(),
+                tunnel_protocol: c.tunnel_protocol.clone(),
+                tunnel_headers: c.tunnel_headers.clone(),
+                ping_interval_ms: 0,
+                auth: c.auth.clone(),
+            },
+            _ => TunnelSettings::default(),
         }
     }
 }
