@@ -37,9 +37,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::abi::LogLevel;
-use crate::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
-use crate::proxy::{self, Protocol, ProxyConfig, RunningProxy};
+use super::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
+use super::proxy::{self, Protocol, ProxyConfig, RunningProxy};
+use crate::host::abi::LogLevel;
 
 /// Service path prefix of the echo backend.
 pub const SERVICE: &str = "/hostharness.demo.Echo/";

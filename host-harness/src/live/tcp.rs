@@ -27,9 +27,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::abi::CloseType;
-use crate::connection::{ConnectionId, NetFrame};
-use crate::proxy::{Command, ConnSink, Flow, ProxyConfig, VmHandle};
+use super::config::ProxyConfig;
+use super::vm_thread::{Command, ConnSink, Flow, VmHandle};
+use crate::host::abi::CloseType;
+use crate::model::{ConnectionId, NetFrame};
 
 /// tcp_proxy's cluster connect timeout in the sample configs.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,12 +10,11 @@
 
 use std::time::Duration;
 
-use crate::abi::{CloseType, NetworkAction};
-use crate::connection::{ConnectionId, NetFrame};
-use crate::headers::Headers;
-use crate::state::{CallbackRecord, HostcallStatus, LogEntry, Metric};
-use crate::stream::{Direction, Frame, LocalReply, StreamId};
-use crate::vm::{LoadError, Plugin, PluginOptions};
+use crate::host::abi::{CloseType, NetworkAction};
+use crate::host::headers::Headers;
+use crate::host::state::{CallbackRecord, HostcallStatus, LocalReply, LogEntry, Metric};
+use crate::host::vm::{LoadError, PluginOptions};
+use crate::model::{ConnectionId, Direction, Frame, NetFrame, Plugin, StreamId};
 
 /// One HTTP stream through one filter VM, with a virtual clock.
 pub struct Scenario {

@@ -13,12 +13,12 @@
 //! - a stream that finished has no context (set_effective_context -> BadArgument).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use crate::abi::{BufferType, DataAction, HeadersAction, MapType, StreamType, TrailersAction};
-use crate::headers::Headers;
-use crate::state::Deferred;
-use crate::vm::{Invocation, Plugin};
+use super::Plugin;
+use crate::host::abi::{BufferType, DataAction, HeadersAction, MapType, TrailersAction};
+use crate::host::headers::Headers;
+use crate::host::state::LocalReply;
+use crate::host::vm::Invocation;
 
 /// The two directions of an HTTP stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,16 +43,6 @@ pub enum Frame {
     Trailers(Headers),
     /// The stream was reset toward this side.
     Reset,
-}
-
-/// A `proxy_send_local_response` (or Envoy's own failure reply), as requested.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u32,
-    pub body: Vec<u8>,
-    pub headers: Headers,
-    pub grpc_status: Option<u32>,
-    pub details: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,14 +341,22 @@ impl Plugin {
     // ---- public driving API --------------------------------------------------------
 
     /// Starts a stream (a new context id); nothing is called until request headers arrive.
-    pub fn http_new_stream(&mut self) -> StreamId {
+    pub(crate) fn http_new_stream(&mut self) -> StreamId {
         let id = self.alloc_context_id();
-        self.state_mut().http_streams.insert(id, HttpStream::new());
+        self.state_mut()
+            .contexts
+            .http_streams
+            .insert(id, HttpStream::new());
         StreamId(id)
     }
 
     /// Request headers from downstream (Envoy `decodeHeaders`).
-    pub fn http_request_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
+    pub(crate) fn http_request_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_stream: bool,
+    ) {
         let id = id.0;
         if self
             .stream(id)
@@ -378,18 +376,23 @@ impl Plugin {
         self.after_event();
     }
 
-    pub fn http_request_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
+    pub(crate) fn http_request_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
         self.on_data(id.0, Direction::Request, data.to_vec(), end_stream);
         self.after_event();
     }
 
-    pub fn http_request_trailers(&mut self, id: StreamId, trailers: Headers) {
+    pub(crate) fn http_request_trailers(&mut self, id: StreamId, trailers: Headers) {
         self.on_trailers(id.0, Direction::Request, trailers);
         self.after_event();
     }
 
     /// Response headers from upstream (Envoy `encodeHeaders`).
-    pub fn http_response_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
+    pub(crate) fn http_response_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_stream: bool,
+    ) {
         if self
             .stream(id.0)
             .is_none_or(|s| s.finished || s.response.aborted)
@@ -400,18 +403,18 @@ impl Plugin {
         self.after_event();
     }
 
-    pub fn http_response_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
+    pub(crate) fn http_response_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
         self.on_data(id.0, Direction::Response, data.to_vec(), end_stream);
         self.after_event();
     }
 
-    pub fn http_response_trailers(&mut self, id: StreamId, trailers: Headers) {
+    pub(crate) fn http_response_trailers(&mut self, id: StreamId, trailers: Headers) {
         self.on_trailers(id.0, Direction::Response, trailers);
         self.after_event();
     }
 
     /// Downstream or upstream reset the stream.
-    pub fn http_reset(&mut self, id: StreamId) {
+    pub(crate) fn http_reset(&mut self, id: StreamId) {
         self.reset_stream(id.0);
         self.after_event();
     }
@@ -419,7 +422,7 @@ impl Plugin {
     /// The upstream request failed (`reason` like Envoy's reset reason: "connection
     /// failure", "remote reset"). Before response headers the router sends its 503 local
     /// reply through the filter chain; afterwards the stream is reset.
-    pub fn http_upstream_failed(&mut self, id: StreamId, reason: &str) {
+    pub(crate) fn http_upstream_failed(&mut self, id: StreamId, reason: &str) {
         let Some(st) = self.stream(id.0) else { return };
         if st.finished {
             return;
@@ -441,24 +444,24 @@ impl Plugin {
     }
 
     /// Frames the filter let through toward upstream (request way) since the last take.
-    pub fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
+    pub(crate) fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
         self.stream_mut(id.0)
             .map(|s| std::mem::take(&mut s.request.out))
             .unwrap_or_default()
     }
 
     /// Frames the filter let through toward downstream (response way) since the last take.
-    pub fn http_take_downstream(&mut self, id: StreamId) -> Vec<Frame> {
+    pub(crate) fn http_take_downstream(&mut self, id: StreamId) -> Vec<Frame> {
         self.stream_mut(id.0)
             .map(|s| std::mem::take(&mut s.response.out))
             .unwrap_or_default()
     }
 
-    pub fn http_local_reply(&self, id: StreamId) -> Option<LocalReply> {
+    pub(crate) fn http_local_reply(&self, id: StreamId) -> Option<LocalReply> {
         self.stream(id.0).and_then(|s| s.local_reply.clone())
     }
 
-    pub fn http_is_finished(&self, id: StreamId) -> bool {
+    pub(crate) fn http_is_finished(&self, id: StreamId) -> bool {
         self.stream(id.0).is_none_or(|s| s.finished)
     }
 
@@ -466,125 +469,37 @@ impl Plugin {
     /// (StopIterationAndWatermark, or StopAllIterationAndWatermark from headers), so the
     /// source of `dir` (the client for requests, the upstream for responses) should stop
     /// reading until the held data drains to half the limit.
-    pub fn http_read_disabled(&self, id: StreamId, dir: Direction) -> bool {
+    pub(crate) fn http_read_disabled(&self, id: StreamId, dir: Direction) -> bool {
         self.stream(id.0)
             .is_some_and(|s| !s.finished && s.half(dir).read_disabled)
     }
 
     /// Bytes the filter manager holds for the filter in one direction (paused data).
-    pub fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
+    pub(crate) fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
         self.stream(id.0)
             .and_then(|s| s.half(dir).buffered.as_ref().map(|b| b.len()))
             .unwrap_or(0)
     }
 
     /// Forgets a finished stream's record (proxy mode, to bound memory).
-    pub fn http_forget(&mut self, id: StreamId) {
+    pub(crate) fn http_forget(&mut self, id: StreamId) {
         if self.http_is_finished(id) {
-            self.state_mut().http_streams.remove(&id.0);
+            self.state_mut().contexts.http_streams.remove(&id.0);
         }
-    }
-
-    /// Moves the virtual clock forward, firing every tick that falls due, in order.
-    pub fn advance(&mut self, by: Duration) {
-        let crate::state::Clock::Virtual { now_ns } = self.state().clock else {
-            return;
-        };
-        let target = now_ns + by.as_nanos() as u64;
-        while let Some(due) = self.state().next_tick_ns.filter(|d| *d <= target) {
-            self.set_now(due);
-            self.fire_tick();
-        }
-        self.set_now(target);
-    }
-
-    /// Fires `proxy_on_tick` now if it is due (real clock / proxy mode).
-    pub fn tick_if_due(&mut self) {
-        let now = self.state().clock.now_ns();
-        if self.state().next_tick_ns.is_some_and(|d| d <= now) {
-            self.fire_tick();
-        }
-    }
-
-    /// Time until the next tick, if one is armed.
-    pub fn next_tick_in(&self) -> Option<Duration> {
-        let now = self.state().clock.now_ns();
-        self.state()
-            .next_tick_ns
-            .map(|d| Duration::from_nanos(d.saturating_sub(now)))
-    }
-
-    fn set_now(&mut self, ns: u64) {
-        if let crate::state::Clock::Virtual { now_ns } = &mut self.state_mut().clock {
-            *now_ns = ns.max(*now_ns);
-        }
-    }
-
-    fn fire_tick(&mut self) {
-        let before = self.state().next_tick_ns;
-        let root = self.state().root_context_id;
-        if !self.is_failed() {
-            self.invoke("proxy_on_tick", root, &[root as i32]);
-            self.run_deferred();
-        }
-        // Envoy re-arms the timer after the callback unless the callback changed the period.
-        let s = self.state_mut();
-        if s.next_tick_ns == before {
-            s.next_tick_ns = (s.tick_period_ms != 0)
-                .then(|| s.clock.now_ns() + s.tick_period_ms as u64 * 1_000_000);
-        }
-        self.after_event();
     }
 
     // ---- helpers --------------------------------------------------------------------
 
     pub(crate) fn stream(&self, id: u32) -> Option<&HttpStream> {
-        self.state().http_streams.get(&id)
+        self.state().contexts.http_streams.get(&id)
     }
 
     pub(crate) fn stream_mut(&mut self, id: u32) -> Option<&mut HttpStream> {
-        self.state_mut().http_streams.get_mut(&id)
+        self.state_mut().contexts.http_streams.get_mut(&id)
     }
 
     fn half_mut(&mut self, id: u32, dir: Direction) -> Option<&mut Half> {
         self.stream_mut(id).map(|s| s.half_mut(dir))
-    }
-
-    /// Work Envoy does after an event: posted callbacks (queue ready).
-    pub(crate) fn after_event(&mut self) {
-        while let Some((root, token)) = self.state_mut().queue_ready.pop_front() {
-            if !self.is_failed() {
-                self.invoke("proxy_on_queue_ready", root, &[root as i32, token as i32]);
-                self.run_deferred();
-            }
-        }
-    }
-
-    /// Runs the after-VM-call actions (Envoy's `DeferAfterCallActions`).
-    pub(crate) fn run_deferred(&mut self) {
-        while let Some(action) = self.state_mut().deferred.pop_front() {
-            match action {
-                Deferred::Continue { context_id, stream } => match stream {
-                    StreamType::HttpRequest => self.common_continue(context_id, Direction::Request),
-                    StreamType::HttpResponse => {
-                        self.common_continue(context_id, Direction::Response)
-                    }
-                    StreamType::Downstream => self.connection_continue_reading(context_id),
-                    StreamType::Upstream => {}
-                },
-                Deferred::Close { context_id, stream } => match stream {
-                    StreamType::HttpRequest | StreamType::HttpResponse => {
-                        self.reset_stream(context_id)
-                    }
-                    StreamType::Downstream | StreamType::Upstream => {
-                        self.connection_close(context_id, stream)
-                    }
-                },
-                Deferred::LocalReply { context_id, reply } => {
-                    self.send_local_reply(context_id, reply, false)
-                }
-            }
-        }
     }
 
     /// One filter callback with cpp-host's CHECK_FAIL before and after, then the deferred
@@ -862,7 +777,7 @@ impl Plugin {
     }
 
     /// Envoy's `commonContinue` (continueDecoding / continueEncoding).
-    fn common_continue(&mut self, id: u32, dir: Direction) {
+    pub(super) fn common_continue(&mut self, id: u32, dir: Direction) {
         let Some(st) = self.stream_mut(id) else {
             return;
         };

@@ -8,8 +8,9 @@
 //! reachable so a later callback can rewrite it and `proxy_continue_stream(Downstream)`
 //! (continueReading) hands it on. `continue_stream(Upstream)` is Unimplemented.
 
-use crate::abi::{BufferType, CloseType, NetworkAction, StreamType};
-use crate::vm::{Invocation, Plugin};
+use super::Plugin;
+use crate::host::abi::{BufferType, CloseType, NetworkAction, StreamType};
+use crate::host::vm::Invocation;
 
 /// What left the filter toward one side of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,7 @@ impl Connection {
 
 impl Plugin {
     /// A client connected: `proxy_on_context_create` + `proxy_on_new_connection`.
-    pub fn connection_open(&mut self) -> (ConnectionId, NetworkAction) {
+    pub(crate) fn connection_open(&mut self) -> (ConnectionId, NetworkAction) {
         let id = self.alloc_context_id();
         let conn = Connection {
             id,
@@ -86,7 +87,7 @@ impl Plugin {
             to_upstream: Vec::new(),
             to_downstream: Vec::new(),
         };
-        self.state_mut().connections.insert(id, conn);
+        self.state_mut().contexts.connections.insert(id, conn);
         let action = if !self.is_failed() {
             let root = self.state().root_context_id as i32;
             self.invoke("proxy_on_context_create", id, &[id as i32, root]);
@@ -100,7 +101,7 @@ impl Plugin {
     }
 
     /// Bytes from the client (ReadFilter::onData).
-    pub fn connection_downstream_data(
+    pub(crate) fn connection_downstream_data(
         &mut self,
         id: ConnectionId,
         data: &[u8],
@@ -136,7 +137,7 @@ impl Plugin {
     }
 
     /// Bytes from the upstream toward the client (WriteFilter::onWrite).
-    pub fn connection_upstream_data(
+    pub(crate) fn connection_upstream_data(
         &mut self,
         id: ConnectionId,
         data: &[u8],
@@ -176,58 +177,64 @@ impl Plugin {
     }
 
     /// The client closed (`Remote`) or Envoy closed it (`Local`).
-    pub fn connection_downstream_closed(&mut self, id: ConnectionId, close: CloseType) {
+    pub(crate) fn connection_downstream_closed(&mut self, id: ConnectionId, close: CloseType) {
         self.downstream_closed(id.0, close);
         self.after_event();
     }
 
     /// The upstream connection failed or was reset (not a clean end of stream): tcp_proxy
     /// closes the downstream connection (FlushWrite), so the filter sees a local close.
-    pub fn connection_upstream_reset(&mut self, id: ConnectionId) {
+    pub(crate) fn connection_upstream_reset(&mut self, id: ConnectionId) {
         self.connection_close(id.0, StreamType::Downstream);
         self.after_event();
     }
 
     /// Bytes the connection holds for the filter: (read buffer, write buffer). Envoy's
     /// connection read-disables while its read buffer is over the buffer limit.
-    pub fn connection_held_bytes(&self, id: ConnectionId) -> (usize, usize) {
+    pub(crate) fn connection_held_bytes(&self, id: ConnectionId) -> (usize, usize) {
         self.state()
+            .contexts
             .connections
             .get(&id.0)
             .map(|c| (c.read_buffer.len(), c.write_buffer.len()))
             .unwrap_or((0, 0))
     }
 
-    pub fn connection_take_upstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
+    pub(crate) fn connection_take_upstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
         self.conn_mut(id.0)
             .map(|c| std::mem::take(&mut c.to_upstream))
             .unwrap_or_default()
     }
 
-    pub fn connection_take_downstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
+    pub(crate) fn connection_take_downstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
         self.conn_mut(id.0)
             .map(|c| std::mem::take(&mut c.to_downstream))
             .unwrap_or_default()
     }
 
-    pub fn connection_is_closed(&self, id: ConnectionId) -> bool {
-        self.state().connections.get(&id.0).is_none_or(|c| c.closed)
+    pub(crate) fn connection_is_closed(&self, id: ConnectionId) -> bool {
+        self.state()
+            .contexts
+            .connections
+            .get(&id.0)
+            .is_none_or(|c| c.closed)
     }
 
-    pub fn connection_forget(&mut self, id: ConnectionId) {
+    pub(crate) fn connection_forget(&mut self, id: ConnectionId) {
         if self.connection_is_closed(id) {
-            self.state_mut().connections.remove(&id.0);
+            self.state_mut().contexts.connections.remove(&id.0);
         }
     }
 
-    fn conn_mut(&mut self, id: u32) -> Option<&mut crate::connection::Connection> {
-        self.state_mut().connections.get_mut(&id)
+    fn conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
+        self.state_mut().contexts.connections.get_mut(&id)
     }
 
     /// A network callback with CHECK_FAIL_NETWORK and the after-call actions.
     fn call_network(&mut self, id: u32, callback: &'static str, args: &[i32]) -> NetworkAction {
         let created = self
             .state()
+            .contexts
             .connections
             .get(&id)
             .is_some_and(|c| c.vm_context_created);
@@ -275,7 +282,13 @@ impl Plugin {
 
     /// Deferred `continueReading()`: later filters get the (possibly rewritten) buffer.
     pub(crate) fn connection_continue_reading(&mut self, id: u32) {
-        if self.state().connections.get(&id).is_some_and(|c| !c.closed) {
+        if self
+            .state()
+            .contexts
+            .connections
+            .get(&id)
+            .is_some_and(|c| !c.closed)
+        {
             self.pass_read_buffer(id);
         }
     }

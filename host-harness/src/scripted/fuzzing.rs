@@ -25,11 +25,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::abi::CloseType;
-use crate::connection::NetFrame;
-use crate::headers::Headers;
-use crate::stream::{Direction, Frame, StreamId};
-use crate::vm::{Plugin, PluginOptions, WasmSource};
+use crate::host::abi::CloseType;
+use crate::host::headers::Headers;
+use crate::host::vm::{LoadError, PluginOptions, WasmSource};
+use crate::model::{Direction, Frame, NetFrame, Plugin, StreamId};
 
 /// The shared secret of configurations with `auth`.
 const SECRET: &str = "fuzz-secret-0123456789";
@@ -64,7 +63,7 @@ pub fn run(wasm: &[u8], input: &[u8]) -> Result<Outcome, String> {
         .buffer_limit(setup.buffer_limit);
     let mut plugin = match Plugin::load(options) {
         Ok(p) => p,
-        Err(crate::vm::LoadError::ConfigureFailed { .. }) => {
+        Err(LoadError::ConfigureFailed { .. }) => {
             return Ok(Outcome {
                 role,
                 refused: true,
