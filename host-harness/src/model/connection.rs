@@ -8,63 +8,10 @@
 //! reachable so a later callback can rewrite it and `proxy_continue_stream(Downstream)`
 //! (continueReading) hands it on. `continue_stream(Upstream)` is Unimplemented.
 
-use super::Plugin;
-use crate::host::abi::{BufferType, CloseType, NetworkAction, StreamType};
+use super::connection_state::{Connection, ConnectionId, NetFrame};
+use super::contexts::Plugin;
+use crate::host::abi::{CloseType, NetworkAction, StreamType};
 use crate::host::vm::Invocation;
-
-/// What left the filter toward one side of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetFrame {
-    Data {
-        bytes: Vec<u8>,
-        end_stream: bool,
-    },
-    /// The connection was closed toward this side.
-    Close,
-}
-
-/// Identifies one connection inside a [`Plugin`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnectionId(pub u32);
-
-#[derive(Debug, Clone)]
-pub(crate) struct Connection {
-    pub(crate) id: u32,
-    read_buffer: Vec<u8>,
-    read_end_stream: bool,
-    /// `network_downstream_data_buffer_` is set.
-    read_ptr: bool,
-    write_buffer: Vec<u8>,
-    /// `network_upstream_data_buffer_` is set.
-    write_ptr: bool,
-    downstream_closed: bool,
-    upstream_closed: bool,
-    pub(crate) closed: bool,
-    upstream_end_sent: bool,
-    downstream_end_sent: bool,
-    vm_context_created: bool,
-    failed: bool,
-    pub(crate) to_upstream: Vec<NetFrame>,
-    pub(crate) to_downstream: Vec<NetFrame>,
-}
-
-impl Connection {
-    pub(crate) fn data(&self, t: BufferType) -> Option<&[u8]> {
-        match t {
-            BufferType::DownstreamData if self.read_ptr => Some(&self.read_buffer),
-            BufferType::UpstreamData if self.write_ptr => Some(&self.write_buffer),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn data_mut(&mut self, t: BufferType) -> Option<&mut Vec<u8>> {
-        match t {
-            BufferType::DownstreamData if self.read_ptr => Some(&mut self.read_buffer),
-            BufferType::UpstreamData if self.write_ptr => Some(&mut self.write_buffer),
-            _ => None,
-        }
-    }
-}
 
 impl Plugin {
     /// A client connected: `proxy_on_context_create` + `proxy_on_new_connection`.

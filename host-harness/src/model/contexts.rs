@@ -3,11 +3,17 @@
 
 use std::collections::BTreeMap;
 
-use super::connection::Connection;
-use super::stream::HttpStream;
+use super::connection_state::Connection;
+use super::stream_state::HttpStream;
 use crate::host::abi::{BufferType, MapType};
 use crate::host::contexts::ContextModel;
 use crate::host::headers::Headers;
+use crate::host::vm::Vm;
+
+/// One loaded filter: one VM with its root context, its HTTP streams and its connections,
+/// like one Envoy worker's plugin. Tests drive it through `Scenario` and
+/// `ConnectionScenario` (layer `scripted`), the live proxy through its VM thread.
+pub type Plugin = Vm<ContextTable>;
 
 /// Every HTTP stream and connection context of one VM, by context id.
 #[derive(Default)]

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use super::stream::Direction;
-use super::Plugin;
+use super::contexts::Plugin;
+use super::stream_state::Direction;
 use crate::host::abi::StreamType;
 use crate::host::headers::Headers;
 use crate::host::state::{Clock, Deferred, HttpCallResponse};

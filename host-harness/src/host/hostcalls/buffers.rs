@@ -2,7 +2,7 @@
 
 use wasmtime::Linker;
 
-use super::status_result;
+use super::common::status_result;
 use crate::host::abi::{BufferType, Status};
 use crate::host::contexts::ContextModel;
 use crate::host::memory as mem;

@@ -3,7 +3,7 @@
 
 use wasmtime::Linker;
 
-use super::text;
+use super::common::text;
 use crate::host::abi::{MapType, Status};
 use crate::host::contexts::ContextModel;
 use crate::host::headers::Headers;

@@ -2,7 +2,7 @@
 
 use wasmtime::Linker;
 
-use super::text;
+use super::common::text;
 use crate::host::abi::{LogLevel, Status};
 use crate::host::contexts::ContextModel;
 use crate::host::memory as mem;

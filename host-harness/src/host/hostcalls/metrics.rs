@@ -3,7 +3,7 @@
 
 use wasmtime::Linker;
 
-use super::text;
+use super::common::text;
 use crate::host::abi::{MetricKind, Status, METRIC_TYPE_MASK};
 use crate::host::contexts::ContextModel;
 use crate::host::memory::{self as mem, HostError, HostcallResult};

@@ -6,7 +6,7 @@ use std::sync::MutexGuard;
 
 use wasmtime::Linker;
 
-use super::{status_result, text};
+use super::common::{status_result, text};
 use crate::host::abi::Status;
 use crate::host::contexts::ContextModel;
 use crate::host::memory::{self as mem, HostcallResult};

@@ -5,7 +5,7 @@
 
 use wasmtime::Linker;
 
-use super::text;
+use super::common::text;
 use crate::host::abi::{Status, StreamType};
 use crate::host::contexts::ContextModel;
 use crate::host::headers::Headers;
