@@ -57,18 +57,11 @@ pub(crate) fn write<M: 'static>(
     Ok(())
 }
 
+/// A little-endian `u32` (pointers, sizes, tokens); 64-bit values go through [`write`].
 pub(crate) fn write_u32<M: 'static>(
     caller: &mut Caller<'_, HostState<M>>,
     ptr: i32,
     v: u32,
-) -> HostcallResult<()> {
-    write(caller, ptr, &v.to_le_bytes())
-}
-
-pub(crate) fn write_u64<M: 'static>(
-    caller: &mut Caller<'_, HostState<M>>,
-    ptr: i32,
-    v: u64,
 ) -> HostcallResult<()> {
     write(caller, ptr, &v.to_le_bytes())
 }

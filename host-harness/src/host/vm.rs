@@ -175,28 +175,27 @@ impl fmt::Display for LoadError {
             LoadError::Trap { during, message } => {
                 write!(f, "wasm trapped during {during}: {message}")
             }
-            LoadError::VmStartFailed { logs } => {
-                write!(
-                    f,
-                    "Wasm VM failed to start (proxy_on_vm_start returned false)"
-                )?;
-                for l in logs {
-                    write!(f, "\n  filter: {l}")?;
-                }
-                Ok(())
-            }
-            LoadError::ConfigureFailed { logs } => {
-                write!(
-                    f,
-                    "plugin configuration rejected (proxy_on_configure returned false)"
-                )?;
-                for l in logs {
-                    write!(f, "\n  filter: {l}")?;
-                }
-                Ok(())
-            }
+            LoadError::VmStartFailed { logs } => write_with_logs(
+                f,
+                "Wasm VM failed to start (proxy_on_vm_start returned false)",
+                logs,
+            ),
+            LoadError::ConfigureFailed { logs } => write_with_logs(
+                f,
+                "plugin configuration rejected (proxy_on_configure returned false)",
+                logs,
+            ),
         }
     }
+}
+
+/// A failure Envoy reports with the filter's own log lines under it.
+fn write_with_logs(f: &mut fmt::Formatter<'_>, what: &str, logs: &[String]) -> fmt::Result {
+    write!(f, "{what}")?;
+    for l in logs {
+        write!(f, "\n  filter: {l}")?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for LoadError {}

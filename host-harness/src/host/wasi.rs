@@ -135,7 +135,7 @@ pub(crate) fn define<M: ContextModel>(linker: &mut Linker<HostState<M>>) -> wasm
                 return Ok(ENOTSUP);
             }
             let now = c.data().clock.now_ns();
-            errno(mem::write_u64(&mut c, out, now))
+            errno(mem::write(&mut c, out, &now.to_le_bytes()))
         },
     )?;
     linker.func_wrap(

@@ -453,40 +453,45 @@ impl Topology {
             }
         };
         let logs = proxy::LogSink::default();
-        let server = proxy::start(
-            ProxyConfig::new(
-                wasm,
-                format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#)
-                    .into_bytes(),
-                any,
-                backend_addr,
-            )
-            .protocols(Protocol::Http1, Protocol::H2c)
+        // One bridge proxy of the chain, collecting its guest logs with the others'.
+        let bridge = |role: &str,
+                      config: String,
+                      upstream,
+                      protocols: (Protocol, Protocol),
+                      trailers: (bool, bool)| {
+            let cfg = ProxyConfig::new(wasm, config.into_bytes(), any, upstream)
+                .protocols(protocols.0, protocols.1)
+                .http1_trailers(trailers.0, trailers.1)
+                .network(false)
+                .log_sink(logs.clone());
+            let role = role.to_string();
+            async move {
+                proxy::start(cfg)
+                    .await
+                    .map_err(|e| format!("{role} proxy: {e}"))
+            }
+        };
+        let server = bridge(
+            "server",
+            format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#),
+            backend_addr,
+            (Protocol::Http1, Protocol::H2c),
             // envoy/server.yaml: `http_protocol_options: {enable_trailers: true}`
-            .http1_trailers(true, false)
-            .network(false)
-            .log_sink(logs.clone()),
+            (true, false),
         )
-        .await
-        .map_err(|e| format!("server proxy: {e}"))?;
+        .await?;
         let hop = Http1Hop::start(any, server.local_addr)
             .await
             .map_err(|e| format!("HTTP/1.1 hop: {e}"))?;
-        let agent = proxy::start(
-            ProxyConfig::new(
-                wasm,
-                format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#).into_bytes(),
-                any,
-                hop.addr,
-            )
-            .protocols(Protocol::H2c, Protocol::Http1)
+        let agent = bridge(
+            "agent",
+            format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#),
+            hop.addr,
+            (Protocol::H2c, Protocol::Http1),
             // envoy/agent.yaml: the cluster's `enable_trailers: true`
-            .http1_trailers(false, true)
-            .network(false)
-            .log_sink(logs.clone()),
+            (false, true),
         )
-        .await
-        .map_err(|e| format!("agent proxy: {e}"))?;
+        .await?;
         let path = format!(
             "client -> agent proxy (grpc-bridge agent, h2c in, HTTP/1.1 out) {} -> HTTP/1.1 hop {} -> \
              server proxy (grpc-bridge server, HTTP/1.1 in, h2c out) {} -> {} {}",

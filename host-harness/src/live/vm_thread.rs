@@ -187,6 +187,21 @@ fn stderr_log_level() -> LogLevel {
     }
 }
 
+/// Hands released frames to one side, counting their bytes in that side's backlog; true if
+/// one of them is a reset.
+fn forward(frames: Vec<Frame>, to: &mpsc::UnboundedSender<Frame>, flow: &Flow) -> bool {
+    let mut reset = false;
+    for f in frames {
+        match &f {
+            Frame::Data { bytes, .. } => flow.released(bytes.len()),
+            Frame::Reset => reset = true,
+            _ => {}
+        }
+        let _ = to.send(f);
+    }
+    reset
+}
+
 /// Starts the VM thread; the plugin is loaded there (a wasmtime store stays on one thread).
 pub(super) fn start_vm(
     options: PluginOptions,
@@ -253,11 +268,19 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
                 let _ = opened.send(id);
                 plugin.http_request_headers(id, headers, end_stream);
             }
-            Some(Command::RequestData(id, b, end)) => plugin.http_request_data(id, &b, end),
-            Some(Command::RequestTrailers(id, h)) => plugin.http_request_trailers(id, h),
+            Some(Command::RequestData(id, b, end)) => {
+                plugin.http_data(id, Direction::Request, &b, end)
+            }
+            Some(Command::RequestTrailers(id, h)) => {
+                plugin.http_trailers(id, Direction::Request, h)
+            }
             Some(Command::ResponseHeaders(id, h, end)) => plugin.http_response_headers(id, h, end),
-            Some(Command::ResponseData(id, b, end)) => plugin.http_response_data(id, &b, end),
-            Some(Command::ResponseTrailers(id, h)) => plugin.http_response_trailers(id, h),
+            Some(Command::ResponseData(id, b, end)) => {
+                plugin.http_data(id, Direction::Response, &b, end)
+            }
+            Some(Command::ResponseTrailers(id, h)) => {
+                plugin.http_trailers(id, Direction::Response, h)
+            }
             Some(Command::Reset(id)) => plugin.http_reset(id),
             Some(Command::UpstreamFailed(id, reason)) => plugin.http_upstream_failed(id, &reason),
             Some(Command::ConnOpen { sink, opened }) => {
@@ -280,24 +303,17 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
         plugin.tick_if_due();
         // Ticks can release data of any stream or connection: pump them all.
         sinks.retain(|id, sink| {
-            let mut reset = false;
-            for f in plugin.http_take_upstream(*id) {
-                match &f {
-                    Frame::Data { bytes, .. } => sink.upstream_flow.released(bytes.len()),
-                    Frame::Reset => reset = true,
-                    _ => {}
-                }
-                let _ = sink.upstream.send(f);
-            }
-            for f in plugin.http_take_downstream(*id) {
-                match &f {
-                    Frame::Data { bytes, .. } => sink.downstream_flow.released(bytes.len()),
-                    Frame::Reset => reset = true,
-                    _ => {}
-                }
-                let _ = sink.downstream.send(f);
-            }
-            if reset {
+            let reset_up = forward(
+                plugin.http_take_upstream(*id),
+                &sink.upstream,
+                &sink.upstream_flow,
+            );
+            let reset_down = forward(
+                plugin.http_take_downstream(*id),
+                &sink.downstream,
+                &sink.downstream_flow,
+            );
+            if reset_up || reset_down {
                 if let Some(cancel) = sink.cancel_upstream.take() {
                     let _ = cancel.send(());
                 }

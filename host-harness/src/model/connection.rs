@@ -55,12 +55,9 @@ impl Plugin {
         end_stream: bool,
     ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.conn_mut(id) else {
+        let Some(c) = self.open_conn_mut(id) else {
             return NetworkAction::StopIteration;
         };
-        if c.closed {
-            return NetworkAction::StopIteration;
-        }
         c.read_buffer.extend_from_slice(data);
         c.read_end_stream |= end_stream;
         if c.read_buffer.is_empty() && !c.read_end_stream {
@@ -91,12 +88,9 @@ impl Plugin {
         end_stream: bool,
     ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.conn_mut(id) else {
+        let Some(c) = self.open_conn_mut(id) else {
             return NetworkAction::StopIteration;
         };
-        if c.closed {
-            return NetworkAction::StopIteration;
-        }
         c.write_buffer.extend_from_slice(data);
         c.write_ptr = true;
         let len = c.write_buffer.len() as i32;
@@ -175,6 +169,11 @@ impl Plugin {
 
     fn conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
         self.state_mut().contexts.connections.get_mut(&id)
+    }
+
+    /// The connection, unless it is closed.
+    fn open_conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
+        self.conn_mut(id).filter(|c| !c.closed)
     }
 
     /// A network callback with CHECK_FAIL_NETWORK and the after-call actions.

@@ -82,16 +82,6 @@ impl Plugin {
         self.after_event();
     }
 
-    pub(crate) fn http_request_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
-        self.on_data(id.0, Direction::Request, data.to_vec(), end_stream);
-        self.after_event();
-    }
-
-    pub(crate) fn http_request_trailers(&mut self, id: StreamId, trailers: Headers) {
-        self.on_trailers(id.0, Direction::Request, trailers);
-        self.after_event();
-    }
-
     /// Response headers from upstream (Envoy `encodeHeaders`).
     pub(crate) fn http_response_headers(
         &mut self,
@@ -109,13 +99,22 @@ impl Plugin {
         self.after_event();
     }
 
-    pub(crate) fn http_response_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
-        self.on_data(id.0, Direction::Response, data.to_vec(), end_stream);
+    /// Body bytes from the source of `dir`: downstream for requests (Envoy `decodeData`),
+    /// upstream for responses (`encodeData`).
+    pub(crate) fn http_data(
+        &mut self,
+        id: StreamId,
+        dir: Direction,
+        data: &[u8],
+        end_stream: bool,
+    ) {
+        self.on_data(id.0, dir, data.to_vec(), end_stream);
         self.after_event();
     }
 
-    pub(crate) fn http_response_trailers(&mut self, id: StreamId, trailers: Headers) {
-        self.on_trailers(id.0, Direction::Response, trailers);
+    /// Trailers from the source of `dir`.
+    pub(crate) fn http_trailers(&mut self, id: StreamId, dir: Direction, trailers: Headers) {
+        self.on_trailers(id.0, dir, trailers);
         self.after_event();
     }
 
@@ -230,6 +229,27 @@ impl Plugin {
         outcome
     }
 
+    /// [`Self::call_filter`] and Envoy's conversion of the status: `from_guest` of what the
+    /// guest returned (0, Continue, for a missing export), `failed` when the VM failed.
+    fn call_filter_for<A>(
+        &mut self,
+        id: u32,
+        callback: &'static str,
+        args: &[i32],
+        from_guest: fn(i32, bool) -> A,
+        failed: A,
+    ) -> A {
+        match self.call_filter(id, callback, args) {
+            CallOutcome::Ran(r, stopped) => from_guest(r.unwrap_or(0), stopped),
+            CallOutcome::Failed => failed,
+        }
+    }
+
+    /// The half a callback's status applies to, unless a local reply or reset took over.
+    fn unaborted_half_mut(&mut self, id: u32, dir: Direction) -> Option<&mut Half> {
+        self.half_mut(id, dir).filter(|h| !h.aborted)
+    }
+
     /// cpp-host `failStream(Request)` + `failStream(Response)`: one 503 local reply
     /// (gRPC requests: 200 + grpc-status 14), or a reset if the response already started.
     fn fail_stream(&mut self, id: u32) {
@@ -272,17 +292,18 @@ impl Plugin {
         let action = if skip_vm {
             HeadersAction::Continue
         } else {
-            match self.call_filter(id, callbacks(dir).0, &[id as i32, count, end_stream as i32]) {
-                CallOutcome::Ran(r, stopped) => HeadersAction::from_guest(r.unwrap_or(0), stopped),
-                CallOutcome::Failed => HeadersAction::StopAllWatermark,
-            }
+            let callback = callbacks(dir).0;
+            self.call_filter_for(
+                id,
+                callback,
+                &[id as i32, count, end_stream as i32],
+                HeadersAction::from_guest,
+                HeadersAction::StopAllWatermark,
+            )
         };
-        let Some(half) = self.half_mut(id, dir) else {
+        let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
         };
-        if half.aborted {
-            return;
-        }
         match action {
             HeadersAction::Continue => {
                 half.headers_ptr = false;
@@ -364,19 +385,19 @@ impl Plugin {
                 BodyPtr::Incoming
             };
             let size = half.body().map(|b| b.len()).unwrap_or(0) as i32;
-            let outcome =
-                self.call_filter(id, callbacks(dir).1, &[id as i32, size, end_stream as i32]);
-            match outcome {
-                CallOutcome::Ran(r, stopped) => DataAction::from_guest(r.unwrap_or(0), stopped),
-                CallOutcome::Failed => DataAction::StopIterationNoBuffer,
-            }
+            let args = [id as i32, size, end_stream as i32];
+            let callback = callbacks(dir).1;
+            self.call_filter_for(
+                id,
+                callback,
+                &args,
+                DataAction::from_guest,
+                DataAction::StopIterationNoBuffer,
+            )
         };
-        let Some(half) = self.half_mut(id, dir) else {
+        let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
         };
-        if half.aborted {
-            return;
-        }
         half.buffering = false;
         match action {
             DataAction::Continue => half.body_ptr = BodyPtr::Null,
@@ -454,17 +475,18 @@ impl Plugin {
         let action = if skip_vm {
             TrailersAction::Continue
         } else {
-            match self.call_filter(id, callbacks(dir).2, &[id as i32, count]) {
-                CallOutcome::Ran(r, stopped) => TrailersAction::from_guest(r.unwrap_or(0), stopped),
-                CallOutcome::Failed => TrailersAction::StopIteration,
-            }
+            let callback = callbacks(dir).2;
+            self.call_filter_for(
+                id,
+                callback,
+                &[id as i32, count],
+                TrailersAction::from_guest,
+                TrailersAction::StopIteration,
+            )
         };
-        let Some(half) = self.half_mut(id, dir) else {
+        let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
         };
-        if half.aborted {
-            return;
-        }
         match action {
             TrailersAction::Continue => {
                 half.trailers_ptr = false;

@@ -63,13 +63,16 @@ impl Scenario {
 
     pub fn request_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
         self.plugin
-            .http_request_data(self.stream, bytes, end_stream);
+            .http_data(self.stream, Direction::Request, bytes, end_stream);
         self
     }
 
     pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin
-            .http_request_trailers(self.stream, Headers::from_pairs(trailers));
+        self.plugin.http_trailers(
+            self.stream,
+            Direction::Request,
+            Headers::from_pairs(trailers),
+        );
         self
     }
 
@@ -81,13 +84,16 @@ impl Scenario {
 
     pub fn response_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
         self.plugin
-            .http_response_data(self.stream, bytes, end_stream);
+            .http_data(self.stream, Direction::Response, bytes, end_stream);
         self
     }
 
     pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin
-            .http_response_trailers(self.stream, Headers::from_pairs(trailers));
+        self.plugin.http_trailers(
+            self.stream,
+            Direction::Response,
+            Headers::from_pairs(trailers),
+        );
         self
     }
 

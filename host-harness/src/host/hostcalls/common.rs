@@ -18,20 +18,12 @@ macro_rules! hostcall {
             $crate::host::hostcalls::common::ENV,
             $name,
             move |mut $c: wasmtime::Caller<'_, $crate::host::state::HostState<M>>, $($arg: $ty),*| {
+                // A closure, so that `?` in the body ends the hostcall with its status.
+                #[allow(clippy::redundant_closure_call)]
                 let r = (|| -> $crate::host::memory::HostcallResult<()> { $body })();
                 $crate::host::hostcalls::common::finish(&mut $c, $name, r)
             },
         )?
-    };
-}
-
-/// Defines an `env` import Envoy has but the harness does not model: Unimplemented, never a
-/// fake Ok.
-macro_rules! unimplemented_hostcall {
-    ($l:expr, $name:expr, $($ty:ty),*) => {
-        hostcall!($l, $name, |c $(, _ : $ty)*| {
-            Err($crate::host::memory::HostError::Status($crate::host::abi::Status::Unimplemented))
-        })
     };
 }
 

@@ -86,24 +86,17 @@ pub(super) fn define<M: ContextModel>(l: &mut Linker<HostState<M>>) -> wasmtime:
             mem::copy_out(&mut c, value.as_bytes(), vpp, vsp)
         }
     );
-    hostcall!(
-        l,
-        "proxy_add_header_map_value",
-        |c, t: i32, kp: i32, ks: i32, vp: i32, vs: i32| {
+    type Set = fn(&mut Headers, &str, &str);
+    for (name, set) in [
+        ("proxy_add_header_map_value", Headers::add as Set),
+        ("proxy_replace_header_map_value", Headers::replace as Set),
+    ] {
+        hostcall!(l, name, |c, t: i32, kp: i32, ks: i32, vp: i32, vs: i32| {
             let (t, key, value) = (map_type(t)?, mem::read(&c, kp, ks)?, mem::read(&c, vp, vs)?);
-            acting_map_mut(c.data_mut(), t)?.add(&text(&key), &text(&value));
+            set(acting_map_mut(c.data_mut(), t)?, &text(&key), &text(&value));
             Ok(())
-        }
-    );
-    hostcall!(
-        l,
-        "proxy_replace_header_map_value",
-        |c, t: i32, kp: i32, ks: i32, vp: i32, vs: i32| {
-            let (t, key, value) = (map_type(t)?, mem::read(&c, kp, ks)?, mem::read(&c, vp, vs)?);
-            acting_map_mut(c.data_mut(), t)?.replace(&text(&key), &text(&value));
-            Ok(())
-        }
-    );
+        });
+    }
     hostcall!(
         l,
         "proxy_remove_header_map_value",

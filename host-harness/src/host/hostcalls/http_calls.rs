@@ -1,10 +1,10 @@
 //! Outgoing calls: `proxy_http_call` (answered by the model's `respond_http_call` /
 //! `fail_http_call`), `proxy_get_status`, and the gRPC callouts, which Envoy has and the
-//! harness does not model (Unimplemented, never a fake Ok).
+//! harness does not model.
 
-use wasmtime::Linker;
+use wasmtime::{Caller, FuncType, Linker, Val, ValType};
 
-use super::common::text;
+use super::common::{finish, text, ENV};
 use crate::host::abi::Status;
 use crate::host::contexts::ContextModel;
 use crate::host::headers::Headers;
@@ -66,37 +66,27 @@ pub(super) fn define<M: ContextModel>(l: &mut Linker<HostState<M>>) -> wasmtime:
             mem::copy_out(&mut c, b"", mpp, msp)
         }
     );
-    unimplemented_hostcall!(
-        l,
-        "proxy_grpc_call",
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32
-    );
-    unimplemented_hostcall!(
-        l,
-        "proxy_grpc_stream",
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32,
-        i32
-    );
-    unimplemented_hostcall!(l, "proxy_grpc_send", i32, i32, i32, i32);
-    unimplemented_hostcall!(l, "proxy_grpc_cancel", i32);
-    unimplemented_hostcall!(l, "proxy_grpc_close", i32);
+    // gRPC callouts exist in Envoy but are not modelled: Unimplemented, never a fake Ok.
+    for (name, params) in [
+        ("proxy_grpc_call", 12),
+        ("proxy_grpc_stream", 9),
+        ("proxy_grpc_send", 4),
+        ("proxy_grpc_cancel", 1),
+        ("proxy_grpc_close", 1),
+    ] {
+        let ty = FuncType::new(l.engine(), vec![ValType::I32; params], [ValType::I32]);
+        l.func_new(
+            ENV,
+            name,
+            ty,
+            move |mut c: Caller<'_, HostState<M>>, _, results| {
+                let status = finish(&mut c, name, Err(HostError::Status(Status::Unimplemented)))?;
+                if let Some(out) = results.first_mut() {
+                    *out = Val::I32(status);
+                }
+                Ok(())
+            },
+        )?;
+    }
     Ok(())
 }

@@ -68,7 +68,7 @@ pub(super) fn define<M: ContextModel>(l: &mut Linker<HostState<M>>) -> wasmtime:
             return Err(HostError::Status(Status::BadArgument));
         }
         let v = m.value as u64;
-        mem::write_u64(&mut c, out, v)
+        mem::write(&mut c, out, &v.to_le_bytes())
     });
     Ok(())
 }

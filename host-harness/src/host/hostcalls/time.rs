@@ -10,7 +10,7 @@ use crate::host::state::HostState;
 pub(super) fn define<M: ContextModel>(l: &mut Linker<HostState<M>>) -> wasmtime::Result<()> {
     hostcall!(l, "proxy_get_current_time_nanoseconds", |c, out: i32| {
         let now = c.data().clock.now_ns();
-        mem::write_u64(&mut c, out, now)
+        mem::write(&mut c, out, &now.to_le_bytes())
     });
     hostcall!(l, "proxy_set_tick_period_milliseconds", |c, period: i32| {
         // The timer belongs to the root context whatever context calls this.
