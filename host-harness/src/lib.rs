@@ -1,15 +1,16 @@
 //! A native proxy-wasm host on wasmtime that runs the grpc-bridge filter the way Envoy 1.40
 //! does, for tests without Envoy and as a small proxy.
 //!
-//! Three layers, each importing only the ones before it (`tests/module_graph.rs` checks):
-//! - [`host`](self#layers): the proxy-wasm host — ABI, guest memory, VM, hostcalls, state;
-//! - `model`: the stream and connection model that drives a [`Plugin`] like Envoy's filter
-//!   manager and network filter;
-//! - `live` (the [`proxy`] and the [`demo`]) and `scripted` ([`Scenario`] /
-//!   [`ConnectionScenario`] for tests, [`fuzzing`]).
+//! Three layers, each importing only the ones below it (`tests/module_graph.rs` checks):
+//! - `host`: the proxy-wasm host — ABI numbers, guest memory, the VM, the hostcalls by
+//!   family, the host state; it reaches streams through the `ContextModel` seam;
+//! - `model`: the stream and connection model that drives a [`Plugin`] like Envoy's HTTP
+//!   filter manager and network filter;
+//! - `live` (the [`proxy`] on sockets and the [`demo`]) and `scripted` ([`Scenario`] /
+//!   [`ConnectionScenario`] for tests, [`fuzzing`]), which do not import each other.
 //!
-//! # Layers
-//! See `docs/ARCHITECTURE.md` (host harness) for what each module owns.
+//! What each module owns: docs/ARCHITECTURE.md, "Host harness". The public names are
+//! re-exported here, so callers do not depend on the layout.
 
 mod host;
 mod live;

@@ -523,7 +523,7 @@ impl<M: ContextModel> Vm<M> {
     }
 
     /// Size of the guest's linear memory in bytes (it only grows: this is the VM's peak).
-    pub fn guest_memory_bytes(&mut self) -> usize {
+    pub(crate) fn guest_memory_bytes(&mut self) -> usize {
         match self.store.data().memory {
             Some(memory) => memory.data_size(&self.store),
             None => 0,
