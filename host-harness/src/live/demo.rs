@@ -820,13 +820,9 @@ pub async fn run_case(
                 _ => {}
             }
             let waited = t0.elapsed().as_millis();
-            if let (Some(b), Some(before)) = (backend, before) {
-                wait_for(
-                    || b.cancelled.load(Ordering::SeqCst) > before,
-                    Duration::from_secs(3),
-                )
-                .await
-                .map_err(|_| "the backend never saw the call cancelled".to_string())?;
+            if backend_saw_cancel(backend, before, "the backend never saw the call cancelled")
+                .await?
+            {
                 return Ok(format!(
                     "gave up after {waited} ms; the backend saw the cancel"
                 ));
@@ -844,13 +840,8 @@ pub async fn run_case(
                 || format!("first message {first:?}"),
             )?;
             drop(s);
-            if let (Some(b), Some(before)) = (backend, before) {
-                wait_for(
-                    || b.cancelled.load(Ordering::SeqCst) > before,
-                    Duration::from_secs(3),
-                )
-                .await
-                .map_err(|_| "the backend kept streaming after the client cancelled".to_string())?;
+            let never = "the backend kept streaming after the client cancelled";
+            if backend_saw_cancel(backend, before, never).await? {
                 return Ok(format!(
                     "the backend stopped {} ms after the cancel",
                     t0.elapsed().as_millis()
@@ -860,6 +851,25 @@ pub async fn run_case(
         }
         other => Err(format!("unknown case {other}")),
     }
+}
+
+/// With the built-in backend (`before`: its cancel count when the call started), waits until
+/// it counted one more cancel (`Err(never)` if not within 3 s); `Ok(false)` without one.
+async fn backend_saw_cancel(
+    backend: Option<&Arc<EchoState>>,
+    before: Option<usize>,
+    never: &str,
+) -> Result<bool, String> {
+    let (Some(b), Some(before)) = (backend, before) else {
+        return Ok(false);
+    };
+    wait_for(
+        || b.cancelled.load(Ordering::SeqCst) > before,
+        Duration::from_secs(3),
+    )
+    .await
+    .map_err(|_| never.to_string())?;
+    Ok(true)
 }
 
 async fn wait_for(cond: impl Fn() -> bool, within: Duration) -> Result<(), ()> {
