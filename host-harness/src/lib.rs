@@ -1,40 +1,34 @@
 //! A native proxy-wasm host on wasmtime that runs the grpc-bridge filter the way Envoy 1.40
 //! does, for tests without Envoy and as a small proxy.
 //!
-//! - [`Plugin`] loads a filter (ABI 0.2.1, WASI preview1) and drives HTTP streams and
-//!   network connections through an Envoy-faithful model.
-//! - [`Scenario`] / [`ConnectionScenario`] script one stream or connection for tests.
-//! - The `host-harness` binary runs the filter as a proxy (`proxy`) or the whole sample
-//!   topology without Envoy (`demo`, see [`demo`]).
+//! Three layers, each importing only the ones below it (`tests/module_graph.rs` checks):
+//! - `host`: the proxy-wasm host — ABI numbers, guest memory, the VM, the hostcalls by
+//!   family, the host state; it reaches streams through the `ContextModel` seam;
+//! - `model`: the stream and connection model that drives a [`Plugin`] like Envoy's HTTP
+//!   filter manager and network filter;
+//! - `live` (the [`proxy`] on sockets and the [`demo`]) and `scripted` ([`Scenario`] /
+//!   [`ConnectionScenario`] for tests, [`fuzzing`]), which do not import each other.
+//!
+//! What each module owns: docs/ARCHITECTURE.md, "Host harness". The public names are
+//! re-exported here, so callers do not depend on the layout.
 
-mod abi;
-mod connection;
-pub mod demo;
-pub mod fuzzing;
-mod h1_trailers;
-mod headers;
-mod hostcalls;
-pub mod proxy;
-mod scenario;
-mod state;
-mod stream;
-mod tcp;
-mod upstream;
-mod vm;
-mod wasi;
+mod host;
+mod live;
+mod model;
+mod scripted;
 
-pub use abi::{
+pub use host::abi::{
     CloseType, DataAction, HeadersAction, LogLevel, MetricKind, NetworkAction, Status, StreamType,
     TrailersAction,
 };
-pub use connection::{ConnectionId, NetFrame};
-pub use headers::Headers;
-pub use scenario::{body_of, ConnectionScenario, Scenario};
-pub use state::{
-    CallbackRecord, Crossings, HostcallStatus, HttpCallRequest, LogEntry, Metric, SharedHandle,
-    SharedStore,
+pub use host::headers::Headers;
+pub use host::state::{
+    CallbackRecord, Crossings, HostcallStatus, HttpCallRequest, LocalReply, LogEntry, Metric,
+    SharedHandle, SharedStore,
 };
-pub use stream::{Direction, Frame, LocalReply, StreamId};
-pub use vm::{
-    LoadError, Plugin, PluginOptions, WasmSource, DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW,
+pub use host::vm::{
+    LoadError, PluginOptions, WasmSource, DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW,
 };
+pub use live::{demo, proxy};
+pub use model::{ConnectionId, Direction, Frame, NetFrame, Plugin, StreamId};
+pub use scripted::{body_of, fuzzing, ConnectionScenario, Scenario};

@@ -8,66 +8,14 @@
 //! reachable so a later callback can rewrite it and `proxy_continue_stream(Downstream)`
 //! (continueReading) hands it on. `continue_stream(Upstream)` is Unimplemented.
 
-use crate::abi::{BufferType, CloseType, NetworkAction, StreamType};
-use crate::vm::{Invocation, Plugin};
-
-/// What left the filter toward one side of a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetFrame {
-    Data {
-        bytes: Vec<u8>,
-        end_stream: bool,
-    },
-    /// The connection was closed toward this side.
-    Close,
-}
-
-/// Identifies one connection inside a [`Plugin`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnectionId(pub u32);
-
-#[derive(Debug, Clone)]
-pub(crate) struct Connection {
-    pub(crate) id: u32,
-    read_buffer: Vec<u8>,
-    read_end_stream: bool,
-    /// `network_downstream_data_buffer_` is set.
-    read_ptr: bool,
-    write_buffer: Vec<u8>,
-    /// `network_upstream_data_buffer_` is set.
-    write_ptr: bool,
-    downstream_closed: bool,
-    upstream_closed: bool,
-    pub(crate) closed: bool,
-    upstream_end_sent: bool,
-    downstream_end_sent: bool,
-    vm_context_created: bool,
-    failed: bool,
-    pub(crate) to_upstream: Vec<NetFrame>,
-    pub(crate) to_downstream: Vec<NetFrame>,
-}
-
-impl Connection {
-    pub(crate) fn data(&self, t: BufferType) -> Option<&[u8]> {
-        match t {
-            BufferType::DownstreamData if self.read_ptr => Some(&self.read_buffer),
-            BufferType::UpstreamData if self.write_ptr => Some(&self.write_buffer),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn data_mut(&mut self, t: BufferType) -> Option<&mut Vec<u8>> {
-        match t {
-            BufferType::DownstreamData if self.read_ptr => Some(&mut self.read_buffer),
-            BufferType::UpstreamData if self.write_ptr => Some(&mut self.write_buffer),
-            _ => None,
-        }
-    }
-}
+use super::connection_state::{Connection, ConnectionId, NetFrame};
+use super::contexts::Plugin;
+use crate::host::abi::{CloseType, NetworkAction, StreamType};
+use crate::host::vm::Invocation;
 
 impl Plugin {
     /// A client connected: `proxy_on_context_create` + `proxy_on_new_connection`.
-    pub fn connection_open(&mut self) -> (ConnectionId, NetworkAction) {
+    pub(crate) fn connection_open(&mut self) -> (ConnectionId, NetworkAction) {
         let id = self.alloc_context_id();
         let conn = Connection {
             id,
@@ -86,7 +34,7 @@ impl Plugin {
             to_upstream: Vec::new(),
             to_downstream: Vec::new(),
         };
-        self.state_mut().connections.insert(id, conn);
+        self.state_mut().contexts.connections.insert(id, conn);
         let action = if !self.is_failed() {
             let root = self.state().root_context_id as i32;
             self.invoke("proxy_on_context_create", id, &[id as i32, root]);
@@ -100,19 +48,16 @@ impl Plugin {
     }
 
     /// Bytes from the client (ReadFilter::onData).
-    pub fn connection_downstream_data(
+    pub(crate) fn connection_downstream_data(
         &mut self,
         id: ConnectionId,
         data: &[u8],
         end_stream: bool,
     ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.conn_mut(id) else {
+        let Some(c) = self.open_conn_mut(id) else {
             return NetworkAction::StopIteration;
         };
-        if c.closed {
-            return NetworkAction::StopIteration;
-        }
         c.read_buffer.extend_from_slice(data);
         c.read_end_stream |= end_stream;
         if c.read_buffer.is_empty() && !c.read_end_stream {
@@ -136,19 +81,16 @@ impl Plugin {
     }
 
     /// Bytes from the upstream toward the client (WriteFilter::onWrite).
-    pub fn connection_upstream_data(
+    pub(crate) fn connection_upstream_data(
         &mut self,
         id: ConnectionId,
         data: &[u8],
         end_stream: bool,
     ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.conn_mut(id) else {
+        let Some(c) = self.open_conn_mut(id) else {
             return NetworkAction::StopIteration;
         };
-        if c.closed {
-            return NetworkAction::StopIteration;
-        }
         c.write_buffer.extend_from_slice(data);
         c.write_ptr = true;
         let len = c.write_buffer.len() as i32;
@@ -176,58 +118,69 @@ impl Plugin {
     }
 
     /// The client closed (`Remote`) or Envoy closed it (`Local`).
-    pub fn connection_downstream_closed(&mut self, id: ConnectionId, close: CloseType) {
+    pub(crate) fn connection_downstream_closed(&mut self, id: ConnectionId, close: CloseType) {
         self.downstream_closed(id.0, close);
         self.after_event();
     }
 
     /// The upstream connection failed or was reset (not a clean end of stream): tcp_proxy
     /// closes the downstream connection (FlushWrite), so the filter sees a local close.
-    pub fn connection_upstream_reset(&mut self, id: ConnectionId) {
+    pub(crate) fn connection_upstream_reset(&mut self, id: ConnectionId) {
         self.connection_close(id.0, StreamType::Downstream);
         self.after_event();
     }
 
     /// Bytes the connection holds for the filter: (read buffer, write buffer). Envoy's
     /// connection read-disables while its read buffer is over the buffer limit.
-    pub fn connection_held_bytes(&self, id: ConnectionId) -> (usize, usize) {
+    pub(crate) fn connection_held_bytes(&self, id: ConnectionId) -> (usize, usize) {
         self.state()
+            .contexts
             .connections
             .get(&id.0)
             .map(|c| (c.read_buffer.len(), c.write_buffer.len()))
             .unwrap_or((0, 0))
     }
 
-    pub fn connection_take_upstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
+    pub(crate) fn connection_take_upstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
         self.conn_mut(id.0)
             .map(|c| std::mem::take(&mut c.to_upstream))
             .unwrap_or_default()
     }
 
-    pub fn connection_take_downstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
+    pub(crate) fn connection_take_downstream(&mut self, id: ConnectionId) -> Vec<NetFrame> {
         self.conn_mut(id.0)
             .map(|c| std::mem::take(&mut c.to_downstream))
             .unwrap_or_default()
     }
 
-    pub fn connection_is_closed(&self, id: ConnectionId) -> bool {
-        self.state().connections.get(&id.0).is_none_or(|c| c.closed)
+    pub(crate) fn connection_is_closed(&self, id: ConnectionId) -> bool {
+        self.state()
+            .contexts
+            .connections
+            .get(&id.0)
+            .is_none_or(|c| c.closed)
     }
 
-    pub fn connection_forget(&mut self, id: ConnectionId) {
+    pub(crate) fn connection_forget(&mut self, id: ConnectionId) {
         if self.connection_is_closed(id) {
-            self.state_mut().connections.remove(&id.0);
+            self.state_mut().contexts.connections.remove(&id.0);
         }
     }
 
-    fn conn_mut(&mut self, id: u32) -> Option<&mut crate::connection::Connection> {
-        self.state_mut().connections.get_mut(&id)
+    fn conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
+        self.state_mut().contexts.connections.get_mut(&id)
+    }
+
+    /// The connection, unless it is closed.
+    fn open_conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
+        self.conn_mut(id).filter(|c| !c.closed)
     }
 
     /// A network callback with CHECK_FAIL_NETWORK and the after-call actions.
     fn call_network(&mut self, id: u32, callback: &'static str, args: &[i32]) -> NetworkAction {
         let created = self
             .state()
+            .contexts
             .connections
             .get(&id)
             .is_some_and(|c| c.vm_context_created);
@@ -275,7 +228,13 @@ impl Plugin {
 
     /// Deferred `continueReading()`: later filters get the (possibly rewritten) buffer.
     pub(crate) fn connection_continue_reading(&mut self, id: u32) {
-        if self.state().connections.get(&id).is_some_and(|c| !c.closed) {
+        if self
+            .state()
+            .contexts
+            .connections
+            .get(&id)
+            .is_some_and(|c| !c.closed)
+        {
             self.pass_read_buffer(id);
         }
     }

@@ -7,10 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Memory, TypedFunc};
 
-use crate::abi::{LogLevel, MetricKind, Status, StreamType, METRIC_ID_INCREMENT};
-use crate::connection::Connection;
-use crate::headers::Headers;
-use crate::stream::{HttpStream, LocalReply};
+use super::abi::{LogLevel, MetricKind, Status, StreamType, METRIC_ID_INCREMENT};
+use super::contexts::ContextModel;
+use super::headers::Headers;
 
 /// One `proxy_log` call, or a line the guest wrote to stdout (info) / stderr (error).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +184,16 @@ impl Clock {
     }
 }
 
+/// A `proxy_send_local_response` (or Envoy's own failure reply), as requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u32,
+    pub body: Vec<u8>,
+    pub headers: Headers,
+    pub grpc_status: Option<u32>,
+    pub details: String,
+}
+
 /// Work Envoy queues with `addAfterVmCallAction` and runs when the VM call returns.
 #[derive(Debug, Clone)]
 pub(crate) enum Deferred {
@@ -212,7 +221,8 @@ pub(crate) struct HttpCallResponse {
     pub(crate) trailers: Headers,
 }
 
-pub(crate) struct HostState {
+/// `M`: the streams and connections (the model above this layer, see `contexts.rs`).
+pub(crate) struct HostState<M> {
     pub(crate) memory: Option<Memory>,
     pub(crate) allocator: Option<TypedFunc<i32, i32>>,
     /// Context whose callback is running (Envoy's `current_context_`).
@@ -243,8 +253,7 @@ pub(crate) struct HostState {
     /// When the root context's next `proxy_on_tick` is due.
     pub(crate) next_tick_ns: Option<u64>,
     pub(crate) clock: Clock,
-    pub(crate) http_streams: BTreeMap<u32, HttpStream>,
-    pub(crate) connections: BTreeMap<u32, Connection>,
+    pub(crate) contexts: M,
     pub(crate) http_calls: BTreeMap<u32, HttpCallRequest>,
     pub(crate) next_http_call_token: u32,
     pub(crate) http_call_response: Option<HttpCallResponse>,
@@ -262,7 +271,7 @@ pub(crate) struct HostState {
     pub(crate) buffer_limit: u32,
 }
 
-impl HostState {
+impl<M: ContextModel> HostState<M> {
     pub(crate) fn log(&mut self, level: LogLevel, context_id: u32, message: String) {
         if std::env::var_os("HOST_HARNESS_ECHO_LOGS").is_some() {
             eprintln!("[wasm {level:?} ctx={context_id}] {message}");
@@ -284,10 +293,7 @@ impl HostState {
     }
 
     pub(crate) fn context_exists(&self, id: u32) -> bool {
-        id != 0
-            && (id == self.root_context_id
-                || self.http_streams.get(&id).is_some_and(|s| !s.finished)
-                || self.connections.get(&id).is_some_and(|c| !c.closed))
+        id != 0 && (id == self.root_context_id || self.contexts.is_live(id))
     }
 
     /// xorshift: deterministic bytes for `random_get` so scenarios repeat exactly.

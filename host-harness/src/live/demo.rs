@@ -37,9 +37,9 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::abi::LogLevel;
-use crate::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
-use crate::proxy::{self, Protocol, ProxyConfig, RunningProxy};
+use super::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
+use super::proxy::{self, Protocol, ProxyConfig, RunningProxy};
+use crate::host::abi::LogLevel;
 
 /// Service path prefix of the echo backend.
 pub const SERVICE: &str = "/hostharness.demo.Echo/";
@@ -453,40 +453,45 @@ impl Topology {
             }
         };
         let logs = proxy::LogSink::default();
-        let server = proxy::start(
-            ProxyConfig::new(
-                wasm,
-                format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#)
-                    .into_bytes(),
-                any,
-                backend_addr,
-            )
-            .protocols(Protocol::Http1, Protocol::H2c)
+        // One bridge proxy of the chain, collecting its guest logs with the others'.
+        let bridge = |role: &str,
+                      config: String,
+                      upstream,
+                      protocols: (Protocol, Protocol),
+                      trailers: (bool, bool)| {
+            let cfg = ProxyConfig::new(wasm, config.into_bytes(), any, upstream)
+                .protocols(protocols.0, protocols.1)
+                .http1_trailers(trailers.0, trailers.1)
+                .network(false)
+                .log_sink(logs.clone());
+            let role = role.to_string();
+            async move {
+                proxy::start(cfg)
+                    .await
+                    .map_err(|e| format!("{role} proxy: {e}"))
+            }
+        };
+        let server = bridge(
+            "server",
+            format!(r#"{{"role":"server","auth":{{"shared_secrets":["{DEMO_SECRET}"]}}}}"#),
+            backend_addr,
+            (Protocol::Http1, Protocol::H2c),
             // envoy/server.yaml: `http_protocol_options: {enable_trailers: true}`
-            .http1_trailers(true, false)
-            .network(false)
-            .log_sink(logs.clone()),
+            (true, false),
         )
-        .await
-        .map_err(|e| format!("server proxy: {e}"))?;
+        .await?;
         let hop = Http1Hop::start(any, server.local_addr)
             .await
             .map_err(|e| format!("HTTP/1.1 hop: {e}"))?;
-        let agent = proxy::start(
-            ProxyConfig::new(
-                wasm,
-                format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#).into_bytes(),
-                any,
-                hop.addr,
-            )
-            .protocols(Protocol::H2c, Protocol::Http1)
+        let agent = bridge(
+            "agent",
+            format!(r#"{{"role":"agent","auth":{{"secret":"{DEMO_SECRET}"}}}}"#),
+            hop.addr,
+            (Protocol::H2c, Protocol::Http1),
             // envoy/agent.yaml: the cluster's `enable_trailers: true`
-            .http1_trailers(false, true)
-            .network(false)
-            .log_sink(logs.clone()),
+            (false, true),
         )
-        .await
-        .map_err(|e| format!("agent proxy: {e}"))?;
+        .await?;
         let path = format!(
             "client -> agent proxy (grpc-bridge agent, h2c in, HTTP/1.1 out) {} -> HTTP/1.1 hop {} -> \
              server proxy (grpc-bridge server, HTTP/1.1 in, h2c out) {} -> {} {}",
@@ -815,13 +820,9 @@ pub async fn run_case(
                 _ => {}
             }
             let waited = t0.elapsed().as_millis();
-            if let (Some(b), Some(before)) = (backend, before) {
-                wait_for(
-                    || b.cancelled.load(Ordering::SeqCst) > before,
-                    Duration::from_secs(3),
-                )
-                .await
-                .map_err(|_| "the backend never saw the call cancelled".to_string())?;
+            if backend_saw_cancel(backend, before, "the backend never saw the call cancelled")
+                .await?
+            {
                 return Ok(format!(
                     "gave up after {waited} ms; the backend saw the cancel"
                 ));
@@ -839,13 +840,8 @@ pub async fn run_case(
                 || format!("first message {first:?}"),
             )?;
             drop(s);
-            if let (Some(b), Some(before)) = (backend, before) {
-                wait_for(
-                    || b.cancelled.load(Ordering::SeqCst) > before,
-                    Duration::from_secs(3),
-                )
-                .await
-                .map_err(|_| "the backend kept streaming after the client cancelled".to_string())?;
+            let never = "the backend kept streaming after the client cancelled";
+            if backend_saw_cancel(backend, before, never).await? {
                 return Ok(format!(
                     "the backend stopped {} ms after the cancel",
                     t0.elapsed().as_millis()
@@ -855,6 +851,25 @@ pub async fn run_case(
         }
         other => Err(format!("unknown case {other}")),
     }
+}
+
+/// With the built-in backend (`before`: its cancel count when the call started), waits until
+/// it counted one more cancel (`Err(never)` if not within 3 s); `Ok(false)` without one.
+async fn backend_saw_cancel(
+    backend: Option<&Arc<EchoState>>,
+    before: Option<usize>,
+    never: &str,
+) -> Result<bool, String> {
+    let (Some(b), Some(before)) = (backend, before) else {
+        return Ok(false);
+    };
+    wait_for(
+        || b.cancelled.load(Ordering::SeqCst) > before,
+        Duration::from_secs(3),
+    )
+    .await
+    .map_err(|_| never.to_string())?;
+    Ok(true)
 }
 
 async fn wait_for(cond: impl Fn() -> bool, within: Duration) -> Result<(), ()> {

@@ -32,22 +32,22 @@ impl Headers {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    /// First value of `name` (Envoy's ABI also returns only the first one).
-    pub fn get(&self, name: &str) -> Option<&str> {
+    /// Every value of `name`, in order.
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
         let name = name.to_ascii_lowercase();
         self.entries
             .iter()
-            .find(|(k, _)| *k == name)
+            .filter(move |(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
     }
 
+    /// First value of `name` (Envoy's ABI also returns only the first one).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values(name).next()
+    }
+
     pub fn get_all(&self, name: &str) -> Vec<&str> {
-        let name = name.to_ascii_lowercase();
-        self.entries
-            .iter()
-            .filter(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.values(name).collect()
     }
 
     /// `addCopy`: appends another entry even if the name exists.

@@ -27,9 +27,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::abi::CloseType;
-use crate::connection::{ConnectionId, NetFrame};
-use crate::proxy::{Command, ConnSink, Flow, ProxyConfig, VmHandle};
+use super::config::ProxyConfig;
+use super::vm_thread::{Command, ConnSink, Flow, VmHandle};
+use crate::host::abi::CloseType;
+use crate::model::{ConnectionId, NetFrame};
 
 /// tcp_proxy's cluster connect timeout in the sample configs.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,6 +70,19 @@ fn report_close(halves: &Mutex<Halves>) -> bool {
     !std::mem::replace(&mut h.reported, true)
 }
 
+/// A read or write on one side's socket failed: the client reset its connection (a remote
+/// close, reported once), or the upstream did (tcp_proxy then closes the client side).
+fn socket_failed(side: Side, halves: &Mutex<Halves>, vm: &VmHandle, id: ConnectionId) {
+    match side {
+        Side::Downstream => {
+            if report_close(halves) {
+                vm.send(Command::ConnDownstreamClosed(id, CloseType::Remote));
+            }
+        }
+        Side::Upstream => vm.send(Command::ConnUpstreamReset(id)),
+    }
+}
+
 /// One client connection, from accept to close.
 pub(crate) async fn serve(client: TcpStream, vm: VmHandle, cfg: Arc<ProxyConfig>) {
     let (up_tx, up_rx) = mpsc::unbounded_channel();
@@ -92,88 +106,49 @@ pub(crate) async fn serve(client: TcpStream, vm: VmHandle, cfg: Arc<ProxyConfig>
     let halves = Arc::new(Mutex::new(Halves::default()));
     let (client_read, client_write) = client.into_split();
     let (stop_client_tx, stop_client_rx) = watch::channel(false);
-    if closed {
-        // The filter (or a failed VM) closed the connection before tcp_proxy started.
-        write_side(
-            client_write,
-            down_rx,
-            down_flow,
-            stop_client_tx,
-            Side::Downstream,
-            vm,
+    // A connection the filter (or a failed VM) closed before tcp_proxy started gets no
+    // upstream; one whose upstream cannot be reached is reset (tcp_proxy closes the client).
+    let upstream = if closed {
+        None
+    } else {
+        let connected = connect_upstream(&cfg).await;
+        if connected.is_none() {
+            vm.send(Command::ConnUpstreamReset(id));
+        }
+        connected
+    };
+    if let Some(upstream) = upstream {
+        let (upstream_read, upstream_write) = upstream.into_split();
+        let (stop_upstream_tx, stop_upstream_rx) = watch::channel(false);
+        tokio::spawn(read_side(
+            client_read,
+            vm.clone(),
             id,
-            halves,
-        )
-        .await;
-        return;
+            up_flow.clone(),
+            stop_client_rx,
+            Side::Downstream,
+            halves.clone(),
+        ));
+        tokio::spawn(read_side(
+            upstream_read,
+            vm.clone(),
+            id,
+            down_flow.clone(),
+            stop_upstream_rx,
+            Side::Upstream,
+            halves.clone(),
+        ));
+        tokio::spawn(write_side(
+            upstream_write,
+            up_rx,
+            up_flow,
+            stop_upstream_tx,
+            Side::Upstream,
+            vm.clone(),
+            id,
+            halves.clone(),
+        ));
     }
-    let upstream =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(cfg.upstream)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                eprintln!("host-harness: upstream {}: {e}", cfg.upstream);
-                vm.send(Command::ConnUpstreamReset(id));
-                write_side(
-                    client_write,
-                    down_rx,
-                    down_flow,
-                    stop_client_tx,
-                    Side::Downstream,
-                    vm,
-                    id,
-                    halves,
-                )
-                .await;
-                return;
-            }
-            Err(_) => {
-                eprintln!("host-harness: upstream {}: connect timed out", cfg.upstream);
-                vm.send(Command::ConnUpstreamReset(id));
-                write_side(
-                    client_write,
-                    down_rx,
-                    down_flow,
-                    stop_client_tx,
-                    Side::Downstream,
-                    vm,
-                    id,
-                    halves,
-                )
-                .await;
-                return;
-            }
-        };
-    let _ = upstream.set_nodelay(true);
-    let (upstream_read, upstream_write) = upstream.into_split();
-    let (stop_upstream_tx, stop_upstream_rx) = watch::channel(false);
-    tokio::spawn(read_side(
-        client_read,
-        vm.clone(),
-        id,
-        up_flow.clone(),
-        stop_client_rx,
-        Side::Downstream,
-        halves.clone(),
-    ));
-    tokio::spawn(read_side(
-        upstream_read,
-        vm.clone(),
-        id,
-        down_flow.clone(),
-        stop_upstream_rx,
-        Side::Upstream,
-        halves.clone(),
-    ));
-    tokio::spawn(write_side(
-        upstream_write,
-        up_rx,
-        up_flow,
-        stop_upstream_tx,
-        Side::Upstream,
-        vm.clone(),
-        id,
-        halves.clone(),
-    ));
     write_side(
         client_write,
         down_rx,
@@ -185,6 +160,24 @@ pub(crate) async fn serve(client: TcpStream, vm: VmHandle, cfg: Arc<ProxyConfig>
         halves,
     )
     .await;
+}
+
+/// tcp_proxy's upstream connection, or `None` (logged) when it fails or times out.
+async fn connect_upstream(cfg: &ProxyConfig) -> Option<TcpStream> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(cfg.upstream)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            eprintln!("host-harness: upstream {}: {e}", cfg.upstream);
+            None
+        }
+        Err(_) => {
+            eprintln!("host-harness: upstream {}: connect timed out", cfg.upstream);
+            None
+        }
+    }
 }
 
 /// Reads one socket into the filter; `room` is the backlog toward the other side.
@@ -232,14 +225,7 @@ async fn read_side(
                 vm.send(data(buf.split().freeze(), false).acked(&room));
             }
             Err(_) => {
-                match side {
-                    Side::Downstream => {
-                        if report_close(&halves) {
-                            vm.send(Command::ConnDownstreamClosed(id, CloseType::Remote));
-                        }
-                    }
-                    Side::Upstream => vm.send(Command::ConnUpstreamReset(id)),
-                }
+                socket_failed(side, &halves, &vm, id);
                 return;
             }
         }
@@ -266,14 +252,7 @@ async fn write_side(
                 let n = bytes.len();
                 if !failed && !bytes.is_empty() && wr.write_all(&bytes).await.is_err() {
                     failed = true;
-                    match side {
-                        Side::Downstream => {
-                            if report_close(&halves) {
-                                vm.send(Command::ConnDownstreamClosed(id, CloseType::Remote));
-                            }
-                        }
-                        Side::Upstream => vm.send(Command::ConnUpstreamReset(id)),
-                    }
+                    socket_failed(side, &halves, &vm, id);
                 }
                 flow.taken(n);
                 if end_stream && !failed {

@@ -15,7 +15,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::proxy::{BoxBody, Protocol};
+use super::config::Protocol;
+
+/// The body of a request sent upstream and of a response sent downstream.
+pub(crate) type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
 
 /// Idle HTTP/1.1 connections kept per upstream.
 const H1_IDLE_MAX: usize = 16;

@@ -10,12 +10,11 @@
 
 use std::time::Duration;
 
-use crate::abi::{CloseType, NetworkAction};
-use crate::connection::{ConnectionId, NetFrame};
-use crate::headers::Headers;
-use crate::state::{CallbackRecord, HostcallStatus, LogEntry, Metric};
-use crate::stream::{Direction, Frame, LocalReply, StreamId};
-use crate::vm::{LoadError, Plugin, PluginOptions};
+use crate::host::abi::{CloseType, NetworkAction};
+use crate::host::headers::Headers;
+use crate::host::state::{CallbackRecord, HostcallStatus, LocalReply, LogEntry, Metric};
+use crate::host::vm::{LoadError, PluginOptions};
+use crate::model::{ConnectionId, Direction, Frame, NetFrame, Plugin, StreamId};
 
 /// One HTTP stream through one filter VM, with a virtual clock.
 pub struct Scenario {
@@ -64,13 +63,16 @@ impl Scenario {
 
     pub fn request_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
         self.plugin
-            .http_request_data(self.stream, bytes, end_stream);
+            .http_data(self.stream, Direction::Request, bytes, end_stream);
         self
     }
 
     pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin
-            .http_request_trailers(self.stream, Headers::from_pairs(trailers));
+        self.plugin.http_trailers(
+            self.stream,
+            Direction::Request,
+            Headers::from_pairs(trailers),
+        );
         self
     }
 
@@ -82,13 +84,16 @@ impl Scenario {
 
     pub fn response_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
         self.plugin
-            .http_response_data(self.stream, bytes, end_stream);
+            .http_data(self.stream, Direction::Response, bytes, end_stream);
         self
     }
 
     pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin
-            .http_response_trailers(self.stream, Headers::from_pairs(trailers));
+        self.plugin.http_trailers(
+            self.stream,
+            Direction::Response,
+            Headers::from_pairs(trailers),
+        );
         self
     }
 

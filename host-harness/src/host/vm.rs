@@ -1,19 +1,23 @@
-//! The wasmtime side: loading a filter, calling its exports, guest memory, and what a trap does.
+//! The wasmtime side: loading a filter, calling its exports, and what a trap does.
 //!
 //! A trap kills the VM for good, as in Envoy: every later callback is skipped and every new
-//! stream is failed by the stream model (see `stream.rs`).
+//! stream is failed by the stream model (`model/stream.rs`).
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 
 use wasmtime::{
-    Caller, Config, Engine, Extern, Func, Instance, InstancePre, Linker, Module, Store, Val,
-    ValType,
+    Config, Engine, Extern, Func, Instance, InstancePre, Linker, Module, Store, Val, ValType,
 };
 
-use crate::abi::{LogLevel, Status};
-use crate::state::{CallbackRecord, Clock, HostState, Metrics, SharedHandle, SharedStore};
+use super::abi::LogLevel;
+use super::contexts::ContextModel;
+use super::state::{
+    CallbackRecord, Clock, Crossings, HostState, HostcallStatus, HttpCallRequest, LogEntry, Metric,
+    Metrics, SharedHandle, SharedStore,
+};
 
 /// Envoy's default `per_connection_buffer_limit_bytes`.
 pub const DEFAULT_BUFFER_LIMIT: u32 = 1024 * 1024;
@@ -171,28 +175,27 @@ impl fmt::Display for LoadError {
             LoadError::Trap { during, message } => {
                 write!(f, "wasm trapped during {during}: {message}")
             }
-            LoadError::VmStartFailed { logs } => {
-                write!(
-                    f,
-                    "Wasm VM failed to start (proxy_on_vm_start returned false)"
-                )?;
-                for l in logs {
-                    write!(f, "\n  filter: {l}")?;
-                }
-                Ok(())
-            }
-            LoadError::ConfigureFailed { logs } => {
-                write!(
-                    f,
-                    "plugin configuration rejected (proxy_on_configure returned false)"
-                )?;
-                for l in logs {
-                    write!(f, "\n  filter: {l}")?;
-                }
-                Ok(())
-            }
+            LoadError::VmStartFailed { logs } => write_with_logs(
+                f,
+                "Wasm VM failed to start (proxy_on_vm_start returned false)",
+                logs,
+            ),
+            LoadError::ConfigureFailed { logs } => write_with_logs(
+                f,
+                "plugin configuration rejected (proxy_on_configure returned false)",
+                logs,
+            ),
         }
     }
+}
+
+/// A failure Envoy reports with the filter's own log lines under it.
+fn write_with_logs(f: &mut fmt::Formatter<'_>, what: &str, logs: &[String]) -> fmt::Result {
+    write!(f, "{what}")?;
+    for l in logs {
+        write!(f, "\n  filter: {l}")?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for LoadError {}
@@ -266,43 +269,46 @@ thread_local! {
     /// Modules already linked against the host functions, by module: linking (defining every
     /// host function, resolving the imports) is done once per module and thread, and each load
     /// only instantiates (what a fuzzer loading a fresh VM per input spends most of its time on
-    /// otherwise). Keyed by the compiled module's identity (`Module::same`).
-    static LINKED: std::cell::RefCell<Vec<(Module, InstancePre<HostState>)>> =
+    /// otherwise). Keyed by the compiled module's identity (`Module::same`). The linked
+    /// instance is typed by the host state (`InstancePre<HostState<M>>`), stored as `Any`.
+    static LINKED: std::cell::RefCell<Vec<(Module, Box<dyn Any>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn linked(module: &Module) -> Option<InstancePre<HostState>> {
+fn linked<M: ContextModel>(module: &Module) -> Option<InstancePre<HostState<M>>> {
     LINKED.with(|l| {
         l.borrow()
             .iter()
-            .find(|(m, _)| Module::same(m, module))
-            .map(|(_, pre)| pre.clone())
+            .filter(|(m, _)| Module::same(m, module))
+            .find_map(|(_, pre)| pre.downcast_ref::<InstancePre<HostState<M>>>().cloned())
     })
 }
 
-fn remember_linked(module: &Module, pre: InstancePre<HostState>) {
+fn remember_linked<M: ContextModel>(module: &Module, pre: InstancePre<HostState<M>>) {
     const CACHED: usize = 8;
     LINKED.with(|l| {
         let mut l = l.borrow_mut();
         if l.len() >= CACHED {
             l.remove(0);
         }
-        l.push((module.clone(), pre));
+        l.push((module.clone(), Box::new(pre)));
     });
 }
 
-/// One loaded filter: one VM with its root context, like one Envoy worker's plugin.
-pub struct Plugin {
-    pub(crate) store: Store<HostState>,
+/// One loaded filter: one VM with its root context, like one Envoy worker's plugin. `M` holds
+/// its streams and connections (the model layer; the crate names the whole `Plugin`).
+pub struct Vm<M: 'static> {
+    pub(crate) store: Store<HostState<M>>,
     exports: HashMap<&'static str, Func>,
     failure: Option<String>,
     pub(crate) next_context_id: u32,
 }
 
-impl Plugin {
+impl<M: ContextModel> Vm<M> {
     /// Compiles, instantiates and starts the filter: `_initialize`, root context creation,
     /// `proxy_on_vm_start`, `proxy_on_configure` — failing like Envoy fails the listener.
-    pub fn load(options: PluginOptions) -> Result<Plugin, LoadError> {
+    /// The actions the start deferred are the model's to run (`Plugin::load`).
+    pub(crate) fn start(options: PluginOptions) -> Result<Self, LoadError> {
         let read;
         let bytes: &[u8] = match &options.wasm {
             WasmSource::File(path) => {
@@ -362,8 +368,7 @@ impl Plugin {
                     now_ns: Clock::VIRTUAL_EPOCH_NS,
                 }
             },
-            http_streams: BTreeMap::new(),
-            connections: BTreeMap::new(),
+            contexts: M::default(),
             http_calls: BTreeMap::new(),
             next_http_call_token: 1,
             http_call_response: None,
@@ -388,10 +393,10 @@ impl Plugin {
         let pre = match linked(&module) {
             Some(pre) => pre,
             None => {
-                let mut linker: Linker<HostState> = Linker::new(&engine);
-                crate::hostcalls::define(&mut linker)
+                let mut linker: Linker<HostState<M>> = Linker::new(&engine);
+                super::hostcalls::define(&mut linker)
                     .map_err(|e| LoadError::Instantiate(e.to_string()))?;
-                crate::wasi::define(&mut linker)
+                super::wasi::define(&mut linker)
                     .map_err(|e| LoadError::Instantiate(e.to_string()))?;
                 for import in module.imports() {
                     if linker
@@ -446,7 +451,7 @@ impl Plugin {
             exports.insert(*name, func);
         }
 
-        let mut plugin = Plugin {
+        let mut plugin = Vm {
             store,
             exports,
             failure: None,
@@ -493,8 +498,6 @@ impl Plugin {
             }
             _ => {}
         }
-        plugin.run_deferred();
-        plugin.after_event();
         Ok(plugin)
     }
 
@@ -520,7 +523,7 @@ impl Plugin {
     }
 
     /// Size of the guest's linear memory in bytes (it only grows: this is the VM's peak).
-    pub fn guest_memory_bytes(&mut self) -> usize {
+    pub(crate) fn guest_memory_bytes(&mut self) -> usize {
         match self.store.data().memory {
             Some(memory) => memory.data_size(&self.store),
             None => 0,
@@ -531,11 +534,11 @@ impl Plugin {
         self.failure.is_some()
     }
 
-    pub(crate) fn state(&self) -> &HostState {
+    pub(crate) fn state(&self) -> &HostState<M> {
         self.store.data()
     }
 
-    pub(crate) fn state_mut(&mut self) -> &mut HostState {
+    pub(crate) fn state_mut(&mut self) -> &mut HostState<M> {
         self.store.data_mut()
     }
 
@@ -617,123 +620,13 @@ impl Plugin {
     }
 }
 
-/// A hostcall either answers a status or traps (e.g. the guest allocator trapped).
-pub(crate) enum HostError {
-    Status(Status),
-    Trap(wasmtime::Error),
-}
-
-impl From<Status> for HostError {
-    fn from(s: Status) -> Self {
-        HostError::Status(s)
-    }
-}
-
-pub(crate) type HostcallResult<T> = Result<T, HostError>;
-
-/// Guest memory access. A bad pointer is an `InvalidMemoryAccess` status, never a host panic.
-pub(crate) mod mem {
-    use super::*;
-
-    fn memory(caller: &Caller<'_, HostState>) -> HostcallResult<wasmtime::Memory> {
-        caller
-            .data()
-            .memory
-            .ok_or(HostError::Status(Status::InvalidMemoryAccess))
-    }
-
-    pub(crate) fn read(
-        caller: &Caller<'_, HostState>,
-        ptr: i32,
-        len: i32,
-    ) -> HostcallResult<Vec<u8>> {
-        let m = memory(caller)?;
-        let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
-        let data = m.data(caller);
-        let end = ptr.checked_add(len).ok_or(Status::InvalidMemoryAccess)?;
-        data.get(ptr..end)
-            .map(|s| s.to_vec())
-            .ok_or(HostError::Status(Status::InvalidMemoryAccess))
-    }
-
-    pub(crate) fn write(
-        caller: &mut Caller<'_, HostState>,
-        ptr: i32,
-        bytes: &[u8],
-    ) -> HostcallResult<()> {
-        let m = memory(caller)?;
-        let ptr = ptr as u32 as usize;
-        let data = m.data_mut(caller);
-        let end = ptr
-            .checked_add(bytes.len())
-            .ok_or(Status::InvalidMemoryAccess)?;
-        let dst = data.get_mut(ptr..end).ok_or(Status::InvalidMemoryAccess)?;
-        dst.copy_from_slice(bytes);
-        Ok(())
-    }
-
-    pub(crate) fn write_u32(
-        caller: &mut Caller<'_, HostState>,
-        ptr: i32,
-        v: u32,
-    ) -> HostcallResult<()> {
-        write(caller, ptr, &v.to_le_bytes())
-    }
-
-    pub(crate) fn write_u64(
-        caller: &mut Caller<'_, HostState>,
-        ptr: i32,
-        v: u64,
-    ) -> HostcallResult<()> {
-        write(caller, ptr, &v.to_le_bytes())
-    }
-
-    /// Allocates in the guest through its allocator export and copies `bytes` there.
-    pub(crate) fn alloc_copy(
-        caller: &mut Caller<'_, HostState>,
-        bytes: &[u8],
-    ) -> HostcallResult<u32> {
-        let alloc = caller
-            .data()
-            .allocator
-            .clone()
-            .ok_or(Status::InvalidMemoryAccess)?;
-        let ptr = alloc
-            .call(&mut *caller, bytes.len() as i32)
-            .map_err(HostError::Trap)?;
-        if ptr == 0 && !bytes.is_empty() {
-            return Err(HostError::Status(Status::InvalidMemoryAccess));
-        }
-        write(caller, ptr, bytes)?;
-        Ok(ptr as u32)
-    }
-
-    /// cpp-host `copyToPointerSize`: allocate, copy, then store pointer and size.
-    /// An empty value stores a null pointer and size 0.
-    pub(crate) fn copy_out(
-        caller: &mut Caller<'_, HostState>,
-        bytes: &[u8],
-        ptr_ptr: i32,
-        size_ptr: i32,
-    ) -> HostcallResult<()> {
-        let ptr = if bytes.is_empty() {
-            0
-        } else {
-            alloc_copy(caller, bytes)?
-        };
-        write_u32(caller, ptr_ptr, ptr)?;
-        write_u32(caller, size_ptr, bytes.len() as u32)?;
-        Ok(())
-    }
-}
-
 /// Records and side channels tests read.
-impl Plugin {
-    pub fn logs(&self) -> &[crate::state::LogEntry] {
+impl<M: ContextModel> Vm<M> {
+    pub fn logs(&self) -> &[LogEntry] {
         &self.store.data().logs
     }
 
-    pub fn take_logs(&mut self) -> Vec<crate::state::LogEntry> {
+    pub(crate) fn take_logs(&mut self) -> Vec<LogEntry> {
         std::mem::take(&mut self.store.data_mut().logs)
     }
 
@@ -743,20 +636,20 @@ impl Plugin {
     }
 
     /// Hostcalls that answered the guest with a non-Ok status.
-    pub fn hostcall_statuses(&self) -> &[crate::state::HostcallStatus] {
+    pub fn hostcall_statuses(&self) -> &[HostcallStatus] {
         &self.store.data().hostcall_statuses
     }
 
-    pub fn metrics(&self) -> Vec<crate::state::Metric> {
+    pub fn metrics(&self) -> Vec<Metric> {
         self.store.data().metrics.all()
     }
 
-    pub fn metric(&self, name: &str) -> Option<crate::state::Metric> {
+    pub fn metric(&self, name: &str) -> Option<Metric> {
         self.metrics().into_iter().find(|m| m.name == name)
     }
 
     /// Calls across the VM boundary since load.
-    pub fn crossings(&self) -> crate::state::Crossings {
+    pub fn crossings(&self) -> Crossings {
         self.store.data().crossings
     }
 
@@ -764,62 +657,12 @@ impl Plugin {
         self.store.data().route_cache_clears
     }
 
-    pub fn root_context_id(&self) -> u32 {
+    pub(crate) fn root_context_id(&self) -> u32 {
         self.store.data().root_context_id
     }
 
     /// Outstanding `proxy_http_call`s.
-    pub fn http_calls(&self) -> Vec<crate::state::HttpCallRequest> {
+    pub fn http_calls(&self) -> Vec<HttpCallRequest> {
         self.store.data().http_calls.values().cloned().collect()
-    }
-
-    /// Answers a `proxy_http_call`: `proxy_on_http_call_response` on the root context
-    /// (Envoy makes the call on the root context).
-    pub fn respond_http_call(
-        &mut self,
-        token: u32,
-        headers: crate::headers::Headers,
-        body: &[u8],
-        trailers: crate::headers::Headers,
-    ) -> bool {
-        if self.store.data_mut().http_calls.remove(&token).is_none() {
-            return false;
-        }
-        let root = self.root_context_id();
-        let (nh, nb, nt) = (
-            headers.len() as i32,
-            body.len() as i32,
-            trailers.len() as i32,
-        );
-        self.store.data_mut().http_call_response = Some(crate::state::HttpCallResponse {
-            headers,
-            body: body.to_vec(),
-            trailers,
-        });
-        self.invoke(
-            "proxy_on_http_call_response",
-            root,
-            &[root as i32, token as i32, nh, nb, nt],
-        );
-        self.store.data_mut().http_call_response = None;
-        self.run_deferred();
-        self.after_event();
-        true
-    }
-
-    /// Fails a `proxy_http_call` (reset / timeout): a response with no headers or body.
-    pub fn fail_http_call(&mut self, token: u32) -> bool {
-        if self.store.data_mut().http_calls.remove(&token).is_none() {
-            return false;
-        }
-        let root = self.root_context_id();
-        self.invoke(
-            "proxy_on_http_call_response",
-            root,
-            &[root as i32, token as i32, 0, 0, 0],
-        );
-        self.run_deferred();
-        self.after_event();
-        true
     }
 }

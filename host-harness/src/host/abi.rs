@@ -29,7 +29,7 @@ impl Status {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BufferType {
+pub enum BufferType {
     HttpRequestBody,
     HttpResponseBody,
     DownstreamData,
@@ -60,7 +60,7 @@ impl BufferType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MapType {
+pub enum MapType {
     RequestHeaders,
     RequestTrailers,
     ResponseHeaders,

@@ -4,9 +4,10 @@
 
 use wasmtime::{Caller, Linker};
 
-use crate::abi::LogLevel;
-use crate::state::HostState;
-use crate::vm::{mem, HostError};
+use super::abi::LogLevel;
+use super::contexts::ContextModel;
+use super::memory::{self as mem, HostError};
+use super::state::HostState;
 
 const WASI: &str = "wasi_snapshot_preview1";
 const ESUCCESS: i32 = 0;
@@ -23,11 +24,11 @@ fn errno(r: Result<(), HostError>) -> wasmtime::Result<i32> {
     }
 }
 
-pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(crate) fn define<M: ContextModel>(linker: &mut Linker<HostState<M>>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_write",
-        |mut c: Caller<'_, HostState>,
+        |mut c: Caller<'_, HostState<M>>,
          fd: i32,
          iovs: i32,
          iovs_len: i32,
@@ -65,20 +66,20 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_read",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| ENOSYS,
+        |_: Caller<'_, HostState<M>>, _: i32, _: i32, _: i32, _: i32| ENOSYS,
     )?;
     linker.func_wrap(
         WASI,
         "fd_seek",
-        |_: Caller<'_, HostState>, _: i32, _: i64, _: i32, _: i32| ESUCCESS,
+        |_: Caller<'_, HostState<M>>, _: i32, _: i64, _: i32, _: i32| ESUCCESS,
     )?;
-    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, HostState>, _: i32| {
+    linker.func_wrap(WASI, "fd_close", |_: Caller<'_, HostState<M>>, _: i32| {
         ESUCCESS
     })?;
     linker.func_wrap(
         WASI,
         "fd_fdstat_get",
-        |mut c: Caller<'_, HostState>, fd: i32, out: i32| -> wasmtime::Result<i32> {
+        |mut c: Caller<'_, HostState<M>>, fd: i32, out: i32| -> wasmtime::Result<i32> {
             if fd != 1 && fd != 2 {
                 return Ok(EBADF);
             }
@@ -90,47 +91,41 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         WASI,
         "fd_fdstat_set_flags",
-        |_: Caller<'_, HostState>, _: i32, _: i32| ENOSYS,
+        |_: Caller<'_, HostState<M>>, _: i32, _: i32| ENOSYS,
     )?;
     // No preopened directories: EBADF ends the libc preopen scan.
     linker.func_wrap(
         WASI,
         "fd_prestat_get",
-        |_: Caller<'_, HostState>, _: i32, _: i32| EBADF,
+        |_: Caller<'_, HostState<M>>, _: i32, _: i32| EBADF,
     )?;
     linker.func_wrap(
         WASI,
         "fd_prestat_dir_name",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32| ENOSYS,
+        |_: Caller<'_, HostState<M>>, _: i32, _: i32, _: i32| ENOSYS,
     )?;
-    linker.func_wrap(
-        WASI,
-        "environ_sizes_get",
-        |mut c: Caller<'_, HostState>, count: i32, size: i32| -> wasmtime::Result<i32> {
-            errno(mem::write_u32(&mut c, count, 0).and_then(|_| mem::write_u32(&mut c, size, 0)))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "environ_get",
-        |_: Caller<'_, HostState>, _: i32, _: i32| ESUCCESS,
-    )?;
-    linker.func_wrap(
-        WASI,
-        "args_sizes_get",
-        |mut c: Caller<'_, HostState>, argc: i32, size: i32| -> wasmtime::Result<i32> {
-            errno(mem::write_u32(&mut c, argc, 0).and_then(|_| mem::write_u32(&mut c, size, 0)))
-        },
-    )?;
-    linker.func_wrap(
-        WASI,
-        "args_get",
-        |_: Caller<'_, HostState>, _: i32, _: i32| ESUCCESS,
-    )?;
+    // No environment and no arguments: zero entries of zero bytes, nothing to copy.
+    for (sizes, get) in [
+        ("environ_sizes_get", "environ_get"),
+        ("args_sizes_get", "args_get"),
+    ] {
+        linker.func_wrap(
+            WASI,
+            sizes,
+            |mut c: Caller<'_, HostState<M>>, count: i32, size: i32| -> wasmtime::Result<i32> {
+                errno(
+                    mem::write_u32(&mut c, count, 0).and_then(|_| mem::write_u32(&mut c, size, 0)),
+                )
+            },
+        )?;
+        linker.func_wrap(WASI, get, |_: Caller<'_, HostState<M>>, _: i32, _: i32| {
+            ESUCCESS
+        })?;
+    }
     linker.func_wrap(
         WASI,
         "clock_time_get",
-        |mut c: Caller<'_, HostState>,
+        |mut c: Caller<'_, HostState<M>>,
          clock_id: i32,
          _precision: i64,
          out: i32|
@@ -140,29 +135,29 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(ENOTSUP);
             }
             let now = c.data().clock.now_ns();
-            errno(mem::write_u64(&mut c, out, now))
+            errno(mem::write(&mut c, out, &now.to_le_bytes()))
         },
     )?;
     linker.func_wrap(
         WASI,
         "random_get",
-        |mut c: Caller<'_, HostState>, buf: i32, len: i32| -> wasmtime::Result<i32> {
+        |mut c: Caller<'_, HostState<M>>, buf: i32, len: i32| -> wasmtime::Result<i32> {
             let bytes: Vec<u8> = (0..len.max(0))
                 .map(|_| c.data_mut().next_random())
                 .collect();
             errno(mem::write(&mut c, buf, &bytes))
         },
     )?;
-    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState>| ESUCCESS)?;
+    linker.func_wrap(WASI, "sched_yield", |_: Caller<'_, HostState<M>>| ESUCCESS)?;
     linker.func_wrap(
         WASI,
         "poll_oneoff",
-        |_: Caller<'_, HostState>, _: i32, _: i32, _: i32, _: i32| ENOSYS,
+        |_: Caller<'_, HostState<M>>, _: i32, _: i32, _: i32, _: i32| ENOSYS,
     )?;
     linker.func_wrap(
         WASI,
         "proc_exit",
-        |_: Caller<'_, HostState>, code: i32| -> wasmtime::Result<()> {
+        |_: Caller<'_, HostState<M>>, code: i32| -> wasmtime::Result<()> {
             // The guest expects no return; ending the call is the only safe answer.
             Err(wasmtime::Error::msg(format!("wasi proc_exit({code})")))
         },

@@ -25,11 +25,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::abi::CloseType;
-use crate::connection::NetFrame;
-use crate::headers::Headers;
-use crate::stream::{Direction, Frame, StreamId};
-use crate::vm::{Plugin, PluginOptions, WasmSource};
+use crate::host::abi::CloseType;
+use crate::host::headers::Headers;
+use crate::host::vm::{LoadError, PluginOptions, WasmSource};
+use crate::model::{Direction, Frame, NetFrame, Plugin, StreamId};
 
 /// The shared secret of configurations with `auth`.
 const SECRET: &str = "fuzz-secret-0123456789";
@@ -64,7 +63,7 @@ pub fn run(wasm: &[u8], input: &[u8]) -> Result<Outcome, String> {
         .buffer_limit(setup.buffer_limit);
     let mut plugin = match Plugin::load(options) {
         Ok(p) => p,
-        Err(crate::vm::LoadError::ConfigureFailed { .. }) => {
+        Err(LoadError::ConfigureFailed { .. }) => {
             return Ok(Outcome {
                 role,
                 refused: true,
@@ -349,13 +348,13 @@ impl Run<'_> {
                     let text = st.request_type.contains("text");
                     let (chunk, end) = self.body(r, text, false);
                     st.request_ended = end;
-                    self.plugin.http_request_data(id, &chunk, end);
+                    self.plugin.http_data(id, Direction::Request, &chunk, end);
                     "a request body chunk"
                 }
                 3 if st.request_headers && !st.request_ended => {
                     st.request_ended = true;
                     let t = Headers::from_pairs(&[("x-request-trailer", "1")]);
-                    self.plugin.http_request_trailers(id, t);
+                    self.plugin.http_trailers(id, Direction::Request, t);
                     "request trailers"
                 }
                 4 if st.request_headers && !st.response_headers => {
@@ -385,7 +384,7 @@ impl Run<'_> {
                     let (chunk, end) = self.body(r, st.text_response, true);
                     st.upstream_body.extend_from_slice(&chunk);
                     st.response_ended = end;
-                    self.plugin.http_response_data(id, &chunk, end);
+                    self.plugin.http_data(id, Direction::Response, &chunk, end);
                     "a response body chunk"
                 }
                 7 if st.response_headers && !st.response_ended => {
@@ -396,7 +395,7 @@ impl Run<'_> {
                     if r.u8() & 1 != 0 {
                         t.add("grpc-message", "bad%20thing \u{e9}");
                     }
-                    self.plugin.http_response_trailers(id, t);
+                    self.plugin.http_trailers(id, Direction::Response, t);
                     "response trailers"
                 }
                 8 => {
@@ -428,7 +427,7 @@ impl Run<'_> {
         // Finish the exchange the way a well-behaved peer would, so that every stream must end.
         if !self.plugin.http_is_finished(id) {
             if !st.request_ended {
-                self.plugin.http_request_data(id, &[], true);
+                self.plugin.http_data(id, Direction::Request, &[], true);
             }
             if !st.response_headers {
                 let ct = if agent {
@@ -440,7 +439,7 @@ impl Run<'_> {
                 self.plugin.http_response_headers(id, h, false);
             }
             if !st.response_ended {
-                self.plugin.http_response_data(id, &[], true);
+                self.plugin.http_data(id, Direction::Response, &[], true);
             }
         }
         // Past every timer a stream can have: the flush interval (<= 50 ms here) and the plain

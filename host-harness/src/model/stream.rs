@@ -12,312 +12,12 @@
 //!   Ok and empty, writes BadArgument (measured in Envoy 1.40);
 //! - a stream that finished has no context (set_effective_context -> BadArgument).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use crate::abi::{BufferType, DataAction, HeadersAction, MapType, StreamType, TrailersAction};
-use crate::headers::Headers;
-use crate::state::Deferred;
-use crate::vm::{Invocation, Plugin};
-
-/// The two directions of an HTTP stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Downstream (client) -> upstream: Envoy's decode path.
-    Request,
-    /// Upstream -> downstream (client): Envoy's encode path.
-    Response,
-}
-
-/// What left the filter toward one side, in order (chunk boundaries preserved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Headers {
-        headers: Headers,
-        end_stream: bool,
-    },
-    Data {
-        bytes: Vec<u8>,
-        end_stream: bool,
-    },
-    Trailers(Headers),
-    /// The stream was reset toward this side.
-    Reset,
-}
-
-/// A `proxy_send_local_response` (or Envoy's own failure reply), as requested.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
-    pub status: u32,
-    pub body: Vec<u8>,
-    pub headers: Headers,
-    pub grpc_status: Option<u32>,
-    pub details: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Iteration {
-    Continue,
-    /// StopSingleIteration: the filter is still called for later frames.
-    StopSingle,
-    /// StopAllIteration*: later frames are held without calling the filter.
-    StopAll,
-}
-
-/// Which bytes Envoy's `request_body_buffer_` / `response_body_buffer_` points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyPtr {
-    Null,
-    /// The data handed to the current (or last) body callback.
-    Incoming,
-    /// The filter manager's buffered body (when the callback was fed buffered data).
-    Buffered,
-}
-
-/// One direction's state: the filter manager's view plus the wasm context's pointers.
-#[derive(Debug, Clone)]
-pub(crate) struct Half {
-    headers: Option<Headers>,
-    headers_ptr: bool,
-    headers_continued: bool,
-    trailers: Option<Headers>,
-    trailers_ptr: bool,
-    iteration: Iteration,
-    iterate_from_current: bool,
-    /// The filter manager's `bufferedData()`: `None` until first created.
-    buffered: Option<Vec<u8>>,
-    incoming: Vec<u8>,
-    body_ptr: BodyPtr,
-    /// wasm `buffering_*_body_`: the last body callback returned StopIterationAndBuffer.
-    buffering: bool,
-    /// The source sent end of stream (`complete()`).
-    complete: bool,
-    end_forwarded: bool,
-    /// No more processing: a local reply or reset took over.
-    aborted: bool,
-    /// The StopAll came from StopAllIterationAndWatermark (not ...AndBuffer).
-    stop_all_watermark: bool,
-    /// Envoy's `{decoder,encoder}_filters_streaming_`: the data being buffered is a stream
-    /// held with a watermark (back-pressure) rather than a body buffered whole (too large
-    /// fails the stream).
-    streaming: bool,
-    /// The buffered data's high watermark fired and has not dropped to the low one since.
-    above_high: bool,
-    /// Back-pressure: the source of this direction should stop reading.
-    read_disabled: bool,
-    pub(crate) out: Vec<Frame>,
-}
-
-impl Half {
-    fn new() -> Self {
-        Half {
-            headers: None,
-            headers_ptr: false,
-            headers_continued: false,
-            trailers: None,
-            trailers_ptr: false,
-            iteration: Iteration::Continue,
-            iterate_from_current: false,
-            buffered: None,
-            incoming: Vec::new(),
-            body_ptr: BodyPtr::Null,
-            buffering: false,
-            complete: false,
-            end_forwarded: false,
-            aborted: false,
-            stop_all_watermark: false,
-            streaming: false,
-            above_high: false,
-            read_disabled: false,
-            out: Vec::new(),
-        }
-    }
-
-    fn body(&self) -> Option<&Vec<u8>> {
-        if self.buffering {
-            return self.buffered.as_ref();
-        }
-        match self.body_ptr {
-            BodyPtr::Null => None,
-            BodyPtr::Incoming => Some(&self.incoming),
-            BodyPtr::Buffered => self.buffered.as_ref(),
-        }
-    }
-
-    fn body_mut(&mut self) -> Option<&mut Vec<u8>> {
-        if self.buffering {
-            return self.buffered.as_mut();
-        }
-        match self.body_ptr {
-            BodyPtr::Null => None,
-            BodyPtr::Incoming => Some(&mut self.incoming),
-            BodyPtr::Buffered => self.buffered.as_mut(),
-        }
-    }
-
-    /// commonHandleBufferData: move the handed-in data behind what is already buffered.
-    fn buffer_incoming(&mut self, from_buffer: bool) {
-        if !from_buffer {
-            let data = std::mem::take(&mut self.incoming);
-            self.buffered.get_or_insert_with(Vec::new).extend(data);
-        }
-    }
-}
-
-/// One HTTP stream context.
-#[derive(Debug, Clone)]
-pub(crate) struct HttpStream {
-    pub(crate) request: Half,
-    pub(crate) response: Half,
-    /// wasm `end_of_stream_`: end_stream of the last headers/data callback (either way).
-    end_of_stream: bool,
-    pub(crate) filter_state: BTreeMap<Vec<u8>, Vec<u8>>,
-    pub(crate) local_reply: Option<LocalReply>,
-    /// Context created in the VM (false for streams that arrive after the VM failed).
-    vm_context_created: bool,
-    stream_failed: bool,
-    failure_local_reply_sent: bool,
-    pub(crate) finished: bool,
-    /// The final maps, for the access-log phase.
-    log_request_headers: Option<Headers>,
-    /// Envoy's HCM decides "gRPC request" (for local replies) from the request headers as they
-    /// arrive, before any filter: a filter that rewrites `content-type` does not change it.
-    grpc_request: bool,
-}
-
-impl HttpStream {
-    fn new() -> Self {
-        HttpStream {
-            request: Half::new(),
-            response: Half::new(),
-            end_of_stream: false,
-            filter_state: BTreeMap::new(),
-            local_reply: None,
-            vm_context_created: false,
-            stream_failed: false,
-            failure_local_reply_sent: false,
-            finished: false,
-            log_request_headers: None,
-            grpc_request: false,
-        }
-    }
-
-    fn half(&self, dir: Direction) -> &Half {
-        match dir {
-            Direction::Request => &self.request,
-            Direction::Response => &self.response,
-        }
-    }
-
-    fn half_mut(&mut self, dir: Direction) -> &mut Half {
-        match dir {
-            Direction::Request => &mut self.request,
-            Direction::Response => &mut self.response,
-        }
-    }
-
-    /// wasm `getBuffer(Http*Body)`.
-    pub(crate) fn body(&self, t: BufferType) -> Option<&[u8]> {
-        match t {
-            BufferType::HttpRequestBody => self.request.body().map(|v| v.as_slice()),
-            BufferType::HttpResponseBody => self.response.body().map(|v| v.as_slice()),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn body_mut(&mut self, t: BufferType) -> Option<&mut Vec<u8>> {
-        match t {
-            BufferType::HttpRequestBody => self.request.body_mut(),
-            BufferType::HttpResponseBody => self.response.body_mut(),
-            _ => None,
-        }
-    }
-
-    /// wasm `getConstMap`.
-    pub(crate) fn map(&self, t: MapType, log_phase: bool) -> Option<&Headers> {
-        fn live(h: &Half, headers: bool) -> Option<&Headers> {
-            if headers {
-                h.headers.as_ref().filter(|_| h.headers_ptr)
-            } else {
-                h.trailers.as_ref().filter(|_| h.trailers_ptr)
-            }
-        }
-        match t {
-            MapType::RequestHeaders if log_phase => self.log_request_headers.as_ref(),
-            MapType::RequestHeaders => live(&self.request, true),
-            MapType::RequestTrailers if log_phase => None,
-            MapType::RequestTrailers => live(&self.request, false),
-            MapType::ResponseHeaders if log_phase => self.response.headers.as_ref(),
-            MapType::ResponseHeaders => live(&self.response, true),
-            MapType::ResponseTrailers if log_phase => self.response.trailers.as_ref(),
-            MapType::ResponseTrailers => live(&self.response, false),
-            _ => None,
-        }
-    }
-
-    /// wasm `getMap`: trailers are created on demand only at the end of the stream.
-    pub(crate) fn map_mut(&mut self, t: MapType) -> Option<&mut Headers> {
-        let eos = self.end_of_stream;
-        let (half, headers) = match t {
-            MapType::RequestHeaders => (&mut self.request, true),
-            MapType::RequestTrailers => (&mut self.request, false),
-            MapType::ResponseHeaders => (&mut self.response, true),
-            MapType::ResponseTrailers => (&mut self.response, false),
-            _ => return None,
-        };
-        if headers {
-            return if half.headers_ptr {
-                half.headers.as_mut()
-            } else {
-                None
-            };
-        }
-        if !half.trailers_ptr && half.body_ptr != BodyPtr::Null && eos && half.trailers.is_none() {
-            half.trailers = Some(Headers::new());
-            half.trailers_ptr = true;
-        }
-        if half.trailers_ptr {
-            half.trailers.as_mut()
-        } else {
-            None
-        }
-    }
-
-    pub(crate) fn forget_request_pointers(&mut self) {
-        self.request.headers_ptr = false;
-        self.request.body_ptr = BodyPtr::Null;
-        self.request.trailers_ptr = false;
-    }
-
-    /// The documented property subset derived from the stream.
-    pub(crate) fn property(&self, parts: &[&[u8]]) -> Option<Vec<u8>> {
-        let req = self.request.headers.as_ref();
-        let resp = self.response.headers.as_ref();
-        let s = |v: Option<&str>| v.map(|v| v.as_bytes().to_vec());
-        match parts {
-            [b"request", b"path"] => s(req?.get(":path")),
-            [b"request", b"url_path"] => {
-                s(req?.get(":path").map(|p| p.split('?').next().unwrap_or(p)))
-            }
-            [b"request", b"method"] => s(req?.get(":method")),
-            [b"request", b"host"] => s(req?.get(":authority")),
-            [b"request", b"scheme"] => s(req?.get(":scheme")),
-            [b"request", b"id"] => s(req?.get("x-request-id")),
-            [b"request", b"headers", name] => s(req?.get(&String::from_utf8_lossy(name))),
-            [b"response", b"code"] => {
-                let code: i64 = resp?.get(":status")?.parse().ok()?;
-                Some(code.to_le_bytes().to_vec())
-            }
-            [b"response", b"headers", name] => s(resp?.get(&String::from_utf8_lossy(name))),
-            [b"response", b"trailers", name] => s(self
-                .response
-                .trailers
-                .as_ref()?
-                .get(&String::from_utf8_lossy(name))),
-            _ => None,
-        }
-    }
-}
+use super::contexts::Plugin;
+use super::stream_state::{BodyPtr, Direction, Frame, Half, HttpStream, Iteration, StreamId};
+use crate::host::abi::{DataAction, HeadersAction, TrailersAction};
+use crate::host::headers::Headers;
+use crate::host::state::LocalReply;
+use crate::host::vm::Invocation;
 
 /// Callback names per direction.
 fn callbacks(dir: Direction) -> (&'static str, &'static str, &'static str) {
@@ -343,22 +43,26 @@ enum CallOutcome {
     Failed,
 }
 
-/// Identifies one HTTP stream inside a [`Plugin`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId(pub u32);
-
 impl Plugin {
     // ---- public driving API --------------------------------------------------------
 
     /// Starts a stream (a new context id); nothing is called until request headers arrive.
-    pub fn http_new_stream(&mut self) -> StreamId {
+    pub(crate) fn http_new_stream(&mut self) -> StreamId {
         let id = self.alloc_context_id();
-        self.state_mut().http_streams.insert(id, HttpStream::new());
+        self.state_mut()
+            .contexts
+            .http_streams
+            .insert(id, HttpStream::new());
         StreamId(id)
     }
 
     /// Request headers from downstream (Envoy `decodeHeaders`).
-    pub fn http_request_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
+    pub(crate) fn http_request_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_stream: bool,
+    ) {
         let id = id.0;
         if self
             .stream(id)
@@ -378,18 +82,13 @@ impl Plugin {
         self.after_event();
     }
 
-    pub fn http_request_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
-        self.on_data(id.0, Direction::Request, data.to_vec(), end_stream);
-        self.after_event();
-    }
-
-    pub fn http_request_trailers(&mut self, id: StreamId, trailers: Headers) {
-        self.on_trailers(id.0, Direction::Request, trailers);
-        self.after_event();
-    }
-
     /// Response headers from upstream (Envoy `encodeHeaders`).
-    pub fn http_response_headers(&mut self, id: StreamId, headers: Headers, end_stream: bool) {
+    pub(crate) fn http_response_headers(
+        &mut self,
+        id: StreamId,
+        headers: Headers,
+        end_stream: bool,
+    ) {
         if self
             .stream(id.0)
             .is_none_or(|s| s.finished || s.response.aborted)
@@ -400,18 +99,27 @@ impl Plugin {
         self.after_event();
     }
 
-    pub fn http_response_data(&mut self, id: StreamId, data: &[u8], end_stream: bool) {
-        self.on_data(id.0, Direction::Response, data.to_vec(), end_stream);
+    /// Body bytes from the source of `dir`: downstream for requests (Envoy `decodeData`),
+    /// upstream for responses (`encodeData`).
+    pub(crate) fn http_data(
+        &mut self,
+        id: StreamId,
+        dir: Direction,
+        data: &[u8],
+        end_stream: bool,
+    ) {
+        self.on_data(id.0, dir, data.to_vec(), end_stream);
         self.after_event();
     }
 
-    pub fn http_response_trailers(&mut self, id: StreamId, trailers: Headers) {
-        self.on_trailers(id.0, Direction::Response, trailers);
+    /// Trailers from the source of `dir`.
+    pub(crate) fn http_trailers(&mut self, id: StreamId, dir: Direction, trailers: Headers) {
+        self.on_trailers(id.0, dir, trailers);
         self.after_event();
     }
 
     /// Downstream or upstream reset the stream.
-    pub fn http_reset(&mut self, id: StreamId) {
+    pub(crate) fn http_reset(&mut self, id: StreamId) {
         self.reset_stream(id.0);
         self.after_event();
     }
@@ -419,7 +127,7 @@ impl Plugin {
     /// The upstream request failed (`reason` like Envoy's reset reason: "connection
     /// failure", "remote reset"). Before response headers the router sends its 503 local
     /// reply through the filter chain; afterwards the stream is reset.
-    pub fn http_upstream_failed(&mut self, id: StreamId, reason: &str) {
+    pub(crate) fn http_upstream_failed(&mut self, id: StreamId, reason: &str) {
         let Some(st) = self.stream(id.0) else { return };
         if st.finished {
             return;
@@ -441,24 +149,24 @@ impl Plugin {
     }
 
     /// Frames the filter let through toward upstream (request way) since the last take.
-    pub fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
+    pub(crate) fn http_take_upstream(&mut self, id: StreamId) -> Vec<Frame> {
         self.stream_mut(id.0)
             .map(|s| std::mem::take(&mut s.request.out))
             .unwrap_or_default()
     }
 
     /// Frames the filter let through toward downstream (response way) since the last take.
-    pub fn http_take_downstream(&mut self, id: StreamId) -> Vec<Frame> {
+    pub(crate) fn http_take_downstream(&mut self, id: StreamId) -> Vec<Frame> {
         self.stream_mut(id.0)
             .map(|s| std::mem::take(&mut s.response.out))
             .unwrap_or_default()
     }
 
-    pub fn http_local_reply(&self, id: StreamId) -> Option<LocalReply> {
+    pub(crate) fn http_local_reply(&self, id: StreamId) -> Option<LocalReply> {
         self.stream(id.0).and_then(|s| s.local_reply.clone())
     }
 
-    pub fn http_is_finished(&self, id: StreamId) -> bool {
+    pub(crate) fn http_is_finished(&self, id: StreamId) -> bool {
         self.stream(id.0).is_none_or(|s| s.finished)
     }
 
@@ -466,125 +174,37 @@ impl Plugin {
     /// (StopIterationAndWatermark, or StopAllIterationAndWatermark from headers), so the
     /// source of `dir` (the client for requests, the upstream for responses) should stop
     /// reading until the held data drains to half the limit.
-    pub fn http_read_disabled(&self, id: StreamId, dir: Direction) -> bool {
+    pub(crate) fn http_read_disabled(&self, id: StreamId, dir: Direction) -> bool {
         self.stream(id.0)
             .is_some_and(|s| !s.finished && s.half(dir).read_disabled)
     }
 
     /// Bytes the filter manager holds for the filter in one direction (paused data).
-    pub fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
+    pub(crate) fn http_held_bytes(&self, id: StreamId, dir: Direction) -> usize {
         self.stream(id.0)
             .and_then(|s| s.half(dir).buffered.as_ref().map(|b| b.len()))
             .unwrap_or(0)
     }
 
     /// Forgets a finished stream's record (proxy mode, to bound memory).
-    pub fn http_forget(&mut self, id: StreamId) {
+    pub(crate) fn http_forget(&mut self, id: StreamId) {
         if self.http_is_finished(id) {
-            self.state_mut().http_streams.remove(&id.0);
+            self.state_mut().contexts.http_streams.remove(&id.0);
         }
-    }
-
-    /// Moves the virtual clock forward, firing every tick that falls due, in order.
-    pub fn advance(&mut self, by: Duration) {
-        let crate::state::Clock::Virtual { now_ns } = self.state().clock else {
-            return;
-        };
-        let target = now_ns + by.as_nanos() as u64;
-        while let Some(due) = self.state().next_tick_ns.filter(|d| *d <= target) {
-            self.set_now(due);
-            self.fire_tick();
-        }
-        self.set_now(target);
-    }
-
-    /// Fires `proxy_on_tick` now if it is due (real clock / proxy mode).
-    pub fn tick_if_due(&mut self) {
-        let now = self.state().clock.now_ns();
-        if self.state().next_tick_ns.is_some_and(|d| d <= now) {
-            self.fire_tick();
-        }
-    }
-
-    /// Time until the next tick, if one is armed.
-    pub fn next_tick_in(&self) -> Option<Duration> {
-        let now = self.state().clock.now_ns();
-        self.state()
-            .next_tick_ns
-            .map(|d| Duration::from_nanos(d.saturating_sub(now)))
-    }
-
-    fn set_now(&mut self, ns: u64) {
-        if let crate::state::Clock::Virtual { now_ns } = &mut self.state_mut().clock {
-            *now_ns = ns.max(*now_ns);
-        }
-    }
-
-    fn fire_tick(&mut self) {
-        let before = self.state().next_tick_ns;
-        let root = self.state().root_context_id;
-        if !self.is_failed() {
-            self.invoke("proxy_on_tick", root, &[root as i32]);
-            self.run_deferred();
-        }
-        // Envoy re-arms the timer after the callback unless the callback changed the period.
-        let s = self.state_mut();
-        if s.next_tick_ns == before {
-            s.next_tick_ns = (s.tick_period_ms != 0)
-                .then(|| s.clock.now_ns() + s.tick_period_ms as u64 * 1_000_000);
-        }
-        self.after_event();
     }
 
     // ---- helpers --------------------------------------------------------------------
 
     pub(crate) fn stream(&self, id: u32) -> Option<&HttpStream> {
-        self.state().http_streams.get(&id)
+        self.state().contexts.http_streams.get(&id)
     }
 
     pub(crate) fn stream_mut(&mut self, id: u32) -> Option<&mut HttpStream> {
-        self.state_mut().http_streams.get_mut(&id)
+        self.state_mut().contexts.http_streams.get_mut(&id)
     }
 
     fn half_mut(&mut self, id: u32, dir: Direction) -> Option<&mut Half> {
         self.stream_mut(id).map(|s| s.half_mut(dir))
-    }
-
-    /// Work Envoy does after an event: posted callbacks (queue ready).
-    pub(crate) fn after_event(&mut self) {
-        while let Some((root, token)) = self.state_mut().queue_ready.pop_front() {
-            if !self.is_failed() {
-                self.invoke("proxy_on_queue_ready", root, &[root as i32, token as i32]);
-                self.run_deferred();
-            }
-        }
-    }
-
-    /// Runs the after-VM-call actions (Envoy's `DeferAfterCallActions`).
-    pub(crate) fn run_deferred(&mut self) {
-        while let Some(action) = self.state_mut().deferred.pop_front() {
-            match action {
-                Deferred::Continue { context_id, stream } => match stream {
-                    StreamType::HttpRequest => self.common_continue(context_id, Direction::Request),
-                    StreamType::HttpResponse => {
-                        self.common_continue(context_id, Direction::Response)
-                    }
-                    StreamType::Downstream => self.connection_continue_reading(context_id),
-                    StreamType::Upstream => {}
-                },
-                Deferred::Close { context_id, stream } => match stream {
-                    StreamType::HttpRequest | StreamType::HttpResponse => {
-                        self.reset_stream(context_id)
-                    }
-                    StreamType::Downstream | StreamType::Upstream => {
-                        self.connection_close(context_id, stream)
-                    }
-                },
-                Deferred::LocalReply { context_id, reply } => {
-                    self.send_local_reply(context_id, reply, false)
-                }
-            }
-        }
     }
 
     /// One filter callback with cpp-host's CHECK_FAIL before and after, then the deferred
@@ -607,6 +227,27 @@ impl Plugin {
         };
         self.run_deferred();
         outcome
+    }
+
+    /// [`Self::call_filter`] and Envoy's conversion of the status: `from_guest` of what the
+    /// guest returned (0, Continue, for a missing export), `failed` when the VM failed.
+    fn call_filter_for<A>(
+        &mut self,
+        id: u32,
+        callback: &'static str,
+        args: &[i32],
+        from_guest: fn(i32, bool) -> A,
+        failed: A,
+    ) -> A {
+        match self.call_filter(id, callback, args) {
+            CallOutcome::Ran(r, stopped) => from_guest(r.unwrap_or(0), stopped),
+            CallOutcome::Failed => failed,
+        }
+    }
+
+    /// The half a callback's status applies to, unless a local reply or reset took over.
+    fn unaborted_half_mut(&mut self, id: u32, dir: Direction) -> Option<&mut Half> {
+        self.half_mut(id, dir).filter(|h| !h.aborted)
     }
 
     /// cpp-host `failStream(Request)` + `failStream(Response)`: one 503 local reply
@@ -651,17 +292,18 @@ impl Plugin {
         let action = if skip_vm {
             HeadersAction::Continue
         } else {
-            match self.call_filter(id, callbacks(dir).0, &[id as i32, count, end_stream as i32]) {
-                CallOutcome::Ran(r, stopped) => HeadersAction::from_guest(r.unwrap_or(0), stopped),
-                CallOutcome::Failed => HeadersAction::StopAllWatermark,
-            }
+            let callback = callbacks(dir).0;
+            self.call_filter_for(
+                id,
+                callback,
+                &[id as i32, count, end_stream as i32],
+                HeadersAction::from_guest,
+                HeadersAction::StopAllWatermark,
+            )
         };
-        let Some(half) = self.half_mut(id, dir) else {
+        let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
         };
-        if half.aborted {
-            return;
-        }
         match action {
             HeadersAction::Continue => {
                 half.headers_ptr = false;
@@ -743,19 +385,19 @@ impl Plugin {
                 BodyPtr::Incoming
             };
             let size = half.body().map(|b| b.len()).unwrap_or(0) as i32;
-            let outcome =
-                self.call_filter(id, callbacks(dir).1, &[id as i32, size, end_stream as i32]);
-            match outcome {
-                CallOutcome::Ran(r, stopped) => DataAction::from_guest(r.unwrap_or(0), stopped),
-                CallOutcome::Failed => DataAction::StopIterationNoBuffer,
-            }
+            let args = [id as i32, size, end_stream as i32];
+            let callback = callbacks(dir).1;
+            self.call_filter_for(
+                id,
+                callback,
+                &args,
+                DataAction::from_guest,
+                DataAction::StopIterationNoBuffer,
+            )
         };
-        let Some(half) = self.half_mut(id, dir) else {
+        let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
         };
-        if half.aborted {
-            return;
-        }
         half.buffering = false;
         match action {
             DataAction::Continue => half.body_ptr = BodyPtr::Null,
@@ -833,17 +475,18 @@ impl Plugin {
         let action = if skip_vm {
             TrailersAction::Continue
         } else {
-            match self.call_filter(id, callbacks(dir).2, &[id as i32, count]) {
-                CallOutcome::Ran(r, stopped) => TrailersAction::from_guest(r.unwrap_or(0), stopped),
-                CallOutcome::Failed => TrailersAction::StopIteration,
-            }
+            let callback = callbacks(dir).2;
+            self.call_filter_for(
+                id,
+                callback,
+                &[id as i32, count],
+                TrailersAction::from_guest,
+                TrailersAction::StopIteration,
+            )
         };
-        let Some(half) = self.half_mut(id, dir) else {
+        let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
         };
-        if half.aborted {
-            return;
-        }
         match action {
             TrailersAction::Continue => {
                 half.trailers_ptr = false;
@@ -862,7 +505,7 @@ impl Plugin {
     }
 
     /// Envoy's `commonContinue` (continueDecoding / continueEncoding).
-    fn common_continue(&mut self, id: u32, dir: Direction) {
+    pub(super) fn common_continue(&mut self, id: u32, dir: Direction) {
         let Some(st) = self.stream_mut(id) else {
             return;
         };
