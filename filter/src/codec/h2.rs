@@ -212,7 +212,6 @@ impl BackendFrameFilter {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

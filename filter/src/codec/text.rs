@@ -337,12 +337,6 @@ pub fn decode_all(input: &[u8]) -> Result<Vec<u8>, TextError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 

@@ -795,12 +795,6 @@ pub fn parse_close_payload(p: &[u8]) -> Result<WsEvent, WsError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 pub(crate) mod tests {
     use super::*;
 

@@ -526,12 +526,6 @@ pub fn parse_server_handshake(
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
     use crate::codec::websocket::frame::tests::{data_msg, decode_all_events, MASK};
