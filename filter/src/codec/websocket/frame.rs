@@ -847,17 +847,35 @@ pub(crate) mod tests {
         assert_eq!(Opcode::from_u8(11), None);
     }
 
+    /// Encodes one final frame, checks it is `wire`, and decodes `wire` on the side that
+    /// receives it (a masked frame goes to the server) into `events`.
+    fn assert_rfc_frame(
+        opcode: Opcode,
+        mask: Option<[u8; 4]>,
+        payload: &[u8],
+        wire: &[u8],
+        events: Vec<WsEvent>,
+    ) {
+        let mut out = Vec::new();
+        encode_frame(true, opcode, mask, payload, &mut out);
+        assert_eq!(out, wire, "{opcode:?} mask {mask:?}");
+        let receiver = if mask.is_some() {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        assert_eq!(
+            decode_all_events(receiver, wire).unwrap(),
+            events,
+            "{opcode:?} mask {mask:?}"
+        );
+    }
+
     // RFC 6455 §5.7 examples.
     #[test]
     fn rfc_single_frame_unmasked_hello() {
         let wire = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-        let mut out = Vec::new();
-        encode_frame(true, Opcode::Text, None, b"Hello", &mut out);
-        assert_eq!(out, wire);
-        assert_eq!(
-            decode_all_events(Side::Client, &wire).unwrap(),
-            data_msg(b"Hello")
-        );
+        assert_rfc_frame(Opcode::Text, None, b"Hello", &wire, data_msg(b"Hello"));
         assert_eq!(err_code(Side::Server, &wire), 1002);
     }
 
@@ -866,12 +884,12 @@ pub(crate) mod tests {
         let wire = [
             0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
-        let mut out = Vec::new();
-        encode_frame(true, Opcode::Text, Some(MASK), b"Hello", &mut out);
-        assert_eq!(out, wire);
-        assert_eq!(
-            decode_all_events(Side::Server, &wire).unwrap(),
-            data_msg(b"Hello")
+        assert_rfc_frame(
+            Opcode::Text,
+            Some(MASK),
+            b"Hello",
+            &wire,
+            data_msg(b"Hello"),
         );
         assert_eq!(err_code(Side::Client, &wire), 1002);
     }
@@ -900,23 +918,13 @@ pub(crate) mod tests {
     #[test]
     fn rfc_ping_unmasked_pong_masked() {
         let ping = [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-        let mut out = Vec::new();
-        encode_frame(true, Opcode::Ping, None, b"Hello", &mut out);
-        assert_eq!(out, ping);
-        assert_eq!(
-            decode_all_events(Side::Client, &ping).unwrap(),
-            vec![WsEvent::Ping(b"Hello".to_vec())]
-        );
+        let ping_events = vec![WsEvent::Ping(b"Hello".to_vec())];
+        assert_rfc_frame(Opcode::Ping, None, b"Hello", &ping, ping_events);
         let pong = [
             0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
-        out.clear();
-        encode_frame(true, Opcode::Pong, Some(MASK), b"Hello", &mut out);
-        assert_eq!(out, pong);
-        assert_eq!(
-            decode_all_events(Side::Server, &pong).unwrap(),
-            vec![WsEvent::Pong(b"Hello".to_vec())]
-        );
+        let pong_events = vec![WsEvent::Pong(b"Hello".to_vec())];
+        assert_rfc_frame(Opcode::Pong, Some(MASK), b"Hello", &pong, pong_events);
     }
 
     #[test]
