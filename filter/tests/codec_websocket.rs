@@ -668,9 +668,8 @@ fn interop_ours_client_to_tungstenite_server() {
     }
     let _ = ws.flush();
     let replies = mem.take_output();
-    let mut d = FrameDecoder::new(Side::Client, 1 << 20);
-    let mut ev = Vec::new();
-    d.decode(&replies, &mut ev).unwrap();
+    let (ev, error) = decode_chunks(Side::Client, 1 << 20, &[&replies]);
+    assert_eq!(error, None);
     assert_eq!(
         ev,
         vec![

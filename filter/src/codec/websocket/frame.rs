@@ -800,6 +800,15 @@ pub(crate) mod tests {
 
     pub(crate) const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
+    /// The frames `(fin, opcode, payload)` encoded one after another, all with `mask`.
+    fn frames(mask: Option<[u8; 4]>, frames: &[(bool, Opcode, &[u8])]) -> Vec<u8> {
+        let mut w = Vec::new();
+        for (fin, opcode, payload) in frames {
+            encode_frame(*fin, *opcode, mask, payload, &mut w);
+        }
+        w
+    }
+
     pub(crate) fn decode_all_events(side: Side, input: &[u8]) -> Result<Vec<WsEvent>, WsError> {
         let mut d = FrameDecoder::new(side, 1 << 20);
         let mut ev = Vec::new();
@@ -1017,10 +1026,14 @@ pub(crate) mod tests {
 
     #[test]
     fn control_frames_between_fragments() {
-        let mut w = Vec::new();
-        encode_frame(false, Opcode::Binary, Some(MASK), b"ab", &mut w);
-        encode_frame(true, Opcode::Ping, Some(MASK), b"p", &mut w);
-        encode_frame(true, Opcode::Continuation, Some(MASK), b"cd", &mut w);
+        let w = frames(
+            Some(MASK),
+            &[
+                (false, Opcode::Binary, b"ab"),
+                (true, Opcode::Ping, b"p"),
+                (true, Opcode::Continuation, b"cd"),
+            ],
+        );
         assert_eq!(
             decode_all_events(Side::Server, &w).unwrap(),
             vec![
@@ -1034,10 +1047,14 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_frames() {
-        let mut w = Vec::new();
-        encode_frame(true, Opcode::Binary, None, b"", &mut w);
-        encode_frame(true, Opcode::Ping, None, b"", &mut w);
-        encode_frame(true, Opcode::Close, None, b"", &mut w);
+        let w = frames(
+            None,
+            &[
+                (true, Opcode::Binary, b""),
+                (true, Opcode::Ping, b""),
+                (true, Opcode::Close, b""),
+            ],
+        );
         assert_eq!(
             decode_all_events(Side::Client, &w).unwrap(),
             vec![
@@ -1228,9 +1245,13 @@ pub(crate) mod tests {
     #[test]
     fn text_utf8_tracking() {
         // "€" = E2 82 AC split over two fragments and arbitrary chunks: fine.
-        let mut w = Vec::new();
-        encode_frame(false, Opcode::Text, None, &[b'a', 0xE2], &mut w);
-        encode_frame(true, Opcode::Continuation, None, &[0x82, 0xAC], &mut w);
+        let w = frames(
+            None,
+            &[
+                (false, Opcode::Text, &[b'a', 0xE2]),
+                (true, Opcode::Continuation, &[0x82, 0xAC]),
+            ],
+        );
         for chunk in [1usize, 2, 3, 100] {
             let mut d = FrameDecoder::new(Side::Client, 100);
             let mut ev = Vec::new();
@@ -1254,11 +1275,15 @@ pub(crate) mod tests {
 
     #[test]
     fn decode_into_collects_data_only() {
-        let mut w = Vec::new();
-        encode_frame(false, Opcode::Binary, Some(MASK), b"hello ", &mut w);
-        encode_frame(true, Opcode::Ping, Some(MASK), b"p", &mut w);
-        encode_frame(true, Opcode::Continuation, Some(MASK), b"world", &mut w);
-        encode_frame(true, Opcode::Binary, Some(MASK), b"!", &mut w);
+        let w = frames(
+            Some(MASK),
+            &[
+                (false, Opcode::Binary, b"hello "),
+                (true, Opcode::Ping, b"p"),
+                (true, Opcode::Continuation, b"world"),
+                (true, Opcode::Binary, b"!"),
+            ],
+        );
         let mut d = FrameDecoder::new(Side::Server, 100);
         let (mut data, mut ev) = (Vec::new(), Vec::new());
         for c in w.chunks(3) {
