@@ -15,25 +15,14 @@ use grpc_bridge::codec::status::{parse_grpc_status, percent_decode, percent_enco
 use grpc_bridge::codec::text::{
     decode_all, encode_padded, Base64Decoder, Base64Encoder, TextError,
 };
+mod common;
+
+use common::split;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Splits `data` at the given cut points (empty chunks allowed, they must be harmless too).
-fn split<'a>(data: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-    points.sort_unstable();
-    let mut chunks = Vec::with_capacity(points.len() + 1);
-    let mut start = 0;
-    for p in points {
-        chunks.push(&data[start..p]);
-        start = p;
-    }
-    chunks.push(&data[start..]);
-    chunks
-}
 
 fn one_byte_chunks(data: &[u8]) -> Vec<&[u8]> {
     data.chunks(1).collect()

@@ -23,6 +23,9 @@ use grpc_bridge::codec::websocket::{
     key_from_nonce, parse_client_handshake, parse_server_handshake, ClientHandshake, FrameDecoder,
     HandshakeError, Opcode, Side, WsError, WsEvent, GUID,
 };
+mod common;
+
+use common::split;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tungstenite::protocol::frame::coding::{Data as TData, OpCode as TOpCode};
@@ -32,20 +35,6 @@ use tungstenite::{Bytes, Message};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// Splits `data` at the given cut points (empty chunks allowed).
-fn split<'a>(data: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
-    let mut points: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
-    points.sort_unstable();
-    let mut chunks = Vec::with_capacity(points.len() + 1);
-    let mut start = 0;
-    for p in points {
-        chunks.push(&data[start..p]);
-        start = p;
-    }
-    chunks.push(&data[start..]);
-    chunks
-}
 
 /// Joins adjacent Data events (how Data bytes are grouped is not part of the contract).
 fn merge(ev: Vec<WsEvent>) -> Vec<WsEvent> {
@@ -679,9 +668,8 @@ fn interop_ours_client_to_tungstenite_server() {
     }
     let _ = ws.flush();
     let replies = mem.take_output();
-    let mut d = FrameDecoder::new(Side::Client, 1 << 20);
-    let mut ev = Vec::new();
-    d.decode(&replies, &mut ev).unwrap();
+    let (ev, error) = decode_chunks(Side::Client, 1 << 20, &[&replies]);
+    assert_eq!(error, None);
     assert_eq!(
         ev,
         vec![

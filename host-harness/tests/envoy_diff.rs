@@ -7,6 +7,11 @@
 
 mod common;
 
+use common::{
+    grpc_ok_trailers, grpc_response, net_session, probe_file, probe_proxy, serve_http, serve_tcp,
+    sink_lines, tcp_echo, wait_for_line, ReceiverStream,
+};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,7 +22,7 @@ use bytes::Bytes;
 use host_harness::proxy::{self, Protocol, ProxyConfig};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn envoy_binary() -> PathBuf {
@@ -39,18 +44,41 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Written once per test binary: tests run in parallel, and rewriting the file while another
-/// test's Envoy or harness loads it gave an empty module.
-fn probe_file() -> PathBuf {
-    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("host-harness-diff-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("probe.wasm");
-        std::fs::write(&path, common::probe_wasm()).unwrap();
-        path
-    })
-    .clone()
+/// The wasm filter's `config:` block loading the probe in `mode` (YAML, indented by `indent`
+/// spaces: the HTTP and the network filter nest it differently).
+fn probe_wasm_config(mode: &str, indent: usize) -> String {
+    let block = format!(
+        r#"config:
+  name: probe
+  configuration:
+    "@type": type.googleapis.com/google.protobuf.StringValue
+    value: "{mode}"
+  vm_config:
+    runtime: envoy.wasm.runtime.v8
+    code: {{local: {{filename: "{wasm}"}}}}"#,
+        wasm = probe_file().display()
+    );
+    block
+        .lines()
+        .map(|l| format!("{:indent$}{l}", ""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `clusters:` section: one static cluster `up` at `upstream`, with `options` (YAML lines
+/// at the cluster's 4-space indent) before its endpoints.
+fn up_cluster(upstream: SocketAddr, options: &str) -> String {
+    format!(
+        r#"  clusters:
+  - name: up
+    type: STATIC
+    connect_timeout: 1s
+{options}    load_assignment:
+      cluster_name: up
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {up}}}}}}}}}]}}]
+"#,
+        up = upstream.port()
+    )
 }
 
 /// Envoy as a child process, killed on drop.
@@ -99,32 +127,20 @@ impl Envoy {
           - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: probe
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: "{mode}"
-                vm_config:
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: "{wasm}"}}}}
+{probe}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
+{cluster}"#,
+            probe = probe_wasm_config(mode, 14),
+            cluster = up_cluster(
+                upstream,
+                r#"    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
-      cluster_name: up
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {up}}}}}}}}}]}}]
-"#,
-            wasm = probe_file().display(),
-            up = upstream.port(),
-            hcm_extra = hcm_extra
+        explicit_http_config: {http2_protocol_options: {}}
+"#
+            ),
         );
         Envoy::launch(&config, port)
     }
@@ -142,29 +158,15 @@ impl Envoy {
       - name: envoy.filters.network.wasm
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
-          config:
-            name: probe
-            configuration:
-              "@type": type.googleapis.com/google.protobuf.StringValue
-              value: "{mode}"
-            vm_config:
-              runtime: envoy.wasm.runtime.v8
-              code: {{local: {{filename: "{wasm}"}}}}
+{probe}
       - name: envoy.filters.network.tcp_proxy
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: diff
           cluster: up
-  clusters:
-  - name: up
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: up
-      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {up}}}}}}}}}]}}]
-"#,
-            wasm = probe_file().display(),
-            up = upstream.port()
+{cluster}"#,
+            probe = probe_wasm_config(mode, 10),
+            cluster = up_cluster(upstream, ""),
         );
         Envoy::launch(&config, port)
     }
@@ -235,113 +237,77 @@ impl Envoy {
 /// h2c upstream: echoes the request body, then `grpc-status: 0` trailers; on `/late` the
 /// trailers come 300 ms after the body (the "trailers after a flush" case).
 async fn upstream() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let late = req.uri().path() == "/late";
-                    if req.uri().path() == "/big"
-                        || req.uri().path() == "/chunks"
-                        || req.uri().path() == "/hold"
-                    {
-                        let path = req.uri().path().to_string();
-                        let _ = req.into_body().collect().await;
-                        let (tx, rx) =
-                            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
-                        tokio::spawn(async move {
-                            match path.as_str() {
-                                "/big" => {
-                                    // Headers first, on their own: Envoy writes them to the
-                                    // client before the body makes it fail (a reset in the same
-                                    // event-loop pass would drop them unsent).
-                                    tokio::time::sleep(Duration::from_millis(100)).await;
-                                    for _ in 0..BIG_CHUNKS {
-                                        if tx
-                                            .send(Ok(Frame::data(Bytes::from(vec![
-                                                b'x';
-                                                BIG_CHUNK
-                                            ]))))
-                                            .await
-                                            .is_err()
-                                        {
-                                            return;
-                                        }
-                                    }
-                                }
-                                "/chunks" => {
-                                    let _ =
-                                        tx.send(Ok(Frame::data(Bytes::from_static(b"aaa")))).await;
-                                    tokio::time::sleep(Duration::from_millis(200)).await;
-                                    let _ =
-                                        tx.send(Ok(Frame::data(Bytes::from_static(b"bbbb")))).await;
-                                    tokio::time::sleep(Duration::from_millis(200)).await;
-                                }
-                                _ => {
-                                    let _ =
-                                        tx.send(Ok(Frame::data(Bytes::from_static(b"msg")))).await;
-                                    // Held open until the client resets (bounded).
-                                    tokio::time::sleep(Duration::from_secs(10)).await;
+    let addr = serve_tcp(move |tcp| async move {
+        let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            let late = req.uri().path() == "/late";
+            if req.uri().path() == "/big"
+                || req.uri().path() == "/chunks"
+                || req.uri().path() == "/hold"
+            {
+                let path = req.uri().path().to_string();
+                let _ = req.into_body().collect().await;
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+                tokio::spawn(async move {
+                    match path.as_str() {
+                        "/big" => {
+                            // Headers first, on their own: Envoy writes them to the
+                            // client before the body makes it fail (a reset in the same
+                            // event-loop pass would drop them unsent).
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            for _ in 0..BIG_CHUNKS {
+                                if tx
+                                    .send(Ok(Frame::data(Bytes::from(vec![b'x'; BIG_CHUNK]))))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
                                 }
                             }
-                            let mut t = http::HeaderMap::new();
-                            t.insert("grpc-status", "0".parse().unwrap());
-                            let _ = tx.send(Ok(Frame::trailers(t))).await;
-                        });
-                        let mut resp = Response::new(StreamBody::new(ReceiverStream(rx)));
-                        resp.headers_mut()
-                            .insert("content-type", "application/grpc".parse().unwrap());
-                        return Ok::<_, Infallible>(resp);
-                    }
-                    if req.uri().path() == "/trailers-only" {
-                        let mut resp = Response::new(StreamBody::new(ReceiverStream(
-                            tokio::sync::mpsc::channel(1).1,
-                        )));
-                        resp.headers_mut()
-                            .insert("content-type", "application/grpc".parse().unwrap());
-                        resp.headers_mut()
-                            .insert("grpc-status", "5".parse().unwrap());
-                        return Ok::<_, Infallible>(resp);
-                    }
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let (tx, rx) =
-                        tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
-                    tokio::spawn(async move {
-                        let _ = tx.send(Ok(Frame::data(body))).await;
-                        if late {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
                         }
-                        let mut t = http::HeaderMap::new();
-                        t.insert("grpc-status", "0".parse().unwrap());
-                        let _ = tx.send(Ok(Frame::trailers(t))).await;
-                    });
-                    let stream = ReceiverStream(rx);
-                    let mut resp = Response::new(StreamBody::new(stream));
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().unwrap());
-                    Ok::<_, Infallible>(resp)
+                        "/chunks" => {
+                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"aaa")))).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"bbbb")))).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        _ => {
+                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"msg")))).await;
+                            // Held open until the client resets (bounded).
+                            tokio::time::sleep(Duration::from_secs(10)).await;
+                        }
+                    }
+                    let t = grpc_ok_trailers();
+                    let _ = tx.send(Ok(Frame::trailers(t))).await;
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
+                let resp = grpc_response(StreamBody::new(ReceiverStream(rx)));
+                return Ok::<_, Infallible>(resp);
+            }
+            if req.uri().path() == "/trailers-only" {
+                let mut resp = grpc_response(StreamBody::new(ReceiverStream(
+                    tokio::sync::mpsc::channel(1).1,
+                )));
+                resp.headers_mut()
+                    .insert("grpc-status", "5".parse().unwrap());
+                return Ok::<_, Infallible>(resp);
+            }
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(body))).await;
+                if late {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let t = grpc_ok_trailers();
+                let _ = tx.send(Ok(Frame::trailers(t))).await;
             });
-        }
-    });
+            let stream = ReceiverStream(rx);
+            let resp = grpc_response(StreamBody::new(stream));
+            Ok::<_, Infallible>(resp)
+        });
+        serve_http(tcp, Protocol::H2c, true, svc).await;
+    })
+    .await;
     addr
-}
-
-struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for ReceiverStream<T> {
-    type Item = T;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
 }
 
 const BIG_CHUNK: usize = 16 * 1024;
@@ -367,6 +333,13 @@ struct Observed {
     body: Vec<u8>,
     trailers: Vec<(String, String)>,
     end: End,
+}
+
+impl Observed {
+    /// The HTTP status with the `grpc-status` header, checked together.
+    fn status_and_grpc_status(&self) -> (u16, Option<&str>) {
+        (self.status, self.grpc_status_header.as_deref())
+    }
 }
 
 /// One request: where, over which protocol, with what content type and body.
@@ -506,6 +479,15 @@ async fn differential(mode: &str, path: &'static str, calls: usize, expect: impl
     differential_with(mode, &Call::grpc(path), calls, "", |c| c, expect).await;
 }
 
+/// One call of `call` through both hosts with their default configuration.
+async fn differential_call(
+    mode: &str,
+    call: &Call,
+    expect: impl Fn(&Observed),
+) -> (Envoy, proxy::LogSink) {
+    differential_with(mode, call, 1, "", |c| c, expect).await
+}
+
 /// The general form: `hcm_extra` configures Envoy's HttpConnectionManager and `harness`
 /// the proxy the same way.
 async fn differential_with(
@@ -519,14 +501,9 @@ async fn differential_with(
     let up = upstream().await;
     let envoy = Envoy::start_with(mode, up, hcm_extra);
     let logs = proxy::LogSink::default();
-    let cfg = ProxyConfig::new(
-        probe_file(),
-        mode.as_bytes().to_vec(),
-        "127.0.0.1:0".parse().unwrap(),
-        up,
-    )
-    .protocols(call.protocol, Protocol::H2c)
-    .log_sink(logs.clone());
+    let cfg = probe_proxy(mode, up)
+        .protocols(call.protocol, Protocol::H2c)
+        .log_sink(logs.clone());
     let proxy = proxy::start(harness(cfg)).await.unwrap();
     for _ in 0..calls {
         let from_envoy = call_with(envoy.port, call).await;
@@ -579,10 +556,7 @@ async fn row5_continued_last_body_cannot_append() {
 #[tokio::test(flavor = "multi_thread")]
 async fn row8_trap_fails_this_and_every_later_request() {
     differential("trap", "/now", 2, |o| {
-        assert_eq!(
-            (o.status, o.grpc_status_header.as_deref()),
-            (200, Some("14"))
-        );
+        assert_eq!(o.status_and_grpc_status(), (200, Some("14")));
     })
     .await;
 }
@@ -596,10 +570,7 @@ async fn row9_stop_iteration_from_headers_then_resume() {
 async fn row10_local_reply() {
     differential("local-reply", "/now", 1, |o| {
         // 403 maps to PERMISSION_DENIED in Envoy's gRPC local reply.
-        assert_eq!(
-            (o.status, o.grpc_status_header.as_deref()),
-            (200, Some("7"))
-        );
+        assert_eq!(o.status_and_grpc_status(), (200, Some("7")));
     })
     .await;
 }
@@ -607,10 +578,7 @@ async fn row10_local_reply() {
 #[tokio::test(flavor = "multi_thread")]
 async fn row7_trailers_only_response() {
     differential("body-continue", "/trailers-only", 1, |o| {
-        assert_eq!(
-            (o.status, o.grpc_status_header.as_deref()),
-            (200, Some("5"))
-        );
+        assert_eq!(o.status_and_grpc_status(), (200, Some("5")));
         assert!(o.body.is_empty());
     })
     .await;
@@ -654,11 +622,12 @@ async fn row11_hostcall_statuses_match_envoy() {
     assert_eq!(from_harness, from_envoy);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn row5_envoy_answers_ok_empty_then_bad_argument_in_the_guest() {
+/// One call through Envoy running the probe in `mode`; the probe's trailers callback must log
+/// `get_buffer` answering Ok with nothing held, and `set_buffer` answering `set_buffer_status`.
+async fn assert_envoy_trailers_statuses(mode: &str, path: &'static str, set_buffer_status: u32) {
     let up = upstream().await;
-    let envoy = Envoy::start("body-continue", up);
-    call(envoy.port, "/now").await;
+    let envoy = Envoy::start(mode, up);
+    call(envoy.port, path).await;
     // The probe logs `trailers set_buffer=` last in its trailers callback: wait for that line
     // to reach Envoy's log (flushed asynchronously), then check both statuses.
     let lines = wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await;
@@ -666,29 +635,22 @@ async fn row5_envoy_answers_ok_empty_then_bad_argument_in_the_guest() {
         .iter()
         .filter(|l| l.starts_with("trailers "))
         .collect();
+    let set_buffer = format!("trailers set_buffer={set_buffer_status}");
     assert!(
         lines.iter().any(|l| *l == "trailers get_buffer=0 held=-1")
-            && lines.iter().any(|l| *l == "trailers set_buffer=2"),
-        "{lines:#?}"
+            && lines.iter().any(|l| **l == set_buffer),
+        "{mode} {path}: {lines:#?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn row5_envoy_answers_ok_empty_then_bad_argument_in_the_guest() {
+    assert_envoy_trailers_statuses("body-continue", "/now", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn row3_envoy_answers_ok_none_then_ok_in_the_guest() {
-    let up = upstream().await;
-    let envoy = Envoy::start("stream", up);
-    call(envoy.port, "/late").await;
-    // As in row 5: wait for the trailers callback's last line in Envoy's log.
-    let lines = wait_for_line("envoy", "trailers set_buffer", || envoy.guest_lines()).await;
-    let lines: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.starts_with("trailers "))
-        .collect();
-    assert!(
-        lines.iter().any(|l| *l == "trailers get_buffer=0 held=-1")
-            && lines.iter().any(|l| *l == "trailers set_buffer=0"),
-        "{lines:#?}"
-    );
+    assert_envoy_trailers_statuses("stream", "/late", 0).await;
 }
 
 // ---- rows 1, 6, 12: evidence inside the filter, compared from Envoy's log ------------------
@@ -707,48 +669,16 @@ fn masked(lines: &[String], keep: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn sink_lines(sink: &proxy::LogSink) -> Vec<String> {
-    sink.lock()
-        .unwrap()
-        .iter()
-        .map(|l| l.message.clone())
-        .collect()
-}
-
-/// Waits until `lines()` contains a line starting with `prefix` (logs are flushed
-/// asynchronously on both sides).
-async fn wait_for_line(what: &str, prefix: &str, lines: impl Fn() -> Vec<String>) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = lines();
-        if now.iter().any(|l| l.starts_with(prefix)) {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: no {prefix:?} line in {now:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn row1_paused_body_is_cumulative_and_a_tick_flushes_it() {
     // The upstream sends "aaa", then "bbbb" 200 ms later, then trailers; the probe pauses
     // (StopIterationAndBuffer) until it holds 7 bytes, then flushes from its tick.
-    let (envoy, harness_logs) = differential_with(
-        "cumulative",
-        &Call::grpc("/chunks"),
-        1,
-        "",
-        |c| c,
-        |o| {
-            assert_eq!(
-                (o.end, o.body.as_slice()),
-                (End::Complete, &b"aaabbbb[TRAILERS]"[..])
-            );
-        },
-    )
+    let (envoy, harness_logs) = differential_call("cumulative", &Call::grpc("/chunks"), |o| {
+        assert_eq!(
+            (o.end, o.body.as_slice()),
+            (End::Complete, &b"aaabbbb[TRAILERS]"[..])
+        );
+    })
     .await;
     let keep = ["response_body", "tick", "trailers"];
     let from_envoy = masked(
@@ -785,17 +715,9 @@ async fn row6_resuming_a_finished_context_is_bad_argument() {
     let up = upstream().await;
     let envoy = Envoy::start("resume-after-reset", up);
     let logs = proxy::LogSink::default();
-    let harness = proxy::start(
-        ProxyConfig::new(
-            probe_file(),
-            b"resume-after-reset".to_vec(),
-            "127.0.0.1:0".parse().unwrap(),
-            up,
-        )
-        .log_sink(logs.clone()),
-    )
-    .await
-    .unwrap();
+    let harness = proxy::start(probe_proxy("resume-after-reset", up).log_sink(logs.clone()))
+        .await
+        .unwrap();
     let envoy_lines = || envoy.guest_lines();
     let harness_lines = || sink_lines(&logs);
     let sides: [(u16, &dyn Fn() -> Vec<String>); 2] = [
@@ -847,84 +769,22 @@ async fn row6_resuming_a_finished_context_is_bad_argument() {
     assert_eq!(from_harness, from_envoy);
 }
 
-/// TCP echo upstream; closes its side after the client's FIN.
-async fn tcp_echo() -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tcp.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// Writes "abc", reads the answer, writes "def", reads, half-closes, reads to the end.
-async fn net_session(port: u16) -> Vec<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    for (send, expect) in [(&b"abc"[..], 9usize), (&b"def"[..], 3)] {
-        c.write_all(send).await.unwrap();
-        let mut got = vec![0u8; expect];
-        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut got))
-            .await
-            .expect("answer in time")
-            .unwrap();
-        seen.push(got);
-    }
-    c.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut rest))
-        .await
-        .expect("close in time")
-        .unwrap();
-    seen.push(rest);
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn row12_network_filter_hold_continue_and_rewrite() {
     let up = tcp_echo().await;
     let envoy = Envoy::start_network("net", up);
     let logs = proxy::LogSink::default();
-    let harness = proxy::start(
-        ProxyConfig::new(
-            probe_file(),
-            b"net".to_vec(),
-            "127.0.0.1:0".parse().unwrap(),
-            up,
-        )
-        .network(true)
-        .log_sink(logs.clone()),
-    )
-    .await
-    .unwrap();
+    let harness = proxy::start(probe_proxy("net", up).network(true).log_sink(logs.clone()))
+        .await
+        .unwrap();
     // Envoy's log starts with the readiness check's connection (connect + close): skip it.
     let skip = wait_for_line("envoy readiness connection", "on_delete", || {
         envoy.guest_lines()
     })
     .await
     .len();
-    let from_envoy = net_session(envoy.port).await;
-    let from_harness = net_session(harness.local_addr.port()).await;
+    let from_envoy = net_session(([127, 0, 0, 1], envoy.port).into()).await;
+    let from_harness = net_session(harness.local_addr).await;
     assert_eq!(
         from_envoy,
         [b"HELLO ABC".to_vec(), b"DEF".to_vec(), Vec::new()]
@@ -965,17 +825,10 @@ const SMALL_H2_WINDOW: &str =
 #[tokio::test(flavor = "multi_thread")]
 async fn row13_buffered_response_over_the_limit_resets_after_headers() {
     // HTTP/1.1 client: the limit is per_connection_buffer_limit_bytes (1 MiB); 2 MiB held.
-    differential_with(
-        "buffer-all",
-        &Call::grpc("/big").http1(),
-        1,
-        "",
-        |c| c,
-        |o| {
-            assert_eq!((o.status, o.end), (200, End::Reset));
-            assert!(o.body.is_empty());
-        },
-    )
+    differential_call("buffer-all", &Call::grpc("/big").http1(), |o| {
+        assert_eq!((o.status, o.end), (200, End::Reset));
+        assert!(o.body.is_empty());
+    })
     .await;
 }
 
@@ -993,47 +846,27 @@ async fn row13_http2_limit_is_the_initial_stream_window() {
     )
     .await;
     // The default window (256 MiB) lets the same 2 MiB buffered body through whole.
-    differential_with(
-        "buffer-all",
-        &Call::grpc("/big"),
-        1,
-        "",
-        |c| c,
-        |o| {
-            assert_eq!(o.end, End::Complete);
-            assert_eq!(o.body.len(), BIG_CHUNK * BIG_CHUNKS + b"[TRAILERS]".len());
-        },
-    )
+    differential_call("buffer-all", &Call::grpc("/big"), |o| {
+        assert_eq!(o.end, End::Complete);
+        assert_eq!(o.body.len(), BIG_CHUNK * BIG_CHUNKS + b"[TRAILERS]".len());
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row14_stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
-    differential_with(
-        "headers-buffer",
-        &Call::grpc("/big").http1(),
-        1,
-        "",
-        |c| c,
-        |o| {
-            assert_eq!(
-                (o.status, o.grpc_status_header.as_deref()),
-                (200, Some("2"))
-            );
-            assert_eq!(
-                o.grpc_message_header.as_deref(),
-                Some("Internal Server Error")
-            );
-            assert_eq!(o.end, End::Complete);
-        },
-    )
+    differential_call("headers-buffer", &Call::grpc("/big").http1(), |o| {
+        assert_eq!(o.status_and_grpc_status(), (200, Some("2")));
+        assert_eq!(
+            o.grpc_message_header.as_deref(),
+            Some("Internal Server Error")
+        );
+        assert_eq!(o.end, End::Complete);
+    })
     .await;
-    differential_with(
+    differential_call(
         "headers-buffer",
         &Call::grpc("/big").http1().content_type("text/plain"),
-        1,
-        "",
-        |c| c,
         |o| {
             assert_eq!(
                 (o.status, o.body.as_slice()),
@@ -1047,15 +880,12 @@ async fn row14_stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
 #[tokio::test(flavor = "multi_thread")]
 async fn row15_buffered_request_over_the_limit_is_a_413() {
     let big = Bytes::from(vec![b'q'; 2 * 1024 * 1024]);
-    differential_with(
+    differential_call(
         "request-buffer",
         &Call::grpc("/now")
             .http1()
             .content_type("text/plain")
             .body(big.clone()),
-        1,
-        "",
-        |c| c,
         |o| {
             assert_eq!(
                 (o.status, o.body.as_slice()),
@@ -1064,17 +894,11 @@ async fn row15_buffered_request_over_the_limit_is_a_413() {
         },
     )
     .await;
-    differential_with(
+    differential_call(
         "request-buffer",
         &Call::grpc("/now").http1().body(big),
-        1,
-        "",
-        |c| c,
         |o| {
-            assert_eq!(
-                (o.status, o.grpc_status_header.as_deref()),
-                (200, Some("2"))
-            );
+            assert_eq!(o.status_and_grpc_status(), (200, Some("2")));
             assert_eq!(o.grpc_message_header.as_deref(), Some("Payload Too Large"));
         },
     )
@@ -1085,17 +909,10 @@ async fn row15_buffered_request_over_the_limit_is_a_413() {
 async fn row16_watermark_over_the_limit_is_back_pressure_not_an_error() {
     // StopIterationAndWatermark until the end of a 2 MiB body: over the limit the upstream is
     // read-disabled, so the end never reaches the filter and the stream stalls (no reset).
-    differential_with(
-        "watermark-all",
-        &Call::grpc("/big").http1(),
-        1,
-        "",
-        |c| c,
-        |o| {
-            assert_eq!((o.status, o.end), (200, End::Stalled));
-            assert!(o.body.is_empty());
-        },
-    )
+    differential_call("watermark-all", &Call::grpc("/big").http1(), |o| {
+        assert_eq!((o.status, o.end), (200, End::Stalled));
+        assert!(o.body.is_empty());
+    })
     .await;
 }
 
@@ -1106,12 +923,9 @@ async fn row16_watermark_over_the_limit_is_back_pressure_not_an_error() {
 /// reaches the client. Harness and Envoy agree.
 #[tokio::test(flavor = "multi_thread")]
 async fn row17_http1_hold_headers_until_trailers_is_impossible_in_a_wasm_filter() {
-    let (envoy, harness_logs) = differential_with(
+    let (envoy, harness_logs) = differential_call(
         "headers-stop-late-status",
         &Call::grpc("/late").http1(),
-        1,
-        "",
-        |c| c,
         |o| assert_eq!((o.status, o.body.as_slice()), (200, &b"abc"[..]), "{o:?}"),
     )
     .await;

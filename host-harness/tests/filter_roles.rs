@@ -178,14 +178,7 @@ fn server_role_gives_a_status_to_headers_only_answers_without_one() {
         ],
         true,
     );
-    s.response_headers(
-        &[
-            (":status", "200"),
-            ("content-type", "application/grpc"),
-            ("grpc-status", "5"),
-        ],
-        true,
-    );
+    s.response_headers(common::TRAILERS_ONLY_NOT_FOUND, true);
     let down = s.take_downstream();
     let Frame::Headers { headers, .. } = &down[0] else {
         panic!("{down:?}")

@@ -180,14 +180,7 @@ fn trailers_only_response_passes_with_end_stream_on_headers() {
     let mut s = started("body-continue");
     s.next_stream();
     s.request_headers(GRPC_REQUEST, true);
-    s.response_headers(
-        &[
-            (":status", "200"),
-            ("content-type", "application/grpc"),
-            ("grpc-status", "5"),
-        ],
-        true,
-    );
+    s.response_headers(common::TRAILERS_ONLY_NOT_FOUND, true);
     let down = s.take_downstream();
     assert!(
         matches!(&down[..], [Frame::Headers { end_stream: true, headers }] if headers.get("grpc-status") == Some("5"))
@@ -359,33 +352,23 @@ fn stream_end_runs_log_done_delete_once() {
     assert!(log_has(&s, &format!("on_delete ctx={ctx}")));
 }
 
+/// What the connection passes on for `bytes` while its stream stays open.
+fn open_data(bytes: &[u8]) -> Vec<NetFrame> {
+    vec![NetFrame::Data {
+        bytes: bytes.to_vec(),
+        end_stream: false,
+    }]
+}
+
 #[test]
 fn network_filter_hold_continue_and_rewrite() {
     let mut c = ConnectionScenario::new(probe("net")).unwrap();
     c.downstream_data(b"abc", false);
-    assert_eq!(
-        c.take_upstream(),
-        vec![NetFrame::Data {
-            bytes: b"HELLO abc".to_vec(),
-            end_stream: false
-        }]
-    );
+    assert_eq!(c.take_upstream(), open_data(b"HELLO abc"));
     c.downstream_data(b"def", false);
-    assert_eq!(
-        c.take_upstream(),
-        vec![NetFrame::Data {
-            bytes: b"def".to_vec(),
-            end_stream: false
-        }]
-    );
+    assert_eq!(c.take_upstream(), open_data(b"def"));
     c.upstream_data(b"xyz", false);
-    assert_eq!(
-        c.take_downstream(),
-        vec![NetFrame::Data {
-            bytes: b"XYZ".to_vec(),
-            end_stream: false
-        }]
-    );
+    assert_eq!(c.take_downstream(), open_data(b"XYZ"));
     assert!(c
         .logs()
         .iter()

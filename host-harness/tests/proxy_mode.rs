@@ -3,9 +3,10 @@
 
 mod common;
 
+use common::{grpc_ok_trailers, grpc_response, probe_file, probe_proxy, serve_http, serve_tcp};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use host_harness::proxy::{self, Protocol, ProxyConfig};
@@ -14,55 +15,26 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-fn probe_file() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("host-harness-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("probe.wasm");
-    std::fs::write(&path, common::probe_wasm()).unwrap();
-    path
-}
-
 /// Upstream that echoes the request body and ends with grpc-status trailers, reporting the
 /// x-probe header it saw in a response header.
 async fn echo_upstream(protocol: Protocol) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let seen = req.headers().get("x-probe").cloned();
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", "0".parse().unwrap());
-                    trailers.insert("x-extra", "1".parse().unwrap());
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                        vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                    let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().unwrap());
-                    if let Some(v) = seen {
-                        resp.headers_mut().insert("x-saw-probe", v);
-                    }
-                    Ok::<_, Infallible>(resp)
-                });
-                let io = TokioIo::new(tcp);
-                match protocol {
-                    Protocol::H2c => {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await;
-                    }
-                    Protocol::Http1 => {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(io, svc)
-                            .await;
-                    }
-                }
-            });
-        }
-    });
+    let addr = serve_tcp(move |tcp| async move {
+        let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+            let seen = req.headers().get("x-probe").cloned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let mut trailers = grpc_ok_trailers();
+            trailers.insert("x-extra", "1".parse().unwrap());
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+            let mut resp = grpc_response(StreamBody::new(futures_stream(frames)));
+            if let Some(v) = seen {
+                resp.headers_mut().insert("x-saw-probe", v);
+            }
+            Ok::<_, Infallible>(resp)
+        });
+        serve_http(tcp, protocol, true, svc).await;
+    })
+    .await;
     addr
 }
 
@@ -273,45 +245,25 @@ async fn counting_upstream(
     keep_alive: bool,
 ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let body = req.into_body().collect().await.unwrap().to_bytes();
-                    // A little latency so concurrent requests overlap.
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    let mut trailers = http::HeaderMap::new();
-                    trailers.insert("grpc-status", "0".parse().unwrap());
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                        vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                    let mut resp = Response::new(StreamBody::new(futures_stream(frames)));
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().unwrap());
-                    Ok::<_, Infallible>(resp)
-                });
-                let io = TokioIo::new(tcp);
-                match protocol {
-                    Protocol::H2c => {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, svc)
-                            .await;
-                    }
-                    Protocol::Http1 => {
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(keep_alive)
-                            .serve_connection(io, svc)
-                            .await;
-                    }
-                }
+    let addr = serve_tcp(move |tcp| {
+        count.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                // A little latency so concurrent requests overlap.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let trailers = grpc_ok_trailers();
+                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                    vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                let resp = grpc_response(StreamBody::new(futures_stream(frames)));
+                Ok::<_, Infallible>(resp)
             });
+            serve_http(tcp, protocol, keep_alive, svc).await;
         }
-    });
+    })
+    .await;
     (addr, accepted)
 }
 
@@ -442,13 +394,21 @@ async fn raw_http1_upstream_with_trailers() -> SocketAddr {
     addr
 }
 
-async fn trailer_names(resp: Response<Incoming>) -> (Bytes, Vec<String>) {
+/// The response echoes `abc`, and its trailers are exactly `x-extra` when they cross
+/// (`enable_trailers`), none otherwise: body-continue removes grpc-status from the trailers.
+async fn assert_echo_with_trailers(resp: Response<Incoming>, trailers_cross: bool) {
     let collected = resp.into_body().collect().await.unwrap();
-    let names = collected
+    let names: Vec<String> = collected
         .trailers()
         .map(|t| t.keys().map(|k| k.to_string()).collect())
         .unwrap_or_default();
-    (collected.to_bytes(), names)
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"abc"));
+    let want: Vec<String> = if trailers_cross {
+        vec!["x-extra".into()]
+    } else {
+        vec![]
+    };
+    assert_eq!(names, want, "enable_trailers={trailers_cross}");
 }
 
 /// Envoy's `enable_trailers` on an HTTP/1.1 listener: trailers reach an HTTP/1.1 client that
@@ -458,14 +418,9 @@ async fn http1_listener_trailers_follow_enable_trailers() {
     let upstream = echo_upstream(Protocol::H2c).await;
     for enabled in [true, false] {
         let p = proxy::start(
-            ProxyConfig::new(
-                probe_file(),
-                b"body-continue".to_vec(),
-                "127.0.0.1:0".parse().unwrap(),
-                upstream,
-            )
-            .protocols(Protocol::Http1, Protocol::H2c)
-            .http1_trailers(enabled, false),
+            probe_proxy("body-continue", upstream)
+                .protocols(Protocol::Http1, Protocol::H2c)
+                .http1_trailers(enabled, false),
         )
         .await
         .unwrap();
@@ -479,15 +434,7 @@ async fn http1_listener_trailers_follow_enable_trailers() {
         )
         .await;
         assert!(resp.headers().get("trailer").is_none());
-        let (body, names) = trailer_names(resp).await;
-        assert_eq!(body, Bytes::from_static(b"abc"));
-        // body-continue removes grpc-status from the trailers; x-extra stays.
-        let want: Vec<String> = if enabled {
-            vec!["x-extra".into()]
-        } else {
-            vec![]
-        };
-        assert_eq!(names, want, "enable_trailers={enabled}");
+        assert_echo_with_trailers(resp, enabled).await;
     }
 }
 
@@ -498,14 +445,9 @@ async fn http1_upstream_trailers_follow_enable_trailers() {
     let upstream = raw_http1_upstream_with_trailers().await;
     for enabled in [true, false] {
         let p = proxy::start(
-            ProxyConfig::new(
-                probe_file(),
-                b"body-continue".to_vec(),
-                "127.0.0.1:0".parse().unwrap(),
-                upstream,
-            )
-            .protocols(Protocol::H2c, Protocol::Http1)
-            .http1_trailers(false, enabled),
+            probe_proxy("body-continue", upstream)
+                .protocols(Protocol::H2c, Protocol::Http1)
+                .http1_trailers(false, enabled),
         )
         .await
         .unwrap();
@@ -515,13 +457,6 @@ async fn http1_upstream_trailers_follow_enable_trailers() {
             grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"abc"),
         )
         .await;
-        let (body, names) = trailer_names(resp).await;
-        assert_eq!(body, Bytes::from_static(b"abc"));
-        let want: Vec<String> = if enabled {
-            vec!["x-extra".into()]
-        } else {
-            vec![]
-        };
-        assert_eq!(names, want, "enable_trailers={enabled}");
+        assert_echo_with_trailers(resp, enabled).await;
     }
 }

@@ -4,6 +4,11 @@
 
 mod common;
 
+use common::{
+    grpc_ok_trailers, grpc_response, net_session, probe_proxy, serve_http, serve_tcp, sink_lines,
+    tcp_echo, wait_for_line, ReceiverStream,
+};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,66 +16,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use host_harness::proxy::{self, is_network_role, ProxyConfig};
+use host_harness::proxy::{self, is_network_role, Protocol, ProxyConfig};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-
-struct ReceiverStream<T>(mpsc::Receiver<T>);
-
-impl<T> futures_core::Stream for ReceiverStream<T> {
-    type Item = T;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
-}
 
 /// h2 backend: echoes every request data frame as soon as it arrives (full duplex), then
 /// `grpc-status: 0` trailers when the request ends. Counts connections that ended.
 async fn echo_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let ended = Arc::new(AtomicUsize::new(0));
     let ended2 = ended.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let ended = ended2.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
-                    tokio::spawn(async move {
-                        let mut body = req.into_body();
-                        while let Some(Ok(frame)) = body.frame().await {
-                            if let Ok(data) = frame.into_data() {
-                                if tx.send(Ok(Frame::data(data))).await.is_err() {
-                                    return;
-                                }
+    let addr = serve_tcp(move |tcp| {
+        let ended = ended2.clone();
+        async move {
+            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+                tokio::spawn(async move {
+                    let mut body = req.into_body();
+                    while let Some(Ok(frame)) = body.frame().await {
+                        if let Ok(data) = frame.into_data() {
+                            if tx.send(Ok(Frame::data(data))).await.is_err() {
+                                return;
                             }
                         }
-                        let mut t = http::HeaderMap::new();
-                        t.insert("grpc-status", "0".parse().unwrap());
-                        let _ = tx.send(Ok(Frame::trailers(t))).await;
-                    });
-                    let mut resp = Response::new(StreamBody::new(ReceiverStream(rx)));
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().unwrap());
-                    Ok::<_, Infallible>(resp)
+                    }
+                    let t = grpc_ok_trailers();
+                    let _ = tx.send(Ok(Frame::trailers(t))).await;
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-                ended.fetch_add(1, Ordering::SeqCst);
+                let resp = grpc_response(StreamBody::new(ReceiverStream(rx)));
+                Ok::<_, Infallible>(resp)
             });
+            serve_http(tcp, Protocol::H2c, true, svc).await;
+            ended.fetch_add(1, Ordering::SeqCst);
         }
-    });
+    })
+    .await;
     (addr, ended)
+}
+
+/// The `grpc-status` trailer of a collected response.
+fn grpc_status(collected: &http_body_util::Collected<Bytes>) -> Option<&[u8]> {
+    collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .map(|v| v.as_bytes())
 }
 
 async fn tunnel_pair(backend: SocketAddr) -> (proxy::RunningProxy, proxy::RunningProxy) {
@@ -167,13 +159,7 @@ async fn tunnel_client_and_server_carry_unary_and_streaming_calls() {
         .await
         .expect("unary body in time")
         .unwrap();
-    assert_eq!(
-        collected
-            .trailers()
-            .and_then(|t| t.get("grpc-status"))
-            .map(|v| v.as_bytes()),
-        Some(&b"0"[..])
-    );
+    assert_eq!(grpc_status(&collected), Some(&b"0"[..]));
     assert_eq!(collected.to_bytes(), Bytes::from_static(b"\0\0\0\0\x03abc"));
 
     // Streaming on the same tunnelled connection: each message's echo must come back before
@@ -232,13 +218,7 @@ async fn many_calls_share_one_tunnel_concurrently() {
                 .await
                 .unwrap();
             let collected = resp.into_body().collect().await.unwrap();
-            assert_eq!(
-                collected
-                    .trailers()
-                    .and_then(|t| t.get("grpc-status"))
-                    .map(|v| v.as_bytes()),
-                Some(&b"0"[..])
-            );
+            assert_eq!(grpc_status(&collected), Some(&b"0"[..]));
             assert_eq!(collected.to_bytes(), payload);
         }));
     }
@@ -283,41 +263,6 @@ async fn a_tunnel_server_alone_refuses_a_plain_h2c_client() {
     );
 }
 
-fn probe_file() -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("host-harness-tunnel-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("probe.wasm");
-    std::fs::write(&path, common::probe_wasm()).unwrap();
-    path
-}
-
-/// TCP echo upstream; closes its side after the client's FIN.
-async fn tcp_echo() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tcp.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 /// The probe's network mode on sockets: the first bytes get `HELLO ` in front (prepend +
 /// continue_stream(Downstream) + Pause), upstream bytes come back upper-cased, and a client
 /// FIN runs the close callbacks.
@@ -326,40 +271,17 @@ async fn probe_network_mode_on_sockets() {
     let logs = proxy::LogSink::default();
     let upstream = tcp_echo().await;
     let p = proxy::start(
-        ProxyConfig::new(
-            probe_file(),
-            b"net".to_vec(),
-            "127.0.0.1:0".parse().unwrap(),
-            upstream,
-        )
-        .network(true)
-        .log_sink(logs.clone()),
+        probe_proxy("net", upstream)
+            .network(true)
+            .log_sink(logs.clone()),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut c = tokio::net::TcpStream::connect(p.local_addr).await.unwrap();
-    c.write_all(b"abc").await.unwrap();
-    let mut got = vec![0u8; 9];
-    tokio::time::timeout(LIMIT, c.read_exact(&mut got))
-        .await
-        .expect("echo in time")
-        .unwrap();
-    assert_eq!(got, b"HELLO ABC");
-    c.write_all(b"def").await.unwrap();
-    let mut got = vec![0u8; 3];
-    tokio::time::timeout(LIMIT, c.read_exact(&mut got))
-        .await
-        .expect("echo in time")
-        .unwrap();
-    assert_eq!(got, b"DEF");
-    c.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(LIMIT, c.read_to_end(&mut rest))
-        .await
-        .expect("close in time")
-        .unwrap();
-    assert!(rest.is_empty());
-    let lines = wait_for_log(&logs, "on_delete").await;
+    assert_eq!(
+        net_session(p.local_addr).await,
+        [b"HELLO ABC".to_vec(), b"DEF".to_vec(), Vec::new()]
+    );
+    let lines = wait_for_line("proxy log", "on_delete", || sink_lines(&logs)).await;
     assert!(
         lines.contains(&"prepend=0 continue_downstream=0".to_string()),
         "{lines:#?}"
@@ -384,28 +306,6 @@ async fn probe_network_mode_on_sockets() {
     );
 }
 
-/// The sink's messages once one starts with `prefix` (the proxy logs from its own tasks);
-/// fails after [`LIMIT`].
-async fn wait_for_log(logs: &proxy::LogSink, prefix: &str) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    loop {
-        let lines: Vec<String> = logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| l.message.clone())
-            .collect();
-        if lines.iter().any(|l| l.starts_with(prefix)) {
-            return lines;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no {prefix:?} line: {lines:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_upstream_closes_the_client_connection() {
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -414,14 +314,9 @@ async fn unreachable_upstream_closes_the_client_connection() {
         .unwrap();
     let logs = proxy::LogSink::default();
     let p = proxy::start(
-        ProxyConfig::new(
-            probe_file(),
-            b"net".to_vec(),
-            "127.0.0.1:0".parse().unwrap(),
-            closed_port,
-        )
-        .network(true)
-        .log_sink(logs.clone()),
+        probe_proxy("net", closed_port)
+            .network(true)
+            .log_sink(logs.clone()),
     )
     .await
     .unwrap();
@@ -432,7 +327,7 @@ async fn unreachable_upstream_closes_the_client_connection() {
         .expect("closed in time");
     assert!(r.is_ok_and(|n| n == 0) || rest.is_empty());
     // The close callback may run after the client saw the close: wait for its log line.
-    let lines = wait_for_log(&logs, "downstream_close").await;
+    let lines = wait_for_line("proxy log", "downstream_close", || sink_lines(&logs)).await;
     // tcp_proxy closes the client side: the filter sees a local close (peer type 1).
     let closes: Vec<&String> = lines
         .iter()

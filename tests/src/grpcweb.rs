@@ -76,6 +76,24 @@ pub fn parse_trailer_block(data: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `grpc-status` and `grpc-message` of the first trailer frame in `frames`; each empty when
+/// missing (no trailer frame, or no such trailer).
+pub fn trailer_frame_status(frames: &[Frame]) -> (String, String) {
+    let trailers = frames
+        .iter()
+        .find(|f| f.is_trailer())
+        .map(|f| parse_trailer_block(&f.data))
+        .unwrap_or_default();
+    let get = |name: &str| {
+        trailers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
 /// Decode a grpc-web-text body: base64, where padding may appear between frames (each 4-char
 /// quantum decodes on its own).
 pub fn decode_text(b: &[u8]) -> Result<Vec<u8>, String> {

@@ -16,7 +16,7 @@ use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::certs::TestPki;
 use grpc_bridge_tests::envoy::{wasm_path, Envoy};
-use grpc_bridge_tests::grpcweb::{msg_frame, parse_frames, parse_trailer_block};
+use grpc_bridge_tests::grpcweb::{msg_frame, parse_frames, trailer_frame_status};
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::topology::{ServerSide, Topology, Transport};
 
@@ -201,18 +201,32 @@ fn curl(pki: &TestPki, port: u16, marked: bool, cert: Option<&CertFiles>) -> (St
         return (s, h("grpc-message").unwrap_or_default());
     }
     let frames = parse_frames(&std::fs::read(&out).unwrap()).unwrap_or_default();
-    let t = frames
-        .iter()
-        .find(|f| f.is_trailer())
-        .map(|f| parse_trailer_block(&f.data))
-        .unwrap_or_default();
-    let g = |n: &str| {
-        t.iter()
-            .find(|(k, _)| k == n)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    (g("grpc-status"), g("grpc-message"))
+    trailer_frame_status(&frames)
+}
+
+/// The server role behind TLS that asks for client certificates signed by `pki`'s CA, in front
+/// of `backend`, checking them by `auth` (the filter's `auth` JSON). Returns Envoy and the
+/// bridge listener's port.
+fn mtls_server(pki: &TestPki, backend: &Backend, auth: &str) -> (Envoy, u16) {
+    let server = Envoy::start(
+        "mtls-server",
+        "server-tls.yaml",
+        &[
+            ("LISTEN_ADDR", "127.0.0.1".into()),
+            ("LISTEN_PORT", "0".into()),
+            ("BACKEND_PORT", backend.addr.port().to_string()),
+            ("TLS_CERT", pki.server_cert.display().to_string()),
+            ("TLS_KEY", pki.server_key.display().to_string()),
+            ("CLIENT_CA", pki.server_ca_cert.display().to_string()),
+            ("AUTH", auth.into()),
+        ],
+    )
+    .expect("server Envoy");
+    let port = server
+        .listener_addr("bridge_server")
+        .expect("listener")
+        .port();
+    (server, port)
 }
 
 #[test]
@@ -226,24 +240,11 @@ fn mtls_client_certificate_checked_by_the_server_role() {
         .client_cert("intruder", "spiffe://grpc-bridge.test/intruder")
         .expect("client cert");
     let backend = Backend::spawn();
-    let server = Envoy::start(
-        "mtls-server",
-        "server-tls.yaml",
-        &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
-            ("BACKEND_PORT", backend.addr.port().to_string()),
-            ("TLS_CERT", pki.server_cert.display().to_string()),
-            ("TLS_KEY", pki.server_key.display().to_string()),
-            ("CLIENT_CA", pki.server_ca_cert.display().to_string()),
-            ("AUTH", r#"{"require_client_certificate":true,"allowed_uri_sans":["spiffe://grpc-bridge.test/agent"]}"#.into()),
-        ],
-    )
-    .expect("server Envoy");
-    let port = server
-        .listener_addr("bridge_server")
-        .expect("listener")
-        .port();
+    let (server, port) = mtls_server(
+        &pki,
+        &backend,
+        r#"{"require_client_certificate":true,"allowed_uri_sans":["spiffe://grpc-bridge.test/agent"]}"#,
+    );
     let cases: [(&str, bool, Option<&CertFiles>, &str, &str); 4] = [
         ("agent with its certificate", true, Some(&good), "0", ""),
         (
@@ -293,28 +294,11 @@ fn mtls_dns_san_and_subject_checked_by_the_server_role() {
     let wrong_dns = cert("wrong-dns", "agent-1", "intruder.corp.test");
     let wrong_subject = cert("wrong-subject", "agent-2", "agent-1.corp.test");
     let backend = Backend::spawn();
-    let server = Envoy::start(
-        "mtls-server",
-        "server-tls.yaml",
-        &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
-            ("BACKEND_PORT", backend.addr.port().to_string()),
-            ("TLS_CERT", pki.server_cert.display().to_string()),
-            ("TLS_KEY", pki.server_key.display().to_string()),
-            ("CLIENT_CA", pki.server_ca_cert.display().to_string()),
-            (
-                "AUTH",
-                r#"{"require_client_certificate":true,"allowed_dns_sans":["agent-1.corp.test"],"allowed_subjects":["CN=agent-1"]}"#
-                    .into(),
-            ),
-        ],
-    )
-    .expect("server Envoy");
-    let port = server
-        .listener_addr("bridge_server")
-        .expect("listener")
-        .port();
+    let (server, port) = mtls_server(
+        &pki,
+        &backend,
+        r#"{"require_client_certificate":true,"allowed_dns_sans":["agent-1.corp.test"],"allowed_subjects":["CN=agent-1"]}"#,
+    );
     let not_allowed =
         "grpc-bridge: bridged request not authenticated: client certificate not allowed";
     let cases: [(&str, &CertFiles, &str, &str); 3] = [

@@ -20,7 +20,9 @@ use std::time::Duration;
 use grpc_bridge_tests::cases::{connect, fmt_status, unique};
 use grpc_bridge_tests::envoy::{Envoy, TEST_SECRET};
 use grpc_bridge_tests::fake_upstream::FakeUpstream;
-use grpc_bridge_tests::grpcweb::{msg_frame, parse_frames, parse_trailer_block, WebCall};
+use grpc_bridge_tests::grpcweb::{
+    msg_frame, parse_frames, parse_trailer_block, trailer_frame_status, WebCall,
+};
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::topology::{ServerSide, Topology, Transport};
 use grpc_bridge_tests::util::{rt, wait_until};
@@ -90,18 +92,7 @@ fn raw_post(addr: std::net::SocketAddr, headers: &[(&str, &str)], token: &str) -
             .await
             .unwrap_or_else(|e| panic!("body: {e}"));
         let frames = parse_frames(&raw).unwrap_or_else(|e| panic!("frames: {e}"));
-        let t = frames
-            .iter()
-            .find(|f| f.is_trailer())
-            .map(|f| parse_trailer_block(&f.data))
-            .unwrap_or_default();
-        let g = |n: &str| {
-            t.iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        (g("grpc-status"), g("grpc-message"))
+        trailer_frame_status(&frames)
     })
 }
 

@@ -384,12 +384,6 @@ impl TrailerFrameReader {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 
@@ -460,15 +454,16 @@ mod tests {
         );
     }
 
+    /// The trailer frame `encode_trailer_frame` writes for `pairs` within `limit`.
+    fn trailer_frame(pairs: &[(&str, &str)], limit: usize) -> Vec<u8> {
+        let mut out = vec![];
+        encode_trailer_frame(&kv(pairs), limit, &mut out).unwrap();
+        out
+    }
+
     #[test]
     fn encode_spec_example_block() {
-        let mut out = vec![];
-        encode_trailer_frame(
-            &kv(&[("grpc-status", "0"), ("grpc-message", "")]),
-            1024,
-            &mut out,
-        )
-        .unwrap();
+        let out = trailer_frame(&[("grpc-status", "0"), ("grpc-message", "")], 1024);
         let block = b"grpc-status:0\r\ngrpc-message:\r\n";
         assert_eq!(&out[..5], &[0x80, 0, 0, 0, block.len() as u8]);
         assert_eq!(&out[5..], block);
@@ -603,13 +598,7 @@ mod tests {
 
     #[test]
     fn reader_accumulates_pieces() {
-        let mut frame = vec![];
-        encode_trailer_frame(
-            &kv(&[("grpc-status", "0"), ("grpc-message", "ok")]),
-            100,
-            &mut frame,
-        )
-        .unwrap();
+        let frame = trailer_frame(&[("grpc-status", "0"), ("grpc-message", "ok")], 100);
         let mut r = TrailerFrameReader::new(100);
         for b in &frame[..frame.len() - 1] {
             r.push(std::slice::from_ref(b)).unwrap();

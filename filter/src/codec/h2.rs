@@ -212,7 +212,6 @@ impl BackendFrameFilter {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -238,6 +237,20 @@ mod tests {
         );
     }
 
+    /// Feeds `stream` through `d` in chunks of `chunk` bytes; what it let through, and the
+    /// filter itself for its counters.
+    fn filter_in_chunks(
+        mut d: BackendFrameFilter,
+        stream: &[u8],
+        chunk: usize,
+    ) -> (Vec<u8>, BackendFrameFilter) {
+        let mut out = Vec::new();
+        for c in stream.chunks(chunk) {
+            d.feed(c, &mut out);
+        }
+        (out, d)
+    }
+
     #[test]
     fn only_the_first_settings_ack_is_dropped() {
         let settings = [0u8, 0, 6, 4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100];
@@ -253,11 +266,7 @@ mod tests {
         expected.extend_from_slice(&ping);
         expected.extend_from_slice(&ack);
         for chunk in 1..stream.len() {
-            let mut d = BackendFrameFilter::new();
-            let mut out = Vec::new();
-            for c in stream.chunks(chunk) {
-                d.feed(c, &mut out);
-            }
+            let (out, _) = filter_in_chunks(BackendFrameFilter::new(), &stream, chunk);
             assert_eq!(out, expected, "chunk size {chunk}");
         }
     }
@@ -292,10 +301,7 @@ mod tests {
         for chunk in 1..stream.len() {
             let mut d = BackendFrameFilter::new();
             d.expect_nudge_ack();
-            let mut out = Vec::new();
-            for c in stream.chunks(chunk) {
-                d.feed(c, &mut out);
-            }
+            let (out, d) = filter_in_chunks(d, &stream, chunk);
             assert_eq!(out, expected, "chunk size {chunk}");
             assert_eq!(d.nudges_outstanding(), 0);
         }

@@ -284,11 +284,6 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 

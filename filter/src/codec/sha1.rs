@@ -160,12 +160,6 @@ fn compress(state: &mut [u32; 5], block: &[u8; BLOCK_LEN]) {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 

@@ -337,12 +337,6 @@ pub fn decode_all(input: &[u8]) -> Result<Vec<u8>, TextError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 mod tests {
     use super::*;
 
@@ -434,22 +428,14 @@ mod tests {
 
     #[test]
     fn rejects_misplaced_padding() {
-        assert_eq!(
-            decode_all(b"===="),
-            Err(TextError::BadPadding { offset: 0 })
-        );
-        assert_eq!(
-            decode_all(b"Z==="),
-            Err(TextError::BadPadding { offset: 1 })
-        );
-        assert_eq!(
-            decode_all(b"Zm=v"),
-            Err(TextError::BadPadding { offset: 3 })
-        );
-        assert_eq!(
-            decode_all(b"Zm9vZ=8="),
-            Err(TextError::BadPadding { offset: 5 })
-        );
+        let cases: [(&[u8], u64); 4] = [(b"====", 0), (b"Z===", 1), (b"Zm=v", 3), (b"Zm9vZ=8=", 5)];
+        for (input, offset) in cases {
+            assert_eq!(
+                decode_all(input),
+                Err(TextError::BadPadding { offset }),
+                "{input:?}"
+            );
+        }
         // Unpadded tail is a truncated stream.
         assert_eq!(decode_all(b"Zm9vYg"), Err(TextError::Truncated));
         assert_eq!(decode_all(b"Zm9vY"), Err(TextError::Truncated));

@@ -795,16 +795,19 @@ pub fn parse_close_payload(p: &[u8]) -> Result<WsEvent, WsError> {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects
-)]
 pub(crate) mod tests {
     use super::*;
 
     pub(crate) const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// The frames `(fin, opcode, payload)` encoded one after another, all with `mask`.
+    fn frames(mask: Option<[u8; 4]>, frames: &[(bool, Opcode, &[u8])]) -> Vec<u8> {
+        let mut w = Vec::new();
+        for (fin, opcode, payload) in frames {
+            encode_frame(*fin, *opcode, mask, payload, &mut w);
+        }
+        w
+    }
 
     pub(crate) fn decode_all_events(side: Side, input: &[u8]) -> Result<Vec<WsEvent>, WsError> {
         let mut d = FrameDecoder::new(side, 1 << 20);
@@ -853,17 +856,35 @@ pub(crate) mod tests {
         assert_eq!(Opcode::from_u8(11), None);
     }
 
+    /// Encodes one final frame, checks it is `wire`, and decodes `wire` on the side that
+    /// receives it (a masked frame goes to the server) into `events`.
+    fn assert_rfc_frame(
+        opcode: Opcode,
+        mask: Option<[u8; 4]>,
+        payload: &[u8],
+        wire: &[u8],
+        events: Vec<WsEvent>,
+    ) {
+        let mut out = Vec::new();
+        encode_frame(true, opcode, mask, payload, &mut out);
+        assert_eq!(out, wire, "{opcode:?} mask {mask:?}");
+        let receiver = if mask.is_some() {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        assert_eq!(
+            decode_all_events(receiver, wire).unwrap(),
+            events,
+            "{opcode:?} mask {mask:?}"
+        );
+    }
+
     // RFC 6455 §5.7 examples.
     #[test]
     fn rfc_single_frame_unmasked_hello() {
         let wire = [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-        let mut out = Vec::new();
-        encode_frame(true, Opcode::Text, None, b"Hello", &mut out);
-        assert_eq!(out, wire);
-        assert_eq!(
-            decode_all_events(Side::Client, &wire).unwrap(),
-            data_msg(b"Hello")
-        );
+        assert_rfc_frame(Opcode::Text, None, b"Hello", &wire, data_msg(b"Hello"));
         assert_eq!(err_code(Side::Server, &wire), 1002);
     }
 
@@ -872,12 +893,12 @@ pub(crate) mod tests {
         let wire = [
             0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
-        let mut out = Vec::new();
-        encode_frame(true, Opcode::Text, Some(MASK), b"Hello", &mut out);
-        assert_eq!(out, wire);
-        assert_eq!(
-            decode_all_events(Side::Server, &wire).unwrap(),
-            data_msg(b"Hello")
+        assert_rfc_frame(
+            Opcode::Text,
+            Some(MASK),
+            b"Hello",
+            &wire,
+            data_msg(b"Hello"),
         );
         assert_eq!(err_code(Side::Client, &wire), 1002);
     }
@@ -906,23 +927,13 @@ pub(crate) mod tests {
     #[test]
     fn rfc_ping_unmasked_pong_masked() {
         let ping = [0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f];
-        let mut out = Vec::new();
-        encode_frame(true, Opcode::Ping, None, b"Hello", &mut out);
-        assert_eq!(out, ping);
-        assert_eq!(
-            decode_all_events(Side::Client, &ping).unwrap(),
-            vec![WsEvent::Ping(b"Hello".to_vec())]
-        );
+        let ping_events = vec![WsEvent::Ping(b"Hello".to_vec())];
+        assert_rfc_frame(Opcode::Ping, None, b"Hello", &ping, ping_events);
         let pong = [
             0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
-        out.clear();
-        encode_frame(true, Opcode::Pong, Some(MASK), b"Hello", &mut out);
-        assert_eq!(out, pong);
-        assert_eq!(
-            decode_all_events(Side::Server, &pong).unwrap(),
-            vec![WsEvent::Pong(b"Hello".to_vec())]
-        );
+        let pong_events = vec![WsEvent::Pong(b"Hello".to_vec())];
+        assert_rfc_frame(Opcode::Pong, Some(MASK), b"Hello", &pong, pong_events);
     }
 
     #[test]
@@ -1015,10 +1026,14 @@ pub(crate) mod tests {
 
     #[test]
     fn control_frames_between_fragments() {
-        let mut w = Vec::new();
-        encode_frame(false, Opcode::Binary, Some(MASK), b"ab", &mut w);
-        encode_frame(true, Opcode::Ping, Some(MASK), b"p", &mut w);
-        encode_frame(true, Opcode::Continuation, Some(MASK), b"cd", &mut w);
+        let w = frames(
+            Some(MASK),
+            &[
+                (false, Opcode::Binary, b"ab"),
+                (true, Opcode::Ping, b"p"),
+                (true, Opcode::Continuation, b"cd"),
+            ],
+        );
         assert_eq!(
             decode_all_events(Side::Server, &w).unwrap(),
             vec![
@@ -1032,10 +1047,14 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_frames() {
-        let mut w = Vec::new();
-        encode_frame(true, Opcode::Binary, None, b"", &mut w);
-        encode_frame(true, Opcode::Ping, None, b"", &mut w);
-        encode_frame(true, Opcode::Close, None, b"", &mut w);
+        let w = frames(
+            None,
+            &[
+                (true, Opcode::Binary, b""),
+                (true, Opcode::Ping, b""),
+                (true, Opcode::Close, b""),
+            ],
+        );
         assert_eq!(
             decode_all_events(Side::Client, &w).unwrap(),
             vec![
@@ -1226,9 +1245,13 @@ pub(crate) mod tests {
     #[test]
     fn text_utf8_tracking() {
         // "€" = E2 82 AC split over two fragments and arbitrary chunks: fine.
-        let mut w = Vec::new();
-        encode_frame(false, Opcode::Text, None, &[b'a', 0xE2], &mut w);
-        encode_frame(true, Opcode::Continuation, None, &[0x82, 0xAC], &mut w);
+        let w = frames(
+            None,
+            &[
+                (false, Opcode::Text, &[b'a', 0xE2]),
+                (true, Opcode::Continuation, &[0x82, 0xAC]),
+            ],
+        );
         for chunk in [1usize, 2, 3, 100] {
             let mut d = FrameDecoder::new(Side::Client, 100);
             let mut ev = Vec::new();
@@ -1252,11 +1275,15 @@ pub(crate) mod tests {
 
     #[test]
     fn decode_into_collects_data_only() {
-        let mut w = Vec::new();
-        encode_frame(false, Opcode::Binary, Some(MASK), b"hello ", &mut w);
-        encode_frame(true, Opcode::Ping, Some(MASK), b"p", &mut w);
-        encode_frame(true, Opcode::Continuation, Some(MASK), b"world", &mut w);
-        encode_frame(true, Opcode::Binary, Some(MASK), b"!", &mut w);
+        let w = frames(
+            Some(MASK),
+            &[
+                (false, Opcode::Binary, b"hello "),
+                (true, Opcode::Ping, b"p"),
+                (true, Opcode::Continuation, b"world"),
+                (true, Opcode::Binary, b"!"),
+            ],
+        );
         let mut d = FrameDecoder::new(Side::Server, 100);
         let (mut data, mut ev) = (Vec::new(), Vec::new());
         for c in w.chunks(3) {
