@@ -1,4 +1,4 @@
-//! Fuzz smoke for the whole filter (issue 6): replays the committed corpus of the libFuzzer
+//! Fuzz smoke for the whole filter: replays the committed corpus of the libFuzzer
 //! target `fuzz/filter` and a fixed number of fresh pseudo-random inputs through
 //! `host_harness::fuzzing::run`, which checks the invariants listed in its module docs (no
 //! trap, bounded guest memory, every converted stream ends with a status, no truncated OK,

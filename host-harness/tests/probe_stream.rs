@@ -1,5 +1,5 @@
 //! The Envoy stream model, checked against the behaviour measured in real Envoy 1.40
-//! (shared/reference/envoy-wasm-facts.md), with the probe guest.
+//! (the rows of `envoy_diff.rs`, listed in docs/HARNESS.md), with the probe guest.
 
 mod common;
 

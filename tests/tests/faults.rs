@@ -1,4 +1,4 @@
-//! Faults mid-stream through both bridged transports (issue 6, "Faults"): the client must always
+//! Faults mid-stream through both bridged transports: the client must always
 //! end with a non-OK status within a bounded time (30 s here; measured times are printed and
 //! recorded in docs/RELIABILITY.md), never OK, never a truncated OK.
 //!

@@ -1,4 +1,4 @@
-//! Load, soak and backpressure through both bridged transports (issue 6, "Load and soak").
+//! Load, soak and backpressure through both bridged transports.
 //!
 //! - `load_grpc_web`: client (tonic) -> agent Envoy -> nginx HTTP/1.1 hop -> server Envoy ->
 //!   backend. Each round: 1,000 concurrent server streams of 100 sequenced messages, then 1,000
