@@ -64,6 +64,8 @@ pub enum BufferType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
+// The ABI's whole value set, named as in the proxy-wasm spec; not every value is used.
+#[allow(dead_code, clippy::enum_variant_names)]
 pub enum MapType {
     HttpRequestHeaders = 0,
     HttpRequestTrailers = 1,
@@ -73,6 +75,7 @@ pub enum MapType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
+#[allow(dead_code)] // the ABI's whole value set; not every value is used
 pub enum StreamType {
     HttpRequest = 0,
     HttpResponse = 1,
@@ -93,6 +96,7 @@ pub enum LogLevel {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
+#[allow(dead_code)] // the ABI's whole value set; not every value is used
 pub enum MetricType {
     Counter = 0,
     Gauge = 1,
@@ -138,13 +142,6 @@ mod raw {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
-        pub fn proxy_add_header_map_value(
-            map_type: u32,
-            key_data: *const u8,
-            key_size: usize,
-            value_data: *const u8,
-            value_size: usize,
-        ) -> u32;
         pub fn proxy_replace_header_map_value(
             map_type: u32,
             key_data: *const u8,
@@ -183,7 +180,6 @@ mod raw {
             return_id: *mut u32,
         ) -> u32;
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
-        pub fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
         pub fn proxy_call_foreign_function(
             function_name_data: *const u8,
             function_name_size: usize,
@@ -244,15 +240,6 @@ mod raw {
     ) -> u32 {
         12
     }
-    pub unsafe fn proxy_add_header_map_value(
-        _: u32,
-        _: *const u8,
-        _: usize,
-        _: *const u8,
-        _: usize,
-    ) -> u32 {
-        12
-    }
     pub unsafe fn proxy_replace_header_map_value(
         _: u32,
         _: *const u8,
@@ -298,9 +285,6 @@ mod raw {
         12
     }
     pub unsafe fn proxy_increment_metric(_: u32, _: i64) -> u32 {
-        12
-    }
-    pub unsafe fn proxy_record_metric(_: u32, _: u64) -> u32 {
         12
     }
     pub unsafe fn proxy_call_foreign_function(
@@ -520,18 +504,6 @@ pub fn header(mt: MapType, key: &str) -> Option<String> {
     }
 }
 
-pub fn add_map_value(mt: MapType, key: &str, value: &[u8]) -> HostResult<()> {
-    // SAFETY: valid slices.
-    Status::from_raw(unsafe {
-        raw::proxy_add_header_map_value(
-            mt as u32,
-            key.as_ptr(),
-            key.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    })
-}
 
 pub fn replace_map_value(mt: MapType, key: &str, value: &[u8]) -> HostResult<()> {
     // SAFETY: valid slices.
@@ -633,10 +605,6 @@ pub fn increment_metric(id: u32, by: i64) -> HostResult<()> {
     Status::from_raw(unsafe { raw::proxy_increment_metric(id, by) })
 }
 
-pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
-    // SAFETY: plain value call.
-    Status::from_raw(unsafe { raw::proxy_record_metric(id, value) })
-}
 
 pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u8>>> {
     let mut ptr: *mut u8 = core::ptr::null_mut();

@@ -13,19 +13,24 @@
 //! their host seam); `auth`, `metrics`; `host` is the raw ABI with statuses; `codec` is
 //! pure wire formats (no host types; natively tested, fuzzed, benchmarked).
 //!
+//! Public API: what the host harness, the fuzz targets, the benches and the tests use, no more:
+//! `codec`, `config`, `auth`, `http::http1_status` (the plain HTTP/1.1 hold) and `tunnel`'s
+//! header checks. The entry points (`abi`), the root, the roles and their host seams are
+//! crate-private; their unit tests live beside them.
+//!
 //! # Limitations
 //! - The server role holds response data for up to `flush_interval_ms` so it can still append
 //!   the trailer frame (Envoy offers no other way to add body bytes at trailers time).
 //! - Bidirectional streaming over gRPC-web needs every hop to stream request bodies; proxies that
 //!   buffer whole request bodies break it (the WebSocket transport exists for those).
 
-pub mod abi;
+mod abi;
 pub mod auth;
 pub mod codec;
 pub mod config;
-pub mod context;
-pub mod host;
+mod context;
+mod host;
 pub mod http;
-pub mod metrics;
-pub mod root;
+mod metrics;
+mod root;
 pub mod tunnel;

@@ -464,7 +464,11 @@ fn main() {
     );
     c.add(
         "too-large",
-        &cat(&[&params(4, FIXED_16, 0), &grpc(0, b"abcd"), &grpc(0, b"abcde")]),
+        &cat(&[
+            &params(4, FIXED_16, 0),
+            &grpc(0, b"abcd"),
+            &grpc(0, b"abcde"),
+        ]),
     );
     c.add(
         "reserved-flags-then-empty-chunks",
@@ -476,7 +480,11 @@ fn main() {
     );
     c.add(
         "peek-error-second-header",
-        &cat(&[&params(100, BYTEWISE, 0x8000 | 1), &grpc(0, b"hi"), &grpc(0, b"yo")]),
+        &cat(&[
+            &params(100, BYTEWISE, 0x8000 | 1),
+            &grpc(0, b"hi"),
+            &grpc(0, b"yo"),
+        ]),
     );
     c.add(
         "peek-short",
@@ -484,7 +492,12 @@ fn main() {
     );
     c.add(
         "peek-long",
-        &cat(&[&params(100, FIXED_16, 0xA000 | 2), &grpc(0, b"a"), &grpc(0, b"b"), &ok]),
+        &cat(&[
+            &params(100, FIXED_16, 0xA000 | 2),
+            &grpc(0, b"a"),
+            &grpc(0, b"b"),
+            &ok,
+        ]),
     );
 
     // auth: flags, secrets, three allow lists, presented secret, four properties, copy, pick,
@@ -589,8 +602,7 @@ fn main() {
     // (kind: 0 body, 1 last body chunk, 2 trailers, 3 tick; u16 argument).
     let mut c = Corpus::new(&root, "http1_hold");
     let op = |kind: u8, arg: u16| cat(&[&[kind], &arg.to_le_bytes()]);
-    let params =
-        |mb: u16, ms: u8, ct: u8, proto: u8, h: u8| cat(&[&lim(mb), &[ms, ct, proto, h]]);
+    let params = |mb: u16, ms: u8, ct: u8, proto: u8, h: u8| cat(&[&lim(mb), &[ms, ct, proto, h]]);
     c.add(
         "bytes-bound-crossed",
         &cat(&[
@@ -614,14 +626,30 @@ fn main() {
     );
     c.add(
         "ends-in-time",
-        &cat(&[&params(1000, 50, 2, 0, 0), &op(0, 500 << 4), &op(1, 500), &op(3, 16 * 100)]),
+        &cat(&[
+            &params(1000, 50, 2, 0, 0),
+            &op(0, 500 << 4),
+            &op(1, 500),
+            &op(3, 16 * 100),
+        ]),
     );
-    c.add("headers-end-the-call", &cat(&[&params(10, 10, 0, 0, 1), &op(0, 0xFFFF)]));
-    c.add("http2-no-hold", &cat(&[&params(10, 10, 0, 2, 0), &op(0, 0xFFFF)]));
+    c.add(
+        "headers-end-the-call",
+        &cat(&[&params(10, 10, 0, 0, 1), &op(0, 0xFFFF)]),
+    );
+    c.add(
+        "http2-no-hold",
+        &cat(&[&params(10, 10, 0, 2, 0), &op(0, 0xFFFF)]),
+    );
     c.add("grpc-web-no-hold", &cat(&[&params(10, 10, 3, 0, 0)]));
     c.add(
         "own-content-type-and-protocol",
-        &cat(&[&params(10, 0, 0x30, 0x48, 0), b"application/grpc", b"HTTP/1.0", &op(1, 11)]),
+        &cat(&[
+            &params(10, 0, 0x30, 0x48, 0),
+            b"application/grpc",
+            b"HTTP/1.0",
+            &op(1, 11),
+        ]),
     );
 
     println!("seed corpora written under {}", root.display());

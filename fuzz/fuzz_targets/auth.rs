@@ -133,7 +133,9 @@ fuzz_target!(|data: &[u8]| {
     }
     for (i, l) in [&uri_sans, &dns_sans, &subjects].into_iter().enumerate() {
         if copy & (2 << i) != 0 && !l.is_empty() {
-            let v = l[usize::from(pick >> (2 * i)) % l.len()].as_bytes().to_vec();
+            let v = l[usize::from(pick >> (2 * i)) % l.len()]
+                .as_bytes()
+                .to_vec();
             props[i] = Some(flip(v, copy & 0x40 != 0 && pick & 2 != 0));
         }
     }
@@ -163,7 +165,10 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(
         peer.mtls,
-        mtls_raw.as_ref().and_then(|v| v.first()).is_some_and(|b| *b != 0)
+        mtls_raw
+            .as_ref()
+            .and_then(|v| v.first())
+            .is_some_and(|b| *b != 0)
     );
     assert_eq!(peer.uri_san, identity(props[0].as_deref()));
     assert_eq!(peer.dns_san, identity(props[1].as_deref()));
@@ -172,7 +177,11 @@ fuzz_target!(|data: &[u8]| {
     // The decision.
     let presented = (flags & 0x10 != 0).then_some(presented.as_slice());
     let got = auth::verify(&cfg, presented, &peer);
-    assert_eq!(got, reference(&cfg, presented, &peer), "verify vs reference");
+    assert_eq!(
+        got,
+        reference(&cfg, presented, &peer),
+        "verify vs reference"
+    );
     if got.is_ok() {
         if !cfg.shared_secrets.is_empty() {
             let p = presented.expect("accepted without a secret");

@@ -59,9 +59,9 @@ fn is_grpc(ct: &str) -> bool {
         None => rest.is_empty(),
         Some(sub) => {
             !sub.is_empty()
-                && sub.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-                })
+                && sub
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
         }
     }
 }
@@ -92,7 +92,11 @@ fuzz_target!(|data: &[u8]| {
     let want_hold = (max_bytes != 0 || max_ms != 0)
         && is_grpc(ct)
         && matches!(protocol, Some(b"HTTP/1.1") | Some(b"HTTP/1.0"));
-    assert_eq!(hold.is_some(), want_hold, "hold for {ct:?} over {protocol:?}");
+    assert_eq!(
+        hold.is_some(),
+        want_hold,
+        "hold for {ct:?} over {protocol:?}"
+    );
     let Some(mut hold) = hold else { return };
 
     // The model.
@@ -106,7 +110,11 @@ fuzz_target!(|data: &[u8]| {
         done = true;
     }
     let started_ns = now_ns;
-    assert_eq!(hold.start(now_ns), max_ms > 0 && !done, "start asks for ticks");
+    assert_eq!(
+        hold.start(now_ns),
+        max_ms > 0 && !done,
+        "start asks for ticks"
+    );
     assert_eq!(hold.is_done(), done);
 
     while !input.is_empty() {
@@ -143,7 +151,11 @@ fuzz_target!(|data: &[u8]| {
                 None
             }
         };
-        assert_eq!(got.as_ref().map(|v| v.0), want, "verdict (op {kind}, arg {arg})");
+        assert_eq!(
+            got.as_ref().map(|v| v.0),
+            want,
+            "verdict (op {kind}, arg {arg})"
+        );
         if let Some((c, message)) = &got {
             verdicts += 1;
             done = true;

@@ -113,7 +113,10 @@ impl Model {
             .filter(|&&e| e >= start && e < stop)
             .count();
         Ok(ScanOutcome {
-            trailers_start: self.trailers.filter(|t| (start..end).contains(t)).map(|t| t - start),
+            trailers_start: self
+                .trailers
+                .filter(|t| (start..end).contains(t))
+                .map(|t| t - start),
             messages_completed: completed as u32,
         })
     }
@@ -158,7 +161,11 @@ fuzz_target!(|data: &[u8]| {
                 n >= 1 && n <= FRAME_HEADER_LEN,
                 "peek of {n} bytes (chunk {start}..{end})"
             );
-            assert!(at + n <= chunk.len(), "peek {at}+{n} past a chunk of {}", chunk.len());
+            assert!(
+                at + n <= chunk.len(),
+                "peek {at}+{n} past a chunk of {}",
+                chunk.len()
+            );
             for off in start + at..start + at + n {
                 assert!(m.header_bytes[off], "peek of payload byte {off}");
                 assert!(!peeked[off], "header byte {off} peeked twice");
@@ -211,7 +218,11 @@ fuzz_target!(|data: &[u8]| {
             other => panic!("unexpected {other:?} without a fault"),
         });
         assert_eq!(got, want, "scan_sparse vs model, chunk {start}..{end}");
-        assert_eq!(plain.scan(chunk), want, "scan vs model, chunk {start}..{end}");
+        assert_eq!(
+            plain.scan(chunk),
+            want,
+            "scan vs model, chunk {start}..{end}"
+        );
         assert_eq!(sparse.messages(), plain.messages());
         assert_eq!(sparse.at_boundary(), plain.at_boundary());
         assert_eq!(sparse.in_trailers(), plain.in_trailers());

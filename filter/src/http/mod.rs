@@ -1,11 +1,11 @@
 //! HTTP-filter roles and the host glue they share.
 
-pub mod agent;
-pub mod flush;
-pub mod guard;
+pub(crate) mod agent;
+pub(crate) mod flush;
+pub(crate) mod guard;
 pub mod http1_status;
-pub mod server;
-pub mod stream_host;
+pub(crate) mod server;
+pub(crate) mod stream_host;
 
 use crate::codec::status;
 use crate::context::HttpStream;

@@ -16,10 +16,10 @@
 //! every call). The WebSocket framing both share is one [`session::WsSession`]; the roles read
 //! [`TunnelSettings`], built from the configuration in one place.
 
-pub mod client;
-pub mod net_host;
-pub mod server;
-pub mod session;
+pub(crate) mod client;
+pub(crate) mod net_host;
+pub(crate) mod server;
+pub(crate) mod session;
 
 use std::collections::BTreeMap;
 
