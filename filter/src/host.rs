@@ -504,7 +504,6 @@ pub fn header(mt: MapType, key: &str) -> Option<String> {
     }
 }
 
-
 pub fn replace_map_value(mt: MapType, key: &str, value: &[u8]) -> HostResult<()> {
     // SAFETY: valid slices.
     Status::from_raw(unsafe {
@@ -604,7 +603,6 @@ pub fn increment_metric(id: u32, by: i64) -> HostResult<()> {
     // SAFETY: plain value call.
     Status::from_raw(unsafe { raw::proxy_increment_metric(id, by) })
 }
-
 
 pub fn call_foreign_function(name: &str, args: &[u8]) -> HostResult<Option<Vec<u8>>> {
     let mut ptr: *mut u8 = core::ptr::null_mut();
