@@ -23,12 +23,12 @@ pub type Client = BridgeTestClient<Channel>;
 /// Time limit of one case (the slowest passing case takes about 1.5 s).
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Case names, in the order `run_suite` runs them.
+/// Case names, in the order `run_suite` runs them. Every one asserts outcomes, never timings:
+/// that a path streams is shown by `server_stream_gated` (message 0 arrives while the backend
+/// is blocked on a gate), not by arrival times.
 pub const ALL_CASES: &[&str] = &[
     "unary",
     "server_stream_gated",
-    "server_stream_timing",
-    "server_stream_slow",
     "client_stream",
     "bidi_ping_pong",
     "bidi_large",
@@ -131,7 +131,6 @@ pub async fn run_case(case: &str, addr: SocketAddr) -> Result<String, String> {
         "unary" => unary(c).await,
         "server_stream_gated" => server_stream_gated(c).await,
         "server_stream_timing" => server_stream_timing(c).await,
-        "server_stream_slow" => server_stream_slow(c).await,
         "bidi_large" => bidi_large(c).await,
         "concurrent_streams" => concurrent_streams(c).await,
         "large_trailer_metadata" => large_trailer_metadata(c).await,
@@ -351,6 +350,8 @@ async fn server_stream_gated(mut c: Client) -> Result<String, String> {
     Ok("message 0 arrived while the backend was blocked; 3 messages, clean end".into())
 }
 
+/// 5 messages 150 ms apart, in order; the arrival times are reported, not asserted (the demo
+/// prints them). Not in `ALL_CASES`: `server_stream_gated` is the test that a path streams.
 async fn server_stream_timing(mut c: Client) -> Result<String, String> {
     let req = StreamRequest {
         count: 5,
@@ -370,42 +371,8 @@ async fn server_stream_timing(mut c: Client) -> Result<String, String> {
     ensure(times.len() == 5, || {
         format!("{} messages, want 5", times.len())
     })?;
-    let spread = times[4] - times[0];
     let ms: Vec<u128> = times.iter().map(|t| t.as_millis()).collect();
-    // Sent 150 ms apart (600 ms from first to last). Buffering would deliver them together.
-    ensure(spread >= Duration::from_millis(450), || {
-        format!("messages arrived at {ms:?} ms: not streamed")
-    })?;
     Ok(format!("arrivals {ms:?} ms"))
-}
-
-/// Messages 1.5 s apart: nothing arrives in between, so only timer-driven flushing delivers the
-/// second message and the trailers promptly.
-async fn server_stream_slow(mut c: Client) -> Result<String, String> {
-    let req = StreamRequest {
-        count: 2,
-        interval_ms: 1500,
-        payload_size: 10,
-        ..Default::default()
-    };
-    let t0 = Instant::now();
-    let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
-    let mut times = vec![];
-    while let Some(_m) = s.message().await.map_err(st)? {
-        times.push(t0.elapsed().as_millis());
-    }
-    let end = t0.elapsed().as_millis();
-    ensure(times.len() == 2, || format!("{} messages", times.len()))?;
-    ensure(times[0] < 1000, || {
-        format!("message 0 only after {} ms", times[0])
-    })?;
-    ensure(times[1] >= 1400 && times[1] < 2500, || {
-        format!("message 1 after {} ms, want ~1500", times[1])
-    })?;
-    ensure(end - times[1] < 500, || {
-        format!("end of stream {} ms after the last message", end - times[1])
-    })?;
-    Ok(format!("messages at {times:?} ms, end at {end} ms"))
 }
 
 async fn bidi_large(mut c: Client) -> Result<String, String> {

@@ -179,7 +179,7 @@ fn native_grpc_fails_through_a_bumping_squid_where_the_bridge_passes() {
     let rt = rt();
     let native_cases = [
         "unary",
-        "server_stream_timing",
+        "server_stream_gated",
         "bidi_ping_pong",
         "metadata_unary",
         "concurrent_unary",
@@ -288,7 +288,7 @@ fn proxy_auth(bridge: Bridge, label: &str, decrypted: &str) {
                 right.addr,
                 &[
                     "unary",
-                    "server_stream_timing",
+                    "server_stream_gated",
                     "bidi_ping_pong",
                     "large_4mib_unary",
                     "concurrent_unary",
