@@ -275,6 +275,21 @@ async fn wait_call_info(
     }
 }
 
+/// Starts a bidi call whose first request is already queued (some paths open the upstream
+/// request only once there is body data); returns the sender for the next requests and the
+/// response stream.
+async fn open_bidi(
+    c: &mut Client,
+    first: BidiRequest,
+) -> Result<(mpsc::Sender<BidiRequest>, tonic::Streaming<BidiResponse>), Status> {
+    let (tx, rx) = mpsc::channel::<BidiRequest>(1);
+    tx.send(first)
+        .await
+        .map_err(|_| Status::internal("bidi request channel closed before the call"))?;
+    let s = c.bidi(ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, s))
+}
+
 // ---------------------------------------------------------------------------------------------
 // cases
 
@@ -377,19 +392,16 @@ async fn server_stream_timing(mut c: Client) -> Result<String, String> {
 
 async fn bidi_large(mut c: Client) -> Result<String, String> {
     const MIB: usize = 1 << 20;
-    let (tx, rx) = mpsc::channel::<BidiRequest>(1);
-    tx.send(BidiRequest {
-        seq: 0,
-        payload: pattern(MIB),
-        response_size: 0,
-    })
+    let (tx, mut s) = open_bidi(
+        &mut c,
+        BidiRequest {
+            seq: 0,
+            payload: pattern(MIB),
+            response_size: 0,
+        },
+    )
     .await
-    .unwrap();
-    let mut s = c
-        .bidi(ReceiverStream::new(rx))
-        .await
-        .map_err(st)?
-        .into_inner();
+    .map_err(st)?;
     for i in 0..3 {
         if i > 0 {
             tx.send(BidiRequest {
@@ -518,21 +530,18 @@ async fn client_stream(mut c: Client) -> Result<String, String> {
 }
 
 async fn bidi_ping_pong(mut c: Client) -> Result<String, String> {
-    let (tx, rx) = mpsc::channel::<BidiRequest>(1);
     // The first request goes in before the call starts: some paths only open the upstream
     // request once there is body data.
-    tx.send(BidiRequest {
-        seq: 0,
-        payload: vec![],
-        response_size: 0,
-    })
+    let (tx, mut s) = open_bidi(
+        &mut c,
+        BidiRequest {
+            seq: 0,
+            payload: vec![],
+            response_size: 0,
+        },
+    )
     .await
-    .unwrap();
-    let mut s = c
-        .bidi(ReceiverStream::new(rx))
-        .await
-        .map_err(st)?
-        .into_inner();
+    .map_err(st)?;
     let mut rtts = vec![];
     for i in 0..6 {
         let t = Instant::now();
@@ -892,13 +901,9 @@ async fn empty_messages(mut c: Client) -> Result<String, String> {
     }
     ensure(n == 3, || format!("stream: {n} messages"))?;
     // Bidi: an empty ping gets an empty pong.
-    let (tx, rx) = mpsc::channel::<BidiRequest>(1);
-    tx.send(BidiRequest::default()).await.unwrap();
-    let mut b = c
-        .bidi(ReceiverStream::new(rx))
+    let (tx, mut b) = open_bidi(&mut c, BidiRequest::default())
         .await
-        .map_err(|e| format!("bidi: {}", st(e)))?
-        .into_inner();
+        .map_err(|e| format!("bidi: {}", st(e)))?;
     let m = timeout(Duration::from_secs(5), b.message())
         .await
         .map_err(|_| "bidi: no pong within 5 s".to_string())?

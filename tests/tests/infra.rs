@@ -32,44 +32,42 @@ fn cases_against_backend_directly() {
 #[test]
 fn cases_through_plain_envoy_h2() {
     // server-native-grpc-web.yaml passes native gRPC through untouched: a plain h2 proxy.
-    let topo = Topology::builder()
-        .server(ServerSide::NativeGrpcWeb)
-        .hop(false)
-        .agent(false)
-        .start()
-        .unwrap();
+    let topo = native_grpc_web_server(false);
     let outcomes = rt().block_on(run_suite(topo.client_addr));
     check(&topo.path, &outcomes, || topo.logs(40));
 }
 
 #[test]
 fn raw_grpc_web_against_native_filter() {
-    let topo = Topology::builder()
-        .server(ServerSide::NativeGrpcWeb)
-        .hop(false)
-        .agent(false)
-        .start()
-        .unwrap();
-    let outcomes = rt().block_on(run_raw_suite(
-        topo.server_addr,
-        topo.backend.addr,
-        StatusWithoutMessages::TrailerFrame,
-    ));
-    check(&format!("raw gRPC-web -> {}", topo.path), &outcomes, || {
-        topo.logs(40)
-    });
+    raw_suite_against_native_filter(false);
 }
 
 #[test]
 fn raw_grpc_web_through_nginx_to_native_filter() {
-    let topo = Topology::builder()
+    raw_suite_against_native_filter(true);
+}
+
+/// Envoy with its own C++ `grpc_web` filter in front of the backend (no agent), with or without
+/// the nginx HTTP/1.1 hop before it.
+fn native_grpc_web_server(hop: bool) -> Topology {
+    Topology::builder()
         .server(ServerSide::NativeGrpcWeb)
-        .hop(true)
+        .hop(hop)
         .agent(false)
         .start()
-        .unwrap();
+        .unwrap()
+}
+
+/// The raw gRPC-web suite against Envoy's own filter: directly, or through the hop.
+fn raw_suite_against_native_filter(hop: bool) {
+    let topo = native_grpc_web_server(hop);
+    let entry = if hop {
+        topo.client_addr
+    } else {
+        topo.server_addr
+    };
     let outcomes = rt().block_on(run_raw_suite(
-        topo.client_addr,
+        entry,
         topo.backend.addr,
         StatusWithoutMessages::TrailerFrame,
     ));
@@ -87,12 +85,7 @@ fn python_client_against_backend_directly() {
 
 #[test]
 fn python_client_through_plain_envoy_h2() {
-    let topo = Topology::builder()
-        .server(ServerSide::NativeGrpcWeb)
-        .hop(false)
-        .agent(false)
-        .start()
-        .unwrap();
+    let topo = native_grpc_web_server(false);
     let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
     check(&format!("grpcio {}", topo.path), &outcomes, || {
         topo.logs(40)
