@@ -17,12 +17,12 @@
 
 use std::rc::Rc;
 
-use crate::auth::{self, PeerCertificate};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::code;
 use crate::config::ServerGuardConfig;
 use crate::context::{HeadersAction, HttpStream};
 use crate::host::{LogLevel, MapType};
+use crate::http::authenticate;
 use crate::http::envoy_sees_grpc;
 use crate::http::stream_host::{StreamHost, WasmHost};
 use crate::metrics::Metrics;
@@ -76,38 +76,33 @@ impl GuardStream {
         let mut changed = headers.remove(&self.cfg.marker_header);
         if let Some(a) = self.cfg.auth.as_ref() {
             changed |= headers.remove(&a.secret_header);
-            if auth::required(a, marked, web.is_some()) {
-                if let Err(f) = auth::verify(
-                    a,
-                    presented.as_deref().map(str::as_bytes),
-                    &PeerCertificate::for_config(a),
-                ) {
-                    self.metrics.inc(&format!("auth_failures.{}", f.kind()));
-                    self.metrics.grpc_status(code::UNAUTHENTICATED);
-                    // Envoy's grpc_web filter comes after us and never sees this reply: it must
-                    // already be in the client's encoding (trailers-only, status in headers).
-                    let reply_ct = match &web {
-                        Some((e, sfx)) => grpc_web::grpc_web_content_type(
-                            *e,
-                            if sfx.is_empty() { "+proto" } else { sfx },
-                        ),
-                        None if ct.starts_with("application/grpc") => ct.clone(),
-                        None => grpc_web::grpc_web_content_type(Encoding::Binary, "+proto"),
-                    };
-                    h.send_grpc_error(
-                        &reply_ct,
-                        code::UNAUTHENTICATED,
-                        f.message(),
-                        envoy_sees_grpc(&ct),
-                    );
-                    if !envoy_sees_grpc(&ct) {
-                        self.replied = Some(reply_ct);
-                    }
-                    return HeadersAction::StopIteration;
+            if let Err(f) = authenticate(
+                a,
+                marked,
+                web.is_some(),
+                presented.as_deref().map(str::as_bytes),
+                &self.metrics,
+            ) {
+                // Envoy's grpc_web filter comes after us and never sees this reply: it must
+                // already be in the client's encoding (trailers-only, status in headers).
+                let reply_ct = match &web {
+                    Some((e, sfx)) => grpc_web::grpc_web_content_type(
+                        *e,
+                        if sfx.is_empty() { "+proto" } else { sfx },
+                    ),
+                    None if ct.starts_with("application/grpc") => ct.clone(),
+                    None => grpc_web::grpc_web_content_type(Encoding::Binary, "+proto"),
+                };
+                h.send_grpc_error(
+                    &reply_ct,
+                    code::UNAUTHENTICATED,
+                    f.message(),
+                    envoy_sees_grpc(&ct),
+                );
+                if !envoy_sees_grpc(&ct) {
+                    self.replied = Some(reply_ct);
                 }
-                if marked {
-                    self.metrics.inc("auth_ok");
-                }
+                return HeadersAction::StopIteration;
             }
         }
         if web.is_some() {

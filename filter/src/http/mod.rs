@@ -7,9 +7,41 @@ pub mod http1_status;
 pub(crate) mod server;
 pub(crate) mod stream_host;
 
-use crate::codec::status;
+use crate::auth::{self, AuthFailure, PeerCertificate};
+use crate::codec::status::{self, code};
+use crate::config::AuthConfig;
 use crate::context::HttpStream;
 use crate::host::{self, BufferType, LogLevel, MapType};
+use crate::metrics::Metrics;
+
+/// A server role's authentication of one request (`server` and `server_guard` share it):
+/// `Ok` when `auth` does not require it for this request or it passes (counted as `auth_ok`
+/// when the request claims to come from an agent). A failure is counted (`auth_failures.<kind>`
+/// and gRPC status UNAUTHENTICATED) and returned: the caller answers it in the client's encoding.
+pub(crate) fn authenticate(
+    a: &AuthConfig,
+    marked: bool,
+    grpc_web: bool,
+    presented_secret: Option<&[u8]>,
+    metrics: &Metrics,
+) -> Result<(), AuthFailure> {
+    if !auth::required(a, marked, grpc_web) {
+        return Ok(());
+    }
+    match auth::verify(a, presented_secret, &PeerCertificate::for_config(a)) {
+        Ok(()) => {
+            if marked {
+                metrics.inc("auth_ok");
+            }
+            Ok(())
+        }
+        Err(f) => {
+            metrics.inc(&format!("auth_failures.{}", f.kind()));
+            metrics.grpc_status(code::UNAUTHENTICATED);
+            Err(f)
+        }
+    }
+}
 
 /// A stream of a root whose configuration failed: never touches traffic.
 pub struct Passthrough;

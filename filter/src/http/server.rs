@@ -16,7 +16,6 @@
 
 use std::rc::Rc;
 
-use crate::auth::{self, PeerCertificate};
 use crate::codec::grpc_frame::{FrameError, FrameScanner, SparseScanError, WHOLE_CHUNK_BYTES};
 use crate::codec::grpc_web::{self, Encoding};
 use crate::codec::status::{self, code};
@@ -24,6 +23,7 @@ use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::ServerConfig;
 use crate::context::{DataAction, HeadersAction, HttpStream};
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
+use crate::http::authenticate;
 use crate::http::flush::FlushScheduler;
 use crate::http::http1_status::PlainHold;
 use crate::http::{
@@ -178,43 +178,38 @@ impl HttpStream for ServerStream {
         if let Some(a) = self.cfg.auth.as_ref() {
             // Whatever claims to come from an agent must prove it; gRPC-web without the claim
             // (browsers) only when `require_for_unmarked`.
-            if auth::required(a, marked, web.is_some()) {
-                if let Err(f) = auth::verify(
-                    a,
-                    presented.as_deref().map(str::as_bytes),
-                    &PeerCertificate::for_config(a),
-                ) {
-                    self.metrics.inc(&format!("auth_failures.{}", f.kind()));
-                    self.metrics.grpc_status(code::UNAUTHENTICATED);
-                    let reply_ct = match &web {
-                        Some((e, sfx)) => grpc_web::grpc_web_content_type(
-                            *e,
-                            if sfx.is_empty() { "+proto" } else { sfx },
-                        ),
-                        None if ct.starts_with("application/grpc") => ct.clone(),
-                        None => "application/grpc".to_string(),
-                    };
-                    send_grpc_error(
-                        &reply_ct,
-                        code::UNAUTHENTICATED,
-                        f.message(),
-                        envoy_sees_grpc(&ct),
-                    );
-                    if let Some((encoding, suffix)) = web {
-                        self.conv = Some(Converted {
-                            encoding,
-                            suffix,
-                            origin: Origin::Agent,
-                            request_text: None,
-                            request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
-                            response: ResponseState::LocalReply,
-                        });
-                    }
-                    return HeadersAction::StopIteration;
+            if let Err(f) = authenticate(
+                a,
+                marked,
+                web.is_some(),
+                presented.as_deref().map(str::as_bytes),
+                &self.metrics,
+            ) {
+                let reply_ct = match &web {
+                    Some((e, sfx)) => grpc_web::grpc_web_content_type(
+                        *e,
+                        if sfx.is_empty() { "+proto" } else { sfx },
+                    ),
+                    None if ct.starts_with("application/grpc") => ct.clone(),
+                    None => "application/grpc".to_string(),
+                };
+                send_grpc_error(
+                    &reply_ct,
+                    code::UNAUTHENTICATED,
+                    f.message(),
+                    envoy_sees_grpc(&ct),
+                );
+                if let Some((encoding, suffix)) = web {
+                    self.conv = Some(Converted {
+                        encoding,
+                        suffix,
+                        origin: Origin::Agent,
+                        request_text: None,
+                        request_scanner: FrameScanner::new(self.cfg.max_message_bytes),
+                        response: ResponseState::LocalReply,
+                    });
                 }
-                if marked {
-                    self.metrics.inc("auth_ok");
-                }
+                return HeadersAction::StopIteration;
             }
         }
         let Some((encoding, suffix)) = web else {
