@@ -22,9 +22,9 @@ use crate::codec::status::code;
 use crate::config::ServerGuardConfig;
 use crate::context::{HeadersAction, HttpStream};
 use crate::host::{LogLevel, MapType};
-use crate::http::authenticate;
 use crate::http::envoy_sees_grpc;
 use crate::http::stream_host::{StreamHost, WasmHost};
+use crate::http::{authenticate, reply_content_type};
 use crate::metrics::Metrics;
 
 pub struct GuardStream {
@@ -85,14 +85,9 @@ impl GuardStream {
             ) {
                 // Envoy's grpc_web filter comes after us and never sees this reply: it must
                 // already be in the client's encoding (trailers-only, status in headers).
-                let reply_ct = match &web {
-                    Some((e, sfx)) => grpc_web::grpc_web_content_type(
-                        *e,
-                        if sfx.is_empty() { "+proto" } else { sfx },
-                    ),
-                    None if ct.starts_with("application/grpc") => ct.clone(),
-                    None => grpc_web::grpc_web_content_type(Encoding::Binary, "+proto"),
-                };
+                let reply_ct = reply_content_type(&web, &ct, || {
+                    grpc_web::grpc_web_content_type(Encoding::Binary, "+proto")
+                });
                 h.send_grpc_error(
                     &reply_ct,
                     code::UNAUTHENTICATED,

@@ -8,6 +8,7 @@ pub(crate) mod server;
 pub(crate) mod stream_host;
 
 use crate::auth::{self, AuthFailure, PeerCertificate};
+use crate::codec::grpc_web;
 use crate::codec::status::{self, code};
 use crate::config::AuthConfig;
 use crate::context::HttpStream;
@@ -40,6 +41,22 @@ pub(crate) fn authenticate(
             metrics.grpc_status(code::UNAUTHENTICATED);
             Err(f)
         }
+    }
+}
+
+/// Content type of a server role's local gRPC reply: the client's own gRPC-web encoding
+/// (`+proto` when it named no suffix), native gRPC's as sent, else `fallback` (not gRPC at all).
+pub(crate) fn reply_content_type(
+    web: &Option<(grpc_web::Encoding, String)>,
+    ct: &str,
+    fallback: impl FnOnce() -> String,
+) -> String {
+    match web {
+        Some((e, sfx)) => {
+            grpc_web::grpc_web_content_type(*e, if sfx.is_empty() { "+proto" } else { sfx })
+        }
+        None if ct.starts_with("application/grpc") => ct.to_string(),
+        None => fallback(),
     }
 }
 

@@ -23,9 +23,9 @@ use crate::codec::text::{Base64Decoder, Base64Encoder};
 use crate::config::ServerConfig;
 use crate::context::{DataAction, HeadersAction, HttpStream};
 use crate::host::{self, BufferType, LogLevel, MapType, StreamType};
-use crate::http::authenticate;
 use crate::http::flush::FlushScheduler;
 use crate::http::http1_status::PlainHold;
+use crate::http::{authenticate, reply_content_type};
 use crate::http::{
     envoy_sees_grpc, remove_header, replace_body, req_header, resp_header, send_grpc_error,
     set_header,
@@ -185,14 +185,7 @@ impl HttpStream for ServerStream {
                 presented.as_deref().map(str::as_bytes),
                 &self.metrics,
             ) {
-                let reply_ct = match &web {
-                    Some((e, sfx)) => grpc_web::grpc_web_content_type(
-                        *e,
-                        if sfx.is_empty() { "+proto" } else { sfx },
-                    ),
-                    None if ct.starts_with("application/grpc") => ct.clone(),
-                    None => "application/grpc".to_string(),
-                };
+                let reply_ct = reply_content_type(&web, &ct, || "application/grpc".to_string());
                 send_grpc_error(
                     &reply_ct,
                     code::UNAUTHENTICATED,
