@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::envoy::config_template;
 use crate::template;
-use crate::util::{free_port, wait_for_port, Process};
+use crate::util::{free_port, listens_on, wait_until, Process};
 
 pub fn nginx_bin() -> PathBuf {
     std::env::var_os("NGINX_BIN")
@@ -92,22 +92,19 @@ impl Nginx {
         let log = dir.path().join("nginx.log");
         let mut process = Process::spawn(&format!("nginx-{name}"), cmd, log, Some(dir))?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        // Wait for the port while checking that nginx did not die (e.g. bind failure).
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            process.check_running()?;
-            if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
-                // Make sure it is our nginx that answers (not whoever grabbed the port).
-                std::thread::sleep(Duration::from_millis(50));
-                process.check_running()?;
-                return Ok(Nginx { process, addr });
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(format!(
-                    "nginx-{name} did not listen on {addr}\n{}",
-                    process.log_tail(20)
-                ));
-            }
+        // Until this nginx listens on the port (not whoever else grabbed it), or it exits
+        // (e.g. bind failure).
+        let started = wait_until(Duration::from_secs(10), || match process.check_running() {
+            Err(e) => Some(Err(e)),
+            Ok(()) => listens_on(process.pid(), port).then_some(Ok(())),
+        });
+        match started {
+            Some(Ok(())) => Ok(Nginx { process, addr }),
+            Some(Err(e)) => Err(e),
+            None => Err(format!(
+                "nginx-{name} did not listen on {addr}\n{}",
+                process.log_tail(20)
+            )),
         }
     }
 }

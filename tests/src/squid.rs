@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::envoy::config_template;
 use crate::template;
-use crate::util::{free_port, wait_for_port, Process};
+use crate::util::{free_port, listens_on, wait_until, Process};
 
 pub fn squid_bin() -> PathBuf {
     std::env::var_os("SQUID_BIN")
@@ -112,21 +112,19 @@ pub(crate) fn spawn(
     let log = prefix.join("squid.out");
     let mut process = Process::spawn(label, cmd, log, Some(dir))?;
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Err(e) = process.check_running() {
+    // Until this squid listens on the port (not whoever else grabbed it), or it exits.
+    let started = wait_until(Duration::from_secs(15), || match process.check_running() {
+        Err(e) => Some(Err(e)),
+        Ok(()) => listens_on(process.pid(), port).then_some(Ok(())),
+    });
+    match started {
+        Some(Ok(())) => Ok((process, addr)),
+        Some(Err(e)) => {
             let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
             let tail: Vec<&str> = cache.lines().rev().take(30).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(format!("{e}\ncache.log:\n{}", tail.join("\n")));
+            Err(format!("{e}\ncache.log:\n{}", tail.join("\n")))
         }
-        if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
-            std::thread::sleep(Duration::from_millis(50));
-            process.check_running()?;
-            return Ok((process, addr));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{label} did not listen on {addr}"));
-        }
+        None => Err(format!("{label} did not listen on {addr}")),
     }
 }

@@ -40,6 +40,37 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> 
     }
 }
 
+/// Whether process `pid` holds a listening TCP socket on `port` (Linux: a LISTEN entry of
+/// /proc/net/tcp{,6} whose socket inode is among the process's file descriptors). Unlike a
+/// connect, this tells our server from whoever else may have bound a port from [`free_port`].
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    const TCP_LISTEN: &str = "0A";
+    let port_hex = format!(":{port:04X}");
+    let mut inodes = vec![];
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        // Fields: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+        for fields in text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            if let [_, local, _, st, _, _, _, _, _, inode, ..] = fields[..] {
+                if local.ends_with(&port_hex) && st == TCP_LISTEN {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
+}
+
 /// A child process that is killed when this guard is dropped.
 ///
 /// Its stdout and stderr go to a log file; when the guard is dropped while the thread is
@@ -253,4 +284,23 @@ pub fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_on_names_the_process_that_holds_the_listening_socket() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connected = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(listens_on(std::process::id(), port));
+        // Another process (pid 1) does not hold it; a connected socket on the port is no
+        // listener; a closed listener is gone.
+        assert!(!listens_on(1, port));
+        drop(l);
+        assert!(!listens_on(std::process::id(), port));
+        drop(connected);
+    }
 }
