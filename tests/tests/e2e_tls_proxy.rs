@@ -395,6 +395,7 @@ async fn poll_until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<
         if t0.elapsed() >= within {
             return None;
         }
+        // Poll interval of a wait with a deadline (the condition is the event).
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -402,8 +403,18 @@ async fn poll_until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<
 /// How long squid may take to cut an idle connection with its 2 s timeouts (it checks
 /// timeouts about once a second; the machine may be busy).
 const CUT_WITHIN: Duration = Duration::from_secs(10);
-/// The silence lasts at least this long, and at least 1 s past the cut.
-const MIN_SILENCE: Duration = Duration::from_millis(3500);
+/// Keepalive pings the pinging agent must have counted after the silent tunnel was cut before
+/// the silence ends. A ping goes out after 500 ms without tunnel traffic and the counter
+/// reaches /stats once a second (it may still owe 2 from before the cut): 6 are at least
+/// 1.5 s past the cut, more than squid's once-a-second check of its timeouts.
+const PINGS_PAST_THE_CUT: u64 = 6;
+
+/// The agent's tunnel keepalive pings counted so far.
+fn pings(a: &Agent) -> u64 {
+    a.envoy
+        .stat("wasmcustom.grpc_bridge.tunnel_client.pings")
+        .unwrap_or(0)
+}
 
 #[test]
 fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
@@ -412,7 +423,7 @@ fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
     let silent = agent(&t, &AgentOptions::bridge().ping_interval_ms(0));
     let rt = rt();
     // Both agents: a call, the same silence, a call on the same channel. The silence lasts
-    // until squid has cut the tunnel that carries no pings, plus 1 s.
+    // until squid has cut the tunnel that carries no pings, then `PINGS_PAST_THE_CUT` pings.
     let r = rt.block_on(async {
         let (cp, cs) = match (connect(pinging.addr).await, connect(silent.addr).await) {
             (Ok(a), Ok(b)) => (a, b),
@@ -422,12 +433,14 @@ fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
             call(&cp, b"pings, before").await,
             call(&cs, b"no pings, before").await,
         );
+        let open_after_first = (pinging.upstream_cx(), silent.upstream_cx());
         let t0 = Instant::now();
         let cut = poll_until(CUT_WITHIN, || silent.upstream_cx().0 == 0).await;
-        let rest = MIN_SILENCE
-            .saturating_sub(t0.elapsed())
-            .max(Duration::from_secs(1));
-        tokio::time::sleep(rest).await;
+        let pings_at_cut = pings(&pinging);
+        let pinged = poll_until(CUT_WITHIN, || {
+            pings(&pinging) >= pings_at_cut + PINGS_PAST_THE_CUT
+        })
+        .await;
         let mid = (pinging.upstream_cx(), silent.upstream_cx());
         let silence = t0.elapsed();
         let second = (
@@ -435,12 +448,21 @@ fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
             call(&cs, b"no pings, after").await,
         );
         let after = (pinging.upstream_cx(), silent.upstream_cx());
-        Ok((first, cut, silence, mid, second, after))
+        Ok((
+            first,
+            open_after_first,
+            cut,
+            pinged,
+            silence,
+            mid,
+            second,
+            after,
+        ))
     });
-    let (first, cut, silence, mid, second, after) =
+    let (first, open_after_first, cut, pinged, silence, mid, second, after) =
         r.unwrap_or_else(|e| fail(&t, &[&pinging, &silent], e));
     let summary = format!(
-        "silence of {silence:?}; the tunnel without pings was cut after {cut:?}\n\
+        "tunnels (active, total) after the first calls {open_after_first:?}; silence of {silence:?}; the tunnel without pings was cut after {cut:?}, then {PINGS_PAST_THE_CUT} pings after {pinged:?}\n\
          PING_INTERVAL_MS=500: first {:?}, tunnels (active, total) at the end of the silence {:?}, second {:?}, after {:?}\n\
          PING_INTERVAL_MS=0:   first {:?}, tunnels (active, total) at the end of the silence {:?}, second {:?}, after {:?}\n",
         first.0, mid.0, second.0, after.0, first.1, mid.1, second.1, after.1
@@ -449,12 +471,17 @@ fn websocket_tunnel_through_a_proxy_that_closes_idle_connections() {
     if first.0.is_err() || first.1.is_err() {
         fail(&t, &agents, format!("the first calls must pass\n{summary}"));
     }
-    // No pings: squid cuts the tunnel (not at once: after its read timeout).
-    if cut.is_none_or(|c| c < Duration::from_secs(1)) {
+    // No pings: squid cuts the tunnel (not at once: it was open after the call).
+    if open_after_first.1 != (1, 1) || cut.is_none() {
         fail(&t, &agents, format!("without pings squid must cut the idle tunnel after its 2 s read_timeout\n{summary}"));
     }
     // Pings: the one tunnel stays open through the same silence and carries both calls.
-    if mid.0 != (1, 1) || second.0.is_err() || after.0 .1 != 1 {
+    if open_after_first.0 != (1, 1)
+        || pinged.is_none()
+        || mid.0 != (1, 1)
+        || second.0.is_err()
+        || after.0 .1 != 1
+    {
         fail(
             &t,
             &agents,
@@ -502,7 +529,8 @@ fn grpc_web_through_a_proxy_that_closes_idle_connections() {
     if first.is_err() || second.is_err() {
         fail(&t, &[&a], format!("both calls must pass\n{summary}"));
     }
-    if cut.is_none_or(|c| c < Duration::from_secs(1)) || after.1 != 2 {
+    // Not at once: the connection was open (and pooled) after the first call.
+    if during != (1, 1) || cut.is_none() || after.1 != 2 {
         fail(&t, &[&a], format!("squid must close the idle connection after its 2 s timeout, and the agent open a new one\n{summary}"));
     }
     println!(
