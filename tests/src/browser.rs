@@ -105,6 +105,7 @@ impl StaticServer {
                     Ok((conn, _)) => {
                         let _ = serve(conn, &root, &r2);
                     }
+                    // Non-blocking accept, so that the stop flag is seen: the server's own poll.
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
@@ -129,6 +130,7 @@ impl StaticServer {
             if let Some(r) = self.result.lock().ok().and_then(|r| r.clone()) {
                 return Some(r);
             }
+            // Poll interval of a wait on the page's POST itself, with a deadline.
             std::thread::sleep(Duration::from_millis(50));
         }
         None

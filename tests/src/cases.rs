@@ -271,6 +271,7 @@ async fn wait_call_info(
         if Instant::now() >= deadline {
             return Ok((info, false));
         }
+        // Poll interval of a wait on the backend's record, with a deadline.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -192,6 +192,7 @@ async fn write_chunked(
         s.write_all(b"\r\n").await?;
         s.flush().await?;
         if !pause.is_zero() {
+            // Simulates a slow upstream: each chunk leaves in its own write (nothing waits on it).
             tokio::time::sleep(pause).await;
         }
     }
@@ -257,6 +258,8 @@ async fn respond(s: &mut TcpStream, scenario: &str) -> std::io::Result<bool> {
             s.write_all(&f).await?;
             s.write_all(b"\r\n").await?;
             s.flush().await?;
+            // Simulates an upstream that stalls, then dies: not synchronisation (the case
+            // accepts any non-OK status, whether the frame and the close arrive apart or not).
             tokio::time::sleep(Duration::from_millis(50)).await;
             return Ok(false);
         }

@@ -476,6 +476,7 @@ impl Topology {
                     Err(e) => e,
                 });
             }
+            // Poll interval of a wait on the connection stats, with a deadline.
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }

@@ -34,6 +34,7 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> 
                 if Instant::now() >= deadline {
                     return Err(format!("port {addr} not accepting after {timeout:?}: {e}"));
                 }
+                // Poll interval of a wait for the connect itself, with a deadline.
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -273,6 +274,7 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() >= deadline {
             return None;
         }
+        // Poll interval of a wait on the condition itself, with a deadline.
         std::thread::sleep(Duration::from_millis(25));
     }
 }

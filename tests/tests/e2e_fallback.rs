@@ -29,6 +29,7 @@ fn run(native: NativePath) -> (Topology, Vec<Outcome>) {
                 "the native path never became healthy:\n{}",
                 a.stats_matching("cluster.native.health_check")
             );
+            // Poll interval of a wait on the stat itself, with a deadline.
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }

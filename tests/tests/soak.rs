@@ -550,6 +550,8 @@ fn backpressure(transport: Transport, fallback: bool, server: ServerSide) -> Gro
             let mut last_progress = Instant::now();
             let mut stalled_at = Duration::ZERO;
             loop {
+                // Sampling interval: the loop ends on the backend's sent counter standing still
+                // (the stall is the event), at most BP_PAUSE_MAX.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let sent = topo.backend.state.seq_sent(&token);
                 if sent != sent_last {
@@ -969,6 +971,8 @@ fn upload_backpressure(server: ServerSide) -> Growth {
         let mut sent_last = 0;
         let mut last_progress = Instant::now();
         loop {
+            // Sampling interval: the loop ends on the client's sent counter standing still (the
+            // stall is the event), at most BP_PAUSE_MAX.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now_sent = sent.load(Ordering::Relaxed);
             if now_sent != sent_last {
