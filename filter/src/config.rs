@@ -96,19 +96,13 @@ pub enum Config {
 
 /// The `role` key inside a role's struct. `Config::parse` has read it already (it chose the
 /// struct); the struct only admits it, so `deny_unknown_fields` does not refuse it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RoleKey;
 
 impl<'de> Deserialize<'de> for RoleKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         IgnoredAny::deserialize(d).map(|_| RoleKey)
     }
-}
-
-/// What a field left out of a role's configuration takes: `role_config!` writes `defaults`
-/// from the defaults it declares, and serde calls it (`#[serde(default = ...)]`).
-trait RoleDefaults {
-    fn defaults() -> Self;
 }
 
 /// The checks of a role's values once read, which also fill what is derived from them
@@ -120,11 +114,11 @@ trait Validate {
 }
 
 /// Declares the roles' configuration structs from their fields, each written once with its
-/// type and default. For each struct: the struct (which admits the `role` key, refuses unknown
-/// fields and fills a missing field from its default), its `FIELDS` (the names in declaration
-/// order, serde's order too) and its defaults. `auth { docs }` after the fields adds the role's
-/// `auth`: `auth_setting`, the value as written, and `auth`, the settings in force that
-/// `validate` fills. Each struct ends with `;`.
+/// type and its default (the path of the function serde calls for a field left out). For
+/// each struct: the struct, which admits the `role` key and refuses unknown fields, and its
+/// `FIELDS` (the names in declaration order, serde's order too). `auth { docs }` after the
+/// fields adds the role's `auth`: `auth_setting`, the value as written, and `auth`, the
+/// settings in force that `validate` fills. Each struct ends with `;`.
 macro_rules! role_config {
     ($(
         $(#[$doc:meta])*
@@ -135,52 +129,43 @@ macro_rules! role_config {
     };
     (@role
         $(#[$doc:meta])*
-        $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty = $default:expr,)* }
+        $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty = $default:literal,)* }
         auth { $(#[$auth_doc:meta])* }
     ) => {
         role_config!(@declare $(#[$doc])* $name {
-            $($(#[$field_doc])* pub $field: $ty = $default,)*
+            $($(#[$field_doc])* #[serde(default = $default)] pub $field: $ty,)*
             /// `auth` as written (see [`auth_setting`]).
-            #[serde(rename = "auth", deserialize_with = "auth_setting")]
-            auth_setting: Option<Option<AuthConfig>> = None,
+            #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
+            auth_setting: Option<Option<AuthConfig>>,
             $(#[$auth_doc])*
             #[serde(skip)]
-            pub auth: Option<AuthConfig> = None,
+            pub auth: Option<AuthConfig>,
         } FIELDS: [$(stringify!($field),)* "auth"]);
     };
     (@role
         $(#[$doc:meta])*
-        $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty = $default:expr,)* }
+        $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty = $default:literal,)* }
     ) => {
         role_config!(@declare $(#[$doc])* $name {
-            $($(#[$field_doc])* pub $field: $ty = $default,)*
+            $($(#[$field_doc])* #[serde(default = $default)] pub $field: $ty,)*
         } FIELDS: [$(stringify!($field)),*]);
     };
     (@declare
         $(#[$doc:meta])*
-        $name:ident { $($(#[$field_attr:meta])* $vis:vis $field:ident: $ty:ty = $default:expr,)* }
+        $name:ident { $($fields:tt)* }
         FIELDS: [$($field_name:expr),*]
     ) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-        #[serde(deny_unknown_fields, default = "RoleDefaults::defaults")]
+        #[serde(deny_unknown_fields)]
         pub struct $name {
             #[serde(rename = "role")]
             role_key: RoleKey,
-            $($(#[$field_attr])* $vis $field: $ty,)*
+            $($fields)*
         }
 
         impl $name {
             pub const FIELDS: &'static [&'static str] = &[$($field_name),*];
-        }
-
-        impl RoleDefaults for $name {
-            fn defaults() -> Self {
-                $name {
-                    role_key: RoleKey,
-                    $($field: $default,)*
-                }
-            }
         }
     };
 }
@@ -189,13 +174,13 @@ role_config! {
     /// `agent`: native gRPC from the client -> gRPC-web over HTTP/1.1, and back.
     AgentConfig {
         /// Largest gRPC message (payload bytes) of a response the agent frames.
-        max_message_bytes: u32 = defaults::max_message_bytes(),
+        max_message_bytes: u32 = "defaults::max_message_bytes",
         /// Largest trailer block carried in a gRPC-web trailer frame.
-        max_trailer_bytes: u32 = defaults::max_trailer_bytes(),
+        max_trailer_bytes: u32 = "defaults::max_trailer_bytes",
         /// Header that marks a request converted by an agent (lowercase).
-        marker_header: String = defaults::marker_header(),
+        marker_header: String = "defaults::marker_header",
         /// How many bytes of a non-gRPC error body are quoted in `grpc-message`.
-        error_body_quote_bytes: u32 = 256,
+        error_body_quote_bytes: u32 = "defaults::error_body_quote_bytes",
     }
     auth {
         /// The secret this agent presents; `None`: absent or `"none"`, no secret sent (filled by
@@ -206,29 +191,26 @@ role_config! {
     /// back.
     ServerConfig {
         /// Largest gRPC message (payload bytes) of a request the server frames.
-        max_message_bytes: u32 = defaults::max_message_bytes(),
+        max_message_bytes: u32 = "defaults::max_message_bytes",
         /// Largest trailer block carried in a gRPC-web trailer frame.
-        max_trailer_bytes: u32 = defaults::max_trailer_bytes(),
+        max_trailer_bytes: u32 = "defaults::max_trailer_bytes",
         /// How long response data may be held so the trailer frame can still be appended to
         /// the body (the streaming flush tick), in milliseconds.
-        flush_interval_ms: u32 = 5,
+        flush_interval_ms: u32 = "defaults::flush_interval_ms",
         /// Response bytes held before they are released early, without waiting for the tick.
         /// Keep it well below Envoy's buffer limit (`per_connection_buffer_limit_bytes`, 1 MiB
-        /// by default): Envoy resets a stream whose paused body outgrows that limit. The
-        /// default is one HTTP/2 DATA frame: what the server role holds is released into the
-        /// downstream connection's write buffer at once, past Envoy's watermark, so the hold is
-        /// what that buffer may exceed its limit by. At 256 KiB it did (tests/tests/soak.rs).
-        max_held_bytes: u32 = 16 * 1024,
+        /// by default): Envoy resets a stream whose paused body outgrows that limit.
+        max_held_bytes: u32 = "defaults::max_held_bytes",
         /// Plain HTTP/1.1 gRPC clients (their responses are held whole by Envoy's
         /// `grpc_http1_bridge`): response bytes past which the call ends with
         /// RESOURCE_EXHAUSTED. 0: no bound of ours (Envoy's buffer limit still applies).
-        http1_hold_bytes: u32 = 131_072,
+        http1_hold_bytes: u32 = "defaults::http1_hold_bytes",
         /// Plain HTTP/1.1 gRPC clients: milliseconds after the response headers past which an
         /// unfinished call ends with DEADLINE_EXCEEDED. 0: no bound.
-        http1_hold_ms: u32 = 1000,
+        http1_hold_ms: u32 = "defaults::http1_hold_ms",
         /// Header that marks a request converted by an agent (lowercase); removed before the
         /// backend.
-        marker_header: String = defaults::marker_header(),
+        marker_header: String = "defaults::marker_header",
     }
     auth {
         /// What bridged requests must present; `None`: `"none"`, unauthenticated (filled by
@@ -240,7 +222,7 @@ role_config! {
     ServerGuardConfig {
         /// Header that marks a request converted by an agent (lowercase); removed before the
         /// backend.
-        marker_header: String = defaults::marker_header(),
+        marker_header: String = "defaults::marker_header",
     }
     auth {
         /// What bridged requests must present; `None`: `"none"`, unauthenticated (filled by
@@ -255,19 +237,19 @@ role_config! {
     TunnelClientConfig {
         /// `Host` of the WebSocket upgrade request (the server's name as proxies and
         /// TLS-inspecting middleboxes must see it). Required: always `Some` once parsed.
-        tunnel_host: Option<String> = None,
+        tunnel_host: Option<String> = "Default::default",
         /// Request path of the upgrade.
-        tunnel_path: String = defaults::tunnel_path(),
+        tunnel_path: String = "defaults::tunnel_path",
         /// WebSocket subprotocol offered.
-        tunnel_protocol: String = defaults::tunnel_protocol(),
+        tunnel_protocol: String = "defaults::tunnel_protocol",
         /// Extra headers on the upgrade request (an auth token, say).
-        tunnel_headers: BTreeMap<String, String> = BTreeMap::new(),
+        tunnel_headers: BTreeMap<String, String> = "Default::default",
         /// Largest WebSocket frame payload accepted (close 1009 past it); also the size of the
         /// frames we send at most.
-        max_frame_bytes: u32 = defaults::max_frame_bytes(),
+        max_frame_bytes: u32 = "defaults::max_frame_bytes",
         /// WebSocket ping interval on an idle tunnel, so proxies that cut idle connections keep
         /// it; 0 disables.
-        ping_interval_ms: u32 = 20_000,
+        ping_interval_ms: u32 = "defaults::ping_interval_ms",
     }
     auth {
         /// The secret sent on the upgrade request; `None`: absent or `"none"` (filled by
@@ -277,14 +259,14 @@ role_config! {
     /// `tunnel_server`: unwraps the tunnel toward the backend.
     TunnelServerConfig {
         /// The only request path accepted for the upgrade.
-        tunnel_path: String = defaults::tunnel_path(),
+        tunnel_path: String = "defaults::tunnel_path",
         /// WebSocket subprotocol the upgrade request must offer.
-        tunnel_protocol: String = defaults::tunnel_protocol(),
+        tunnel_protocol: String = "defaults::tunnel_protocol",
         /// Headers the upgrade request must carry with exactly these values.
-        tunnel_headers: BTreeMap<String, String> = BTreeMap::new(),
+        tunnel_headers: BTreeMap<String, String> = "Default::default",
         /// Largest WebSocket frame payload accepted (close 1009 past it); also the size of the
         /// frames we send at most.
-        max_frame_bytes: u32 = defaults::max_frame_bytes(),
+        max_frame_bytes: u32 = "defaults::max_frame_bytes",
     }
     auth {
         /// What the upgrade request must present; `None`: `"none"`, unauthenticated (filled by
@@ -360,7 +342,6 @@ pub const MIN_SECRET_BYTES: usize = 16;
 /// Longest accepted secret (bytes).
 pub const MAX_SECRET_BYTES: usize = 1024;
 
-/// The defaults that more than one role (or `auth`) shares.
 mod defaults {
     pub fn max_message_bytes() -> u32 {
         16 * 1024 * 1024
@@ -368,8 +349,26 @@ mod defaults {
     pub fn max_trailer_bytes() -> u32 {
         16 * 1024
     }
+    pub fn flush_interval_ms() -> u32 {
+        5
+    }
+    /// One HTTP/2 DATA frame: what the server role holds is released into the downstream
+    /// connection's write buffer at once, past Envoy's watermark, so the hold is what that
+    /// buffer may exceed its limit by. At 256 KiB it did (tests/tests/soak.rs).
+    pub fn max_held_bytes() -> u32 {
+        16 * 1024
+    }
+    pub fn http1_hold_bytes() -> u32 {
+        131_072
+    }
+    pub fn http1_hold_ms() -> u32 {
+        1000
+    }
     pub fn marker_header() -> String {
         "x-grpc-bridge".to_string()
+    }
+    pub fn error_body_quote_bytes() -> u32 {
+        256
     }
     pub fn tunnel_path() -> String {
         "/grpc-bridge/tunnel".to_string()
@@ -379,6 +378,9 @@ mod defaults {
     }
     pub fn max_frame_bytes() -> u32 {
         1024 * 1024
+    }
+    pub fn ping_interval_ms() -> u32 {
+        20_000
     }
     pub fn secret_header() -> String {
         "x-grpc-bridge-auth".to_string()
