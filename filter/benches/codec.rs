@@ -4,27 +4,21 @@
 //! `tests/benches/wasm_codec.rs`, which reports the wasm/native ratio (docs/BENCHMARKS.md).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use grpc_bridge::codec::grpc_frame::{encode_frame, Deframer, FrameScanner};
+use grpc_bridge::codec::grpc_frame::{Deframer, FrameScanner};
 use grpc_bridge::codec::grpc_web::{encode_trailer_frame, TrailerFrameReader};
 use grpc_bridge::codec::text::{Base64Decoder, Base64Encoder};
 use grpc_bridge::codec::websocket::{self, FrameDecoder, Opcode, Side};
 
-const MIB: usize = 1 << 20;
+// The inputs the wasm workloads run on too; this bench uses only some of the module.
+#[allow(dead_code)]
+mod workloads;
 
-/// `total` bytes of gRPC frames with `msg`-byte payloads.
-fn grpc_body(total: usize, msg: usize) -> Vec<u8> {
-    let payload: Vec<u8> = (0..msg).map(|i| (i * 31 + 7) as u8).collect();
-    let mut out = Vec::with_capacity(total + 5);
-    while out.len() + msg + 5 <= total {
-        encode_frame(0, &payload, &mut out);
-    }
-    out
-}
+const MIB: usize = 1 << 20;
 
 fn deframing(c: &mut Criterion) {
     let mut g = c.benchmark_group("grpc_deframe");
     for msg in [1024usize, 64 * 1024] {
-        let body = grpc_body(4 * MIB, msg);
+        let body = workloads::grpc_body(4 * MIB, msg);
         g.throughput(Throughput::Bytes(body.len() as u64));
         // What the filter does: the zero-copy scanner, fed in 16 KiB chunks (HTTP/2 DATA size).
         g.bench_with_input(
@@ -63,23 +57,8 @@ fn deframing(c: &mut Criterion) {
     g.finish();
 }
 
-fn trailers() -> Vec<(String, String)> {
-    vec![
-        ("grpc-status".into(), "0".into()),
-        ("grpc-message".into(), "".into()),
-        (
-            "x-request-id".into(),
-            "5f0c6d2e-8a7b-4c1d-9e3f-2a1b0c9d8e7f".into(),
-        ),
-        (
-            "server-timing".into(),
-            "backend;dur=12.5, db;dur=3.1".into(),
-        ),
-    ]
-}
-
 fn trailer_frame(c: &mut Criterion) {
-    let t = trailers();
+    let t = workloads::trailers();
     let mut frame = Vec::new();
     encode_trailer_frame(&t, 16 * 1024, &mut frame).ok();
     let mut g = c.benchmark_group("trailer_frame");
@@ -140,43 +119,36 @@ fn ws(c: &mut Criterion) {
         let mut buf = data.clone();
         b.iter(|| websocket::apply_mask(black_box(&mut buf), key, 1))
     });
-    g.bench_function("encode_masked_1MiB", |b| {
-        let mut out = Vec::with_capacity(MIB + 16);
-        b.iter(|| {
-            out.clear();
-            websocket::encode_frame(true, Opcode::Binary, Some(key), black_box(&data), &mut out);
-        })
-    });
-    g.bench_function("encode_unmasked_1MiB", |b| {
-        let mut out = Vec::with_capacity(MIB + 16);
-        b.iter(|| {
-            out.clear();
-            websocket::encode_frame(true, Opcode::Binary, None, black_box(&data), &mut out);
-        })
-    });
-    // Server side reads masked client frames (tunnel server), in 16 KiB reads.
-    g.bench_function("decode_masked_1MiB", |b| {
-        let mut out = Vec::with_capacity(MIB + 16);
-        b.iter(|| {
-            out.clear();
-            let mut d = FrameDecoder::new(Side::Server, 2 * MIB as u64);
-            let mut ev = Vec::new();
-            for chunk in masked_frame.chunks(16 * 1024) {
-                d.decode_into(chunk, &mut out, &mut ev).ok();
-            }
-        })
-    });
-    g.bench_function("decode_unmasked_1MiB", |b| {
-        let mut out = Vec::with_capacity(MIB + 16);
-        b.iter(|| {
-            out.clear();
-            let mut d = FrameDecoder::new(Side::Client, 2 * MIB as u64);
-            let mut ev = Vec::new();
-            for chunk in plain_frame.chunks(16 * 1024) {
-                d.decode_into(chunk, &mut out, &mut ev).ok();
-            }
-        })
-    });
+    for (name, mask) in [
+        ("encode_masked_1MiB", Some(key)),
+        ("encode_unmasked_1MiB", None),
+    ] {
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(MIB + 16);
+            b.iter(|| {
+                out.clear();
+                websocket::encode_frame(true, Opcode::Binary, mask, black_box(&data), &mut out);
+            })
+        });
+    }
+    // The server side reads masked client frames (tunnel server), the client side unmasked
+    // ones, in 16 KiB reads.
+    for (name, side, frame) in [
+        ("decode_masked_1MiB", Side::Server, &masked_frame),
+        ("decode_unmasked_1MiB", Side::Client, &plain_frame),
+    ] {
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(MIB + 16);
+            b.iter(|| {
+                out.clear();
+                let mut d = FrameDecoder::new(side, 2 * MIB as u64);
+                let mut ev = Vec::new();
+                for chunk in frame.chunks(16 * 1024) {
+                    d.decode_into(chunk, &mut out, &mut ev).ok();
+                }
+            })
+        });
+    }
     g.finish();
 }
 

@@ -101,34 +101,45 @@ pub fn run(id: u32, input: &mut [u8]) -> u64 {
     }
 }
 
+/// `total` bytes of gRPC frames with `msg`-byte payloads.
+pub fn grpc_body(total: usize, msg: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..msg).map(|i| (i * 31 + 7) as u8).collect();
+    let mut out = Vec::with_capacity(total + 5);
+    while out.len() + msg + 5 <= total {
+        grpc_bridge::codec::grpc_frame::encode_frame(0, &payload, &mut out);
+    }
+    out
+}
+
+/// A typical trailer block: status, message, a request id and a server timing.
+pub fn trailers() -> Vec<(String, String)> {
+    vec![
+        ("grpc-status".into(), "0".into()),
+        ("grpc-message".into(), "".into()),
+        (
+            "x-request-id".into(),
+            "5f0c6d2e-8a7b-4c1d-9e3f-2a1b0c9d8e7f".into(),
+        ),
+        (
+            "server-timing".into(),
+            "backend;dur=12.5, db;dur=3.1".into(),
+        ),
+    ]
+}
+
 /// The input of workload `id`, about `size` bytes.
 pub fn input(id: u32, size: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..size).map(|i| (i * 31 + 7) as u8).collect();
     match id {
-        0 | 1 => {
-            // 1 KiB messages: a header every 1029 bytes.
-            let payload: Vec<u8> = data[..1024.min(size)].to_vec();
-            let mut out = Vec::with_capacity(size + 5);
-            while out.len() + payload.len() + 5 <= size {
-                grpc_bridge::codec::grpc_frame::encode_frame(0, &payload, &mut out);
-            }
-            out
-        }
+        // 1 KiB messages: a header every 1029 bytes.
+        0 | 1 => grpc_body(size, 1024.min(size)),
         2 => {
-            let t: Vec<(String, String)> = vec![
-                ("grpc-status".into(), "0".into()),
-                ("grpc-message".into(), "".into()),
-                (
-                    "x-request-id".into(),
-                    "5f0c6d2e-8a7b-4c1d-9e3f-2a1b0c9d8e7f".into(),
-                ),
-                (
-                    "server-timing".into(),
-                    "backend;dur=12.5, db;dur=3.1".into(),
-                ),
-            ];
             let mut one = Vec::new();
-            let _ = grpc_bridge::codec::grpc_web::encode_trailer_frame(&t, 16 * 1024, &mut one);
+            let _ = grpc_bridge::codec::grpc_web::encode_trailer_frame(
+                &trailers(),
+                16 * 1024,
+                &mut one,
+            );
             let mut out = Vec::with_capacity(size + one.len());
             while out.len() + one.len() <= size.max(one.len()) {
                 out.extend_from_slice(&one);

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::context::{DataAction, HeadersAction, HttpStream, NetworkAction, NetworkStream};
+use crate::context::{HttpStream, NetworkStream};
 use crate::host::{self, LogLevel};
 use crate::root::{ChildContext, Root};
 
@@ -28,36 +28,40 @@ thread_local! {
     static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
 }
 
+/// The context `id` in the registry's `table`; `None` if unknown (or the registry is busy).
+fn lookup<T: ?Sized>(
+    id: u32,
+    table: impl FnOnce(&Registry) -> &BTreeMap<u32, Shared<T>>,
+) -> Option<Shared<T>> {
+    REGISTRY.with(|r| {
+        r.try_borrow()
+            .ok()
+            .and_then(|r| table(&r).get(&id).cloned())
+    })
+}
+
 fn root(id: u32) -> Option<Shared<Root>> {
-    REGISTRY.with(|r| r.try_borrow().ok().and_then(|r| r.roots.get(&id).cloned()))
+    lookup(id, |r| &r.roots)
 }
 
-fn http(id: u32) -> Option<Shared<dyn HttpStream>> {
-    REGISTRY.with(|r| r.try_borrow().ok().and_then(|r| r.http.get(&id).cloned()))
-}
-
-fn net(id: u32) -> Option<Shared<dyn NetworkStream>> {
-    REGISTRY.with(|r| r.try_borrow().ok().and_then(|r| r.net.get(&id).cloned()))
-}
-
-fn with_http<R>(id: u32, neutral: R, f: impl FnOnce(&mut dyn HttpStream) -> R) -> R {
-    match http(id) {
-        Some(ctx) => match ctx.try_borrow_mut() {
-            Ok(mut c) => f(&mut *c),
-            Err(_) => neutral,
-        },
-        None => neutral,
+/// Runs `f` on the context, or answers `neutral` if there is none or it is mid-callback.
+fn with_context<T: ?Sized, R>(
+    ctx: Option<Shared<T>>,
+    neutral: R,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    match ctx.as_ref().map(|c| c.try_borrow_mut()) {
+        Some(Ok(mut c)) => f(&mut c),
+        _ => neutral,
     }
 }
 
-fn with_net<R>(id: u32, neutral: R, f: impl FnOnce(&mut dyn NetworkStream) -> R) -> R {
-    match net(id) {
-        Some(ctx) => match ctx.try_borrow_mut() {
-            Ok(mut c) => f(&mut *c),
-            Err(_) => neutral,
-        },
-        None => neutral,
-    }
+fn with_http<R>(id: u32, neutral: R, f: impl FnOnce(&mut (dyn HttpStream + 'static)) -> R) -> R {
+    with_context(lookup(id, |r| &r.http), neutral, f)
+}
+
+fn with_net<R>(id: u32, neutral: R, f: impl FnOnce(&mut (dyn NetworkStream + 'static)) -> R) -> R {
+    with_context(lookup(id, |r| &r.net), neutral, f)
 }
 
 /// Releases held response data of the given streams (called from a root's tick).
@@ -153,61 +157,30 @@ pub extern "C" fn proxy_on_tick(root_id: u32) {
     };
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_on_request_headers(id: u32, num: usize, eos: u32) -> u32 {
-    with_http(id, HeadersAction::Continue, |s| {
-        s.on_request_headers(num, eos != 0)
-    }) as u32
+/// Declares exports that hand a stream callback to the stream's context (`with_http` or
+/// `with_net`) and return its answer; an unknown or busy context gets the answer's default,
+/// `Continue`.
+macro_rules! stream_callbacks {
+    ($(
+        $export:ident($($arg:ident: $ty:ty),*) => $with:ident.$method:ident($($call:expr),*);
+    )*) => {$(
+        #[no_mangle]
+        pub extern "C" fn $export(id: u32, $($arg: $ty),*) -> u32 {
+            $with(id, Default::default(), |s| s.$method($($call),*)) as u32
+        }
+    )*};
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_on_request_body(id: u32, size: usize, eos: u32) -> u32 {
-    with_http(id, DataAction::Continue, |s| {
-        s.on_request_body(size, eos != 0)
-    }) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_request_trailers(id: u32, num: usize) -> u32 {
-    with_http(id, HeadersAction::Continue, |s| s.on_request_trailers(num)) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_headers(id: u32, num: usize, eos: u32) -> u32 {
-    with_http(id, HeadersAction::Continue, |s| {
-        s.on_response_headers(num, eos != 0)
-    }) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_body(id: u32, size: usize, eos: u32) -> u32 {
-    with_http(id, DataAction::Continue, |s| {
-        s.on_response_body(size, eos != 0)
-    }) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_trailers(id: u32, num: usize) -> u32 {
-    with_http(id, HeadersAction::Continue, |s| s.on_response_trailers(num)) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_new_connection(id: u32) -> u32 {
-    with_net(id, NetworkAction::Continue, |s| s.on_new_connection()) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_downstream_data(id: u32, size: usize, eos: u32) -> u32 {
-    with_net(id, NetworkAction::Continue, |s| {
-        s.on_downstream_data(size, eos != 0)
-    }) as u32
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_upstream_data(id: u32, size: usize, eos: u32) -> u32 {
-    with_net(id, NetworkAction::Continue, |s| {
-        s.on_upstream_data(size, eos != 0)
-    }) as u32
+stream_callbacks! {
+    proxy_on_request_headers(num: usize, eos: u32) => with_http.on_request_headers(num, eos != 0);
+    proxy_on_request_body(size: usize, eos: u32) => with_http.on_request_body(size, eos != 0);
+    proxy_on_request_trailers(num: usize) => with_http.on_request_trailers(num);
+    proxy_on_response_headers(num: usize, eos: u32) => with_http.on_response_headers(num, eos != 0);
+    proxy_on_response_body(size: usize, eos: u32) => with_http.on_response_body(size, eos != 0);
+    proxy_on_response_trailers(num: usize) => with_http.on_response_trailers(num);
+    proxy_on_new_connection() => with_net.on_new_connection();
+    proxy_on_downstream_data(size: usize, eos: u32) => with_net.on_downstream_data(size, eos != 0);
+    proxy_on_upstream_data(size: usize, eos: u32) => with_net.on_upstream_data(size, eos != 0);
 }
 
 #[no_mangle]

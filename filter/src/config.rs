@@ -96,7 +96,7 @@ pub enum Config {
 
 /// The `role` key inside a role's struct. `Config::parse` has read it already (it chose the
 /// struct); the struct only admits it, so `deny_unknown_fields` does not refuse it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RoleKey;
 
 impl<'de> Deserialize<'de> for RoleKey {
@@ -105,220 +105,173 @@ impl<'de> Deserialize<'de> for RoleKey {
     }
 }
 
-/// `agent`: native gRPC from the client -> gRPC-web over HTTP/1.1, and back.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    #[serde(rename = "role")]
-    role_key: RoleKey,
-    /// Largest gRPC message (payload bytes) of a response the agent frames.
-    #[serde(default = "defaults::max_message_bytes")]
-    pub max_message_bytes: u32,
-    /// Largest trailer block carried in a gRPC-web trailer frame.
-    #[serde(default = "defaults::max_trailer_bytes")]
-    pub max_trailer_bytes: u32,
-    /// Header that marks a request converted by an agent (lowercase).
-    #[serde(default = "defaults::marker_header")]
-    pub marker_header: String,
-    /// How many bytes of a non-gRPC error body are quoted in `grpc-message`.
-    #[serde(default = "defaults::error_body_quote_bytes")]
-    pub error_body_quote_bytes: u32,
-    /// `auth` as written (see [`auth_setting`]).
-    #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
-    auth_setting: Option<Option<AuthConfig>>,
-    /// The secret this agent presents; `None`: absent or `"none"`, no secret sent (filled by
-    /// [`Config::parse`]).
-    #[serde(skip)]
-    pub auth: Option<AuthConfig>,
+/// The checks of a role's values once read, which also fill what is derived from them
+/// (`auth`). A role without settings has nothing to check.
+trait Validate {
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        Ok(())
+    }
 }
 
-impl AgentConfig {
-    pub const FIELDS: &'static [&'static str] = &[
-        "max_message_bytes",
-        "max_trailer_bytes",
-        "marker_header",
-        "error_body_quote_bytes",
-        "auth",
-    ];
+/// Declares the roles' configuration structs from their fields, each written once with its
+/// type and its default (the path of the function serde calls for a field left out). For
+/// each struct: the struct, which admits the `role` key and refuses unknown fields, and its
+/// `FIELDS` (the names in declaration order, serde's order too). `auth { docs }` after the
+/// fields adds the role's `auth`: `auth_setting`, the value as written, and `auth`, the
+/// settings in force that `validate` fills. Each struct ends with `;`.
+macro_rules! role_config {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($fields:tt)* }
+        $(auth { $(#[$auth_doc:meta])* })?;
+    )*) => {
+        $(role_config!(@role $(#[$doc])* $name { $($fields)* } $(auth { $(#[$auth_doc])* })?);)*
+    };
+    (@role
+        $(#[$doc:meta])*
+        $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty = $default:literal,)* }
+        auth { $(#[$auth_doc:meta])* }
+    ) => {
+        role_config!(@declare $(#[$doc])* $name {
+            $($(#[$field_doc])* #[serde(default = $default)] pub $field: $ty,)*
+            /// `auth` as written (see [`auth_setting`]).
+            #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
+            auth_setting: Option<Option<AuthConfig>>,
+            $(#[$auth_doc])*
+            #[serde(skip)]
+            pub auth: Option<AuthConfig>,
+        } FIELDS: [$(stringify!($field),)* "auth"]);
+    };
+    (@role
+        $(#[$doc:meta])*
+        $name:ident { $($(#[$field_doc:meta])* $field:ident: $ty:ty = $default:literal,)* }
+    ) => {
+        role_config!(@declare $(#[$doc])* $name {
+            $($(#[$field_doc])* #[serde(default = $default)] pub $field: $ty,)*
+        } FIELDS: [$(stringify!($field)),*]);
+    };
+    (@declare
+        $(#[$doc:meta])*
+        $name:ident { $($fields:tt)* }
+        FIELDS: [$($field_name:expr),*]
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            #[serde(rename = "role")]
+            role_key: RoleKey,
+            $($fields)*
+        }
+
+        impl $name {
+            pub const FIELDS: &'static [&'static str] = &[$($field_name),*];
+        }
+    };
 }
 
-/// `server`: gRPC-web (from an agent or a browser) -> native gRPC toward the backend, and back.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerConfig {
-    #[serde(rename = "role")]
-    role_key: RoleKey,
-    /// Largest gRPC message (payload bytes) of a request the server frames.
-    #[serde(default = "defaults::max_message_bytes")]
-    pub max_message_bytes: u32,
-    /// Largest trailer block carried in a gRPC-web trailer frame.
-    #[serde(default = "defaults::max_trailer_bytes")]
-    pub max_trailer_bytes: u32,
-    /// How long response data may be held so the trailer frame can still be appended to the
-    /// body (the streaming flush tick), in milliseconds.
-    #[serde(default = "defaults::flush_interval_ms")]
-    pub flush_interval_ms: u32,
-    /// Response bytes held before they are released early, without waiting for the tick. Keep
-    /// it well below Envoy's buffer limit (`per_connection_buffer_limit_bytes`, 1 MiB by
-    /// default): Envoy resets a stream whose paused body outgrows that limit.
-    #[serde(default = "defaults::max_held_bytes")]
-    pub max_held_bytes: u32,
-    /// Plain HTTP/1.1 gRPC clients (their responses are held whole by Envoy's
-    /// `grpc_http1_bridge`): response bytes past which the call ends with RESOURCE_EXHAUSTED.
-    /// 0: no bound of ours (Envoy's buffer limit still applies).
-    #[serde(default = "defaults::http1_hold_bytes")]
-    pub http1_hold_bytes: u32,
-    /// Plain HTTP/1.1 gRPC clients: milliseconds after the response headers past which an
-    /// unfinished call ends with DEADLINE_EXCEEDED. 0: no bound.
-    #[serde(default = "defaults::http1_hold_ms")]
-    pub http1_hold_ms: u32,
-    /// Header that marks a request converted by an agent (lowercase); removed before the
-    /// backend.
-    #[serde(default = "defaults::marker_header")]
-    pub marker_header: String,
-    /// `auth` as written (see [`auth_setting`]); required.
-    #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
-    auth_setting: Option<Option<AuthConfig>>,
-    /// What bridged requests must present; `None`: `"none"`, unauthenticated (filled by
-    /// [`Config::parse`]).
-    #[serde(skip)]
-    pub auth: Option<AuthConfig>,
-}
+role_config! {
+    /// `agent`: native gRPC from the client -> gRPC-web over HTTP/1.1, and back.
+    AgentConfig {
+        /// Largest gRPC message (payload bytes) of a response the agent frames.
+        max_message_bytes: u32 = "defaults::max_message_bytes",
+        /// Largest trailer block carried in a gRPC-web trailer frame.
+        max_trailer_bytes: u32 = "defaults::max_trailer_bytes",
+        /// Header that marks a request converted by an agent (lowercase).
+        marker_header: String = "defaults::marker_header",
+        /// How many bytes of a non-gRPC error body are quoted in `grpc-message`.
+        error_body_quote_bytes: u32 = "defaults::error_body_quote_bytes",
+    }
+    auth {
+        /// The secret this agent presents; `None`: absent or `"none"`, no secret sent (filled by
+        /// [`Config::parse`]).
+    };
 
-impl ServerConfig {
-    pub const FIELDS: &'static [&'static str] = &[
-        "max_message_bytes",
-        "max_trailer_bytes",
-        "flush_interval_ms",
-        "max_held_bytes",
-        "http1_hold_bytes",
-        "http1_hold_ms",
-        "marker_header",
-        "auth",
-    ];
-}
+    /// `server`: gRPC-web (from an agent or a browser) -> native gRPC toward the backend, and
+    /// back.
+    ServerConfig {
+        /// Largest gRPC message (payload bytes) of a request the server frames.
+        max_message_bytes: u32 = "defaults::max_message_bytes",
+        /// Largest trailer block carried in a gRPC-web trailer frame.
+        max_trailer_bytes: u32 = "defaults::max_trailer_bytes",
+        /// How long response data may be held so the trailer frame can still be appended to
+        /// the body (the streaming flush tick), in milliseconds.
+        flush_interval_ms: u32 = "defaults::flush_interval_ms",
+        /// Response bytes held before they are released early, without waiting for the tick.
+        /// Keep it well below Envoy's buffer limit (`per_connection_buffer_limit_bytes`, 1 MiB
+        /// by default): Envoy resets a stream whose paused body outgrows that limit.
+        max_held_bytes: u32 = "defaults::max_held_bytes",
+        /// Plain HTTP/1.1 gRPC clients (their responses are held whole by Envoy's
+        /// `grpc_http1_bridge`): response bytes past which the call ends with
+        /// RESOURCE_EXHAUSTED. 0: no bound of ours (Envoy's buffer limit still applies).
+        http1_hold_bytes: u32 = "defaults::http1_hold_bytes",
+        /// Plain HTTP/1.1 gRPC clients: milliseconds after the response headers past which an
+        /// unfinished call ends with DEADLINE_EXCEEDED. 0: no bound.
+        http1_hold_ms: u32 = "defaults::http1_hold_ms",
+        /// Header that marks a request converted by an agent (lowercase); removed before the
+        /// backend.
+        marker_header: String = "defaults::marker_header",
+    }
+    auth {
+        /// What bridged requests must present; `None`: `"none"`, unauthenticated (filled by
+        /// [`Config::parse`]). Required.
+    };
 
-/// `server_guard`: authenticates bridged requests and strips the bridge's headers in front of
-/// Envoy's own `grpc_web` filter.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerGuardConfig {
-    #[serde(rename = "role")]
-    role_key: RoleKey,
-    /// Header that marks a request converted by an agent (lowercase); removed before the
-    /// backend.
-    #[serde(default = "defaults::marker_header")]
-    pub marker_header: String,
-    /// `auth` as written (see [`auth_setting`]); required.
-    #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
-    auth_setting: Option<Option<AuthConfig>>,
-    /// What bridged requests must present; `None`: `"none"`, unauthenticated (filled by
-    /// [`Config::parse`]).
-    #[serde(skip)]
-    pub auth: Option<AuthConfig>,
-}
+    /// `server_guard`: authenticates bridged requests and strips the bridge's headers in front
+    /// of Envoy's own `grpc_web` filter.
+    ServerGuardConfig {
+        /// Header that marks a request converted by an agent (lowercase); removed before the
+        /// backend.
+        marker_header: String = "defaults::marker_header",
+    }
+    auth {
+        /// What bridged requests must present; `None`: `"none"`, unauthenticated (filled by
+        /// [`Config::parse`]). Required.
+    };
 
-impl ServerGuardConfig {
-    pub const FIELDS: &'static [&'static str] = &["marker_header", "auth"];
-}
+    /// `http1_status`: sets a plain HTTP/1.1 gRPC client's HTTP status from its `grpc-status`.
+    /// It has no setting.
+    Http1StatusConfig {};
 
-/// `http1_status`: sets a plain HTTP/1.1 gRPC client's HTTP status from its `grpc-status`. It
-/// has no setting.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Http1StatusConfig {
-    #[serde(rename = "role")]
-    role_key: RoleKey,
-}
+    /// `tunnel_client`: the client's whole HTTP/2 connection in one WebSocket connection.
+    TunnelClientConfig {
+        /// `Host` of the WebSocket upgrade request (the server's name as proxies and
+        /// TLS-inspecting middleboxes must see it). Required: always `Some` once parsed.
+        tunnel_host: Option<String> = "Default::default",
+        /// Request path of the upgrade.
+        tunnel_path: String = "defaults::tunnel_path",
+        /// WebSocket subprotocol offered.
+        tunnel_protocol: String = "defaults::tunnel_protocol",
+        /// Extra headers on the upgrade request (an auth token, say).
+        tunnel_headers: BTreeMap<String, String> = "Default::default",
+        /// Largest WebSocket frame payload accepted (close 1009 past it); also the size of the
+        /// frames we send at most.
+        max_frame_bytes: u32 = "defaults::max_frame_bytes",
+        /// WebSocket ping interval on an idle tunnel, so proxies that cut idle connections keep
+        /// it; 0 disables.
+        ping_interval_ms: u32 = "defaults::ping_interval_ms",
+    }
+    auth {
+        /// The secret sent on the upgrade request; `None`: absent or `"none"` (filled by
+        /// [`Config::parse`]).
+    };
 
-impl Http1StatusConfig {
-    pub const FIELDS: &'static [&'static str] = &[];
-}
-
-/// `tunnel_client`: the client's whole HTTP/2 connection in one WebSocket connection.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TunnelClientConfig {
-    #[serde(rename = "role")]
-    role_key: RoleKey,
-    /// `Host` of the WebSocket upgrade request (the server's name as proxies and
-    /// TLS-inspecting middleboxes must see it). Required: always `Some` once parsed.
-    #[serde(default)]
-    pub tunnel_host: Option<String>,
-    /// Request path of the upgrade.
-    #[serde(default = "defaults::tunnel_path")]
-    pub tunnel_path: String,
-    /// WebSocket subprotocol offered.
-    #[serde(default = "defaults::tunnel_protocol")]
-    pub tunnel_protocol: String,
-    /// Extra headers on the upgrade request (an auth token, say).
-    #[serde(default)]
-    pub tunnel_headers: BTreeMap<String, String>,
-    /// Largest WebSocket frame payload accepted (close 1009 past it); also the size of the
-    /// frames we send at most.
-    #[serde(default = "defaults::max_frame_bytes")]
-    pub max_frame_bytes: u32,
-    /// WebSocket ping interval on an idle tunnel, so proxies that cut idle connections keep
-    /// it; 0 disables.
-    #[serde(default = "defaults::ping_interval_ms")]
-    pub ping_interval_ms: u32,
-    /// `auth` as written (see [`auth_setting`]).
-    #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
-    auth_setting: Option<Option<AuthConfig>>,
-    /// The secret sent on the upgrade request; `None`: absent or `"none"` (filled by
-    /// [`Config::parse`]).
-    #[serde(skip)]
-    pub auth: Option<AuthConfig>,
-}
-
-impl TunnelClientConfig {
-    pub const FIELDS: &'static [&'static str] = &[
-        "tunnel_host",
-        "tunnel_path",
-        "tunnel_protocol",
-        "tunnel_headers",
-        "max_frame_bytes",
-        "ping_interval_ms",
-        "auth",
-    ];
-}
-
-/// `tunnel_server`: unwraps the tunnel toward the backend.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TunnelServerConfig {
-    #[serde(rename = "role")]
-    role_key: RoleKey,
-    /// The only request path accepted for the upgrade.
-    #[serde(default = "defaults::tunnel_path")]
-    pub tunnel_path: String,
-    /// WebSocket subprotocol the upgrade request must offer.
-    #[serde(default = "defaults::tunnel_protocol")]
-    pub tunnel_protocol: String,
-    /// Headers the upgrade request must carry with exactly these values.
-    #[serde(default)]
-    pub tunnel_headers: BTreeMap<String, String>,
-    /// Largest WebSocket frame payload accepted (close 1009 past it); also the size of the
-    /// frames we send at most.
-    #[serde(default = "defaults::max_frame_bytes")]
-    pub max_frame_bytes: u32,
-    /// `auth` as written (see [`auth_setting`]); required.
-    #[serde(default, rename = "auth", deserialize_with = "auth_setting")]
-    auth_setting: Option<Option<AuthConfig>>,
-    /// What the upgrade request must present; `None`: `"none"`, unauthenticated (filled by
-    /// [`Config::parse`]).
-    #[serde(skip)]
-    pub auth: Option<AuthConfig>,
-}
-
-impl TunnelServerConfig {
-    pub const FIELDS: &'static [&'static str] = &[
-        "tunnel_path",
-        "tunnel_protocol",
-        "tunnel_headers",
-        "max_frame_bytes",
-        "auth",
-    ];
+    /// `tunnel_server`: unwraps the tunnel toward the backend.
+    TunnelServerConfig {
+        /// The only request path accepted for the upgrade.
+        tunnel_path: String = "defaults::tunnel_path",
+        /// WebSocket subprotocol the upgrade request must offer.
+        tunnel_protocol: String = "defaults::tunnel_protocol",
+        /// Headers the upgrade request must carry with exactly these values.
+        tunnel_headers: BTreeMap<String, String> = "Default::default",
+        /// Largest WebSocket frame payload accepted (close 1009 past it); also the size of the
+        /// frames we send at most.
+        max_frame_bytes: u32 = "defaults::max_frame_bytes",
+    }
+    auth {
+        /// What the upgrade request must present; `None`: `"none"`, unauthenticated (filled by
+        /// [`Config::parse`]). Required.
+    };
 }
 
 /// `"auth"` as written: absent (`None`), `"none"` (`Some(None)`) or an auth object. The server
@@ -531,35 +484,12 @@ impl Config {
             }
         }
         Ok(match role {
-            Role::Agent => {
-                let mut c: AgentConfig = deserialize_naming_the_field(text)?;
-                c.validate()?;
-                Config::Agent(Rc::new(c))
-            }
-            Role::Server => {
-                let mut c: ServerConfig = deserialize_naming_the_field(text)?;
-                c.validate()?;
-                Config::Server(Rc::new(c))
-            }
-            Role::ServerGuard => {
-                let mut c: ServerGuardConfig = deserialize_naming_the_field(text)?;
-                c.validate()?;
-                Config::ServerGuard(Rc::new(c))
-            }
-            Role::Http1Status => {
-                let c: Http1StatusConfig = deserialize_naming_the_field(text)?;
-                Config::Http1Status(Rc::new(c))
-            }
-            Role::TunnelClient => {
-                let mut c: TunnelClientConfig = deserialize_naming_the_field(text)?;
-                c.validate()?;
-                Config::TunnelClient(Rc::new(c))
-            }
-            Role::TunnelServer => {
-                let mut c: TunnelServerConfig = deserialize_naming_the_field(text)?;
-                c.validate()?;
-                Config::TunnelServer(Rc::new(c))
-            }
+            Role::Agent => Config::Agent(load(text)?),
+            Role::Server => Config::Server(load(text)?),
+            Role::ServerGuard => Config::ServerGuard(load(text)?),
+            Role::Http1Status => Config::Http1Status(load(text)?),
+            Role::TunnelClient => Config::TunnelClient(load(text)?),
+            Role::TunnelServer => Config::TunnelServer(load(text)?),
         })
     }
 
@@ -585,6 +515,13 @@ impl Config {
             Config::TunnelServer(c) => c.auth.as_ref(),
         }
     }
+}
+
+/// Reads a role's struct from `text` (unknown fields, types) and checks its values.
+fn load<T: Validate + for<'de> Deserialize<'de>>(text: &str) -> Result<Rc<T>, ConfigError> {
+    let mut c: T = deserialize_naming_the_field(text)?;
+    c.validate()?;
+    Ok(Rc::new(c))
 }
 
 fn check_max_message_bytes(v: u32) -> Result<(), ConfigError> {
@@ -763,7 +700,7 @@ fn check_auth_fields(
     Ok(())
 }
 
-impl AgentConfig {
+impl Validate for AgentConfig {
     fn validate(&mut self) -> Result<(), ConfigError> {
         check_max_message_bytes(self.max_message_bytes)?;
         check_max_trailer_bytes(self.max_trailer_bytes)?;
@@ -776,7 +713,7 @@ impl AgentConfig {
     }
 }
 
-impl ServerConfig {
+impl Validate for ServerConfig {
     fn validate(&mut self) -> Result<(), ConfigError> {
         check_max_message_bytes(self.max_message_bytes)?;
         check_max_trailer_bytes(self.max_trailer_bytes)?;
@@ -804,7 +741,7 @@ impl ServerConfig {
     }
 }
 
-impl ServerGuardConfig {
+impl Validate for ServerGuardConfig {
     fn validate(&mut self) -> Result<(), ConfigError> {
         check_marker_header(&self.marker_header)?;
         self.auth = check_auth(
@@ -816,7 +753,9 @@ impl ServerGuardConfig {
     }
 }
 
-impl TunnelClientConfig {
+impl Validate for Http1StatusConfig {}
+
+impl Validate for TunnelClientConfig {
     fn validate(&mut self) -> Result<(), ConfigError> {
         match &self.tunnel_host {
             None => return bad("tunnel_host", "required for role tunnel_client"),
@@ -839,7 +778,7 @@ impl TunnelClientConfig {
     }
 }
 
-impl TunnelServerConfig {
+impl Validate for TunnelServerConfig {
     fn validate(&mut self) -> Result<(), ConfigError> {
         check_tunnel(
             &self.tunnel_path,

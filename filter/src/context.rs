@@ -3,31 +3,41 @@
 //! traits; `abi` dispatches to them. Depends on nothing, so roles and dispatch import it
 //! without importing each other.
 
-/// What a headers callback tells the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum HeadersAction {
-    Continue = 0,
-    StopIteration = 1,
+/// Declares what a kind of callback answers the host: a `#[repr(u32)]` enum with the ABI's
+/// numbers. Each starts with `Continue = 0`, its default, which is also the answer for a
+/// context that is unknown or busy (`abi`).
+macro_rules! callback_answer {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($(#[$variant_attr:meta])* $variant:ident = $value:literal,)* }
+    )*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        #[repr(u32)]
+        pub enum $name {
+            #[default]
+            Continue = 0,
+            $($(#[$variant_attr])* $variant = $value,)*
+        }
+    )*};
 }
 
-/// What a body callback tells the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum DataAction {
-    Continue = 0,
-    /// Hold the data; later callbacks see the whole held body; `continue_stream` releases it.
-    StopIterationAndBuffer = 1,
-    #[allow(dead_code)]
-    StopIterationAndWatermark = 2,
-}
-
-/// What a network-filter data callback tells the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum NetworkAction {
-    Continue = 0,
-    StopIteration = 1,
+callback_answer! {
+    /// What a headers callback tells the host.
+    HeadersAction {
+        StopIteration = 1,
+    }
+    /// What a body callback tells the host.
+    DataAction {
+        /// Hold the data; later callbacks see the whole held body; `continue_stream` releases it.
+        StopIterationAndBuffer = 1,
+        #[allow(dead_code)]
+        StopIterationAndWatermark = 2,
+    }
+    /// What a network-filter data callback tells the host.
+    NetworkAction {
+        StopIteration = 1,
+    }
 }
 
 /// Callbacks of an HTTP stream context.

@@ -52,55 +52,57 @@ impl Status {
 
 pub type HostResult<T> = Result<T, Status>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum BufferType {
-    HttpRequestBody = 0,
-    HttpResponseBody = 1,
-    DownstreamData = 2,
-    UpstreamData = 3,
-    PluginConfiguration = 7,
+/// Declares value sets of the ABI: `#[repr(u32)]` enums with the spec's numbers, passed to the
+/// host `as u32`. Each holds the spec's whole set, named as in the spec, so not every value is
+/// used.
+macro_rules! abi_values {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident { $($variant:ident = $value:literal,)* }
+    )*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        #[allow(dead_code, clippy::enum_variant_names)]
+        pub enum $name {
+            $($variant = $value,)*
+        }
+    )*};
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-// The ABI's whole value set, named as in the proxy-wasm spec; not every value is used.
-#[allow(dead_code, clippy::enum_variant_names)]
-pub enum MapType {
-    HttpRequestHeaders = 0,
-    HttpRequestTrailers = 1,
-    HttpResponseHeaders = 2,
-    HttpResponseTrailers = 3,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-#[allow(dead_code)] // the ABI's whole value set; not every value is used
-pub enum StreamType {
-    HttpRequest = 0,
-    HttpResponse = 1,
-    Downstream = 2,
-    Upstream = 3,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u32)]
-pub enum LogLevel {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-    Critical = 5,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-#[allow(dead_code)] // the ABI's whole value set; not every value is used
-pub enum MetricType {
-    Counter = 0,
-    Gauge = 1,
-    Histogram = 2,
+abi_values! {
+    BufferType {
+        HttpRequestBody = 0,
+        HttpResponseBody = 1,
+        DownstreamData = 2,
+        UpstreamData = 3,
+        PluginConfiguration = 7,
+    }
+    MapType {
+        HttpRequestHeaders = 0,
+        HttpRequestTrailers = 1,
+        HttpResponseHeaders = 2,
+        HttpResponseTrailers = 3,
+    }
+    StreamType {
+        HttpRequest = 0,
+        HttpResponse = 1,
+        Downstream = 2,
+        Upstream = 3,
+    }
+    LogLevel {
+        Trace = 0,
+        Debug = 1,
+        Info = 2,
+        Warn = 3,
+        Error = 4,
+        Critical = 5,
+    }
+    MetricType {
+        Counter = 0,
+        Gauge = 1,
+        Histogram = 2,
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

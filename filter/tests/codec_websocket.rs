@@ -95,6 +95,11 @@ fn item() -> impl Strategy<Value = Item> {
     ]
 }
 
+/// Up to 8 messages and control frames, and a masking key to send them with.
+fn items_and_mask() -> impl Strategy<Value = (Vec<Item>, [u8; 4])> {
+    (prop::collection::vec(item(), 0..8), any::<[u8; 4]>())
+}
+
 /// Encodes the items with our encoder; returns the wire bytes and the events a decoder must
 /// report (merged form). Fragments of a message are cut at the given points, and control
 /// frames from `interleave` are put between fragments.
@@ -278,8 +283,7 @@ proptest! {
 
     #[test]
     fn round_trip_random_messages(
-        items in prop::collection::vec(item(), 0..8),
-        mask in any::<[u8; 4]>(),
+        (items, mask) in items_and_mask(),
         masks_vary in any::<bool>(),
         to_server in any::<bool>(),
         cuts in prop::collection::vec(any::<Index>(), 0..12),
@@ -765,8 +769,7 @@ proptest! {
     /// Random message sequences, both directions, against tungstenite.
     #[test]
     fn interop_random_messages(
-        items in prop::collection::vec(item(), 0..8),
-        mask in any::<[u8; 4]>(),
+        (items, mask) in items_and_mask(),
         chunk in 1usize..500,
     ) {
         // Ours (client, masked) -> tungstenite server.

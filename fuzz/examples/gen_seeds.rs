@@ -47,8 +47,11 @@ impl Corpus {
         Corpus { dir, n: 0 }
     }
 
-    fn add(&mut self, name: &str, bytes: &[u8]) {
-        fs::write(self.dir.join(format!("seed-{:02}-{name}", self.n)), bytes).expect("write seed");
+    /// Writes a seed: its parts (the target's parameter bytes first, then the stream), one
+    /// after the other.
+    fn add(&mut self, name: &str, parts: &[&[u8]]) {
+        let path = self.dir.join(format!("seed-{:02}-{name}", self.n));
+        fs::write(path, parts.concat()).expect("write seed");
         self.n += 1;
     }
 }
@@ -100,82 +103,79 @@ fn main() {
     let two = cat(&[&grpc(0, b"hello"), &grpc(1, b"z"), &ok]);
     c.add(
         "two-messages-trailers",
-        &cat(&[&params(1000, 200, BYTEWISE, UP_TO_7), &two]),
+        &[&params(1000, 200, BYTEWISE, UP_TO_7), &two],
     );
     c.add(
         "empty-messages",
-        &cat(&[
+        &[
             &params(10, 100, FIXED_16, WHOLE),
             &grpc(0, b""),
             &grpc(0, b""),
             &grpc(0x80, b""),
-        ]),
+        ],
     );
     c.add(
         "trailers-only",
-        &cat(&[&params(1000, 200, UP_TO_7, BYTEWISE), &err]),
+        &[&params(1000, 200, UP_TO_7, BYTEWISE), &err],
     );
     c.add(
         "message-too-large",
-        &cat(&[
+        &[
             &params(4, 200, BYTEWISE, WHOLE),
             &grpc(0, b"abc"),
             &grpc(0, b"abcde"),
-        ]),
+        ],
     );
     c.add(
         "trailers-too-large",
-        &cat(&[&params(100, 8, WHOLE, BYTEWISE), &grpc(0, b"abc"), &ok]),
+        &[&params(100, 8, WHOLE, BYTEWISE), &grpc(0, b"abc"), &ok],
     );
     c.add(
         "reserved-flags",
-        &cat(&[
+        &[
             &params(100, 100, BYTEWISE, UP_TO_7),
             &grpc(0, b"a"),
             &grpc(0x81, b"x"),
-        ]),
+        ],
     );
     c.add(
         "truncated",
-        &cat(&[
+        &[
             &params(100, 100, UP_TO_7, FIXED_16),
             &grpc(0, b"abcdef")[..8],
-        ]),
+        ],
     );
     c.add(
         "data-after-trailers",
-        &cat(&[&params(100, 100, BYTEWISE, WHOLE), &ok, &grpc(0, b"late")]),
+        &[&params(100, 100, BYTEWISE, WHOLE), &ok, &grpc(0, b"late")],
     );
 
     // trailer_frame: limit, plan_a, plan_b, bytes.
     let mut c = Corpus::new(&root, "trailer_frame");
     let params = |l: u16, a: u16, b: u16| cat(&[&lim(l), &a.to_le_bytes(), &b.to_le_bytes()]);
-    c.add("frame-ok", &cat(&[&params(1024, BYTEWISE, UP_TO_7), &ok]));
-    c.add(
-        "frame-error",
-        &cat(&[&params(1024, UP_TO_7, BYTEWISE), &err]),
-    );
+    c.add("frame-ok", &[&params(1024, BYTEWISE, UP_TO_7), &ok]);
+    c.add("frame-error", &[&params(1024, UP_TO_7, BYTEWISE), &err]);
     c.add(
         "block",
-        &cat(&[
+        &[
             &params(1024, FIXED_16, WHOLE),
             b"grpc-status: 0\r\ngrpc-message:  all good \r\n\nx-a:b",
-        ]),
+        ],
     );
     c.add(
         "block-hostile",
-        &cat(&[
+        &[
             &params(1024, BYTEWISE, WHOLE),
             b"Grpc-Status:0\r\n:status:200\r\nx:\x00\r\n",
-        ]),
+        ],
     );
-    c.add("frame-too-large", &cat(&[&params(8, WHOLE, BYTEWISE), &ok]));
+    c.add("frame-too-large", &[&params(8, WHOLE, BYTEWISE), &ok]);
     c.add(
         "pairs",
-        &cat(&[
+        &[
             &params(1024, UP_TO_7, UP_TO_7),
             b"grpc-status\xff0\xffGRPC-Message\xff  hi there \xffx-bin\xff\t",
-        ]),
+        ],
     );
 
     // base64_text: plan_a, plan_b, text.
@@ -186,33 +186,33 @@ fn main() {
         encode_padded(x, &mut v);
         v
     };
-    c.add("frames", &cat(&[&params(BYTEWISE, UP_TO_7), &b64(&two)]));
+    c.add("frames", &[&params(BYTEWISE, UP_TO_7), &b64(&two)]);
     c.add(
         "padded-flushes",
-        &cat(&[&params(UP_TO_7, BYTEWISE), &b64(&grpc(0, b"x")), &b64(&ok)]),
+        &[&params(UP_TO_7, BYTEWISE), &b64(&grpc(0, b"x")), &b64(&ok)],
     );
     c.add(
         "rfc4648",
-        &cat(&[
+        &[
             &params(FIXED_16, WHOLE),
             b"Zg==Zm8=Zm9vZm9vYg==Zm9vYmE=Zm9vYmFy",
-        ]),
+        ],
     );
-    c.add(
-        "bad-byte",
-        &cat(&[&params(BYTEWISE, WHOLE), b"AAAA\r\nAAAA"]),
-    );
-    c.add("bad-padding", &cat(&[&params(UP_TO_7, WHOLE), b"AA=AAAAA"]));
+    c.add("bad-byte", &[&params(BYTEWISE, WHOLE), b"AAAA\r\nAAAA"]);
+    c.add("bad-padding", &[&params(UP_TO_7, WHOLE), b"AA=AAAAA"]);
     let all: Vec<u8> = (0..=255).collect();
-    c.add("all-bytes", &cat(&[&params(WHOLE, BYTEWISE), &b64(&all)]));
+    c.add("all-bytes", &[&params(WHOLE, BYTEWISE), &b64(&all)]);
 
     // percent: the value.
     let mut c = Corpus::new(&root, "percent");
-    c.add("encoded", percent_encode("déjà vu: 100% ✓\r\n").as_bytes());
-    c.add("plain", b"deadline exceeded");
-    c.add("broken-escapes", b"%zz%4%%41%C3%28%e2%82");
-    c.add("status", b"13");
-    c.add("status-overflow", b"4294967296");
+    c.add(
+        "encoded",
+        &[percent_encode("déjà vu: 100% ✓\r\n").as_bytes()],
+    );
+    c.add("plain", &[b"deadline exceeded"]);
+    c.add("broken-escapes", &[b"%zz%4%%41%C3%28%e2%82"]);
+    c.add("status", &[b"13"]);
+    c.add("status-overflow", &[b"4294967296"]);
 
     // websocket_frames: flags, max_payload, plan_a, plan_b, mask, bytes.
     let mut c = Corpus::new(&root, "websocket_frames");
@@ -238,74 +238,74 @@ fn main() {
         ]);
         c.add(
             &format!("{side}-session"),
-            &cat(&[&params(server, 4096, BYTEWISE, UP_TO_7), &stream]),
+            &[&params(server, 4096, BYTEWISE, UP_TO_7), &stream],
         );
         c.add(
             &format!("{side}-16bit-length"),
-            &cat(&[
+            &[
                 &params(server, 16383, UP_TO_7, WHOLE),
                 &ws(true, Opcode::Binary, m, &[7u8; 300]),
-            ]),
+            ],
         );
         c.add(
             &format!("{side}-too-big"),
-            &cat(&[
+            &[
                 &params(server, 16, WHOLE, BYTEWISE),
                 &ws(true, Opcode::Binary, m, &[1u8; 40]),
-            ]),
+            ],
         );
     }
     // Hostile frames: unmasked client frame, RSV bits, reserved opcode, fragmented ping,
     // 64-bit length with the top bit set, bad close code, bad UTF-8.
     c.add(
         "server-unmasked",
-        &cat(&[
+        &[
             &params(true, 1024, BYTEWISE, WHOLE),
             &ws(true, Opcode::Binary, None, b"x"),
-        ]),
+        ],
     );
     c.add(
         "client-rsv",
-        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0xC2, 0x01, 0x00]]),
+        &[&params(false, 1024, BYTEWISE, WHOLE), &[0xC2, 0x01, 0x00]],
     );
     c.add(
         "client-opcode-3",
-        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x83, 0x00]]),
+        &[&params(false, 1024, BYTEWISE, WHOLE), &[0x83, 0x00]],
     );
     c.add(
         "client-fragmented-ping",
-        &cat(&[&params(false, 1024, BYTEWISE, WHOLE), &[0x09, 0x00]]),
+        &[&params(false, 1024, BYTEWISE, WHOLE), &[0x09, 0x00]],
     );
     c.add(
         "client-64bit-top",
-        &cat(&[
+        &[
             &params(false, 1024, BYTEWISE, WHOLE),
             &[0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1],
-        ]),
+        ],
     );
     c.add(
         "client-close-1005",
-        &cat(&[
+        &[
             &params(false, 1024, BYTEWISE, WHOLE),
             &ws(true, Opcode::Close, None, &[0x03, 0xED]),
-        ]),
+        ],
     );
     c.add(
         "client-bad-utf8",
-        &cat(&[
+        &[
             &params(false, 1024, UP_TO_7, WHOLE),
             &ws(true, Opcode::Text, None, b"ok\xC3\x28"),
-        ]),
+        ],
     );
     // Recipes for the generator (kind, len, payload...): fragmented text with pings, close.
     c.add(
         "recipe",
-        &cat(&[
+        &[
             &params(true, 1024, UP_TO_7, BYTEWISE),
             &[0x1A, 9],
             "añb€c😀".as_bytes(),
             &[3, 1, 2, 0, 4, 7, 65, 5, 3, 66, 67, 68],
-        ]),
+        ],
     );
 
     // websocket_handshake: max, flags, plan, bytes.
@@ -323,44 +323,41 @@ fn main() {
     });
     c.add(
         "client-request",
-        &cat(&[
+        &[
             &params(8192, 2, UP_TO_7),
             &req,
             &ws(true, Opcode::Binary, Some(mask), b"early"),
-        ]),
+        ],
     );
-    c.add(
-        "client-request-tiny-max",
-        &cat(&[&params(40, 0, BYTEWISE), &req]),
-    );
+    c.add("client-request-tiny-max", &[&params(40, 0, BYTEWISE), &req]);
     c.add(
         "server-101",
-        &cat(&[
+        &[
             &params(8192, 3, BYTEWISE),
             &encode_server_handshake(&accept_key(&key), Some("grpc-bridge.tunnel.v1")),
-        ]),
+        ],
     );
     c.add(
         "server-101-sample",
-        &cat(&[
+        &[
             &params(8192, 1, UP_TO_7),
             &encode_server_handshake("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None),
-        ]),
+        ],
     );
     c.add(
         "server-refusal",
-        &cat(&[
+        &[
             &params(8192, 0, FIXED_16),
             &encode_handshake_rejection(403, "forbidden"),
-        ]),
+        ],
     );
     c.add(
         "pieces",
-        &cat(&[
+        &[
             &params(8192, 2, WHOLE),
             b"the sample nonce",
             b"host\xff/p\xffproto, other\xffX-Token\xff 42 ",
-        ]),
+        ],
     );
 
     // h2_tunnel: flags, plan, nudges, stream.
@@ -390,63 +387,48 @@ fn main() {
     ]);
     c.add(
         "backend",
-        &cat(&[&params(false, BYTEWISE, 0x5555_5555), &backend]),
+        &[&params(false, BYTEWISE, 0x5555_5555), &backend],
     );
-    c.add(
-        "backend-no-nudges",
-        &cat(&[&params(false, UP_TO_7, 0), &backend]),
-    );
+    c.add("backend-no-nudges", &[&params(false, UP_TO_7, 0), &backend]);
     c.add(
         "client-after-preface",
-        &cat(&[
+        &[
             &params(true, UP_TO_7, 0x0000_0003),
             &EMPTY_SETTINGS,
             &h2_frame(8, 0, 0, &[0, 1, 0, 0]),
-        ]),
+        ],
     );
     c.add(
         "preface-inline",
-        &cat(&[&params(false, BYTEWISE, 0), PREFACE, &EMPTY_SETTINGS]),
+        &[&params(false, BYTEWISE, 0), PREFACE, &EMPTY_SETTINGS],
     );
     c.add(
         "not-http2",
-        &cat(&[&params(false, FIXED_16, 0), b"GET / HTTP/1.1\r\n\r\n"]),
+        &[&params(false, FIXED_16, 0), b"GET / HTTP/1.1\r\n\r\n"],
     );
 
     // config: the JSON. One valid configuration per role, with every field it takes (so the
     // fuzzer starts from each role's struct), then refusals: a bad value, a field of another
     // role, not JSON.
     let mut c = Corpus::new(&root, "config");
-    c.add(
-        "agent",
-        br#"{"role":"agent","max_message_bytes":16777216,"max_trailer_bytes":16384,"marker_header":"x-grpc-bridge","error_body_quote_bytes":256,"auth":{"secret":"0123456789abcdef","secret_header":"x-grpc-bridge-auth"}}"#,
-    );
-    c.add(
-        "server",
-        br#"{"role":"server","max_message_bytes":16777216,"max_trailer_bytes":16384,"flush_interval_ms":5,"max_held_bytes":262144,"http1_hold_bytes":131072,"http1_hold_ms":1000,"marker_header":"x-grpc-bridge","auth":{"shared_secrets":["0123456789abcdef"],"require_client_certificate":true,"allowed_uri_sans":["spiffe://a/b"],"require_for_unmarked":true}}"#,
-    );
+    c.add("agent", &[br#"{"role":"agent","max_message_bytes":16777216,"max_trailer_bytes":16384,"marker_header":"x-grpc-bridge","error_body_quote_bytes":256,"auth":{"secret":"0123456789abcdef","secret_header":"x-grpc-bridge-auth"}}"#]);
+    c.add("server", &[br#"{"role":"server","max_message_bytes":16777216,"max_trailer_bytes":16384,"flush_interval_ms":5,"max_held_bytes":262144,"http1_hold_bytes":131072,"http1_hold_ms":1000,"marker_header":"x-grpc-bridge","auth":{"shared_secrets":["0123456789abcdef"],"require_client_certificate":true,"allowed_uri_sans":["spiffe://a/b"],"require_for_unmarked":true}}"#]);
     c.add(
         "server-guard",
-        br#"{"role":"server_guard","marker_header":"x-grpc-bridge","auth":"none"}"#,
+        &[br#"{"role":"server_guard","marker_header":"x-grpc-bridge","auth":"none"}"#],
     );
-    c.add("http1-status", br#"{"role":"http1_status"}"#);
-    c.add(
-        "tunnel-client",
-        br#"{"role":"tunnel_client","tunnel_host":"127.0.0.1:8081","tunnel_path":"/grpc-bridge/tunnel","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"ping_interval_ms":20000,"auth":{"secret":"0123456789abcdef"}}"#,
-    );
-    c.add(
-        "tunnel-server",
-        br#"{"role":"tunnel_server","tunnel_path":"/t","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"auth":"none"}"#,
-    );
+    c.add("http1-status", &[br#"{"role":"http1_status"}"#]);
+    c.add("tunnel-client", &[br#"{"role":"tunnel_client","tunnel_host":"127.0.0.1:8081","tunnel_path":"/grpc-bridge/tunnel","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"ping_interval_ms":20000,"auth":{"secret":"0123456789abcdef"}}"#]);
+    c.add("tunnel-server", &[br#"{"role":"tunnel_server","tunnel_path":"/t","tunnel_protocol":"grpc-bridge.tunnel.v1","tunnel_headers":{"authorization":"Bearer x"},"max_frame_bytes":1048576,"auth":"none"}"#]);
     c.add(
         "bad-field",
-        br#"{"role":"agent","max_message_bytes":"big","x":[1,2,{"y":null}]}"#,
+        &[br#"{"role":"agent","max_message_bytes":"big","x":[1,2,{"y":null}]}"#],
     );
     c.add(
         "field-of-another-role",
-        br#"{"role":"tunnel_server","auth":"none","ping_interval_ms":0}"#,
+        &[br#"{"role":"tunnel_server","auth":"none","ping_interval_ms":0}"#],
     );
-    c.add("not-json", b"role: agent\n");
+    c.add("not-json", &[b"role: agent\n"]);
 
     // scan_sparse: max_message, plan, fault (bit 15 on; bits 12-13 kind; bits 0-11 which
     // peek), body.
@@ -454,50 +436,47 @@ fn main() {
     let params = |mm: u16, plan: u16, fault: u16| {
         cat(&[&lim(mm), &plan.to_le_bytes(), &fault.to_le_bytes()])
     };
-    c.add(
-        "two-messages-trailers",
-        &cat(&[&params(1000, UP_TO_7, 0), &two]),
-    );
+    c.add("two-messages-trailers", &[&params(1000, UP_TO_7, 0), &two]);
     c.add(
         "bytewise-empty-messages",
-        &cat(&[&params(10, BYTEWISE, 0), &grpc(0, b""), &grpc(1, b""), &ok]),
+        &[&params(10, BYTEWISE, 0), &grpc(0, b""), &grpc(1, b""), &ok],
     );
     c.add(
         "too-large",
-        &cat(&[
+        &[
             &params(4, FIXED_16, 0),
             &grpc(0, b"abcd"),
             &grpc(0, b"abcde"),
-        ]),
+        ],
     );
     c.add(
         "reserved-flags-then-empty-chunks",
-        &cat(&[&params(100, UP_TO_7, 0), &grpc(0, b"x"), &[0x02, 0, 0]]),
+        &[&params(100, UP_TO_7, 0), &grpc(0, b"x"), &[0x02, 0, 0]],
     );
     c.add(
         "truncated-payload",
-        &cat(&[&params(100, WHOLE, 0), &grpc(0, b"hello")[..7]]),
+        &[&params(100, WHOLE, 0), &grpc(0, b"hello")[..7]],
     );
     c.add(
         "peek-error-second-header",
-        &cat(&[
+        &[
             &params(100, BYTEWISE, 0x8000 | 1),
             &grpc(0, b"hi"),
             &grpc(0, b"yo"),
-        ]),
+        ],
     );
     c.add(
         "peek-short",
-        &cat(&[&params(100, WHOLE, 0x9000), &grpc(0, b"hi")]),
+        &[&params(100, WHOLE, 0x9000), &grpc(0, b"hi")],
     );
     c.add(
         "peek-long",
-        &cat(&[
+        &[
             &params(100, FIXED_16, 0xA000 | 2),
             &grpc(0, b"a"),
             &grpc(0, b"b"),
             &ok,
-        ]),
+        ],
     );
 
     // auth: flags, secrets, three allow lists, presented secret, four properties, copy, pick,
@@ -510,7 +489,7 @@ fn main() {
     // require nothing but a secret; two secrets, present the second.
     c.add(
         "secret-ok",
-        &cat(&[
+        &[
             &[0x10 | 0x04 | (2 << 5)],
             &f(secret_a),
             &f(secret_b),
@@ -521,11 +500,11 @@ fn main() {
             missing,
             missing,
             &[0, 0, 0],
-        ]),
+        ],
     );
     c.add(
         "secret-wrong-last-byte",
-        &cat(&[
+        &[
             &[0x10 | (1 << 5)],
             &f(secret_a),
             &[0, 0, 0],
@@ -535,11 +514,11 @@ fn main() {
             missing,
             missing,
             &[0, 0, 0],
-        ]),
+        ],
     );
     c.add(
         "mtls-uri-san-ok-and-tunnel-header",
-        &cat(&[
+        &[
             &[0x01 | 0x04],
             &[1],
             &f(b"spiffe://corp/agent"),
@@ -552,11 +531,11 @@ fn main() {
             &[0x10, 0, 1],
             &f(b"Authorization"),
             &f(b"Bearer x"),
-        ]),
+        ],
     );
     c.add(
         "mtls-all-lists-copied-and-flipped",
-        &cat(&[
+        &[
             &[0x01 | 0x02 | 0x08 | 0x10 | (1 << 5)],
             &f(secret_a),
             &[2],
@@ -573,11 +552,11 @@ fn main() {
             missing,
             &[0x0F | 0x40 | 0x80, 0x07],
             &[0],
-        ]),
+        ],
     );
     c.add(
         "not-utf8-identity",
-        &cat(&[
+        &[
             &[0x01],
             &[0],
             &[1],
@@ -595,7 +574,7 @@ fn main() {
             &f(b""),
             &f(b"x-a"),
             &f(b"2"),
-        ]),
+        ],
     );
 
     // http1_hold: max_bytes, max_ms, content type, protocol, headers, then 3-byte operations
@@ -605,51 +584,48 @@ fn main() {
     let params = |mb: u16, ms: u8, ct: u8, proto: u8, h: u8| cat(&[&lim(mb), &[ms, ct, proto, h]]);
     c.add(
         "bytes-bound-crossed",
-        &cat(&[
+        &[
             &params(100, 0, 0, 0, 0),
             &op(0, 60 << 4),
             &op(0, 40 << 4),
             &op(0, 1 << 4),
             &op(2, 0),
-        ]),
+        ],
     );
     c.add(
         "time-bound-by-ticks",
-        &cat(&[
+        &[
             &params(0, 5, 1, 1, 0),
             &op(3, 16),
             &op(3, 16 * 3),
             &op(3, 0x8000 | 16),
             &op(3, 16 * 2),
             &op(0, 1 << 4),
-        ]),
+        ],
     );
     c.add(
         "ends-in-time",
-        &cat(&[
+        &[
             &params(1000, 50, 2, 0, 0),
             &op(0, 500 << 4),
             &op(1, 500),
             &op(3, 16 * 100),
-        ]),
+        ],
     );
     c.add(
         "headers-end-the-call",
-        &cat(&[&params(10, 10, 0, 0, 1), &op(0, 0xFFFF)]),
+        &[&params(10, 10, 0, 0, 1), &op(0, 0xFFFF)],
     );
-    c.add(
-        "http2-no-hold",
-        &cat(&[&params(10, 10, 0, 2, 0), &op(0, 0xFFFF)]),
-    );
-    c.add("grpc-web-no-hold", &cat(&[&params(10, 10, 3, 0, 0)]));
+    c.add("http2-no-hold", &[&params(10, 10, 0, 2, 0), &op(0, 0xFFFF)]);
+    c.add("grpc-web-no-hold", &[&params(10, 10, 3, 0, 0)]);
     c.add(
         "own-content-type-and-protocol",
-        &cat(&[
+        &[
             &params(10, 0, 0x30, 0x48, 0),
             b"application/grpc",
             b"HTTP/1.0",
             &op(1, 11),
-        ]),
+        ],
     );
 
     println!("seed corpora written under {}", root.display());

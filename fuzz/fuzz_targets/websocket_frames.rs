@@ -34,6 +34,18 @@ fn merge(ev: &[WsEvent]) -> Vec<WsEvent> {
     out
 }
 
+/// The data payload bytes of `ev`, one after the other (what `decode_into` gives as data).
+fn data_of(ev: &[WsEvent]) -> Vec<u8> {
+    ev.iter()
+        .filter_map(|e| match e {
+            WsEvent::Data(d) => Some(d.as_slice()),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
 fn decode(side: Side, max: u64, pieces: &[&[u8]]) -> (Vec<WsEvent>, Result<(), WsError>) {
     let mut d = FrameDecoder::new(side, max);
     let mut events = Vec::new();
@@ -283,16 +295,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let (data_into, ctl_into, end_into) = decode_into(side, max, &chunks(bytes, plan_b));
     assert_eq!(end_into, end_whole, "decode_into end differs");
-    let data_events: Vec<u8> = ev_whole
-        .iter()
-        .filter_map(|e| match e {
-            WsEvent::Data(d) => Some(d.as_slice()),
-            _ => None,
-        })
-        .flatten()
-        .copied()
-        .collect();
-    assert_eq!(data_into, data_events, "decode_into data differs");
+    assert_eq!(data_into, data_of(&ev_whole), "decode_into data differs");
     let ctl_events: Vec<WsEvent> = ev_whole
         .iter()
         .filter(|e| !matches!(e, WsEvent::Data(_) | WsEvent::MessageEnd))
@@ -315,14 +318,5 @@ fuzz_target!(|data: &[u8]| {
     let (data_into, _, end_into) =
         decode_into(side, u64::MAX >> 1, &chunks_at_most(&stream, plan_b, 64));
     assert_eq!(end_into, Ok(()));
-    let want: Vec<u8> = expect
-        .iter()
-        .filter_map(|e| match e {
-            WsEvent::Data(d) => Some(d.as_slice()),
-            _ => None,
-        })
-        .flatten()
-        .copied()
-        .collect();
-    assert_eq!(data_into, want);
+    assert_eq!(data_into, data_of(&expect));
 });

@@ -137,39 +137,7 @@ fn usize_from(n: u32) -> usize {
 }
 
 /// Accumulates the 5 header bytes across chunks.
-#[derive(Debug, Clone, Copy, Default)]
-struct HeaderBuf {
-    bytes: [u8; FRAME_HEADER_LEN],
-    have: usize,
-}
-
-impl HeaderBuf {
-    /// Copies as many header bytes as are missing from the front of `input`; returns how many
-    /// were taken. Never takes more than the header needs.
-    fn fill(&mut self, input: &[u8]) -> usize {
-        let want = FRAME_HEADER_LEN.saturating_sub(self.have);
-        let take = want.min(input.len());
-        if let (Some(dst), Some(src)) = (
-            self.bytes
-                .get_mut(self.have..self.have.saturating_add(take)),
-            input.get(..take),
-        ) {
-            dst.copy_from_slice(src);
-            self.have = self.have.saturating_add(take);
-            take
-        } else {
-            0
-        }
-    }
-
-    fn is_full(&self) -> bool {
-        self.have >= FRAME_HEADER_LEN
-    }
-
-    fn header(&self) -> FrameHeader {
-        FrameHeader::parse(self.bytes)
-    }
-}
+type HeaderBuf = super::header_buf::HeaderBuf<FRAME_HEADER_LEN>;
 
 #[derive(Debug, Clone)]
 enum ScanState {
@@ -260,7 +228,7 @@ impl FrameScanner {
                     let Some(&first) = rest.first() else {
                         return Ok(outcome);
                     };
-                    if hb.have == 0 {
+                    if hb.is_empty() {
                         // The flag byte alone classifies the frame: check it before anything else.
                         if let Err(e) = check_flags(first) {
                             self.state = ScanState::Failed(e.clone());
@@ -277,7 +245,7 @@ impl FrameScanner {
                     if !hb.is_full() {
                         return Ok(outcome);
                     }
-                    let header = hb.header();
+                    let header = FrameHeader::parse(hb.bytes());
                     if header.len > self.max_message_bytes {
                         let e = FrameError::MessageTooLarge {
                             len: header.len,
@@ -330,7 +298,7 @@ impl FrameScanner {
                     }
                     continue;
                 }
-                ScanState::Header(hb) => FRAME_HEADER_LEN.saturating_sub(hb.have).min(avail),
+                ScanState::Header(hb) => hb.missing().min(avail),
             };
             let bytes = peek(pos, need).map_err(SparseScanError::Peek)?;
             if bytes.len() != need {
@@ -360,7 +328,7 @@ impl FrameScanner {
 
     /// True iff not inside a data frame (header or payload), not in trailers, and not failed.
     pub fn at_boundary(&self) -> bool {
-        matches!(&self.state, ScanState::Header(hb) if hb.have == 0)
+        matches!(&self.state, ScanState::Header(hb) if hb.is_empty())
     }
 
     pub fn in_trailers(&self) -> bool {
@@ -374,9 +342,9 @@ impl FrameScanner {
         match &self.state {
             ScanState::Failed(e) => Err(e.clone()),
             ScanState::Trailers => Ok(()),
-            ScanState::Header(hb) if hb.have == 0 => Ok(()),
+            ScanState::Header(hb) if hb.is_empty() => Ok(()),
             ScanState::Header(hb) => Err(FrameError::Truncated {
-                missing: FRAME_HEADER_LEN.saturating_sub(hb.have),
+                missing: hb.missing(),
             }),
             ScanState::Payload { remaining } => Err(FrameError::Truncated {
                 missing: usize_from(*remaining),
@@ -468,7 +436,7 @@ impl Deframer {
             match &mut self.state {
                 DeframeState::Done => return Err(FrameError::DataAfterTrailers),
                 DeframeState::Header(hb) => {
-                    if hb.have == 0 {
+                    if hb.is_empty() {
                         if let Some(&first) = rest.first() {
                             check_flags(first)?;
                         }
@@ -478,7 +446,7 @@ impl Deframer {
                     if !hb.is_full() {
                         continue;
                     }
-                    let header = hb.header();
+                    let header = FrameHeader::parse(hb.bytes());
                     let limit = if header.is_trailers() {
                         self.max_trailer_bytes
                     } else {
@@ -561,7 +529,7 @@ impl Deframer {
     /// waiting in the queue do not count: they are complete.
     pub fn is_idle(&self) -> bool {
         match &self.state {
-            DeframeState::Header(hb) => hb.have == 0,
+            DeframeState::Header(hb) => hb.is_empty(),
             DeframeState::Body { .. } => false,
             DeframeState::Done => true,
         }
@@ -571,7 +539,7 @@ impl Deframer {
     /// counted as wire bytes including 5-byte prefixes.
     pub fn buffered(&self) -> usize {
         let partial = match &self.state {
-            DeframeState::Header(hb) => hb.have,
+            DeframeState::Header(hb) => hb.have(),
             DeframeState::Body { buf, .. } => FRAME_HEADER_LEN.saturating_add(buf.len()),
             DeframeState::Done => 0,
         };
@@ -584,9 +552,9 @@ impl Deframer {
             return Err(e.clone());
         }
         match &self.state {
-            DeframeState::Header(hb) if hb.have == 0 => Ok(()),
+            DeframeState::Header(hb) if hb.is_empty() => Ok(()),
             DeframeState::Header(hb) => Err(FrameError::Truncated {
-                missing: FRAME_HEADER_LEN.saturating_sub(hb.have),
+                missing: hb.missing(),
             }),
             DeframeState::Body { want, buf, .. } => Err(FrameError::Truncated {
                 missing: want.saturating_sub(buf.len()),

@@ -9,6 +9,8 @@
 //! injected SETTINGS is removed from the backend's bytes ([`BackendFrameFilter`]). An empty
 //! SETTINGS changes no setting, so both peers keep exactly the settings they negotiated.
 
+use super::header_buf::HeaderBuf;
+
 /// The HTTP/2 client connection preface (RFC 9113 3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
@@ -74,8 +76,7 @@ pub fn ping_frame(opaque: [u8; 8]) -> [u8; 17] {
 /// bytes of our own can be inserted between frames.
 #[derive(Debug, Default)]
 pub struct FrameWalker {
-    header_have: usize,
-    header: [u8; FRAME_HEADER_LEN],
+    header: HeaderBuf<FRAME_HEADER_LEN>,
     skip: usize,
 }
 
@@ -92,21 +93,9 @@ impl FrameWalker {
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
             }
-            let n = FRAME_HEADER_LEN
-                .saturating_sub(self.header_have)
-                .min(input.len());
-            if let (Some(dst), Some(src)) = (
-                self.header
-                    .get_mut(self.header_have..self.header_have.saturating_add(n)),
-                input.get(..n),
-            ) {
-                dst.copy_from_slice(src);
-            }
-            self.header_have = self.header_have.saturating_add(n);
+            let n = self.header.fill(input);
             input = input.get(n..).unwrap_or(&[]);
-            if self.header_have == FRAME_HEADER_LEN {
-                self.header_have = 0;
-                let [l0, l1, l2, ..] = self.header;
+            if let Some([l0, l1, l2, ..]) = self.header.take_full() {
                 self.skip = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
             }
         }
@@ -114,7 +103,7 @@ impl FrameWalker {
 
     /// True between frames.
     pub fn at_boundary(&self) -> bool {
-        self.header_have == 0 && self.skip == 0
+        self.header.is_empty() && self.skip == 0
     }
 }
 

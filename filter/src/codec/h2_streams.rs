@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::h2::PREFACE;
+use super::header_buf::HeaderBuf;
 use super::status::percent_encode;
 
 const FRAME_HEADER_LEN: usize = 9;
@@ -44,8 +45,7 @@ struct FrameHead {
 /// payload bytes of a GOAWAY: its last stream id).
 #[derive(Debug, Default)]
 struct HeadReader {
-    header: [u8; FRAME_HEADER_LEN],
-    header_have: usize,
+    header: HeaderBuf<FRAME_HEADER_LEN>,
     skip: usize,
     goaway: Option<([u8; 4], usize)>,
     /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATIONs).
@@ -79,21 +79,9 @@ impl HeadReader {
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
             }
-            let n = FRAME_HEADER_LEN
-                .saturating_sub(self.header_have)
-                .min(input.len());
-            if let (Some(dst), Some(src)) = (
-                self.header
-                    .get_mut(self.header_have..self.header_have.saturating_add(n)),
-                input.get(..n),
-            ) {
-                dst.copy_from_slice(src);
-            }
-            self.header_have = self.header_have.saturating_add(n);
+            let n = self.header.fill(input);
             input = input.get(n..).unwrap_or(&[]);
-            if self.header_have == FRAME_HEADER_LEN {
-                self.header_have = 0;
-                let h = self.header;
+            if let Some(h) = self.header.take_full() {
                 let head = FrameHead {
                     len: (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]),
                     kind: h[3],
@@ -114,7 +102,7 @@ impl HeadReader {
 
     /// Between frames and outside a header block: frames of our own may go here.
     fn can_insert(&self) -> bool {
-        self.header_have == 0 && self.skip == 0 && !self.in_block
+        self.header.is_empty() && self.skip == 0 && !self.in_block
     }
 }
 

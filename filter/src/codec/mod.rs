@@ -15,6 +15,7 @@
 //! - [`status`]: gRPC status codes, HTTP status mappings, `grpc-message` percent-encoding.
 //! - [`websocket`]: RFC 6455 frames ([`websocket::frame`]) and the HTTP/1.1 upgrade handshake
 //!   ([`websocket::handshake`]).
+//! - `header_buf`: a fixed-size frame header gathered across chunks (gRPC's and HTTP/2's).
 //! - [`sha1`]: SHA-1 for `Sec-WebSocket-Accept` and constant-time secret comparison.
 // The `tests` modules below each codec may unwrap, index and do plain arithmetic: a panic there
 // is a failing test, not a crash a peer can reach. The non-test build of the library (the one
@@ -34,6 +35,7 @@ pub mod grpc_frame;
 pub mod grpc_web;
 pub mod h2;
 pub mod h2_streams;
+mod header_buf;
 pub mod sha1;
 pub mod status;
 pub mod text;

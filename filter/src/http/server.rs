@@ -52,6 +52,16 @@ struct Converted {
     response: ResponseState,
 }
 
+impl Converted {
+    /// The response's state while it streams; `None` before and after.
+    fn streaming(&mut self) -> Option<&mut Streaming> {
+        match &mut self.response {
+            ResponseState::Streaming(st) => Some(st),
+            _ => None,
+        }
+    }
+}
+
 enum ResponseState {
     /// Response headers not seen yet.
     Pending,
@@ -139,6 +149,14 @@ impl ServerStream {
         } else if end {
             p.finish();
             self.flush.release(self.id);
+        }
+    }
+
+    /// The trailer frame went out (or the stream ended): later callbacks leave the response
+    /// alone.
+    fn end_response(&mut self) {
+        if let Some(c) = self.conv.as_mut() {
+            c.response = ResponseState::Done;
         }
     }
 
@@ -405,10 +423,7 @@ impl HttpStream for ServerStream {
         }
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
-        let Some(conv) = self.conv.as_mut() else {
-            return DataAction::Continue;
-        };
-        let ResponseState::Streaming(st) = &mut conv.response else {
+        let Some(st) = self.conv.as_mut().and_then(Converted::streaming) else {
             return DataAction::Continue;
         };
         st.body_seen = true;
@@ -465,7 +480,7 @@ impl HttpStream for ServerStream {
             );
             let out = encode_for_wire(st, frame);
             let _ = host::append_buffer(BufferType::HttpResponseBody, &out);
-            conv.response = ResponseState::Done;
+            self.end_response();
             self.metrics.inc("errors.no_backend_trailers");
             self.metrics.grpc_status(code::INTERNAL);
             // Hold this last chunk and let the tick release it. After a flush, Envoy still
@@ -502,10 +517,7 @@ impl HttpStream for ServerStream {
         let metrics = self.metrics.clone();
         let id = self.id;
         let trailer_limit = self.cfg.max_trailer_bytes as usize;
-        let Some(conv) = self.conv.as_mut() else {
-            return HeadersAction::Continue;
-        };
-        let ResponseState::Streaming(st) = &mut conv.response else {
+        let Some(st) = self.conv.as_mut().and_then(Converted::streaming) else {
             return HeadersAction::Continue;
         };
         let pairs: Vec<(String, String)> = match host::get_map(MapType::HttpResponseTrailers) {
@@ -539,7 +551,7 @@ impl HttpStream for ServerStream {
                 "grpc-bridge server: trailers without a body: sent as HTTP trailers",
             );
             metrics.inc("trailers_as_http");
-            conv.response = ResponseState::Done;
+            self.end_response();
             return HeadersAction::Continue;
         }
         let frame = trailer_frame(&pairs, trailer_limit);
@@ -553,7 +565,7 @@ impl HttpStream for ServerStream {
         for (k, _) in &pairs {
             remove_header(MapType::HttpResponseTrailers, k);
         }
-        conv.response = ResponseState::Done;
+        self.end_response();
         // Release now: Envoy runs the continue after this callback returns, sending the held
         // data, the frame, then the (now empty) end of stream. Measured in Envoy 1.40 this is
         // reliable and saves up to one flush interval per call (unary p50 7.8 ms -> 1.2 ms).
@@ -577,11 +589,7 @@ impl HttpStream for ServerStream {
             }
             return;
         }
-        if let Some(Converted {
-            response: ResponseState::Streaming(st),
-            ..
-        }) = self.conv.as_mut()
-        {
+        if let Some(st) = self.conv.as_mut().and_then(Converted::streaming) {
             st.held = 0;
             st.paused = false;
         }

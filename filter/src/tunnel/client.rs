@@ -391,10 +391,8 @@ mod tests {
             }
         }
 
-        /// What the host forwards after a callback: each data buffer as the role left it.
         fn forward(&mut self) {
-            self.up.append(&mut self.host.downstream);
-            self.down.append(&mut self.host.upstream);
+            self.host.forward(&mut self.up, &mut self.down);
         }
 
         fn client_sends(&mut self, bytes: &[u8], eos: bool) -> NetworkAction {
@@ -431,8 +429,14 @@ mod tests {
 
         /// An open tunnel that carried the client's preface; `up` is cleared.
         fn open(cfg: TunnelSettings) -> Conn {
+            Conn::open_after(cfg, PREFACE)
+        }
+
+        /// An open tunnel whose client sent `first` (from its preface on) before the `101`;
+        /// `up` is cleared.
+        fn open_after(cfg: TunnelSettings, first: &[u8]) -> Conn {
             let mut c = Conn::new(cfg);
-            c.client_sends(PREFACE, false);
+            c.client_sends(first, false);
             let (ok, _) = c.accept();
             c.server_sends(&ok, false);
             c.up.clear();
@@ -749,11 +753,7 @@ mod tests {
 
     #[test]
     fn a_close_from_the_server_is_answered_and_ends_the_open_calls() {
-        let mut c = Conn::new(settings());
-        c.client_sends(&one_open_call(), false);
-        let (ok, _) = c.accept();
-        c.server_sends(&ok, false);
-        c.up.clear();
+        let mut c = Conn::open_after(settings(), &one_open_call());
         let mut close = Vec::new();
         encode_frame(
             true,
@@ -778,10 +778,7 @@ mod tests {
 
     #[test]
     fn the_server_connection_ending_ends_the_open_calls() {
-        let mut c = Conn::new(settings());
-        c.client_sends(&one_open_call(), false);
-        let (ok, _) = c.accept();
-        c.server_sends(&ok, false);
+        let mut c = Conn::open_after(settings(), &one_open_call());
         c.server_sends(&[], true);
         assert_eq!(c.down, unavailable(""));
         assert_eq!(c.metrics.pending("calls_ended_unavailable"), 1);

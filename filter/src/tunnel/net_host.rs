@@ -145,6 +145,13 @@ pub(crate) mod fake {
             }
         }
 
+        /// What the host forwards after a callback: each data buffer as the role left it, the
+        /// downstream one on toward upstream, the upstream one toward downstream.
+        pub fn forward(&mut self, toward_upstream: &mut Vec<u8>, toward_downstream: &mut Vec<u8>) {
+            toward_upstream.append(&mut self.downstream);
+            toward_downstream.append(&mut self.upstream);
+        }
+
         /// The closes the role asked for, in order.
         pub fn closes(&self) -> Vec<Flow> {
             self.calls

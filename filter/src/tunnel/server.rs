@@ -525,8 +525,7 @@ mod tests {
         }
 
         fn forward(&mut self) {
-            self.to_backend.append(&mut self.host.downstream);
-            self.to_client.append(&mut self.host.upstream);
+            self.host.forward(&mut self.to_backend, &mut self.to_client);
         }
 
         fn client_sends(&mut self, bytes: &[u8]) {
@@ -592,8 +591,29 @@ mod tests {
         v
     }
 
+    fn closed(code: u16, reason: &str) -> WsEvent {
+        WsEvent::Close {
+            code: Some(code),
+            reason: reason.to_string(),
+        }
+    }
+
     fn nudge() -> Vec<u8> {
         ping_frame(NUDGE_OPAQUE).to_vec()
+    }
+
+    /// The backend's ACK of our nudge PING (flag ACK set).
+    fn nudge_ack() -> Vec<u8> {
+        let mut ack = nudge();
+        ack[4] = 1;
+        ack
+    }
+
+    /// The backend's answer to what we sent first: the ACK of our SETTINGS, then of the nudge.
+    fn settings_and_nudge_acks() -> Vec<u8> {
+        let mut answer = SETTINGS_ACK.to_vec();
+        answer.extend(nudge_ack());
+        answer
     }
 
     #[test]
@@ -694,11 +714,7 @@ mod tests {
         }
         assert_eq!(c.to_backend, want);
         // The backend's answer carries the 101 and the pong; the nudge's ACK is removed.
-        let mut answer = SETTINGS_ACK.to_vec();
-        let mut ack = nudge();
-        ack[4] = 1;
-        answer.extend(ack);
-        c.backend_sends(&answer, false);
+        c.backend_sends(&settings_and_nudge_acks(), false);
         let (data, events, res) = c.client_reads();
         assert_eq!(
             (data, events, res),
@@ -737,66 +753,73 @@ mod tests {
         c
     }
 
+    /// Each way the upgrade request can be wrong, with the refusal it gets and the counter it
+    /// adds besides `upgrades_refused.<status>`.
     #[test]
-    fn a_wrong_path_is_refused_with_404() {
-        let req = request_with(
-            "/elsewhere?x=1",
-            "grpc-bridge.tunnel.v1",
-            &[("x-tunnel-key", "k1"), ("x-grpc-bridge-auth", SECRET)],
-        );
-        refused(&req, 404, "no tunnel at /elsewhere");
-    }
-
-    #[test]
-    fn a_wrong_subprotocol_is_refused_with_400() {
-        let req = request_with(
-            "/grpc-bridge/tunnel",
-            "other.v1",
-            &[("x-tunnel-key", "k1"), ("x-grpc-bridge-auth", SECRET)],
-        );
-        refused(&req, 400, "subprotocol grpc-bridge.tunnel.v1 required");
-    }
-
-    #[test]
-    fn a_wrong_or_missing_tunnel_header_is_refused_with_403() {
-        for headers in [
-            vec![("x-tunnel-key", "k2"), ("x-grpc-bridge-auth", SECRET)],
-            vec![("x-grpc-bridge-auth", SECRET)],
+    fn a_wrong_upgrade_request_is_refused_with_its_status() {
+        const PATH: &str = "/grpc-bridge/tunnel";
+        const PROTOCOL: &str = "grpc-bridge.tunnel.v1";
+        let key = ("x-tunnel-key", "k1");
+        let secret = ("x-grpc-bridge-auth", SECRET);
+        for (path, protocol, headers, status, reason, counter) in [
+            (
+                "/elsewhere?x=1",
+                PROTOCOL,
+                vec![key, secret],
+                404,
+                "no tunnel at /elsewhere",
+                None,
+            ),
+            (
+                PATH,
+                "other.v1",
+                vec![key, secret],
+                400,
+                "subprotocol grpc-bridge.tunnel.v1 required",
+                None,
+            ),
+            // A wrong or missing tunnel header.
+            (
+                PATH,
+                PROTOCOL,
+                vec![("x-tunnel-key", "k2"), secret],
+                403,
+                "tunnel authentication failed",
+                None,
+            ),
+            (
+                PATH,
+                PROTOCOL,
+                vec![secret],
+                403,
+                "tunnel authentication failed",
+                None,
+            ),
+            // A missing or wrong secret.
+            (
+                PATH,
+                PROTOCOL,
+                vec![key],
+                401,
+                "grpc-bridge: bridged request not authenticated: no credentials",
+                Some("auth_failures.missing_secret"),
+            ),
+            (
+                PATH,
+                PROTOCOL,
+                vec![key, ("x-grpc-bridge-auth", "fedcba9876543210")],
+                403,
+                "grpc-bridge: bridged request not authenticated: invalid credentials",
+                Some("auth_failures.wrong_secret"),
+            ),
         ] {
-            let req = request_with("/grpc-bridge/tunnel", "grpc-bridge.tunnel.v1", &headers);
-            refused(&req, 403, "tunnel authentication failed");
+            let c = refused(&request_with(path, protocol, &headers), status, reason);
+            if let Some(counter) = counter {
+                assert_eq!(c.metrics.pending(counter), 1, "{reason}");
+            }
+            // A secret-only configuration never reads the certificate properties.
+            assert!(!c.host.calls.contains(&Call::PeerCertificate), "{reason}");
         }
-    }
-
-    #[test]
-    fn a_missing_or_wrong_secret_is_refused_with_401_or_403() {
-        let req = request_with(
-            "/grpc-bridge/tunnel",
-            "grpc-bridge.tunnel.v1",
-            &[("x-tunnel-key", "k1")],
-        );
-        let c = refused(
-            &req,
-            401,
-            "grpc-bridge: bridged request not authenticated: no credentials",
-        );
-        assert_eq!(c.metrics.pending("auth_failures.missing_secret"), 1);
-        let req = request_with(
-            "/grpc-bridge/tunnel",
-            "grpc-bridge.tunnel.v1",
-            &[
-                ("x-tunnel-key", "k1"),
-                ("x-grpc-bridge-auth", "fedcba9876543210"),
-            ],
-        );
-        let c = refused(
-            &req,
-            403,
-            "grpc-bridge: bridged request not authenticated: invalid credentials",
-        );
-        assert_eq!(c.metrics.pending("auth_failures.wrong_secret"), 1);
-        // A secret-only configuration never reads the certificate properties.
-        assert!(!c.host.calls.contains(&Call::PeerCertificate));
     }
 
     #[test]
@@ -837,8 +860,7 @@ mod tests {
         let mut want = nudge();
         want.extend(nudge());
         assert_eq!(c.to_backend, want);
-        let mut ack = nudge();
-        ack[4] = 1;
+        let ack = nudge_ack();
         let mut answer = ack.clone();
         answer.extend_from_slice(&ack);
         c.backend_sends(&answer, false);
@@ -854,9 +876,7 @@ mod tests {
         let mut c = Conn::open();
         c.client_sends(&masked(true, Opcode::Close, &close_payload(1000, "bye")));
         assert_eq!(c.to_backend, nudge());
-        let mut ack = nudge();
-        ack[4] = 1;
-        c.backend_sends(&ack, false);
+        c.backend_sends(&nudge_ack(), false);
         assert_eq!(
             c.to_client,
             unmasked(Opcode::Close, &close_payload(1000, ""))
@@ -873,10 +893,7 @@ mod tests {
         assert_eq!(data, last);
         assert_eq!(
             events,
-            vec![WsEvent::Close {
-                code: Some(close_code::GOING_AWAY),
-                reason: "backend closed".to_string()
-            }]
+            vec![closed(close_code::GOING_AWAY, "backend closed")]
         );
         assert_eq!(res, Ok(()));
     }
@@ -887,9 +904,7 @@ mod tests {
         let mut c = Conn::open();
         c.client_sends(bad);
         assert_eq!(c.to_backend, nudge(), "{code}");
-        let mut ack = nudge();
-        ack[4] = 1;
-        c.backend_sends(&ack, false);
+        c.backend_sends(&nudge_ack(), false);
         let (_, events, res) = client_decodes(&c.to_client);
         assert_eq!(res, Ok(()));
         let [WsEvent::Close { code: got, .. }] = events.as_slice() else {
@@ -936,19 +951,15 @@ mod tests {
         let mut want = ours();
         want.extend(nudge());
         assert_eq!(c.to_backend, want);
-        let mut answer = SETTINGS_ACK.to_vec();
-        let mut ack = nudge();
-        ack[4] = 1;
-        answer.extend(ack);
-        c.backend_sends(&answer, false);
+        c.backend_sends(&settings_and_nudge_acks(), false);
         let (data, events, res) = c.client_reads();
         assert_eq!(data, b"");
         assert_eq!(
             events,
-            vec![WsEvent::Close {
-                code: Some(close_code::PROTOCOL_ERROR),
-                reason: "the tunnel carries HTTP/2 only".to_string()
-            }]
+            vec![closed(
+                close_code::PROTOCOL_ERROR,
+                "the tunnel carries HTTP/2 only"
+            )]
         );
         assert_eq!(res, Ok(()));
     }
