@@ -805,13 +805,12 @@ async fn row12_network_filter_hold_continue_and_rewrite() {
         &wait_for_line("harness", "on_delete", || sink_lines(&logs)).await,
         &keep,
     );
-    assert!(
-        from_envoy.contains(&"prepend=0 continue_downstream=0".to_string()),
-        "{from_envoy:#?}"
-    );
-    assert!(
-        from_envoy.contains(&"replace_upstream=0 continue_upstream=12".to_string()),
-        "{from_envoy:#?}"
+    assert_has_lines(
+        &from_envoy,
+        &[
+            "prepend=0 continue_downstream=0",
+            "replace_upstream=0 continue_upstream=12",
+        ],
     );
     assert_eq!(from_harness, from_envoy);
 }

@@ -4,7 +4,9 @@
 mod common;
 
 use common::probe;
-use host_harness::{body_of, ConnectionScenario, Direction, Frame, Headers, NetFrame, Scenario};
+use host_harness::{
+    body_of, ConnectionScenario, Direction, Frame, Headers, NetFrame, PluginOptions, Scenario,
+};
 
 const GRPC_REQUEST: &[(&str, &str)] = &[
     (":method", "POST"),
@@ -19,10 +21,43 @@ fn log_has(s: &Scenario, line: &str) -> bool {
     s.logs().iter().any(|l| l.message == line)
 }
 
-fn started(mode: &str) -> Scenario {
-    let mut s = Scenario::new(probe(mode)).expect("load probe");
+/// The headers of a response that is only headers (ended there), like a trailers-only answer.
+fn headers_only(frames: &[Frame]) -> &Headers {
+    match frames {
+        [Frame::Headers {
+            headers,
+            end_stream: true,
+        }] => headers,
+        other => panic!("not a headers-only response: {other:?}"),
+    }
+}
+
+/// The `:status` and body of a response of headers and one body chunk that ends it, like a
+/// local reply with a body.
+fn status_and_page(frames: &[Frame]) -> (Option<&str>, &[u8]) {
+    match frames {
+        [Frame::Headers {
+            headers,
+            end_stream: false,
+        }, Frame::Data {
+            bytes,
+            end_stream: true,
+        }] => (headers.get(":status"), bytes),
+        other => panic!("not headers and one ending body chunk: {other:?}"),
+    }
+}
+
+/// A gRPC call whose response headers have come, with the probe in `options`.
+fn responding(options: PluginOptions) -> Scenario {
+    let mut s = Scenario::new(options).expect("load probe");
     s.request_headers(GRPC_REQUEST, true)
         .response_headers(RESPONSE, false);
+    s
+}
+
+/// [`responding`] in `mode`, where both headers passed and nothing else left yet.
+fn started(mode: &str) -> Scenario {
+    let mut s = responding(probe(mode));
     let up = s.take_upstream();
     assert!(
         matches!(
@@ -181,18 +216,16 @@ fn trailers_only_response_passes_with_end_stream_on_headers() {
     s.next_stream();
     s.request_headers(GRPC_REQUEST, true);
     s.response_headers(common::TRAILERS_ONLY_NOT_FOUND, true);
-    let down = s.take_downstream();
-    assert!(
-        matches!(&down[..], [Frame::Headers { end_stream: true, headers }] if headers.get("grpc-status") == Some("5"))
+    assert_eq!(
+        headers_only(&s.take_downstream()).get("grpc-status"),
+        Some("5")
     );
     assert!(s.is_finished());
 }
 
 #[test]
 fn stop_iteration_from_headers_becomes_stop_all() {
-    let mut s = Scenario::new(probe("headers-stop")).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("headers-stop"));
     s.response_body(b"ab", false).response_body(b"cd", true);
     // StopAllIteration: the body is held without calling the filter.
     assert!(!s
@@ -274,20 +307,10 @@ fn local_reply_goes_through_the_response_path() {
         (reply.status, reply.details.as_str()),
         (403, "denied_by_probe")
     );
-    let down = s.take_downstream();
-    match &down[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: false,
-        }, Frame::Data {
-            bytes,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("403"));
-            assert_eq!(bytes, b"go away");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        status_and_page(&s.take_downstream()),
+        (Some("403"), &b"go away"[..])
+    );
     assert!(s
         .returns()
         .iter()
@@ -300,15 +323,12 @@ fn a_trap_kills_the_vm_and_every_later_request_fails() {
     let mut s = Scenario::new(probe("trap")).unwrap();
     s.request_headers(GRPC_REQUEST, true);
     assert!(s.plugin().failure().is_some());
-    let expect_unavailable = |frames: Vec<Frame>| match &frames[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("200"));
-            assert_eq!(headers.get("grpc-status"), Some("14"));
-        }
-        other => panic!("{other:?}"),
+    let expect_unavailable = |frames: Vec<Frame>| {
+        let headers = headers_only(&frames);
+        assert_eq!(
+            (headers.get(":status"), headers.get("grpc-status")),
+            (Some("200"), Some("14"))
+        );
     };
     expect_unavailable(s.take_downstream());
     assert!(s.take_upstream().is_empty());
@@ -329,13 +349,10 @@ fn a_trap_kills_the_vm_and_every_later_request_fails() {
         ],
         true,
     );
-    match &s.take_downstream()[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: true,
-        }] => assert_eq!(headers.get(":status"), Some("503")),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        headers_only(&s.take_downstream()).get(":status"),
+        Some("503")
+    );
     assert_eq!(s.local_reply().unwrap().details, "wasm_fail_stream");
 }
 
@@ -426,9 +443,7 @@ fn buffered_response_over_the_limit_resets_a_stream_whose_headers_went_out() {
 
 #[test]
 fn without_a_limit_a_buffered_response_passes_whole() {
-    let mut s = Scenario::new(probe("buffer-all").buffer_limit(0)).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("buffer-all").buffer_limit(0));
     s.take_downstream();
     response_chunks(&mut s, 80);
     s.response_body(b"end", true);
@@ -437,23 +452,20 @@ fn without_a_limit_a_buffered_response_passes_whole() {
 
 #[test]
 fn stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
-    let mut s = Scenario::new(probe("headers-buffer")).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("headers-buffer"));
     assert!(s.take_downstream().is_empty(), "headers held");
     response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
     // Headers were held: Envoy answers directly (gRPC: trailers-only, status 500 -> UNKNOWN).
-    match &s.take_downstream()[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("200"));
-            assert_eq!(headers.get("grpc-status"), Some("2"));
-            assert_eq!(headers.get("grpc-message"), Some("Internal Server Error"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let down = s.take_downstream();
+    let headers = headers_only(&down);
+    assert_eq!(
+        (
+            headers.get(":status"),
+            headers.get("grpc-status"),
+            headers.get("grpc-message")
+        ),
+        (Some("200"), Some("2"), Some("Internal Server Error"))
+    );
     assert!(s.is_finished());
 }
 
@@ -483,19 +495,10 @@ fn buffered_request_over_the_limit_is_a_413_through_the_response_path() {
         (reply.status, reply.details.as_str()),
         (413, "request_payload_too_large")
     );
-    match &s.take_downstream()[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: false,
-        }, Frame::Data {
-            bytes,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("413"));
-            assert_eq!(bytes, b"Payload Too Large");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        status_and_page(&s.take_downstream()),
+        (Some("413"), &b"Payload Too Large"[..])
+    );
     assert!(
         s.returns()
             .iter()
@@ -530,9 +533,7 @@ fn watermark_over_the_limit_applies_back_pressure_instead() {
 
 #[test]
 fn stop_all_watermark_from_headers_reads_again_after_the_resume_drains_it() {
-    let mut s = Scenario::new(probe("headers-stop")).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("headers-stop"));
     response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
     assert!(
         s.read_disabled(Direction::Response),

@@ -3,10 +3,12 @@
 
 mod common;
 
-use common::{grpc_ok_trailers, grpc_response, probe_file, probe_proxy, serve_http, serve_tcp};
+use common::{grpc_ok_trailers, grpc_response, probe_proxy, serve_http, serve_tcp, wait_for};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use host_harness::proxy::{self, Protocol, ProxyConfig};
@@ -84,17 +86,11 @@ async fn start(
     up: Protocol,
     upstream: SocketAddr,
 ) -> proxy::RunningProxy {
-    proxy::start(ProxyConfig {
-        wasm: probe_file(),
-        plugin_config: mode.as_bytes().to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream,
-        downstream_protocol: down,
-        upstream_protocol: up,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), upstream)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    started(probe_proxy(mode, upstream).protocols(down, up)).await
+}
+
+async fn started(cfg: ProxyConfig) -> proxy::RunningProxy {
+    proxy::start(cfg).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn grpc_request(uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
@@ -167,13 +163,8 @@ async fn startup_errors_are_clear() {
     let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = ProxyConfig {
-        wasm: probe_file(),
-        plugin_config: b"body-continue".to_vec(),
         listen: taken.local_addr().unwrap(),
-        upstream,
-        downstream_protocol: Protocol::H2c,
-        upstream_protocol: Protocol::H2c,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), upstream)
+        ..probe_proxy("body-continue", upstream)
     };
     let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
     assert!(err.ends_with("address already in use"), "{err}");
@@ -195,28 +186,23 @@ async fn startup_errors_are_clear() {
 async fn real_filter_agent_and_server_over_an_http1_hop() {
     let wasm = common::grpc_bridge_wasm();
     let backend = echo_upstream(Protocol::H2c).await;
-    let server = proxy::start(ProxyConfig {
-        wasm: wasm.clone(),
-        plugin_config: br#"{"role":"server","auth":"none"}"#.to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: backend,
-        downstream_protocol: Protocol::Http1,
-        upstream_protocol: Protocol::H2c,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), backend)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let agent = proxy::start(ProxyConfig {
-        wasm,
-        plugin_config: br#"{"role":"agent"}"#.to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: server.local_addr,
-        downstream_protocol: Protocol::H2c,
-        upstream_protocol: Protocol::Http1,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), backend)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let local = "127.0.0.1:0".parse().unwrap();
+    let server_role = br#"{"role":"server","auth":"none"}"#.to_vec();
+    let server = started(
+        ProxyConfig::new(wasm.clone(), server_role, local, backend)
+            .protocols(Protocol::Http1, Protocol::H2c),
+    )
+    .await;
+    let agent = started(
+        ProxyConfig::new(
+            wasm,
+            br#"{"role":"agent"}"#.to_vec(),
+            local,
+            server.local_addr,
+        )
+        .protocols(Protocol::H2c, Protocol::Http1),
+    )
+    .await;
     let message = [0u8, 0, 0, 0, 3, b'a', b'b', b'c'];
     let req = Request::builder()
         .method("POST")
@@ -238,33 +224,75 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
 }
 
-/// An upstream that counts the connections it accepted; `keep_alive: false` makes an
-/// HTTP/1.1 upstream close each connection after one response.
-async fn counting_upstream(
-    protocol: Protocol,
-    keep_alive: bool,
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let addr = serve_tcp(move |tcp| {
-        count.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                // A little latency so concurrent requests overlap.
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                let trailers = grpc_ok_trailers();
-                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                    vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                let resp = grpc_response(StreamBody::new(futures_stream(frames)));
-                Ok::<_, Infallible>(resp)
-            });
-            serve_http(tcp, protocol, keep_alive, svc).await;
+/// An upstream that counts the connections it accepted, and holds each answer while its gate
+/// is closed (so that a test knows how many requests are in flight at once); `keep_alive:
+/// false` makes an HTTP/1.1 upstream close each connection after one response.
+struct CountingUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// Requests that arrived while the gate was closed.
+    held: Arc<AtomicUsize>,
+    gate_open: tokio::sync::watch::Sender<bool>,
+}
+
+impl CountingUpstream {
+    async fn start(protocol: Protocol, keep_alive: bool) -> CountingUpstream {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (gate_open, gate) = tokio::sync::watch::channel(true);
+        let (count, holding) = (accepted.clone(), held.clone());
+        let addr = serve_tcp(move |tcp| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (holding, gate) = (holding.clone(), gate.clone());
+            async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (holding, mut gate) = (holding.clone(), gate.clone());
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        if !*gate.borrow() {
+                            holding.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let _ = gate.wait_for(|open| *open).await;
+                        let trailers = grpc_ok_trailers();
+                        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                        let resp = grpc_response(StreamBody::new(futures_stream(frames)));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                serve_http(tcp, protocol, keep_alive, svc).await;
+            }
+        })
+        .await;
+        CountingUpstream {
+            addr,
+            accepted,
+            held,
+            gate_open,
         }
-    })
-    .await;
-    (addr, accepted)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Runs `calls` with the gate closed until `n` of them are held at the upstream at once,
+    /// then opens it and waits for every call to finish.
+    async fn concurrently(&self, n: usize, calls: Vec<tokio::task::JoinHandle<()>>) {
+        self.held.store(0, Ordering::SeqCst);
+        self.gate_open.send_replace(false);
+        wait_for("requests held at the upstream at once", || {
+            match self.held.load(Ordering::SeqCst) {
+                held if held >= n => Ok(()),
+                held => Err(format!("{held} of {n}")),
+            }
+        })
+        .await;
+        self.gate_open.send_replace(true);
+        for c in calls {
+            c.await.unwrap();
+        }
+    }
 }
 
 async fn echo_call(proxy: SocketAddr, i: usize) {
@@ -282,79 +310,81 @@ async fn echo_call(proxy: SocketAddr, i: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
-    use std::sync::atomic::Ordering;
-    let (upstream, accepted) = counting_upstream(Protocol::H2c, true).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
+    let upstream = CountingUpstream::start(Protocol::H2c, true).await;
+    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream.addr).await;
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
     }
     let calls: Vec<_> = (5..25)
         .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
         .collect();
-    for c in calls {
-        c.await.unwrap();
-    }
+    upstream.concurrently(20, calls).await;
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        upstream.accepted(),
         1,
-        "25 requests, sequential and concurrent, on one h2c connection"
+        "25 requests, sequential and 20 at once, on one h2c connection"
     );
     assert_eq!(p.upstream_connections(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_reuses_idle_connections() {
-    use std::sync::atomic::Ordering;
-    let (upstream, accepted) = counting_upstream(Protocol::Http1, true).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::Http1, upstream).await;
+    let upstream = CountingUpstream::start(Protocol::Http1, true).await;
+    let p = start(
+        "body-continue",
+        Protocol::H2c,
+        Protocol::Http1,
+        upstream.addr,
+    )
+    .await;
+    // The pool takes a connection back once its exchange is over.
+    let pooled = |n: usize| {
+        let p = &p;
+        move || match p.upstream_idle_connections() {
+            idle if idle >= n => Ok(()),
+            idle => Err(format!("{idle} of {n} connections back in the pool")),
+        }
+    };
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
+        wait_for("the connection back in the pool", pooled(1)).await;
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        upstream.accepted(),
         1,
         "sequential requests reuse the keep-alive connection"
     );
     let calls: Vec<_> = (5..13)
         .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
         .collect();
-    for c in calls {
-        c.await.unwrap();
-    }
-    let after_burst = accepted.load(Ordering::SeqCst);
-    assert!(
-        after_burst > 1 && after_burst <= 9,
-        "8 overlapping requests need more connections, one each at most: {after_burst}"
+    upstream.concurrently(8, calls).await;
+    assert_eq!(
+        upstream.accepted(),
+        8,
+        "8 requests at once: the idle connection and 7 new ones"
     );
-    // The pool takes connections back once their exchange is over; then go sequential again.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while p.upstream_idle_connections() < after_burst {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connections never returned to the pool: {}",
-            p.upstream_idle_connections()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for("every connection back in the pool", pooled(8)).await;
+    // Sequential again: pooled connections are reused after the burst.
     for i in 13..18 {
         echo_call(p.local_addr, i).await;
     }
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        after_burst,
-        "pooled connections are reused after the burst"
-    );
+    assert_eq!(upstream.accepted(), 8, "pooled connections are reused");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_that_closes_each_connection_still_serves_every_request() {
-    use std::sync::atomic::Ordering;
-    let (upstream, accepted) = counting_upstream(Protocol::Http1, false).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::Http1, upstream).await;
+    let upstream = CountingUpstream::start(Protocol::Http1, false).await;
+    let p = start(
+        "body-continue",
+        Protocol::H2c,
+        Protocol::Http1,
+        upstream.addr,
+    )
+    .await;
     for i in 0..4 {
         echo_call(p.local_addr, i).await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    assert_eq!(upstream.accepted(), 4);
 }
 
 /// An HTTP/1.1 upstream that answers every request with a chunked body and trailers.
@@ -411,19 +441,29 @@ async fn assert_echo_with_trailers(resp: Response<Incoming>, trailers_cross: boo
     assert_eq!(names, want, "enable_trailers={trailers_cross}");
 }
 
+/// The probe in body-continue mode between `down` and `up`, with Envoy's `enable_trailers`
+/// on the HTTP/1.1 listener and cluster as `(downstream, upstream)` say.
+async fn trailers_proxy(
+    upstream: SocketAddr,
+    down: Protocol,
+    up: Protocol,
+    (downstream, upstream_trailers): (bool, bool),
+) -> proxy::RunningProxy {
+    started(
+        probe_proxy("body-continue", upstream)
+            .protocols(down, up)
+            .http1_trailers(downstream, upstream_trailers),
+    )
+    .await
+}
+
 /// Envoy's `enable_trailers` on an HTTP/1.1 listener: trailers reach an HTTP/1.1 client that
 /// sent no `TE: trailers` and got no `Trailer` header; without it they are dropped.
 #[tokio::test]
 async fn http1_listener_trailers_follow_enable_trailers() {
     let upstream = echo_upstream(Protocol::H2c).await;
     for enabled in [true, false] {
-        let p = proxy::start(
-            probe_proxy("body-continue", upstream)
-                .protocols(Protocol::Http1, Protocol::H2c)
-                .http1_trailers(enabled, false),
-        )
-        .await
-        .unwrap();
+        let p = trailers_proxy(upstream, Protocol::Http1, Protocol::H2c, (enabled, false)).await;
         let req = Request::post("/pkg.Svc/Call")
             .header("host", "x")
             .header("content-type", "application/grpc");
@@ -444,13 +484,7 @@ async fn http1_listener_trailers_follow_enable_trailers() {
 async fn http1_upstream_trailers_follow_enable_trailers() {
     let upstream = raw_http1_upstream_with_trailers().await;
     for enabled in [true, false] {
-        let p = proxy::start(
-            probe_proxy("body-continue", upstream)
-                .protocols(Protocol::H2c, Protocol::Http1)
-                .http1_trailers(false, enabled),
-        )
-        .await
-        .unwrap();
+        let p = trailers_proxy(upstream, Protocol::H2c, Protocol::Http1, (false, enabled)).await;
         let resp = client(
             p.local_addr,
             Protocol::H2c,
