@@ -8,14 +8,15 @@
 mod common;
 
 use common::{
-    grpc_ok_trailers, grpc_response, net_session, probe_file, probe_proxy, serve_http, serve_tcp,
-    sink_lines, tcp_echo, wait_for_line, ReceiverStream,
+    assert_has_lines, grpc_ok_trailers, grpc_response, net_session, probe_file, probe_proxy,
+    serve_http, serve_tcp, sink_lines, tcp_echo, wait_for_any_line, wait_for_line, ReceiverStream,
 };
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -211,6 +212,7 @@ impl Envoy {
                 "envoy did not listen within 90 s; log: {}",
                 envoy.log_text()
             );
+            // Poll interval of the wait for the listening socket (deadline above).
             std::thread::sleep(Duration::from_millis(50));
         }
         envoy
@@ -220,94 +222,139 @@ impl Envoy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The probe's own log lines: what follows `wasm log probe: ` (stream contexts) or
-    /// `wasm log: ` (the root context, e.g. in on_tick).
+    /// The probe's own log lines (see [`guest_lines`]).
     fn guest_lines(&self) -> Vec<String> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| {
-                l.split_once("wasm log")
-                    .and_then(|(_, rest)| rest.split_once(": "))
-                    .map(|(_, m)| m.to_string())
-            })
-            .collect()
+        guest_lines(&self.log)
+    }
+
+    /// [`Self::guest_lines`] as a reader for [`Progress`].
+    fn lines(&self) -> Lines {
+        let log = self.log.clone();
+        Arc::new(move || guest_lines(&log))
     }
 }
 
-/// h2c upstream: echoes the request body, then `grpc-status: 0` trailers; on `/late` the
-/// trailers come 300 ms after the body (the "trailers after a flush" case).
-async fn upstream() -> SocketAddr {
-    let addr = serve_tcp(move |tcp| async move {
-        let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-            let late = req.uri().path() == "/late";
-            if req.uri().path() == "/big"
-                || req.uri().path() == "/chunks"
-                || req.uri().path() == "/hold"
-            {
-                let path = req.uri().path().to_string();
-                let _ = req.into_body().collect().await;
-                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
-                tokio::spawn(async move {
-                    match path.as_str() {
-                        "/big" => {
-                            // Headers first, on their own: Envoy writes them to the
-                            // client before the body makes it fail (a reset in the same
-                            // event-loop pass would drop them unsent).
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            for _ in 0..BIG_CHUNKS {
-                                if tx
-                                    .send(Ok(Frame::data(Bytes::from(vec![b'x'; BIG_CHUNK]))))
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                        "/chunks" => {
-                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"aaa")))).await;
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"bbbb")))).await;
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        _ => {
-                            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"msg")))).await;
-                            // Held open until the client resets (bounded).
-                            tokio::time::sleep(Duration::from_secs(10)).await;
-                        }
-                    }
-                    let t = grpc_ok_trailers();
-                    let _ = tx.send(Ok(Frame::trailers(t))).await;
-                });
-                let resp = grpc_response(StreamBody::new(ReceiverStream(rx)));
-                return Ok::<_, Infallible>(resp);
-            }
-            if req.uri().path() == "/trailers-only" {
-                let mut resp = grpc_response(StreamBody::new(ReceiverStream(
-                    tokio::sync::mpsc::channel(1).1,
-                )));
-                resp.headers_mut()
-                    .insert("grpc-status", "5".parse().unwrap());
-                return Ok::<_, Infallible>(resp);
-            }
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
-            tokio::spawn(async move {
-                let _ = tx.send(Ok(Frame::data(body))).await;
-                if late {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                let t = grpc_ok_trailers();
-                let _ = tx.send(Ok(Frame::trailers(t))).await;
+/// The probe's own lines in Envoy's log at `log`: what follows `wasm log probe: ` (stream
+/// contexts) or `wasm log: ` (the root context, e.g. in on_tick).
+fn guest_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once("wasm log")
+                .and_then(|(_, rest)| rest.split_once(": "))
+                .map(|(_, m)| m.to_string())
+        })
+        .collect()
+}
+
+/// Reads a host's log lines as they are now.
+type Lines = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// The log of the host the current call goes through (a differential call goes through Envoy,
+/// then through the harness), so that the upstream can wait for the filter to have done
+/// something before it answers more: the upstream paces itself by the filter's events.
+#[derive(Clone, Default)]
+struct Progress(Arc<Mutex<Option<Lines>>>);
+
+impl Progress {
+    fn follow(&self, lines: Lines) {
+        *self.0.lock().unwrap() = Some(lines);
+    }
+
+    /// Waits until the followed host has logged a line starting with one of `prefixes`.
+    async fn wait_for(&self, what: &str, prefixes: &[&str]) {
+        let lines = self.0.lock().unwrap().clone().expect("no host followed");
+        wait_for_any_line(what, prefixes, || lines()).await;
+    }
+}
+
+/// h2c upstream: echoes the request body, then `grpc-status: 0` trailers. Paths that need the
+/// filter to act between two parts of the answer wait for its log line (through `progress`):
+/// `/late` sends its trailers once the filter flushed the body from its tick or holds the
+/// headers (the "trailers after a flush" case), `/chunks` sends "aaa", then "bbbb" once the
+/// filter saw the first chunk, then trailers once its tick flushed; `/big` sends its 2 MiB once
+/// the filter has let the headers go; `/hold` sends "msg" and stays open until the client
+/// resets the stream.
+async fn upstream(progress: &Progress) -> SocketAddr {
+    let progress = progress.clone();
+    let addr = serve_tcp(move |tcp| {
+        let progress = progress.clone();
+        async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let progress = progress.clone();
+                async move { Ok::<_, Infallible>(answer(req, progress).await) }
             });
-            let stream = ReceiverStream(rx);
-            let resp = grpc_response(StreamBody::new(stream));
-            Ok::<_, Infallible>(resp)
-        });
-        serve_http(tcp, Protocol::H2c, true, svc).await;
+            serve_http(tcp, Protocol::H2c, true, svc).await;
+        }
     })
     .await;
     addr
+}
+
+/// One answer of [`upstream`].
+async fn answer(
+    req: Request<Incoming>,
+    progress: Progress,
+) -> hyper::Response<StreamBody<ReceiverStream<Result<Frame<Bytes>, Infallible>>>> {
+    let path = req.uri().path().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let mut resp = grpc_response(StreamBody::new(ReceiverStream(rx)));
+    if path == "/trailers-only" {
+        resp.headers_mut()
+            .insert("grpc-status", "5".parse().unwrap());
+        return resp;
+    }
+    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+    tokio::spawn(async move {
+        let send = |frame: Frame<Bytes>| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(frame)).await.is_ok() }
+        };
+        match path.as_str() {
+            "/big" => {
+                // Headers first, on their own: Envoy writes them to the client before the
+                // body makes it fail (a reset in the same event-loop pass would drop them
+                // unsent).
+                progress
+                    .wait_for("the filter's response headers", &["response_headers"])
+                    .await;
+                for _ in 0..BIG_CHUNKS {
+                    if !send(Frame::data(Bytes::from(vec![b'x'; BIG_CHUNK]))).await {
+                        return;
+                    }
+                }
+            }
+            "/chunks" => {
+                // Two body callbacks: the second must see both chunks (cumulative).
+                send(Frame::data(Bytes::from_static(b"aaa"))).await;
+                progress
+                    .wait_for("the first chunk", &["response_body size=3"])
+                    .await;
+                send(Frame::data(Bytes::from_static(b"bbbb"))).await;
+                progress.wait_for("the tick's flush", &["tick ctx="]).await;
+            }
+            "/hold" => {
+                send(Frame::data(Bytes::from_static(b"msg"))).await;
+                // Open until the client's reset drops the response (bounded).
+                let _ = tokio::time::timeout(Duration::from_secs(10), tx.closed()).await;
+            }
+            "/late" => {
+                send(Frame::data(body.unwrap())).await;
+                progress
+                    .wait_for(
+                        "the tick's flush or the held headers",
+                        &["tick ctx=", "response_headers held"],
+                    )
+                    .await;
+            }
+            _ => {
+                send(Frame::data(body.unwrap())).await;
+            }
+        }
+        send(Frame::trailers(grpc_ok_trailers())).await;
+    });
+    resp
 }
 
 const BIG_CHUNK: usize = 16 * 1024;
@@ -498,7 +545,8 @@ async fn differential_with(
     harness: impl FnOnce(ProxyConfig) -> ProxyConfig,
     expect: impl Fn(&Observed),
 ) -> (Envoy, proxy::LogSink) {
-    let up = upstream().await;
+    let progress = Progress::default();
+    let up = upstream(&progress).await;
     let envoy = Envoy::start_with(mode, up, hcm_extra);
     let logs = proxy::LogSink::default();
     let cfg = probe_proxy(mode, up)
@@ -506,7 +554,10 @@ async fn differential_with(
         .log_sink(logs.clone());
     let proxy = proxy::start(harness(cfg)).await.unwrap();
     for _ in 0..calls {
+        progress.follow(envoy.lines());
         let from_envoy = call_with(envoy.port, call).await;
+        let sink = logs.clone();
+        progress.follow(Arc::new(move || sink_lines(&sink)));
         let from_harness = call_with(proxy.local_addr.port(), call).await;
         assert_eq!(
             from_harness,
@@ -601,17 +652,11 @@ fn abi_lines<'a>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row11_hostcall_statuses_match_envoy() {
-    let up = upstream().await;
+    let up = upstream(&Progress::default()).await;
     let envoy = Envoy::start("abi", up);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let from_envoy = loop {
-        let text = envoy.log_text();
-        let lines = abi_lines(text.lines());
-        if lines.contains_key("get_buffer_bad_type") || Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // The battery's last line.
+    wait_for_line("envoy", "abi get_buffer_bad_type", || envoy.guest_lines()).await;
+    let from_envoy = abi_lines(envoy.log_text().lines());
     let plugin = host_harness::Plugin::load(common::probe("abi")).unwrap();
     let from_harness = abi_lines(plugin.logs().iter().map(|l| l.message.as_str()));
     assert!(
@@ -625,8 +670,10 @@ async fn row11_hostcall_statuses_match_envoy() {
 /// One call through Envoy running the probe in `mode`; the probe's trailers callback must log
 /// `get_buffer` answering Ok with nothing held, and `set_buffer` answering `set_buffer_status`.
 async fn assert_envoy_trailers_statuses(mode: &str, path: &'static str, set_buffer_status: u32) {
-    let up = upstream().await;
+    let progress = Progress::default();
+    let up = upstream(&progress).await;
     let envoy = Envoy::start(mode, up);
+    progress.follow(envoy.lines());
     call(envoy.port, path).await;
     // The probe logs `trailers set_buffer=` last in its trailers callback: wait for that line
     // to reach Envoy's log (flushed asynchronously), then check both statuses.
@@ -712,7 +759,7 @@ async fn row1_paused_body_is_cumulative_and_a_tick_flushes_it() {
 async fn row6_resuming_a_finished_context_is_bad_argument() {
     // The client resets the stream while the probe holds its body; the probe's tick, armed
     // from proxy_on_delete, then resumes the finished context.
-    let up = upstream().await;
+    let up = upstream(&Progress::default()).await;
     let envoy = Envoy::start("resume-after-reset", up);
     let logs = proxy::LogSink::default();
     let harness = proxy::start(probe_proxy("resume-after-reset", up).log_sink(logs.clone()))
@@ -962,7 +1009,7 @@ async fn row17_http1_hold_headers_until_trailers_is_impossible_in_a_wasm_filter(
 /// Envoy only: the harness does not implement `proxy_http_call`.
 #[tokio::test(flavor = "multi_thread")]
 async fn row18_a_filter_can_poll_but_cannot_stream_a_response_it_originates() {
-    let up = upstream().await;
+    let up = upstream(&Progress::default()).await;
     let envoy = Envoy::start("originate", up);
     let port = envoy.port;
     let client = tokio::spawn(async move { call(port, "/anything").await });

@@ -448,10 +448,19 @@ pub extern "C" fn proxy_on_response_headers(ctx: u32, _n: u32, _eos: u32) -> u32
             STATE.with(|s| s.borrow_mut().held.push(ctx));
             1
         }
-        "headers-buffer" => 3,
+        // The upstream of envoy_diff.rs sends its large body once it sees this line.
+        "buffer-all" | "watermark-all" => {
+            log(&format!("response_headers ctx={ctx}"));
+            0
+        }
+        "headers-buffer" => {
+            log(&format!("response_headers ctx={ctx}"));
+            3
+        }
         "headers-stop-late-status" => {
-            // Hold the headers well past the upstream's trailers (300 ms on /late), then let
-            // the tick release them; the trailers callback then tries to set :status.
+            // Hold the headers well past the upstream's trailers (on /late it sends them once
+            // it sees this line), then let the tick release them; the trailers callback then
+            // tries to set :status.
             log(&format!("response_headers held ctx={ctx}"));
             STATE.with(|s| s.borrow_mut().held.push(ctx));
             unsafe { proxy_set_tick_period_milliseconds(600) };
