@@ -295,6 +295,13 @@ impl CountingUpstream {
     }
 }
 
+/// The probe in body-continue mode (h2c client side) in front of a [`CountingUpstream`].
+async fn counted(protocol: Protocol, keep_alive: bool) -> (CountingUpstream, proxy::RunningProxy) {
+    let upstream = CountingUpstream::start(protocol, keep_alive).await;
+    let p = start("body-continue", Protocol::H2c, protocol, upstream.addr).await;
+    (upstream, p)
+}
+
 async fn echo_call(proxy: SocketAddr, i: usize) {
     let body: &'static [u8] = Box::leak(format!("call {i}").into_bytes().into_boxed_slice());
     let resp = client(
@@ -310,8 +317,7 @@ async fn echo_call(proxy: SocketAddr, i: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
-    let upstream = CountingUpstream::start(Protocol::H2c, true).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream.addr).await;
+    let (upstream, p) = counted(Protocol::H2c, true).await;
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
     }
@@ -329,14 +335,7 @@ async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_reuses_idle_connections() {
-    let upstream = CountingUpstream::start(Protocol::Http1, true).await;
-    let p = start(
-        "body-continue",
-        Protocol::H2c,
-        Protocol::Http1,
-        upstream.addr,
-    )
-    .await;
+    let (upstream, p) = counted(Protocol::Http1, true).await;
     // The pool takes a connection back once its exchange is over.
     let pooled = |n: usize| {
         let p = &p;
@@ -373,14 +372,7 @@ async fn http1_upstream_reuses_idle_connections() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_that_closes_each_connection_still_serves_every_request() {
-    let upstream = CountingUpstream::start(Protocol::Http1, false).await;
-    let p = start(
-        "body-continue",
-        Protocol::H2c,
-        Protocol::Http1,
-        upstream.addr,
-    )
-    .await;
+    let (upstream, p) = counted(Protocol::Http1, false).await;
     for i in 0..4 {
         echo_call(p.local_addr, i).await;
     }
