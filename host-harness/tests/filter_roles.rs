@@ -33,6 +33,14 @@ fn call<'a>(content_type: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str
     h
 }
 
+/// Sends `headers` and one request message ("hi") that ends the request; returns what went
+/// upstream.
+fn unary_request(s: &mut Scenario, headers: &[(&str, &str)]) -> Vec<Frame> {
+    s.request_headers(headers, false)
+        .request_body(&grpc_frame(b"hi"), true);
+    s.take_upstream()
+}
+
 /// Response headers: 200 with `content_type`.
 fn ok_with(content_type: &str) -> [(&str, &str); 2] {
     [(":status", "200"), ("content-type", content_type)]
@@ -61,9 +69,7 @@ fn server_role_turns_grpc_trailers_into_a_grpc_web_trailer_frame() {
         "application/grpc-web+proto",
         &[(":authority", "backend"), ("x-grpc-bridge", "agent")],
     );
-    s.request_headers(&request, false)
-        .request_body(&grpc_frame(b"hi"), true);
-    let up = s.take_upstream();
+    let up = unary_request(&mut s, &request);
     let headers = first_headers(&up);
     assert_eq!(
         headers.get("content-type"),
@@ -109,9 +115,7 @@ fn agent_role_turns_grpc_into_grpc_web_and_the_trailer_frame_back_into_trailers(
         "application/grpc",
         &[(":authority", "server"), ("te", "trailers")],
     );
-    s.request_headers(&request, false)
-        .request_body(&grpc_frame(b"hi"), true);
-    let up = s.take_upstream();
+    let up = unary_request(&mut s, &request);
     let headers = first_headers(&up);
     assert!(
         headers
@@ -152,8 +156,7 @@ fn bad_configuration_is_refused_with_the_filter_message() {
 fn server_role_gives_a_status_to_headers_only_answers_without_one() {
     for ct in ["application/grpc", "application/grpc-web+proto"] {
         let mut s = role(r#"{"role":"server","auth":"none"}"#);
-        s.request_headers(&call("application/grpc-web+proto", &[]), false)
-            .request_body(&grpc_frame(b"hi"), true);
+        unary_request(&mut s, &call("application/grpc-web+proto", &[]));
         s.response_headers(&ok_with(ct), true);
         let down = s.take_downstream();
         let Frame::Headers {
@@ -215,8 +218,7 @@ fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
     ];
     for &(protocol, content_type, (http, code), want) in cases {
         let mut s = role_over(r#"{"role":"http1_status"}"#, protocol);
-        s.request_headers(&call(content_type, &[]), false)
-            .request_body(&grpc_frame(b"hi"), true);
+        unary_request(&mut s, &call(content_type, &[]));
         let mut answer = vec![(":status", http), ("content-type", "application/grpc")];
         answer.extend(code.map(|c| ("grpc-status", c)));
         s.response_headers(&answer, true);
@@ -235,9 +237,8 @@ fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
 fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
     let plain = |config: &str, protocol: &str| {
         let mut s = role_over(config, protocol);
-        s.request_headers(&call("application/grpc", &[]), false)
-            .request_body(&grpc_frame(b"hi"), true)
-            .response_headers(&ok_with("application/grpc"), false);
+        unary_request(&mut s, &call("application/grpc", &[]));
+        s.response_headers(&ok_with("application/grpc"), false);
         s
     };
     let reply_status = |s: &Scenario| {

@@ -32,19 +32,31 @@ fn headers_only(frames: &[Frame]) -> &Headers {
     }
 }
 
-/// The `:status` and body of a response of headers and one body chunk that ends it, like a
-/// local reply with a body.
-fn status_and_page(frames: &[Frame]) -> (Option<&str>, &[u8]) {
-    match frames {
+/// The stream ended with a local reply (`status`, `details`) whose page `page` went to the
+/// client as headers and one body chunk, through the response path: the filter saw it.
+fn assert_local_reply(s: &mut Scenario, status: u32, details: &str, page: &[u8]) {
+    let reply = s.local_reply().expect("local reply");
+    assert_eq!((reply.status, reply.details.as_str()), (status, details));
+    let status = status.to_string();
+    match &s.take_downstream()[..] {
         [Frame::Headers {
             headers,
             end_stream: false,
         }, Frame::Data {
             bytes,
             end_stream: true,
-        }] => (headers.get(":status"), bytes),
+        }] => assert_eq!(
+            (headers.get(":status"), bytes.as_slice()),
+            (Some(status.as_str()), page)
+        ),
         other => panic!("not headers and one ending body chunk: {other:?}"),
     }
+    assert!(
+        s.returns()
+            .iter()
+            .any(|(c, _)| *c == "proxy_on_response_headers"),
+        "the filter saw the local reply"
+    );
 }
 
 /// A gRPC call whose response headers have come, with the probe in `options`.
@@ -302,19 +314,7 @@ fn local_reply_goes_through_the_response_path() {
         true,
     );
     assert!(s.take_upstream().is_empty());
-    let reply = s.local_reply().expect("local reply");
-    assert_eq!(
-        (reply.status, reply.details.as_str()),
-        (403, "denied_by_probe")
-    );
-    assert_eq!(
-        status_and_page(&s.take_downstream()),
-        (Some("403"), &b"go away"[..])
-    );
-    assert!(s
-        .returns()
-        .iter()
-        .any(|(c, _)| *c == "proxy_on_response_headers"));
+    assert_local_reply(&mut s, 403, "denied_by_probe", b"go away");
     assert!(s.is_finished());
 }
 
@@ -490,20 +490,11 @@ fn buffered_request_over_the_limit_is_a_413_through_the_response_path() {
         "the upstream request is abandoned: {:?}",
         up.last()
     );
-    let reply = s.local_reply().expect("local reply");
-    assert_eq!(
-        (reply.status, reply.details.as_str()),
-        (413, "request_payload_too_large")
-    );
-    assert_eq!(
-        status_and_page(&s.take_downstream()),
-        (Some("413"), &b"Payload Too Large"[..])
-    );
-    assert!(
-        s.returns()
-            .iter()
-            .any(|(c, _)| *c == "proxy_on_response_headers"),
-        "the filter saw the local reply"
+    assert_local_reply(
+        &mut s,
+        413,
+        "request_payload_too_large",
+        b"Payload Too Large",
     );
 }
 

@@ -276,11 +276,13 @@ impl CountingUpstream {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Runs `calls` with the gate closed until `n` of them are held at the upstream at once,
-    /// then opens it and waits for every call to finish.
-    async fn concurrently(&self, n: usize, calls: Vec<tokio::task::JoinHandle<()>>) {
+    /// [`echo_call`]s `numbers` through `proxy`, all at once: the gate stays closed until
+    /// every one of them is held at the upstream; then waits for them all to finish.
+    async fn calls_at_once(&self, proxy: SocketAddr, numbers: std::ops::Range<usize>) {
+        let n = numbers.len();
         self.held.store(0, Ordering::SeqCst);
         self.gate_open.send_replace(false);
+        let calls: Vec<_> = numbers.map(|i| tokio::spawn(echo_call(proxy, i))).collect();
         wait_for("requests held at the upstream at once", || {
             match self.held.load(Ordering::SeqCst) {
                 held if held >= n => Ok(()),
@@ -321,10 +323,7 @@ async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
     }
-    let calls: Vec<_> = (5..25)
-        .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
-        .collect();
-    upstream.concurrently(20, calls).await;
+    upstream.calls_at_once(p.local_addr, 5..25).await;
     assert_eq!(
         upstream.accepted(),
         1,
@@ -353,10 +352,7 @@ async fn http1_upstream_reuses_idle_connections() {
         1,
         "sequential requests reuse the keep-alive connection"
     );
-    let calls: Vec<_> = (5..13)
-        .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
-        .collect();
-    upstream.concurrently(8, calls).await;
+    upstream.calls_at_once(p.local_addr, 5..13).await;
     assert_eq!(
         upstream.accepted(),
         8,
