@@ -521,6 +521,11 @@ async fn differential(mode: &str, path: &'static str, calls: usize, expect: impl
     differential_with(mode, &Call::grpc(path), calls, "", |c| c, expect).await;
 }
 
+/// One call of `path` in `mode`; both hosts must answer exactly `body`.
+async fn differential_body(mode: &str, path: &'static str, body: &[u8]) {
+    differential(mode, path, 1, |o| assert_eq!(o.body, body)).await;
+}
+
 /// One call of `call` through both hosts with their default configuration.
 async fn differential_call(
     mode: &str,
@@ -568,26 +573,17 @@ async fn differential_with(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row2_trailers_while_data_is_held() {
-    differential("stream", "/now", 1, |o| {
-        assert_eq!(o.body, b"abc[TRAILERS]")
-    })
-    .await;
+    differential_body("stream", "/now", b"abc[TRAILERS]").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row3_trailers_after_a_flush_with_pause() {
-    differential("stream", "/late", 1, |o| {
-        assert_eq!(o.body, b"abc[TRAILERS]")
-    })
-    .await;
+    differential_body("stream", "/late", b"abc[TRAILERS]").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row4_continue_after_a_flush_loses_the_frame() {
-    differential("stream-trailers-continue", "/late", 1, |o| {
-        assert_eq!(o.body, b"abc")
-    })
-    .await;
+    differential_body("stream-trailers-continue", "/late", b"abc").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -189,30 +189,24 @@ fn server_role_gives_a_status_to_headers_only_answers_without_one() {
 /// HTTP/2 gRPC and responses without a status are untouched.
 #[test]
 fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
-    let grpc = "application/grpc";
+    let (grpc, grpc_proto, web) = (
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc-web+proto",
+    );
     // (request.protocol, request content type, answer's :status and grpc-status (None: no
     // grpc-status), the :status the client gets)
     let cases: &[(&str, &str, (&str, Option<&str>), &str)] = &[
         // Envoy's bridge answers 200 for a Trailers-Only error and 503 for other errors.
         ("HTTP/1.1", grpc, ("200", Some("0")), "200"),
         ("HTTP/1.1", grpc, ("200", Some("5")), "404"),
-        (
-            "HTTP/1.1",
-            "application/grpc+proto",
-            ("503", Some("14")),
-            "503",
-        ),
+        ("HTTP/1.1", grpc_proto, ("503", Some("14")), "503"),
         ("HTTP/1.0", grpc, ("503", Some("16")), "401"),
         ("HTTP/1.1", grpc, ("503", Some("1")), "499"),
         ("HTTP/1.1", grpc, ("200", Some("99")), "500"),
         // Untouched: HTTP/2, gRPC-web, a status chosen by someone else, no grpc-status.
         ("HTTP/2", grpc, ("200", Some("5")), "200"),
-        (
-            "HTTP/1.1",
-            "application/grpc-web+proto",
-            ("200", Some("5")),
-            "200",
-        ),
+        ("HTTP/1.1", web, ("200", Some("5")), "200"),
         ("HTTP/1.1", grpc, ("429", Some("8")), "429"),
         ("HTTP/1.1", grpc, ("200", None), "200"),
     ];

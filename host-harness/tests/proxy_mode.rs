@@ -103,17 +103,27 @@ fn grpc_request(uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// A gRPC call with `body` from a `client_protocol` client through the probe in `mode` to an h2c
+/// [`echo_upstream`]: the proxy (it stops when dropped) and the response, whose status was 200.
+async fn echo_call_through(
+    mode: &str,
+    client_protocol: Protocol,
+    body: &'static [u8],
+) -> (proxy::RunningProxy, Response<Incoming>) {
+    let upstream = echo_upstream(Protocol::H2c).await;
+    let p = start(mode, client_protocol, Protocol::H2c, upstream).await;
+    let uri = match client_protocol {
+        Protocol::H2c => format!("http://{}/pkg.Svc/Call", p.local_addr),
+        Protocol::Http1 => "/pkg.Svc/Call".to_string(),
+    };
+    let resp = client(p.local_addr, client_protocol, grpc_request(&uri, body)).await;
+    assert_eq!(resp.status(), 200);
+    (p, resp)
+}
+
 #[tokio::test]
 async fn h2c_both_sides_streams_body_and_trailers() {
-    let upstream = echo_upstream(Protocol::H2c).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
-    let resp = client(
-        p.local_addr,
-        Protocol::H2c,
-        grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"hello"),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    let (_p, resp) = echo_call_through("body-continue", Protocol::H2c, b"hello").await;
     assert_eq!(
         resp.headers().get("x-saw-probe").unwrap(),
         "1",
@@ -128,15 +138,7 @@ async fn h2c_both_sides_streams_body_and_trailers() {
 
 #[tokio::test]
 async fn http1_downstream_h2c_upstream_with_tick_flushed_trailer_frame() {
-    let upstream = echo_upstream(Protocol::H2c).await;
-    let p = start("stream", Protocol::Http1, Protocol::H2c, upstream).await;
-    let resp = client(
-        p.local_addr,
-        Protocol::Http1,
-        grpc_request("/pkg.Svc/Call", b"abc"),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    let (_p, resp) = echo_call_through("stream", Protocol::Http1, b"abc").await;
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, Bytes::from_static(b"abc[TRAILERS]"));
 }
@@ -166,14 +168,18 @@ async fn startup_errors_are_clear() {
         listen: taken.local_addr().unwrap(),
         ..probe_proxy("body-continue", upstream)
     };
-    let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
+    let refused = |cfg: &ProxyConfig| {
+        let cfg = cfg.clone();
+        async move { proxy::start(cfg).await.err().expect("refused").to_string() }
+    };
+    let err = refused(&cfg).await;
     assert!(err.ends_with("address already in use"), "{err}");
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.plugin_config = b"reject".to_vec();
-    let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
+    let err = refused(&cfg).await;
     assert!(err.contains("unknown role \"reject\""), "{err}");
     cfg.wasm = "/nonexistent.wasm".into();
-    let err = proxy::start(cfg).await.err().unwrap().to_string();
+    let err = refused(&cfg).await;
     assert!(
         err.contains("cannot read wasm file /nonexistent.wasm"),
         "{err}"
