@@ -526,6 +526,15 @@ async fn differential_body(mode: &str, path: &'static str, body: &[u8]) {
     differential(mode, path, 1, |o| assert_eq!(o.body, body)).await;
 }
 
+/// `calls` calls of `/now` in `mode`; both hosts must answer 200 with `grpc-status: code` in
+/// the headers.
+async fn differential_grpc_status(mode: &str, calls: usize, code: &str) {
+    differential(mode, "/now", calls, |o| {
+        assert_eq!(o.status_and_grpc_status(), (200, Some(code)))
+    })
+    .await;
+}
+
 /// One call of `call` through both hosts with their default configuration.
 async fn differential_call(
     mode: &str,
@@ -597,10 +606,7 @@ async fn row5_continued_last_body_cannot_append() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row8_trap_fails_this_and_every_later_request() {
-    differential("trap", "/now", 2, |o| {
-        assert_eq!(o.status_and_grpc_status(), (200, Some("14")));
-    })
-    .await;
+    differential_grpc_status("trap", 2, "14").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -610,11 +616,8 @@ async fn row9_stop_iteration_from_headers_then_resume() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row10_local_reply() {
-    differential("local-reply", "/now", 1, |o| {
-        // 403 maps to PERMISSION_DENIED in Envoy's gRPC local reply.
-        assert_eq!(o.status_and_grpc_status(), (200, Some("7")));
-    })
-    .await;
+    // 403 maps to PERMISSION_DENIED in Envoy's gRPC local reply.
+    differential_grpc_status("local-reply", 1, "7").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -247,12 +247,18 @@ fn stop_iteration_from_headers_becomes_stop_all() {
     );
 }
 
-#[test]
-fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
-    let mut s = Scenario::new(probe("body-continue")).unwrap();
+/// A gRPC request (without `te`) whose body comes in two chunks, "one" and "two".
+fn request_in_two_chunks(mode: &str) -> Scenario {
+    let mut s = Scenario::new(probe(mode)).unwrap();
     s.request_headers(&GRPC_REQUEST[..4], false)
         .request_body(b"one", false)
         .request_body(b"two", true);
+    s
+}
+
+#[test]
+fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
+    let mut s = request_in_two_chunks("body-continue");
     let up = s.take_upstream();
     match &up[0] {
         Frame::Headers {
@@ -280,10 +286,7 @@ fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
 
 #[test]
 fn buffered_request_body_goes_up_in_one_piece() {
-    let mut s = Scenario::new(probe("request-buffer")).unwrap();
-    s.request_headers(&GRPC_REQUEST[..4], false)
-        .request_body(b"one", false)
-        .request_body(b"two", true);
+    let mut s = request_in_two_chunks("request-buffer");
     assert!(log_has(&s, "request_body size=6 eos=1"), "{:#?}", s.logs());
     assert_eq!(body_of(&s.take_upstream()), b"onetwo");
 }

@@ -186,27 +186,33 @@ async fn startup_errors_are_clear() {
     );
 }
 
+/// The real filter in role `config` as a proxy in front of `upstream`, speaking `protocols`
+/// (downstream, upstream).
+async fn bridge(
+    config: &str,
+    upstream: SocketAddr,
+    (down, up): (Protocol, Protocol),
+) -> proxy::RunningProxy {
+    let local = "127.0.0.1:0".parse().unwrap();
+    let cfg = ProxyConfig::new(common::grpc_bridge_wasm(), config, local, upstream);
+    started(cfg.protocols(down, up)).await
+}
+
 /// The sample topology minus Envoy: h2c client -> agent proxy (real filter) -> HTTP/1.1 hop
 /// -> server proxy (real filter) -> h2c gRPC upstream, unary call with trailers.
 #[tokio::test(flavor = "multi_thread")]
 async fn real_filter_agent_and_server_over_an_http1_hop() {
-    let wasm = common::grpc_bridge_wasm();
     let backend = echo_upstream(Protocol::H2c).await;
-    let local = "127.0.0.1:0".parse().unwrap();
-    let server_role = br#"{"role":"server","auth":"none"}"#.to_vec();
-    let server = started(
-        ProxyConfig::new(wasm.clone(), server_role, local, backend)
-            .protocols(Protocol::Http1, Protocol::H2c),
+    let server = bridge(
+        r#"{"role":"server","auth":"none"}"#,
+        backend,
+        (Protocol::Http1, Protocol::H2c),
     )
     .await;
-    let agent = started(
-        ProxyConfig::new(
-            wasm,
-            br#"{"role":"agent"}"#.to_vec(),
-            local,
-            server.local_addr,
-        )
-        .protocols(Protocol::H2c, Protocol::Http1),
+    let agent = bridge(
+        r#"{"role":"agent"}"#,
+        server.local_addr,
+        (Protocol::H2c, Protocol::Http1),
     )
     .await;
     let message = [0u8, 0, 0, 0, 3, b'a', b'b', b'c'];
