@@ -192,7 +192,8 @@ fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
     );
     // (request.protocol, request content type, answer's :status and grpc-status (None: no
     // grpc-status), the :status the client gets)
-    let cases: &[(&str, &str, (&str, Option<&str>), &str)] = &[
+    type Case<'a> = (&'a str, &'a str, (&'a str, Option<&'a str>), &'a str);
+    let cases: &[Case] = &[
         // Envoy's bridge answers 200 for a Trailers-Only error and 503 for other errors.
         ("HTTP/1.1", grpc, ("200", Some("0")), "200"),
         ("HTTP/1.1", grpc, ("200", Some("5")), "404"),
