@@ -712,8 +712,9 @@ fn masked(lines: &[String], keep: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn row1_paused_body_is_cumulative_and_a_tick_flushes_it() {
-    // The upstream sends "aaa", then "bbbb" 200 ms later, then trailers; the probe pauses
-    // (StopIterationAndBuffer) until it holds 7 bytes, then flushes from its tick.
+    // The upstream sends "aaa", then "bbbb" once the probe saw "aaa", then trailers once the
+    // tick flushed; the probe pauses (StopIterationAndBuffer) until it holds 7 bytes, then
+    // flushes from its tick.
     let (envoy, harness_logs) = differential_call("cumulative", &Call::grpc("/chunks"), |o| {
         assert_eq!(
             (o.end, o.body.as_slice()),
