@@ -131,45 +131,26 @@ fn client_certificate_from_the_connection_properties() {
             "grpc-bridge: bridged request not authenticated: no verified client certificate".into()
         )
     );
+    // A TLS connection: `connection.mtls` (whether the client sent a verified certificate)
+    // and the certificate's URI SAN.
+    let over_tls = |mtls: u8, uri_san: &[u8]| {
+        let mut s = server(
+            auth,
+            &[
+                ("connection.mtls", &[mtls]),
+                ("connection.uri_san_peer_certificate", uri_san),
+            ],
+        );
+        request(&mut s, marked);
+        outcome(&mut s)
+    };
     // mTLS with an allowed URI SAN.
-    let mut s = server(
-        auth,
-        &[
-            ("connection.mtls", &[1]),
-            (
-                "connection.uri_san_peer_certificate",
-                b"spiffe://corp/agent",
-            ),
-        ],
-    );
-    request(&mut s, marked);
-    assert_eq!(outcome(&mut s), None);
+    assert_eq!(over_tls(1, b"spiffe://corp/agent"), None);
     // mTLS, another identity.
-    let mut s = server(
-        auth,
-        &[
-            ("connection.mtls", &[1]),
-            (
-                "connection.uri_san_peer_certificate",
-                b"spiffe://corp/intruder",
-            ),
-        ],
-    );
-    request(&mut s, marked);
-    assert!(outcome(&mut s).is_some_and(|(c, m)| c == "16" && m.contains("not allowed")));
+    assert!(over_tls(1, b"spiffe://corp/intruder")
+        .is_some_and(|(c, m)| c == "16" && m.contains("not allowed")));
     // `connection.mtls` false (a TLS connection without a client certificate).
-    let mut s = server(
-        auth,
-        &[
-            ("connection.mtls", &[0]),
-            (
-                "connection.uri_san_peer_certificate",
-                b"spiffe://corp/agent",
-            ),
-        ],
-    );
-    request(&mut s, marked);
-    assert!(outcome(&mut s).is_some_and(|(c, _)| c == "16"));
+    assert!(over_tls(0, b"spiffe://corp/agent").is_some_and(|(c, _)| c == "16"));
 }
 
 /// The tunnel server refuses an upgrade without the secret (401) before any client byte reaches

@@ -3,11 +3,64 @@
 
 mod common;
 
-use host_harness::{body_of, Frame, PluginOptions, Scenario};
+use host_harness::{body_of, Frame, Headers, PluginOptions, Scenario};
 
 fn role(config: &str) -> Scenario {
-    Scenario::new(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(config))
-        .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"))
+    load(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(config))
+}
+
+/// The filter in role `config` on a connection whose `request.protocol` is `protocol`.
+fn role_over(config: &str, protocol: &str) -> Scenario {
+    load(
+        PluginOptions::from_file(common::grpc_bridge_wasm())
+            .plugin_config(config)
+            .property("request.protocol", protocol),
+    )
+}
+
+fn load(options: PluginOptions) -> Scenario {
+    Scenario::new(options).unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"))
+}
+
+/// Request headers of a call to `/pkg.Svc/Call` with `content_type`, then `extra`.
+fn call<'a>(content_type: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![
+        (":method", "POST"),
+        (":path", "/pkg.Svc/Call"),
+        ("content-type", content_type),
+    ];
+    h.extend_from_slice(extra);
+    h
+}
+
+/// Sends `headers` and one request message ("hi") that ends the request; returns what went
+/// upstream.
+fn unary_request(s: &mut Scenario, headers: &[(&str, &str)]) -> Vec<Frame> {
+    s.request_headers(headers, false)
+        .request_body(&grpc_frame(b"hi"), true);
+    s.take_upstream()
+}
+
+/// Response headers: 200 with `content_type`.
+fn ok_with(content_type: &str) -> [(&str, &str); 2] {
+    [(":status", "200"), ("content-type", content_type)]
+}
+
+/// The content type in the headers of the first frame.
+fn content_type(frames: &[Frame]) -> Option<&str> {
+    first_headers(frames).get("content-type")
+}
+
+fn is_grpc_web(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|c| c.starts_with("application/grpc-web"))
+}
+
+/// The headers of the first frame, which must be headers.
+fn first_headers(frames: &[Frame]) -> &Headers {
+    match frames.first() {
+        Some(Frame::Headers { headers, .. }) => headers,
+        _ => panic!("no headers first: {frames:?}"),
+    }
 }
 
 /// A gRPC message frame: flag 0, big-endian length, payload.
@@ -21,52 +74,30 @@ fn grpc_frame(payload: &[u8]) -> Vec<u8> {
 #[test]
 fn server_role_turns_grpc_trailers_into_a_grpc_web_trailer_frame() {
     let mut s = role(r#"{"role":"server","auth":"none"}"#);
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", "/pkg.Svc/Call"),
-            (":authority", "backend"),
-            ("content-type", "application/grpc-web+proto"),
-            ("x-grpc-bridge", "agent"),
-        ],
-        false,
-    )
-    .request_body(&grpc_frame(b"hi"), true);
-    let up = s.take_upstream();
-    let Frame::Headers { headers, .. } = &up[0] else {
-        panic!("{up:?}")
-    };
-    assert_eq!(
-        headers.get("content-type"),
-        Some("application/grpc+proto"),
-        "{headers:?}"
+    let request = call(
+        "application/grpc-web+proto",
+        &[(":authority", "backend"), ("x-grpc-bridge", "agent")],
     );
+    let up = unary_request(&mut s, &request);
+    assert_eq!(content_type(&up), Some("application/grpc+proto"), "{up:?}");
     assert_eq!(body_of(&up), grpc_frame(b"hi"));
 
-    s.response_headers(
-        &[
-            (":status", "200"),
-            ("content-type", "application/grpc+proto"),
-        ],
-        false,
-    )
-    .response_body(&grpc_frame(b"yo"), false)
-    .response_trailers(&[("grpc-status", "0"), ("grpc-message", "")]);
+    s.response_headers(&ok_with("application/grpc+proto"), false)
+        .response_body(&grpc_frame(b"yo"), false)
+        .response_trailers(&[("grpc-status", "0"), ("grpc-message", "")]);
     s.advance_ms(50);
     let down = s.take_downstream();
-    let Frame::Headers {
-        headers,
-        end_stream: false,
-    } = &down[0]
-    else {
-        panic!("{down:?}")
-    };
     assert!(
-        headers
-            .get("content-type")
-            .is_some_and(|c| c.starts_with("application/grpc-web")),
-        "{headers:?}"
+        matches!(
+            down.first(),
+            Some(Frame::Headers {
+                end_stream: false,
+                ..
+            })
+        ),
+        "{down:?}"
     );
+    assert!(is_grpc_web(content_type(&down)), "{down:?}");
     let body = body_of(&down);
     assert!(body.starts_with(&grpc_frame(b"yo")), "{body:?}");
     let trailer = &body[grpc_frame(b"yo").len()..];
@@ -82,41 +113,20 @@ fn server_role_turns_grpc_trailers_into_a_grpc_web_trailer_frame() {
 #[test]
 fn agent_role_turns_grpc_into_grpc_web_and_the_trailer_frame_back_into_trailers() {
     let mut s = role(r#"{"role":"agent"}"#);
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", "/pkg.Svc/Call"),
-            (":authority", "server"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ],
-        false,
-    )
-    .request_body(&grpc_frame(b"hi"), true);
-    let up = s.take_upstream();
-    let Frame::Headers { headers, .. } = &up[0] else {
-        panic!("{up:?}")
-    };
-    assert!(
-        headers
-            .get("content-type")
-            .is_some_and(|c| c.starts_with("application/grpc-web")),
-        "{headers:?}"
+    let request = call(
+        "application/grpc",
+        &[(":authority", "server"), ("te", "trailers")],
     );
+    let up = unary_request(&mut s, &request);
+    assert!(is_grpc_web(content_type(&up)), "{up:?}");
 
     let mut web_body = grpc_frame(b"yo");
     let block = b"grpc-status:0\r\n";
     web_body.push(0x80);
     web_body.extend_from_slice(&(block.len() as u32).to_be_bytes());
     web_body.extend_from_slice(block);
-    s.response_headers(
-        &[
-            (":status", "200"),
-            ("content-type", "application/grpc-web+proto"),
-        ],
-        false,
-    )
-    .response_body(&web_body, true);
+    s.response_headers(&ok_with("application/grpc-web+proto"), false)
+        .response_body(&web_body, true);
     s.advance_ms(50);
     let down = s.take_downstream();
     assert_eq!(body_of(&down), grpc_frame(b"yo"), "{down:?}");
@@ -142,16 +152,8 @@ fn bad_configuration_is_refused_with_the_filter_message() {
 fn server_role_gives_a_status_to_headers_only_answers_without_one() {
     for ct in ["application/grpc", "application/grpc-web+proto"] {
         let mut s = role(r#"{"role":"server","auth":"none"}"#);
-        s.request_headers(
-            &[
-                (":method", "POST"),
-                (":path", "/pkg.Svc/Call"),
-                ("content-type", "application/grpc-web+proto"),
-            ],
-            false,
-        )
-        .request_body(&grpc_frame(b"hi"), true);
-        s.response_headers(&[(":status", "200"), ("content-type", ct)], true);
+        unary_request(&mut s, &call("application/grpc-web+proto", &[]));
+        s.response_headers(&ok_with(ct), true);
         let down = s.take_downstream();
         let Frame::Headers {
             headers,
@@ -170,20 +172,12 @@ fn server_role_gives_a_status_to_headers_only_answers_without_one() {
     }
     // A trailers-only answer that has its status keeps it.
     let mut s = role(r#"{"role":"server","auth":"none"}"#);
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":path", "/pkg.Svc/Call"),
-            ("content-type", "application/grpc-web+proto"),
-        ],
-        true,
-    );
+    s.request_headers(&call("application/grpc-web+proto", &[]), true);
     s.response_headers(common::TRAILERS_ONLY_NOT_FOUND, true);
-    let down = s.take_downstream();
-    let Frame::Headers { headers, .. } = &down[0] else {
-        panic!("{down:?}")
-    };
-    assert_eq!(headers.get("grpc-status"), Some("5"));
+    assert_eq!(
+        first_headers(&s.take_downstream()).get("grpc-status"),
+        Some("5")
+    );
 }
 
 /// Role `http1_status` (in front of Envoy's grpc_http1_bridge in envoy/server.yaml): a plain
@@ -191,90 +185,40 @@ fn server_role_gives_a_status_to_headers_only_answers_without_one() {
 /// HTTP/2 gRPC and responses without a status are untouched.
 #[test]
 fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
-    let status_after =
-        |protocol: &str, content_type: &str, response: &[(&str, &str)]| -> Option<String> {
-            let mut s = Scenario::new(
-                PluginOptions::from_file(common::grpc_bridge_wasm())
-                    .plugin_config(r#"{"role":"http1_status"}"#)
-                    .property("request.protocol", protocol),
-            )
-            .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"));
-            s.request_headers(
-                &[
-                    (":method", "POST"),
-                    (":path", "/pkg.Svc/Call"),
-                    ("content-type", content_type),
-                ],
-                false,
-            )
-            .request_body(&grpc_frame(b"hi"), true);
-            s.response_headers(response, true);
-            let down = s.take_downstream();
-            let Frame::Headers { headers, .. } = &down[0] else {
-                panic!("{down:?}")
-            };
-            headers.get(":status").map(str::to_string)
-        };
-    let grpc = "application/grpc";
-    let answer = |http: &'static str, code: &'static str| {
-        vec![
-            (":status", http),
-            ("content-type", "application/grpc"),
-            ("grpc-status", code),
-        ]
-    };
-    // Envoy's bridge answers 200 for a Trailers-Only error and 503 for other errors.
-    assert_eq!(
-        status_after("HTTP/1.1", grpc, &answer("200", "0")).as_deref(),
-        Some("200")
+    let (grpc, grpc_proto, web) = (
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc-web+proto",
     );
-    assert_eq!(
-        status_after("HTTP/1.1", grpc, &answer("200", "5")).as_deref(),
-        Some("404")
-    );
-    assert_eq!(
-        status_after("HTTP/1.1", "application/grpc+proto", &answer("503", "14")).as_deref(),
-        Some("503")
-    );
-    assert_eq!(
-        status_after("HTTP/1.0", grpc, &answer("503", "16")).as_deref(),
-        Some("401")
-    );
-    assert_eq!(
-        status_after("HTTP/1.1", grpc, &answer("503", "1")).as_deref(),
-        Some("499")
-    );
-    assert_eq!(
-        status_after("HTTP/1.1", grpc, &answer("200", "99")).as_deref(),
-        Some("500")
-    );
-    // Untouched: HTTP/2, gRPC-web, a status chosen by someone else, no grpc-status.
-    assert_eq!(
-        status_after("HTTP/2", grpc, &answer("200", "5")).as_deref(),
-        Some("200")
-    );
-    assert_eq!(
-        status_after(
-            "HTTP/1.1",
-            "application/grpc-web+proto",
-            &answer("200", "5")
-        )
-        .as_deref(),
-        Some("200")
-    );
-    assert_eq!(
-        status_after("HTTP/1.1", grpc, &answer("429", "8")).as_deref(),
-        Some("429")
-    );
-    assert_eq!(
-        status_after(
-            "HTTP/1.1",
-            grpc,
-            &[(":status", "200"), ("content-type", "application/grpc")]
-        )
-        .as_deref(),
-        Some("200")
-    );
+    // (request.protocol, request content type, answer's :status and grpc-status (None: no
+    // grpc-status), the :status the client gets)
+    type Case<'a> = (&'a str, &'a str, (&'a str, Option<&'a str>), &'a str);
+    let cases: &[Case] = &[
+        // Envoy's bridge answers 200 for a Trailers-Only error and 503 for other errors.
+        ("HTTP/1.1", grpc, ("200", Some("0")), "200"),
+        ("HTTP/1.1", grpc, ("200", Some("5")), "404"),
+        ("HTTP/1.1", grpc_proto, ("503", Some("14")), "503"),
+        ("HTTP/1.0", grpc, ("503", Some("16")), "401"),
+        ("HTTP/1.1", grpc, ("503", Some("1")), "499"),
+        ("HTTP/1.1", grpc, ("200", Some("99")), "500"),
+        // Untouched: HTTP/2, gRPC-web, a status chosen by someone else, no grpc-status.
+        ("HTTP/2", grpc, ("200", Some("5")), "200"),
+        ("HTTP/1.1", web, ("200", Some("5")), "200"),
+        ("HTTP/1.1", grpc, ("429", Some("8")), "429"),
+        ("HTTP/1.1", grpc, ("200", None), "200"),
+    ];
+    for &(protocol, content_type, (http, code), want) in cases {
+        let mut s = role_over(r#"{"role":"http1_status"}"#, protocol);
+        unary_request(&mut s, &call(content_type, &[]));
+        let mut answer = vec![(":status", http), ("content-type", "application/grpc")];
+        answer.extend(code.map(|c| ("grpc-status", c)));
+        s.response_headers(&answer, true);
+        assert_eq!(
+            first_headers(&s.take_downstream()).get(":status"),
+            Some(want),
+            "{protocol} {content_type} answered {http} grpc-status {code:?}"
+        );
+    }
 }
 
 /// Server role, plain HTTP/1.1 gRPC client (its response held by Envoy's grpc_http1_bridge
@@ -283,25 +227,9 @@ fn http1_status_role_maps_grpc_status_to_http_status_for_http1_clients() {
 #[test]
 fn server_role_bounds_the_hold_of_plain_http1_grpc_clients() {
     let plain = |config: &str, protocol: &str| {
-        let mut s = Scenario::new(
-            PluginOptions::from_file(common::grpc_bridge_wasm())
-                .plugin_config(config)
-                .property("request.protocol", protocol),
-        )
-        .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"));
-        s.request_headers(
-            &[
-                (":method", "POST"),
-                (":path", "/pkg.Svc/Call"),
-                ("content-type", "application/grpc"),
-            ],
-            false,
-        )
-        .request_body(&grpc_frame(b"hi"), true)
-        .response_headers(
-            &[(":status", "200"), ("content-type", "application/grpc")],
-            false,
-        );
+        let mut s = role_over(config, protocol);
+        unary_request(&mut s, &call("application/grpc", &[]));
+        s.response_headers(&ok_with("application/grpc"), false);
         s
     };
     let reply_status = |s: &Scenario| {
@@ -366,21 +294,11 @@ fn server_role_ends_a_trailerless_stream_with_internal_after_a_flush() {
         ("application/grpc-web-text+proto", true),
     ] {
         let mut s = role(r#"{"role":"server","auth":"none"}"#);
-        s.request_headers(
-            &[
-                (":method", "POST"),
-                (":path", "/pkg.Svc/Call"),
-                ("content-type", ct),
-            ],
-            true,
-        );
-        s.response_headers(
-            &[(":status", "200"), ("content-type", "application/grpc")],
-            false,
-        )
-        .response_body(&grpc_frame(b"first"), false)
-        .advance_ms(50)
-        .response_body(b"", true);
+        s.request_headers(&call(ct, &[]), true);
+        s.response_headers(&ok_with("application/grpc"), false)
+            .response_body(&grpc_frame(b"first"), false)
+            .advance_ms(50)
+            .response_body(b"", true);
         s.advance_ms(50);
         let down = s.take_downstream();
         let body = body_of(&down);

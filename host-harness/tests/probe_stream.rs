@@ -4,7 +4,9 @@
 mod common;
 
 use common::probe;
-use host_harness::{body_of, ConnectionScenario, Direction, Frame, Headers, NetFrame, Scenario};
+use host_harness::{
+    body_of, ConnectionScenario, Direction, Frame, Headers, NetFrame, PluginOptions, Scenario,
+};
 
 const GRPC_REQUEST: &[(&str, &str)] = &[
     (":method", "POST"),
@@ -19,32 +21,59 @@ fn log_has(s: &Scenario, line: &str) -> bool {
     s.logs().iter().any(|l| l.message == line)
 }
 
-fn started(mode: &str) -> Scenario {
-    let mut s = Scenario::new(probe(mode)).expect("load probe");
+/// The headers of a response that is only headers (ended there), like a trailers-only answer.
+fn headers_only(frames: &[Frame]) -> &Headers {
+    match frames {
+        [Frame::Headers {
+            headers,
+            end_stream: true,
+        }] => headers,
+        other => panic!("not a headers-only response: {other:?}"),
+    }
+}
+
+/// The stream ended with a local reply (`status`, `details`) whose page `page` went to the
+/// client as headers and one body chunk, through the response path: the filter saw it.
+fn assert_local_reply(s: &mut Scenario, status: u32, details: &str, page: &[u8]) {
+    let reply = s.local_reply().expect("local reply");
+    assert_eq!((reply.status, reply.details.as_str()), (status, details));
+    let status = status.to_string();
+    match &s.take_downstream()[..] {
+        [Frame::Headers {
+            headers,
+            end_stream: false,
+        }, Frame::Data {
+            bytes,
+            end_stream: true,
+        }] => assert_eq!(
+            (headers.get(":status"), bytes.as_slice()),
+            (Some(status.as_str()), page)
+        ),
+        other => panic!("not headers and one ending body chunk: {other:?}"),
+    }
+    assert!(
+        s.returns()
+            .iter()
+            .any(|(c, _)| *c == "proxy_on_response_headers"),
+        "the filter saw the local reply"
+    );
+}
+
+/// A gRPC call whose response headers have come, with the probe in `options`.
+fn responding(options: PluginOptions) -> Scenario {
+    let mut s = Scenario::new(options).expect("load probe");
     s.request_headers(GRPC_REQUEST, true)
         .response_headers(RESPONSE, false);
-    let up = s.take_upstream();
-    assert!(
-        matches!(
-            &up[..],
-            [Frame::Headers {
-                end_stream: true,
-                ..
-            }]
-        ),
-        "{up:?}"
-    );
-    let down = s.take_downstream();
-    assert!(
-        matches!(
-            &down[..],
-            [Frame::Headers {
-                end_stream: false,
-                ..
-            }]
-        ),
-        "{down:?}"
-    );
+    s
+}
+
+/// [`responding`] in `mode`, where both headers passed and nothing else left yet.
+fn started(mode: &str) -> Scenario {
+    let mut s = responding(probe(mode));
+    let only_headers = |frames: &[Frame], end: bool| matches!(frames, [Frame::Headers { end_stream, .. }] if *end_stream == end);
+    let (up, down) = (s.take_upstream(), s.take_downstream());
+    assert!(only_headers(&up, true), "{up:?}");
+    assert!(only_headers(&down, false), "{down:?}");
     s
 }
 
@@ -181,18 +210,16 @@ fn trailers_only_response_passes_with_end_stream_on_headers() {
     s.next_stream();
     s.request_headers(GRPC_REQUEST, true);
     s.response_headers(common::TRAILERS_ONLY_NOT_FOUND, true);
-    let down = s.take_downstream();
-    assert!(
-        matches!(&down[..], [Frame::Headers { end_stream: true, headers }] if headers.get("grpc-status") == Some("5"))
+    assert_eq!(
+        headers_only(&s.take_downstream()).get("grpc-status"),
+        Some("5")
     );
     assert!(s.is_finished());
 }
 
 #[test]
 fn stop_iteration_from_headers_becomes_stop_all() {
-    let mut s = Scenario::new(probe("headers-stop")).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("headers-stop"));
     s.response_body(b"ab", false).response_body(b"cd", true);
     // StopAllIteration: the body is held without calling the filter.
     assert!(!s
@@ -220,12 +247,18 @@ fn stop_iteration_from_headers_becomes_stop_all() {
     );
 }
 
-#[test]
-fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
-    let mut s = Scenario::new(probe("body-continue")).unwrap();
+/// A gRPC request (without `te`) whose body comes in two chunks, "one" and "two".
+fn request_in_two_chunks(mode: &str) -> Scenario {
+    let mut s = Scenario::new(probe(mode)).unwrap();
     s.request_headers(&GRPC_REQUEST[..4], false)
         .request_body(b"one", false)
         .request_body(b"two", true);
+    s
+}
+
+#[test]
+fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
+    let mut s = request_in_two_chunks("body-continue");
     let up = s.take_upstream();
     match &up[0] {
         Frame::Headers {
@@ -253,10 +286,7 @@ fn request_headers_can_be_changed_and_body_chunks_keep_their_boundaries() {
 
 #[test]
 fn buffered_request_body_goes_up_in_one_piece() {
-    let mut s = Scenario::new(probe("request-buffer")).unwrap();
-    s.request_headers(&GRPC_REQUEST[..4], false)
-        .request_body(b"one", false)
-        .request_body(b"two", true);
+    let mut s = request_in_two_chunks("request-buffer");
     assert!(log_has(&s, "request_body size=6 eos=1"), "{:#?}", s.logs());
     assert_eq!(body_of(&s.take_upstream()), b"onetwo");
 }
@@ -269,29 +299,7 @@ fn local_reply_goes_through_the_response_path() {
         true,
     );
     assert!(s.take_upstream().is_empty());
-    let reply = s.local_reply().expect("local reply");
-    assert_eq!(
-        (reply.status, reply.details.as_str()),
-        (403, "denied_by_probe")
-    );
-    let down = s.take_downstream();
-    match &down[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: false,
-        }, Frame::Data {
-            bytes,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("403"));
-            assert_eq!(bytes, b"go away");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(s
-        .returns()
-        .iter()
-        .any(|(c, _)| *c == "proxy_on_response_headers"));
+    assert_local_reply(&mut s, 403, "denied_by_probe", b"go away");
     assert!(s.is_finished());
 }
 
@@ -300,15 +308,12 @@ fn a_trap_kills_the_vm_and_every_later_request_fails() {
     let mut s = Scenario::new(probe("trap")).unwrap();
     s.request_headers(GRPC_REQUEST, true);
     assert!(s.plugin().failure().is_some());
-    let expect_unavailable = |frames: Vec<Frame>| match &frames[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("200"));
-            assert_eq!(headers.get("grpc-status"), Some("14"));
-        }
-        other => panic!("{other:?}"),
+    let expect_unavailable = |frames: Vec<Frame>| {
+        let headers = headers_only(&frames);
+        assert_eq!(
+            (headers.get(":status"), headers.get("grpc-status")),
+            (Some("200"), Some("14"))
+        );
     };
     expect_unavailable(s.take_downstream());
     assert!(s.take_upstream().is_empty());
@@ -329,13 +334,10 @@ fn a_trap_kills_the_vm_and_every_later_request_fails() {
         ],
         true,
     );
-    match &s.take_downstream()[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: true,
-        }] => assert_eq!(headers.get(":status"), Some("503")),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(
+        headers_only(&s.take_downstream()).get(":status"),
+        Some("503")
+    );
     assert_eq!(s.local_reply().unwrap().details, "wasm_fail_stream");
 }
 
@@ -426,9 +428,7 @@ fn buffered_response_over_the_limit_resets_a_stream_whose_headers_went_out() {
 
 #[test]
 fn without_a_limit_a_buffered_response_passes_whole() {
-    let mut s = Scenario::new(probe("buffer-all").buffer_limit(0)).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("buffer-all").buffer_limit(0));
     s.take_downstream();
     response_chunks(&mut s, 80);
     s.response_body(b"end", true);
@@ -437,23 +437,20 @@ fn without_a_limit_a_buffered_response_passes_whole() {
 
 #[test]
 fn stop_all_buffer_from_headers_over_the_limit_is_a_direct_500() {
-    let mut s = Scenario::new(probe("headers-buffer")).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("headers-buffer"));
     assert!(s.take_downstream().is_empty(), "headers held");
     response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
     // Headers were held: Envoy answers directly (gRPC: trailers-only, status 500 -> UNKNOWN).
-    match &s.take_downstream()[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("200"));
-            assert_eq!(headers.get("grpc-status"), Some("2"));
-            assert_eq!(headers.get("grpc-message"), Some("Internal Server Error"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let down = s.take_downstream();
+    let headers = headers_only(&down);
+    assert_eq!(
+        (
+            headers.get(":status"),
+            headers.get("grpc-status"),
+            headers.get("grpc-message")
+        ),
+        (Some("200"), Some("2"), Some("Internal Server Error"))
+    );
     assert!(s.is_finished());
 }
 
@@ -478,29 +475,11 @@ fn buffered_request_over_the_limit_is_a_413_through_the_response_path() {
         "the upstream request is abandoned: {:?}",
         up.last()
     );
-    let reply = s.local_reply().expect("local reply");
-    assert_eq!(
-        (reply.status, reply.details.as_str()),
-        (413, "request_payload_too_large")
-    );
-    match &s.take_downstream()[..] {
-        [Frame::Headers {
-            headers,
-            end_stream: false,
-        }, Frame::Data {
-            bytes,
-            end_stream: true,
-        }] => {
-            assert_eq!(headers.get(":status"), Some("413"));
-            assert_eq!(bytes, b"Payload Too Large");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(
-        s.returns()
-            .iter()
-            .any(|(c, _)| *c == "proxy_on_response_headers"),
-        "the filter saw the local reply"
+    assert_local_reply(
+        &mut s,
+        413,
+        "request_payload_too_large",
+        b"Payload Too Large",
     );
 }
 
@@ -530,9 +509,7 @@ fn watermark_over_the_limit_applies_back_pressure_instead() {
 
 #[test]
 fn stop_all_watermark_from_headers_reads_again_after_the_resume_drains_it() {
-    let mut s = Scenario::new(probe("headers-stop")).unwrap();
-    s.request_headers(GRPC_REQUEST, true)
-        .response_headers(RESPONSE, false);
+    let mut s = responding(probe("headers-stop"));
     response_chunks(&mut s, CHUNKS_AT_LIMIT + 1);
     assert!(
         s.read_disabled(Direction::Response),

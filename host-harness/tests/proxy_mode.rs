@@ -3,10 +3,12 @@
 
 mod common;
 
-use common::{grpc_ok_trailers, grpc_response, probe_file, probe_proxy, serve_http, serve_tcp};
+use common::{grpc_ok_trailers, grpc_response, probe_proxy, serve_http, serve_tcp, wait_for};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use host_harness::proxy::{self, Protocol, ProxyConfig};
@@ -84,17 +86,11 @@ async fn start(
     up: Protocol,
     upstream: SocketAddr,
 ) -> proxy::RunningProxy {
-    proxy::start(ProxyConfig {
-        wasm: probe_file(),
-        plugin_config: mode.as_bytes().to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream,
-        downstream_protocol: down,
-        upstream_protocol: up,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), upstream)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    started(probe_proxy(mode, upstream).protocols(down, up)).await
+}
+
+async fn started(cfg: ProxyConfig) -> proxy::RunningProxy {
+    proxy::start(cfg).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn grpc_request(uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
@@ -107,17 +103,27 @@ fn grpc_request(uri: &str, body: &'static [u8]) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// A gRPC call with `body` from a `client_protocol` client through the probe in `mode` to an h2c
+/// [`echo_upstream`]: the proxy (it stops when dropped) and the response, whose status was 200.
+async fn echo_call_through(
+    mode: &str,
+    client_protocol: Protocol,
+    body: &'static [u8],
+) -> (proxy::RunningProxy, Response<Incoming>) {
+    let upstream = echo_upstream(Protocol::H2c).await;
+    let p = start(mode, client_protocol, Protocol::H2c, upstream).await;
+    let uri = match client_protocol {
+        Protocol::H2c => format!("http://{}/pkg.Svc/Call", p.local_addr),
+        Protocol::Http1 => "/pkg.Svc/Call".to_string(),
+    };
+    let resp = client(p.local_addr, client_protocol, grpc_request(&uri, body)).await;
+    assert_eq!(resp.status(), 200);
+    (p, resp)
+}
+
 #[tokio::test]
 async fn h2c_both_sides_streams_body_and_trailers() {
-    let upstream = echo_upstream(Protocol::H2c).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
-    let resp = client(
-        p.local_addr,
-        Protocol::H2c,
-        grpc_request(&format!("http://{}/pkg.Svc/Call", p.local_addr), b"hello"),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    let (_p, resp) = echo_call_through("body-continue", Protocol::H2c, b"hello").await;
     assert_eq!(
         resp.headers().get("x-saw-probe").unwrap(),
         "1",
@@ -132,15 +138,7 @@ async fn h2c_both_sides_streams_body_and_trailers() {
 
 #[tokio::test]
 async fn http1_downstream_h2c_upstream_with_tick_flushed_trailer_frame() {
-    let upstream = echo_upstream(Protocol::H2c).await;
-    let p = start("stream", Protocol::Http1, Protocol::H2c, upstream).await;
-    let resp = client(
-        p.local_addr,
-        Protocol::Http1,
-        grpc_request("/pkg.Svc/Call", b"abc"),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
+    let (_p, resp) = echo_call_through("stream", Protocol::Http1, b"abc").await;
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, Bytes::from_static(b"abc[TRAILERS]"));
 }
@@ -167,56 +165,56 @@ async fn startup_errors_are_clear() {
     let upstream: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = ProxyConfig {
-        wasm: probe_file(),
-        plugin_config: b"body-continue".to_vec(),
         listen: taken.local_addr().unwrap(),
-        upstream,
-        downstream_protocol: Protocol::H2c,
-        upstream_protocol: Protocol::H2c,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), upstream)
+        ..probe_proxy("body-continue", upstream)
     };
-    let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
+    let refused = |cfg: &ProxyConfig| {
+        let cfg = cfg.clone();
+        async move { proxy::start(cfg).await.err().expect("refused").to_string() }
+    };
+    let err = refused(&cfg).await;
     assert!(err.ends_with("address already in use"), "{err}");
     cfg.listen = "127.0.0.1:0".parse().unwrap();
     cfg.plugin_config = b"reject".to_vec();
-    let err = proxy::start(cfg.clone()).await.err().unwrap().to_string();
+    let err = refused(&cfg).await;
     assert!(err.contains("unknown role \"reject\""), "{err}");
     cfg.wasm = "/nonexistent.wasm".into();
-    let err = proxy::start(cfg).await.err().unwrap().to_string();
+    let err = refused(&cfg).await;
     assert!(
         err.contains("cannot read wasm file /nonexistent.wasm"),
         "{err}"
     );
 }
 
+/// The real filter in role `config` as a proxy in front of `upstream`, speaking `protocols`
+/// (downstream, upstream).
+async fn bridge(
+    config: &str,
+    upstream: SocketAddr,
+    (down, up): (Protocol, Protocol),
+) -> proxy::RunningProxy {
+    let local = "127.0.0.1:0".parse().unwrap();
+    let cfg = ProxyConfig::new(common::grpc_bridge_wasm(), config, local, upstream);
+    started(cfg.protocols(down, up)).await
+}
+
 /// The sample topology minus Envoy: h2c client -> agent proxy (real filter) -> HTTP/1.1 hop
 /// -> server proxy (real filter) -> h2c gRPC upstream, unary call with trailers.
 #[tokio::test(flavor = "multi_thread")]
 async fn real_filter_agent_and_server_over_an_http1_hop() {
-    let wasm = common::grpc_bridge_wasm();
     let backend = echo_upstream(Protocol::H2c).await;
-    let server = proxy::start(ProxyConfig {
-        wasm: wasm.clone(),
-        plugin_config: br#"{"role":"server","auth":"none"}"#.to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: backend,
-        downstream_protocol: Protocol::Http1,
-        upstream_protocol: Protocol::H2c,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), backend)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    let agent = proxy::start(ProxyConfig {
-        wasm,
-        plugin_config: br#"{"role":"agent"}"#.to_vec(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: server.local_addr,
-        downstream_protocol: Protocol::H2c,
-        upstream_protocol: Protocol::Http1,
-        ..ProxyConfig::new("", "", "127.0.0.1:0".parse().unwrap(), backend)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let server = bridge(
+        r#"{"role":"server","auth":"none"}"#,
+        backend,
+        (Protocol::Http1, Protocol::H2c),
+    )
+    .await;
+    let agent = bridge(
+        r#"{"role":"agent"}"#,
+        server.local_addr,
+        (Protocol::H2c, Protocol::Http1),
+    )
+    .await;
     let message = [0u8, 0, 0, 0, 3, b'a', b'b', b'c'];
     let req = Request::builder()
         .method("POST")
@@ -238,33 +236,84 @@ async fn real_filter_agent_and_server_over_an_http1_hop() {
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
 }
 
-/// An upstream that counts the connections it accepted; `keep_alive: false` makes an
-/// HTTP/1.1 upstream close each connection after one response.
-async fn counting_upstream(
-    protocol: Protocol,
-    keep_alive: bool,
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let addr = serve_tcp(move |tcp| {
-        count.fetch_add(1, Ordering::SeqCst);
-        async move {
-            let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                let body = req.into_body().collect().await.unwrap().to_bytes();
-                // A little latency so concurrent requests overlap.
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                let trailers = grpc_ok_trailers();
-                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                    vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
-                let resp = grpc_response(StreamBody::new(futures_stream(frames)));
-                Ok::<_, Infallible>(resp)
-            });
-            serve_http(tcp, protocol, keep_alive, svc).await;
+/// An upstream that counts the connections it accepted, and holds each answer while its gate
+/// is closed (so that a test knows how many requests are in flight at once); `keep_alive:
+/// false` makes an HTTP/1.1 upstream close each connection after one response.
+struct CountingUpstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    /// Requests that arrived while the gate was closed.
+    held: Arc<AtomicUsize>,
+    gate_open: tokio::sync::watch::Sender<bool>,
+}
+
+impl CountingUpstream {
+    async fn start(protocol: Protocol, keep_alive: bool) -> CountingUpstream {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (gate_open, gate) = tokio::sync::watch::channel(true);
+        let (count, holding) = (accepted.clone(), held.clone());
+        let addr = serve_tcp(move |tcp| {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (holding, gate) = (holding.clone(), gate.clone());
+            async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (holding, mut gate) = (holding.clone(), gate.clone());
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        if !*gate.borrow() {
+                            holding.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let _ = gate.wait_for(|open| *open).await;
+                        let trailers = grpc_ok_trailers();
+                        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                            vec![Ok(Frame::data(body)), Ok(Frame::trailers(trailers))];
+                        let resp = grpc_response(StreamBody::new(futures_stream(frames)));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                serve_http(tcp, protocol, keep_alive, svc).await;
+            }
+        })
+        .await;
+        CountingUpstream {
+            addr,
+            accepted,
+            held,
+            gate_open,
         }
-    })
-    .await;
-    (addr, accepted)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// [`echo_call`]s `numbers` through `proxy`, all at once: the gate stays closed until
+    /// every one of them is held at the upstream; then waits for them all to finish.
+    async fn calls_at_once(&self, proxy: SocketAddr, numbers: std::ops::Range<usize>) {
+        let n = numbers.len();
+        self.held.store(0, Ordering::SeqCst);
+        self.gate_open.send_replace(false);
+        let calls: Vec<_> = numbers.map(|i| tokio::spawn(echo_call(proxy, i))).collect();
+        wait_for("requests held at the upstream at once", || {
+            match self.held.load(Ordering::SeqCst) {
+                held if held >= n => Ok(()),
+                held => Err(format!("{held} of {n}")),
+            }
+        })
+        .await;
+        self.gate_open.send_replace(true);
+        for c in calls {
+            c.await.unwrap();
+        }
+    }
+}
+
+/// The probe in body-continue mode (h2c client side) in front of a [`CountingUpstream`].
+async fn counted(protocol: Protocol, keep_alive: bool) -> (CountingUpstream, proxy::RunningProxy) {
+    let upstream = CountingUpstream::start(protocol, keep_alive).await;
+    let p = start("body-continue", Protocol::H2c, protocol, upstream.addr).await;
+    (upstream, p)
 }
 
 async fn echo_call(proxy: SocketAddr, i: usize) {
@@ -282,79 +331,60 @@ async fn echo_call(proxy: SocketAddr, i: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn h2c_upstream_multiplexes_every_request_over_one_connection() {
-    use std::sync::atomic::Ordering;
-    let (upstream, accepted) = counting_upstream(Protocol::H2c, true).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::H2c, upstream).await;
+    let (upstream, p) = counted(Protocol::H2c, true).await;
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
     }
-    let calls: Vec<_> = (5..25)
-        .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
-        .collect();
-    for c in calls {
-        c.await.unwrap();
-    }
+    upstream.calls_at_once(p.local_addr, 5..25).await;
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        upstream.accepted(),
         1,
-        "25 requests, sequential and concurrent, on one h2c connection"
+        "25 requests, sequential and 20 at once, on one h2c connection"
     );
     assert_eq!(p.upstream_connections(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_reuses_idle_connections() {
-    use std::sync::atomic::Ordering;
-    let (upstream, accepted) = counting_upstream(Protocol::Http1, true).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::Http1, upstream).await;
+    let (upstream, p) = counted(Protocol::Http1, true).await;
+    // The pool takes a connection back once its exchange is over.
+    let pooled = |n: usize| {
+        let p = &p;
+        move || match p.upstream_idle_connections() {
+            idle if idle >= n => Ok(()),
+            idle => Err(format!("{idle} of {n} connections back in the pool")),
+        }
+    };
     for i in 0..5 {
         echo_call(p.local_addr, i).await;
+        wait_for("the connection back in the pool", pooled(1)).await;
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        upstream.accepted(),
         1,
         "sequential requests reuse the keep-alive connection"
     );
-    let calls: Vec<_> = (5..13)
-        .map(|i| tokio::spawn(echo_call(p.local_addr, i)))
-        .collect();
-    for c in calls {
-        c.await.unwrap();
-    }
-    let after_burst = accepted.load(Ordering::SeqCst);
-    assert!(
-        after_burst > 1 && after_burst <= 9,
-        "8 overlapping requests need more connections, one each at most: {after_burst}"
+    upstream.calls_at_once(p.local_addr, 5..13).await;
+    assert_eq!(
+        upstream.accepted(),
+        8,
+        "8 requests at once: the idle connection and 7 new ones"
     );
-    // The pool takes connections back once their exchange is over; then go sequential again.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while p.upstream_idle_connections() < after_burst {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connections never returned to the pool: {}",
-            p.upstream_idle_connections()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for("every connection back in the pool", pooled(8)).await;
+    // Sequential again: pooled connections are reused after the burst.
     for i in 13..18 {
         echo_call(p.local_addr, i).await;
     }
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        after_burst,
-        "pooled connections are reused after the burst"
-    );
+    assert_eq!(upstream.accepted(), 8, "pooled connections are reused");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http1_upstream_that_closes_each_connection_still_serves_every_request() {
-    use std::sync::atomic::Ordering;
-    let (upstream, accepted) = counting_upstream(Protocol::Http1, false).await;
-    let p = start("body-continue", Protocol::H2c, Protocol::Http1, upstream).await;
+    let (upstream, p) = counted(Protocol::Http1, false).await;
     for i in 0..4 {
         echo_call(p.local_addr, i).await;
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    assert_eq!(upstream.accepted(), 4);
 }
 
 /// An HTTP/1.1 upstream that answers every request with a chunked body and trailers.
@@ -411,19 +441,29 @@ async fn assert_echo_with_trailers(resp: Response<Incoming>, trailers_cross: boo
     assert_eq!(names, want, "enable_trailers={trailers_cross}");
 }
 
+/// The probe in body-continue mode between `down` and `up`, with Envoy's `enable_trailers`
+/// on the HTTP/1.1 listener and cluster as `(downstream, upstream)` say.
+async fn trailers_proxy(
+    upstream: SocketAddr,
+    down: Protocol,
+    up: Protocol,
+    (downstream, upstream_trailers): (bool, bool),
+) -> proxy::RunningProxy {
+    started(
+        probe_proxy("body-continue", upstream)
+            .protocols(down, up)
+            .http1_trailers(downstream, upstream_trailers),
+    )
+    .await
+}
+
 /// Envoy's `enable_trailers` on an HTTP/1.1 listener: trailers reach an HTTP/1.1 client that
 /// sent no `TE: trailers` and got no `Trailer` header; without it they are dropped.
 #[tokio::test]
 async fn http1_listener_trailers_follow_enable_trailers() {
     let upstream = echo_upstream(Protocol::H2c).await;
     for enabled in [true, false] {
-        let p = proxy::start(
-            probe_proxy("body-continue", upstream)
-                .protocols(Protocol::Http1, Protocol::H2c)
-                .http1_trailers(enabled, false),
-        )
-        .await
-        .unwrap();
+        let p = trailers_proxy(upstream, Protocol::Http1, Protocol::H2c, (enabled, false)).await;
         let req = Request::post("/pkg.Svc/Call")
             .header("host", "x")
             .header("content-type", "application/grpc");
@@ -444,13 +484,7 @@ async fn http1_listener_trailers_follow_enable_trailers() {
 async fn http1_upstream_trailers_follow_enable_trailers() {
     let upstream = raw_http1_upstream_with_trailers().await;
     for enabled in [true, false] {
-        let p = proxy::start(
-            probe_proxy("body-continue", upstream)
-                .protocols(Protocol::H2c, Protocol::Http1)
-                .http1_trailers(false, enabled),
-        )
-        .await
-        .unwrap();
+        let p = trailers_proxy(upstream, Protocol::H2c, Protocol::Http1, (false, enabled)).await;
         let resp = client(
             p.local_addr,
             Protocol::H2c,

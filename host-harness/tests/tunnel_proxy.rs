@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    grpc_ok_trailers, grpc_response, net_session, probe_proxy, serve_http, serve_tcp, sink_lines,
-    tcp_echo, wait_for_line, ReceiverStream,
+    assert_has_lines, grpc_ok_trailers, grpc_response, net_session, probe_proxy, serve_http,
+    serve_tcp, sink_lines, tcp_echo, wait_for, wait_for_line, ReceiverStream,
 };
 
 use std::convert::Infallible;
@@ -193,14 +193,14 @@ async fn tunnel_client_and_server_carry_unary_and_streaming_calls() {
 
     // Closing the client connection closes the tunnel through to the backend.
     drop(send);
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while ended.load(Ordering::SeqCst) == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the backend connection was not closed after the client left"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(
+        "the backend connection closing after the client left",
+        || match ended.load(Ordering::SeqCst) {
+            0 => Err("still open".into()),
+            _ => Ok(()),
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,13 +282,12 @@ async fn probe_network_mode_on_sockets() {
         [b"HELLO ABC".to_vec(), b"DEF".to_vec(), Vec::new()]
     );
     let lines = wait_for_line("proxy log", "on_delete", || sink_lines(&logs)).await;
-    assert!(
-        lines.contains(&"prepend=0 continue_downstream=0".to_string()),
-        "{lines:#?}"
-    );
-    assert!(
-        lines.contains(&"replace_upstream=0 continue_upstream=12".to_string()),
-        "{lines:#?}"
+    assert_has_lines(
+        &lines,
+        &[
+            "prepend=0 continue_downstream=0",
+            "replace_upstream=0 continue_upstream=12",
+        ],
     );
     assert!(
         lines

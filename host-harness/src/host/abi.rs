@@ -145,19 +145,41 @@ pub enum HeadersAction {
     StopAllWatermark,
 }
 
-impl HeadersAction {
-    pub(crate) fn from_guest(raw: i32, next_iteration_stopped: bool) -> Self {
+/// A status of an HTTP filter callback, after Envoy's conversion: one type per kind of
+/// callback (headers, body, trailers).
+pub(crate) trait FilterStatus: Copy + 'static {
+    /// The callback's export for the request and for the response.
+    const CALLBACKS: (&'static str, &'static str);
+    /// Envoy's conversion switch: the status for each raw value the guest may return.
+    const BY_RAW: &'static [Self];
+    /// Any other raw value; also what the filter manager gets when the filter must not go
+    /// on: the callback called `send_local_response` (next iteration stopped), or the VM
+    /// failed (cpp-host's CHECK_FAIL answers the same).
+    const STOPPED: Self;
+
+    fn from_guest(raw: i32, next_iteration_stopped: bool) -> Self {
         if next_iteration_stopped {
-            return Self::StopAllWatermark;
+            return Self::STOPPED;
         }
-        match raw as u32 {
-            0 => Self::Continue,
-            // ContinueAndEndStream is not in Envoy's conversion switch: default Continue.
-            2 => Self::Continue,
-            3 => Self::StopAllBuffer,
-            _ => Self::StopAllWatermark,
-        }
+        Self::BY_RAW
+            .get(raw as u32 as usize)
+            .copied()
+            .unwrap_or(Self::STOPPED)
     }
+}
+
+impl FilterStatus for HeadersAction {
+    const CALLBACKS: (&'static str, &'static str) =
+        ("proxy_on_request_headers", "proxy_on_response_headers");
+    // 1 (StopIteration) is StopAllIterationAndWatermark; ContinueAndEndStream (2) is not in
+    // Envoy's conversion switch: its default, Continue.
+    const BY_RAW: &'static [Self] = &[
+        Self::Continue,
+        Self::StopAllWatermark,
+        Self::Continue,
+        Self::StopAllBuffer,
+    ];
+    const STOPPED: Self = Self::StopAllWatermark;
 }
 
 /// What a body (or network data) callback returned, after conversion.
@@ -169,18 +191,15 @@ pub enum DataAction {
     StopIterationNoBuffer,
 }
 
-impl DataAction {
-    pub(crate) fn from_guest(raw: i32, next_iteration_stopped: bool) -> Self {
-        if next_iteration_stopped {
-            return Self::StopIterationNoBuffer;
-        }
-        match raw as u32 {
-            0 => Self::Continue,
-            1 => Self::StopIterationAndBuffer,
-            2 => Self::StopIterationAndWatermark,
-            _ => Self::StopIterationNoBuffer,
-        }
-    }
+impl FilterStatus for DataAction {
+    const CALLBACKS: (&'static str, &'static str) =
+        ("proxy_on_request_body", "proxy_on_response_body");
+    const BY_RAW: &'static [Self] = &[
+        Self::Continue,
+        Self::StopIterationAndBuffer,
+        Self::StopIterationAndWatermark,
+    ];
+    const STOPPED: Self = Self::StopIterationNoBuffer;
 }
 
 /// What a trailers callback returned, after conversion.
@@ -190,14 +209,11 @@ pub enum TrailersAction {
     StopIteration,
 }
 
-impl TrailersAction {
-    pub(crate) fn from_guest(raw: i32, next_iteration_stopped: bool) -> Self {
-        if next_iteration_stopped || raw != 0 {
-            Self::StopIteration
-        } else {
-            Self::Continue
-        }
-    }
+impl FilterStatus for TrailersAction {
+    const CALLBACKS: (&'static str, &'static str) =
+        ("proxy_on_request_trailers", "proxy_on_response_trailers");
+    const BY_RAW: &'static [Self] = &[Self::Continue];
+    const STOPPED: Self = Self::StopIteration;
 }
 
 /// Network filter status (`proxy_on_new_connection`, `proxy_on_*_data`).

@@ -36,7 +36,7 @@ pub use crate::host::vm::{DEFAULT_BUFFER_LIMIT, DEFAULT_H2_STREAM_WINDOW};
 
 use super::h1_trailers::{Slot, SlotTrailers, TrailerWriter};
 use super::upstream::{BoxBody, Upstream};
-use super::vm_thread::{start_vm, Command, Flow, StreamSink, VmHandle};
+use super::vm_thread::{start_vm, Command, Flow, Sink, StreamSink, VmHandle};
 use crate::host::headers::Headers;
 use crate::host::vm::{LoadError, PluginOptions, WasmSource};
 use crate::model::{Frame, StreamId};
@@ -272,16 +272,11 @@ async fn handle(
 ) -> Result<Response<BoxBody>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let headers = request_headers(&parts);
-    let (up_tx, up_rx) = mpsc::unbounded_channel();
-    let (down_tx, mut down_rx) = mpsc::unbounded_channel();
+    let (sides, (up_rx, mut down_rx)) = Sink::new(cfg.buffer_limit_bytes);
+    let (up_flow, down_flow) = sides.flows();
     let (cancel_tx, cancel_rx) = oneshot::channel();
-    let up_flow = Flow::new(cfg.buffer_limit_bytes);
-    let down_flow = Flow::new(cfg.buffer_limit_bytes);
     let sink = StreamSink {
-        upstream: up_tx,
-        downstream: down_tx,
-        upstream_flow: up_flow.clone(),
-        downstream_flow: down_flow.clone(),
+        sides,
         cancel_upstream: Some(cancel_tx),
     };
     let (opened_tx, opened_rx) = oneshot::channel();

@@ -85,16 +85,8 @@ fn socket_failed(side: Side, halves: &Mutex<Halves>, vm: &VmHandle, id: Connecti
 
 /// One client connection, from accept to close.
 pub(crate) async fn serve(client: TcpStream, vm: VmHandle, cfg: Arc<ProxyConfig>) {
-    let (up_tx, up_rx) = mpsc::unbounded_channel();
-    let (down_tx, down_rx) = mpsc::unbounded_channel();
-    let up_flow = Flow::new(cfg.buffer_limit_bytes);
-    let down_flow = Flow::new(cfg.buffer_limit_bytes);
-    let sink = ConnSink {
-        upstream: up_tx,
-        downstream: down_tx,
-        upstream_flow: up_flow.clone(),
-        downstream_flow: down_flow.clone(),
-    };
+    let (sink, (up_rx, down_rx)) = ConnSink::new(cfg.buffer_limit_bytes);
+    let (up_flow, down_flow) = sink.flows();
     let (opened_tx, opened_rx) = oneshot::channel();
     vm.send(Command::ConnOpen {
         sink,

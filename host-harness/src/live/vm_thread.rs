@@ -103,24 +103,51 @@ impl Flow {
     }
 }
 
-/// Where the VM thread sends what the filter released for one stream.
-pub(crate) struct StreamSink {
-    pub(crate) upstream: mpsc::UnboundedSender<Frame>,
-    pub(crate) downstream: mpsc::UnboundedSender<Frame>,
+/// Where the VM thread sends what the filter released toward each side of one stream
+/// (`F` = [`Frame`]) or connection ([`NetFrame`]), and each direction's backlog.
+pub(crate) struct Sink<F> {
+    pub(crate) upstream: mpsc::UnboundedSender<F>,
+    pub(crate) downstream: mpsc::UnboundedSender<F>,
     pub(crate) upstream_flow: Arc<Flow>,
     pub(crate) downstream_flow: Arc<Flow>,
+}
+
+impl<F> Sink<F> {
+    /// A sink with each direction's backlog bounded by `limit` bytes (0: unbounded), and the
+    /// receivers of what it sends (upstream, downstream).
+    pub(crate) fn new(
+        limit: u32,
+    ) -> (
+        Sink<F>,
+        (mpsc::UnboundedReceiver<F>, mpsc::UnboundedReceiver<F>),
+    ) {
+        let (upstream, up_rx) = mpsc::unbounded_channel();
+        let (downstream, down_rx) = mpsc::unbounded_channel();
+        let sink = Sink {
+            upstream,
+            downstream,
+            upstream_flow: Flow::new(limit),
+            downstream_flow: Flow::new(limit),
+        };
+        (sink, (up_rx, down_rx))
+    }
+
+    /// The two directions' backlogs (upstream, downstream), for the tasks that move the data.
+    pub(crate) fn flows(&self) -> (Arc<Flow>, Arc<Flow>) {
+        (self.upstream_flow.clone(), self.downstream_flow.clone())
+    }
+}
+
+/// One stream's [`Sink`].
+pub(crate) struct StreamSink {
+    pub(crate) sides: Sink<Frame>,
     /// Fired when the stream is reset either way: the upstream exchange is abandoned (the
     /// router resets the upstream request), even if the request had already ended.
     pub(crate) cancel_upstream: Option<oneshot::Sender<()>>,
 }
 
-/// Where the VM thread sends what the filter released for one connection.
-pub(crate) struct ConnSink {
-    pub(crate) upstream: mpsc::UnboundedSender<NetFrame>,
-    pub(crate) downstream: mpsc::UnboundedSender<NetFrame>,
-    pub(crate) upstream_flow: Arc<Flow>,
-    pub(crate) downstream_flow: Arc<Flow>,
-}
+/// One connection's [`Sink`].
+pub(crate) type ConnSink = Sink<NetFrame>;
 
 pub(crate) enum Command {
     Open {
@@ -303,24 +330,27 @@ fn vm_loop(plugin: &mut Plugin, rx: std_mpsc::Receiver<Command>, log_sink: Optio
         plugin.tick_if_due();
         // Ticks can release data of any stream or connection: pump them all.
         sinks.retain(|id, sink| {
+            let sides = &sink.sides;
             let reset_up = forward(
                 plugin.http_take_upstream(*id),
-                &sink.upstream,
-                &sink.upstream_flow,
+                &sides.upstream,
+                &sides.upstream_flow,
             );
             let reset_down = forward(
                 plugin.http_take_downstream(*id),
-                &sink.downstream,
-                &sink.downstream_flow,
+                &sides.downstream,
+                &sides.downstream_flow,
             );
             if reset_up || reset_down {
                 if let Some(cancel) = sink.cancel_upstream.take() {
                     let _ = cancel.send(());
                 }
             }
-            sink.upstream_flow
+            sink.sides
+                .upstream_flow
                 .set_paused(plugin.http_read_disabled(*id, Direction::Request));
-            sink.downstream_flow
+            sink.sides
+                .downstream_flow
                 .set_paused(plugin.http_read_disabled(*id, Direction::Response));
             let done = plugin.http_is_finished(*id);
             if done {

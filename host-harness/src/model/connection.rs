@@ -55,10 +55,9 @@ impl Plugin {
         end_stream: bool,
     ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.open_conn_mut(id) else {
+        let Some(c) = self.buffer_arrived(id, data, |c| &mut c.read_buffer) else {
             return NetworkAction::StopIteration;
         };
-        c.read_buffer.extend_from_slice(data);
         c.read_end_stream |= end_stream;
         if c.read_buffer.is_empty() && !c.read_end_stream {
             return NetworkAction::Continue;
@@ -88,10 +87,9 @@ impl Plugin {
         end_stream: bool,
     ) -> NetworkAction {
         let id = id.0;
-        let Some(c) = self.open_conn_mut(id) else {
+        let Some(c) = self.buffer_arrived(id, data, |c| &mut c.write_buffer) else {
             return NetworkAction::StopIteration;
         };
-        c.write_buffer.extend_from_slice(data);
         c.write_ptr = true;
         let len = c.write_buffer.len() as i32;
         let action = self.call_network(
@@ -171,9 +169,18 @@ impl Plugin {
         self.state_mut().contexts.connections.get_mut(&id)
     }
 
-    /// The connection, unless it is closed.
-    fn open_conn_mut(&mut self, id: u32) -> Option<&mut Connection> {
-        self.conn_mut(id).filter(|c| !c.closed)
+    /// Bytes that arrived for the filter join `buffer` of the connection (the read buffer
+    /// for downstream data, the write buffer for upstream data); `None`, and the bytes are
+    /// dropped, once the connection is closed.
+    fn buffer_arrived(
+        &mut self,
+        id: u32,
+        data: &[u8],
+        buffer: fn(&mut Connection) -> &mut Vec<u8>,
+    ) -> Option<&mut Connection> {
+        let c = self.conn_mut(id).filter(|c| !c.closed)?;
+        buffer(c).extend_from_slice(data);
+        Some(c)
     }
 
     /// A network callback with CHECK_FAIL_NETWORK and the after-call actions.

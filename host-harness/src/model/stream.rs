@@ -14,26 +14,10 @@
 
 use super::contexts::Plugin;
 use super::stream_state::{BodyPtr, Direction, Frame, Half, HttpStream, Iteration, StreamId};
-use crate::host::abi::{DataAction, HeadersAction, TrailersAction};
+use crate::host::abi::{DataAction, FilterStatus, HeadersAction, TrailersAction};
 use crate::host::headers::Headers;
 use crate::host::state::LocalReply;
 use crate::host::vm::Invocation;
-
-/// Callback names per direction.
-fn callbacks(dir: Direction) -> (&'static str, &'static str, &'static str) {
-    match dir {
-        Direction::Request => (
-            "proxy_on_request_headers",
-            "proxy_on_request_body",
-            "proxy_on_request_trailers",
-        ),
-        Direction::Response => (
-            "proxy_on_response_headers",
-            "proxy_on_response_body",
-            "proxy_on_response_trailers",
-        ),
-    }
-}
 
 /// Result of one filter callback after cpp-host's CHECK_FAIL.
 enum CallOutcome {
@@ -229,19 +213,16 @@ impl Plugin {
         outcome
     }
 
-    /// [`Self::call_filter`] and Envoy's conversion of the status: `from_guest` of what the
-    /// guest returned (0, Continue, for a missing export), `failed` when the VM failed.
-    fn call_filter_for<A>(
-        &mut self,
-        id: u32,
-        callback: &'static str,
-        args: &[i32],
-        from_guest: fn(i32, bool) -> A,
-        failed: A,
-    ) -> A {
+    /// [`Self::call_filter`] of `dir`'s callback for status `A`, and Envoy's conversion of
+    /// the status (0, Continue, for a missing export; `A::STOPPED` when the VM failed).
+    fn call_filter_for<A: FilterStatus>(&mut self, id: u32, dir: Direction, args: &[i32]) -> A {
+        let callback = match dir {
+            Direction::Request => A::CALLBACKS.0,
+            Direction::Response => A::CALLBACKS.1,
+        };
         match self.call_filter(id, callback, args) {
-            CallOutcome::Ran(r, stopped) => from_guest(r.unwrap_or(0), stopped),
-            CallOutcome::Failed => failed,
+            CallOutcome::Ran(r, stopped) => A::from_guest(r.unwrap_or(0), stopped),
+            CallOutcome::Failed => A::STOPPED,
         }
     }
 
@@ -292,14 +273,7 @@ impl Plugin {
         let action = if skip_vm {
             HeadersAction::Continue
         } else {
-            let callback = callbacks(dir).0;
-            self.call_filter_for(
-                id,
-                callback,
-                &[id as i32, count, end_stream as i32],
-                HeadersAction::from_guest,
-                HeadersAction::StopAllWatermark,
-            )
+            self.call_filter_for(id, dir, &[id as i32, count, end_stream as i32])
         };
         let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
@@ -319,17 +293,17 @@ impl Plugin {
         }
     }
 
+    /// The half of `dir` while its source may still send body or trailers: the stream is
+    /// not finished, its headers came, and neither its end nor an abort did.
+    fn receiving_half_mut(&mut self, id: u32, dir: Direction) -> Option<&mut Half> {
+        let st = self.stream_mut(id).filter(|s| !s.finished)?;
+        Some(st.half_mut(dir)).filter(|h| !h.aborted && h.headers.is_some() && !h.complete)
+    }
+
     fn on_data(&mut self, id: u32, dir: Direction, data: Vec<u8>, end_stream: bool) {
-        let Some(st) = self.stream_mut(id) else {
+        let Some(half) = self.receiving_half_mut(id, dir) else {
             return;
         };
-        if st.finished {
-            return;
-        }
-        let half = st.half_mut(dir);
-        if half.aborted || half.headers.is_none() || half.complete {
-            return;
-        }
         if end_stream {
             half.complete = true;
         }
@@ -386,14 +360,7 @@ impl Plugin {
             };
             let size = half.body().map(|b| b.len()).unwrap_or(0) as i32;
             let args = [id as i32, size, end_stream as i32];
-            let callback = callbacks(dir).1;
-            self.call_filter_for(
-                id,
-                callback,
-                &args,
-                DataAction::from_guest,
-                DataAction::StopIterationNoBuffer,
-            )
+            self.call_filter_for(id, dir, &args)
         };
         let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;
@@ -446,16 +413,9 @@ impl Plugin {
     }
 
     fn on_trailers(&mut self, id: u32, dir: Direction, trailers: Headers) {
-        let Some(st) = self.stream_mut(id) else {
+        let Some(half) = self.receiving_half_mut(id, dir) else {
             return;
         };
-        if st.finished {
-            return;
-        }
-        let half = st.half_mut(dir);
-        if half.aborted || half.headers.is_none() || half.complete {
-            return;
-        }
         half.complete = true;
         half.trailers = Some(trailers);
         if half.iteration == Iteration::StopAll {
@@ -475,14 +435,7 @@ impl Plugin {
         let action = if skip_vm {
             TrailersAction::Continue
         } else {
-            let callback = callbacks(dir).2;
-            self.call_filter_for(
-                id,
-                callback,
-                &[id as i32, count],
-                TrailersAction::from_guest,
-                TrailersAction::StopIteration,
-            )
+            self.call_filter_for(id, dir, &[id as i32, count])
         };
         let Some(half) = self.unaborted_half_mut(id, dir) else {
             return;

@@ -289,6 +289,16 @@ impl Run<'_> {
         self.largest_chunk = self.largest_chunk.max(n).max(held);
     }
 
+    /// Headers from the source of `dir`, written to the trace first.
+    fn headers(&mut self, id: StreamId, dir: Direction, headers: Headers, end_stream: bool) {
+        self.trace
+            .push(format!("{} end={end_stream}", brief(&headers)));
+        match dir {
+            Direction::Request => self.plugin.http_request_headers(id, headers, end_stream),
+            Direction::Response => self.plugin.http_response_headers(id, headers, end_stream),
+        }
+    }
+
     /// One HTTP stream. Returns whether its status was checked.
     fn http(&mut self, r: &mut Reader) -> Result<bool, String> {
         let agent = self.setup.role == 0;
@@ -339,9 +349,7 @@ impl Run<'_> {
                     st.request_type = ct.to_string();
                     st.request_headers = true;
                     st.request_ended = flags & 0x80 != 0;
-                    self.trace
-                        .push(format!("{} end={}", brief(&h), st.request_ended));
-                    self.plugin.http_request_headers(id, h, st.request_ended);
+                    self.headers(id, Direction::Request, h, st.request_ended);
                     "request headers"
                 }
                 0..=2 if st.request_headers && !st.request_ended => {
@@ -375,9 +383,7 @@ impl Run<'_> {
                     }
                     st.response_headers = true;
                     st.response_ended = flags & 2 != 0;
-                    self.trace
-                        .push(format!("{} end={}", brief(&h), st.response_ended));
-                    self.plugin.http_response_headers(id, h, st.response_ended);
+                    self.headers(id, Direction::Response, h, st.response_ended);
                     "response headers"
                 }
                 4..=6 if st.response_headers && !st.response_ended => {
@@ -993,13 +999,19 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         v.extend_from_slice(&[0, 0]);
         v
     };
+    // A stream's start after `setup`: request headers (op 0: content type, flags, secret
+    // indexes) and one request message of `n` bytes that ends the request (op 2).
+    let request = |mut v: Vec<u8>, headers: [u8; 3], n: u16, text: bool| {
+        v.push(0);
+        v.extend_from_slice(&headers);
+        v.push(2);
+        v.extend(frame(n, text, true));
+        v
+    };
     let mut out = Vec::new();
 
     // Server role, binary gRPC-web unary: request frame, response frame, trailers OK.
-    let mut p = setup(1);
-    p.extend_from_slice(&[0, 3, 0, 0]); // request headers: grpc-web+proto, flags 0, no secret
-    p.push(2);
-    p.extend(frame(12, false, true));
+    let mut p = request(setup(1), [3, 0, 0], 12, false); // grpc-web+proto, flags 0, no secret
     p.extend_from_slice(&[4, 0, 0, 0]); // response headers: 200, application/grpc
     p.push(5);
     p.extend(frame(20, false, false));
@@ -1007,10 +1019,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("server-unary-binary", p));
 
     // Server role, text mode, a streamed response with time passing between messages.
-    let mut p = setup(1);
-    p.extend_from_slice(&[0, 4, 0, 0]);
-    p.push(2);
-    p.extend(frame(7, true, true));
+    let mut p = request(setup(1), [4, 0, 0], 7, true);
     p.extend_from_slice(&[4, 0, 0, 0]);
     for _ in 0..3 {
         p.push(5);
@@ -1027,10 +1036,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("server-trailers-only", p));
 
     // Agent role, unary: native request, gRPC-web answer with its trailer frame.
-    let mut p = setup(0);
-    p.extend_from_slice(&[0, 0, 1, 0]); // application/grpc, te: trailers
-    p.push(2);
-    p.extend(frame(10, false, true));
+    let mut p = request(setup(0), [0, 1, 0], 10, false); // application/grpc, te: trailers
     p.extend_from_slice(&[4, 0, 3, 0]); // 200, grpc-web+proto
     p.push(5);
     p.extend(frame(10, false, false));
@@ -1039,18 +1045,12 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     out.push(("agent-unary", p));
 
     // Agent role, an answer cut before its trailer frame, then an HTML error page.
-    let mut p = setup(0);
-    p.extend_from_slice(&[0, 0, 1, 0]);
-    p.push(2);
-    p.extend(frame(10, false, true));
+    let mut p = request(setup(0), [0, 1, 0], 10, false);
     p.extend_from_slice(&[4, 0, 3, 0]);
     p.push(5);
     p.extend(frame(100, false, true));
     out.push(("agent-truncated", p));
-    let mut p = setup(0);
-    p.extend_from_slice(&[0, 0, 1, 0]);
-    p.push(2);
-    p.extend(frame(10, false, true));
+    let mut p = request(setup(0), [0, 1, 0], 10, false);
     p.extend_from_slice(&[4, 4, 6, 0]); // 502 text/html
     p.extend_from_slice(&[5, 0, 20]);
     p.extend_from_slice(b"<html>bad gateway</html>");
@@ -1078,12 +1078,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     p.extend_from_slice(&[0, 1]);
     p.extend_from_slice(&[5, 0x20, 0x4e]);
     out.push(("tunnel-client", p));
-    // Server role with `auth`: an agent-marked request with the right secret, then one more
-    // stream's worth of response.
-    let mut p = vec![1u8, 4, 2, 1, 2, 2, 2, 2, 1, 1];
-    p.extend_from_slice(&[0, 3, 2, 1]); // grpc-web+proto, the marker, the right secret
-    p.push(2);
-    p.extend(frame(12, false, true));
+    // Server role with `auth` (the last setup byte: a secret): an agent-marked request with
+    // the right secret, then one more stream's worth of response.
+    let mut p = request(
+        vec![1u8, 4, 2, 1, 2, 2, 2, 2, 1, 1],
+        [3, 2, 1], // grpc-web+proto, the marker, the right secret
+        12,
+        false,
+    );
     p.extend_from_slice(&[4, 0, 0, 0]);
     p.push(5);
     p.extend(frame(20, false, false));

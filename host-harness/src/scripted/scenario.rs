@@ -62,18 +62,11 @@ impl Scenario {
     }
 
     pub fn request_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
-        self.plugin
-            .http_data(self.stream, Direction::Request, bytes, end_stream);
-        self
+        self.body(Direction::Request, bytes, end_stream)
     }
 
     pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin.http_trailers(
-            self.stream,
-            Direction::Request,
-            Headers::from_pairs(trailers),
-        );
-        self
+        self.trailers(Direction::Request, trailers)
     }
 
     pub fn response_headers(&mut self, headers: &[(&str, &str)], end_stream: bool) -> &mut Self {
@@ -83,17 +76,21 @@ impl Scenario {
     }
 
     pub fn response_body(&mut self, bytes: &[u8], end_stream: bool) -> &mut Self {
-        self.plugin
-            .http_data(self.stream, Direction::Response, bytes, end_stream);
-        self
+        self.body(Direction::Response, bytes, end_stream)
     }
 
     pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> &mut Self {
-        self.plugin.http_trailers(
-            self.stream,
-            Direction::Response,
-            Headers::from_pairs(trailers),
-        );
+        self.trailers(Direction::Response, trailers)
+    }
+
+    fn body(&mut self, dir: Direction, bytes: &[u8], end_stream: bool) -> &mut Self {
+        self.plugin.http_data(self.stream, dir, bytes, end_stream);
+        self
+    }
+
+    fn trailers(&mut self, dir: Direction, trailers: &[(&str, &str)]) -> &mut Self {
+        self.plugin
+            .http_trailers(self.stream, dir, Headers::from_pairs(trailers));
         self
     }
 

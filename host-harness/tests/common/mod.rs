@@ -210,6 +210,20 @@ pub fn sink_lines(sink: &LogSink) -> Vec<String> {
         .collect()
 }
 
+/// Polls `poll` every 20 ms until it answers `Ok` (what it waits for happens in other tasks,
+/// threads or processes); fails after 10 s with `what` and the last `Err`.
+pub async fn wait_for<T>(what: &str, mut poll: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = match poll() {
+            Ok(done) => return done,
+            Err(last) => last,
+        };
+        assert!(Instant::now() < deadline, "{what}: {last}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until `lines()` contains a line starting with `prefix` (logs are written from other
 /// tasks and processes); fails after 10 s naming `what`.
 pub async fn wait_for_line(
@@ -217,17 +231,36 @@ pub async fn wait_for_line(
     prefix: &str,
     lines: impl Fn() -> Vec<String>,
 ) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    wait_for_any_line(what, &[prefix], lines).await
+}
+
+/// [`wait_for_line`] for the first line that starts with any of `prefixes`.
+pub async fn wait_for_any_line(
+    what: &str,
+    prefixes: &[&str],
+    lines: impl Fn() -> Vec<String>,
+) -> Vec<String> {
+    wait_for(what, || {
         let now = lines();
-        if now.iter().any(|l| l.starts_with(prefix)) {
-            return now;
+        if now
+            .iter()
+            .any(|l| prefixes.iter().any(|p| l.starts_with(p)))
+        {
+            Ok(now)
+        } else {
+            Err(format!("no {prefixes:?} line in {now:#?}"))
         }
+    })
+    .await
+}
+
+/// Asserts that `lines` holds each of `expected` (whole lines).
+pub fn assert_has_lines(lines: &[String], expected: &[&str]) {
+    for want in expected {
         assert!(
-            Instant::now() < deadline,
-            "{what}: no {prefix:?} line in {now:#?}"
+            lines.iter().any(|l| l == want),
+            "no line {want:?} in {lines:#?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

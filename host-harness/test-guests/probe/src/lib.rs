@@ -200,6 +200,16 @@ fn log(msg: &str) {
     unsafe { proxy_log(2, msg.as_ptr(), msg.len()) };
 }
 
+/// A hostcall that adds or replaces `k: v` in header map `map`; its status.
+fn header_call(
+    call: unsafe extern "C" fn(u32, *const u8, usize, *const u8, usize) -> u32,
+    map: u32,
+    k: &str,
+    v: &str,
+) -> u32 {
+    unsafe { call(map, k.as_ptr(), k.len(), v.as_ptr(), v.len()) }
+}
+
 fn get_buffer(t: u32, start: usize, len: usize) -> (u32, Option<Vec<u8>>) {
     let mut ptr: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
@@ -262,65 +272,51 @@ fn hold(ctx: u32) {
 
 fn abi_battery() {
     let st = |name: &str, v: u32| log(&format!("abi {name}={v}"));
-    unsafe {
+    // Each returns the hostcall's status, and the id, CAS or value it wrote.
+    let define_metric = |kind: u32, name: &str| {
         let mut id = 0u32;
-        let name = "probe_requests";
-        st(
-            "define_counter",
-            proxy_define_metric(0, name.as_ptr(), name.len(), &mut id),
-        );
+        (unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) }, id)
+    };
+    let get_metric = |id: u32| {
+        let mut v = 0u64;
+        (unsafe { proxy_get_metric(id, &mut v) }, v)
+    };
+    let get_shared = |k: &str| {
+        let (mut p, mut n, mut cas) = (std::ptr::null_mut(), 0usize, 0u32);
+        (unsafe { proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas) }, cas)
+    };
+    let set_shared = |k: &str, val: &str, cas: u32| unsafe {
+        proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas)
+    };
+    unsafe {
+        let (status, id) = define_metric(0, "probe_requests");
+        st("define_counter", status);
         st("increment_counter", proxy_increment_metric(id, 3));
         st("increment_counter_zero", proxy_increment_metric(id, 0));
-        let mut v = 0u64;
-        st("get_counter", proxy_get_metric(id, &mut v));
+        let (status, v) = get_metric(id);
+        st("get_counter", status);
         log(&format!("abi counter_value={v}"));
-        let mut gid = 0u32;
-        let g = "probe_gauge";
-        st(
-            "define_gauge",
-            proxy_define_metric(1, g.as_ptr(), g.len(), &mut gid),
-        );
+        let (status, gid) = define_metric(1, "probe_gauge");
+        st("define_gauge", status);
         st("record_gauge", proxy_record_metric(gid, 7));
         st("increment_gauge_neg", proxy_increment_metric(gid, -2));
-        let mut hid = 0u32;
-        let h = "probe_histogram";
-        st(
-            "define_histogram",
-            proxy_define_metric(2, h.as_ptr(), h.len(), &mut hid),
-        );
+        let (status, hid) = define_metric(2, "probe_histogram");
+        st("define_histogram", status);
         st("record_histogram", proxy_record_metric(hid, 42));
-        st("get_histogram", proxy_get_metric(hid, &mut v));
-        st(
-            "define_bad_type",
-            proxy_define_metric(9, g.as_ptr(), g.len(), &mut gid),
-        );
-        st("get_unknown_metric", proxy_get_metric(4000, &mut v));
+        st("get_histogram", get_metric(hid).0);
+        st("define_bad_type", define_metric(9, "probe_gauge").0);
+        st("get_unknown_metric", get_metric(4000).0);
 
         let (k, val) = ("key", "v1");
+        st("get_shared_missing", get_shared(k).0);
+        st("set_shared", set_shared(k, val, 0));
+        let (status, cas) = get_shared(k);
+        st("get_shared", status);
+        st("set_shared_stale_cas", set_shared(k, val, cas + 100));
+        st("set_shared_cas", set_shared(k, val, cas));
+
         let mut p: *mut u8 = std::ptr::null_mut();
         let mut n = 0usize;
-        let mut cas = 0u32;
-        st(
-            "get_shared_missing",
-            proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas),
-        );
-        st(
-            "set_shared",
-            proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), 0),
-        );
-        st(
-            "get_shared",
-            proxy_get_shared_data(k.as_ptr(), k.len(), &mut p, &mut n, &mut cas),
-        );
-        st(
-            "set_shared_stale_cas",
-            proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas + 100),
-        );
-        st(
-            "set_shared_cas",
-            proxy_set_shared_data(k.as_ptr(), k.len(), val.as_ptr(), val.len(), cas),
-        );
-
         let q = "probe_queue";
         let mut token = 0u32;
         st(
@@ -340,16 +336,11 @@ fn abi_battery() {
             proxy_enqueue_shared_queue(token + 50, b"x".as_ptr(), 1),
         );
 
-        let f = "clear_route_cache";
-        st(
-            "foreign_clear_route_cache",
-            proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n),
-        );
-        let f = "no_such_function";
-        st(
-            "foreign_unknown",
-            proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n),
-        );
+        let mut foreign = |f: &str| {
+            proxy_call_foreign_function(f.as_ptr(), f.len(), std::ptr::null(), 0, &mut p, &mut n)
+        };
+        st("foreign_clear_route_cache", foreign("clear_route_cache"));
+        st("foreign_unknown", foreign("no_such_function"));
 
         let hk = ":path";
         st(
@@ -362,16 +353,10 @@ fn abi_battery() {
         st("effective_unknown", proxy_set_effective_context(999));
         st("log_bad_level", proxy_log(9, hk.as_ptr(), hk.len()));
         st("bad_pointer", proxy_log(2, 0x7fff_fff0 as *const u8, 64));
-        let pn = "plugin_name";
-        st(
-            "property_plugin_name",
-            proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n),
-        );
-        let pn = "no\0such";
-        st(
-            "property_unknown",
-            proxy_get_property(pn.as_ptr(), pn.len(), &mut p, &mut n),
-        );
+        let mut property =
+            |path: &str| proxy_get_property(path.as_ptr(), path.len(), &mut p, &mut n);
+        st("property_plugin_name", property("plugin_name"));
+        st("property_unknown", property("no\0such"));
         st("get_buffer_bad_type", get_buffer(42, 0, 1).0);
     }
 }
@@ -434,16 +419,7 @@ pub extern "C" fn proxy_on_request_headers(ctx: u32, _n: u32, _eos: u32) -> u32 
             1
         }
         _ => {
-            let (k, v) = ("x-probe", "1");
-            let st = unsafe {
-                proxy_add_header_map_value(
-                    REQUEST_HEADERS,
-                    k.as_ptr(),
-                    k.len(),
-                    v.as_ptr(),
-                    v.len(),
-                )
-            };
+            let st = header_call(proxy_add_header_map_value, REQUEST_HEADERS, "x-probe", "1");
             log(&format!("add_request_header={st}"));
             0
         }
@@ -472,10 +448,19 @@ pub extern "C" fn proxy_on_response_headers(ctx: u32, _n: u32, _eos: u32) -> u32
             STATE.with(|s| s.borrow_mut().held.push(ctx));
             1
         }
-        "headers-buffer" => 3,
+        // The upstream of envoy_diff.rs sends its large body once it sees this line.
+        "buffer-all" | "watermark-all" => {
+            log(&format!("response_headers ctx={ctx}"));
+            0
+        }
+        "headers-buffer" => {
+            log(&format!("response_headers ctx={ctx}"));
+            3
+        }
         "headers-stop-late-status" => {
-            // Hold the headers well past the upstream's trailers (300 ms on /late), then let
-            // the tick release them; the trailers callback then tries to set :status.
+            // Hold the headers well past the upstream's trailers (on /late it sends them once
+            // it sees this line), then let the tick release them; the trailers callback then
+            // tries to set :status.
             log(&format!("response_headers held ctx={ctx}"));
             STATE.with(|s| s.borrow_mut().held.push(ctx));
             unsafe { proxy_set_tick_period_milliseconds(600) };
@@ -532,16 +517,7 @@ pub extern "C" fn proxy_on_response_trailers(ctx: u32, _n: u32) -> u32 {
     let k = "grpc-status";
     unsafe { proxy_remove_header_map_value(RESPONSE_TRAILERS, k.as_ptr(), k.len()) };
     if mode() == "headers-stop-late-status" {
-        let (k, v) = (":status", "404");
-        let st = unsafe {
-            proxy_replace_header_map_value(
-                RESPONSE_HEADERS,
-                k.as_ptr(),
-                k.len(),
-                v.as_ptr(),
-                v.len(),
-            )
-        };
+        let st = header_call(proxy_replace_header_map_value, RESPONSE_HEADERS, ":status", "404");
         log(&format!("trailers replace_response_status={st}"));
         return 0;
     }
