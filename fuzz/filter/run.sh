@@ -13,10 +13,7 @@
 # Corpus: corpus/filter (committed seeds) plus corpus-new/filter (kept, git-ignored); crashes in
 # artifacts/filter/; the log in artifacts/filter/campaign.log.
 set -euo pipefail
-runs="${RUNS:-10000000}"
-seconds="${SECONDS_MAX:-7200}"
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cd "$here"
+cd "$(dirname "${BASH_SOURCE[0]}")"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 RUSTC_BOOTSTRAP=1 RUSTFLAGS="--cfg fuzzing -Cdebug-assertions -Coverflow-checks" \
     cargo build --release --target "$triple" --bins >&2
@@ -24,7 +21,7 @@ mkdir -p corpus-new/filter artifacts/filter
 log=artifacts/filter/campaign.log
 status=0
 nice -n 10 "target/$triple/release/filter" corpus-new/filter corpus/filter \
-    -runs="$runs" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -runs="${RUNS:-10000000}" -max_total_time="${SECONDS_MAX:-7200}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix=artifacts/filter/ >"$log" 2>&1 || status=$?
 grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' "$log" || true
 [ "$status" = 0 ] || echo "CRASH or error (exit $status): see $log" >&2
