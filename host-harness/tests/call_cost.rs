@@ -138,3 +138,44 @@ fn server_unary_call_stays_within_its_crossing_budget() {
     // (envoy/server-hybrid.yaml). Before the metrics batching: 30 hostcalls.
     assert!(c.hostcalls <= 22 && c.guest_entries <= 15, "{c:?}");
 }
+
+/// A native gRPC call passing the `server_guard` role (the bench's `idle` path: the real
+/// module in a role that has nothing to do on these calls).
+fn native_unary(s: &mut Scenario) {
+    s.request_headers(
+        &[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/pkg.Svc/Call"),
+            (":authority", "backend"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ],
+        false,
+    )
+    .request_body(&grpc_frame(0, b"hi"), true);
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "application/grpc")],
+        false,
+    )
+    .response_body(&grpc_frame(0, b"yo"), false)
+    .response_trailers(&[("grpc-status", "0")]);
+    let down = s.take_downstream();
+    assert_eq!(body_of(&down), grpc_frame(0, b"yo"), "{down:?}");
+}
+
+#[test]
+fn guard_passes_a_native_call_with_one_hostcall() {
+    let mut s = role(r#"{"role":"server_guard","auth":"none"}"#);
+    let c = measure(&mut s, native_unary);
+    report("server_guard, native call", c);
+    // One read of the request headers (nothing to remove, so no write) and its allocation;
+    // every other callback returns at once.
+    assert_eq!(
+        c,
+        Crossings {
+            hostcalls: 1,
+            guest_entries: 10
+        }
+    );
+}
