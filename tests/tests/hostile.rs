@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use grpc_bridge_tests::backend::Backend;
-use grpc_bridge_tests::envoy::{wasm_path, Envoy};
+use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
 use grpc_bridge_tests::fake_upstream::FakeUpstream;
 use grpc_bridge_tests::grpcweb::{
     frame, msg_frame, parse_frames, parse_trailer_block, percent_decode,
@@ -1091,12 +1091,8 @@ fn start_fake(rt: &tokio::runtime::Runtime) -> Arc<FakeUpstream> {
 
 #[test]
 fn hostile_inputs_in_envoy() {
-    let wasm = wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    // Envoy loads wasm_path() itself; fail early, naming the fix, if it is not built.
+    built_wasm_path();
     let rt = rt();
     let backend = Backend::spawn();
     let fake = start_fake(&rt);
@@ -1204,12 +1200,7 @@ fn hostile_inputs_in_envoy() {
 #[test]
 fn hostile_inputs_in_the_harness() {
     use host_harness::proxy::{self, Protocol, ProxyConfig};
-    let wasm = wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    let wasm = built_wasm_path();
     let rt = rt();
     let backend = Backend::spawn();
     let fake = start_fake(&rt);

@@ -26,7 +26,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use grpc_bridge::config::{Config, Role};
-use grpc_bridge_tests::envoy::{envoy_bin, wasm_path};
+use grpc_bridge_tests::envoy::{built_wasm_path, envoy_bin, wasm_path};
 use grpc_bridge_tests::util::repo_root;
 use serde_json::{json, Value};
 
@@ -442,12 +442,7 @@ fn compose_configs_are_up_to_date_with_the_templates() {
 /// `envoy --mode validate`: Envoy 1.40 parses the whole config, loads the filter and runs its
 /// configuration parser (host names are not resolved).
 fn envoy_validate(config_text: &str, dir: &Path, name: &str) -> Output {
-    let wasm = wasm_path();
-    assert!(
-        wasm.is_file(),
-        "{} not built: run `make build`",
-        wasm.display()
-    );
+    let wasm = built_wasm_path();
     let text = config_text.replace("/etc/envoy/grpc_bridge.wasm", &wasm.display().to_string());
     let path = write(dir, name, &text);
     run(Command::new(envoy_bin())
@@ -886,12 +881,7 @@ fn wasm_dockerfile_has_the_compat_layout() {
 
 #[test]
 fn oci_image_layout_holds_exactly_the_built_module() {
-    let wasm = wasm_path();
-    assert!(
-        wasm.is_file(),
-        "{} not built: run `make build`",
-        wasm.display()
-    );
+    let wasm = built_wasm_path();
     let tool = repo_root().join("deploy/oci-image");
     let dir = tempdir("oci-image-");
     let out = dir.path().join("layout");
