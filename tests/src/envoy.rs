@@ -191,6 +191,22 @@ impl Envoy {
         })
     }
 
+    /// [`Envoy::start`] with the template's listener on 127.0.0.1, port 0 (`LISTEN_ADDR`,
+    /// `LISTEN_PORT`; `vars` may override them): what nearly every test wants, the port bound by
+    /// Envoy and read with [`Envoy::listener_addr`].
+    pub fn start_local(
+        name: &str,
+        template_name: &str,
+        vars: &[(&str, String)],
+    ) -> Result<Envoy, String> {
+        let mut all = vec![
+            ("LISTEN_ADDR", "127.0.0.1".to_string()),
+            ("LISTEN_PORT", "0".into()),
+        ];
+        all.extend_from_slice(vars);
+        Self::start(name, template_name, &all)
+    }
+
     /// The bound address of listener `name` (works for listeners configured with port 0).
     pub fn listener_addr(&self, name: &str) -> Result<SocketAddr, String> {
         let (status, body) = http_get(self.admin, "/listeners?format=json")?;

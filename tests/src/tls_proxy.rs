@@ -179,15 +179,13 @@ impl TlsProxy {
             Bridge::WebSocketTunnel => ("tunnel-server-tls.yaml", "tunnel_server"),
         };
         let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("BACKEND_HOST", backend.addr.ip().to_string()),
             ("BACKEND_PORT", backend.addr.port().to_string()),
             ("TLS_CERT", pki.server_cert.display().to_string()),
             ("TLS_KEY", pki.server_key.display().to_string()),
         ];
         vars.extend(server_vars(&pki));
-        let server = Envoy::start("server-tls", template, &vars)?;
+        let server = Envoy::start_local("server-tls", template, &vars)?;
         let server_addr = server.listener_addr(listener)?;
         squid.connect_port = server_addr.port();
         let squid = SquidBump::start("bump", &pki, &squid)?;
@@ -226,8 +224,6 @@ impl TlsProxy {
             Trust::BothCas => &self.pki.both_cas,
         };
         let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("PROXY_HOST", self.squid.addr.ip().to_string()),
             ("PROXY_PORT", self.squid.addr.port().to_string()),
             ("SERVER_NAME", self.pki.server_name.clone()),
@@ -243,7 +239,7 @@ impl TlsProxy {
         for (k, v) in &opts.vars {
             vars.push((k.as_str(), v.clone()));
         }
-        let envoy = Envoy::start("agent-tls-proxy", template, &vars)?;
+        let envoy = Envoy::start_local("agent-tls-proxy", template, &vars)?;
         let addr = envoy.listener_addr(listener)?;
         Ok(Agent {
             envoy,

@@ -200,8 +200,6 @@ impl TopologyBuilder {
         };
         let mut path = vec![format!("tonic backend {}", backend.addr)];
         let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("BACKEND_HOST", backend.addr.ip().to_string()),
             ("BACKEND_PORT", backend.addr.port().to_string()),
         ];
@@ -217,7 +215,7 @@ impl TopologyBuilder {
         } else {
             (self.server.template(), "bridge_server", self.server.label())
         };
-        let server = Envoy::start("server", template, &vars)?;
+        let server = Envoy::start_local("server", template, &vars)?;
         let server_addr = server.listener_addr(listener)?;
         path.push(format!("{label} {server_addr}"));
         let (nginx, hop_addr) = if self.hop {
@@ -247,8 +245,6 @@ impl TopologyBuilder {
         };
         let (agent, client_addr) = if self.agent {
             let mut vars: Vec<(&str, String)> = vec![
-                ("LISTEN_ADDR", "127.0.0.1".into()),
-                ("LISTEN_PORT", "0".into()),
                 ("UPSTREAM_HOST", hop_addr.ip().to_string()),
                 ("UPSTREAM_PORT", hop_addr.port().to_string()),
             ];
@@ -299,7 +295,7 @@ impl TopologyBuilder {
                     "agent Envoy (grpc-bridge wasm, role agent)",
                 )
             };
-            let a = Envoy::start("agent", template, &vars)?;
+            let a = Envoy::start_local("agent", template, &vars)?;
             let addr = a.listener_addr(listener)?;
             path.push(format!("{label} {addr}"));
             (Some(a), addr)

@@ -208,12 +208,10 @@ fn curl(pki: &TestPki, port: u16, marked: bool, cert: Option<&CertFiles>) -> (St
 /// of `backend`, checking them by `auth` (the filter's `auth` JSON). Returns Envoy and the
 /// bridge listener's port.
 fn mtls_server(pki: &TestPki, backend: &Backend, auth: &str) -> (Envoy, u16) {
-    let server = Envoy::start(
+    let server = Envoy::start_local(
         "mtls-server",
         "server-tls.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("BACKEND_PORT", backend.addr.port().to_string()),
             ("TLS_CERT", pki.server_cert.display().to_string()),
             ("TLS_KEY", pki.server_key.display().to_string()),

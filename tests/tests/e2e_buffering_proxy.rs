@@ -45,12 +45,10 @@ fn path(holding: bool) -> Path {
     } else {
         (None, topo.client_addr)
     };
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent",
         "agent.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("UPSTREAM_HOST", next.ip().to_string()),
             ("UPSTREAM_PORT", next.port().to_string()),
         ],

@@ -170,12 +170,10 @@ fn agent_maps_non_grpc_upstream_errors() {
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let nginx = Nginx::start("dead-upstream", dead).unwrap();
     let agent = |upstream: SocketAddr, name: &str| {
-        Envoy::start(
+        Envoy::start_local(
             name,
             "agent.yaml",
             &[
-                ("LISTEN_ADDR", "127.0.0.1".into()),
-                ("LISTEN_PORT", "0".into()),
                 ("UPSTREAM_HOST", upstream.ip().to_string()),
                 ("UPSTREAM_PORT", upstream.port().to_string()),
             ],
@@ -275,12 +273,10 @@ fn agent_against_scripted_upstream() {
     );
     let rt = rt();
     let fake = rt.block_on(FakeUpstream::start());
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent-scripted",
         "agent.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("UPSTREAM_HOST", fake.addr.ip().to_string()),
             ("UPSTREAM_PORT", fake.addr.port().to_string()),
         ],

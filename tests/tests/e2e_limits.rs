@@ -346,8 +346,6 @@ fn error_body_quote_bytes_limits_the_quote() {
     })));
     let run = |quote: Option<u32>| -> tonic::Status {
         let mut vars = vec![
-            ("LISTEN_ADDR", "127.0.0.1".to_string()),
-            ("LISTEN_PORT", "0".into()),
             ("UPSTREAM_HOST", fake.addr.ip().to_string()),
             ("UPSTREAM_PORT", fake.addr.port().to_string()),
             ("AUTH", format!(r#"{{"secret":"{TEST_SECRET}"}}"#)),
@@ -355,7 +353,7 @@ fn error_body_quote_bytes_limits_the_quote() {
         if let Some(q) = quote {
             vars.push(("EXTRA_CONFIG", format!(r#","error_body_quote_bytes":{q}"#)));
         }
-        let agent = Envoy::start("agent-quote", "agent.yaml", &vars).unwrap();
+        let agent = Envoy::start_local("agent-quote", "agent.yaml", &vars).unwrap();
         let addr = agent.listener_addr("bridge_agent").unwrap();
         rt.block_on(async {
             let mut c = connect(addr).await.unwrap();

@@ -1097,12 +1097,10 @@ fn hostile_inputs_in_envoy() {
     let backend = Backend::spawn();
     let fake = start_fake(&rt);
     let be = |k: &'static str| (k, backend.addr.port().to_string());
-    let server = Envoy::start(
+    let server = Envoy::start_local(
         "hostile-server",
         "server.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             be("BACKEND_PORT"),
             ("MAX_MESSAGE_BYTES", MAX_MESSAGE.to_string()),
             ("AUTH", SERVER_AUTH.into()),
@@ -1120,15 +1118,10 @@ fn hostile_inputs_in_envoy() {
         ],
     )
     .expect("agent Envoy");
-    let tunnel = Envoy::start(
+    let tunnel = Envoy::start_local(
         "hostile-tunnel",
         "tunnel-server.yaml",
-        &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
-            be("BACKEND_PORT"),
-            ("AUTH", SERVER_AUTH.into()),
-        ],
+        &[be("BACKEND_PORT"), ("AUTH", SERVER_AUTH.into())],
     )
     .expect("tunnel server Envoy");
     let tunnel_addr = tunnel
