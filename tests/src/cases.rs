@@ -275,6 +275,29 @@ async fn wait_call_info(
     }
 }
 
+/// A unary call on (a clone of) `c` that must echo `payload` within `within`. Err: (the call's
+/// code, its description); DEADLINE_EXCEEDED when no answer came in time, UNKNOWN for a wrong
+/// payload.
+pub async fn echo_within(
+    c: &Client,
+    payload: &[u8],
+    within: Duration,
+) -> Result<(), (Code, String)> {
+    let req = UnaryRequest {
+        payload: payload.to_vec(),
+        ..Default::default()
+    };
+    match timeout(within, c.clone().unary(req)).await {
+        Err(_) => Err((
+            Code::DeadlineExceeded,
+            format!("no answer within {} s", within.as_secs()),
+        )),
+        Ok(Err(s)) => Err((s.code(), fmt_status(&s))),
+        Ok(Ok(r)) if r.get_ref().payload == payload => Ok(()),
+        Ok(Ok(r)) => Err((Code::Unknown, format!("payload {:?}", r.get_ref().payload))),
+    }
+}
+
 /// Starts a bidi call whose first request is already queued (some paths open the upstream
 /// request only once there is body data); returns the sender for the next requests and the
 /// response stream.
