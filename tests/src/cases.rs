@@ -275,6 +275,20 @@ async fn wait_call_info(
     }
 }
 
+/// A unary call the backend fails with `code` and `message`: the status the client got (Err if
+/// the call succeeded).
+pub async fn unary_failing(c: &mut Client, code: Code, message: &str) -> Result<Status, String> {
+    let req = UnaryRequest {
+        status_code: code as i32,
+        status_message: message.into(),
+        ..Default::default()
+    };
+    match c.unary(req).await {
+        Ok(_) => Err(format!("the call succeeded, want {code:?}")),
+        Err(e) => Ok(e),
+    }
+}
+
 /// A unary call on (a clone of) `c` that must echo `payload` within `within`. Err: (the call's
 /// code, its description); DEADLINE_EXCEEDED when no answer came in time, UNKNOWN for a wrong
 /// payload.

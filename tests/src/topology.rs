@@ -131,6 +131,11 @@ impl TopologyBuilder {
         self.agent_vars.push((k.into(), v.into()));
         self
     }
+    /// The same template variable for the agent and the server Envoy (e.g. one `EXTRA_CONFIG`
+    /// for both bridge roles).
+    pub fn both_var(self, k: &str, v: &str) -> Self {
+        self.agent_var(k, v).server_var(k, v)
+    }
     /// Use another nginx template for the gRPC-web hop (relative to `envoy/`, e.g.
     /// `../tests/nginx/proxy-auth.conf`).
     pub fn hop_template(mut self, t: &str) -> Self {

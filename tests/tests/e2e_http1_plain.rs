@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use grpc_bridge_tests::backend::pattern;
-use grpc_bridge_tests::cases::connect;
+use grpc_bridge_tests::cases::{connect, unary_failing};
 use grpc_bridge_tests::grpcweb::{self, msg_frame, parse_frames, WebCall};
 use grpc_bridge_tests::pb::{Metadata, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
 use prost::Message;
+use tonic::Code;
 
 struct Answer {
     status: u16,
@@ -46,6 +47,20 @@ async fn plain_call(addr: SocketAddr, method: &str, body: Vec<u8>) -> Answer {
         trailers: c.trailers.take(),
         body,
     }
+}
+
+/// The server role ended the call with gRPC status `grpc_status` in the headers (HTTP 200) and
+/// a message containing `cause`, and sent no body.
+fn expect_cut(a: Answer, grpc_status: &str, cause: &str) {
+    assert_eq!(
+        (a.status, a.grpc_status.as_deref()),
+        (200, Some(grpc_status)),
+        "{:?}",
+        a.grpc_message
+    );
+    let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
+    assert!(m.contains(cause), "{m}");
+    assert!(a.body.is_empty(), "{} body bytes", a.body.len());
 }
 
 fn server_only(vars: &[(&str, &str)]) -> Topology {
@@ -154,14 +169,8 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
 
         // ... and HTTP/2 gRPC (a mapped :status would turn NOT_FOUND into UNIMPLEMENTED).
         let mut c = connect(addr).await.unwrap();
-        let req = UnaryRequest {
-            status_code: 5,
-            status_message: "nope".into(),
-            ..Default::default()
-        };
-        let e = c.unary(req).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::NotFound);
-        assert_eq!(e.message(), "nope");
+        let e = unary_failing(&mut c, Code::NotFound, "nope").await.unwrap();
+        assert_eq!((e.code(), e.message()), (Code::NotFound, "nope"));
     });
     // Counters are batched in the VM and flushed at the root tick: wait for the flush itself.
     let calls = wait_until(Duration::from_secs(10), || {
@@ -192,15 +201,7 @@ fn plain_http1_hold_is_bounded_in_size_and_time() {
             ..Default::default()
         };
         let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
-        assert_eq!(
-            (a.status, a.grpc_status.as_deref()),
-            (200, Some("8")),
-            "{:?}",
-            a.grpc_message
-        );
-        let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
-        assert!(m.contains("http1_hold_bytes (131072)"), "{m}");
-        assert!(a.body.is_empty(), "{} body bytes", a.body.len());
+        expect_cut(a, "8", "http1_hold_bytes (131072)");
 
         // Under it: whole.
         let req = UnaryRequest {
@@ -223,15 +224,7 @@ fn plain_http1_hold_is_bounded_in_size_and_time() {
             ..Default::default()
         };
         let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
-        assert_eq!(
-            (a.status, a.grpc_status.as_deref()),
-            (200, Some("4")),
-            "{:?}",
-            a.grpc_message
-        );
-        let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
-        assert!(m.contains("http1_hold_ms (1000 ms)"), "{m}");
-        assert!(a.body.is_empty(), "{} body bytes", a.body.len());
+        expect_cut(a, "4", "http1_hold_ms (1000 ms)");
 
         // A backend that is slow before it answers is not cut: the time runs from the response
         // headers.
