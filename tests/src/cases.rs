@@ -54,14 +54,27 @@ pub const ALL_CASES: &[&str] = &[
 /// The message used by the error cases: non-ASCII, `%`, things that look like escapes.
 pub const TRICKY_MESSAGE: &str = "bad input: 100% ünïcødé ✓ 😀 %41 %zz 50%% done, tab\tend";
 
+/// A client on a new HTTP/2 (h2c) channel to `addr`: 5 s to connect, TCP_NODELAY.
 pub async fn connect(addr: SocketAddr) -> Result<Client, String> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+    connect_endpoint(
+        endpoint(addr)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true),
+    )
+    .await
+}
+
+/// Tonic's endpoint for h2c to `addr`, for a test that sets its own channel options.
+pub fn endpoint(addr: SocketAddr) -> Result<Endpoint, String> {
+    Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())
+}
+
+/// A client on a new channel to `endpoint`, with the backend's message size limits.
+pub async fn connect_endpoint(endpoint: Endpoint) -> Result<Client, String> {
+    let ch = endpoint
         .connect()
         .await
-        .map_err(|e| format!("connect {addr}: {e:?}"))?;
+        .map_err(|e| format!("connect {}: {e:?}", endpoint.uri()))?;
     Ok(BridgeTestClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))

@@ -300,6 +300,17 @@ impl Envoy {
         })
     }
 
+    /// The non-zero stats whose name contains any of `needles`, as "name: value" lines (for a
+    /// failure report).
+    pub fn nonzero_stats_matching(&self, needles: &[&str]) -> String {
+        self.stats()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)) && !l.ends_with(": 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn stats_matching(&self, needle: &str) -> String {
         self.stats()
             .map(|s| {

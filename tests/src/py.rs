@@ -14,21 +14,31 @@ pub fn python() -> PathBuf {
     crate::util::env_path("GRPC_BRIDGE_PYTHON", repo_root().join(".venv/bin/python"))
 }
 
-/// Run the Python client against `target`; stubs are generated into a fresh temp directory.
-/// Returns the outcomes it printed (plus a synthetic failure if it printed none for a case it
-/// was asked to run, or crashed).
-pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, String> {
+/// A command running `tests/py/<script>` against `target`, its gRPC stubs generated into the
+/// returned temp directory (keep it while the script runs).
+fn script_command(
+    script: &str,
+    target: SocketAddr,
+) -> Result<(Command, tempfile::TempDir), String> {
     let gen = tempfile::Builder::new()
         .prefix("grpc-bridge-py-gen-")
         .tempdir()
         .map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
     let mut cmd = Command::new(python());
-    cmd.arg(repo_root().join("tests/py/client.py"))
+    cmd.arg(repo_root().join("tests/py").join(script))
         .arg("--target")
         .arg(target.to_string())
         .arg("--gen-dir")
         .arg(gen.path());
+    Ok((cmd, gen))
+}
+
+/// Run the Python client against `target`; stubs are generated into a fresh temp directory.
+/// Returns the outcomes it printed (plus a synthetic failure if it printed none for a case it
+/// was asked to run, or crashed).
+pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, String> {
+    let t0 = Instant::now();
+    let (mut cmd, _gen) = script_command("client.py", target)?;
     if !cases.is_empty() {
         cmd.arg("--cases").arg(cases.join(","));
     }
@@ -100,20 +110,11 @@ impl PyHoldStream {
     /// Start the client against `target`; returns once its stream has received its first
     /// message (Err after `within`).
     pub fn open(target: SocketAddr, within: Duration) -> Result<PyHoldStream, String> {
-        let gen = tempfile::Builder::new()
-            .prefix("grpc-bridge-py-gen-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let (cmd, gen) = script_command("hold_stream.py", target)?;
         let log_dir = tempfile::Builder::new()
             .prefix("py-hold-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(python());
-        cmd.arg(repo_root().join("tests/py/hold_stream.py"))
-            .arg("--target")
-            .arg(target.to_string())
-            .arg("--gen-dir")
-            .arg(gen.path());
         let log = log_dir.path().join("out.log");
         let mut process = crate::util::Process::spawn("py-hold-stream", cmd, log, Some(log_dir))?;
         let opened = crate::util::wait_until(within, || {

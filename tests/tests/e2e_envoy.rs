@@ -57,17 +57,7 @@ fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
 }
 
 fn interesting_stats(e: &Envoy) -> String {
-    let s = e.stats().unwrap_or_default();
-    s.lines()
-        .filter(|l| {
-            (l.contains("wasm")
-                || l.contains("upstream_rq_")
-                || l.contains("downstream_rq_")
-                || l.contains("_reset"))
-                && !l.ends_with(": 0")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    e.nonzero_stats_matching(&["wasm", "upstream_rq_", "downstream_rq_", "_reset"])
 }
 
 /// (a) Our agent and our server role.
