@@ -770,10 +770,7 @@ impl Backend {
     /// integration test) as a child process on a free port: a backend that can really be killed
     /// (see [`Backend::kill`]). Call records are reachable over RPC only.
     pub fn spawn_process(bin: &std::path::Path) -> Result<Backend, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("test-backend-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir("test-backend-")?;
         let log = dir.path().join("backend.log");
         let mut cmd = std::process::Command::new(bin);
         cmd.args(["--port", "0"]);

@@ -103,10 +103,7 @@ impl Envoy {
         template_name: &str,
         vars: &[(&str, String)],
     ) -> Result<Envoy, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("envoy-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("envoy-{name}-"))?;
         let mut map: HashMap<String, String> = HashMap::new();
         map.insert("ADMIN_PORT".into(), "0".into());
         map.insert("ADMIN_ADDR".into(), "127.0.0.1".into());

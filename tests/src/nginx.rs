@@ -61,10 +61,7 @@ impl Nginx {
         upstream: SocketAddr,
         extra: &[(String, String)],
     ) -> Result<Nginx, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("nginx-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("nginx-{name}-"))?;
         std::fs::create_dir_all(dir.path().join("logs")).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.path().join("temp")).map_err(|e| e.to_string())?;
         let port = free_port();

@@ -14,19 +14,22 @@ pub fn python() -> PathBuf {
     crate::util::env_path("GRPC_BRIDGE_PYTHON", repo_root().join(".venv/bin/python"))
 }
 
+/// A command running `tests/py/<script>` with the venv's Python.
+fn python_script(name: &str) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/py").join(name));
+    cmd
+}
+
 /// A command running `tests/py/<script>` against `target`, its gRPC stubs generated into the
 /// returned temp directory (keep it while the script runs).
 fn script_command(
     script: &str,
     target: SocketAddr,
 ) -> Result<(Command, tempfile::TempDir), String> {
-    let gen = tempfile::Builder::new()
-        .prefix("grpc-bridge-py-gen-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(python());
-    cmd.arg(repo_root().join("tests/py").join(script))
-        .arg("--target")
+    let gen = crate::util::temp_dir("grpc-bridge-py-gen-")?;
+    let mut cmd = python_script(script);
+    cmd.arg("--target")
         .arg(target.to_string())
         .arg("--gen-dir")
         .arg(gen.path());
@@ -111,10 +114,7 @@ impl PyHoldStream {
     /// message (Err after `within`).
     pub fn open(target: SocketAddr, within: Duration) -> Result<PyHoldStream, String> {
         let (cmd, gen) = script_command("hold_stream.py", target)?;
-        let log_dir = tempfile::Builder::new()
-            .prefix("py-hold-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let log_dir = crate::util::temp_dir("py-hold-")?;
         let log = log_dir.path().join("out.log");
         let mut process = crate::util::Process::spawn("py-hold-stream", cmd, log, Some(log_dir))?;
         let opened = crate::util::wait_until(within, || {
@@ -174,8 +174,7 @@ pub fn unix_now() -> f64 {
 
 /// Run `tests/py/<script>` with `args` (venv Python) and return its last JSON line.
 pub fn run_json(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/py").join(script))
+    let out = python_script(script)
         .args(args)
         .output()
         .map_err(|e| format!("run {}: {e}", python().display()))?;
@@ -200,13 +199,9 @@ pub struct PyProcess {
 
 impl PyProcess {
     pub fn spawn(script: &str, args: &[&str]) -> Result<PyProcess, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("py-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(python());
-        cmd.arg(repo_root().join("tests/py").join(script))
-            .args(args);
+        let dir = crate::util::temp_dir("py-")?;
+        let mut cmd = python_script(script);
+        cmd.args(args);
         let log = dir.path().join("out.log");
         let process = crate::util::Process::spawn(script, cmd, log, Some(dir))?;
         Ok(PyProcess { process })

@@ -38,10 +38,7 @@ impl Squid {
     }
 
     fn try_start(name: &str, connect_port: u16) -> Result<Squid, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("squid-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("squid-{name}-"))?;
         // Started as root, squid drops to `proxy`, which must be able to write its logs here.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
             .map_err(|e| e.to_string())?;

@@ -103,10 +103,7 @@ impl SquidBump {
     }
 
     fn try_start(name: &str, pki: &TestPki, opts: &SquidBumpOptions) -> Result<SquidBump, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("squid-bump-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("squid-bump-{name}-"))?;
         let prefix = dir.path().to_path_buf();
         // Started as root, squid and its helpers run as `proxy`: they write logs here and read
         // the hosts and password files.

@@ -29,6 +29,14 @@ pub fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A fresh temp directory named `<prefix>...` (removed when dropped).
+pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("temp dir {prefix}*: {e}"))
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, close).
 ///
 /// There is a small race with other processes; prefer binding port 0 directly where the
