@@ -547,8 +547,9 @@ fn compose_nginx_and_squid_configs_parse() {
         ("proxy_buffering off;", "proxy_buffering sometimes;"),
     );
 
+    let squid_dir = tempdir("compose-squid-");
     let squid = |text: &str, name: &str| {
-        let conf = write(dir.path(), name, text);
+        let conf = write(squid_dir.path(), name, text);
         run(Command::new(squid_bin())
             .arg("-k")
             .arg("parse")
