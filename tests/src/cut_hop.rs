@@ -73,9 +73,13 @@ async fn relay(
         let _ = up_w.shutdown().await;
     };
     let responses = async {
+        let mut inp = In {
+            r: &mut up_r,
+            buf: vec![],
+        };
         let r = match mode {
-            CutMode::StripGrpcWebTrailers => strip_grpc_web(&mut up_r, &mut down_w, &cut).await,
-            CutMode::CutTunnelBeforeTrailers => cut_tunnel(&mut up_r, &mut down_w, &cut).await,
+            CutMode::StripGrpcWebTrailers => strip_grpc_web(&mut inp, &mut down_w, &cut).await,
+            CutMode::CutTunnelBeforeTrailers => cut_tunnel(&mut inp, &mut down_w, &cut).await,
         };
         let _ = down_w.shutdown().await;
         r
@@ -142,11 +146,10 @@ impl<R: AsyncRead + Unpin> In<'_, R> {
 }
 
 async fn strip_grpc_web<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    r: &mut R,
+    inp: &mut In<'_, R>,
     w: &mut W,
     cut: &AtomicU64,
 ) -> std::io::Result<()> {
-    let mut inp = In { r, buf: vec![] };
     loop {
         // Response head.
         let Some(head) = inp.head().await? else {
@@ -219,11 +222,10 @@ async fn strip_grpc_web<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 async fn cut_tunnel<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    r: &mut R,
+    inp: &mut In<'_, R>,
     w: &mut W,
     cut: &AtomicU64,
 ) -> std::io::Result<()> {
-    let mut inp = In { r, buf: vec![] };
     // The 101 head passes as it is.
     let Some(head) = inp.head().await? else {
         return Ok(());

@@ -34,16 +34,22 @@ pub fn wasm_path() -> PathBuf {
     )
 }
 
-/// [`wasm_path`], for a test that loads the filter itself: panics, naming the fix, if the
-/// filter is not built.
-pub fn built_wasm_path() -> PathBuf {
+/// [`wasm_path`] if the filter is built there; else Err naming the fix.
+pub fn built_wasm() -> Result<PathBuf, String> {
     let wasm = wasm_path();
-    assert!(
-        wasm.is_file(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
-    wasm
+    if wasm.is_file() {
+        Ok(wasm)
+    } else {
+        Err(format!(
+            "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
+            wasm.display()
+        ))
+    }
+}
+
+/// [`built_wasm`] for a test: panics, naming the fix, if the filter is not built.
+pub fn built_wasm_path() -> PathBuf {
+    built_wasm().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The shared secret the test topologies configure on both sides: auth is on in every sample

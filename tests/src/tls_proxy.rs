@@ -19,7 +19,7 @@ use base64::Engine;
 
 use crate::backend::Backend;
 use crate::certs::TestPki;
-use crate::envoy::{wasm_path, Envoy};
+use crate::envoy::{built_wasm, Envoy};
 use crate::squid_bump::{SquidBump, SquidBumpOptions};
 
 /// The server's TLS name in these tests.
@@ -166,12 +166,7 @@ impl TlsProxy {
         mut squid: SquidBumpOptions,
         server_vars: impl FnOnce(&TestPki) -> Vec<(&'static str, String)>,
     ) -> Result<TlsProxy, String> {
-        if !wasm_path().exists() {
-            return Err(format!(
-                "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
-                wasm_path().display()
-            ));
-        }
+        built_wasm()?;
         let pki = TestPki::generate(SERVER_NAME)?;
         let backend = Backend::spawn();
         let (template, listener) = match bridge {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::backend::Backend;
-use crate::envoy::{wasm_path, Envoy};
+use crate::envoy::{built_wasm, Envoy};
 use crate::nginx::Nginx;
 use crate::squid::Squid;
 
@@ -190,11 +190,8 @@ impl TopologyBuilder {
         self.agent_vars = av;
         let tunnel = self.transport == Transport::WebSocketTunnel;
         let needs_wasm = self.agent || self.server != ServerSide::NativeGrpcWeb || tunnel;
-        if needs_wasm && !wasm_path().exists() {
-            return Err(format!(
-                "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
-                wasm_path().display()
-            ));
+        if needs_wasm {
+            built_wasm()?;
         }
         if self.connect_proxy && !tunnel {
             return Err("connect_proxy needs Transport::WebSocketTunnel".into());

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use grpc_bridge_tests::cases::{connect, fmt_status, report, run_suite, Outcome};
-use grpc_bridge_tests::envoy::Envoy;
+use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
 use grpc_bridge_tests::grpcweb::{run_raw_suite, StatusWithoutMessages, WebCall};
 use grpc_bridge_tests::nginx::Nginx;
 use grpc_bridge_tests::pb::UnaryRequest;
@@ -150,12 +150,7 @@ fn server_role_raw_grpc_web() {
 /// requests alone.
 #[test]
 fn agent_maps_non_grpc_upstream_errors() {
-    let wasm = grpc_bridge_tests::envoy::wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    built_wasm_path();
     // nginx whose upstream does not exist: it answers 502 with an HTML page.
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let nginx = Nginx::start("dead-upstream", dead).unwrap();
@@ -255,12 +250,7 @@ fn agent_against_scripted_upstream() {
     use grpc_bridge_tests::grpcweb::msg_frame;
     use tonic::metadata::MetadataValue;
 
-    let wasm = grpc_bridge_tests::envoy::wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    built_wasm_path();
     let rt = rt();
     let fake = rt.block_on(FakeUpstream::start());
     let agent = Envoy::start_local(

@@ -63,7 +63,12 @@ fn expect_cut(a: Answer, grpc_status: &str, cause: &str) {
     assert!(a.body.is_empty(), "{} body bytes", a.body.len());
 }
 
-fn server_only(vars: &[(&str, &str)]) -> Topology {
+/// Starts the server role alone (`vars` for its template) and runs `test` against its address;
+/// returns the topology, for its stats.
+fn on_server_role<F: std::future::Future<Output = ()>>(
+    vars: &[(&str, &str)],
+    test: impl FnOnce(SocketAddr) -> F,
+) -> Topology {
     let mut b = Topology::builder()
         .server(ServerSide::Wasm)
         .hop(false)
@@ -71,14 +76,14 @@ fn server_only(vars: &[(&str, &str)]) -> Topology {
     for (k, v) in vars {
         b = b.server_var(k, v);
     }
-    b.start().unwrap_or_else(|e| panic!("{e}"))
+    let topo = b.start().unwrap_or_else(|e| panic!("{e}"));
+    rt().block_on(test(topo.server_addr));
+    topo
 }
 
 #[test]
 fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
-    let topo = server_only(&[]);
-    let addr = topo.server_addr;
-    rt().block_on(async {
+    let topo = on_server_role(&[], |addr| async move {
         // OK: 200, grpc-status 0 in the headers, the whole body with a length.
         let req = UnaryRequest {
             payload: b"hello plain client".to_vec(),
@@ -191,19 +196,29 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
 /// (Envoy's gRPC local reply: HTTP 200), never a silent OK and never a truncated body.
 #[test]
 fn plain_http1_hold_is_bounded_in_size_and_time() {
-    let topo = server_only(&[]);
-    let addr = topo.server_addr;
-    rt().block_on(async {
+    let topo = on_server_role(&[], |addr| async move {
         // Over 131072 bytes.
-        let req = StreamRequest {
+        let over_size = StreamRequest {
             count: 1,
             payload_size: 200_000,
             ..Default::default()
         };
-        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
-        expect_cut(a, "8", "http1_hold_bytes (131072)");
+        // Response headers, then no end within 1000 ms (the second message comes 1500 ms later).
+        let over_time = StreamRequest {
+            count: 2,
+            interval_ms: 1500,
+            payload_size: 4,
+            ..Default::default()
+        };
+        for (req, grpc_status, cause) in [
+            (over_size, "8", "http1_hold_bytes (131072)"),
+            (over_time, "4", "http1_hold_ms (1000 ms)"),
+        ] {
+            let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
+            expect_cut(a, grpc_status, cause);
+        }
 
-        // Under it: whole.
+        // Under 131072 bytes: whole.
         let req = UnaryRequest {
             response_size: 100_000,
             ..Default::default()
@@ -215,16 +230,6 @@ fn plain_http1_hold_is_bounded_in_size_and_time() {
             UnaryResponse::decode(&frames[0].data[..]).unwrap().payload,
             pattern(100_000)
         );
-
-        // Response headers, then no end within 1000 ms (the second message comes 1500 ms later).
-        let req = StreamRequest {
-            count: 2,
-            interval_ms: 1500,
-            payload_size: 4,
-            ..Default::default()
-        };
-        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
-        expect_cut(a, "4", "http1_hold_ms (1000 ms)");
 
         // A backend that is slow before it answers is not cut: the time runs from the response
         // headers.
@@ -256,15 +261,15 @@ fn plain_http1_hold_is_bounded_in_size_and_time() {
 /// limit (`BUFFER_LIMIT_BYTES`): past it Envoy answers with its own error.
 #[test]
 fn plain_http1_response_over_the_buffer_limit_is_an_error() {
-    let topo = server_only(&[("BUFFER_LIMIT_BYTES", "2097152"), ("HTTP1_HOLD_BYTES", "0")]);
-    rt().block_on(async {
+    let vars = [("BUFFER_LIMIT_BYTES", "2097152"), ("HTTP1_HOLD_BYTES", "0")];
+    on_server_role(&vars, |addr| async move {
         // 4 x 1 MiB: over the 2 MiB limit.
         let req = StreamRequest {
             count: 4,
             payload_size: 1 << 20,
             ..Default::default()
         };
-        let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
+        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
         // Envoy's own local reply, which does not pass the http1_status role: HTTP 200.
         assert_eq!(
             (a.status, a.grpc_status.as_deref()),
@@ -280,7 +285,7 @@ fn plain_http1_response_over_the_buffer_limit_is_an_error() {
             payload_size: 1 << 20,
             ..Default::default()
         };
-        let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
+        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
         assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("0")));
         let frames = parse_frames(&a.body).unwrap();
         assert_eq!(frames.len(), 1);
