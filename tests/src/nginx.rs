@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use crate::envoy::config_template;
 use crate::template;
-use crate::util::{env_path, free_port, wait_for_port, Process};
+use crate::util::{free_port, wait_for_port, Process};
 
 /// The `nginx` binary (`$NGINX_BIN` overrides).
 pub fn nginx_bin() -> PathBuf {
-    env_path("NGINX_BIN", "/usr/sbin/nginx")
+    crate::util::env_path("NGINX_BIN", "/usr/sbin/nginx")
 }
 
 pub struct Nginx {

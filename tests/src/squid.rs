@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::envoy::config_template;
 use crate::template;
-use crate::util::{env_path, free_port, tail_lines, wait_for_port, Process};
+use crate::util::{free_port, wait_for_port, Process};
 
 /// The `squid` binary (`$SQUID_BIN` overrides).
 pub fn squid_bin() -> PathBuf {
-    env_path("SQUID_BIN", "/usr/sbin/squid")
+    crate::util::env_path("SQUID_BIN", "/usr/sbin/squid")
 }
 
 pub struct Squid {
@@ -81,7 +81,7 @@ impl Squid {
 /// The last `lines` lines of the access log and of the cache log of the squid in `prefix`.
 pub(crate) fn logs(prefix: &Path, lines: usize) -> String {
     let tail = |f: &str| {
-        tail_lines(
+        crate::util::tail_lines(
             &std::fs::read_to_string(prefix.join(f)).unwrap_or_default(),
             lines,
         )
@@ -118,7 +118,9 @@ pub(crate) fn spawn(
     loop {
         if let Err(e) = process.check_running() {
             let cache = std::fs::read_to_string(prefix.join("cache.log")).unwrap_or_default();
-            return Err(format!("{e}\ncache.log:\n{}", tail_lines(&cache, 30)));
+            let tail: Vec<&str> = cache.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(format!("{e}\ncache.log:\n{}", tail.join("\n")));
         }
         if wait_for_port(addr, Duration::from_millis(100)).is_ok() {
             std::thread::sleep(Duration::from_millis(50));
