@@ -44,6 +44,28 @@ def ms(t0):
     return round((time.monotonic() - t0) * 1000, 1)
 
 
+async def ms_until(awaitable, timeout, t0):
+    """Milliseconds from `t0` until `awaitable` is done, or None if it is not within `timeout` s."""
+    try:
+        await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        return None
+    return ms(t0)
+
+
+async def timed_close(ws, reason):
+    """Closes `ws` with 1000 `reason`: how long the close took, and the codes of the close frames
+    sent and received (None where there was none)."""
+    t0 = time.monotonic()
+    await ws.close(1000, reason)
+    proto = ws.protocol
+    return {
+        "close_ms": ms(t0),
+        "close_sent_code": proto.close_sent.code if proto.close_sent else None,
+        "close_received_code": proto.close_rcvd.code if proto.close_rcvd else None,
+    }
+
+
 def h2_frames(buf):
     """Complete HTTP/2 frames in buf: ([(type, flags, stream, length)], rest)."""
     out = []
@@ -137,29 +159,18 @@ async def run_client(url):
         # A WebSocket ping, with nothing else going on: the backend has nothing to send.
         t0 = time.monotonic()
         waiter = await ws.ping(b"interop-ping")
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), 2.0)
-            res["pong_ms"] = ms(t0)
-        except asyncio.TimeoutError:
-            res["pong_ms"] = None
+        res["pong_ms"] = await ms_until(asyncio.shield(waiter), 2.0, t0)
+        if res["pong_ms"] is None:
             # Diagnostic: does the pong come once the backend sends bytes (an HTTP/2 PING)?
             await ws.send(H2_PING)
-            try:
-                await asyncio.wait_for(waiter, 2.0)
-                res["pong_after_backend_bytes_ms"] = ms(t0)
-            except asyncio.TimeoutError:
-                res["pong_after_backend_bytes_ms"] = None
+            res["pong_after_backend_bytes_ms"] = await ms_until(waiter, 2.0, t0)
         # Close with 1000: the close reply must come back. The library then waits (up to
         # close_timeout, 3 s) for the server to close the TCP connection, as RFC 6455 7.1.1 says
         # the server should; close_reply_ms and tcp_closed_ms separate the two.
         t0 = time.monotonic()
-        await ws.close(1000, "interop done")
-        res["close_ms"] = ms(t0)
+        res.update(await timed_close(ws, "interop done"))
         res["close_reply_ms"] = round((ws.close_frame_at - t0) * 1000, 1) if ws.close_frame_at else None
         res["tcp_closed_ms"] = round((ws.lost_at - t0) * 1000, 1) if ws.lost_at else None
-        proto = ws.protocol
-        res["close_sent_code"] = proto.close_sent.code if proto.close_sent else None
-        res["close_received_code"] = proto.close_rcvd.code if proto.close_rcvd else None
         res["close_code"] = ws.close_code
     return res
 
@@ -245,17 +256,8 @@ async def run_server(hold_ms):
             await asyncio.sleep(hold_ms / 1000)
             t0 = time.monotonic()
             waiter = await ws.ping(b"server-ping")
-            try:
-                await asyncio.wait_for(waiter, 3.0)
-                info["pong_ms"] = ms(t0)
-            except asyncio.TimeoutError:
-                info["pong_ms"] = None
-            t0 = time.monotonic()
-            await ws.close(1000, "interop server done")
-            info["close_ms"] = ms(t0)
-            proto = ws.protocol
-            info["close_sent_code"] = proto.close_sent.code if proto.close_sent else None
-            info["close_received_code"] = proto.close_rcvd.code if proto.close_rcvd else None
+            info["pong_ms"] = await ms_until(waiter, 3.0, t0)
+            info.update(await timed_close(ws, "interop server done"))
             info["frames_received"] = dict(ws.received)
             info["ping_payloads"] = ws.ping_payloads
         except Exception as e:  # noqa: BLE001

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::pb::bridge_test_server::{BridgeTest, BridgeTestServer};
 use crate::pb::*;
+use crate::util::ServerThread;
 
 /// Largest message the backend accepts or sends.
 pub const MAX_MESSAGE: usize = 64 << 20;
@@ -224,6 +225,25 @@ impl Drop for CallGuard {
     }
 }
 
+/// Runs a streaming call's `work` (true: it ran to its end) until the client drops the
+/// response stream (`tx` closes); the call is recorded finished only if the work ended first and
+/// completed, else its guard drops unfinished: recorded as cancelled.
+async fn finish_unless_dropped<T>(
+    work: impl std::future::Future<Output = bool>,
+    tx: &mpsc::Sender<T>,
+    guard: Option<CallGuard>,
+) {
+    let completed = tokio::select! {
+        c = work => c,
+        _ = tx.closed() => false,
+    };
+    if completed {
+        if let Some(g) = guard {
+            g.finish();
+        }
+    }
+}
+
 /// All non-pseudo request metadata; `-bin` values decoded.
 pub fn metadata_pairs(md: &MetadataMap) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -408,16 +428,7 @@ impl BridgeTest for Service {
                 }
                 true
             };
-            let completed = tokio::select! {
-                c = work => c,
-                _ = tx.closed() => false,
-            };
-            if completed {
-                if let Some(g) = guard {
-                    g.finish();
-                }
-            }
-            // Otherwise the guard drops unfinished: recorded as cancelled.
+            finish_unless_dropped(work, &tx, guard).await;
         });
         let mut resp = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::ServerStreamStream);
         *resp.metadata_mut() = headers;
@@ -536,15 +547,7 @@ impl BridgeTest for Service {
                 tokio::time::sleep(hold).await;
                 true
             };
-            let completed = tokio::select! {
-                c = work => c,
-                _ = tx.closed() => false,
-            };
-            if completed {
-                if let Some(g) = guard {
-                    g.finish();
-                }
-            }
+            finish_unless_dropped(work, &tx, guard).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -717,8 +720,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Call records and gates (empty for a backend in its own process: use the RPCs).
     pub state: Arc<State>,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// The in-process server (None for a backend process, or once killed).
+    server: Option<ServerThread>,
     /// Set when the backend runs as its own process (`test-backend`), so it can be SIGKILLed.
     process: Option<crate::util::Process>,
 }
@@ -735,40 +738,30 @@ impl Backend {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
-        let (tx, rx) = oneshot::channel::<()>();
         let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("test-backend".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("backend runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
-                    let svc = BridgeTestServer::new(Service { state: st })
-                        .max_decoding_message_size(MAX_MESSAGE)
-                        .max_encoding_message_size(MAX_MESSAGE);
-                    let server = tonic::transport::Server::builder()
-                        .layer(tower::util::MapResponseLayer::new(merge_trailers))
-                        .add_service(svc)
-                        .serve_with_incoming(incoming);
-                    tokio::select! {
-                        r = server => if let Err(e) = r { eprintln!("test backend: {e}") },
-                        _ = rx => {}
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_secs(1));
-            })
-            .expect("spawn backend thread");
+        let serve = async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let svc = BridgeTestServer::new(Service { state: st })
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            let server = tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(merge_trailers))
+                .add_service(svc)
+                .serve_with_incoming(incoming);
+            if let Err(e) = server.await {
+                eprintln!("test backend: {e}")
+            }
+        };
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        runtime.worker_threads(2);
+        let server =
+            ServerThread::spawn("test-backend", runtime, serve).map_err(std::io::Error::other)?;
         Ok(Backend {
             addr,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            server: Some(server),
             process: None,
         })
     }
@@ -777,10 +770,7 @@ impl Backend {
     /// integration test) as a child process on a free port: a backend that can really be killed
     /// (see [`Backend::kill`]). Call records are reachable over RPC only.
     pub fn spawn_process(bin: &std::path::Path) -> Result<Backend, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("test-backend-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir("test-backend-")?;
         let log = dir.path().join("backend.log");
         let mut cmd = std::process::Command::new(bin);
         cmd.args(["--port", "0"]);
@@ -807,8 +797,7 @@ impl Backend {
         Ok(Backend {
             addr,
             state: Arc::new(State::default()),
-            shutdown: None,
-            thread: None,
+            server: None,
             process: Some(process),
         })
     }
@@ -821,12 +810,8 @@ impl Backend {
             p.signal(libc::SIGKILL);
             p.stop();
         }
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Dropping the server thread stops the runtime and joins it.
+        self.server = None;
     }
 
     /// The backend's process (None for an in-process backend).
@@ -836,16 +821,5 @@ impl Backend {
 
     pub fn call(&self, token: &str) -> Option<CallRecord> {
         self.state.call(token)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

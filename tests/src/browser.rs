@@ -196,10 +196,7 @@ fn serve(conn: TcpStream, root: &Path, result: &Mutex<Option<String>>) -> std::i
 
 /// Headless Chromium on `url`, killed on drop.
 pub fn chromium(url: &str) -> Result<Process, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("chromium-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
+    let dir = crate::util::temp_dir("chromium-")?;
     let mut cmd = Command::new(chromium_bin());
     cmd.args([
         "--headless=new",

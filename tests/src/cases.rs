@@ -54,14 +54,27 @@ pub const ALL_CASES: &[&str] = &[
 /// The message used by the error cases: non-ASCII, `%`, things that look like escapes.
 pub const TRICKY_MESSAGE: &str = "bad input: 100% ünïcødé ✓ 😀 %41 %zz 50%% done, tab\tend";
 
+/// A client on a new HTTP/2 (h2c) channel to `addr`: 5 s to connect, TCP_NODELAY.
 pub async fn connect(addr: SocketAddr) -> Result<Client, String> {
-    let ch = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+    connect_endpoint(
+        endpoint(addr)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true),
+    )
+    .await
+}
+
+/// Tonic's endpoint for h2c to `addr`, for a test that sets its own channel options.
+pub fn endpoint(addr: SocketAddr) -> Result<Endpoint, String> {
+    Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())
+}
+
+/// A client on a new channel to `endpoint`, with the backend's message size limits.
+pub async fn connect_endpoint(endpoint: Endpoint) -> Result<Client, String> {
+    let ch = endpoint
         .connect()
         .await
-        .map_err(|e| format!("connect {addr}: {e:?}"))?;
+        .map_err(|e| format!("connect {}: {e:?}", endpoint.uri()))?;
     Ok(BridgeTestClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
@@ -276,6 +289,43 @@ async fn wait_call_info(
     }
 }
 
+/// A unary call the backend fails with `code` and `message`: the status the client got (Err if
+/// the call succeeded).
+pub async fn unary_failing(c: &mut Client, code: Code, message: &str) -> Result<Status, String> {
+    let req = UnaryRequest {
+        status_code: code as i32,
+        status_message: message.into(),
+        ..Default::default()
+    };
+    match c.unary(req).await {
+        Ok(_) => Err(format!("the call succeeded, want {code:?}")),
+        Err(e) => Ok(e),
+    }
+}
+
+/// A unary call on (a clone of) `c` that must echo `payload` within `within`. Err: (the call's
+/// code, its description); DEADLINE_EXCEEDED when no answer came in time, UNKNOWN for a wrong
+/// payload.
+pub async fn echo_within(
+    c: &Client,
+    payload: &[u8],
+    within: Duration,
+) -> Result<(), (Code, String)> {
+    let req = UnaryRequest {
+        payload: payload.to_vec(),
+        ..Default::default()
+    };
+    match timeout(within, c.clone().unary(req)).await {
+        Err(_) => Err((
+            Code::DeadlineExceeded,
+            format!("no answer within {} s", within.as_secs()),
+        )),
+        Ok(Err(s)) => Err((s.code(), fmt_status(&s))),
+        Ok(Ok(r)) if r.get_ref().payload == payload => Ok(()),
+        Ok(Ok(r)) => Err((Code::Unknown, format!("payload {:?}", r.get_ref().payload))),
+    }
+}
+
 /// Starts a bidi call whose first request is already queued (some paths open the upstream
 /// request only once there is body data); returns the sender for the next requests and the
 /// response stream.
@@ -289,6 +339,47 @@ async fn open_bidi(
         .map_err(|_| Status::internal("bidi request channel closed before the call"))?;
     let s = c.bidi(ReceiverStream::new(rx)).await?.into_inner();
     Ok((tx, s))
+}
+
+/// The next message of `s` within `within`; Err, naming `what`, on a status, an early end or
+/// the time running out.
+async fn next_message<T>(
+    s: &mut tonic::Streaming<T>,
+    within: Duration,
+    what: &str,
+) -> Result<T, String> {
+    timeout(within, s.message())
+        .await
+        .map_err(|_| format!("{what}: nothing within {within:?}"))?
+        .map_err(|e| format!("{what}: {}", st(e)))?
+        .ok_or_else(|| format!("{what}: the stream ended first"))
+}
+
+/// After the client half-closed: `s` ends cleanly (no more messages, status OK) within 5 s.
+async fn expect_clean_end<T>(s: &mut tonic::Streaming<T>, what: &str) -> Result<(), String> {
+    ensure(
+        timeout(Duration::from_secs(5), s.message())
+            .await
+            .map(|r| matches!(r, Ok(None)))
+            .unwrap_or(false),
+        || format!("{what}: no clean end after half-close"),
+    )
+}
+
+/// Waits up to `within` for the backend to record the end of call `token`: it must have seen
+/// the call cancelled, not finished.
+async fn expect_cancelled(c: &mut Client, token: &str, within: Duration) -> Result<(), String> {
+    let (info, ok) = wait_call_info(c, token, within, |i| i.cancelled || i.finished).await?;
+    ensure(ok && info.cancelled && !info.finished, || {
+        format!("backend did not observe the cancellation within {within:?}: {info:?}")
+    })
+}
+
+/// `e` has exactly this code and message.
+fn expect_status(e: &Status, code: Code, message: &str) -> Result<(), String> {
+    ensure(e.code() == code && e.message() == message, || {
+        format!("got {}, want {code:?} {message:?}", fmt_status(e))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,14 +404,21 @@ async fn unary(mut c: Client) -> Result<String, String> {
     Ok(format!("echo ok in {} ms", t0.elapsed().as_millis()))
 }
 
-async fn server_stream_gated(mut c: Client) -> Result<String, String> {
+/// A server stream of `count` messages of `payload_size` bytes whose backend, after sending
+/// message 0, waits at a gate of its own (a fresh token) before the rest: (gate, request).
+pub fn gated_stream(count: i32, payload_size: i32) -> (String, StreamRequest) {
     let gate = unique("gate");
     let req = StreamRequest {
-        count: 3,
-        payload_size: 10,
+        count,
+        payload_size,
         gate_token: gate.clone(),
         ..Default::default()
     };
+    (gate, req)
+}
+
+async fn server_stream_gated(mut c: Client) -> Result<String, String> {
+    let (gate, req) = gated_stream(3, 10);
     let mut s = c.server_stream(req).await.map_err(st)?.into_inner();
     // The backend sent message 0 and now waits for the gate: message 0 must arrive before we
     // release it, i.e. while the backend still holds the stream open.
@@ -413,11 +511,7 @@ async fn bidi_large(mut c: Client) -> Result<String, String> {
             .await
             .map_err(|_| "request stream closed".to_string())?;
         }
-        let m = timeout(Duration::from_secs(10), s.message())
-            .await
-            .map_err(|_| format!("no pong {i} within 10 s"))?
-            .map_err(|e| format!("pong {i}: {}", st(e)))?
-            .ok_or_else(|| format!("stream ended before pong {i}"))?;
+        let m = next_message(&mut s, Duration::from_secs(10), &format!("pong {i}")).await?;
         ensure(m.seq == i, || format!("pong seq {} for ping {i}", m.seq))?;
         size_check(
             &m.payload,
@@ -426,13 +520,7 @@ async fn bidi_large(mut c: Client) -> Result<String, String> {
         )?;
     }
     drop(tx);
-    ensure(
-        timeout(Duration::from_secs(5), s.message())
-            .await
-            .map(|r| matches!(r, Ok(None)))
-            .unwrap_or(false),
-        || "no clean end after half-close".into(),
-    )?;
+    expect_clean_end(&mut s, "bidi").await?;
     Ok("1 MiB pings, 1-2 MiB pongs, 3 rounds".into())
 }
 
@@ -442,20 +530,13 @@ async fn concurrent_streams(c: Client) -> Result<String, String> {
     for k in 0..8i32 {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let (tx, rx) = mpsc::channel::<BidiRequest>(1);
             let size = |i: i32| (k * 100 + i) as usize;
-            tx.send(BidiRequest {
+            let first = BidiRequest {
                 seq: k * 1000,
                 payload: pattern(size(0)),
                 response_size: 0,
-            })
-            .await
-            .unwrap();
-            let mut s = c
-                .bidi(ReceiverStream::new(rx))
-                .await
-                .map_err(st)?
-                .into_inner();
+            };
+            let (tx, mut s) = open_bidi(&mut c, first).await.map_err(st)?;
             for i in 0..4 {
                 if i > 0 {
                     tx.send(BidiRequest {
@@ -466,24 +547,19 @@ async fn concurrent_streams(c: Client) -> Result<String, String> {
                     .await
                     .map_err(|_| "closed".to_string())?;
                 }
-                let m = timeout(Duration::from_secs(10), s.message())
-                    .await
-                    .map_err(|_| format!("stream {k}: no pong {i}"))?
-                    .map_err(|e| format!("stream {k}: {}", st(e)))?
-                    .ok_or_else(|| format!("stream {k}: ended early"))?;
+                let m = next_message(
+                    &mut s,
+                    Duration::from_secs(10),
+                    &format!("stream {k} pong {i}"),
+                )
+                .await?;
                 ensure(m.seq == k * 1000 + i, || {
                     format!("stream {k}: got seq {} for ping {i}", m.seq)
                 })?;
                 size_check(&m.payload, size(i), &format!("stream {k} pong {i}"))?;
             }
             drop(tx);
-            ensure(
-                timeout(Duration::from_secs(5), s.message())
-                    .await
-                    .map(|r| matches!(r, Ok(None)))
-                    .unwrap_or(false),
-                || format!("stream {k}: no clean end"),
-            )
+            expect_clean_end(&mut s, &format!("stream {k}")).await
         }));
     }
     for t in tasks {
@@ -596,12 +672,7 @@ async fn error_message_unicode(mut c: Client) -> Result<String, String> {
     match c.unary(req).await {
         Ok(_) => Err("call succeeded, want INVALID_ARGUMENT".into()),
         Err(e) => {
-            ensure(e.code() == Code::InvalidArgument, || {
-                format!("got {}", fmt_status(&e))
-            })?;
-            ensure(e.message() == TRICKY_MESSAGE, || {
-                format!("message {:?}, want {:?}", e.message(), TRICKY_MESSAGE)
-            })?;
+            expect_status(&e, Code::InvalidArgument, TRICKY_MESSAGE)?;
             Ok("code and exact message round-tripped".into())
         }
     }
@@ -636,12 +707,7 @@ async fn stream_error_after_messages(mut c: Client) -> Result<String, String> {
                 ensure(n == 2, || {
                     format!("error after {n} messages, want 2: {}", fmt_status(&e))
                 })?;
-                ensure(e.code() == Code::FailedPrecondition, || {
-                    format!("got {}", fmt_status(&e))
-                })?;
-                ensure(e.message() == TRICKY_MESSAGE, || {
-                    format!("message {:?}, want {:?}", e.message(), TRICKY_MESSAGE)
-                })?;
+                expect_status(&e, Code::FailedPrecondition, TRICKY_MESSAGE)?;
                 expect_md(
                     e.metadata(),
                     "x-err-detail",
@@ -686,10 +752,7 @@ async fn stream_error_without_messages(mut c: Client) -> Result<String, String> 
             "INTERNAL from the agent: the hop dropped the HTTP trailers (documented)".into(),
         );
     }
-    ensure(
-        e.code() == Code::Unavailable && e.message() == "no messages for you",
-        || format!("got {}", fmt_status(&e)),
-    )?;
+    expect_status(&e, Code::Unavailable, "no messages for you")?;
     Ok("UNAVAILABLE with message, no messages".into())
 }
 
@@ -707,10 +770,7 @@ async fn trailers_only_error(mut c: Client) -> Result<String, String> {
     match c.unary(req).await {
         Ok(_) => Err("call succeeded, want NOT_FOUND".into()),
         Err(e) => {
-            ensure(
-                e.code() == Code::NotFound && e.message() == "nothing here",
-                || format!("got {}", fmt_status(&e)),
-            )?;
+            expect_status(&e, Code::NotFound, "nothing here")?;
             expect_md(e.metadata(), "x-to", b"trailers-only", "status metadata")?;
             expect_md(
                 e.metadata(),
@@ -905,20 +965,10 @@ async fn empty_messages(mut c: Client) -> Result<String, String> {
     let (tx, mut b) = open_bidi(&mut c, BidiRequest::default())
         .await
         .map_err(|e| format!("bidi: {}", st(e)))?;
-    let m = timeout(Duration::from_secs(5), b.message())
-        .await
-        .map_err(|_| "bidi: no pong within 5 s".to_string())?
-        .map_err(|e| format!("bidi: {}", st(e)))?
-        .ok_or("bidi: ended without pong")?;
+    let m = next_message(&mut b, Duration::from_secs(5), "bidi pong").await?;
     ensure(m == BidiResponse::default(), || format!("bidi pong {m:?}"))?;
     drop(tx);
-    ensure(
-        timeout(Duration::from_secs(5), b.message())
-            .await
-            .map(|r| matches!(r, Ok(None)))
-            .unwrap_or(false),
-        || "bidi: no clean end after half-close".into(),
-    )?;
+    expect_clean_end(&mut b, "bidi").await?;
     // Client stream with empty messages only.
     let r = c
         .client_stream(tokio_stream::iter(vec![ClientStreamRequest::default(); 3]))
@@ -984,15 +1034,8 @@ async fn deadline(mut c: Client, addr: SocketAddr) -> Result<String, String> {
         Ok(_) => return Err("call succeeded, want DEADLINE_EXCEEDED".into()),
         Err(e) => e,
     };
-    ensure(
-        e.code() == Code::DeadlineExceeded && e.message() == "deadline exceeded (backend)",
-        || {
-            format!(
-                "got {}, want the backend's DEADLINE_EXCEEDED",
-                fmt_status(&e)
-            )
-        },
-    )?;
+    // The backend's own DEADLINE_EXCEEDED (it saw the propagated deadline).
+    expect_status(&e, Code::DeadlineExceeded, "deadline exceeded (backend)")?;
     let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(3), |i| {
         i.deadline_exceeded
     })
@@ -1029,13 +1072,7 @@ async fn cancel_stream(mut c: Client) -> Result<String, String> {
     }
     let t0 = Instant::now();
     drop(s); // cancel: RST_STREAM(CANCEL) toward the agent
-    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(5), |i| {
-        i.cancelled || i.finished
-    })
-    .await?;
-    ensure(ok && info.cancelled && !info.finished, || {
-        format!("backend did not observe the cancellation within 5 s: {info:?}")
-    })?;
+    expect_cancelled(&mut c, &token, Duration::from_secs(5)).await?;
     Ok(format!(
         "backend saw the cancellation {} ms after the client dropped the stream",
         t0.elapsed().as_millis()
@@ -1057,13 +1094,7 @@ async fn cancel_unary(mut c: Client) -> Result<String, String> {
     let t0 = Instant::now();
     let (info, _) = wait_call_info(&mut c, &token, Duration::from_secs(2), |i| i.known).await?;
     ensure(info.known, || "the call never reached the backend".into())?;
-    let (info, ok) = wait_call_info(&mut c, &token, Duration::from_secs(4), |i| {
-        i.cancelled || i.finished
-    })
-    .await?;
-    ensure(ok && info.cancelled && !info.finished, || {
-        format!("backend did not observe the cancellation: {info:?}")
-    })?;
+    expect_cancelled(&mut c, &token, Duration::from_secs(4)).await?;
     Ok(format!(
         "backend saw the cancellation {} ms after the client gave up",
         t0.elapsed().as_millis()

@@ -15,9 +15,7 @@ use std::process::Command;
 
 /// The `openssl` binary (`$OPENSSL_BIN` overrides).
 pub fn openssl_bin() -> PathBuf {
-    std::env::var_os("OPENSSL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("openssl"))
+    crate::util::env_path("OPENSSL_BIN", "openssl")
 }
 
 pub struct TestPki {
@@ -78,10 +76,7 @@ fn self_signed_ca(cn: &str, name: &str, dir: &Path) -> Result<(), String> {
 impl TestPki {
     /// Make both CAs and a server certificate for `server_name` (about 0.5 s).
     pub fn generate(server_name: &str) -> Result<TestPki, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("grpc-bridge-pki-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir("grpc-bridge-pki-")?;
         let d = dir.path();
         self_signed_ca("grpc-bridge test proxy CA", "proxy-ca", d)?;
         self_signed_ca("grpc-bridge test server CA", "server-ca", d)?;

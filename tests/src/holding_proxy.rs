@@ -17,71 +17,36 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+use crate::util::ServerThread;
 
 pub struct HoldingProxy {
     pub addr: SocketAddr,
     counts: Arc<Counts>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for HoldingProxy {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _server: ServerThread,
 }
 
 impl HoldingProxy {
     pub fn start(upstream: SocketAddr) -> Result<HoldingProxy, String> {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let addr = l.local_addr().map_err(|e| e.to_string())?;
         let counts = Arc::new(Counts::default());
         let counter = counts.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("holding-proxy".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("holding-proxy runtime");
-                rt.block_on(async move {
-                    let l = TcpListener::from_std(l).expect("holding-proxy listener");
-                    let accept = async {
-                        while let Ok((down, _)) = l.accept().await {
-                            let counter = counter.clone();
-                            tokio::spawn(async move {
-                                let service = hyper::service::service_fn(move |req| {
-                                    let counter = counter.clone();
-                                    async move {
-                                        Ok::<_, Infallible>(exchange(req, upstream, &counter).await)
-                                    }
-                                });
-                                let _ = hyper::server::conn::http1::Builder::new()
-                                    .serve_connection(TokioIo::new(down), service)
-                                    .await;
-                            });
-                        }
-                    };
-                    tokio::select! {
-                        _ = accept => {}
-                        _ = rx => {}
-                    }
+        let (addr, server) = ServerThread::tcp("holding-proxy", move |down| {
+            let counter = counter.clone();
+            async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let counter = counter.clone();
+                    async move { Ok::<_, Infallible>(exchange(req, upstream, &counter).await) }
                 });
-            })
-            .map_err(|e| e.to_string())?;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(down), service)
+                    .await;
+            }
+        })?;
         Ok(HoldingProxy {
             addr,
             counts,
-            stop: Some(tx),
-            thread: Some(thread),
+            _server: server,
         })
     }
 

@@ -8,6 +8,7 @@
 //! - [`certs`], [`squid_bump`], [`tls_proxy`]: TLS through a (TLS-intercepting) forward proxy.
 //! - [`cases`]: the end-to-end cases, run by a tonic client against any client-facing address.
 //! - [`relay`]: a switchable TCP relay (a middlebox appearing in a path).
+//! - [`fallback`]: the bridged paths, calls and stats of the transport-fallback tests.
 //! - [`grpcweb`], [`fake_upstream`], [`cut_hop`], [`seq`], [`py`], [`browser`]: wire-level
 //!   clients and servers, sequenced streams, grpcio and browser drivers.
 
@@ -22,6 +23,7 @@ pub mod certs;
 pub mod cut_hop;
 pub mod envoy;
 pub mod fake_upstream;
+pub mod fallback;
 pub mod grpcweb;
 pub mod holding_proxy;
 pub mod nginx;

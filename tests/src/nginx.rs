@@ -10,10 +10,9 @@ use crate::envoy::config_template;
 use crate::template;
 use crate::util::{free_port, listens_on, wait_until, Process};
 
+/// The `nginx` binary (`$NGINX_BIN` overrides).
 pub fn nginx_bin() -> PathBuf {
-    std::env::var_os("NGINX_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+    crate::util::env_path("NGINX_BIN", "/usr/sbin/nginx")
 }
 
 pub struct Nginx {
@@ -62,10 +61,7 @@ impl Nginx {
         upstream: SocketAddr,
         extra: &[(String, String)],
     ) -> Result<Nginx, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("nginx-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("nginx-{name}-"))?;
         std::fs::create_dir_all(dir.path().join("logs")).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(dir.path().join("temp")).map_err(|e| e.to_string())?;
         let port = free_port();

@@ -11,26 +11,37 @@ use crate::util::repo_root;
 
 /// The venv's Python (`$GRPC_BRIDGE_PYTHON` overrides).
 pub fn python() -> PathBuf {
-    std::env::var_os("GRPC_BRIDGE_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+    crate::util::env_path("GRPC_BRIDGE_PYTHON", repo_root().join(".venv/bin/python"))
+}
+
+/// A command running `tests/py/<script>` with the venv's Python.
+fn python_script(name: &str) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/py").join(name));
+    cmd
+}
+
+/// A command running `tests/py/<script>` against `target`, its gRPC stubs generated into the
+/// returned temp directory (keep it while the script runs).
+fn script_command(
+    script: &str,
+    target: SocketAddr,
+) -> Result<(Command, tempfile::TempDir), String> {
+    let gen = crate::util::temp_dir("grpc-bridge-py-gen-")?;
+    let mut cmd = python_script(script);
+    cmd.arg("--target")
+        .arg(target.to_string())
+        .arg("--gen-dir")
+        .arg(gen.path());
+    Ok((cmd, gen))
 }
 
 /// Run the Python client against `target`; stubs are generated into a fresh temp directory.
 /// Returns the outcomes it printed (plus a synthetic failure if it printed none for a case it
 /// was asked to run, or crashed).
 pub fn run_client(target: SocketAddr, cases: &[&str]) -> Result<Vec<Outcome>, String> {
-    let gen = tempfile::Builder::new()
-        .prefix("grpc-bridge-py-gen-")
-        .tempdir()
-        .map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let mut cmd = Command::new(python());
-    cmd.arg(repo_root().join("tests/py/client.py"))
-        .arg("--target")
-        .arg(target.to_string())
-        .arg("--gen-dir")
-        .arg(gen.path());
+    let (mut cmd, _gen) = script_command("client.py", target)?;
     if !cases.is_empty() {
         cmd.arg("--cases").arg(cases.join(","));
     }
@@ -102,20 +113,8 @@ impl PyHoldStream {
     /// Start the client against `target`; returns once its stream has received its first
     /// message (Err after `within`).
     pub fn open(target: SocketAddr, within: Duration) -> Result<PyHoldStream, String> {
-        let gen = tempfile::Builder::new()
-            .prefix("grpc-bridge-py-gen-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let log_dir = tempfile::Builder::new()
-            .prefix("py-hold-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(python());
-        cmd.arg(repo_root().join("tests/py/hold_stream.py"))
-            .arg("--target")
-            .arg(target.to_string())
-            .arg("--gen-dir")
-            .arg(gen.path());
+        let (cmd, gen) = script_command("hold_stream.py", target)?;
+        let log_dir = crate::util::temp_dir("py-hold-")?;
         let log = log_dir.path().join("out.log");
         let mut process = crate::util::Process::spawn("py-hold-stream", cmd, log, Some(log_dir))?;
         let opened = crate::util::wait_until(within, || {
@@ -175,8 +174,7 @@ pub fn unix_now() -> f64 {
 
 /// Run `tests/py/<script>` with `args` (venv Python) and return its last JSON line.
 pub fn run_json(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
-    let out = Command::new(python())
-        .arg(repo_root().join("tests/py").join(script))
+    let out = python_script(script)
         .args(args)
         .output()
         .map_err(|e| format!("run {}: {e}", python().display()))?;
@@ -201,13 +199,9 @@ pub struct PyProcess {
 
 impl PyProcess {
     pub fn spawn(script: &str, args: &[&str]) -> Result<PyProcess, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("py-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(python());
-        cmd.arg(repo_root().join("tests/py").join(script))
-            .args(args);
+        let dir = crate::util::temp_dir("py-")?;
+        let mut cmd = python_script(script);
+        cmd.args(args);
         let log = dir.path().join("out.log");
         let process = crate::util::Process::spawn(script, cmd, log, Some(dir))?;
         Ok(PyProcess { process })

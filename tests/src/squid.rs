@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,10 +12,9 @@ use crate::envoy::config_template;
 use crate::template;
 use crate::util::{free_port, listens_on, wait_until, Process};
 
+/// The `squid` binary (`$SQUID_BIN` overrides).
 pub fn squid_bin() -> PathBuf {
-    std::env::var_os("SQUID_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/squid"))
+    crate::util::env_path("SQUID_BIN", "/usr/sbin/squid")
 }
 
 pub struct Squid {
@@ -39,10 +38,7 @@ impl Squid {
     }
 
     fn try_start(name: &str, connect_port: u16) -> Result<Squid, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("squid-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("squid-{name}-"))?;
         // Started as root, squid drops to `proxy`, which must be able to write its logs here.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
             .map_err(|e| e.to_string())?;
@@ -78,17 +74,23 @@ impl Squid {
 
     /// squid's access log (one line per finished CONNECT) and the tail of its cache log.
     pub fn logs(&self, lines: usize) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.prefix.join(f)).unwrap_or_default();
-        let tail = |s: String| {
-            let v: Vec<&str> = s.lines().collect();
-            v[v.len().saturating_sub(lines)..].join("\n")
-        };
-        format!(
-            "access.log:\n{}\ncache.log:\n{}",
-            tail(read("access.log")),
-            tail(read("cache.log"))
-        )
+        logs(&self.prefix, lines)
     }
+}
+
+/// The last `lines` lines of the access log and of the cache log of the squid in `prefix`.
+pub(crate) fn logs(prefix: &Path, lines: usize) -> String {
+    let tail = |f: &str| {
+        crate::util::tail_lines(
+            &std::fs::read_to_string(prefix.join(f)).unwrap_or_default(),
+            lines,
+        )
+    };
+    format!(
+        "access.log:\n{}\ncache.log:\n{}",
+        tail("access.log"),
+        tail("cache.log")
+    )
 }
 
 /// Renders `template` with `vars` into `<dir>/squid.conf`, runs `squid -N` there (the process

@@ -13,13 +13,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::certs::{openssl_bin, TestPki};
-use crate::util::{free_port, wait_until, Process};
+use crate::util::{env_path, free_port, wait_until, Process};
 
 /// squid's certificate helper (`$SQUID_CERTGEN_BIN` overrides).
 pub fn certgen_bin() -> PathBuf {
-    std::env::var_os("SQUID_CERTGEN_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/lib/squid/security_file_certgen"))
+    env_path("SQUID_CERTGEN_BIN", "/usr/lib/squid/security_file_certgen")
 }
 
 #[derive(Clone, Debug)]
@@ -105,10 +103,7 @@ impl SquidBump {
     }
 
     fn try_start(name: &str, pki: &TestPki, opts: &SquidBumpOptions) -> Result<SquidBump, String> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("squid-bump-{name}-"))
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let dir = crate::util::temp_dir(&format!("squid-bump-{name}-"))?;
         let prefix = dir.path().to_path_buf();
         // Started as root, squid and its helpers run as `proxy`: they write logs here and read
         // the hosts and password files.
@@ -225,16 +220,7 @@ impl SquidBump {
 
     /// The tail of the access log and of the cache log.
     pub fn logs(&self, lines: usize) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.prefix.join(f)).unwrap_or_default();
-        let tail = |s: String| {
-            let v: Vec<&str> = s.lines().collect();
-            v[v.len().saturating_sub(lines)..].join("\n")
-        };
-        format!(
-            "access.log:\n{}\ncache.log:\n{}",
-            tail(read("access.log")),
-            tail(read("cache.log"))
-        )
+        crate::squid::logs(&self.prefix, lines)
     }
 
     pub fn prefix(&self) -> &Path {

@@ -19,7 +19,7 @@ use base64::Engine;
 
 use crate::backend::Backend;
 use crate::certs::TestPki;
-use crate::envoy::{wasm_path, Envoy};
+use crate::envoy::{built_wasm, Envoy};
 use crate::squid_bump::{SquidBump, SquidBumpOptions};
 
 /// The server's TLS name in these tests.
@@ -166,12 +166,7 @@ impl TlsProxy {
         mut squid: SquidBumpOptions,
         server_vars: impl FnOnce(&TestPki) -> Vec<(&'static str, String)>,
     ) -> Result<TlsProxy, String> {
-        if !wasm_path().exists() {
-            return Err(format!(
-                "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
-                wasm_path().display()
-            ));
-        }
+        built_wasm()?;
         let pki = TestPki::generate(SERVER_NAME)?;
         let backend = Backend::spawn();
         let (template, listener) = match bridge {
@@ -179,15 +174,13 @@ impl TlsProxy {
             Bridge::WebSocketTunnel => ("tunnel-server-tls.yaml", "tunnel_server"),
         };
         let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("BACKEND_HOST", backend.addr.ip().to_string()),
             ("BACKEND_PORT", backend.addr.port().to_string()),
             ("TLS_CERT", pki.server_cert.display().to_string()),
             ("TLS_KEY", pki.server_key.display().to_string()),
         ];
         vars.extend(server_vars(&pki));
-        let server = Envoy::start("server-tls", template, &vars)?;
+        let server = Envoy::start_local("server-tls", template, &vars)?;
         let server_addr = server.listener_addr(listener)?;
         squid.connect_port = server_addr.port();
         let squid = SquidBump::start("bump", &pki, &squid)?;
@@ -226,8 +219,6 @@ impl TlsProxy {
             Trust::BothCas => &self.pki.both_cas,
         };
         let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("PROXY_HOST", self.squid.addr.ip().to_string()),
             ("PROXY_PORT", self.squid.addr.port().to_string()),
             ("SERVER_NAME", self.pki.server_name.clone()),
@@ -243,7 +234,7 @@ impl TlsProxy {
         for (k, v) in &opts.vars {
             vars.push((k.as_str(), v.clone()));
         }
-        let envoy = Envoy::start("agent-tls-proxy", template, &vars)?;
+        let envoy = Envoy::start_local("agent-tls-proxy", template, &vars)?;
         let addr = envoy.listener_addr(listener)?;
         Ok(Agent {
             envoy,

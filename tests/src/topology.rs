@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::backend::Backend;
-use crate::envoy::{wasm_path, Envoy};
+use crate::envoy::{built_wasm, Envoy};
 use crate::nginx::Nginx;
 use crate::squid::Squid;
 
@@ -131,6 +131,11 @@ impl TopologyBuilder {
         self.agent_vars.push((k.into(), v.into()));
         self
     }
+    /// The same template variable for the agent and the server Envoy (e.g. one `EXTRA_CONFIG`
+    /// for both bridge roles).
+    pub fn both_var(self, k: &str, v: &str) -> Self {
+        self.agent_var(k, v).server_var(k, v)
+    }
     /// Use another nginx template for the gRPC-web hop (relative to `envoy/`, e.g.
     /// `../tests/nginx/proxy-auth.conf`).
     pub fn hop_template(mut self, t: &str) -> Self {
@@ -185,11 +190,8 @@ impl TopologyBuilder {
         self.agent_vars = av;
         let tunnel = self.transport == Transport::WebSocketTunnel;
         let needs_wasm = self.agent || self.server != ServerSide::NativeGrpcWeb || tunnel;
-        if needs_wasm && !wasm_path().exists() {
-            return Err(format!(
-                "the filter is not built: {} is missing (run `make build`, or set GRPC_BRIDGE_WASM)",
-                wasm_path().display()
-            ));
+        if needs_wasm {
+            built_wasm()?;
         }
         if self.connect_proxy && !tunnel {
             return Err("connect_proxy needs Transport::WebSocketTunnel".into());
@@ -200,8 +202,6 @@ impl TopologyBuilder {
         };
         let mut path = vec![format!("tonic backend {}", backend.addr)];
         let mut vars: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("BACKEND_HOST", backend.addr.ip().to_string()),
             ("BACKEND_PORT", backend.addr.port().to_string()),
         ];
@@ -217,7 +217,7 @@ impl TopologyBuilder {
         } else {
             (self.server.template(), "bridge_server", self.server.label())
         };
-        let server = Envoy::start("server", template, &vars)?;
+        let server = Envoy::start_local("server", template, &vars)?;
         let server_addr = server.listener_addr(listener)?;
         path.push(format!("{label} {server_addr}"));
         let (nginx, hop_addr) = if self.hop {
@@ -247,8 +247,6 @@ impl TopologyBuilder {
         };
         let (agent, client_addr) = if self.agent {
             let mut vars: Vec<(&str, String)> = vec![
-                ("LISTEN_ADDR", "127.0.0.1".into()),
-                ("LISTEN_PORT", "0".into()),
                 ("UPSTREAM_HOST", hop_addr.ip().to_string()),
                 ("UPSTREAM_PORT", hop_addr.port().to_string()),
             ];
@@ -299,7 +297,7 @@ impl TopologyBuilder {
                     "agent Envoy (grpc-bridge wasm, role agent)",
                 )
             };
-            let a = Envoy::start("agent", template, &vars)?;
+            let a = Envoy::start_local("agent", template, &vars)?;
             let addr = a.listener_addr(listener)?;
             path.push(format!("{label} {addr}"));
             (Some(a), addr)

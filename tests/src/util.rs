@@ -15,6 +15,28 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A path the environment may override: `$var` if set, else `default` (the external tools the
+/// tests run, the built filter).
+pub fn env_path(var: &str, default: impl Into<PathBuf>) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default.into())
+}
+
+/// The last `n` lines of `text`.
+pub fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A fresh temp directory named `<prefix>...` (removed when dropped).
+pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| format!("temp dir {prefix}*: {e}"))
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, close).
 ///
 /// There is a small race with other processes; prefer binding port 0 directly where the
@@ -142,10 +164,7 @@ impl Process {
 
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        let start = lines.len().saturating_sub(n);
-        lines[start..].join("\n")
+        tail_lines(&self.log(), n)
     }
 
     /// Err if the process already exited (with its log tail).
@@ -198,6 +217,79 @@ impl Drop for Process {
                 self.log_tail(60),
                 self.name
             );
+        }
+    }
+}
+
+/// A server the tests run in process, on a thread and tokio runtime of its own (the tonic
+/// backend, the scripted hops), so it outlives the runtime of the test that uses it. Dropped,
+/// it stops the server and joins the thread: every connection it held is closed.
+pub struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Runs `serve` on `runtime` on a thread named `name` until `serve` ends or the guard is
+    /// dropped; then the runtime is shut down (its tasks dropped, blocking ones waited for up
+    /// to 1 s).
+    pub fn spawn(
+        name: &str,
+        mut runtime: tokio::runtime::Builder,
+        serve: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<ServerThread, String> {
+        let rt = runtime
+            .enable_all()
+            .build()
+            .map_err(|e| format!("{name} runtime: {e}"))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = stopped => {}
+                    }
+                });
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(|e| format!("spawn {name} thread: {e}"))?;
+        Ok(ServerThread {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// A TCP server on 127.0.0.1:0 on a current-thread runtime of its own: each connection it
+    /// accepts is handled by `handle` in a task of its own. Returns the bound address.
+    pub fn tcp<F, Fut>(name: &str, handle: F) -> Result<(SocketAddr, ServerThread), String>
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let listener = format!("{name} listener");
+        let accept = async move {
+            let l = tokio::net::TcpListener::from_std(l).expect(&listener);
+            while let Ok((conn, _)) = l.accept().await {
+                tokio::spawn(handle(conn));
+            }
+        };
+        let server = Self::spawn(name, tokio::runtime::Builder::new_current_thread(), accept)?;
+        Ok((addr, server))
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::cases::connect;
 use grpc_bridge_tests::certs::TestPki;
-use grpc_bridge_tests::envoy::{wasm_path, Envoy};
+use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
 use grpc_bridge_tests::grpcweb::{msg_frame, parse_frames, trailer_frame_status};
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::topology::{ServerSide, Topology, Transport};
@@ -208,12 +208,10 @@ fn curl(pki: &TestPki, port: u16, marked: bool, cert: Option<&CertFiles>) -> (St
 /// of `backend`, checking them by `auth` (the filter's `auth` JSON). Returns Envoy and the
 /// bridge listener's port.
 fn mtls_server(pki: &TestPki, backend: &Backend, auth: &str) -> (Envoy, u16) {
-    let server = Envoy::start(
+    let server = Envoy::start_local(
         "mtls-server",
         "server-tls.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("BACKEND_PORT", backend.addr.port().to_string()),
             ("TLS_CERT", pki.server_cert.display().to_string()),
             ("TLS_KEY", pki.server_key.display().to_string()),
@@ -231,7 +229,7 @@ fn mtls_server(pki: &TestPki, backend: &Backend, auth: &str) -> (Envoy, u16) {
 
 #[test]
 fn mtls_client_certificate_checked_by_the_server_role() {
-    assert!(wasm_path().exists(), "make build first");
+    built_wasm_path();
     let pki = TestPki::generate("grpc-bridge.test").expect("pki");
     let good = pki
         .client_cert("agent-1", "spiffe://grpc-bridge.test/agent")
@@ -284,7 +282,7 @@ fn mtls_client_certificate_checked_by_the_server_role() {
 /// RFC 2253 subject (as Envoy gives them) must each be listed; each wrong on its own is refused.
 #[test]
 fn mtls_dns_san_and_subject_checked_by_the_server_role() {
-    assert!(wasm_path().exists(), "make build first");
+    built_wasm_path();
     let pki = TestPki::generate("grpc-bridge.test").expect("pki");
     let cert = |name: &str, cn: &str, dns: &str| {
         pki.client_cert_named(name, cn, &format!("DNS:{dns}"))

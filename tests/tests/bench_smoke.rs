@@ -33,16 +33,20 @@ fn bench_tool_runs_and_every_call_succeeds() {
         "bench failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
+    // The one line of the report that starts with `prefix`.
+    let line_of = |prefix: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in\n{stdout}"))
+    };
     for row in [
         "| unary | grpc-web |",
         "| unary | srv-wasm |",
         "| stream | grpc-web |",
         "| stream | srv-wasm |",
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(row))
-            .unwrap_or_else(|| panic!("no row {row:?} in\n{stdout}"));
+        let line = line_of(row);
         assert!(line.ends_with(" (0) |"), "calls failed: {line}");
     }
     // The machine-readable ratios: each path against its base, both workloads.
@@ -52,10 +56,7 @@ fn bench_tool_runs_and_every_call_succeeds() {
         "RATIO stream.c2.grpc-web.mb_per_s_vs.native-h2-hop ",
         "RATIO unary.c2.srv-wasm.cpu_per_call_vs.srv-native ",
     ] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("no {name:?} in\n{stdout}"));
+        let line = line_of(name);
         let value: f64 = line[name.len()..]
             .trim()
             .parse()

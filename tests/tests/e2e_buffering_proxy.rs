@@ -45,12 +45,10 @@ fn path(holding: bool) -> Path {
     } else {
         (None, topo.client_addr)
     };
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent",
         "agent.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("UPSTREAM_HOST", next.ip().to_string()),
             ("UPSTREAM_PORT", next.port().to_string()),
         ],
@@ -145,13 +143,13 @@ fn bidi_through_a_holding_proxy_waits_for_the_half_close() {
     rt().block_on(async {
         let mut c = connect(p.client).await.unwrap();
         let (tx, rx) = mpsc::channel::<BidiRequest>(4);
-        tx.send(BidiRequest {
-            seq: 0,
-            payload: vec![1; 10],
+        // Ping `seq`: 10 bytes of `seq + 1`, asking for a 10-byte pong.
+        let ping = |seq: i32| BidiRequest {
+            seq,
+            payload: vec![seq as u8 + 1; 10],
             response_size: 10,
-        })
-        .await
-        .unwrap();
+        };
+        tx.send(ping(0)).await.unwrap();
         let call = tokio::spawn(async move { c.bidi(ReceiverStream::new(rx)).await });
         // The request head is at the proxy; its body stays open, so nothing goes further.
         let at_proxy = wait_until(Duration::from_secs(10), || {
@@ -163,13 +161,7 @@ fn bidi_through_a_holding_proxy_waits_for_the_half_close() {
             (1, 0, 0),
             "the holding proxy forwarded an open request body"
         );
-        tx.send(BidiRequest {
-            seq: 1,
-            payload: vec![2; 10],
-            response_size: 10,
-        })
-        .await
-        .unwrap();
+        tx.send(ping(1)).await.unwrap();
         assert_eq!(proxy.counts().1, 0, "still held after a second message");
         // Half-close: the body is complete, the proxy forwards it, every response comes back.
         drop(tx);

@@ -14,11 +14,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use grpc_bridge_tests::backend::Backend;
-use grpc_bridge_tests::cases::connect;
-use grpc_bridge_tests::envoy::{wasm_path, Envoy};
-use grpc_bridge_tests::nginx::Nginx;
-use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
+use grpc_bridge_tests::fallback::{agent_vars, call_once, stat, wait_native_healthy, BridgedPaths};
 use grpc_bridge_tests::relay::Relay;
 use grpc_bridge_tests::squid::Squid;
 use grpc_bridge_tests::util::{rt, wait_until};
@@ -26,22 +23,9 @@ use grpc_bridge_tests::util::{rt, wait_until};
 const FAILURES: u64 = 5;
 const STEPS: [&str; 3] = ["native", "bridged_websocket", "bridged_grpc_web"];
 
-fn stat(e: &Envoy, name: &str) -> u64 {
-    e.stat(name).unwrap_or(0)
-}
-
 /// Requests each step's cluster has sent so far.
 fn per_step(agent: &Envoy) -> [u64; 3] {
     STEPS.map(|s| stat(agent, &format!("cluster.{s}.upstream_rq_total")))
-}
-
-async fn call_once(addr: SocketAddr) -> Result<(), String> {
-    let mut c = connect(addr).await?;
-    match tokio::time::timeout(Duration::from_secs(10), c.unary(UnaryRequest::default())).await {
-        Err(_) => Err("no answer within 10 s".into()),
-        Ok(Err(e)) => Err(format!("{:?} {}", e.code(), e.message())),
-        Ok(Ok(_)) => Ok(()),
-    }
 }
 
 /// Makes `n` calls one at a time; returns, per call, how many attempts each step took.
@@ -76,61 +60,35 @@ fn expect(phase: &str, got: &[[u64; 3]], first: [u64; 3], rest: [u64; 3], agent:
 
 #[test]
 fn chain_native_then_websocket_then_grpc_web() {
-    assert!(wasm_path().exists(), "the filter is not built (make build)");
+    built_wasm_path();
     let rt = rt();
-    let backend = Backend::spawn();
-    let b = backend.addr;
-    let vars = |extra: &[(&'static str, String)]| {
-        let mut v: Vec<(&str, String)> = vec![
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
-            ("BACKEND_HOST", b.ip().to_string()),
-            ("BACKEND_PORT", b.port().to_string()),
-        ];
-        v.extend(extra.iter().cloned());
-        v
-    };
-    let server = Envoy::start("server", "server.yaml", &vars(&[])).unwrap();
-    let server_addr = server.listener_addr("bridge_server").unwrap();
     // The HTTP/1.1-only nginx: gRPC-web's path, what blocks native HTTP/2, and (as a CONNECT
     // target) what refuses the tunnel's upgrade.
-    let hop = Nginx::start("hop", server_addr).unwrap();
-    let tunnel_server = Envoy::start("tunnel-server", "tunnel-server.yaml", &vars(&[])).unwrap();
-    let ts_addr = tunnel_server.listener_addr("tunnel_server").unwrap();
-    let ws_hop =
-        Nginx::start_template_vars("ws-hop", "nginx-websocket.conf", ts_addr, &[]).unwrap();
+    let paths = BridgedPaths::start().unwrap();
+    let (server_addr, hop) = (paths.server_addr, &paths.hop);
+    let ws_hop = &paths.ws_hop;
     let native = rt.block_on(Relay::start(server_addr));
     let connect_target = rt.block_on(Relay::start(ws_hop.addr));
     let squid = Squid::start("connect", connect_target.addr.port()).unwrap();
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent-chain",
         "agent-chain.yaml",
-        &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
-            ("NATIVE_HOST", "127.0.0.1".into()),
-            ("NATIVE_PORT", native.addr.port().to_string()),
-            ("PROXY_HOST", "127.0.0.1".into()),
-            ("PROXY_PORT", squid.addr.port().to_string()),
-            ("TUNNEL_HOST", connect_target.addr.to_string()),
-            ("UPSTREAM_HOST", "127.0.0.1".into()),
-            ("UPSTREAM_PORT", hop.addr.port().to_string()),
-            ("FAILURES", FAILURES.to_string()),
-            // Longer than the test: an ejected step stays ejected, so counts are exact.
-            ("REPROBE_INTERVAL", "60s".into()),
-        ],
+        &agent_vars(
+            native.addr,
+            hop.addr,
+            &[
+                ("PROXY_HOST", squid.addr.ip().to_string()),
+                ("PROXY_PORT", squid.addr.port().to_string()),
+                ("TUNNEL_HOST", connect_target.addr.to_string()),
+                ("FAILURES", FAILURES.to_string()),
+                // Longer than the test: an ejected step stays ejected, so counts are exact.
+                ("REPROBE_INTERVAL", "60s".into()),
+            ],
+        ),
     )
     .unwrap();
     let client = agent.listener_addr("agent").unwrap();
-    wait_until(Duration::from_secs(30), || {
-        (stat(&agent, "cluster.native.membership_healthy") == 1).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "native never became healthy: {}",
-            agent.stats_matching("native")
-        )
-    });
+    wait_native_healthy(&agent);
 
     // 1. Direct HTTP/2: every call native, one attempt.
     let open = calls(&rt, &agent, client, 5);

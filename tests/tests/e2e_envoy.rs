@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use grpc_bridge_tests::cases::{connect, fmt_status, report, run_suite, Outcome};
-use grpc_bridge_tests::envoy::Envoy;
+use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
 use grpc_bridge_tests::grpcweb::{run_raw_suite, StatusWithoutMessages, WebCall};
 use grpc_bridge_tests::nginx::Nginx;
 use grpc_bridge_tests::pb::UnaryRequest;
@@ -57,17 +57,7 @@ fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
 }
 
 fn interesting_stats(e: &Envoy) -> String {
-    let s = e.stats().unwrap_or_default();
-    s.lines()
-        .filter(|l| {
-            (l.contains("wasm")
-                || l.contains("upstream_rq_")
-                || l.contains("downstream_rq_")
-                || l.contains("_reset"))
-                && !l.ends_with(": 0")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    e.nonzero_stats_matching(&["wasm", "upstream_rq_", "downstream_rq_", "_reset"])
 }
 
 /// (a) Our agent and our server role.
@@ -160,22 +150,15 @@ fn server_role_raw_grpc_web() {
 /// requests alone.
 #[test]
 fn agent_maps_non_grpc_upstream_errors() {
-    let wasm = grpc_bridge_tests::envoy::wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    built_wasm_path();
     // nginx whose upstream does not exist: it answers 502 with an HTML page.
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let nginx = Nginx::start("dead-upstream", dead).unwrap();
     let agent = |upstream: SocketAddr, name: &str| {
-        Envoy::start(
+        Envoy::start_local(
             name,
             "agent.yaml",
             &[
-                ("LISTEN_ADDR", "127.0.0.1".into()),
-                ("LISTEN_PORT", "0".into()),
                 ("UPSTREAM_HOST", upstream.ip().to_string()),
                 ("UPSTREAM_PORT", upstream.port().to_string()),
             ],
@@ -267,20 +250,13 @@ fn agent_against_scripted_upstream() {
     use grpc_bridge_tests::grpcweb::msg_frame;
     use tonic::metadata::MetadataValue;
 
-    let wasm = grpc_bridge_tests::envoy::wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    built_wasm_path();
     let rt = rt();
     let fake = rt.block_on(FakeUpstream::start());
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent-scripted",
         "agent.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("UPSTREAM_HOST", fake.addr.ip().to_string()),
             ("UPSTREAM_PORT", fake.addr.port().to_string()),
         ],

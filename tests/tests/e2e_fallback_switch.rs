@@ -16,14 +16,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grpc_bridge_tests::backend::Backend;
-use grpc_bridge_tests::cases::connect;
-use grpc_bridge_tests::envoy::{wasm_path, Envoy};
-use grpc_bridge_tests::nginx::Nginx;
-use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
+use grpc_bridge_tests::fallback::{agent_vars, call_once, stat, wait_native_healthy, BridgedPaths};
 use grpc_bridge_tests::relay::Relay;
-use grpc_bridge_tests::util::rt;
-use grpc_bridge_tests::util::wait_until;
+use grpc_bridge_tests::util::{rt, wait_until};
 use tokio::net::TcpListener;
 
 const FAILURES: u64 = 5;
@@ -72,78 +68,27 @@ async fn start_blocker(b: Blocker) -> SocketAddr {
     addr
 }
 
-fn stat(e: &Envoy, name: &str) -> u64 {
-    e.stat(name).unwrap_or(0)
-}
-
-async fn call_once(addr: SocketAddr) -> Result<(), String> {
-    let mut c = connect(addr).await?;
-    let req = tonic::Request::new(UnaryRequest::default());
-    match tokio::time::timeout(Duration::from_secs(10), c.unary(req)).await {
-        Err(_) => Err("no answer within 10 s".into()),
-        Ok(Err(e)) => Err(format!("{:?} {}", e.code(), e.message())),
-        Ok(Ok(_)) => Ok(()),
-    }
-}
-
 fn run(fallback: &str, blocker: Blocker) {
-    assert!(
-        wasm_path().exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm_path().display()
-    );
+    built_wasm_path();
     let rt = rt();
-    let backend = Backend::spawn();
-    let b = backend.addr;
-    let local = |k: &'static str, v: String| (k, v);
-    let server = Envoy::start(
-        "server",
-        "server.yaml",
-        &[
-            local("LISTEN_ADDR", "127.0.0.1".into()),
-            local("LISTEN_PORT", "0".into()),
-            local("BACKEND_HOST", b.ip().to_string()),
-            local("BACKEND_PORT", b.port().to_string()),
-        ],
-    )
-    .unwrap();
-    let server_addr = server.listener_addr("bridge_server").unwrap();
-    // The HTTP/1.1-only hop: the gRPC-web transport's path, and what blocks native HTTP/2.
-    let hop = Nginx::start("hop", server_addr).unwrap();
-    // The WebSocket transport's path: tunnel server Envoy behind an nginx WebSocket proxy.
-    let tunnel_server = Envoy::start(
-        "tunnel-server",
-        "tunnel-server.yaml",
-        &[
-            local("LISTEN_ADDR", "127.0.0.1".into()),
-            local("LISTEN_PORT", "0".into()),
-            local("BACKEND_HOST", b.ip().to_string()),
-            local("BACKEND_PORT", b.port().to_string()),
-        ],
-    )
-    .unwrap();
-    let ts_addr = tunnel_server.listener_addr("tunnel_server").unwrap();
-    let ws_hop =
-        Nginx::start_template_vars("ws-hop", "nginx-websocket.conf", ts_addr, &[]).unwrap();
-
+    let paths = BridgedPaths::start().unwrap();
+    let (server_addr, hop, ws_hop) = (paths.server_addr, &paths.hop, &paths.ws_hop);
     let relay = rt.block_on(Relay::start(server_addr));
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent",
         "agent-fallback.yaml",
-        &[
-            local("LISTEN_ADDR", "127.0.0.1".into()),
-            local("LISTEN_PORT", "0".into()),
-            local("NATIVE_HOST", "127.0.0.1".into()),
-            local("NATIVE_PORT", relay.addr.port().to_string()),
-            local("UPSTREAM_HOST", "127.0.0.1".into()),
-            local("UPSTREAM_PORT", hop.addr.port().to_string()),
-            local("TUNNEL_UPSTREAM_HOST", "127.0.0.1".into()),
-            local("TUNNEL_UPSTREAM_PORT", ws_hop.addr.port().to_string()),
-            local("TUNNEL_HOST", ws_hop.addr.to_string()),
-            local("FALLBACK", fallback.into()),
-            local("FAILURES", FAILURES.to_string()),
-            local("REPROBE_INTERVAL", format!("{}s", REPROBE.as_secs())),
-        ],
+        &agent_vars(
+            relay.addr,
+            hop.addr,
+            &[
+                ("TUNNEL_UPSTREAM_HOST", ws_hop.addr.ip().to_string()),
+                ("TUNNEL_UPSTREAM_PORT", ws_hop.addr.port().to_string()),
+                ("TUNNEL_HOST", ws_hop.addr.to_string()),
+                ("FALLBACK", fallback.into()),
+                ("FAILURES", FAILURES.to_string()),
+                ("REPROBE_INTERVAL", format!("{}s", REPROBE.as_secs())),
+            ],
+        ),
     )
     .unwrap();
     let client = agent.listener_addr("agent").unwrap();
@@ -151,15 +96,7 @@ fn run(fallback: &str, blocker: Blocker) {
     let bridged_rq = |a: &Envoy| stat(a, &format!("cluster.{fallback}.upstream_rq_total"));
 
     // 1. Open: wait for the HTTP/2 probe to mark native healthy, then calls go native.
-    wait_until(Duration::from_secs(30), || {
-        (stat(&agent, "cluster.native.membership_healthy") == 1).then_some(())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "native never became healthy: {}",
-            agent.stats_matching("native")
-        )
-    });
+    wait_native_healthy(&agent);
     for i in 0..10 {
         rt.block_on(call_once(client))
             .unwrap_or_else(|e| panic!("open call {i}: {e}"));

@@ -5,17 +5,12 @@
 
 use grpc_bridge_tests::backend::Backend;
 use grpc_bridge_tests::cases::{report, run_suite};
-use grpc_bridge_tests::envoy::wasm_path;
+use grpc_bridge_tests::envoy::built_wasm_path;
 use grpc_bridge_tests::util::rt;
 
 #[test]
 fn core_suite_through_the_harness_topology() {
-    let wasm = wasm_path();
-    assert!(
-        wasm.exists(),
-        "the filter is not built: {} is missing (make build)",
-        wasm.display()
-    );
+    let wasm = built_wasm_path();
     let backend = Backend::spawn();
     let rt = rt();
     let topo = rt

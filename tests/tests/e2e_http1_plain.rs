@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use grpc_bridge_tests::backend::pattern;
-use grpc_bridge_tests::cases::connect;
+use grpc_bridge_tests::cases::{connect, unary_failing};
 use grpc_bridge_tests::grpcweb::{self, msg_frame, parse_frames, WebCall};
 use grpc_bridge_tests::pb::{Metadata, StreamRequest, StreamResponse, UnaryRequest, UnaryResponse};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
 use prost::Message;
+use tonic::Code;
 
 struct Answer {
     status: u16,
@@ -48,7 +49,26 @@ async fn plain_call(addr: SocketAddr, method: &str, body: Vec<u8>) -> Answer {
     }
 }
 
-fn server_only(vars: &[(&str, &str)]) -> Topology {
+/// The server role ended the call with gRPC status `grpc_status` in the headers (HTTP 200) and
+/// a message containing `cause`, and sent no body.
+fn expect_cut(a: Answer, grpc_status: &str, cause: &str) {
+    assert_eq!(
+        (a.status, a.grpc_status.as_deref()),
+        (200, Some(grpc_status)),
+        "{:?}",
+        a.grpc_message
+    );
+    let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
+    assert!(m.contains(cause), "{m}");
+    assert!(a.body.is_empty(), "{} body bytes", a.body.len());
+}
+
+/// Starts the server role alone (`vars` for its template) and runs `test` against its address;
+/// returns the topology, for its stats.
+fn on_server_role<F: std::future::Future<Output = ()>>(
+    vars: &[(&str, &str)],
+    test: impl FnOnce(SocketAddr) -> F,
+) -> Topology {
     let mut b = Topology::builder()
         .server(ServerSide::Wasm)
         .hop(false)
@@ -56,14 +76,14 @@ fn server_only(vars: &[(&str, &str)]) -> Topology {
     for (k, v) in vars {
         b = b.server_var(k, v);
     }
-    b.start().unwrap_or_else(|e| panic!("{e}"))
+    let topo = b.start().unwrap_or_else(|e| panic!("{e}"));
+    rt().block_on(test(topo.server_addr));
+    topo
 }
 
 #[test]
 fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
-    let topo = server_only(&[]);
-    let addr = topo.server_addr;
-    rt().block_on(async {
+    let topo = on_server_role(&[], |addr| async move {
         // OK: 200, grpc-status 0 in the headers, the whole body with a length.
         let req = UnaryRequest {
             payload: b"hello plain client".to_vec(),
@@ -154,14 +174,8 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
 
         // ... and HTTP/2 gRPC (a mapped :status would turn NOT_FOUND into UNIMPLEMENTED).
         let mut c = connect(addr).await.unwrap();
-        let req = UnaryRequest {
-            status_code: 5,
-            status_message: "nope".into(),
-            ..Default::default()
-        };
-        let e = c.unary(req).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::NotFound);
-        assert_eq!(e.message(), "nope");
+        let e = unary_failing(&mut c, Code::NotFound, "nope").await.unwrap();
+        assert_eq!((e.code(), e.message()), (Code::NotFound, "nope"));
     });
     // Counters are batched in the VM and flushed at the root tick: wait for the flush itself.
     let calls = wait_until(Duration::from_secs(10), || {
@@ -182,27 +196,29 @@ fn plain_http1_grpc_gets_status_headers_and_mapped_http_status() {
 /// (Envoy's gRPC local reply: HTTP 200), never a silent OK and never a truncated body.
 #[test]
 fn plain_http1_hold_is_bounded_in_size_and_time() {
-    let topo = server_only(&[]);
-    let addr = topo.server_addr;
-    rt().block_on(async {
+    let topo = on_server_role(&[], |addr| async move {
         // Over 131072 bytes.
-        let req = StreamRequest {
+        let over_size = StreamRequest {
             count: 1,
             payload_size: 200_000,
             ..Default::default()
         };
-        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
-        assert_eq!(
-            (a.status, a.grpc_status.as_deref()),
-            (200, Some("8")),
-            "{:?}",
-            a.grpc_message
-        );
-        let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
-        assert!(m.contains("http1_hold_bytes (131072)"), "{m}");
-        assert!(a.body.is_empty(), "{} body bytes", a.body.len());
+        // Response headers, then no end within 1000 ms (the second message comes 1500 ms later).
+        let over_time = StreamRequest {
+            count: 2,
+            interval_ms: 1500,
+            payload_size: 4,
+            ..Default::default()
+        };
+        for (req, grpc_status, cause) in [
+            (over_size, "8", "http1_hold_bytes (131072)"),
+            (over_time, "4", "http1_hold_ms (1000 ms)"),
+        ] {
+            let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
+            expect_cut(a, grpc_status, cause);
+        }
 
-        // Under it: whole.
+        // Under 131072 bytes: whole.
         let req = UnaryRequest {
             response_size: 100_000,
             ..Default::default()
@@ -214,24 +230,6 @@ fn plain_http1_hold_is_bounded_in_size_and_time() {
             UnaryResponse::decode(&frames[0].data[..]).unwrap().payload,
             pattern(100_000)
         );
-
-        // Response headers, then no end within 1000 ms (the second message comes 1500 ms later).
-        let req = StreamRequest {
-            count: 2,
-            interval_ms: 1500,
-            payload_size: 4,
-            ..Default::default()
-        };
-        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
-        assert_eq!(
-            (a.status, a.grpc_status.as_deref()),
-            (200, Some("4")),
-            "{:?}",
-            a.grpc_message
-        );
-        let m = grpcweb::percent_decode(&a.grpc_message.unwrap_or_default());
-        assert!(m.contains("http1_hold_ms (1000 ms)"), "{m}");
-        assert!(a.body.is_empty(), "{} body bytes", a.body.len());
 
         // A backend that is slow before it answers is not cut: the time runs from the response
         // headers.
@@ -263,15 +261,15 @@ fn plain_http1_hold_is_bounded_in_size_and_time() {
 /// limit (`BUFFER_LIMIT_BYTES`): past it Envoy answers with its own error.
 #[test]
 fn plain_http1_response_over_the_buffer_limit_is_an_error() {
-    let topo = server_only(&[("BUFFER_LIMIT_BYTES", "2097152"), ("HTTP1_HOLD_BYTES", "0")]);
-    rt().block_on(async {
+    let vars = [("BUFFER_LIMIT_BYTES", "2097152"), ("HTTP1_HOLD_BYTES", "0")];
+    on_server_role(&vars, |addr| async move {
         // 4 x 1 MiB: over the 2 MiB limit.
         let req = StreamRequest {
             count: 4,
             payload_size: 1 << 20,
             ..Default::default()
         };
-        let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
+        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
         // Envoy's own local reply, which does not pass the http1_status role: HTTP 200.
         assert_eq!(
             (a.status, a.grpc_status.as_deref()),
@@ -287,7 +285,7 @@ fn plain_http1_response_over_the_buffer_limit_is_an_error() {
             payload_size: 1 << 20,
             ..Default::default()
         };
-        let a = plain_call(topo.server_addr, "ServerStream", msg_frame(&req)).await;
+        let a = plain_call(addr, "ServerStream", msg_frame(&req)).await;
         assert_eq!((a.status, a.grpc_status.as_deref()), (200, Some("0")));
         let frames = parse_frames(&a.body).unwrap();
         assert_eq!(frames.len(), 1);

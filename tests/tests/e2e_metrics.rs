@@ -1,13 +1,14 @@
 //! The filter's counters in Envoy's `/stats` after known traffic (agent + nginx hop + server
 //! role): calls, origin, bytes each way, and the final gRPC status per code on both sides.
 
-use grpc_bridge_tests::cases::connect;
+use grpc_bridge_tests::cases::{connect, unary_failing};
 use grpc_bridge_tests::envoy::Envoy;
 use grpc_bridge_tests::pb::UnaryRequest;
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 use grpc_bridge_tests::util::rt;
 use grpc_bridge_tests::util::wait_until;
 use std::time::Duration;
+use tonic::Code;
 
 fn stat(e: &Envoy, name: &str) -> u64 {
     e.stat(&format!("wasmcustom.grpc_bridge.{name}"))
@@ -27,13 +28,8 @@ fn counters_after_known_traffic() {
             c.unary(UnaryRequest::default()).await.unwrap();
         }
         for _ in 0..2 {
-            let req = UnaryRequest {
-                status_code: 5,
-                status_message: "nope".into(),
-                ..Default::default()
-            };
-            let e = c.unary(req).await.unwrap_err();
-            assert_eq!(e.code(), tonic::Code::NotFound);
+            let e = unary_failing(&mut c, Code::NotFound, "nope").await.unwrap();
+            assert_eq!(e.code(), Code::NotFound);
         }
     });
     let agent = topo.agent.as_ref().unwrap();

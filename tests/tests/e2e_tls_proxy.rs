@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use grpc_bridge_tests::cases::{
-    connect, fmt_status, report, run_case, run_suite, Client, Outcome, CASE_TIMEOUT,
+    connect, echo_within, fmt_status, report, run_case, run_suite, Client, Outcome, CASE_TIMEOUT,
 };
 use grpc_bridge_tests::pb::{BidiRequest, UnaryRequest};
 use grpc_bridge_tests::squid_bump::SquidBumpOptions;
@@ -67,21 +67,8 @@ async fn run_cases(addr: SocketAddr, cases: &[&str]) -> Vec<Outcome> {
 
 /// One unary call on a fresh channel: Ok, or Err(code, description).
 async fn unary(addr: SocketAddr, payload: &[u8]) -> Result<(), (Code, String)> {
-    let mut c = connect(addr).await.map_err(|e| (Code::Unknown, e))?;
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.unary(UnaryRequest {
-            payload: payload.to_vec(),
-            ..Default::default()
-        }),
-    )
-    .await;
-    match r {
-        Err(_) => Err((Code::DeadlineExceeded, "no answer within 10 s".into())),
-        Ok(Err(s)) => Err((s.code(), fmt_status(&s))),
-        Ok(Ok(r)) if r.get_ref().payload == payload => Ok(()),
-        Ok(Ok(r)) => Err((Code::Unknown, format!("payload {:?}", r.get_ref().payload))),
-    }
+    let c = connect(addr).await.map_err(|e| (Code::Unknown, e))?;
+    echo_within(&c, payload, Duration::from_secs(10)).await
 }
 
 fn fail(t: &TlsProxy, agents: &[&Agent], what: String) -> ! {
@@ -368,21 +355,9 @@ fn idle_closing() -> SquidBumpOptions {
 
 /// A unary call on `c` with a 10 s limit.
 async fn call(c: &Client, p: &'static [u8]) -> Result<(), String> {
-    let mut c = c.clone();
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.unary(UnaryRequest {
-            payload: p.to_vec(),
-            ..Default::default()
-        }),
-    )
-    .await;
-    match r {
-        Err(_) => Err("no answer within 10 s".to_string()),
-        Ok(Err(s)) => Err(fmt_status(&s)),
-        Ok(Ok(r)) if r.get_ref().payload == p => Ok(()),
-        Ok(Ok(r)) => Err(format!("payload {:?}", r.get_ref().payload)),
-    }
+    echo_within(c, p, Duration::from_secs(10))
+        .await
+        .map_err(|(_, e)| e)
 }
 
 /// Poll `cond` every 50 ms until it holds (Some(time it took)) or `within` passes (None).

@@ -206,8 +206,6 @@ fn trailers_stripped(transport: Transport) -> ((Code, String), (Code, String)) {
     };
     let hop = CutHop::start(mode, topo.server_addr).unwrap_or_else(|e| fail(&topo, e));
     let mut vars: Vec<(&str, String)> = vec![
-        ("LISTEN_ADDR", "127.0.0.1".into()),
-        ("LISTEN_PORT", "0".into()),
         ("UPSTREAM_HOST", hop.addr.ip().to_string()),
         ("UPSTREAM_PORT", hop.addr.port().to_string()),
     ];
@@ -218,7 +216,7 @@ fn trailers_stripped(transport: Transport) -> ((Code, String), (Code, String)) {
             ("tunnel-client.yaml", "tunnel_client")
         }
     };
-    let agent = Envoy::start("agent", template, &vars).unwrap_or_else(|e| fail(&topo, e));
+    let agent = Envoy::start_local("agent", template, &vars).unwrap_or_else(|e| fail(&topo, e));
     let addr: SocketAddr = agent
         .listener_addr(listener)
         .unwrap_or_else(|e| fail(&topo, e));

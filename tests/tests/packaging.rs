@@ -26,7 +26,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use grpc_bridge::config::{Config, Role};
-use grpc_bridge_tests::envoy::{envoy_bin, wasm_path};
+use grpc_bridge_tests::envoy::{built_wasm_path, envoy_bin, wasm_path};
+use grpc_bridge_tests::nginx::nginx_bin;
+use grpc_bridge_tests::squid::squid_bin;
 use grpc_bridge_tests::util::repo_root;
 use serde_json::{json, Value};
 
@@ -39,16 +41,21 @@ fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"))
 }
 
-fn stdout_of(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let out = run(cmd);
+/// `out` is of a command (`what`) that succeeded; else the failure shows its output.
+fn expect_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{desc} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    let desc = format!("{cmd:?}");
+    let out = run(cmd);
+    expect_success(&out, &desc);
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
@@ -315,12 +322,7 @@ fn compose_references_only_files_that_exist() {
             }
             checked += 2;
         }
-        for v in svc
-            .get("volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for v in entries(svc, "volumes") {
             let source = match v {
                 Value::String(s) => s.split(':').next().unwrap().to_string(),
                 v => {
@@ -442,12 +444,7 @@ fn compose_configs_are_up_to_date_with_the_templates() {
 /// `envoy --mode validate`: Envoy 1.40 parses the whole config, loads the filter and runs its
 /// configuration parser (host names are not resolved).
 fn envoy_validate(config_text: &str, dir: &Path, name: &str) -> Output {
-    let wasm = wasm_path();
-    assert!(
-        wasm.is_file(),
-        "{} not built: run `make build`",
-        wasm.display()
-    );
+    let wasm = built_wasm_path();
     let text = config_text.replace("/etc/envoy/grpc_bridge.wasm", &wasm.display().to_string());
     let path = write(dir, name, &text);
     run(Command::new(envoy_bin())
@@ -488,12 +485,9 @@ fn compose_envoy_configs_load_in_envoy_with_the_filter() {
             r.file
         );
         let out = envoy_validate(&text, dir.path(), &r.file);
-        assert!(
-            out.status.success(),
-            "envoy --mode validate envoy/compose/{}:\n{}{}",
-            r.file,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        expect_success(
+            &out,
+            &format!("envoy --mode validate envoy/compose/{}", r.file),
         );
         n += 1;
     }
@@ -504,6 +498,19 @@ fn compose_envoy_configs_load_in_envoy_with_the_filter() {
     let bad = mutate(&text, r#""role":"agent""#, r#""role":"agnet""#);
     let out = envoy_validate(&bad, dir.path(), "bad-agent.yaml");
     assert!(!out.status.success(), "Envoy accepted role agnet");
+}
+
+/// `check` (`what`, a config syntax check run on a text and a file name) accepts `text` and
+/// refuses it with `from` replaced by `to`: the check really reads the config.
+fn accepts_only_unmutated(
+    what: &str,
+    check: impl Fn(&str, &str) -> Output,
+    text: &str,
+    (from, to): (&str, &str),
+) {
+    expect_success(&check(text, "ok.conf"), what);
+    let out = check(&mutate(text, from, to), "bad.conf");
+    assert!(!out.status.success(), "{what} accepted {to:?}");
 }
 
 #[test]
@@ -520,8 +527,7 @@ fn compose_nginx_and_squid_configs_parse() {
             "nginx.conf",
             &text.replace("server server:", "server 127.0.0.1:"),
         );
-        let bin = std::env::var("NGINX_BIN").unwrap_or_else(|_| "/usr/sbin/nginx".into());
-        run(Command::new(bin)
+        run(Command::new(nginx_bin())
             .arg("-t")
             .arg("-p")
             .arg(&prefix)
@@ -534,42 +540,35 @@ fn compose_nginx_and_squid_configs_parse() {
         text.contains("server server:8080;"),
         "nginx.conf forwards to the server service"
     );
-    let out = nginx(&text, "ok");
-    assert!(
-        out.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = nginx(
-        &mutate(&text, "proxy_buffering off;", "proxy_buffering sometimes;"),
-        "bad",
-    );
-    assert!(
-        !out.status.success(),
-        "nginx accepted proxy_buffering sometimes"
+    accepts_only_unmutated(
+        "nginx -t",
+        nginx,
+        &text,
+        ("proxy_buffering off;", "proxy_buffering sometimes;"),
     );
 
+    let squid_dir = tempdir("compose-squid-");
     let squid = |text: &str, name: &str| {
-        let conf = write(dir.path(), name, text);
-        let bin = std::env::var("SQUID_BIN").unwrap_or_else(|_| "/usr/sbin/squid".into());
-        run(Command::new(bin)
+        let conf = write(squid_dir.path(), name, text);
+        run(Command::new(squid_bin())
             .arg("-k")
             .arg("parse")
             .arg("-f")
             .arg(&conf))
     };
     let text = read(&envoy_dir().join("compose/squid.conf"));
-    let out = squid(&text, "squid.conf");
-    assert!(
-        out.status.success(),
-        "squid -k parse: {}",
-        String::from_utf8_lossy(&out.stderr)
+    // An undefined acl.
+    accepts_only_unmutated(
+        "squid -k parse",
+        squid,
+        &text,
+        ("http_access deny all", "http_access deny nobody_acl"),
     );
-    let out = squid(
-        &mutate(&text, "http_access deny all", "http_access deny nobody_acl"),
-        "bad.conf",
-    );
-    assert!(!out.status.success(), "squid accepted an undefined acl");
+}
+
+/// The array `svc[key]` holds (none if it has no such key).
+fn entries<'a>(svc: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    svc.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
 /// Which service's network namespace a service lives in (network_mode "service:X" -> X).
@@ -592,12 +591,7 @@ fn compose_topology_is_wired_consistently() {
     let mut listens: BTreeMap<String, BTreeSet<String>> = BTreeMap::new(); // netns -> ports
     let mut config_of: BTreeMap<String, String> = BTreeMap::new(); // file -> service
     for (name, svc) in svcs {
-        for v in svc
-            .get("volumes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for v in entries(svc, "volumes") {
             if let Some(f) = v.as_str().and_then(|s| s.strip_prefix("./compose/")) {
                 let f = f.split(':').next().unwrap().to_string();
                 // ... and the service's command names the mounted file.
@@ -697,12 +691,7 @@ fn compose_topology_is_wired_consistently() {
     // and something listens behind each.
     let mut host_ports = BTreeSet::new();
     for (name, svc) in svcs {
-        for d in svc
-            .get("depends_on")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for d in entries(svc, "depends_on") {
             assert!(
                 svcs.contains_key(d.as_str().unwrap()),
                 "{name} depends on unknown {d}"
@@ -718,12 +707,7 @@ fn compose_topology_is_wired_consistently() {
                 "{name} shares a network namespace but publishes ports"
             );
         }
-        for p in svc
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for p in entries(svc, "ports") {
             let p = p.as_str().expect("short port syntax");
             let parts: Vec<&str> = p.split(':').collect();
             assert_eq!(
@@ -886,12 +870,7 @@ fn wasm_dockerfile_has_the_compat_layout() {
 
 #[test]
 fn oci_image_layout_holds_exactly_the_built_module() {
-    let wasm = wasm_path();
-    assert!(
-        wasm.is_file(),
-        "{} not built: run `make build`",
-        wasm.display()
-    );
+    let wasm = built_wasm_path();
     let tool = repo_root().join("deploy/oci-image");
     let dir = tempdir("oci-image-");
     let out = dir.path().join("layout");

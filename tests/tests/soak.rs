@@ -28,10 +28,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use grpc_bridge_tests::backend::MAX_MESSAGE;
-use grpc_bridge_tests::cases::{connect, fmt_status, unique, Client};
+use grpc_bridge_tests::cases::{connect, connect_endpoint, endpoint, fmt_status, unique, Client};
 use grpc_bridge_tests::envoy::Envoy;
-use grpc_bridge_tests::pb::bridge_test_client::BridgeTestClient;
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::seq;
 use grpc_bridge_tests::topology::{NativePath, ServerSide, Topology, Transport};
@@ -181,6 +179,12 @@ enum Pattern {
     Bidi,
 }
 
+/// The response body of stream `i`'s call, or its status as the error.
+fn opened<T>(i: u32, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, String> {
+    r.map(tonic::Response::into_inner)
+        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))
+}
+
 /// One round of STREAMS concurrent calls of `pattern`; Ok(summary) when every call ended OK
 /// with exactly MESSAGES messages each way it carries messages.
 async fn round(clients: &[Client], pattern: Pattern) -> Result<String, String> {
@@ -199,28 +203,18 @@ async fn round(clients: &[Client], pattern: Pattern) -> Result<String, String> {
                         payload_size: PAYLOAD as u32,
                         token: String::new(),
                     };
-                    let s = c
-                        .seq_server_stream(with_barrier(req, &barrier))
-                        .await
-                        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
-                        .into_inner();
-                    drain(i, s).await?
+                    let s = c.seq_server_stream(with_barrier(req, &barrier)).await;
+                    drain(i, opened(i, s)?).await?
                 }
                 Pattern::ClientStream => {
                     let r = c
                         .seq_client_stream(with_barrier(outgoing(i), &barrier))
-                        .await
-                        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
-                        .into_inner();
-                    r.count
+                        .await;
+                    opened(i, r)?.count
                 }
                 Pattern::Bidi => {
-                    let s = c
-                        .seq_bidi(with_barrier(outgoing(i), &barrier))
-                        .await
-                        .map_err(|e| format!("stream {i}: {}", fmt_status(&e)))?
-                        .into_inner();
-                    drain(i, s).await?
+                    let s = c.seq_bidi(with_barrier(outgoing(i), &barrier)).await;
+                    drain(i, opened(i, s)?).await?
                 }
             };
             if received != MESSAGES {
@@ -658,19 +652,13 @@ fn backpressure(transport: Transport, fallback: bool, server: ServerSide) -> Gro
         });
     let (summary, growth) = r.unwrap_or_else(|e| {
         let stats = |e: &Envoy| {
-            e.stats()
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| {
-                    (l.contains("reset")
-                        || l.contains("overflow")
-                        || l.contains("flow_control")
-                        || l.contains("too_large")
-                        || l.contains("grpc_bridge"))
-                        && !l.ends_with(": 0")
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
+            e.nonzero_stats_matching(&[
+                "reset",
+                "overflow",
+                "flow_control",
+                "too_large",
+                "grpc_bridge",
+            ])
         };
         fail(
             &topo,
@@ -699,16 +687,12 @@ enum Reader {
 
 impl Reader {
     async fn tonic(addr: std::net::SocketAddr, req: SeqRequest) -> Result<Reader, String> {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
-            .initial_stream_window_size(64 << 10)
-            .initial_connection_window_size(64 << 10)
-            .connect()
-            .await
-            .map_err(|e| format!("connect: {e:?}"))?;
-        let mut c = BridgeTestClient::new(ch)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let mut c = connect_endpoint(
+            endpoint(addr)?
+                .initial_stream_window_size(64 << 10)
+                .initial_connection_window_size(64 << 10),
+        )
+        .await?;
         let s = c
             .seq_server_stream(req)
             .await
@@ -937,14 +921,8 @@ fn upload_backpressure(server: ServerSide) -> Growth {
     let sent = Arc::new(AtomicU64::new(0));
     let before = (memory(agent).unwrap().0, memory(&topo.server).unwrap().0);
     let r: Result<(String, Growth), String> = rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", topo.client_addr))
-            .map_err(|e| e.to_string())?
-            .connect()
-            .await
-            .map_err(|e| format!("connect: {e:?}"))?;
-        let mut c = BridgeTestClient::new(ch)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        // Tonic's default channel options.
+        let mut c = connect_endpoint(endpoint(topo.client_addr)?).await?;
         let counter = sent.clone();
         // Each message is counted when tonic pulls it to send: pulling stops under backpressure.
         let outgoing = tokio_stream::iter(0..count).map(move |i| {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use grpc_bridge_tests::cases::{connect, fmt_status, Client};
 use grpc_bridge_tests::pb::*;
-use grpc_bridge_tests::py::{unix_now, PyHoldStream};
+use grpc_bridge_tests::py::{unix_now, PyHoldStream, PyStreamEnd};
 use grpc_bridge_tests::topology::{Topology, TopologyBuilder, Transport, TunnelConnections};
 use grpc_bridge_tests::util::rt;
 use tokio::time::timeout;
@@ -70,6 +70,98 @@ async fn hold_outcome(
             Ok(Ok(Some(_))) => continue,
             Ok(Ok(None)) => return Ok((Ok(()), t0.elapsed())),
             Ok(Err(e)) => return Ok((Err(e), t0.elapsed())),
+        }
+    }
+}
+
+/// A stream held open by the backend on each of two tunnels: tonic's and grpcio's.
+struct HeldStreams {
+    client: Client,
+    tonic: tonic::Streaming<HoldResponse>,
+    grpcio: PyHoldStream,
+}
+
+fn open_held_streams(rt: &tokio::runtime::Runtime, topo: &Topology, token: &str) -> HeldStreams {
+    let mut client = rt
+        .block_on(connect(topo.client_addr))
+        .unwrap_or_else(|e| fail(topo, e));
+    let tonic = rt
+        .block_on(open_hold(&mut client, token))
+        .unwrap_or_else(|e| fail(topo, e));
+    let grpcio = PyHoldStream::open(topo.client_addr, Duration::from_secs(20))
+        .unwrap_or_else(|e| fail(topo, e));
+    HeldStreams {
+        client,
+        tonic,
+        grpcio,
+    }
+}
+
+/// How the held streams ended after a fault.
+struct FaultOutcome {
+    tonic: tonic::Status,
+    tonic_after: Duration,
+    grpcio: PyStreamEnd,
+    grpcio_after_ms: i64,
+}
+
+impl std::fmt::Display for FaultOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tonic got {} after {} ms; grpcio got {} {:?} after {} ms",
+            fmt_status(&self.tonic),
+            self.tonic_after.as_millis(),
+            self.grpcio.code,
+            self.grpcio.details,
+            self.grpcio_after_ms
+        )
+    }
+}
+
+impl HeldStreams {
+    /// After `fault` (it happened at `t0`, `fault_at` in unix seconds): both streams must end,
+    /// within [`FAULT_HANG_GUARD`], with UNAVAILABLE `message` (not grpcio's own deadline).
+    fn expect_unavailable(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        topo: &Topology,
+        fault: &str,
+        (t0, fault_at): (Instant, f64),
+        message: &str,
+    ) -> FaultOutcome {
+        let outcome = rt.block_on(hold_outcome(&mut self.tonic, FAULT_HANG_GUARD));
+        let tonic_after = t0.elapsed();
+        let (status, _) = outcome
+            .unwrap_or_else(|e| fail(topo, format!("tonic: no status (hang) after {fault}: {e}")));
+        let Err(tonic) = status else {
+            fail(topo, format!("tonic: the stream ended OK after {fault}"))
+        };
+        if (tonic.code(), tonic.message()) != (Code::Unavailable, message) {
+            fail(
+                topo,
+                format!(
+                    "tonic: want UNAVAILABLE {message:?}, got {}",
+                    fmt_status(&tonic)
+                ),
+            );
+        }
+        let grpcio = self
+            .grpcio
+            .wait_end(FAULT_HANG_GUARD)
+            .unwrap_or_else(|e| fail(topo, format!("grpcio: no status (hang) after {fault}: {e}")));
+        if (grpcio.code.as_str(), grpcio.details.as_str()) != ("UNAVAILABLE", message) {
+            fail(
+                topo,
+                format!("grpcio: want UNAVAILABLE {message:?}, got {grpcio:?}"),
+            );
+        }
+        let grpcio_after_ms = ((grpcio.at - fault_at) * 1000.0).round() as i64;
+        FaultOutcome {
+            tonic,
+            tonic_after,
+            grpcio,
+            grpcio_after_ms,
         }
     }
 }
@@ -271,64 +363,20 @@ fn backend_killed_mid_stream() {
         .unwrap_or_else(|e| panic!("{e}"));
     let token = grpc_bridge_tests::cases::unique("backend-kill");
     // Two tunnels, each with a stream held open by the backend: tonic and grpcio.
-    let mut c = rt
-        .block_on(connect(topo.client_addr))
-        .unwrap_or_else(|e| fail(&topo, e));
-    let mut s = rt
-        .block_on(open_hold(&mut c, &token))
-        .unwrap_or_else(|e| fail(&topo, e));
-    let mut py = PyHoldStream::open(topo.client_addr, Duration::from_secs(20))
-        .unwrap_or_else(|e| fail(&topo, e));
+    let mut held = open_held_streams(&rt, &topo, &token);
     let open = topo.tunnel_connections().unwrap();
     if open.server_upstream.0 != 2 {
         fail(&topo, format!("want 2 backend connections open: {open}"));
     }
-    let t0 = Instant::now();
-    let killed_at = unix_now();
+    let fault = (Instant::now(), unix_now());
     topo.backend.kill();
-    let outcome = rt.block_on(hold_outcome(&mut s, FAULT_HANG_GUARD));
-    let since_kill = t0.elapsed();
-    let status = outcome
-        .unwrap_or_else(|e| fail(&topo, format!("tonic, after the backend was killed: {e}")))
-        .0;
-    let e = match status {
-        Ok(()) => fail(
-            &topo,
-            "tonic: the stream ended OK after the backend was killed".into(),
-        ),
-        Err(e) => e,
-    };
-    if (e.code(), e.message()) != (Code::Unavailable, BACKEND_CLOSED) {
-        fail(
-            &topo,
-            format!(
-                "tonic: want UNAVAILABLE {BACKEND_CLOSED:?}, got {}",
-                fmt_status(&e)
-            ),
-        );
-    }
-    let py_end = py
-        .wait_end(FAULT_HANG_GUARD)
-        .unwrap_or_else(|e| fail(&topo, format!("grpcio, after the backend was killed: {e}")));
-    let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
-    // UNAVAILABLE, not DEADLINE_EXCEEDED: the fault ended the stream, not grpcio's deadline.
-    if (py_end.code.as_str(), py_end.details.as_str()) != ("UNAVAILABLE", BACKEND_CLOSED) {
-        fail(
-            &topo,
-            format!("grpcio: want UNAVAILABLE {BACKEND_CLOSED:?}, got {py_end:?}"),
-        );
-    }
-    drop(c);
+    let end = held.expect_unavailable(&rt, &topo, "the backend was killed", fault, BACKEND_CLOSED);
+    drop(held.client);
     let (conns, took) = topo
         .wait_tunnel_closed(CLOSE_WITHIN)
         .unwrap_or_else(|e| fail(&topo, format!("after the backend was killed: {e}")));
     println!(
-        "backend SIGKILLed: tonic got {} after {} ms; \
-         grpcio got {} {:?} after {py_ms} ms; every leg closed after {} ms: {conns}",
-        fmt_status(&e),
-        since_kill.as_millis(),
-        py_end.code,
-        py_end.details,
+        "backend SIGKILLed: {end}; every leg closed after {} ms: {conns}",
         took.as_millis()
     );
 }
@@ -338,52 +386,12 @@ fn hop_killed_mid_stream() {
     let topo = tunnel().start().unwrap_or_else(|e| panic!("{e}"));
     let rt = rt();
     let token = grpc_bridge_tests::cases::unique("hop-kill");
-    let mut c = rt
-        .block_on(connect(topo.client_addr))
-        .unwrap_or_else(|e| fail(&topo, e));
-    let mut s = rt
-        .block_on(open_hold(&mut c, &token))
-        .unwrap_or_else(|e| fail(&topo, e));
-    let mut py = PyHoldStream::open(topo.client_addr, Duration::from_secs(20))
-        .unwrap_or_else(|e| fail(&topo, e));
+    let mut held = open_held_streams(&rt, &topo, &token);
     let nginx = topo.nginx.as_ref().unwrap();
-    let t0 = Instant::now();
-    let killed_at = unix_now();
+    let fault = (Instant::now(), unix_now());
     nginx.process.signal(libc::SIGKILL);
-    let outcome = rt.block_on(hold_outcome(&mut s, FAULT_HANG_GUARD));
-    let since_kill = t0.elapsed();
-    let (status, _) = outcome.unwrap_or_else(|e| {
-        fail(
-            &topo,
-            format!("tonic: no status (hang) after the hop was killed: {e}"),
-        )
-    });
-    let e = match status {
-        Ok(()) => fail(
-            &topo,
-            "tonic: the stream ended OK after the hop was killed mid-stream".into(),
-        ),
-        Err(e) => e,
-    };
-    let py_end = py.wait_end(FAULT_HANG_GUARD).unwrap_or_else(|e| {
-        fail(
-            &topo,
-            format!("grpcio: no status (hang) after the hop was killed: {e}"),
-        )
-    });
-    let py_ms = ((py_end.at - killed_at) * 1000.0).round() as i64;
-    // The tunnel client's UNAVAILABLE for both (no Close reason: the hop just went away), not
-    // grpcio's own deadline.
-    let want = (Code::Unavailable, TUNNEL_CLOSED);
-    if (e.code(), e.message()) != want {
-        fail(
-            &topo,
-            format!("tonic: want {want:?}, got {}", fmt_status(&e)),
-        );
-    }
-    if (py_end.code.as_str(), py_end.details.as_str()) != ("UNAVAILABLE", TUNNEL_CLOSED) {
-        fail(&topo, format!("grpcio: want {want:?}, got {py_end:?}"));
-    }
+    // The tunnel client's UNAVAILABLE for both (no Close reason: the hop just went away).
+    let end = held.expect_unavailable(&rt, &topo, "the hop was killed", fault, TUNNEL_CLOSED);
     // The backend's side of the call ends too (the server Envoy closed its connection).
     let seen = grpc_bridge_tests::util::wait_until(Duration::from_secs(5), || {
         topo.backend
@@ -396,17 +404,13 @@ fn hop_killed_mid_stream() {
             format!("backend did not see the call cancelled: {seen:?}"),
         );
     }
-    drop(c);
+    drop(held.client);
     let (conns, took) = topo
         .wait_tunnel_closed(CLOSE_WITHIN)
         .unwrap_or_else(|e| fail(&topo, format!("after the hop was killed: {e}")));
     println!(
-        "nginx SIGKILLed: tonic got {} after {} ms; grpcio got {} {:?} after {py_ms} ms; backend saw \
-         the call cancelled; every leg closed after {} ms: {conns}",
-        fmt_status(&e),
-        since_kill.as_millis(),
-        py_end.code,
-        py_end.details,
+        "nginx SIGKILLed: {end}; backend saw the call cancelled; every leg closed after {} ms: \
+         {conns}",
         took.as_millis()
     );
 }

@@ -179,12 +179,10 @@ fn tunnel_client_against_websockets_server() {
         .unwrap_or_else(|e| panic!("{e}"))["port"]
         .as_u64()
         .expect("port");
-    let agent = Envoy::start(
+    let agent = Envoy::start_local(
         "agent",
         "tunnel-client.yaml",
         &[
-            ("LISTEN_ADDR", "127.0.0.1".into()),
-            ("LISTEN_PORT", "0".into()),
             ("UPSTREAM_HOST", "127.0.0.1".into()),
             ("UPSTREAM_PORT", port.to_string()),
             ("TUNNEL_HOST", HOST.into()),

@@ -11,8 +11,7 @@
 
 use std::time::Duration;
 
-use grpc_bridge_tests::cases::{connect, fmt_status};
-use grpc_bridge_tests::pb::UnaryRequest;
+use grpc_bridge_tests::cases::{connect, echo_within};
 use grpc_bridge_tests::topology::{Topology, Transport, TunnelConnections};
 use grpc_bridge_tests::util::{rt, wait_until};
 
@@ -68,21 +67,10 @@ fn run(ping_interval_ms: &str, silence: Silence) -> Run {
                 return (Err(e), none(), TunnelConnections::default(), none());
             }
         };
-        let call = |mut c: grpc_bridge_tests::cases::Client, p: &'static [u8]| async move {
-            let r = tokio::time::timeout(
-                Duration::from_secs(5),
-                c.unary(UnaryRequest {
-                    payload: p.to_vec(),
-                    ..Default::default()
-                }),
-            )
-            .await;
-            match r {
-                Err(_) => Err("no answer within 5 s".to_string()),
-                Ok(Err(e)) => Err(fmt_status(&e)),
-                Ok(Ok(r)) if r.get_ref().payload == p => Ok(()),
-                Ok(Ok(r)) => Err(format!("payload {:?}", r.get_ref().payload)),
-            }
+        let call = |c: grpc_bridge_tests::cases::Client, p: &'static [u8]| async move {
+            echo_within(&c, p, Duration::from_secs(5))
+                .await
+                .map_err(|(_, e)| e)
         };
         let first = call(c.clone(), b"before the silence").await;
         let pings_before = pings(&topo);
