@@ -72,27 +72,35 @@ fn agent_unary(s: &mut Scenario) {
     assert!(s.is_finished());
 }
 
-fn server_unary(s: &mut Scenario) {
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/pkg.Svc/Call"),
-            (":authority", "backend"),
-            ("content-type", "application/grpc-web+proto"),
-            ("x-grpc-web", "1"),
-            ("x-grpc-bridge", "agent"),
-        ],
-        false,
-    )
-    .request_body(&grpc_frame(0, b"hi"), true);
+/// One unary call toward a native gRPC backend (the server side of the bridge): the request
+/// with `content_type` and `extra` headers, then the backend's answer "yo" and status 0.
+/// Returns what reached the client.
+fn call_native_backend(s: &mut Scenario, content_type: &str, extra: &[(&str, &str)]) -> Vec<Frame> {
+    let mut headers = vec![
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/pkg.Svc/Call"),
+        (":authority", "backend"),
+        ("content-type", content_type),
+    ];
+    headers.extend_from_slice(extra);
+    s.request_headers(&headers, false)
+        .request_body(&grpc_frame(0, b"hi"), true);
     s.response_headers(
         &[(":status", "200"), ("content-type", "application/grpc")],
         false,
     )
     .response_body(&grpc_frame(0, b"yo"), false)
     .response_trailers(&[("grpc-status", "0")]);
-    let down = s.take_downstream();
+    s.take_downstream()
+}
+
+fn server_unary(s: &mut Scenario) {
+    let down = call_native_backend(
+        s,
+        "application/grpc-web+proto",
+        &[("x-grpc-web", "1"), ("x-grpc-bridge", "agent")],
+    );
     let body = body_of(&down);
     assert!(body.starts_with(&grpc_frame(0, b"yo")), "{down:?}");
     assert_eq!(
@@ -142,25 +150,7 @@ fn server_unary_call_stays_within_its_crossing_budget() {
 /// A native gRPC call passing the `server_guard` role (the bench's `idle` path: the real
 /// module in a role that has nothing to do on these calls).
 fn native_unary(s: &mut Scenario) {
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/pkg.Svc/Call"),
-            (":authority", "backend"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ],
-        false,
-    )
-    .request_body(&grpc_frame(0, b"hi"), true);
-    s.response_headers(
-        &[(":status", "200"), ("content-type", "application/grpc")],
-        false,
-    )
-    .response_body(&grpc_frame(0, b"yo"), false)
-    .response_trailers(&[("grpc-status", "0")]);
-    let down = s.take_downstream();
+    let down = call_native_backend(s, "application/grpc", &[("te", "trailers")]);
     assert_eq!(body_of(&down), grpc_frame(0, b"yo"), "{down:?}");
 }
 
