@@ -11,6 +11,7 @@
 //! - [`fallback`]: the bridged paths, calls and stats of the transport-fallback tests.
 //! - [`grpcweb`], [`fake_upstream`], [`cut_hop`], [`seq`], [`py`], [`browser`]: wire-level
 //!   clients and servers, sequenced streams, grpcio and browser drivers.
+//! - [`test_table!`]: a table of `#[test]` fns that differ only in what they run.
 
 pub mod pb {
     tonic::include_proto!("bridge.test");
@@ -36,3 +37,20 @@ pub mod template;
 pub mod tls_proxy;
 pub mod topology;
 pub mod util;
+
+/// One `#[test]` fn per row `name => expression,`, doc comments and attributes before a row going
+/// on its fn: for tests that differ only in the arguments they give one runner, so that each case
+/// is one row of a table instead of a fn of its own. Each row stays a plain test named `name`
+/// (`cargo test NAME` runs it, a failure names it).
+#[macro_export]
+macro_rules! test_table {
+    ($($(#[$attr:meta])* $name:ident => $run:expr),+ $(,)?) => {
+        $(
+            $(#[$attr])*
+            #[test]
+            fn $name() {
+                $run;
+            }
+        )+
+    };
+}

@@ -344,19 +344,14 @@ fn expect_kill(transport: Transport, fault: Fault) {
     }
 }
 
-#[test]
-fn grpc_web_server_envoy_killed() {
-    expect_kill(Transport::GrpcWeb, Fault::ServerEnvoy);
-}
-
-#[test]
-fn grpc_web_hop_killed() {
-    expect_kill(Transport::GrpcWeb, Fault::Hop);
-}
-
-#[test]
-fn grpc_web_backend_killed() {
-    expect_kill(Transport::GrpcWeb, Fault::Backend);
+// Every transport with every process killed mid-stream.
+grpc_bridge_tests::test_table! {
+    grpc_web_server_envoy_killed => expect_kill(Transport::GrpcWeb, Fault::ServerEnvoy),
+    grpc_web_hop_killed => expect_kill(Transport::GrpcWeb, Fault::Hop),
+    grpc_web_backend_killed => expect_kill(Transport::GrpcWeb, Fault::Backend),
+    tunnel_server_envoy_killed => expect_kill(Transport::WebSocketTunnel, Fault::ServerEnvoy),
+    tunnel_hop_killed => expect_kill(Transport::WebSocketTunnel, Fault::Hop),
+    tunnel_backend_killed => expect_kill(Transport::WebSocketTunnel, Fault::Backend),
 }
 
 #[test]
@@ -367,21 +362,6 @@ fn grpc_web_trailers_stripped() {
     for m in [stream_msg, unary_msg] {
         assert!(m.contains("without a gRPC-web trailer frame"), "{m}");
     }
-}
-
-#[test]
-fn tunnel_server_envoy_killed() {
-    expect_kill(Transport::WebSocketTunnel, Fault::ServerEnvoy);
-}
-
-#[test]
-fn tunnel_hop_killed() {
-    expect_kill(Transport::WebSocketTunnel, Fault::Hop);
-}
-
-#[test]
-fn tunnel_backend_killed() {
-    expect_kill(Transport::WebSocketTunnel, Fault::Backend);
 }
 
 #[test]
