@@ -185,27 +185,10 @@ fn run(fallback: &str, blocker: Blocker) {
     );
 }
 
-#[test]
-fn fallback_switches_to_grpc_web_and_back() {
-    run("bridged_grpc_web", Blocker::Nginx);
-}
-
-#[test]
-fn fallback_switches_to_websocket_and_back() {
-    run("bridged_websocket", Blocker::Nginx);
-}
-
-#[test]
-fn fallback_when_the_hop_answers_426() {
-    run("bridged_grpc_web", Blocker::Status(426));
-}
-
-#[test]
-fn fallback_when_the_hop_answers_505() {
-    run("bridged_websocket", Blocker::Status(505));
-}
-
-#[test]
-fn fallback_when_the_hop_refuses_connections() {
-    run("bridged_grpc_web", Blocker::Refuse);
+grpc_bridge_tests::test_table! {
+    fallback_switches_to_grpc_web_and_back => run("bridged_grpc_web", Blocker::Nginx),
+    fallback_switches_to_websocket_and_back => run("bridged_websocket", Blocker::Nginx),
+    fallback_when_the_hop_answers_426 => run("bridged_grpc_web", Blocker::Status(426)),
+    fallback_when_the_hop_answers_505 => run("bridged_websocket", Blocker::Status(505)),
+    fallback_when_the_hop_refuses_connections => run("bridged_grpc_web", Blocker::Refuse),
 }
