@@ -23,6 +23,18 @@ enum Path {
     Direct,
 }
 
+impl Path {
+    /// The report's heading for `client` over this path.
+    fn label(self, client: &str) -> String {
+        let path = match self {
+            Path::Nginx => "through nginx",
+            Path::SquidConnect => "inside a squid CONNECT tunnel",
+            Path::Direct => "direct",
+        };
+        format!("{client}, WebSocket tunnel {path}")
+    }
+}
+
 fn builder(path: Path) -> TopologyBuilder {
     let b = Topology::builder().transport(Transport::WebSocketTunnel);
     match path {
@@ -67,51 +79,27 @@ fn check(label: &str, outcomes: &[Outcome], topo: &mut Topology) {
     println!("{label}\npath: {}\n{text}", topo.path);
 }
 
-fn tonic_suite(label: &str, path: Path) {
+/// The tonic cases over `path`.
+fn tonic_suite(path: Path) {
     let mut topo = builder(path).start().unwrap_or_else(|e| panic!("{e}"));
     let rt = rt();
     let outcomes = rt.block_on(run_suite(topo.client_addr));
-    check(label, &outcomes, &mut topo);
+    check(&path.label("tonic client"), &outcomes, &mut topo);
 }
 
-fn grpcio_suite(label: &str, path: Path) {
+/// The same cases from the grpcio client over `path`.
+fn grpcio_suite(path: Path) {
     let mut topo = builder(path).start().unwrap_or_else(|e| panic!("{e}"));
     let outcomes = grpc_bridge_tests::py::run_client(topo.client_addr, &[]).unwrap();
-    check(label, &outcomes, &mut topo);
+    check(&path.label("grpcio client"), &outcomes, &mut topo);
 }
 
-#[test]
-fn suite_websocket_tunnel() {
-    tonic_suite("tonic client, WebSocket tunnel through nginx", Path::Nginx);
-}
-
-#[test]
-fn suite_websocket_tunnel_python_grpcio_client() {
-    grpcio_suite("grpcio client, WebSocket tunnel through nginx", Path::Nginx);
-}
-
-#[test]
-fn suite_websocket_tunnel_in_squid_connect() {
-    tonic_suite(
-        "tonic client, WebSocket tunnel inside a squid CONNECT tunnel",
-        Path::SquidConnect,
-    );
-}
-
-#[test]
-fn suite_websocket_tunnel_in_squid_connect_python_grpcio_client() {
-    grpcio_suite(
-        "grpcio client, WebSocket tunnel inside a squid CONNECT tunnel",
-        Path::SquidConnect,
-    );
-}
-
-#[test]
-fn suite_websocket_tunnel_direct() {
-    tonic_suite("tonic client, WebSocket tunnel direct", Path::Direct);
-}
-
-#[test]
-fn suite_websocket_tunnel_direct_python_grpcio_client() {
-    grpcio_suite("grpcio client, WebSocket tunnel direct", Path::Direct);
+grpc_bridge_tests::test_table! {
+    suite_websocket_tunnel => tonic_suite(Path::Nginx),
+    suite_websocket_tunnel_python_grpcio_client => grpcio_suite(Path::Nginx),
+    suite_websocket_tunnel_in_squid_connect => tonic_suite(Path::SquidConnect),
+    suite_websocket_tunnel_in_squid_connect_python_grpcio_client =>
+        grpcio_suite(Path::SquidConnect),
+    suite_websocket_tunnel_direct => tonic_suite(Path::Direct),
+    suite_websocket_tunnel_direct_python_grpcio_client => grpcio_suite(Path::Direct),
 }
