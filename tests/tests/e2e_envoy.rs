@@ -60,40 +60,24 @@ fn interesting_stats(e: &Envoy) -> String {
     e.nonzero_stats_matching(&["wasm", "upstream_rq_", "downstream_rq_", "_reset"])
 }
 
-/// (a) Our agent and our server role.
-#[test]
-fn suite_agent_and_wasm_server_role() {
-    let mut topo = start(Topology::builder().server(ServerSide::Wasm));
+/// The tonic cases through our agent and the nginx hop to `server` (`described` in the report).
+fn agent_suite(server: ServerSide, described: &str) {
+    let mut topo = start(Topology::builder().server(server));
     let outcomes = rt().block_on(run_suite(topo.client_addr));
-    check(
-        "tonic client, grpc-bridge agent + grpc-bridge server role",
-        &outcomes,
-        &mut topo,
-    );
+    let label = format!("tonic client, grpc-bridge agent + {described}");
+    check(&label, &outcomes, &mut topo);
 }
 
-/// (b) Our agent against Envoy's native grpc_web filter on the server side.
-#[test]
-fn suite_agent_and_native_grpc_web_server() {
-    let mut topo = start(Topology::builder().server(ServerSide::NativeGrpcWeb));
-    let outcomes = rt().block_on(run_suite(topo.client_addr));
-    check(
-        "tonic client, grpc-bridge agent + native grpc_web server",
-        &outcomes,
-        &mut topo,
-    );
-}
-
-/// (b') Our agent against the hybrid server: Envoy's grpc_web converts, the wasm guards.
-#[test]
-fn suite_agent_and_hybrid_server() {
-    let mut topo = start(Topology::builder().server(ServerSide::Hybrid));
-    let outcomes = rt().block_on(run_suite(topo.client_addr));
-    check(
-        "tonic client, grpc-bridge agent + hybrid server (grpc_web + server_guard)",
-        &outcomes,
-        &mut topo,
-    );
+grpc_bridge_tests::test_table! {
+    /// (a) Our agent and our server role.
+    suite_agent_and_wasm_server_role =>
+        agent_suite(ServerSide::Wasm, "grpc-bridge server role"),
+    /// (b) Our agent against Envoy's native grpc_web filter on the server side.
+    suite_agent_and_native_grpc_web_server =>
+        agent_suite(ServerSide::NativeGrpcWeb, "native grpc_web server"),
+    /// (b') Our agent against the hybrid server: Envoy's grpc_web converts, the wasm guards.
+    suite_agent_and_hybrid_server =>
+        agent_suite(ServerSide::Hybrid, "hybrid server (grpc_web + server_guard)"),
 }
 
 /// Browser-style gRPC-web (binary and text) straight to the hybrid server.
