@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use grpc_bridge_tests::cases::{report, run_case, Outcome};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
+use grpc_bridge_tests::util::rt;
 
 const CALLS: &[(&str, &str)] = &[
     ("unary", "unary echo"),
@@ -66,11 +67,7 @@ fn main() -> ExitCode {
     println!("up in {} ms", t0.elapsed().as_millis());
     println!("path: {}\n", topo.path);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let mut outcomes = vec![];
     for (case, what) in CALLS {
         let t = Instant::now();
