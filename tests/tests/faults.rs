@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use grpc_bridge_tests::cases::{connect, fmt_status};
+use grpc_bridge_tests::cases::{connect, fmt_status, Client};
 use grpc_bridge_tests::cut_hop::{CutHop, CutMode};
 use grpc_bridge_tests::envoy::Envoy;
 use grpc_bridge_tests::pb::*;
@@ -61,6 +61,24 @@ struct End {
     received: i32,
     /// From the fault to the end.
     after: Duration,
+}
+
+/// A server stream of `count` 64-byte messages, `interval_ms` apart.
+async fn server_stream(
+    c: &mut Client,
+    count: i32,
+    interval_ms: i32,
+) -> Result<tonic::Streaming<StreamResponse>, String> {
+    let req = StreamRequest {
+        count,
+        interval_ms,
+        payload_size: 64,
+        ..Default::default()
+    };
+    match c.server_stream(req).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(e) => Err(fmt_status(&e)),
+    }
 }
 
 /// Read `s` to its end (at most WITHIN), counting messages (`received` so far) and checking
@@ -122,16 +140,7 @@ fn kill_fault(transport: Transport, fault: Fault) -> ((Code, String), (String, S
         .unwrap_or_else(|e| fail(&topo, e));
     let mut s = rt
         .block_on(async {
-            let mut s = c
-                .server_stream(StreamRequest {
-                    count: STREAM_COUNT,
-                    interval_ms: 100,
-                    payload_size: 64,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| fmt_status(&e))?
-                .into_inner();
+            let mut s = server_stream(&mut c, STREAM_COUNT, 100).await?;
             for i in 0..READ_BEFORE_FAULT {
                 match timeout(Duration::from_secs(10), s.message()).await {
                     Ok(Ok(Some(m))) if m.index == i => {}
@@ -226,15 +235,7 @@ fn trailers_stripped(transport: Transport) -> ((Code, String), (Code, String)) {
         .block_on(async {
             let mut c = connect(addr).await?;
             let t0 = Instant::now();
-            let mut s = c
-                .server_stream(StreamRequest {
-                    count: 5,
-                    payload_size: 64,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| fmt_status(&e))?
-                .into_inner();
+            let mut s = server_stream(&mut c, 5, 0).await?;
             read_to_end(&mut s, 0, t0).await
         })
         .unwrap_or_else(|e| fail_agent(&topo, &agent, format!("server stream: {e}")));
