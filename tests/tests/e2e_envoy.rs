@@ -168,34 +168,30 @@ fn agent_maps_non_grpc_upstream_errors() {
             elapsed: t0.elapsed(),
         });
     };
-    let grpc_status_of = |addr: SocketAddr| -> Result<(Code, String, Duration), String> {
-        rt.block_on(async {
+    // One unary call through `addr` must end UNAVAILABLE (`mapped` says from what).
+    let expect_unavailable = |addr: SocketAddr, mapped: &str| -> Result<String, String> {
+        let (code, s, el) = rt.block_on(async {
             let mut c = connect(addr).await?;
             let t0 = Instant::now();
             match tokio::time::timeout(Duration::from_secs(10), c.unary(UnaryRequest::default()))
                 .await
             {
-                Err(_) => Err("no status within 10 s".into()),
+                Err(_) => Err("no status within 10 s".to_string()),
                 Ok(Ok(_)) => Err("call succeeded".into()),
                 Ok(Err(e)) => Ok((e.code(), fmt_status(&e), t0.elapsed())),
             }
-        })
+        })?;
+        if code == Code::Unavailable {
+            Ok(format!("{s} after {} ms", el.as_millis()))
+        } else {
+            Err(format!("got {s}, want UNAVAILABLE{mapped}"))
+        }
     };
     run("proxy_502_html_becomes_unavailable", &mut || {
-        let (code, s, el) = grpc_status_of(a1)?;
-        if code == Code::Unavailable {
-            Ok(format!("{s} after {} ms", el.as_millis()))
-        } else {
-            Err(format!("got {s}, want UNAVAILABLE (HTTP 502 -> 14)"))
-        }
+        expect_unavailable(a1, " (HTTP 502 -> 14)")
     });
     run("connection_refused_becomes_unavailable", &mut || {
-        let (code, s, el) = grpc_status_of(a2)?;
-        if code == Code::Unavailable {
-            Ok(format!("{s} after {} ms", el.as_millis()))
-        } else {
-            Err(format!("got {s}, want UNAVAILABLE"))
-        }
+        expect_unavailable(a2, "")
     });
     run("non_grpc_request_untouched", &mut || {
         rt.block_on(async {
