@@ -37,6 +37,24 @@ pub fn temp_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
         .map_err(|e| format!("temp dir {prefix}*: {e}"))
 }
 
+/// Runs `cmd` to its end and returns its stdout; if it cannot start or exits non-zero, an error
+/// with the command, its exit status and everything it printed.
+pub fn command_stdout(cmd: &mut Command) -> Result<String, String> {
+    let desc = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {desc}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{desc} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("{desc}: output not UTF-8: {e}"))
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (bind to port 0, read it, close).
 ///
 /// There is a small race with other processes; prefer binding port 0 directly where the

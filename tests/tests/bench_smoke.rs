@@ -3,36 +3,30 @@
 
 use std::process::Command;
 
+use grpc_bridge_tests::util::command_stdout;
+
 #[test]
 fn bench_tool_runs_and_every_call_succeeds() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args([
-            "--paths",
-            "grpc-web,native-h2-hop,srv-wasm,srv-native",
-            "--workloads",
-            "unary,stream",
-            "--stream-msgs",
-            "2",
-            "--stream-bytes",
-            "65536",
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--runs",
-            "1",
-            "--concurrency",
-            "2",
-        ])
-        .output()
-        .expect("run the bench binary");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_bench"));
+    bench.args([
+        "--paths",
+        "grpc-web,native-h2-hop,srv-wasm,srv-native",
+        "--workloads",
+        "unary,stream",
+        "--stream-msgs",
+        "2",
+        "--stream-bytes",
+        "65536",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--runs",
+        "1",
+        "--concurrency",
+        "2",
+    ]);
+    let stdout = command_stdout(&mut bench).unwrap_or_else(|e| panic!("bench: {e}"));
     // The one line of the report that starts with `prefix`.
     let line_of = |prefix: &str| {
         stdout

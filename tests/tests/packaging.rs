@@ -29,7 +29,7 @@ use grpc_bridge::config::{Config, Role};
 use grpc_bridge_tests::envoy::{built_wasm_path, envoy_bin, wasm_path};
 use grpc_bridge_tests::nginx::nginx_bin;
 use grpc_bridge_tests::squid::squid_bin;
-use grpc_bridge_tests::util::repo_root;
+use grpc_bridge_tests::util::{command_stdout, repo_root};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------------------------------------
@@ -53,10 +53,7 @@ fn expect_success(out: &Output, what: &str) {
 }
 
 fn stdout_of(cmd: &mut Command) -> String {
-    let desc = format!("{cmd:?}");
-    let out = run(cmd);
-    expect_success(&out, &desc);
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    command_stdout(cmd).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Python with the packages of tests/py/packaging.py (check-jsonschema, cloudcoil-models-istio,
