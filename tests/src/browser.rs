@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::{repo_root, Process};
+use crate::util::{command_stdout, repo_root, Process};
 
 /// `$CHROMIUM_BIN`, else Debian's chromium binary (the browser itself, not the
 /// `/usr/bin/chromium` wrapper script, so that killing it kills the browser).
@@ -30,16 +30,9 @@ pub fn chromium_bin() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{what} failed ({}):\n{}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
+    command_stdout(cmd)
+        .map(drop)
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 fn modified(p: &Path) -> Option<std::time::SystemTime> {
