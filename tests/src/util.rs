@@ -1,5 +1,6 @@
 //! Process and network helpers: free ports, waiting for ports, a child-process guard that kills
-//! its child on drop, and a tiny blocking HTTP/1.1 GET (for Envoy's admin interface).
+//! its child on drop, a command that must succeed (`command_stdout`), and a tiny blocking
+//! HTTP/1.1 GET (for Envoy's admin interface).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
