@@ -1,5 +1,5 @@
 //! What the transport-fallback tests (`tests/e2e_fallback_switch.rs`, `tests/e2e_chain.rs`) share:
-//! the bridged paths an agent falls back to, one call, and the agent's stats.
+//! the bridged paths an agent falls back to, the agent itself, one call, and the agent's stats.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,21 +47,37 @@ impl BridgedPaths {
     }
 }
 
-/// The template variables of a fallback agent (`agent-fallback.yaml`, `agent-chain.yaml`)
-/// for its native HTTP/2 next hop and its gRPC-web (HTTP/1.1) next hop, then `more`.
-pub fn agent_vars(
-    native: SocketAddr,
-    grpc_web: SocketAddr,
-    more: &[(&'static str, String)],
-) -> Vec<(&'static str, String)> {
-    let mut vars = vec![
-        ("NATIVE_HOST", native.ip().to_string()),
-        ("NATIVE_PORT", native.port().to_string()),
-        ("UPSTREAM_HOST", grpc_web.ip().to_string()),
-        ("UPSTREAM_PORT", grpc_web.port().to_string()),
-    ];
-    vars.extend_from_slice(more);
-    vars
+/// The consecutive failed calls that eject the native path (the agents' `FAILURES`).
+pub const FAILURES: u64 = 5;
+
+impl BridgedPaths {
+    /// A fallback agent (`agent-fallback.yaml`, `agent-chain.yaml`) named `name`: its native
+    /// HTTP/2 next hop `native`, its gRPC-web next hop this HTTP/1.1 nginx, `tunnel_host` as the
+    /// tunnel's `Host`, [`FAILURES`] failed calls to eject native, re-probed every `reprobe`;
+    /// then the `more` variables of its template. With the address its clients call.
+    pub fn start_agent(
+        &self,
+        name: &str,
+        template: &str,
+        native: SocketAddr,
+        tunnel_host: SocketAddr,
+        reprobe: Duration,
+        more: &[(&'static str, String)],
+    ) -> Result<(Envoy, SocketAddr), String> {
+        let mut vars = vec![
+            ("NATIVE_HOST", native.ip().to_string()),
+            ("NATIVE_PORT", native.port().to_string()),
+            ("UPSTREAM_HOST", self.hop.addr.ip().to_string()),
+            ("UPSTREAM_PORT", self.hop.addr.port().to_string()),
+            ("TUNNEL_HOST", tunnel_host.to_string()),
+            ("FAILURES", FAILURES.to_string()),
+            ("REPROBE_INTERVAL", format!("{}s", reprobe.as_secs())),
+        ];
+        vars.extend_from_slice(more);
+        let agent = Envoy::start_local(name, template, &vars)?;
+        let client = agent.listener_addr("agent")?;
+        Ok((agent, client))
+    }
 }
 
 /// A counter or gauge of `e`, 0 while Envoy has not created it.

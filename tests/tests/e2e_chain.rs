@@ -15,12 +15,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
-use grpc_bridge_tests::fallback::{agent_vars, call_once, stat, wait_native_healthy, BridgedPaths};
+use grpc_bridge_tests::fallback::{call_once, stat, wait_native_healthy, BridgedPaths, FAILURES};
 use grpc_bridge_tests::relay::Relay;
 use grpc_bridge_tests::squid::Squid;
 use grpc_bridge_tests::util::{rt, wait_until};
 
-const FAILURES: u64 = 5;
 const STEPS: [&str; 3] = ["native", "bridged_websocket", "bridged_grpc_web"];
 
 /// Requests each step's cluster has sent so far.
@@ -70,24 +69,20 @@ fn chain_native_then_websocket_then_grpc_web() {
     let native = rt.block_on(Relay::start(server_addr));
     let connect_target = rt.block_on(Relay::start(ws_hop.addr));
     let squid = Squid::start("connect", connect_target.addr.port()).unwrap();
-    let agent = Envoy::start_local(
-        "agent-chain",
-        "agent-chain.yaml",
-        &agent_vars(
+    let (agent, client) = paths
+        .start_agent(
+            "agent-chain",
+            "agent-chain.yaml",
             native.addr,
-            hop.addr,
+            connect_target.addr,
+            // Longer than the test: an ejected step stays ejected, so counts are exact.
+            Duration::from_secs(60),
             &[
                 ("PROXY_HOST", squid.addr.ip().to_string()),
                 ("PROXY_PORT", squid.addr.port().to_string()),
-                ("TUNNEL_HOST", connect_target.addr.to_string()),
-                ("FAILURES", FAILURES.to_string()),
-                // Longer than the test: an ejected step stays ejected, so counts are exact.
-                ("REPROBE_INTERVAL", "60s".into()),
             ],
-        ),
-    )
-    .unwrap();
-    let client = agent.listener_addr("agent").unwrap();
+        )
+        .unwrap();
     wait_native_healthy(&agent);
 
     // 1. Direct HTTP/2: every call native, one attempt.

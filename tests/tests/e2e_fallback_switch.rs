@@ -17,12 +17,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use grpc_bridge_tests::envoy::{built_wasm_path, Envoy};
-use grpc_bridge_tests::fallback::{agent_vars, call_once, stat, wait_native_healthy, BridgedPaths};
+use grpc_bridge_tests::fallback::{call_once, stat, wait_native_healthy, BridgedPaths, FAILURES};
 use grpc_bridge_tests::relay::Relay;
 use grpc_bridge_tests::util::{rt, wait_until};
 use tokio::net::TcpListener;
 
-const FAILURES: u64 = 5;
 const REPROBE: Duration = Duration::from_secs(2);
 
 /// What stands in the native path while it is blocked.
@@ -74,24 +73,20 @@ fn run(fallback: &str, blocker: Blocker) {
     let paths = BridgedPaths::start().unwrap();
     let (server_addr, hop, ws_hop) = (paths.server_addr, &paths.hop, &paths.ws_hop);
     let relay = rt.block_on(Relay::start(server_addr));
-    let agent = Envoy::start_local(
-        "agent",
-        "agent-fallback.yaml",
-        &agent_vars(
+    let (agent, client) = paths
+        .start_agent(
+            "agent",
+            "agent-fallback.yaml",
             relay.addr,
-            hop.addr,
+            ws_hop.addr,
+            REPROBE,
             &[
                 ("TUNNEL_UPSTREAM_HOST", ws_hop.addr.ip().to_string()),
                 ("TUNNEL_UPSTREAM_PORT", ws_hop.addr.port().to_string()),
-                ("TUNNEL_HOST", ws_hop.addr.to_string()),
                 ("FALLBACK", fallback.into()),
-                ("FAILURES", FAILURES.to_string()),
-                ("REPROBE_INTERVAL", format!("{}s", REPROBE.as_secs())),
             ],
-        ),
-    )
-    .unwrap();
-    let client = agent.listener_addr("agent").unwrap();
+        )
+        .unwrap();
     let native_rq = |a: &Envoy| stat(a, "cluster.native.upstream_rq_total");
     let bridged_rq = |a: &Envoy| stat(a, &format!("cluster.{fallback}.upstream_rq_total"));
 
