@@ -65,23 +65,6 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Wait until a TCP connect to `addr` succeeds.
-pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                if Instant::now() >= deadline {
-                    return Err(format!("port {addr} not accepting after {timeout:?}: {e}"));
-                }
-                // Poll interval of a wait for the connect itself, with a deadline.
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 /// Whether process `pid` holds a listening TCP socket on `port` (Linux: a LISTEN entry of
 /// /proc/net/tcp{,6} whose socket inode is among the process's file descriptors). Unlike a
 /// connect, this tells our server from whoever else may have bound a port from [`free_port`].
