@@ -75,6 +75,7 @@ const ALL_PATHS: &[&str] = &[
     "floor",
     "floor-reads",
     "h1-hop",
+    "h1-floor",
     "idle",
 ];
 
@@ -96,7 +97,10 @@ fn parse_opts() -> Result<Opts, String> {
             .unwrap_or(if quick { 1 } else { 3 }),
         paths: ALL_PATHS
             .iter()
-            .filter(|p| !["grpc-web-nohop", "floor", "floor-reads", "h1-hop", "idle"].contains(p))
+            .filter(|p| {
+                !["grpc-web-nohop", "floor", "floor-reads", "h1-hop", "h1-floor", "idle"]
+                    .contains(p)
+            })
             .map(|s| s.to_string())
             .collect(),
         workloads: vec!["unary".into(), "stream".into()],
@@ -140,10 +144,11 @@ fn parse_opts() -> Result<Opts, String> {
     for p in &o.paths {
         let floor_ops = p
             .strip_prefix("floor-")
+            .or_else(|| p.strip_prefix("h1-floor-"))
             .is_some_and(|ops| !ops.is_empty() && ops.bytes().all(|b| b"rRpPbB".contains(&b)));
         if !ALL_PATHS.contains(&p.as_str()) && !floor_ops {
             return Err(format!(
-                "unknown path {p} (known: {}, and floor-<letters of rRpPbB>)",
+                "unknown path {p} (known: {}, and floor-<letters of rRpPbB>, h1-floor-<letters>)",
                 ALL_PATHS.join(",")
             ));
         }
@@ -249,8 +254,10 @@ fn start_path(name: &str) -> Result<Path, String> {
                 _keep: Keep::Backend(b),
             }
         }
-        "native-h2" | "native-h2-hop" | "h1-hop" | "floor" | "floor-reads" | "idle" => {
-            start_native(name, base, None)?
+        "native-h2" | "native-h2-hop" | "h1-hop" | "h1-floor" | "floor" | "floor-reads"
+        | "idle" => start_native(name, base, None)?,
+        floor if floor.starts_with("h1-floor-") => {
+            start_native(name, base, Some(&floor["h1-floor-".len()..]))?
         }
         floor if floor.starts_with("floor-") => {
             start_native(name, base, Some(&floor["floor-".len()..]))?
@@ -287,14 +294,17 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
         // `floor*`: the same two Envoys, each with the do-nothing wasm filter
         // (benches/wasm-floor): what any proxy-wasm filter costs per call in Envoy 1.40.
         let floor_config = match (base, ops) {
-            ("floor", _) => Some("0".to_string()),
+            ("floor" | "h1-floor", _) => Some("0".to_string()),
             ("floor-reads", _) => Some(FLOOR_READS.to_string()),
             ("idle", _) => Some(r#"{"role":"server_guard","auth":"none"}"#.to_string()),
             (_, Some(ops)) => Some(ops.to_string()),
             _ => None,
         };
         let b = spawn_backend()?;
-        let h1 = base == "h1-hop";
+        // `h1-hop`, `h1-floor*`: HTTP/1.1 with chunked trailers between the two Envoys; with the
+        // floor module that is the bridged chain's shape (two wasm-filtered Envoys, HTTP/1.1
+        // between them) minus everything the bridge's own code does.
+        let h1 = base == "h1-hop" || base.starts_with("h1-floor");
         let (template, what) = match &floor_config {
             None if h1 => ("bench/passthrough-h1.yaml", "no filter".to_string()),
             None => ("passthrough-h2.yaml", "no filter".to_string()),
@@ -834,6 +844,7 @@ fn baseline(path: &str) -> Option<String> {
             "native-h2" => "direct",
             "grpc-web" | "websocket" | "grpc-web-hybrid" => "native-h2-hop",
             "grpc-web-nohop" | "floor" | "h1-hop" | "native-h2-hop" => "native-h2",
+            b if b.starts_with("h1-floor") => "h1-hop",
             b if b.starts_with("floor-") || b == "idle" => "floor",
             "srv-wasm" | "srv-hybrid" => "srv-native",
             "srv-native" => return None,
