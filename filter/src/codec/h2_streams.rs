@@ -12,11 +12,10 @@
 
 use std::collections::BTreeMap;
 
-use super::h2::PREFACE;
+use super::h2::{FrameHead, FRAME_HEADER_LEN, PREFACE};
 use super::header_buf::HeaderBuf;
 use super::status::percent_encode;
 
-const FRAME_HEADER_LEN: usize = 9;
 const TYPE_DATA: u8 = 0;
 const TYPE_HEADERS: u8 = 1;
 const TYPE_RST_STREAM: u8 = 3;
@@ -31,15 +30,6 @@ const MAX_MESSAGE_BYTES: usize = 512;
 /// Streams tracked at most; a client with more open streams than this loses the clean ending
 /// (the connection just closes, as without the ledger). Bounds the ledger's memory.
 pub const MAX_TRACKED_STREAMS: usize = 4096;
-
-/// One frame header, as read off the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FrameHead {
-    len: usize,
-    kind: u8,
-    flags: u8,
-    stream: u32,
-}
 
 /// Reads frame headers out of one direction, skipping payloads (but collecting the first four
 /// payload bytes of a GOAWAY: its last stream id).
@@ -82,12 +72,7 @@ impl HeadReader {
             let n = self.header.fill(input);
             input = input.get(n..).unwrap_or(&[]);
             if let Some(h) = self.header.take_full() {
-                let head = FrameHead {
-                    len: (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]),
-                    kind: h[3],
-                    flags: h[4],
-                    stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-                };
+                let head = FrameHead::parse(h);
                 match head.kind {
                     TYPE_HEADERS => self.in_block = head.flags & FLAG_END_HEADERS == 0,
                     TYPE_CONTINUATION => self.in_block = head.flags & FLAG_END_HEADERS == 0,
