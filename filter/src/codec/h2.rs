@@ -95,6 +95,15 @@ pub fn ping_frame(opaque: [u8; 8]) -> [u8; 17] {
     f
 }
 
+/// What [`FrameWalker::walk`] passes over.
+#[derive(Debug)]
+pub(super) enum Walked<'a> {
+    /// A frame header, complete.
+    Head(FrameHead),
+    /// Payload bytes of the current frame (a frame's payload may come in several pieces).
+    Payload(&'a [u8]),
+}
+
 /// Tracks frame boundaries in one direction of an HTTP/2 connection (after the preface), so
 /// bytes of our own can be inserted between frames.
 #[derive(Debug, Default)]
@@ -108,10 +117,17 @@ impl FrameWalker {
         Self::default()
     }
 
-    pub fn feed(&mut self, mut input: &[u8]) {
+    pub fn feed(&mut self, input: &[u8]) {
+        self.walk(input, |_| {});
+    }
+
+    /// [`FrameWalker::feed`] that shows `seen` each frame header as it completes and each
+    /// piece of payload it skips, in stream order.
+    pub(super) fn walk(&mut self, mut input: &[u8], mut seen: impl FnMut(Walked<'_>)) {
         while !input.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
+                seen(Walked::Payload(input.get(..n).unwrap_or(&[])));
                 self.skip = self.skip.saturating_sub(n);
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
@@ -119,7 +135,9 @@ impl FrameWalker {
             let n = self.header.fill(input);
             input = input.get(n..).unwrap_or(&[]);
             if let Some(h) = self.header.take_full() {
-                self.skip = FrameHead::parse(h).len;
+                let head = FrameHead::parse(h);
+                self.skip = head.len;
+                seen(Walked::Head(head));
             }
         }
     }
