@@ -9,14 +9,18 @@
 //! - `live` (the [`proxy`] on sockets and the [`demo`]) and `scripted` ([`Scenario`] /
 //!   [`ConnectionScenario`] for tests, [`fuzzing`]), which do not import each other.
 //!
+//! Beside them, [`build_wasm_guest`] builds a test or bench guest crate with cargo.
+//!
 //! What each module owns: docs/ARCHITECTURE.md, "Host harness". The public names are
 //! re-exported here, so callers do not depend on the layout.
 
+mod guest_build;
 mod host;
 mod live;
 mod model;
 mod scripted;
 
+pub use guest_build::{build_wasm_guest, GuestRustflags};
 pub use host::abi::{
     CloseType, DataAction, HeadersAction, LogLevel, MetricKind, NetworkAction, Status, StreamType,
     TrailersAction,

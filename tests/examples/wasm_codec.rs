@@ -8,9 +8,10 @@
 //! (`make bench` runs it.) Timings are printed, never asserted.
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use host_harness::{build_wasm_guest, GuestRustflags};
 use wasmtime::{Engine, Linker, Module, Store};
 
 #[allow(dead_code)]
@@ -19,44 +20,15 @@ mod workloads;
 
 /// Builds the guest; `simd`: with `-C target-feature=+simd128` (its own target dir).
 fn guest_wasm(simd: bool) -> Result<PathBuf, String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let manifest = root.join("filter/benches/wasm-guest/Cargo.toml");
-    let target_dir = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"))
-        .join(if simd {
-            "bench-guest-simd"
-        } else {
-            "bench-guest"
-        });
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            if simd {
-                "-Ctarget-feature=+simd128"
-            } else {
-                ""
-            },
-        )
-        .status()
-        .map_err(|e| format!("cargo: {e}"))?;
-    if !status.success() {
-        return Err("building filter/benches/wasm-guest failed".into());
-    }
-    Ok(target_dir.join("wasm32-wasip1/release/codec_bench_guest.wasm"))
+    let manifest =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../filter/benches/wasm-guest/Cargo.toml");
+    let (target_subdir, rustflags) = if simd {
+        ("bench-guest-simd", "-Ctarget-feature=+simd128")
+    } else {
+        ("bench-guest", "")
+    };
+    let dir = build_wasm_guest(&manifest, target_subdir, GuestRustflags::Exactly(rustflags))?;
+    Ok(dir.join("codec_bench_guest.wasm"))
 }
 
 /// Best (minimum) time per call over repeated calls for about `secs`.

@@ -15,9 +15,32 @@ use super::header_buf::HeaderBuf;
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: length 0, type 4, flags 0, stream 0.
 pub const EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
-const FRAME_HEADER_LEN: usize = 9;
+/// Bytes of a frame header (RFC 9113 4.1).
+pub(super) const FRAME_HEADER_LEN: usize = 9;
 const TYPE_SETTINGS: u8 = 4;
 const FLAG_ACK: u8 = 1;
+
+/// One frame header, as read off the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FrameHead {
+    /// Payload bytes.
+    pub(super) len: usize,
+    pub(super) kind: u8,
+    pub(super) flags: u8,
+    pub(super) stream: u32,
+}
+
+impl FrameHead {
+    pub(super) fn parse(h: [u8; FRAME_HEADER_LEN]) -> FrameHead {
+        let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = h;
+        FrameHead {
+            len: (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2),
+            kind,
+            flags,
+            stream: u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff,
+        }
+    }
+}
 
 /// Removes the client's connection preface from the start of a byte stream.
 #[derive(Debug, Default)]
@@ -72,6 +95,15 @@ pub fn ping_frame(opaque: [u8; 8]) -> [u8; 17] {
     f
 }
 
+/// What [`FrameWalker::walk`] passes over.
+#[derive(Debug)]
+pub(super) enum Walked<'a> {
+    /// A frame header, complete.
+    Head(FrameHead),
+    /// Payload bytes of the current frame (a frame's payload may come in several pieces).
+    Payload(&'a [u8]),
+}
+
 /// Tracks frame boundaries in one direction of an HTTP/2 connection (after the preface), so
 /// bytes of our own can be inserted between frames.
 #[derive(Debug, Default)]
@@ -85,18 +117,27 @@ impl FrameWalker {
         Self::default()
     }
 
-    pub fn feed(&mut self, mut input: &[u8]) {
+    pub fn feed(&mut self, input: &[u8]) {
+        self.walk(input, |_| {});
+    }
+
+    /// [`FrameWalker::feed`] that shows `seen` each frame header as it completes and each
+    /// piece of payload it skips, in stream order.
+    pub(super) fn walk(&mut self, mut input: &[u8], mut seen: impl FnMut(Walked<'_>)) {
         while !input.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(input.len());
+                seen(Walked::Payload(input.get(..n).unwrap_or(&[])));
                 self.skip = self.skip.saturating_sub(n);
                 input = input.get(n..).unwrap_or(&[]);
                 continue;
             }
             let n = self.header.fill(input);
             input = input.get(n..).unwrap_or(&[]);
-            if let Some([l0, l1, l2, ..]) = self.header.take_full() {
-                self.skip = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
+            if let Some(h) = self.header.take_full() {
+                let head = FrameHead::parse(h);
+                self.skip = head.len;
+                seen(Walked::Head(head));
             }
         }
     }
@@ -181,10 +222,15 @@ impl BackendFrameFilter {
                 return;
             }
             let h = std::mem::take(&mut self.header);
-            let &[l0, l1, l2, ty, flags, ..] = h.as_slice() else {
+            let Ok(bytes) = <[u8; FRAME_HEADER_LEN]>::try_from(h.as_slice()) else {
                 return;
             };
-            let len = (usize::from(l0) << 16) | (usize::from(l1) << 8) | usize::from(l2);
+            let FrameHead {
+                len,
+                kind: ty,
+                flags,
+                ..
+            } = FrameHead::parse(bytes);
             if ty == TYPE_SETTINGS && flags & FLAG_ACK != 0 && len == 0 && self.settings_ack_pending
             {
                 self.settings_ack_pending = false;

@@ -12,11 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use super::h2::PREFACE;
-use super::header_buf::HeaderBuf;
+use super::h2::{FrameHead, FrameWalker, Walked, PREFACE};
 use super::status::percent_encode;
 
-const FRAME_HEADER_LEN: usize = 9;
 const TYPE_DATA: u8 = 0;
 const TYPE_HEADERS: u8 = 1;
 const TYPE_RST_STREAM: u8 = 3;
@@ -32,21 +30,11 @@ const MAX_MESSAGE_BYTES: usize = 512;
 /// (the connection just closes, as without the ledger). Bounds the ledger's memory.
 pub const MAX_TRACKED_STREAMS: usize = 4096;
 
-/// One frame header, as read off the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FrameHead {
-    len: usize,
-    kind: u8,
-    flags: u8,
-    stream: u32,
-}
-
 /// Reads frame headers out of one direction, skipping payloads (but collecting the first four
 /// payload bytes of a GOAWAY: its last stream id).
 #[derive(Debug, Default)]
 struct HeadReader {
-    header: HeaderBuf<FRAME_HEADER_LEN>,
-    skip: usize,
+    walker: FrameWalker,
     goaway: Option<([u8; 4], usize)>,
     /// Inside a header block (HEADERS without END_HEADERS, then CONTINUATIONs).
     in_block: bool,
@@ -59,12 +47,12 @@ enum Event {
 }
 
 impl HeadReader {
-    fn feed(&mut self, mut input: &[u8], events: &mut Vec<Event>) {
-        while !input.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(input.len());
-                if let Some((id, have)) = self.goaway.as_mut() {
-                    for &b in input.iter().take(n) {
+    fn feed(&mut self, input: &[u8], events: &mut Vec<Event>) {
+        let (goaway, in_block) = (&mut self.goaway, &mut self.in_block);
+        self.walker.walk(input, |walked| match walked {
+            Walked::Payload(payload) => {
+                if let Some((id, have)) = goaway.as_mut() {
+                    for &b in payload {
                         if let Some(slot) = id.get_mut(*have) {
                             *slot = b;
                             *have = have.saturating_add(1);
@@ -72,37 +60,25 @@ impl HeadReader {
                     }
                     if *have == 4 {
                         events.push(Event::GoAway(u32::from_be_bytes(*id) & 0x7fff_ffff));
-                        self.goaway = None;
+                        *goaway = None;
                     }
                 }
-                self.skip = self.skip.saturating_sub(n);
-                input = input.get(n..).unwrap_or(&[]);
-                continue;
             }
-            let n = self.header.fill(input);
-            input = input.get(n..).unwrap_or(&[]);
-            if let Some(h) = self.header.take_full() {
-                let head = FrameHead {
-                    len: (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]),
-                    kind: h[3],
-                    flags: h[4],
-                    stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-                };
+            Walked::Head(head) => {
                 match head.kind {
-                    TYPE_HEADERS => self.in_block = head.flags & FLAG_END_HEADERS == 0,
-                    TYPE_CONTINUATION => self.in_block = head.flags & FLAG_END_HEADERS == 0,
+                    TYPE_HEADERS => *in_block = head.flags & FLAG_END_HEADERS == 0,
+                    TYPE_CONTINUATION => *in_block = head.flags & FLAG_END_HEADERS == 0,
                     _ => {}
                 }
-                self.skip = head.len;
-                self.goaway = (head.kind == TYPE_GOAWAY && head.len >= 4).then_some(([0; 4], 0));
+                *goaway = (head.kind == TYPE_GOAWAY && head.len >= 4).then_some(([0; 4], 0));
                 events.push(Event::Frame(head));
             }
-        }
+        });
     }
 
     /// Between frames and outside a header block: frames of our own may go here.
     fn can_insert(&self) -> bool {
-        self.header.is_empty() && self.skip == 0 && !self.in_block
+        self.walker.at_boundary() && !self.in_block
     }
 }
 

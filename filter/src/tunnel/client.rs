@@ -161,7 +161,7 @@ impl TunnelClient {
     /// Unwraps server frames into `out`; control frames are answered.
     fn unwrap(&mut self, h: &mut dyn NetHost, input: &[u8], out: &mut Vec<u8>) {
         let mut events = Vec::new();
-        let res = self.session.decode_into(input, out, &mut events);
+        let res = self.session.decoder().decode_into(input, out, &mut events);
         for ev in events {
             match ev {
                 // Answer only the latest ping (RFC 6455 5.5.3): no pile-up if sending stalls.

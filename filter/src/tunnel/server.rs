@@ -163,10 +163,13 @@ impl TunnelServer {
         let before = out.len();
         let res = if self.client_preface.is_done() {
             // Steady state: unmask straight into the output (one copy).
-            self.session.decode_into(input, out, &mut events)
+            self.session.decoder().decode_into(input, out, &mut events)
         } else {
             let mut raw = Vec::with_capacity(input.len());
-            let res = self.session.decode_into(input, &mut raw, &mut events);
+            let res = self
+                .session
+                .decoder()
+                .decode_into(input, &mut raw, &mut events);
             if self.client_preface.feed(&raw, out).is_err() {
                 self.queue_close(
                     h,

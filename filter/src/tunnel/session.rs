@@ -10,7 +10,7 @@
 //! The pure frame codec is `codec::websocket`.
 
 use crate::codec::websocket::{
-    close_payload, encode_base64, encode_frame, FrameDecoder, Opcode, Side, WsError, WsEvent,
+    close_payload, encode_base64, encode_frame, FrameDecoder, Opcode, Side,
 };
 use crate::tunnel::net_host::NetHost;
 use crate::tunnel::MAX_CONTROL_QUEUE;
@@ -190,15 +190,10 @@ impl WsSession {
         out.append(&mut self.control);
     }
 
-    /// Decodes the peer's frames: data payload bytes (unmasked, contiguous) to `data_out`,
-    /// control frames to `events`. Input may be split anywhere.
-    pub fn decode_into(
-        &mut self,
-        input: &[u8],
-        data_out: &mut Vec<u8>,
-        events: &mut Vec<WsEvent>,
-    ) -> Result<(), WsError> {
-        self.decoder.decode_into(input, data_out, events)
+    /// The decoder of the peer's frames (bounded at `max_frame_bytes`): the roles use its
+    /// `decode_into`, data payload bytes to one buffer and control frames as events.
+    pub fn decoder(&mut self) -> &mut FrameDecoder {
+        &mut self.decoder
     }
 }
 
@@ -312,6 +307,7 @@ mod tests {
         let mut s = WsSession::new(Side::Client, 4);
         let (mut data, mut events) = (Vec::new(), Vec::new());
         let err = s
+            .decoder()
             .decode_into(&[0x82, 5, 1, 2, 3, 4, 5], &mut data, &mut events)
             .unwrap_err();
         assert_eq!(err.close_code, close_code::MESSAGE_TOO_BIG);

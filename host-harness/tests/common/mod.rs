@@ -6,12 +6,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use host_harness::proxy::{LogSink, Protocol, ProxyConfig};
-use host_harness::{PluginOptions, WasmSource};
+use host_harness::{build_wasm_guest, GuestRustflags, PluginOptions, WasmSource};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,31 +23,9 @@ pub fn probe_wasm() -> Vec<u8> {
     WASM.get_or_init(|| {
         let manifest =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-guests/probe/Cargo.toml");
-        let target_dir = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-            .join("harness-guests");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cannot run cargo to build the probe guest");
-        assert!(
-            status.success(),
-            "building the probe guest failed (is the wasm32-wasip1 target installed?)"
-        );
-        let path = target_dir.join("wasm32-wasip1/release/harness_probe.wasm");
+        let dir = build_wasm_guest(&manifest, "harness-guests", GuestRustflags::Workspace)
+            .unwrap_or_else(|e| panic!("the probe guest: {e}"));
+        let path = dir.join("harness_probe.wasm");
         std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
     })
     .clone()
