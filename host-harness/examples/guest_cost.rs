@@ -6,38 +6,21 @@
 //!
 //! Each call: request headers and body, response headers, body and trailers, on a fresh stream
 //! of one VM. What it prints includes the harness's own work per call, the same for any module.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::call_native_backend;
 use host_harness::{PluginOptions, Scenario};
 use std::time::Instant;
 
-fn grpc_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![flag];
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
+/// One native unary call on a fresh stream of the VM.
 fn call(s: &mut Scenario) {
     s.next_stream();
-    s.request_headers(
-        &[
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":path", "/pkg.Svc/Call"),
-            (":authority", "backend"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-            ("user-agent", "grpc-rust/1"),
-        ],
-        false,
-    )
-    .request_body(&grpc_frame(0, b"hi"), true);
-    s.response_headers(
-        &[(":status", "200"), ("content-type", "application/grpc")],
-        false,
-    )
-    .response_body(&grpc_frame(0, b"yo"), false)
-    .response_trailers(&[("grpc-status", "0")]);
-    let _ = s.take_downstream();
+    call_native_backend(
+        s,
+        "application/grpc",
+        &[("te", "trailers"), ("user-agent", "grpc-rust/1")],
+    );
 }
 
 fn main() {

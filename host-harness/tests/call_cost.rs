@@ -7,18 +7,12 @@
 
 mod common;
 
+use common::{call_native_backend, grpc_frame};
 use host_harness::{body_of, Crossings, Frame, PluginOptions, Scenario};
 
 fn role(config: &str) -> Scenario {
     Scenario::new(PluginOptions::from_file(common::grpc_bridge_wasm()).plugin_config(config))
         .unwrap_or_else(|e| panic!("loading grpc_bridge.wasm: {e}"))
-}
-
-fn grpc_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![flag];
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f
 }
 
 fn since(a: Crossings, b: Crossings) -> Crossings {
@@ -70,29 +64,6 @@ fn agent_unary(s: &mut Scenario) {
         other => panic!("expected trailers last, got {other:?}"),
     }
     assert!(s.is_finished());
-}
-
-/// One unary call toward a native gRPC backend (the server side of the bridge): the request
-/// with `content_type` and `extra` headers, then the backend's answer "yo" and status 0.
-/// Returns what reached the client.
-fn call_native_backend(s: &mut Scenario, content_type: &str, extra: &[(&str, &str)]) -> Vec<Frame> {
-    let mut headers = vec![
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/pkg.Svc/Call"),
-        (":authority", "backend"),
-        ("content-type", content_type),
-    ];
-    headers.extend_from_slice(extra);
-    s.request_headers(&headers, false)
-        .request_body(&grpc_frame(0, b"hi"), true);
-    s.response_headers(
-        &[(":status", "200"), ("content-type", "application/grpc")],
-        false,
-    )
-    .response_body(&grpc_frame(0, b"yo"), false)
-    .response_trailers(&[("grpc-status", "0")]);
-    s.take_downstream()
 }
 
 fn server_unary(s: &mut Scenario) {

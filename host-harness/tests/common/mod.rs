@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use host_harness::proxy::{LogSink, Protocol, ProxyConfig};
-use host_harness::{build_wasm_guest, GuestRustflags, PluginOptions, WasmSource};
+use host_harness::{build_wasm_guest, Frame, GuestRustflags, PluginOptions, Scenario, WasmSource};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -266,4 +266,39 @@ where
                 .await;
         }
     }
+}
+
+/// A gRPC length-prefixed frame: `flag` (0 a message, 0x80 a trailer frame), then `payload`.
+pub fn grpc_frame(flag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![flag];
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One unary call toward a native gRPC backend (the server side of the bridge): the request
+/// with `content_type` and `extra` headers, then the backend's answer "yo" and status 0.
+/// Returns what reached the client.
+pub fn call_native_backend(
+    s: &mut Scenario,
+    content_type: &str,
+    extra: &[(&str, &str)],
+) -> Vec<Frame> {
+    let mut headers = vec![
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/pkg.Svc/Call"),
+        (":authority", "backend"),
+        ("content-type", content_type),
+    ];
+    headers.extend_from_slice(extra);
+    s.request_headers(&headers, false)
+        .request_body(&grpc_frame(0, b"hi"), true);
+    s.response_headers(
+        &[(":status", "200"), ("content-type", "application/grpc")],
+        false,
+    )
+    .response_body(&grpc_frame(0, b"yo"), false)
+    .response_trailers(&[("grpc-status", "0")]);
+    s.take_downstream()
 }
