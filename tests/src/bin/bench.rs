@@ -10,7 +10,7 @@
 //!   srv-native  gRPC-web/HTTP/1.1 load -> server Envoy (Envoy's C++ grpc_web filter) -> backend
 //!   grpc-web-nohop  as grpc-web without nginx (agent Envoy -> server Envoy over HTTP/1.1): not in
 //!               the default set (--paths), it separates the hop's cost from the bridge's
-//!   (--before-wasm FILE adds grpc-web@before, websocket@before, srv-wasm@before: the same
+//!   (--before-wasm FILE adds grpc-web@before, websocket@before, srv-wasm@before and idle@before: the same
 //!   topologies with another build of the filter, measured interleaved in the same run.)
 //!
 //! Workloads: `unary` (small echo), `stream` (server streaming of large messages), each for a
@@ -922,7 +922,7 @@ fn main() -> ExitCode {
             eprintln!("--before-wasm {}: no such file", before.display());
             return ExitCode::from(2);
         }
-        for p in ["grpc-web", "websocket", "srv-wasm"] {
+        for p in ["grpc-web", "websocket", "srv-wasm", "idle"] {
             if opts.paths.iter().any(|x| x == p) {
                 names.push(format!("{p}@before"));
             }
