@@ -56,6 +56,9 @@ impl Corpus {
     }
 }
 
+/// A `grpc_frame` seed: name, `[max_message, max_trailer]`, `[plan_a, plan_b]`, the body's parts.
+type GrpcFrameSeed<'a> = (&'a str, [u16; 2], [u16; 2], &'a [&'a [u8]]);
+
 fn trailers(pairs: &[(&str, &str)]) -> Vec<u8> {
     let v: Vec<(String, String)> = pairs
         .iter()
@@ -97,58 +100,61 @@ fn main() {
 
     // grpc_frame: max_message, max_trailer, plan_a, plan_b, body.
     let mut c = Corpus::new(&root, "grpc_frame");
-    let params = |mm: u16, mt: u16, a: u16, b: u16| {
-        cat(&[&lim(mm), &lim(mt), &a.to_le_bytes(), &b.to_le_bytes()])
-    };
     let two = cat(&[&grpc(0, b"hello"), &grpc(1, b"z"), &ok]);
-    c.add(
-        "two-messages-trailers",
-        &[&params(1000, 200, BYTEWISE, UP_TO_7), &two],
-    );
-    c.add(
-        "empty-messages",
-        &[
-            &params(10, 100, FIXED_16, WHOLE),
-            &grpc(0, b""),
-            &grpc(0, b""),
-            &grpc(0x80, b""),
-        ],
-    );
-    c.add(
-        "trailers-only",
-        &[&params(1000, 200, UP_TO_7, BYTEWISE), &err],
-    );
-    c.add(
-        "message-too-large",
-        &[
-            &params(4, 200, BYTEWISE, WHOLE),
-            &grpc(0, b"abc"),
-            &grpc(0, b"abcde"),
-        ],
-    );
-    c.add(
-        "trailers-too-large",
-        &[&params(100, 8, WHOLE, BYTEWISE), &grpc(0, b"abc"), &ok],
-    );
-    c.add(
-        "reserved-flags",
-        &[
-            &params(100, 100, BYTEWISE, UP_TO_7),
-            &grpc(0, b"a"),
-            &grpc(0x81, b"x"),
-        ],
-    );
-    c.add(
-        "truncated",
-        &[
-            &params(100, 100, UP_TO_7, FIXED_16),
-            &grpc(0, b"abcdef")[..8],
-        ],
-    );
-    c.add(
-        "data-after-trailers",
-        &[&params(100, 100, BYTEWISE, WHOLE), &ok, &grpc(0, b"late")],
-    );
+    let seeds: &[GrpcFrameSeed] = &[
+        (
+            "two-messages-trailers",
+            [1000, 200],
+            [BYTEWISE, UP_TO_7],
+            &[&two],
+        ),
+        (
+            "empty-messages",
+            [10, 100],
+            [FIXED_16, WHOLE],
+            &[&grpc(0, b""), &grpc(0, b""), &grpc(0x80, b"")],
+        ),
+        ("trailers-only", [1000, 200], [UP_TO_7, BYTEWISE], &[&err]),
+        (
+            "message-too-large",
+            [4, 200],
+            [BYTEWISE, WHOLE],
+            &[&grpc(0, b"abc"), &grpc(0, b"abcde")],
+        ),
+        (
+            "trailers-too-large",
+            [100, 8],
+            [WHOLE, BYTEWISE],
+            &[&grpc(0, b"abc"), &ok],
+        ),
+        (
+            "reserved-flags",
+            [100, 100],
+            [BYTEWISE, UP_TO_7],
+            &[&grpc(0, b"a"), &grpc(0x81, b"x")],
+        ),
+        (
+            "truncated",
+            [100, 100],
+            [UP_TO_7, FIXED_16],
+            &[&grpc(0, b"abcdef")[..8]],
+        ),
+        (
+            "data-after-trailers",
+            [100, 100],
+            [BYTEWISE, WHOLE],
+            &[&ok, &grpc(0, b"late")],
+        ),
+    ];
+    for &(name, [max_message, max_trailer], [a, b], body) in seeds {
+        let params = cat(&[
+            &lim(max_message),
+            &lim(max_trailer),
+            &a.to_le_bytes(),
+            &b.to_le_bytes(),
+        ]);
+        c.add(name, &[&params, &body.concat()]);
+    }
 
     // trailer_frame: limit, plan_a, plan_b, bytes.
     let mut c = Corpus::new(&root, "trailer_frame");
@@ -264,32 +270,21 @@ fn main() {
             &ws(true, Opcode::Binary, None, b"x"),
         ],
     );
-    c.add(
-        "client-rsv",
-        &[&params(false, 1024, BYTEWISE, WHOLE), &[0xC2, 0x01, 0x00]],
-    );
-    c.add(
-        "client-opcode-3",
-        &[&params(false, 1024, BYTEWISE, WHOLE), &[0x83, 0x00]],
-    );
-    c.add(
-        "client-fragmented-ping",
-        &[&params(false, 1024, BYTEWISE, WHOLE), &[0x09, 0x00]],
-    );
-    c.add(
-        "client-64bit-top",
-        &[
-            &params(false, 1024, BYTEWISE, WHOLE),
-            &[0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1],
-        ],
-    );
-    c.add(
-        "client-close-1005",
-        &[
-            &params(false, 1024, BYTEWISE, WHOLE),
-            &ws(true, Opcode::Close, None, &[0x03, 0xED]),
-        ],
-    );
+    for (name, frame) in [
+        ("client-rsv", vec![0xC2, 0x01, 0x00]),
+        ("client-opcode-3", vec![0x83, 0x00]),
+        ("client-fragmented-ping", vec![0x09, 0x00]),
+        (
+            "client-64bit-top",
+            vec![0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 1],
+        ),
+        (
+            "client-close-1005",
+            ws(true, Opcode::Close, None, &[0x03, 0xED]),
+        ),
+    ] {
+        c.add(name, &[&params(false, 1024, BYTEWISE, WHOLE), &frame]);
+    }
     c.add(
         "client-bad-utf8",
         &[
@@ -484,6 +479,8 @@ fn main() {
     let mut c = Corpus::new(&root, "auth");
     let f = |b: &[u8]| cat(&[&[b.len() as u8], b]);
     let missing: &[u8] = &[0x3F];
+    // The four raw properties (mtls, URI SAN, DNS SAN, subject), none present.
+    let no_properties = [missing; 4].concat();
     let secret_a: &[u8] = b"0123456789abcdef";
     let secret_b: &[u8] = b"new-secret-0000000";
     // require nothing but a secret; two secrets, present the second.
@@ -495,10 +492,7 @@ fn main() {
             &f(secret_b),
             &[0, 0, 0],
             &f(secret_b),
-            missing,
-            missing,
-            missing,
-            missing,
+            &no_properties,
             &[0, 0, 0],
         ],
     );
@@ -509,10 +503,7 @@ fn main() {
             &f(secret_a),
             &[0, 0, 0],
             &f(b"0123456789abcdeF"),
-            missing,
-            missing,
-            missing,
-            missing,
+            &no_properties,
             &[0, 0, 0],
         ],
     );

@@ -35,4 +35,4 @@ pub use host::vm::{
 };
 pub use live::{demo, proxy};
 pub use model::{ConnectionId, Direction, Frame, NetFrame, Plugin, StreamId};
-pub use scripted::{body_of, fuzzing, ConnectionScenario, Scenario};
+pub use scripted::{body_of, fuzzing, ConnectionScenario, Scenario, HEADERS_NEVER_UPSTREAM};

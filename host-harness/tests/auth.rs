@@ -5,7 +5,7 @@
 
 mod common;
 
-use host_harness::{Frame, PluginOptions, Scenario};
+use host_harness::{Frame, PluginOptions, Scenario, HEADERS_NEVER_UPSTREAM};
 
 const SECRET: &str = "harness-secret-0123456789";
 
@@ -41,15 +41,7 @@ fn outcome(s: &mut Scenario) -> Option<(String, String)> {
     let Some(Frame::Headers { headers, .. }) = up.first() else {
         panic!("nothing upstream: {up:?}")
     };
-    for leak in [
-        "x-grpc-bridge",
-        "x-grpc-bridge-auth",
-        "x-grpc-web",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "upgrade",
-    ] {
+    for leak in HEADERS_NEVER_UPSTREAM {
         assert!(
             headers.get(leak).is_none(),
             "{leak} reached the backend: {headers:?}"

@@ -32,6 +32,7 @@ use grpc_bridge_tests::grpcweb::{
 };
 use grpc_bridge_tests::pb::*;
 use grpc_bridge_tests::util::rt;
+use host_harness::HEADERS_NEVER_UPSTREAM;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -761,17 +762,11 @@ fn grpc_of(resp: &[u8]) -> Result<(u16, Option<u32>, String, Vec<u8>), String> {
     Ok((status, code, msg, first))
 }
 
-/// Headers the backend must never see.
-const FORBIDDEN: &[&str] = &[
-    "x-grpc-bridge",
-    "x-grpc-bridge-auth",
-    "x-grpc-web",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-];
+/// A header the backend must never see: the harness's list, and `transfer-encoding` (the
+/// HTTP/1.1 hop's framing must not leak into the backend's HTTP/2 request).
+fn forbidden(name: &str) -> bool {
+    HEADERS_NEVER_UPSTREAM.contains(&name) || name == "transfer-encoding"
+}
 
 fn check_grpc(got: (u16, Option<u32>, String, Vec<u8>), expect: &Expect) -> Result<String, String> {
     let (status, code, msg, first) = got;
@@ -804,7 +799,7 @@ fn check_grpc(got: (u16, Option<u32>, String, Vec<u8>), expect: &Expect) -> Resu
                 .collect();
             let bad: Vec<&String> = seen
                 .iter()
-                .filter(|k| FORBIDDEN.contains(&k.as_str()) || (k.as_str() == "te"))
+                .filter(|k| forbidden(k) || (k.as_str() == "te"))
                 .collect();
             // te: trailers is what gRPC needs; anything else is a leak.
             let te_ok = r

@@ -907,6 +907,53 @@ pub fn default_wasm() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target/wasm32-wasip1/release/grpc_bridge.wasm"))
 }
 
+/// The demos' start step (this one and `grpc-bridge-tests`' `make demo`): prints `banner`,
+/// runs `start`, and prints how long it took; on failure prints why and gives `None`.
+pub fn announce_start<T, E: std::fmt::Display>(
+    banner: &str,
+    start: impl FnOnce() -> Result<T, E>,
+) -> Option<T> {
+    println!("{banner}");
+    let t0 = Instant::now();
+    match start() {
+        Ok(started) => {
+            println!("up in {} ms", t0.elapsed().as_millis());
+            Some(started)
+        }
+        Err(e) => {
+            eprintln!("could not start the bridge: {e}");
+            None
+        }
+    }
+}
+
+/// One call of a demo (this one and `make demo`'s): runs `call` on `rt` with the demos' 30 s
+/// limit, prints its report line (`ok` or `FAIL`, milliseconds, `what`, then the detail), and
+/// gives the result and how long the call took.
+pub fn timed_call(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    call: impl std::future::Future<Output = Result<String, String>>,
+) -> (Result<String, String>, Duration) {
+    let t = Instant::now();
+    let result = rt.block_on(async {
+        match tokio::time::timeout(Duration::from_secs(30), call).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out after 30 s".into()),
+        }
+    });
+    let elapsed = t.elapsed();
+    let (verdict, detail) = match &result {
+        Ok(d) => ("ok  ", d),
+        Err(e) => ("FAIL", e),
+    };
+    println!(
+        "  {verdict}  {:>5} ms  {what}\n                    {detail}",
+        elapsed.as_millis()
+    );
+    (result, elapsed)
+}
+
 /// `host-harness demo [--wasm FILE]`: start the topology, make the calls, print the report;
 /// exits non-zero if anything failed.
 pub fn main(args: &[String]) -> ExitCode {
@@ -938,44 +985,19 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("host-harness demo: starting tonic backend, server proxy, HTTP/1.1 hop, agent proxy (no Envoy) ...");
-    let t0 = Instant::now();
-    let topo = match rt.block_on(Topology::start(&wasm, None)) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("could not start the bridge: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(topo) = announce_start(
+        "host-harness demo: starting tonic backend, server proxy, HTTP/1.1 hop, agent proxy (no Envoy) ...",
+        || rt.block_on(Topology::start(&wasm, None)),
+    ) else {
+        return ExitCode::FAILURE;
     };
-    println!("up in {} ms", t0.elapsed().as_millis());
     println!("path: {}\n", topo.path);
     let state = topo.backend.as_ref().map(|b| b.state.clone());
     let mut failed = 0;
     for (case, what) in CALLS {
-        let t = Instant::now();
-        let result = rt.block_on(async {
-            match tokio::time::timeout(
-                Duration::from_secs(30),
-                run_case(case, topo.client_addr, state.as_ref()),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err("timed out after 30 s".into()),
-            }
-        });
-        match &result {
-            Ok(d) => println!(
-                "  ok    {:>5} ms  {what}\n                    {d}",
-                t.elapsed().as_millis()
-            ),
-            Err(e) => {
-                failed += 1;
-                println!(
-                    "  FAIL  {:>5} ms  {what}\n                    {e}",
-                    t.elapsed().as_millis()
-                )
-            }
+        let (result, _) = timed_call(&rt, what, run_case(case, topo.client_addr, state.as_ref()));
+        if result.is_err() {
+            failed += 1;
         }
     }
     println!("\n{} of {} calls ok", CALLS.len() - failed, CALLS.len());

@@ -6,3 +6,17 @@ pub mod fuzzing;
 mod scenario;
 
 pub use scenario::{body_of, ConnectionScenario, Scenario};
+
+/// Request headers that must never reach the backend through the bridge: the bridge's own
+/// (marker, secret, `x-grpc-web`) and the hop-by-hop ones. The scripted tests
+/// (`tests/auth.rs`) and the Envoy tests (`grpc-bridge-tests`' `hostile.rs`) check the headers
+/// the backend got against this one list.
+pub const HEADERS_NEVER_UPSTREAM: &[&str] = &[
+    "x-grpc-bridge",
+    "x-grpc-bridge-auth",
+    "x-grpc-web",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+];

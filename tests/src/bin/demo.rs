@@ -8,11 +8,11 @@
 //! server side instead of grpc-bridge's server role; `--no-hop` leaves nginx out.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use grpc_bridge_tests::cases::{report, run_case, Outcome};
 use grpc_bridge_tests::topology::{ServerSide, Topology};
 use grpc_bridge_tests::util::rt;
+use host_harness::demo::{announce_start, timed_call};
 
 const CALLS: &[(&str, &str)] = &[
     ("unary", "unary echo"),
@@ -52,52 +52,26 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    println!(
+    let banner = format!(
         "grpc-bridge demo: starting backend, server Envoy, {}agent Envoy ...",
         if hop { "nginx hop, " } else { "" }
     );
-    let t0 = Instant::now();
-    let topo = match Topology::builder().server(server).hop(hop).start() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("could not start the bridge: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(topo) = announce_start(&banner, || {
+        Topology::builder().server(server).hop(hop).start()
+    }) else {
+        return ExitCode::FAILURE;
     };
-    println!("up in {} ms", t0.elapsed().as_millis());
     println!("path: {}\n", topo.path);
 
     let rt = rt();
     let mut outcomes = vec![];
     for (case, what) in CALLS {
-        let t = Instant::now();
-        let result = rt.block_on(async {
-            match tokio::time::timeout(
-                std::time::Duration::from_secs(30),
-                run_case(case, topo.client_addr),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err("timed out after 30 s".into()),
-            }
-        });
-        let o = Outcome {
+        let (result, elapsed) = timed_call(&rt, what, run_case(case, topo.client_addr));
+        outcomes.push(Outcome {
             case: format!("{case}: {what}"),
             result,
-            elapsed: t.elapsed(),
-        };
-        match &o.result {
-            Ok(d) => println!(
-                "  ok    {:>5} ms  {what}\n                    {d}",
-                o.elapsed.as_millis()
-            ),
-            Err(e) => println!(
-                "  FAIL  {:>5} ms  {what}\n                    {e}",
-                o.elapsed.as_millis()
-            ),
-        }
-        outcomes.push(o);
+            elapsed,
+        });
     }
     let (_, failed) = report(&outcomes);
     println!(

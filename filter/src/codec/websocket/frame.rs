@@ -809,6 +809,19 @@ pub(crate) mod tests {
         w
     }
 
+    /// Encodes `frame_list` with `mask`, checks that a `side` decoder reads it as `events`, and
+    /// gives the encoded bytes.
+    fn assert_frames_decode(
+        side: Side,
+        mask: Option<[u8; 4]>,
+        frame_list: &[(bool, Opcode, &[u8])],
+        events: Vec<WsEvent>,
+    ) -> Vec<u8> {
+        let w = frames(mask, frame_list);
+        assert_eq!(decode_all_events(side, &w).unwrap(), events);
+        w
+    }
+
     pub(crate) fn decode_all_events(side: Side, input: &[u8]) -> Result<Vec<WsEvent>, WsError> {
         let mut d = FrameDecoder::new(side, 1 << 20);
         let mut ev = Vec::new();
@@ -1029,7 +1042,8 @@ pub(crate) mod tests {
     /// buffer and only the ping as an event.
     #[test]
     fn control_frames_between_fragments() {
-        let w = frames(
+        let w = assert_frames_decode(
+            Side::Server,
             Some(MASK),
             &[
                 (false, Opcode::Binary, b"hello "),
@@ -1037,17 +1051,14 @@ pub(crate) mod tests {
                 (true, Opcode::Continuation, b"world"),
                 (true, Opcode::Binary, b"!"),
             ],
-        );
-        assert_eq!(
-            decode_all_events(Side::Server, &w).unwrap(),
             vec![
                 WsEvent::Data(b"hello ".to_vec()),
                 WsEvent::Ping(b"p".to_vec()),
                 WsEvent::Data(b"world".to_vec()),
                 WsEvent::MessageEnd,
                 WsEvent::Data(b"!".to_vec()),
-                WsEvent::MessageEnd
-            ]
+                WsEvent::MessageEnd,
+            ],
         );
         let mut d = FrameDecoder::new(Side::Server, 100);
         let (mut data, mut ev) = (Vec::new(), Vec::new());
@@ -1061,24 +1072,22 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_frames() {
-        let w = frames(
+        assert_frames_decode(
+            Side::Client,
             None,
             &[
                 (true, Opcode::Binary, b""),
                 (true, Opcode::Ping, b""),
                 (true, Opcode::Close, b""),
             ],
-        );
-        assert_eq!(
-            decode_all_events(Side::Client, &w).unwrap(),
             vec![
                 WsEvent::MessageEnd,
                 WsEvent::Ping(vec![]),
                 WsEvent::Close {
                     code: None,
-                    reason: String::new()
-                }
-            ]
+                    reason: String::new(),
+                },
+            ],
         );
     }
 
