@@ -79,7 +79,7 @@ bench: setup build
 	@mkdir -p target/floor
 	rustc --edition 2021 --target wasm32-wasip1 --crate-type cdylib -C opt-level=2 -C panic=abort -o target/floor/floor.wasm benches/wasm-floor/floor.rs
 	set -o pipefail; target/loadgen/bench $(if $(QUICK),--quick,) $(if $(BEFORE_WASM),--before-wasm $(BEFORE_WASM),) $(BENCH_ARGS) | tee target/bench-c16.txt
-	set -o pipefail; target/loadgen/bench $(if $(QUICK),--quick,) --concurrency 1 --workloads unary --paths native-h2,native-h2-hop,grpc-web,grpc-web-hybrid,websocket,srv-wasm,srv-native,srv-hybrid,h1-floor-rRpPbB $(BENCH_ARGS_C1) | tee target/bench-c1.txt
+	set -o pipefail; target/loadgen/bench $(if $(QUICK),--quick,) --concurrency 1 --workloads unary --paths native-h2,native-h2-hop,grpc-web,grpc-web-hybrid,websocket,srv-wasm,srv-native,srv-hybrid,srv-floor,h1-floor-rRpPbB $(BENCH_ARGS_C1) | tee target/bench-c1.txt
 	@echo; echo "Headline ratios (RATIO name value):"; grep -h '^RATIO' target/bench-c16.txt target/bench-c1.txt target/bench-codec.txt 2>/dev/null || true
 
 clean:

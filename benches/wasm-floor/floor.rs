@@ -58,11 +58,29 @@ static READS: AtomicU32 = AtomicU32::new(0);
 #[no_mangle]
 pub extern "C" fn proxy_abi_version_0_2_1() {}
 
+/// Where allocations larger than the arena go (streamed body chunks): one region of fresh
+/// pages, grown when a larger one is asked for and reused after that. The floor reads a body
+/// chunk and writes it back before the host allocates again, so reuse is safe here.
+static BIG_AT: AtomicU32 = AtomicU32::new(0);
+static BIG_CAP: AtomicU32 = AtomicU32::new(0);
+
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    if size > (1 << 15) {
+        if size > BIG_CAP.load(Ordering::Relaxed) as usize {
+            let pages = size.div_ceil(1 << 16);
+            let first = core::arch::wasm32::memory_grow(0, pages);
+            if first == usize::MAX {
+                return core::ptr::null_mut();
+            }
+            BIG_AT.store((first << 16) as u32, Ordering::Relaxed);
+            BIG_CAP.store((pages << 16) as u32, Ordering::Relaxed);
+        }
+        return BIG_AT.load(Ordering::Relaxed) as usize as *mut u8;
+    }
     let at = NEXT.fetch_add(((size + 7) & !7) as u32, Ordering::Relaxed) as usize;
     if at + size > (1 << 16) {
-        NEXT.store(0, Ordering::Relaxed);
+        NEXT.store(((size + 7) & !7) as u32, Ordering::Relaxed);
         return core::ptr::addr_of_mut!(ARENA) as *mut u8;
     }
     unsafe { (core::ptr::addr_of_mut!(ARENA) as *mut u8).add(at) }

@@ -19,6 +19,10 @@ pub enum ServerSide {
     /// Envoy's `grpc_web` converts, grpc-bridge wasm in role `server_guard` authenticates
     /// (`envoy/server-hybrid.yaml`).
     Hybrid,
+    /// The hybrid server's shape with none of its logic, for the benchmark: Envoy's `grpc_web`
+    /// behind the do-nothing floor wasm module (`envoy/bench/server-grpc-web-floor.yaml`; the
+    /// `FLOOR_WASM` and `FLOOR_CONFIG` server variables say which module and what it does).
+    GrpcWebFloor,
 }
 
 impl ServerSide {
@@ -27,6 +31,7 @@ impl ServerSide {
             ServerSide::Wasm => "server.yaml",
             ServerSide::NativeGrpcWeb => "server-native-grpc-web.yaml",
             ServerSide::Hybrid => "server-hybrid.yaml",
+            ServerSide::GrpcWebFloor => "bench/server-grpc-web-floor.yaml",
         }
     }
     pub fn label(self) -> &'static str {
@@ -36,6 +41,7 @@ impl ServerSide {
             ServerSide::Hybrid => {
                 "server Envoy (native grpc_web filter + grpc-bridge wasm, role server_guard)"
             }
+            ServerSide::GrpcWebFloor => "server Envoy (native grpc_web filter + floor wasm)",
         }
     }
 }

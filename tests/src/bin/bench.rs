@@ -8,6 +8,9 @@
 //!   websocket   client -> tunnel client Envoy (wasm) -> nginx WebSocket -> tunnel server Envoy (wasm) -> backend
 //!   srv-wasm    gRPC-web/HTTP/1.1 load -> server Envoy (wasm, role server) -> backend
 //!   srv-native  gRPC-web/HTTP/1.1 load -> server Envoy (Envoy's C++ grpc_web filter) -> backend
+//!   srv-hybrid  as srv-native with grpc-bridge in role server_guard in front of grpc_web
+//!   srv-floor   as srv-hybrid with the do-nothing floor module (its read and write of the
+//!               request headers) in place of server_guard: the floor of the server target
 //!   grpc-web-nohop  as grpc-web without nginx (agent Envoy -> server Envoy over HTTP/1.1): not in
 //!               the default set (--paths), it separates the hop's cost from the bridge's
 //!   (--before-wasm FILE adds grpc-web@before, websocket@before, srv-wasm@before and idle@before: the same
@@ -86,6 +89,8 @@ const DEFAULT_PATHS: &[&str] = &[
     "srv-wasm",
     "srv-native",
     "srv-hybrid",
+    // The hybrid server's floor: any wasm filter in front of Envoy's grpc_web.
+    "srv-floor",
 ];
 
 /// Every named path (the `floor-<ops>` and `h1-floor-<ops>` families aside).
@@ -296,9 +301,40 @@ fn start_path(name: &str) -> Result<Path, String> {
             let t = topo(Topology::builder().server(side).hop(false).agent(false)).start()?;
             from_topology(t, Client::GrpcWeb)
         }
+        "srv-floor" => {
+            // The hybrid server's shape with none of its logic: the floor module in front of
+            // Envoy's grpc_web, making the guard's host operations (one read and one write of
+            // the request header map).
+            let t = topo(
+                Topology::builder()
+                    .server(ServerSide::GrpcWebFloor)
+                    .server_var("FLOOR_WASM", &floor_wasm()?.display().to_string())
+                    .server_var("FLOOR_CONFIG", SRV_FLOOR_OPS)
+                    .hop(false)
+                    .agent(false),
+            )
+            .start()?;
+            from_topology(t, Client::GrpcWeb)
+        }
         other => return Err(format!("unknown path {other}")),
     })
 }
+
+/// The do-nothing floor module (benches/wasm-floor), built by `make bench`.
+fn floor_wasm() -> Result<PathBuf, String> {
+    let wasm = grpc_bridge_tests::util::repo_root().join("target/floor/floor.wasm");
+    if wasm.exists() {
+        Ok(wasm)
+    } else {
+        Err(format!(
+            "{} is missing: `make bench` builds it (rustc --target wasm32-wasip1 benches/wasm-floor/floor.rs)",
+            wasm.display()
+        ))
+    }
+}
+
+/// `srv-floor`'s floor operations: the `server_guard` role's host operations per call.
+const SRV_FLOOR_OPS: &str = "rR";
 
 /// `native-h2`, `h1-hop` and the `floor*` paths: two plain Envoys in a row, optionally each with
 /// the floor wasm module (`ops`: its configuration letters, benches/wasm-floor/floor.rs).
@@ -326,13 +362,10 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
                 format!("floor wasm filter {c:?}"),
             ),
         };
-        let floor_wasm = grpc_bridge_tests::util::repo_root().join("target/floor/floor.wasm");
-        if floor_config.is_some() && !floor_wasm.exists() {
-            return Err(format!(
-                    "{} is missing: `make bench` builds it (rustc --target wasm32-wasip1 benches/wasm-floor/floor.rs)",
-                    floor_wasm.display()
-                ));
-        }
+        let floor_module = match floor_config {
+            Some(_) => floor_wasm()?,
+            None => PathBuf::new(),
+        };
         let vars = |host: String, port: u16| -> Vec<(&'static str, String)> {
             let mut v = vec![
                 ("LISTEN_ADDR", "127.0.0.1".into()),
@@ -345,7 +378,7 @@ fn start_native(name: &str, base: &str, ops: Option<&str>) -> Result<Path, Strin
                 let wasm = if base == "idle" {
                     grpc_bridge_tests::envoy::wasm_path()
                 } else {
-                    floor_wasm.clone()
+                    floor_module.clone()
                 };
                 v.push(("WASM", wasm.display().to_string()));
                 v.push(("FLOOR_CONFIG", c.clone()));
@@ -860,7 +893,7 @@ fn baseline(path: &str) -> Option<String> {
             // The bridge's shape with none of its logic: what grpc-web could cost at best.
             b if b.starts_with("h1-floor") => "native-h2",
             b if b.starts_with("floor-") || b == "idle" => "floor",
-            "srv-wasm" | "srv-hybrid" => "srv-native",
+            "srv-wasm" | "srv-hybrid" | "srv-floor" => "srv-native",
             "srv-native" => return None,
             _ => return None,
         }
